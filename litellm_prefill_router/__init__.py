@@ -1,0 +1,55 @@
+"""litellm-prefill-router: route LLM requests by the prefill activations of a small encoder.
+
+The runtime imports numpy, onnxruntime, tokenizers, pydantic and litellm - never torch.
+litellm-facing names (``PrefillRouter``, ``install``) are imported lazily so that
+``import litellm_prefill_router`` does no work and no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .bundle import Bundle, BundleManifest, load_bundle
+from .errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleMissingFileError,
+    BundlePathError,
+    BundleSchemaError,
+    ConfigurationError,
+    InferenceError,
+    PrefillRouterError,
+    PromptError,
+    UnpricedDeploymentError,
+)
+from .policy import RoutingDecision, RoutingPolicy
+from .predictor import PrefillPredictor
+
+if TYPE_CHECKING:
+    from .router import PrefillRouter, PrefillRoutingStrategy, install
+    from .semantic import PrefillSemanticRouter
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "PrefillRouter": "router",
+    "PrefillRoutingStrategy": "router",
+    "install": "router",
+    "PrefillSemanticRouter": "semantic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Bundle", "BundleManifest", "load_bundle", "PrefillPredictor", "RoutingDecision", "RoutingPolicy",
+    "PrefillRouter", "PrefillRoutingStrategy", "install", "PrefillSemanticRouter",
+    "PrefillRouterError", "BundleError", "BundleMissingFileError", "BundleChecksumError", "BundleSchemaError",
+    "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError", "PromptError",
+]

@@ -1,0 +1,65 @@
+"""Settings of the prefill routing strategy (``routing_strategy_args``), validated with bounds."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigurationError
+
+
+class PrefillStrategyArgs(BaseModel):
+    """``routing_strategy_args`` of ``Router(routing_strategy="prefill", ...)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    bundle: str = Field(description="bundle directory written by `prefill-router train`")
+    preset: str | None = None
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    on_error: Literal["fallback", "raise"] = "fallback"
+    fallback_target: str | None = None
+    default_input_cost_per_token: float | None = Field(default=None, ge=0.0)
+    default_output_cost_per_token: float | None = Field(default=None, ge=0.0)
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    decision_log: str | None = None
+
+
+class RequestOverrides(BaseModel):
+    """Per-request overrides read from ``metadata["prefill"]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    preset: str | None = None
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    pin_model: str | None = None
+    candidates: list[str] | None = None
+
+
+def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
+    if isinstance(args, PrefillStrategyArgs):
+        return args
+    if not isinstance(args, dict) or "bundle" not in args:
+        raise ConfigurationError(
+            "routing_strategy='prefill' needs routing_strategy_args={'bundle': '<bundle dir>', ...}; "
+            f"got {args!r}. Train a bundle with `prefill-router train --data PATH --out DIR`."
+        )
+    try:
+        return PrefillStrategyArgs.model_validate(args)
+    except ValidationError as err:
+        raise ConfigurationError(f"invalid routing_strategy_args for 'prefill': {err}") from err
+
+
+def parse_overrides(metadata: Any) -> RequestOverrides:
+    raw = metadata.get("prefill") if isinstance(metadata, dict) else None
+    if raw is None:
+        return RequestOverrides()
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"metadata['prefill'] must be a dict, got {type(raw).__name__}")
+    try:
+        return RequestOverrides.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigurationError(f"invalid metadata['prefill'] overrides: {err}") from err

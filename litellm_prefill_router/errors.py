@@ -1,0 +1,43 @@
+"""Typed errors. Every message says what failed, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class PrefillRouterError(Exception):
+    """Base class of every error raised by litellm-prefill-router."""
+
+
+class BundleError(PrefillRouterError):
+    """A bundle directory cannot be loaded."""
+
+
+class BundleMissingFileError(BundleError):
+    """A file named by the manifest (or the manifest itself) is absent."""
+
+
+class BundleChecksumError(BundleError):
+    """A file's sha256 or size differs from the manifest."""
+
+
+class BundleSchemaError(BundleError):
+    """The manifest is not valid JSON, fails validation, or has an unknown schema version."""
+
+
+class BundlePathError(BundleError):
+    """A file name in the manifest would leave the bundle directory."""
+
+
+class ConfigurationError(PrefillRouterError):
+    """The router, its deployments or its policy are configured inconsistently."""
+
+
+class UnpricedDeploymentError(ConfigurationError):
+    """A deployment has no known price and no default price was given."""
+
+
+class InferenceError(PrefillRouterError):
+    """The encoder or the scorer failed on a request."""
+
+
+class PromptError(PrefillRouterError):
+    """A request's messages cannot be turned into encoder text."""

@@ -1,0 +1,175 @@
+"""PrefillPredictor: prompts -> P(correct) per target, batched and thread-safe.
+
+One encoder and one trunk session per bundle. Requests from many threads or
+coroutines are queued to a single worker thread that groups whatever is waiting
+into one padded batch (sorted by length), so concurrent traffic is batched and
+onnxruntime's intra-op threads are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundle import Bundle, load_bundle
+from .errors import InferenceError
+from .prompt import EncodedPrompt, PromptEncoder
+from .sessions import EncoderSession, TrunkSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    p_correct: np.ndarray  # (K,)
+    input_tokens: int
+    truncated: bool
+    has_text: bool
+
+
+class PrefillPredictor:
+    """Load a bundle's graphs and predict P(correct) for every target."""
+
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        *,
+        intra_op_threads: int | None = None,
+        max_batch_size: int = 16,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        m = self.bundle.manifest
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.bundle.path("tokenizer.json")))
+        tok.no_padding()
+        tok.no_truncation()
+        tmpl = self.bundle.read_text(m.encoder.chat_template) if m.encoder.chat_template else None
+        self.prompts = PromptEncoder(
+            tok,
+            chat_template=tmpl,
+            max_tokens=m.encoder.max_prefill_tokens,
+            head_fraction=m.encoder.head_fraction,
+            add_generation_prompt=m.encoder.add_generation_prompt,
+            add_special_tokens=m.encoder.add_special_tokens,
+            special_tokens=m.encoder.template_vars,
+            pad_token_id=m.encoder.pad_token_id,
+        )
+        self.encoder = EncoderSession(self.bundle.path("encoder.onnx"), m.encoder.feature_dim,
+                                      intra_op_threads=intra_op_threads)
+        self.trunk = TrunkSession(self.bundle.path("trunk.onnx"), len(m.targets), m.encoder.feature_dim,
+                                  intra_op_threads=intra_op_threads)
+        self.targets = m.target_names
+        self.max_batch_size = max_batch_size
+        self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]]] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- the graphs -------------------------------------------------------
+    def features(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled encoder features for token-id lists (one padded batch, right padding)."""
+        n = len(ids)
+        width = max(len(x) for x in ids)
+        input_ids = np.full((n, width), self.bundle.manifest.encoder.pad_token_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return self.encoder(input_ids, mask)
+
+    def probabilities_for_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n, K) probabilities, batching by length to limit padding."""
+        if not ids:
+            return np.zeros((0, len(self.targets)), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), len(self.targets)), dtype=np.float32)
+        for start in range(0, len(order), self.max_batch_size):
+            idx = order[start : start + self.max_batch_size]
+            out[idx] = self.trunk(self.features([ids[i] for i in idx]))
+        return out
+
+    # -- public API -------------------------------------------------------
+    def encode(self, prompts: Sequence[object]) -> list[EncodedPrompt]:
+        return self.prompts.encode_batch(prompts)
+
+    def predict(self, prompts: Sequence[object]) -> np.ndarray:
+        """(n, K) P(correct) for prompts given as strings or message lists (synchronous)."""
+        enc = self.encode(prompts)
+        return self.probabilities_for_ids([e.ids for e in enc])
+
+    def predict_one(self, prompt: object) -> Prediction:
+        """One prompt through the shared micro-batching worker (thread-safe, blocking)."""
+        enc = self.prompts.encode(prompt)
+        p = self._submit(enc.ids).result()
+        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
+
+    async def apredict_one(self, prompt: object) -> Prediction:
+        """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop."""
+        enc = await asyncio.to_thread(self.prompts.encode, prompt)
+        p = await asyncio.wrap_future(self._submit(enc.ids))
+        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
+
+    # -- micro-batching worker ---------------------------------------------
+    def _submit(self, ids: list[int]) -> Future[np.ndarray]:
+        fut: Future[np.ndarray] = Future()
+        self._ensure_worker()
+        self._queue.put((ids, fut))
+        return fut
+
+    def _ensure_worker(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            return
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="prefill-predictor", daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            live = [(ids, f) for ids, f in batch if f.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                probs = self.probabilities_for_ids([ids for ids, _ in live])
+            except Exception as err:  # noqa: BLE001 - every waiter must get the error
+                wrapped = err if isinstance(err, InferenceError) else InferenceError(f"prediction failed: {err}")
+                for _, f in live:
+                    f.set_exception(wrapped)
+                continue
+            for row, (_, f) in zip(probs, live):
+                f.set_result(row)
+
+
+_CACHE: dict[tuple[str, str, int | None, int], PrefillPredictor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def shared_predictor(
+    bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16
+) -> PrefillPredictor:
+    """One predictor (one pair of ORT sessions) per bundle per process, verified on first load."""
+    bundle = load_bundle(bundle_dir)
+    key = (str(bundle.directory.resolve()), bundle.manifest.files["encoder.onnx"].sha256 +
+           bundle.manifest.files["trunk.onnx"].sha256, intra_op_threads, max_batch_size)
+    with _CACHE_LOCK:
+        pred = _CACHE.get(key)
+        if pred is None:
+            pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size)
+            _CACHE[key] = pred
+        return pred

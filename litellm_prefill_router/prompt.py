@@ -1,0 +1,207 @@
+"""Messages -> encoder text -> token ids, without transformers.
+
+The encoder's chat template is rendered with jinja2 the way transformers renders
+it (sandboxed environment, ``trim_blocks``/``lstrip_blocks``, ``raise_exception``
+and ``tojson``). Only text reaches the encoder: image/audio parts are dropped,
+tool calls are rendered as text, and invalid unicode is replaced. Long prompts
+keep their head and their tail (the question and the generation prompt usually
+sit at the end).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
+from .errors import PromptError
+
+Message = Mapping[str, Any]
+
+_ROLE_MAP = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "tool": "user",
+    "function": "user",
+}
+
+#: characters kept per allowed token before tokenising, so a 200k-character
+#: prompt is never tokenised whole
+CHARS_PER_TOKEN_BUDGET = 12
+
+
+def clean_text(value: object) -> str:
+    """Return ``value`` as valid UTF-8 text (lone surrogates and bad bytes replaced)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
+
+
+def content_text(content: object) -> str:
+    """Text of a message content: a string, or the text parts of a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, (str, bytes)):
+        return clean_text(content)
+    if isinstance(content, Sequence):
+        parts: list[str] = []
+        for part in content:
+            if isinstance(part, Mapping):
+                if part.get("type") in (None, "text", "input_text", "output_text") and "text" in part:
+                    parts.append(clean_text(part.get("text")))
+            elif isinstance(part, str):
+                parts.append(clean_text(part))
+        return "\n".join(p for p in parts if p)
+    return clean_text(content)
+
+
+def _tool_calls_text(message: Message) -> str:
+    calls = message.get("tool_calls") or []
+    out = []
+    for call in calls if isinstance(calls, Sequence) else []:
+        fn = call.get("function", {}) if isinstance(call, Mapping) else {}
+        if isinstance(fn, Mapping):
+            out.append(f"[tool call] {clean_text(fn.get('name'))}({clean_text(fn.get('arguments'))})")
+    return "\n".join(out)
+
+
+def normalise_messages(messages: object) -> list[dict[str, str]]:
+    """Turn a prompt (str, or OpenAI-style messages) into [{role, content: str}] with text only."""
+    if isinstance(messages, (str, bytes)):
+        return [{"role": "user", "content": clean_text(messages)}]
+    if messages is None:
+        return []
+    if not isinstance(messages, Sequence):
+        raise PromptError(
+            f"messages must be a string or a list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
+        )
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise PromptError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+        raw_role = clean_text(m.get("role") or "user").lower()
+        role = _ROLE_MAP.get(raw_role, "user")
+        text = content_text(m.get("content"))
+        if raw_role in ("tool", "function") and text:
+            text = f"[tool result] {text}"
+        calls = _tool_calls_text(m)
+        if calls:
+            text = f"{text}\n{calls}" if text else calls
+        if text:
+            out.append({"role": role, "content": text})
+    return out
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x: object, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def compile_chat_template(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(source)
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    ids: list[int]
+    n_tokens: int  # before truncation
+    truncated: bool
+    has_text: bool
+
+
+class PromptEncoder:
+    """Render messages with the encoder's chat template and tokenize with head+tail truncation."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        chat_template: str | None,
+        max_tokens: int,
+        head_fraction: float = 0.25,
+        add_generation_prompt: bool = True,
+        add_special_tokens: bool = False,
+        special_tokens: Mapping[str, str] | None = None,
+        pad_token_id: int = 0,
+    ) -> None:
+        if max_tokens < 8:
+            raise ValueError(f"max_tokens must be >= 8, got {max_tokens}")
+        self.tokenizer = tokenizer
+        self.template = compile_chat_template(chat_template) if chat_template else None
+        self.max_tokens = max_tokens
+        self.head_fraction = head_fraction
+        self.add_generation_prompt = add_generation_prompt
+        self.add_special_tokens = add_special_tokens
+        self.special_tokens = dict(special_tokens or {})
+        self.pad_token_id = pad_token_id
+
+    def render(self, messages: object) -> tuple[str, bool]:
+        """Return (encoder text, whether the prompt had any text)."""
+        msgs = normalise_messages(messages)
+        has_text = any(m["content"].strip() for m in msgs)
+        budget = self.max_tokens * CHARS_PER_TOKEN_BUDGET
+        msgs = [{"role": m["role"], "content": _clip_chars(m["content"], budget, self.head_fraction)} for m in msgs]
+        if self.template is None:
+            return "\n\n".join(m["content"] for m in msgs), has_text
+        if not msgs:
+            msgs = [{"role": "user", "content": ""}]
+        try:
+            text = self.template.render(
+                messages=msgs, add_generation_prompt=self.add_generation_prompt, **self.special_tokens
+            )
+        except jinja2.exceptions.TemplateError as err:
+            raise PromptError(f"the encoder's chat template failed on these messages: {err}") from err
+        return text, has_text
+
+    def encode(self, messages: object) -> EncodedPrompt:
+        return self.encode_batch([messages])[0]
+
+    def encode_batch(self, batch: Sequence[object]) -> list[EncodedPrompt]:
+        rendered = [self.render(m) for m in batch]
+        encs = self.tokenizer.encode_batch([r[0] for r in rendered], add_special_tokens=self.add_special_tokens)
+        out = []
+        for (_, has_text), enc in zip(rendered, encs):
+            ids = list(enc.ids)
+            n = len(ids)
+            if n == 0:
+                ids = [self._fallback_id()]
+            out.append(EncodedPrompt(ids=self._truncate(ids), n_tokens=n, truncated=n > self.max_tokens,
+                                     has_text=has_text))
+        return out
+
+    def _fallback_id(self) -> int:
+        # an empty rendering (no template, no text): feed one pad token
+        return self.pad_token_id
+
+    def _truncate(self, ids: list[int]) -> list[int]:
+        if len(ids) <= self.max_tokens:
+            return ids
+        head = int(self.max_tokens * self.head_fraction)
+        tail = self.max_tokens - head
+        return ids[:head] + ids[len(ids) - tail:]
+
+
+def _clip_chars(text: str, budget: int, head_fraction: float) -> str:
+    if len(text) <= budget:
+        return text
+    head = int(budget * head_fraction)
+    return text[:head] + text[len(text) - (budget - head):]

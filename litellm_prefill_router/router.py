@@ -1,0 +1,436 @@
+"""LiteLLM integration: the only module (with ``proxy_hook``) that imports litellm.
+
+* :class:`PrefillRoutingStrategy` - a ``CustomRoutingStrategyBase`` that asks the
+  router for its healthy deployments (cooldowns, pre-call checks, tags, order,
+  team filters all still apply), predicts P(correct) per target from the prompt's
+  prefill activations, and picks a deployment with a cost-aware policy.
+* :class:`PrefillRouter` - ``litellm.Router`` that accepts ``routing_strategy="prefill"``
+  and copies each decision into the response's ``_hidden_params``.
+* :func:`install` - teach a plain ``litellm.Router`` (SDK or proxy) the ``prefill`` strategy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.router import CustomRoutingStrategyBase
+from litellm.router_strategy.simple_shuffle import simple_shuffle
+from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+
+from .config import PrefillStrategyArgs, RequestOverrides, parse_overrides, parse_strategy_args
+from .costs import Price, estimate_cost
+from .errors import ConfigurationError, InferenceError, UnpricedDeploymentError
+from .policy import RoutingDecision, RoutingPolicy, resolve_policy
+from .predictor import PrefillPredictor, shared_predictor
+
+logger = logging.getLogger("litellm_prefill_router")
+
+PREFILL = "prefill"
+DECISION_KEY = "prefill_decision"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    deployment_id: str
+    model_name: str
+    target: str
+    price: Price
+
+
+def _is_prefill(strategy: object) -> bool:
+    return getattr(strategy, "value", strategy) == PREFILL
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-sync") as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def _metadata(request_kwargs: dict) -> dict:
+    key = "litellm_metadata" if isinstance(request_kwargs.get("litellm_metadata"), dict) else "metadata"
+    md = request_kwargs.get(key)
+    if not isinstance(md, dict):
+        md = {}
+        request_kwargs[key] = md
+    return md
+
+
+class PrefillRoutingStrategy(CustomRoutingStrategyBase):
+    """Route each request to the deployment the bundle predicts answers correctly at the lowest cost."""
+
+    def __init__(self, router: litellm.Router, args: dict | PrefillStrategyArgs,
+                 predictor: PrefillPredictor | None = None) -> None:
+        self.router = router
+        self.args = parse_strategy_args(args)
+        self.predictor = predictor or shared_predictor(
+            self.args.bundle, intra_op_threads=self.args.intra_op_threads, max_batch_size=self.args.max_batch_size
+        )
+        self.manifest = self.predictor.bundle.manifest
+        self.targets = self.manifest.target_names
+        self.default_policy = resolve_policy(
+            self.manifest.presets, preset=self.args.preset, tolerance=self.args.tolerance,
+            lambda_=self.args.lambda_, default_preset=self.manifest.default_preset,
+        )
+        self.fallback_target = self.args.fallback_target or self.manifest.best_prior_target()
+        if self.fallback_target not in self.targets:
+            raise ConfigurationError(
+                f"fallback_target {self.fallback_target!r} is not a target of bundle {self.args.bundle}; "
+                f"targets: {self.targets}"
+            )
+        self._deployments: dict[str, DeploymentTarget | None] = {}
+        self.unmapped: list[str] = []
+        for dep in router.model_list or []:
+            info = self._describe(dep)
+            if info is None:
+                self.unmapped.append(f"{dep.get('model_name')} ({dep.get('litellm_params', {}).get('model')})")
+        mapped = {d.target for d in self._deployments.values() if d is not None}
+        if not mapped:
+            raise ConfigurationError(
+                f"no deployment in model_list maps to a target of bundle {self.args.bundle}. Targets: {self.targets}. "
+                "Set model_info.prefill_target on each deployment, or name the deployment after its target."
+            )
+        if self.unmapped:
+            logger.warning("prefill router: deployments not mapped to any bundle target (routed by simple-shuffle "
+                           "when requested directly): %s", self.unmapped)
+        self.targets_without_deployment = [t for t in self.targets if t not in mapped]
+        if self.targets_without_deployment:
+            logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
+                           self.targets_without_deployment)
+        if self.args.decision_log:
+            register_decision_log(self.args.decision_log)
+
+    # -- deployments --------------------------------------------------------
+    def _target_of(self, dep: dict) -> str | None:
+        info = dep.get("model_info") or {}
+        explicit = info.get("prefill_target")
+        if explicit is not None:
+            if explicit not in self.targets:
+                raise ConfigurationError(
+                    f"deployment {dep.get('model_name')!r} has model_info.prefill_target={explicit!r}, which is not "
+                    f"a target of bundle {self.args.bundle}; valid targets: {self.targets}"
+                )
+            return str(explicit)
+        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        for name in (dep.get("model_name"), model, model.split("/")[-1]):
+            if name in self.targets:
+                return str(name)
+        return None
+
+    def _describe(self, dep: dict) -> DeploymentTarget | None:
+        dep_id = str((dep.get("model_info") or {}).get("id") or id(dep))
+        if dep_id in self._deployments:
+            return self._deployments[dep_id]
+        target = self._target_of(dep)
+        info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
+                                                             self._price(dep, dep_id))
+        self._deployments[dep_id] = info
+        return info
+
+    def _price(self, dep: dict, dep_id: str) -> Price:
+        params = dep.get("litellm_params") or {}
+        mi = dep.get("model_info") or {}
+        for source, src in (("litellm_params", params), ("model_info", mi)):
+            if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
+                return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+        model = str(params.get("model") or "")
+        try:
+            info = self.router.get_deployment_model_info(model_id=dep_id, model_name=model)
+        except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
+            info = None
+        if info and info.get("input_cost_per_token") is not None and info.get("output_cost_per_token") is not None:
+            return Price(float(info["input_cost_per_token"]), float(info["output_cost_per_token"]), "litellm")
+        a = self.args
+        if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None:
+            return Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default")
+        raise UnpricedDeploymentError(
+            f"deployment {dep.get('model_name')!r} (model {model!r}, id {dep_id}) has no known price: set "
+            "model_info.input_cost_per_token and output_cost_per_token on it, or routing_strategy_args "
+            "default_input_cost_per_token/default_output_cost_per_token."
+        )
+
+    # -- routing --------------------------------------------------------------
+    async def async_get_available_deployment(
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002 - litellm's signature
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        request_kwargs = request_kwargs if request_kwargs is not None else {}
+        healthy = await self.router.async_get_healthy_deployments(
+            model=model, request_kwargs=request_kwargs, messages=messages, input=input,
+            specific_deployment=specific_deployment,
+        )
+        if isinstance(healthy, dict):
+            return healthy
+        if not healthy:
+            raise await async_raise_no_deployment_exception(
+                litellm_router_instance=self.router, model=model, parent_otel_span=None)
+        mapped = [(d, info) for d in healthy if (info := self._describe(d)) is not None]
+        if not mapped:
+            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
+        md = _metadata(request_kwargs)
+        decision = await self.decide(messages if messages is not None else input, mapped, md, model)
+        chosen = [d for d, info in mapped if info.target == decision.target]
+        deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
+        dep_id = str((deployment.get("model_info") or {}).get("id"))
+        record = {**decision.to_dict(), "deployment_id": dep_id}
+        md[DECISION_KEY] = record
+        logger.debug("prefill decision %s", json.dumps(record, default=str))
+        return deployment
+
+    def get_available_deployment(
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        return _run_sync(self.async_get_available_deployment(
+            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
+            request_kwargs=request_kwargs))
+
+    def policy_for(self, overrides: RequestOverrides) -> RoutingPolicy:
+        if overrides.preset is None and overrides.tolerance is None and overrides.lambda_ is None:
+            return self.default_policy
+        return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
+                              lambda_=overrides.lambda_)
+
+    async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
+                     model_group: str | None = None) -> RoutingDecision:
+        t0 = time.perf_counter()
+        overrides = parse_overrides(metadata)
+        policy = self.policy_for(overrides)
+        price: dict[str, Price] = {}
+        for _, info in mapped:  # cheapest deployment's price stands for its target
+            cur = price.get(info.target)
+            if cur is None or info.price.input_cost_per_token < cur.input_cost_per_token:
+                price[info.target] = info.price
+        candidates = [t for t in self.targets if t in price]
+        if overrides.candidates is not None:
+            unknown = sorted(set(overrides.candidates) - set(self.targets))
+            if unknown:
+                raise ConfigurationError(f"metadata['prefill']['candidates'] names unknown targets {unknown}; "
+                                         f"targets: {self.targets}")
+            candidates = [t for t in candidates if t in overrides.candidates]
+            if not candidates:
+                raise ConfigurationError(
+                    f"none of the requested candidates {overrides.candidates} has a healthy deployment in "
+                    f"model group {model_group!r}")
+
+        def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
+                 truncated: bool = False) -> RoutingDecision:
+            return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
+                                   candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
+                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group)
+
+        if overrides.pin_model is not None:
+            if overrides.pin_model in candidates:
+                return done(overrides.pin_model, "pinned", {}, {})
+            logger.warning("prefill router: pinned target %r has no healthy deployment among %s; routing by policy",
+                           overrides.pin_model, candidates)
+        try:
+            pred = await self.predictor.apredict_one(prompt)
+        except Exception as err:  # noqa: BLE001 - a request is never lost to a routing failure
+            if self.args.on_error == "raise":
+                raise InferenceError(f"prefill routing failed for model group {model_group!r}: {err}") from err
+            target = self._fallback(candidates)
+            logger.warning("prefill router: inference failed (%s); sending the request to fallback target %r",
+                           err, target)
+            return done(target, f"fallback: inference failed ({type(err).__name__}: {err})", {}, {})
+        p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
+        p = {t: p_all[t] for t in candidates}
+        cost = {t: estimate_cost(price[t], pred.input_tokens, self.manifest.target(t).expected_output_tokens)
+                for t in candidates}
+        if not pred.has_text:
+            target = self._fallback(candidates)
+            return done(target, "fallback: the request has no text to route on", p, cost, pred.input_tokens)
+        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])  # type: ignore[arg-type]
+        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
+
+    def _fallback(self, candidates: list[str]) -> str:
+        if self.fallback_target in candidates:
+            return self.fallback_target
+        return max(candidates, key=lambda t: self.manifest.target(t).prior_accuracy)
+
+
+# -- decision / outcome log ------------------------------------------------------
+class DecisionLogger(CustomLogger):
+    """Appends one JSON line per routed call: the decision and its outcome (for retraining)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def _write(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
+        md = ((kwargs.get("litellm_params") or {}).get("metadata") or {})
+        decision = md.get(DECISION_KEY)
+        if not decision:
+            return
+        try:
+            latency = (end - start).total_seconds()
+        except Exception:  # noqa: BLE001
+            latency = None
+        exc = kwargs.get("exception")
+        row = {
+            "ts": datetime.now(timezone.utc).isoformat(),
+            "litellm_call_id": kwargs.get("litellm_call_id"),
+            "decision": decision,
+            "outcome": {"success": ok, "model": kwargs.get("model"), "response_cost": kwargs.get("response_cost"),
+                        "latency_s": latency, "error": None if ok else repr(exc)},
+        }
+        line = json.dumps(row, default=str)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, True, response_obj, start_time, end_time)
+
+    def log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, False, response_obj, start_time, end_time)
+
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, True, response_obj, start_time, end_time)
+
+    async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, False, response_obj, start_time, end_time)
+
+
+_LOGGERS: dict[str, DecisionLogger] = {}
+
+
+def register_decision_log(path: str | Path) -> DecisionLogger:
+    key = str(Path(path).resolve())
+    if key not in _LOGGERS:
+        _LOGGERS[key] = DecisionLogger(path)
+        litellm.logging_callback_manager.add_litellm_callback(_LOGGERS[key])
+    return _LOGGERS[key]
+
+
+# -- Router integration --------------------------------------------------------
+def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args: dict | None) -> PrefillRoutingStrategy:
+    """Attach a prefill strategy to ``router`` (what ``routing_strategy="prefill"`` does)."""
+    args = routing_strategy_args or getattr(router, "routing_strategy_args", None)
+    strategy = PrefillRoutingStrategy(router, args or {})
+    router.routing_strategy = PREFILL
+    router.set_custom_routing_strategy(strategy)
+    router.prefill_strategy = strategy  # type: ignore[attr-defined]
+    return strategy
+
+
+def _attach_decision(response: Any, metadata: dict) -> Any:
+    decision = metadata.get(DECISION_KEY)
+    if decision is not None and response is not None:
+        hidden = getattr(response, "_hidden_params", None)
+        if isinstance(hidden, dict):
+            hidden["prefill_routing"] = decision
+    return response
+
+
+class PrefillRouter(litellm.Router):
+    """``litellm.Router`` with the ``prefill`` routing strategy built in.
+
+    ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``
+    """
+
+    def _validate_routing_strategy(self, routing_strategy: Any) -> None:
+        if _is_prefill(routing_strategy):
+            return None
+        return super()._validate_routing_strategy(routing_strategy)
+
+    def routing_strategy_init(self, routing_strategy: Any, routing_strategy_args: dict) -> None:
+        if _is_prefill(routing_strategy):
+            super().routing_strategy_init("simple-shuffle", {})
+            apply_prefill_routing_strategy(self, routing_strategy_args)
+            return None
+        return super().routing_strategy_init(routing_strategy, routing_strategy_args)
+
+    def _apply_updated_routing_strategy_args(self) -> None:
+        if _is_prefill(self.routing_strategy):
+            apply_prefill_routing_strategy(self, self.routing_strategy_args)
+            return None
+        return super()._apply_updated_routing_strategy_args()
+
+    async def _acompletion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        md = _metadata(kwargs)
+        return _attach_decision(await super()._acompletion(model, messages, **kwargs), md)
+
+    def _completion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        md = _metadata(kwargs)
+        return _attach_decision(super()._completion(model, messages, **kwargs), md)
+
+
+_INSTALL_LOCK = threading.Lock()
+
+
+def install() -> None:
+    """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (idempotent).
+
+    Patches ``litellm.Router`` with the methods of :class:`PrefillRouter`; used by
+    the proxy hook (``litellm_prefill_router.proxy_hook``).
+    """
+    with _INSTALL_LOCK:
+        base = litellm.Router
+        if getattr(base, "_prefill_installed", False) or issubclass(base, PrefillRouter):
+            return
+        for name in ("_validate_routing_strategy", "routing_strategy_init", "_apply_updated_routing_strategy_args",
+                     "_acompletion", "_completion"):
+            original = getattr(base, name)
+            setattr(base, name, _patched(name, original))
+        base._prefill_installed = True  # type: ignore[attr-defined]
+
+
+def _patched(name: str, original: Any) -> Any:
+    """The method ``name`` of :class:`PrefillRouter`, written against ``original`` instead of ``super()``."""
+    if name == "_acompletion":
+        async def acall(self: Any, model: str, messages: Any, **kwargs: Any) -> Any:
+            md = _metadata(kwargs)
+            return _attach_decision(await original(self, model, messages, **kwargs), md)
+        return acall
+    if name == "_completion":
+        def call(self: Any, model: str, messages: Any, **kwargs: Any) -> Any:
+            md = _metadata(kwargs)
+            return _attach_decision(original(self, model, messages, **kwargs), md)
+        return call
+    if name == "_validate_routing_strategy":
+        def validate(self: Any, routing_strategy: Any) -> None:
+            return None if _is_prefill(routing_strategy) else original(self, routing_strategy)
+        return validate
+    if name == "routing_strategy_init":
+        def init(self: Any, routing_strategy: Any, routing_strategy_args: dict) -> None:
+            if not _is_prefill(routing_strategy):
+                return original(self, routing_strategy, routing_strategy_args)
+            original(self, "simple-shuffle", {})
+            apply_prefill_routing_strategy(self, routing_strategy_args)
+            return None
+        return init
+
+    def apply(self: Any) -> None:
+        if _is_prefill(self.routing_strategy):
+            apply_prefill_routing_strategy(self, self.routing_strategy_args)
+            return None
+        return original(self)
+    return apply

@@ -1,0 +1,84 @@
+"""Thin onnxruntime sessions for the two bundle graphs, I/O checked against the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BundleSchemaError, InferenceError
+
+ENCODER_INPUTS = ("input_ids", "attention_mask")
+ENCODER_OUTPUT = "features"
+TRUNK_INPUT = "features"
+TRUNK_OUTPUT = "p_correct"
+
+
+def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if intra_op_threads:
+        opts.intra_op_num_threads = int(intra_op_threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own untyped errors
+        raise BundleSchemaError(f"onnxruntime cannot load {path}: {err}. Re-export the bundle.") from err
+
+
+def _check_io(sess: ort.InferenceSession, path: Path, inputs: tuple[str, ...], output: str, width: int | None,
+              width_name: str) -> None:
+    names = tuple(i.name for i in sess.get_inputs())
+    if sorted(names) != sorted(inputs):
+        raise BundleSchemaError(f"{path} has inputs {names}, expected {inputs}; re-export the bundle.")
+    outs = {o.name: o for o in sess.get_outputs()}
+    if output not in outs:
+        raise BundleSchemaError(f"{path} has outputs {list(outs)}, expected {output!r}; re-export the bundle.")
+    shape = outs[output].shape
+    if width is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] != width:
+        raise BundleSchemaError(
+            f"{path} output {output!r} has width {shape[1]} but the manifest's {width_name} is {width}; "
+            "the graph and the manifest come from different exports. Re-export the bundle."
+        )
+
+
+class EncoderSession:
+    """encoder.onnx: (input_ids, attention_mask) -> pooled features (batch, feature_dim)."""
+
+    def __init__(self, path: Path, feature_dim: int, *, intra_op_threads: int | None = None) -> None:
+        self.path = path
+        self.session = make_session(path, intra_op_threads=intra_op_threads)
+        _check_io(self.session, path, ENCODER_INPUTS, ENCODER_OUTPUT, feature_dim, "encoder.feature_dim")
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self.session.run([ENCODER_OUTPUT], {"input_ids": input_ids, "attention_mask": attention_mask})
+        except Exception as err:
+            raise InferenceError(f"encoder {self.path} failed on a batch of shape {input_ids.shape}: {err}") from err
+        return np.asarray(out, dtype=np.float32)
+
+
+class TrunkSession:
+    """trunk.onnx: features -> P(correct) per target (batch, K)."""
+
+    def __init__(self, path: Path, n_targets: int, feature_dim: int, *, intra_op_threads: int | None = None) -> None:
+        self.path = path
+        self.session = make_session(path, intra_op_threads=intra_op_threads)
+        _check_io(self.session, path, (TRUNK_INPUT,), TRUNK_OUTPUT, n_targets, "number of targets")
+        shape = self.session.get_inputs()[0].shape
+        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != feature_dim:
+            raise BundleSchemaError(
+                f"{path} expects {shape[1]} features but the manifest's encoder.feature_dim is {feature_dim}; "
+                "re-export the bundle."
+            )
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self.session.run([TRUNK_OUTPUT], {TRUNK_INPUT: features.astype(np.float32, copy=False)})
+        except Exception as err:
+            raise InferenceError(f"trunk {self.path} failed on features of shape {features.shape}: {err}") from err
+        out = np.asarray(out, dtype=np.float32)
+        if not np.all(np.isfinite(out)):
+            raise InferenceError(f"trunk {self.path} returned non-finite probabilities")
+        return out

@@ -1,0 +1,266 @@
+"""Routing datasets: one in-memory schema and loaders for JSONL, long CSV and wide tables."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PrefillRouterError
+
+VALID_SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "dev": "val", "test": "test", "eval": "test"}
+
+
+class DataError(PrefillRouterError):
+    """A routing dataset is malformed; the message names the file, the row and the fix."""
+
+
+@dataclass(frozen=True)
+class RoutingRow:
+    id: str
+    prompt: str | list[dict[str, Any]]
+    benchmark: str
+    split: str | None
+    scores: dict[str, float]
+    costs: dict[str, float] = field(default_factory=dict)
+    output_tokens: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RoutingDataset:
+    rows: list[RoutingRow]
+    targets: list[str]
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # (input, output) USD/token
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def scores(self, targets: Sequence[str] | None = None) -> np.ndarray:
+        """(n, K) scores in [0, 1]; NaN where a target has no label."""
+        ts = list(targets or self.targets)
+        out = np.full((len(self.rows), len(ts)), np.nan, dtype=np.float32)
+        for i, r in enumerate(self.rows):
+            for j, t in enumerate(ts):
+                if t in r.scores:
+                    out[i, j] = r.scores[t]
+        return out
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.array([i for i, r in enumerate(self.rows) if r.split == split], dtype=np.int64)
+
+    def prompts(self) -> list[str | list[dict[str, Any]]]:
+        return [r.prompt for r in self.rows]
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for r in self.rows:
+            h.update(r.id.encode())
+            h.update(b"\0")
+            h.update(json.dumps(r.prompt, sort_keys=True, ensure_ascii=False).encode("utf-8", "replace"))
+            h.update(b"\1")
+        return h.hexdigest()[:16]
+
+    def mean_output_tokens(self, target: str) -> float | None:
+        vals = [r.output_tokens[target] for r in self.rows if target in r.output_tokens]
+        return float(np.mean(vals)) if vals else None
+
+    def subset(self, idx: Iterable[int]) -> RoutingDataset:
+        return RoutingDataset([self.rows[i] for i in idx], list(self.targets), dict(self.prices), self.source)
+
+
+def _score(value: Any, where: str) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return 1.0 if value.strip().lower() == "true" else 0.0
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{where}: score {value!r} is not a number; scores must be 0/1 or floats in [0, 1]") from err
+    if math.isnan(v):
+        raise DataError(f"{where}: score is NaN; leave the label out instead (missing labels are allowed)")
+    if not 0.0 <= v <= 1.0:
+        raise DataError(f"{where}: score {v} is outside [0, 1]; rescale it")
+    return v
+
+
+def _split(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    key = str(value).strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise DataError(f"{where}: unknown split {value!r}; use one of {VALID_SPLITS} (or leave it empty)")
+    return _SPLIT_ALIASES[key]
+
+
+def load_models_json(path: Path) -> dict[str, tuple[float, float]]:
+    raw = json.loads(path.read_text())
+    out = {}
+    for name, spec in raw.items():
+        try:
+            out[name] = (float(spec["input_cost_per_token"]), float(spec["output_cost_per_token"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path}: model {name!r} needs numeric input_cost_per_token and output_cost_per_token") \
+                from err
+    return out
+
+
+def load_jsonl(path: Path) -> list[RoutingRow]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err})") from err
+            missing = [k for k in ("id", "prompt", "scores") if k not in d]
+            if missing:
+                raise DataError(f"{where}: missing field(s) {missing}; each line needs id, prompt and scores")
+            if not isinstance(d["scores"], dict):
+                raise DataError(f"{where}: 'scores' must be an object {{target: score}}")
+            scores = {str(k): s for k, v in d["scores"].items() if (s := _score(v, f"{where} [{k}]")) is not None}
+            rows.append(RoutingRow(
+                id=str(d["id"]), prompt=d["prompt"], benchmark=str(d.get("benchmark") or "default"),
+                split=_split(d.get("split"), where), scores=scores,
+                costs={str(k): float(v) for k, v in (d.get("costs") or {}).items()},
+                output_tokens={str(k): int(v) for k, v in (d.get("output_tokens") or {}).items()},
+            ))
+    return rows
+
+
+def load_long_csv(path: Path) -> list[RoutingRow]:
+    """``question, model, isCorrect[, output_tokens, benchmark, split, id]`` - one row per (prompt, model)."""
+    by_q: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"question", "model", "isCorrect"}
+        if not need.issubset(reader.fieldnames or []):
+            raise DataError(f"{path}: long CSV needs columns {sorted(need)}, has {reader.fieldnames}")
+        for n, rec in enumerate(reader, 2):
+            where = f"{path}:{n}"
+            key = rec.get("id") or rec["question"]
+            entry = by_q.setdefault(key, {"prompt": rec["question"], "scores": {}, "out": {},
+                                          "benchmark": rec.get("benchmark") or "default",
+                                          "split": _split(rec.get("split"), where)})
+            s = _score(rec["isCorrect"], where)
+            if s is not None:
+                if rec["model"] in entry["scores"]:
+                    raise DataError(f"{where}: duplicate label for prompt {key[:60]!r} and model {rec['model']!r}")
+                entry["scores"][rec["model"]] = s
+            if rec.get("output_tokens"):
+                entry["out"][rec["model"]] = int(float(rec["output_tokens"]))
+    return [RoutingRow(id=hashlib.sha1(k.encode()).hexdigest()[:12] if k == e["prompt"] else k, prompt=e["prompt"],
+                       benchmark=e["benchmark"], split=e["split"], scores=e["scores"], output_tokens=e["out"])
+            for k, e in by_q.items()]
+
+
+def load_wide(path: Path) -> list[RoutingRow]:
+    """Wide table: a prompt column, one ``<model>`` score column per target, optional ``<model>|total_cost``."""
+    if path.suffix == ".parquet":
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise DataError(f"{path}: reading parquet needs pandas and pyarrow (pip install pandas pyarrow)") from err
+        records = pd.read_parquet(path).to_dict(orient="records")
+        columns = list(records[0].keys()) if records else []
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            records = list(reader)
+    pcol = next((c for c in ("prompt", "question", "query") if c in columns), None)
+    if pcol is None:
+        raise DataError(f"{path}: wide table needs a 'prompt' (or 'question'/'query') column; has {columns}")
+    meta = {pcol, "id", "benchmark", "split", "eval_name", "oracle_model_to_route_to"}
+    models = [c for c in columns if c not in meta and "|" not in c]
+    if not models:
+        raise DataError(f"{path}: no model score columns found; add one '<model>' column per target")
+    rows = []
+    for n, rec in enumerate(records, 2):
+        where = f"{path}:{n}"
+        scores = {m: s for m in models if (s := _score(rec.get(m), f"{where} [{m}]")) is not None}
+        costs = {m: float(rec[f"{m}|total_cost"]) for m in models if rec.get(f"{m}|total_cost") not in (None, "")}
+        rows.append(RoutingRow(id=str(rec.get("id") or n - 2), prompt=str(rec[pcol]),
+                               benchmark=str(rec.get("benchmark") or rec.get("eval_name") or "default"),
+                               split=_split(rec.get("split"), where), scores=scores, costs=costs))
+    return rows
+
+
+def assign_splits(rows: list[RoutingRow], test_fraction: float = 0.1) -> list[RoutingRow]:
+    """Deterministic split stratified by benchmark: ids ordered by hash within each benchmark."""
+    by_bench: dict[str, list[RoutingRow]] = defaultdict(list)
+    for r in rows:
+        by_bench[r.benchmark].append(r)
+    test_ids: set[str] = set()
+    for group in by_bench.values():
+        ordered = sorted(group, key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
+        test_ids.update(r.id for r in ordered[: int(round(len(ordered) * test_fraction))])
+    return [RoutingRow(r.id, r.prompt, r.benchmark, "test" if r.id in test_ids else "train", r.scores, r.costs,
+                       r.output_tokens) for r in rows]
+
+
+def load_dataset(path: str | Path, *, models_json: str | Path | None = None, targets: Sequence[str] | None = None,
+                 min_labels: int = 20) -> RoutingDataset:
+    """Load a routing dataset (a file, or a directory holding routing.jsonl and models.json)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        models_json = models_json or (p / "models.json" if (p / "models.json").exists() else None)
+        p = p / "routing.jsonl"
+    if not p.is_file():
+        raise DataError(f"dataset file {p} does not exist; pass --data pointing at a .jsonl/.csv/.parquet file "
+                        "or at a directory containing routing.jsonl")
+    if p.suffix == ".jsonl":
+        rows = load_jsonl(p)
+    elif p.suffix == ".csv":
+        with p.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        rows = load_long_csv(p) if {"question", "model", "isCorrect"}.issubset(header) else load_wide(p)
+    elif p.suffix == ".parquet":
+        rows = load_wide(p)
+    else:
+        raise DataError(f"{p}: unsupported file type {p.suffix!r}; use .jsonl, .csv or .parquet")
+    if not rows:
+        raise DataError(f"{p}: no rows")
+    seen: set[str] = set()
+    for r in rows:
+        if r.id in seen:
+            raise DataError(f"{p}: duplicate id {r.id!r}; ids must be unique")
+        seen.add(r.id)
+    if all(r.split is None for r in rows):
+        rows = assign_splits(rows)
+    elif any(r.split is None for r in rows):
+        raise DataError(f"{p}: some rows have a split and some do not; give every row a split or none")
+    all_targets = sorted({t for r in rows for t in r.scores})
+    if targets:
+        unknown = sorted(set(targets) - set(all_targets))
+        if unknown:
+            raise DataError(f"{p}: requested targets {unknown} have no labels; targets in the data: {all_targets}")
+        all_targets = list(targets)
+    counts = {t: sum(1 for r in rows if t in r.scores and r.split == "train") for t in all_targets}
+    few = {t: c for t, c in counts.items() if c < min_labels}
+    if few:
+        raise DataError(f"{p}: targets with fewer than {min_labels} training labels: {few}; "
+                        "collect more labels or leave them out with --targets")
+    prices = load_models_json(Path(models_json)) if models_json else {}
+    for t in all_targets:
+        if t not in prices:
+            costs = [r.costs[t] for r in rows if t in r.costs]
+            if costs:  # per-call totals only: spread over an assumed 1000-token call
+                prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
+    return RoutingDataset(rows, all_targets, prices, str(p))

@@ -1,0 +1,134 @@
+"""Export: the encoder cut after its deepest selected layer, and the whole trunk, as ONNX.
+
+``torch.onnx.export(dynamo=True)`` of the truncated transformers model, dynamic batch
+and sequence axes, emitting the pooled features in the order the trunk expects
+(for each selected layer, for each pooling). Parity against torch is checked on real
+prompts; optional dynamic int8 quantisation of the encoder (onnxruntime).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import POOLINGS, pool_hidden_states, forward_hidden_states
+
+logger = logging.getLogger(__name__)
+
+
+def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
+    """Keep the first ``deepest`` blocks; drop the final norm unless the last layer is kept."""
+    m = copy.deepcopy(base)
+    if hasattr(m, "layers"):
+        m.layers = m.layers[:deepest]
+        if deepest < num_layers and hasattr(m, "norm"):
+            m.norm = nn.Identity()
+    elif hasattr(m, "encoder") and hasattr(m.encoder, "layer"):
+        m.encoder.layer = m.encoder.layer[:deepest]
+    else:
+        raise NotImplementedError(f"do not know how to truncate {type(base).__name__}; it has no .layers")
+    for cfg in (m.config, getattr(m.config, "text_config", None)):
+        if cfg is not None and hasattr(cfg, "num_hidden_layers"):
+            cfg.num_hidden_layers = deepest
+    return m
+
+
+class PooledEncoder(nn.Module):
+    """(input_ids, attention_mask) -> (batch, len(layers) * len(pooling) * hidden) pooled features."""
+
+    def __init__(self, base: nn.Module, layers: Sequence[int], pooling: Sequence[str], num_layers: int) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.pool_idx = [POOLINGS.index(p) for p in pooling]
+        self.base = _truncate(base, max(layers), num_layers).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hs = forward_hidden_states(self.base, input_ids, attention_mask)
+        pooled = pool_hidden_states([hs[i] for i in self.layers], attention_mask)  # (b, n_layers, 2, H)
+        pooled = pooled[:, :, self.pool_idx]
+        return pooled.reshape(pooled.shape[0], -1)
+
+
+def export_encoder(enc: PooledEncoder, path: Path, example_ids: torch.Tensor, example_mask: torch.Tensor) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=2, max=131072)
+    with torch.inference_mode():
+        torch.onnx.export(
+            enc, (example_ids, example_mask), str(path), dynamo=True, external_data=False,
+            input_names=["input_ids", "attention_mask"], output_names=["features"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            optimize=True, verbose=False,
+        )
+
+
+def export_trunk(trunk: nn.Module, path: Path, n_features: int) -> None:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    x = torch.zeros((2, n_features), dtype=torch.float32)
+    with torch.inference_mode():
+        torch.onnx.export(trunk, (x,), str(path), dynamo=True, external_data=False, input_names=["features"],
+                          output_names=["p_correct"], dynamic_shapes={"features": {0: batch}}, optimize=True,
+                          verbose=False)
+
+
+def quantize_encoder(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(x) for x in ids)
+    a = np.full((len(ids), width), pad_id, dtype=np.int64)
+    m = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        a[i, : len(row)] = row
+        m[i, : len(row)] = 1
+    return a, m
+
+
+def parity(enc: PooledEncoder, trunk: nn.Module, encoder_onnx: Path, trunk_onnx: Path,
+           ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any]:
+    """Compare torch and onnxruntime on the same padded batch of real prompts."""
+    import onnxruntime as ort
+
+    a, m = pad_batch(ids, pad_id)
+    with torch.inference_mode():
+        f_t = enc(torch.tensor(a), torch.tensor(m)).numpy()
+        p_t = trunk(torch.tensor(f_t)).numpy()
+    es = ort.InferenceSession(str(encoder_onnx), providers=["CPUExecutionProvider"])
+    ts = ort.InferenceSession(str(trunk_onnx), providers=["CPUExecutionProvider"])
+    f_o = es.run(["features"], {"input_ids": a, "attention_mask": m})[0]
+    p_o = ts.run(["p_correct"], {"features": f_o})[0]
+    p_t_on_o = ts.run(["p_correct"], {"features": f_t})[0]
+    return {
+        "encoder_max_abs_diff": float(np.abs(f_t - f_o).max()),
+        "encoder_max_rel_diff": float((np.abs(f_t - f_o) / (np.abs(f_t) + 1.0)).max()),
+        "trunk_max_abs_diff": float(np.abs(p_t - p_t_on_o).max()),
+        "probability_max_abs_diff": float(np.abs(p_t - p_o).max()),
+        "prompts_checked": len(ids),
+    }
+
+
+def time_depths(base: nn.Module, num_layers: int, ids: torch.Tensor, mask: torch.Tensor,
+                depths: Sequence[int] | None = None, repeats: int = 2) -> dict[int, float]:
+    """Forward time (ms) of the encoder truncated at each depth, on one batch."""
+    out: dict[int, float] = {}
+    for d in depths or range(1, num_layers + 1):
+        m = _truncate(base, d, num_layers).eval()
+        with torch.inference_mode():
+            forward_hidden_states(m, ids, mask)
+            t = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                forward_hidden_states(m, ids, mask)
+                t.append((time.perf_counter() - t0) * 1000)
+        out[d] = float(np.median(t))
+    return out

@@ -1,0 +1,309 @@
+"""``prefill-router train``: dataset -> features -> probes -> SharedTrunkNet -> calibrated, verified bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, write_bundle
+from ..errors import PrefillRouterError
+from . import calibrate as cal
+from .data import RoutingDataset, load_dataset
+from .export import time_depths
+from .encoders import DEFAULT_ENCODER, EncoderHandle, cache_root, load_encoder
+from .features import FeatureCache, extract_features, prompt_encoder
+from .probes import plot_probes, run_probes, select_layer
+from .trunk import FittedTrunk, TrunkConfig, fit_trunk
+
+logger = logging.getLogger(__name__)
+
+
+class ParityError(PrefillRouterError):
+    """The exported ONNX graphs do not reproduce torch within tolerance."""
+
+
+@dataclass
+class TrainOptions:
+    encoder: str = DEFAULT_ENCODER
+    targets: Sequence[str] | None = None
+    layers: Sequence[int] | None = None  # None = auto (probes)
+    max_auc_loss: float = 0.005
+    max_tokens: int = 512
+    seeds: int = 5
+    keep: int = 3
+    quantize: bool = False
+    val_fraction: float = 0.15
+    expected_output_tokens: float = 256.0
+    parity_tolerance: float = 2e-3
+    probe_folds: int = 3
+    probe_max_rows: int = 3000
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, sw: Stopwatch, name: str) -> None:
+        self.sw, self.name = sw, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+        logger.info("stage %s ...", self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self.sw.stages[self.name] = round(time.perf_counter() - self.t0, 2)
+        logger.info("stage %s: %.1fs", self.name, self.sw.stages[self.name])
+
+
+def split_validation(ds: RoutingDataset, train_idx: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic validation rows from the training split, stratified by benchmark."""
+    by_b: dict[str, list[int]] = {}
+    for i in train_idx:
+        by_b.setdefault(ds.rows[i].benchmark, []).append(int(i))
+    val: list[int] = []
+    for idx in by_b.values():
+        idx.sort(key=lambda i: hashlib.sha256(("val:" + ds.rows[i].id).encode()).hexdigest())
+        val += idx[: max(1, int(round(len(idx) * fraction)))]
+    vs = set(val)
+    return np.array([i for i in train_idx if i not in vs]), np.array(sorted(vs))
+
+
+def compute_features(ds: RoutingDataset, opts: TrainOptions) -> tuple[EncoderHandle, FeatureCache]:
+    handle = load_encoder(opts.encoder)
+    cache = extract_features(handle, ds.prompts(), dataset_hash=ds.content_hash(),
+                             cache_dir=Path(opts.cache_dir or cache_root() / "features"),
+                             max_tokens=opts.max_tokens, progress=opts.progress)
+    return handle, cache
+
+
+def train(data: str | Path, out: str | Path, opts: TrainOptions | None = None,
+          models_json: str | Path | None = None) -> tuple[Bundle, dict[str, Any]]:
+    opts = opts or TrainOptions()
+    sw = Stopwatch()
+    t_start = time.perf_counter()
+    with sw.stage("load data"):
+        ds = load_dataset(data, models_json=models_json, targets=opts.targets)
+        targets = ds.targets
+        missing_price = [t for t in targets if t not in ds.prices]
+        if missing_price:
+            raise PrefillRouterError(f"no prices for targets {missing_price}; give --models-json with "
+                                     "input_cost_per_token/output_cost_per_token per target")
+        scores = ds.scores(targets)
+        train_idx, test_idx = ds.indices("train"), ds.indices("test")
+        if len(ds.indices("val")):
+            fit_idx, val_idx = train_idx, ds.indices("val")
+        else:
+            fit_idx, val_idx = split_validation(ds, train_idx, opts.val_fraction)
+    with sw.stage("encoder + features"):
+        handle, cache = compute_features(ds, opts)
+    import torch
+
+    probe_ids = prompt_encoder(handle, opts.max_tokens).encode_batch([ds.rows[i].prompt for i in fit_idx[:1]])
+    with sw.stage("probes"):
+        probes = run_probes(cache, scores, targets, fit_idx, folds=opts.probe_folds, max_rows=opts.probe_max_rows,
+                            progress=opts.progress)
+        selected = select_layer(probes, opts.max_auc_loss)
+        ids = torch.tensor([(probe_ids[0].ids * 256)[:256]])
+        probes.forward_ms_by_depth = time_depths(handle.model, handle.num_hidden_layers, ids, torch.ones_like(ids))
+    layers = list(opts.layers) if opts.layers else [int(selected["layer"])]
+    pooling = ["mean", "last"] if opts.layers else list(selected["pooling"])
+    bad = [l for l in layers if not 1 <= l <= handle.num_hidden_layers]
+    if bad:
+        raise PrefillRouterError(f"--layers {bad} out of range 1..{handle.num_hidden_layers} for {handle.id}")
+    with sw.stage("trunk"):
+        x = cache.select(layers, pooling)
+        tcfg = TrunkConfig(**{**asdict(opts.trunk), "seeds": opts.seeds, "keep": opts.keep})
+        fitted = fit_trunk(x[fit_idx], scores[fit_idx], x[val_idx], scores[val_idx], tcfg)
+    with sw.stage("calibration + evaluation"):
+        prices = [ds.prices[t] for t in targets]
+        expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
+        costs = cal.cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
+        report = _evaluate(fitted, x, scores, costs, targets, val_idx, test_idx)
+    with sw.stage("export + parity"):
+        work = Path(tempfile.mkdtemp(prefix="prefill-export-"))
+        try:
+            files, parity, quantized = _export(handle, layers, pooling, fitted, ds, fit_idx, val_idx, scores,
+                                               cache, work, opts, report)
+            report["probes"] = probes.to_dict()
+            report["stage_seconds"] = sw.stages
+            report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+            (work / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+            plot_probes(probes, str(work / "probes.png"))
+            cal.plot_curve(report["validation"]["curve"], report["validation"]["singles"],
+                           report["validation"]["oracle_accuracy"], str(work / "curve_validation.png"),
+                           report["presets"], "validation split")
+            if report.get("test"):
+                cal.plot_curve(report["test"]["curve"], report["test"]["singles"], report["test"]["oracle_accuracy"],
+                               str(work / "curve_test.png"), report["presets"], "test split")
+            for name in ("report.json", "probes.png", "curve_validation.png", "curve_test.png"):
+                if (work / name).exists():
+                    files[name] = work / name
+            bundle = write_bundle(out, files, _manifest(handle, layers, pooling, fitted, targets, prices, expected,
+                                                        scores, fit_idx, report, parity, quantized, opts))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    report["stage_seconds"] = sw.stages
+    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    return bundle, report
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _evaluate(fitted: FittedTrunk, x: np.ndarray, scores: np.ndarray, costs: np.ndarray, targets: list[str],
+              val_idx: np.ndarray, test_idx: np.ndarray) -> dict[str, Any]:
+    report: dict[str, Any] = {"targets": targets}
+    p_val = fitted.predict(x[val_idx])
+    curve = cal.sweep(p_val, costs[val_idx], scores[val_idx])
+    single = cal.singles(costs[val_idx], scores[val_idx], targets)
+    presets = cal.presets_from_sweep(curve, single)
+    report["presets"] = presets
+    report["validation"] = {"n": len(val_idx), "curve": curve, "singles": single,
+                            "oracle_accuracy": float(np.nanmax(np.nan_to_num(scores[val_idx]), 1).mean()),
+                            "auc": cal.auc_per_target(p_val, scores[val_idx], targets)}
+    if len(test_idx):
+        p_te = fitted.predict(x[test_idx])
+        s_te, c_te = scores[test_idx], costs[test_idx]
+        t_curve = cal.sweep(p_te, c_te, s_te)
+        at_presets = {}
+        for name, pr in presets.items():
+            r = cal.routed(p_te, c_te, s_te, pr["kind"], pr["value"])
+            at_presets[name] = {**r, **cal.gap_metrics(r["accuracy"], r["cost"], s_te, c_te)}
+        auc = cal.auc_per_target(p_te, s_te, targets)
+        report["test"] = {"n": len(test_idx), "curve": t_curve, "singles": cal.singles(c_te, s_te, targets),
+                          "oracle_accuracy": float(np.nanmax(np.nan_to_num(s_te), 1).mean()),
+                          "auc": auc, "mean_auc": float(np.nanmean(list(auc.values()))), "presets": at_presets}
+    return report
+
+
+def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted: FittedTrunk, ds: RoutingDataset,
+            fit_idx: np.ndarray, val_idx: np.ndarray, scores: np.ndarray, cache: FeatureCache, work: Path,
+            opts: TrainOptions, report: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any], bool]:
+    import torch
+
+    from .export import PooledEncoder, export_encoder, export_trunk, pad_batch, parity
+
+    penc = prompt_encoder(handle, opts.max_tokens)
+    enc = PooledEncoder(handle.model, layers, pooling, handle.num_hidden_layers)
+    trunk = fitted.module()
+    sample = [ds.rows[i].prompt for i in val_idx[:: max(1, len(val_idx) // 8)][:8]]
+    ids = [e.ids for e in penc.encode_batch(sample)]
+    a, m = pad_batch(ids, handle.pad_token_id)
+    export_encoder(enc, work / "encoder.onnx", torch.tensor(a), torch.tensor(m))
+    export_trunk(trunk, work / "trunk.onnx", fitted.mean_.shape[0])
+    par = parity(enc, trunk, work / "encoder.onnx", work / "trunk.onnx", ids, handle.pad_token_id)
+    # the trained-on features (computed by the full model) must agree with the cut encoder, too
+    rows = val_idx[:: max(1, len(val_idx) // 8)][:8]
+    with torch.inference_mode():
+        p_cache = trunk(torch.tensor(cache.select(layers, pooling, rows))).numpy()
+        p_cut = trunk(enc(torch.tensor(a), torch.tensor(m))).numpy()
+    par["cache_vs_export_probability_max_abs_diff"] = float(np.abs(p_cache - p_cut).max())
+    par["tolerance"] = opts.parity_tolerance
+    logger.info("parity: %s", par)
+    worst = max(par["probability_max_abs_diff"], par["trunk_max_abs_diff"],
+                par["cache_vs_export_probability_max_abs_diff"])
+    if worst > opts.parity_tolerance:
+        raise ParityError(f"exported graphs differ from torch by {worst:.2e} in probability (tolerance "
+                          f"{opts.parity_tolerance:.0e}): {par}. Try another --layers or report a bug.")
+    quantized = False
+    if opts.quantize:
+        quantized = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, report)
+    files = {"encoder.onnx": work / "encoder.onnx", "trunk.onnx": work / "trunk.onnx",
+             "tokenizer.json": handle.tokenizer_json}
+    if handle.chat_template:
+        (work / "chat_template.jinja").write_text(handle.chat_template, encoding="utf-8")
+        files["chat_template.jinja"] = work / "chat_template.jinja"
+    return files, par, quantized
+
+
+def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray, scores: np.ndarray, pad_id: int,
+                  report: dict[str, Any]) -> bool:
+    """Dynamic int8 encoder, kept only if the validation AUC drops by less than 0.005."""
+    import onnxruntime as ort
+
+    from .export import pad_batch, quantize_encoder
+
+    quantize_encoder(work / "encoder.onnx", work / "encoder.int8.onnx")
+    ts = ort.InferenceSession(str(work / "trunk.onnx"), providers=["CPUExecutionProvider"])
+    aucs = {}
+    for name in ("encoder.onnx", "encoder.int8.onnx"):
+        es = ort.InferenceSession(str(work / name), providers=["CPUExecutionProvider"])
+        enc = penc.encode_batch([ds.rows[i].prompt for i in val_idx])
+        order = np.argsort([len(e.ids) for e in enc])
+        p = np.zeros((len(enc), scores.shape[1]), dtype=np.float32)
+        for s in range(0, len(order), 16):
+            b = order[s : s + 16]
+            a, m = pad_batch([enc[i].ids for i in b], pad_id)
+            p[b] = ts.run(["p_correct"], {"features": es.run(["features"], {"input_ids": a, "attention_mask": m})[0]})[0]
+        aucs[name] = float(np.nanmean(list(cal.auc_per_target(p, scores[val_idx], report["targets"]).values())))
+    drop = aucs["encoder.onnx"] - aucs["encoder.int8.onnx"]
+    report["quantization"] = {"val_mean_auc_fp32": aucs["encoder.onnx"], "val_mean_auc_int8": aucs["encoder.int8.onnx"],
+                              "auc_drop": drop, "accepted": drop < 0.005}
+    if drop < 0.005:
+        (work / "encoder.int8.onnx").replace(work / "encoder.onnx")
+        return True
+    logger.warning("int8 encoder rejected: validation AUC drops by %.4f (>= 0.005)", drop)
+    return False
+
+
+def _manifest(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted: FittedTrunk, targets: list[str],
+              prices: list[tuple[float, float]], expected: list[float], scores: np.ndarray, fit_idx: np.ndarray,
+              report: dict[str, Any], parity: dict[str, Any], quantized: bool, opts: TrainOptions) -> dict[str, Any]:
+    import onnx
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    prior = np.nanmean(scores[fit_idx], axis=0)
+    test_auc = (report.get("test") or {}).get("auc", {})
+    presets = {k: {kk: v[kk] for kk in ("kind", "value", "description", "validation_accuracy", "validation_cost")}
+               for k, v in report["presets"].items()}
+    return {
+        "encoder": {
+            "id": handle.id, "revision": handle.revision, "kind": handle.kind, "layers": layers, "pooling": pooling,
+            "num_hidden_layers": handle.num_hidden_layers, "hidden_size": handle.hidden_size,
+            "feature_dim": int(fitted.mean_.shape[0]), "max_prefill_tokens": opts.max_tokens, "head_fraction": 0.25,
+            "pad_token_id": handle.pad_token_id, "add_generation_prompt": handle.chat_template is not None,
+            "add_special_tokens": handle.add_special_tokens, "template_vars": handle.template_vars,
+            "chat_template": "chat_template.jinja" if handle.chat_template else None, "quantized": quantized,
+        },
+        "targets": [{"name": t, "expected_output_tokens": float(e), "prior_accuracy": float(p),
+                     "input_cost_per_token": pr[0], "output_cost_per_token": pr[1],
+                     "test_auc": (None if np.isnan(test_auc.get(t, np.nan)) else test_auc.get(t))}
+                    for t, e, p, pr in zip(targets, expected, prior, prices)],
+        "presets": presets,
+        "default_preset": "balanced",
+        "parity": {"encoder_max_abs_diff": parity["encoder_max_abs_diff"],
+                   "trunk_max_abs_diff": parity["trunk_max_abs_diff"],
+                   "probability_max_abs_diff": max(parity["probability_max_abs_diff"],
+                                                   parity["cache_vs_export_probability_max_abs_diff"]),
+                   "tolerance": parity["tolerance"], "prompts_checked": parity["prompts_checked"]},
+        "creator": {"litellm_prefill_router": __version__, "torch": torch.__version__,
+                    "transformers": transformers.__version__, "onnx": onnx.__version__,
+                    "python": platform.python_version()},
+    }
