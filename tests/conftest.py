@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny encoder built from a config, a synthetic dataset, and a bundle trained by the real
+training pipeline. Nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("prefill")
+    os.environ["PREFILL_ROUTER_CACHE"] = str(d / "cache")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(workdir: Path) -> Path:
+    return tiny.build_tiny_encoder(workdir / "encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(workdir: Path) -> Path:
+    return tiny.write_dataset(workdir / "data")
+
+
+@pytest.fixture(scope="session")
+def trained(workdir: Path, tiny_encoder: Path, tiny_data: Path):
+    """(bundle, report) from the real `train` pipeline on the synthetic dataset."""
+    from litellm_prefill_router.training.pipeline import TrainOptions, train
+    from litellm_prefill_router.training.trunk import TrunkConfig
+
+    opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=3, keep=2, progress=False,
+                        cache_dir=workdir / "features", probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
+    return train(tiny_data, workdir / "bundle", opts)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained) -> Path:
+    return trained[0].directory
+
+
+@pytest.fixture()
+def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle that a test may break."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, dst)
+    return dst
+
+
+PRICES = tiny.PRICES
+
+
+def model_list(targets=("math-model", "history-model", "generalist"), group: str = "auto", **extra) -> list[dict]:
+    out = []
+    for t in targets:
+        p = PRICES[t]
+        out.append({"model_name": group,
+                    "litellm_params": {"model": f"openai/{t}", "api_key": "sk-test", "mock_response": f"answer from {t}",
+                                       **extra.get(t, {})},
+                    "model_info": {"prefill_target": t, "input_cost_per_token": p[0], "output_cost_per_token": p[1]}})
+    return out
+
+
+MATH_PROMPT = "please explain the integral and the derivative of the equation"
+HIST_PROMPT = "tell me why the empire and the king went to war with the dynasty"

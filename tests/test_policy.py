@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from litellm_prefill_router import ConfigurationError
+from litellm_prefill_router.policy import RoutingPolicy, choose, resolve_policy
+
+
+def test_tolerance_zero_picks_the_most_likely_target() -> None:
+    assert choose(np.array([0.5, 0.9, 0.7]), np.array([1.0, 3.0, 2.0]), "tolerance", 0.0) == 1
+
+
+def test_tolerance_picks_the_cheapest_target_within_tau_of_the_best() -> None:
+    p, c = np.array([0.5, 0.9, 0.85]), np.array([1.0, 3.0, 2.0])
+    assert choose(p, c, "tolerance", 0.1) == 2
+    assert choose(p, c, "tolerance", 0.5) == 0
+
+
+def test_lambda_trades_probability_for_normalised_cost() -> None:
+    p, c = np.array([0.6, 0.9]), np.array([1.0, 10.0])
+    assert choose(p, c, "lambda", 0.0) == 1
+    assert choose(p, c, "lambda", 1.0) == 0
+
+
+def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
+    presets = {"balanced": {"kind": "tolerance", "value": 0.1}}
+    assert resolve_policy(presets, preset="balanced") == RoutingPolicy("tolerance", 0.1, "balanced")
+    assert resolve_policy(presets, lambda_=0.3) == RoutingPolicy("lambda", 0.3)
+    with pytest.raises(ConfigurationError, match="balanced"):
+        resolve_policy(presets, preset="nope")
+    with pytest.raises(ConfigurationError, match="not both"):
+        resolve_policy(presets, tolerance=0.1, lambda_=0.1)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan")])
+def test_invalid_policy_values_are_rejected(value: float) -> None:
+    with pytest.raises(ConfigurationError):
+        RoutingPolicy("tolerance", value)
