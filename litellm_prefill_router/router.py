@@ -155,8 +155,11 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             info = self.router.get_deployment_model_info(model_id=dep_id, model_name=model)
         except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
             info = None
-        if info and info.get("input_cost_per_token") is not None and info.get("output_cost_per_token") is not None:
-            return Price(float(info["input_cost_per_token"]), float(info["output_cost_per_token"]), "litellm")
+        # litellm answers 0/0 for models it does not know; a zero price from its map counts as unknown
+        # (set an explicit 0 in model_info for a free deployment)
+        pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
+        if pin is not None and pout is not None and (pin > 0 or pout > 0):
+            return Price(float(pin), float(pout), "litellm")
         a = self.args
         if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None:
             return Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default")

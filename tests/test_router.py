@@ -1,0 +1,264 @@
+"""The prefill strategy inside a real litellm.Router with mock_response deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import litellm
+import pytest
+
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from litellm_prefill_router import ConfigurationError, PrefillRouter, UnpricedDeploymentError
+
+
+def user(text: object) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture()
+def router(bundle_dir: Path) -> PrefillRouter:
+    return PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                         routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+
+
+async def test_routing_follows_the_prompt_and_records_the_decision(router: PrefillRouter) -> None:
+    math = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    hist = await router.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert math.choices[0].message.content == "answer from math-model"
+    assert hist.choices[0].message.content == "answer from history-model"
+    d = math._hidden_params["prefill_routing"]
+    assert d["target"] == "math-model" and d["reason"] == "policy"
+    assert set(d["p_correct"]) == set(d["cost_usd"]) == {"math-model", "history-model", "generalist"}
+    assert d["policy"]["preset"] == "max-quality" and d["latency_ms"] > 0 and d["deployment_id"]
+
+
+def test_sync_completion_routes_too(router: PrefillRouter) -> None:
+    resp = router.completion(model="auto", messages=user(HIST_PROMPT))
+    assert resp.choices[0].message.content == "answer from history-model"
+
+
+async def test_sync_completion_called_inside_a_running_event_loop_still_routes(router: PrefillRouter) -> None:
+    resp = router.completion(model="auto", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content == "answer from math-model"
+
+
+async def test_streaming_passes_chunks_through_from_the_chosen_deployment(router: PrefillRouter) -> None:
+    stream = await router.acompletion(model="auto", messages=user(MATH_PROMPT), stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    assert text == "answer from math-model"
+
+
+async def test_plain_litellm_router_accepts_prefill_after_install(bundle_dir: Path) -> None:
+    from litellm_prefill_router import install
+
+    install()
+    r = litellm.Router(model_list=model_list(), routing_strategy="prefill",
+                       routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert resp.choices[0].message.content == "answer from history-model"
+    assert r.routing_strategy == "prefill"
+    r.update_settings(routing_strategy="simple-shuffle")
+    assert "async_get_available_deployment" not in r.__dict__
+    r.update_settings(routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
+    assert r.__dict__["async_get_available_deployment"].__self__.__class__.__name__ == "PrefillRoutingStrategy"
+
+
+def test_unknown_strategy_names_still_raise(bundle_dir: Path) -> None:
+    with pytest.raises(ValueError, match="Invalid routing_strategy"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefil")
+
+
+def test_missing_bundle_argument_fails_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="routing_strategy_args"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill")
+
+
+def test_broken_bundle_fails_at_construction_with_the_file_named(bundle_copy: Path) -> None:
+    from litellm_prefill_router import BundleMissingFileError
+
+    (bundle_copy / "trunk.onnx").unlink()
+    with pytest.raises(BundleMissingFileError, match="trunk.onnx"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy)})
+
+
+def test_prefill_target_that_is_not_in_the_bundle_lists_valid_targets(bundle_dir: Path) -> None:
+    ml = model_list()
+    ml[0]["model_info"]["prefill_target"] = "gpt-9"
+    with pytest.raises(ConfigurationError, match="gpt-9.*valid targets"):
+        PrefillRouter(model_list=ml, routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
+
+
+def test_unpriced_deployment_is_an_error_unless_a_default_price_is_set(bundle_dir: Path) -> None:
+    ml = model_list()
+    for d in ml:  # fresh model names: litellm keeps prices registered by earlier routers in a global map
+        d["model_info"].pop("input_cost_per_token")
+        d["model_info"].pop("output_cost_per_token")
+        d["litellm_params"]["model"] = "openai/unpriced-" + d["model_info"]["prefill_target"]
+    with pytest.raises(UnpricedDeploymentError, match="no known price"):
+        PrefillRouter(model_list=ml, routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
+    r = PrefillRouter(model_list=ml, routing_strategy="prefill", routing_strategy_args={
+        "bundle": str(bundle_dir), "default_input_cost_per_token": 1e-6, "default_output_cost_per_token": 1e-6})
+    assert {d.price.source for d in r.prefill_strategy._deployments.values() if d} == {"default"}
+
+
+def test_deployments_are_mapped_by_name_and_unmapped_ones_are_reported(bundle_dir: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    ml = model_list()
+    for d in ml:
+        d["model_info"].pop("prefill_target")  # litellm_params.model "openai/<target>" maps by name
+    ml.append({"model_name": "other", "litellm_params": {"model": "openai/gpt-4o-mini", "mock_response": "x",
+                                                         "api_key": "k"}})
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        r = PrefillRouter(model_list=ml, routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir)})
+    assert "not mapped" in caplog.text and "gpt-4o-mini" in caplog.text
+    assert r.prefill_strategy.unmapped == ["other (openai/gpt-4o-mini)"]
+    assert r.completion(model="other", messages=user("hi")).choices[0].message.content == "x"
+
+
+async def test_request_metadata_overrides_policy_pin_and_candidates(router: PrefillRouter) -> None:
+    pinned = await router.acompletion(model="auto", messages=user(MATH_PROMPT),
+                                      metadata={"prefill": {"pin_model": "generalist"}})
+    assert pinned.choices[0].message.content == "answer from generalist"
+    assert pinned._hidden_params["prefill_routing"]["reason"] == "pinned"
+    subset = await router.acompletion(model="auto", messages=user(MATH_PROMPT),
+                                      metadata={"prefill": {"candidates": ["history-model", "generalist"]}})
+    assert subset._hidden_params["prefill_routing"]["target"] in ("history-model", "generalist")
+    cheap = await router.acompletion(model="auto", messages=user(HIST_PROMPT), metadata={"prefill": {"tolerance": 1.0}})
+    assert cheap.choices[0].message.content == "answer from math-model"  # cheapest target within tau=1
+    with pytest.raises(Exception, match="unknown targets"):
+        await router.acompletion(model="auto", messages=user(MATH_PROMPT),
+                                 metadata={"prefill": {"candidates": ["nope"]}})
+
+
+@pytest.mark.parametrize("messages", [
+    [],
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
+])
+async def test_requests_without_text_go_to_the_fallback_target(router: PrefillRouter, messages: list) -> None:
+    resp = await router.acompletion(model="auto", messages=messages)
+    d = resp._hidden_params["prefill_routing"]
+    assert d["reason"].startswith("fallback: the request has no text")
+    assert d["target"] == router.prefill_strategy.fallback_target
+
+
+@pytest.mark.parametrize(("messages", "expected"), [
+    ([{"role": "user", "content": "integral " * 25_000}], "math-model"),
+    ([{"role": "user", "content": "the derivative \ud800 of the equation"}], "math-model"),
+    # multi-turn with tool traffic is out of the tiny model's training distribution: any target, but by policy
+    ([{"role": "user", "content": "the integral of the derivative of the equation"},
+     {"role": "assistant", "content": None, "tool_calls": [
+         {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+     {"role": "tool", "tool_call_id": "c1", "content": "the algebra theorem proof sum integral"}], None),
+])
+async def test_odd_but_valid_inputs_route_by_policy(router: PrefillRouter, messages: list, expected: str | None) -> None:
+    resp = await router.acompletion(model="auto", messages=messages)
+    d = resp._hidden_params["prefill_routing"]
+    assert d["reason"] == "policy" and d["target"] in d["candidates"]
+    assert expected is None or d["target"] == expected
+
+
+async def test_hundreds_of_concurrent_requests_all_succeed_with_the_right_route(router: PrefillRouter) -> None:
+    prompts = [MATH_PROMPT if i % 2 == 0 else HIST_PROMPT for i in range(300)]
+    results = await asyncio.gather(*(router.acompletion(model="auto", messages=user(p)) for p in prompts))
+    want = ["answer from math-model" if i % 2 == 0 else "answer from history-model" for i in range(300)]
+    assert [r.choices[0].message.content for r in results] == want
+
+
+async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow encoder (0.6 s a batch) must not stall other coroutines."""
+    import threading
+
+    encoder = router.prefill_strategy.predictor.encoder
+    real = type(encoder).__call__
+    threads: set[int] = set()
+
+    def slow(self, ids, mask):  # type: ignore[no-untyped-def]
+        threads.add(threading.get_ident())
+        time.sleep(0.6)
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(type(encoder), "__call__", slow)
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    results = await asyncio.gather(*(router.acompletion(model="auto", messages=user(MATH_PROMPT)) for _ in range(4)))
+    stop.set()
+    await tick
+    assert all(r.choices[0].message.content == "answer from math-model" for r in results)
+    assert threading.get_ident() not in threads
+    assert len(gaps) >= 20 and max(gaps) < 0.3, f"event loop stalled for {max(gaps):.3f}s"
+
+
+async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
+    ml = model_list(**{"math-model": {"mock_response": "litellm.RateLimitError"}})
+    ml.append({"model_name": "backup", "litellm_params": {"model": "openai/backup", "api_key": "k",
+                                                          "mock_response": "answer from backup"}})
+    r = PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=0, allowed_fails=0, cooldown_time=60,
+                      fallbacks=[{"auto": ["backup"]}],
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    first = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert first.choices[0].message.content == "answer from backup"  # math-model failed -> fallback group
+    await asyncio.sleep(0.2)
+    second = await r.acompletion(model="auto", messages=user(MATH_PROMPT))  # math-model is cooling down
+    d = second._hidden_params["prefill_routing"]
+    assert "math-model" not in d["candidates"]
+    assert second.choices[0].message.content in ("answer from history-model", "answer from generalist")
+
+
+async def test_inference_failure_sends_the_request_to_the_fallback_deployment(router: PrefillRouter,
+                                                                              caplog: pytest.LogCaptureFixture,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    async def boom(prompt: object) -> None:
+        raise RuntimeError("onnxruntime exploded")
+
+    monkeypatch.setattr(router.prefill_strategy.predictor, "apredict_one", boom)
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    d = resp._hidden_params["prefill_routing"]
+    assert d["reason"].startswith("fallback: inference failed") and "exploded" in d["reason"]
+    assert d["target"] == router.prefill_strategy.fallback_target
+    assert "inference failed" in caplog.text
+
+
+async def test_on_error_raise_surfaces_inference_failures(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", num_retries=0,
+                      routing_strategy_args={"bundle": str(bundle_dir), "on_error": "raise"})
+
+    async def boom(prompt: object) -> None:
+        raise RuntimeError("onnxruntime exploded")
+
+    monkeypatch.setattr(r.prefill_strategy.predictor, "apredict_one", boom)
+    with pytest.raises(Exception, match="prefill routing failed"):
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+
+
+async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log)})
+    await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+    for _ in range(50):
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(rows) == 2
+    assert {r_["decision"]["target"] for r_ in rows} <= {"math-model", "history-model", "generalist"}
+    assert all(r_["outcome"]["success"] and r_["outcome"]["latency_s"] is not None for r_ in rows)
