@@ -44,7 +44,7 @@ def trained(workdir: Path, tiny_encoder: Path, tiny_data: Path):
     from litellm_prefill_router.training.trunk import TrunkConfig
 
     opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=3, keep=2, progress=False,
-                        cache_dir=workdir / "features", probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
+                        probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
     return train(tiny_data, workdir / "bundle", opts)
 
 

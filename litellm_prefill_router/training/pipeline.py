@@ -139,12 +139,13 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions | None = None,
         costs = cal.cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
         report = _evaluate(fitted, x, scores, costs, targets, val_idx, test_idx)
     with sw.stage("export + parity"):
+        t_export = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix="prefill-export-"))
         try:
             files, parity, quantized = _export(handle, layers, pooling, fitted, ds, fit_idx, val_idx, scores,
                                                cache, work, opts, report)
             report["probes"] = probes.to_dict()
-            report["stage_seconds"] = sw.stages
+            report["stage_seconds"] = {**sw.stages, "export + parity": round(time.perf_counter() - t_export, 2)}
             report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
             (work / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
             plot_probes(probes, str(work / "probes.png"))

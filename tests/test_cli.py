@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import HIST_PROMPT
+from litellm_prefill_router.cli import main
+
+
+def test_info_prints_targets_presets_and_parity(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--bundle", str(bundle_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "history-model" in out and "balanced (default)" in out and "parity" in out
+
+
+def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "--bundle", str(bundle_dir), "--preset", "max-quality", HIST_PROMPT]) == 0
+    out = capsys.readouterr().out
+    assert "<- chosen" in out and out.strip().endswith("history-model")
+    assert main(["route", "--bundle", str(bundle_dir), "--json", "--tolerance", "0", HIST_PROMPT]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "history-model"
+
+
+def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (bundle_copy / "encoder.onnx").unlink()
+    assert main(["info", "--bundle", str(bundle_copy)]) == 2
+    assert "encoder.onnx" in capsys.readouterr().err
+
+
+def test_train_command_reuses_cached_features_and_prints_a_summary(trained, tiny_encoder: Path, tiny_data: Path,
+                                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.training import features as F
+
+    def no_forward(*a: object) -> None:
+        raise AssertionError("features should come from the cache")
+
+    monkeypatch.setattr(F, "forward_hidden_states", no_forward)
+    out = tmp_path / "cli-bundle"
+    rc = main(["train", "--data", str(tiny_data), "--out", str(out), "--encoder", str(tiny_encoder),
+               "--max-tokens", "64", "--layers", "2,3", "--seeds", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "bundle written" in text and "mean AUC" in text
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["stage_seconds"]) >= {"encoder + features", "trunk", "export + parity"}
+    assert json.loads((out / "manifest.json").read_text())["encoder"]["layers"] == [2, 3]

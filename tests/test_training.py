@@ -1,0 +1,148 @@
+"""Training pipeline pieces on small synthetic data with planted signals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from litellm_prefill_router.training.data import DataError, load_dataset
+from litellm_prefill_router.training.features import FeatureCache
+from litellm_prefill_router.training.probes import run_probes, select_layer
+
+
+def test_probes_rank_the_informative_layer_highest_and_select_it() -> None:
+    rng = np.random.default_rng(0)
+    n, layers, hidden = 400, 6, 16
+    y = rng.integers(0, 2, size=(n, 2)).astype(np.float32)
+    feats = rng.normal(size=(n, layers + 1, 2, hidden)).astype(np.float32)
+    feats[:, 4, :, :2] += 1.5 * y[:, None, :]  # layer 4 carries both targets' labels
+    cache = FeatureCache(Path("."), feats, np.full(n, 10))
+    res = run_probes(cache, y, ["a", "b"], np.arange(n), k=8, progress=False)
+    best_auc = max(res.summary, key=lambda r: r["auc"])
+    best_j = max(res.summary, key=lambda r: r["fisher_j"])
+    assert best_auc["layer"] == 4 and best_j["layer"] == 4 and best_auc["auc"] > 0.8
+    sel = select_layer(res, max_auc_loss=0.005)
+    assert sel["layer"] == 4 and sel["j_matches_auc_within_one_layer"].split("/")[0] != "0"
+    assert all(r["d_eff"] > 1 for r in res.summary)
+
+
+def test_selection_prefers_a_shallower_layer_within_the_allowed_auc_loss() -> None:
+    from litellm_prefill_router.training.probes import ProbeResult
+
+    res = ProbeResult(summary=[{"layer": 2, "pooling": "mean", "auc": 0.80, "fisher_j": 1.0, "d_eff": 3.0},
+                               {"layer": 5, "pooling": "mean", "auc": 0.82, "fisher_j": 2.0, "d_eff": 3.0}])
+    assert select_layer(res, max_auc_loss=0.005)["layer"] == 5
+    assert select_layer(res, max_auc_loss=0.03)["layer"] == 2
+
+
+def test_trunk_learns_the_planted_signal_and_the_report_has_every_stage(trained) -> None:
+    bundle, report = trained
+    auc = report["test"]["auc"]
+    assert auc["math-model"] > 0.85 and auc["history-model"] > 0.85
+    assert set(report["stage_seconds"]) == {"load data", "encoder + features", "probes", "trunk",
+                                            "calibration + evaluation", "export + parity"}
+    assert set(bundle.manifest.presets) == {"max-quality", "balanced", "match-best-single", "min-cost"}
+    assert len(report["probes"]["forward_ms_by_depth"]) == 4
+    assert (bundle.directory / "probes.png").stat().st_size > 1000
+    assert bundle.manifest.encoder.layers and bundle.manifest.parity.prompts_checked == 8
+    stored = json.loads((bundle.directory / "report.json").read_text())
+    assert stored["test"]["auc"] == pytest.approx(auc)
+
+
+def test_feature_cache_is_reused_and_an_interrupted_run_resumes(trained, tiny_encoder: Path, tiny_data: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm_prefill_router.training import features as F
+    from litellm_prefill_router.training.encoders import cache_root, load_encoder
+
+    ds = load_dataset(tiny_data)
+    handle = load_encoder(str(tiny_encoder))
+    calls = {"n": 0}
+    real = F.forward_hidden_states
+
+    def counting(model, ids, mask):  # type: ignore[no-untyped-def]
+        calls["n"] += ids.shape[0]
+        return real(model, ids, mask)
+
+    monkeypatch.setattr(F, "forward_hidden_states", counting)
+    kw = dict(dataset_hash=ds.content_hash(), cache_dir=cache_root() / "features", max_tokens=64, progress=False)
+    full = F.extract_features(handle, ds.prompts(), **kw)
+    assert calls["n"] == 0  # the training run's cache is reused: no forward pass at all
+    expected = np.array(full.features[:5])
+    done_path = full.directory / "done.npy"
+    done = np.load(done_path)
+    done[:5] = False  # as if the run had stopped before these rows
+    np.save(done_path, done)
+    again = F.extract_features(handle, ds.prompts(), **kw)
+    assert calls["n"] == 5
+    np.testing.assert_allclose(np.array(again.features[:5]), expected, atol=1e-5)
+
+
+def _jsonl(tmp_path: Path, rows: list[dict]) -> Path:
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    return p
+
+
+def _row(i: int, **kw) -> dict:
+    return {"id": f"r{i}", "prompt": f"p {i}", "benchmark": "b", "scores": {"m": float(i % 2)}, **kw}
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: r[0].pop("scores"), "missing field"),
+    (lambda r: r[0]["scores"].update(m=float("nan")), "NaN"),
+    (lambda r: r[0]["scores"].update(m=1.5), "outside"),
+    (lambda r: r[1].update(id="r0"), "duplicate id"),
+    (lambda r: r[0].update(split="holdout"), "unknown split"),
+])
+def test_malformed_datasets_fail_with_the_row_and_the_fix(tmp_path: Path, mutate, message: str) -> None:
+    rows = [_row(i) for i in range(40)]
+    mutate(rows)
+    with pytest.raises(DataError, match=message):
+        load_dataset(_jsonl(tmp_path, rows), min_labels=5)
+
+
+def test_targets_with_too_few_labels_are_named(tmp_path: Path) -> None:
+    rows = [_row(i) for i in range(40)]
+    rows[0]["scores"]["rare"] = 1.0
+    with pytest.raises(DataError, match="rare"):
+        load_dataset(_jsonl(tmp_path, rows))
+
+
+def test_missing_labels_are_allowed_and_splits_are_stratified_and_deterministic(tmp_path: Path) -> None:
+    rows = [{**_row(i), "benchmark": "b1" if i < 50 else "b2", "scores": {"m": 1.0, **({"n": 0.0} if i % 3 else {})}}
+            for i in range(100)]
+    ds = load_dataset(_jsonl(tmp_path, rows), min_labels=5)
+    s = ds.scores()
+    assert np.isnan(s[:, ds.targets.index("n")]).sum() == 34
+    test_ids = [r.id for r in ds.rows if r.split == "test"]
+    assert len(test_ids) == 10
+    assert sum(r.benchmark == "b1" for r in ds.rows if r.split == "test") == 5
+    assert test_ids == [r.id for r in load_dataset(_jsonl(tmp_path, rows), min_labels=5).rows if r.split == "test"]
+
+
+def test_long_csv_and_wide_csv_loaders(tmp_path: Path) -> None:
+    long = tmp_path / "long.csv"
+    long.write_text("question,model,isCorrect,output_tokens\n" + "".join(
+        f"q{i},a,{i % 2},{10 + i}\nq{i},b,{(i + 1) % 2},20\n" for i in range(30)))
+    ds = load_dataset(long, min_labels=5)
+    assert ds.targets == ["a", "b"] and len(ds) == 30 and ds.mean_output_tokens("b") == 20.0
+    wide = tmp_path / "wide.csv"
+    wide.write_text("prompt,a,b,a|total_cost,b|total_cost\n" + "".join(f"q{i},1,0,0.001,0.002\n" for i in range(30)))
+    ds = load_dataset(wide, min_labels=5)
+    assert ds.targets == ["a", "b"] and ds.prices["b"][0] > ds.prices["a"][0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,a\nx,1\n")
+    with pytest.raises(DataError, match="prompt"):
+        load_dataset(bad)
+
+
+def test_the_shared_llmrouter_dataset_loads_when_present() -> None:
+    d = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llmrouter"
+    if not d.exists():
+        pytest.skip("../shared/datasets/llmrouter is not beside this checkout")
+    ds = load_dataset(d)
+    assert len(ds) == 5610 and len(ds.targets) == 9 and len(ds.indices("test")) == 450
+    assert set(ds.prices) == set(ds.targets)
