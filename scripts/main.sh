@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: install, train a bundle on the shared routing dataset with the default offline encoder
+# (SmolLM2-135M-Instruct), then route sample prompts through litellm.Router(routing_strategy="prefill").
+#   PREFILL_ROUTER_DATA  dataset directory (default: ../shared/datasets/llmrouter)
+#   BUNDLE               output bundle directory (default: bundles/llmrouter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WITH_ENCODER_WEIGHTS=1 bash scripts/setup.sh
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
+DATA=${PREFILL_ROUTER_DATA:-../shared/datasets/llmrouter}
+BUNDLE=${BUNDLE:-bundles/llmrouter}
+prefill-router -v train --data "$DATA" --out "$BUNDLE" --encoder smollm2 ${TRAIN_ARGS:-}
+prefill-router info --bundle "$BUNDLE"
+python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.json"
