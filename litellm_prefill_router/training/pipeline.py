@@ -137,7 +137,9 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions | None = None,
         prices = [ds.prices[t] for t in targets]
         expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
         costs = cal.cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
-        report = _evaluate(fitted, x, scores, costs, targets, val_idx, test_idx)
+        # accuracies use the dataset's convention: a float score counts as correct at >= 0.5
+        hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
+        report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx)
     with sw.stage("export + parity"):
         t_export = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix="prefill-export-"))
