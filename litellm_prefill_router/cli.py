@@ -134,6 +134,24 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from .semantic import migrate_auto_router_config
+
+    src = Path(args.config)
+    config = yaml.safe_load(src.read_text())
+    mapping = dict(m.split("=", 1) for m in args.map or [])
+    new, notes = migrate_auto_router_config(config, args.bundle, target_map=mapping, config_dir=src.parent)
+    Path(args.out).write_text(yaml.safe_dump(new, sort_keys=False))
+    for n in notes:
+        print(f"- {n}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefill-router", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -152,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--threads", type=int)
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)
+
+    mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
+    mig.add_argument("--config", required=True)
+    mig.add_argument("--bundle", required=True)
+    mig.add_argument("--out", required=True)
+    mig.add_argument("--map", nargs="*", help="model_group=target pairs for routes not named after a target")
+    mig.set_defaults(func=cmd_migrate)
 
     for name, fn, helptext in (("train", cmd_train, "train a bundle"), ("probe", cmd_probe, "probe encoder layers")):
         t = sub.add_parser(name, help=helptext)

@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ from litellm.router import CustomRoutingStrategyBase
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 
-from .config import PrefillStrategyArgs, RequestOverrides, parse_overrides, parse_strategy_args
-from .costs import Price, estimate_cost
-from .errors import ConfigurationError, InferenceError, UnpricedDeploymentError
-from .policy import RoutingDecision, RoutingPolicy, resolve_policy
+from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
+from .costs import Price
+from .decider import PrefillDecider
+from .errors import ConfigurationError, UnpricedDeploymentError
+from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -83,18 +83,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self.predictor = predictor or shared_predictor(
             self.args.bundle, intra_op_threads=self.args.intra_op_threads, max_batch_size=self.args.max_batch_size
         )
-        self.manifest = self.predictor.bundle.manifest
-        self.targets = self.manifest.target_names
-        self.default_policy = resolve_policy(
-            self.manifest.presets, preset=self.args.preset, tolerance=self.args.tolerance,
-            lambda_=self.args.lambda_, default_preset=self.manifest.default_preset,
+        self.decider = PrefillDecider(
+            self.predictor, preset=self.args.preset, tolerance=self.args.tolerance, lambda_=self.args.lambda_,
+            fallback_target=self.args.fallback_target, on_error=self.args.on_error,
         )
-        self.fallback_target = self.args.fallback_target or self.manifest.best_prior_target()
-        if self.fallback_target not in self.targets:
-            raise ConfigurationError(
-                f"fallback_target {self.fallback_target!r} is not a target of bundle {self.args.bundle}; "
-                f"targets: {self.targets}"
-            )
+        self.manifest = self.decider.manifest
+        self.targets = self.decider.targets
+        self.fallback_target = self.decider.fallback_target
         self._deployments: dict[str, DeploymentTarget | None] = {}
         self.unmapped: list[str] = []
         for dep in router.model_list or []:
@@ -213,68 +208,15 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             model=model, messages=messages, input=input, specific_deployment=specific_deployment,
             request_kwargs=request_kwargs))
 
-    def policy_for(self, overrides: RequestOverrides) -> RoutingPolicy:
-        if overrides.preset is None and overrides.tolerance is None and overrides.lambda_ is None:
-            return self.default_policy
-        return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
-                              lambda_=overrides.lambda_)
-
     async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
                      model_group: str | None = None) -> RoutingDecision:
-        t0 = time.perf_counter()
-        overrides = parse_overrides(metadata)
-        policy = self.policy_for(overrides)
         price: dict[str, Price] = {}
-        for _, info in mapped:  # cheapest deployment's price stands for its target
+        for _, info in mapped:  # the cheapest deployment's price stands for its target
             cur = price.get(info.target)
             if cur is None or info.price.input_cost_per_token < cur.input_cost_per_token:
                 price[info.target] = info.price
-        candidates = [t for t in self.targets if t in price]
-        if overrides.candidates is not None:
-            unknown = sorted(set(overrides.candidates) - set(self.targets))
-            if unknown:
-                raise ConfigurationError(f"metadata['prefill']['candidates'] names unknown targets {unknown}; "
-                                         f"targets: {self.targets}")
-            candidates = [t for t in candidates if t in overrides.candidates]
-            if not candidates:
-                raise ConfigurationError(
-                    f"none of the requested candidates {overrides.candidates} has a healthy deployment in "
-                    f"model group {model_group!r}")
-
-        def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
-                 truncated: bool = False) -> RoutingDecision:
-            return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
-                                   candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
-                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group)
-
-        if overrides.pin_model is not None:
-            if overrides.pin_model in candidates:
-                return done(overrides.pin_model, "pinned", {}, {})
-            logger.warning("prefill router: pinned target %r has no healthy deployment among %s; routing by policy",
-                           overrides.pin_model, candidates)
-        try:
-            pred = await self.predictor.apredict_one(prompt)
-        except Exception as err:  # noqa: BLE001 - a request is never lost to a routing failure
-            if self.args.on_error == "raise":
-                raise InferenceError(f"prefill routing failed for model group {model_group!r}: {err}") from err
-            target = self._fallback(candidates)
-            logger.warning("prefill router: inference failed (%s); sending the request to fallback target %r",
-                           err, target)
-            return done(target, f"fallback: inference failed ({type(err).__name__}: {err})", {}, {})
-        p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
-        p = {t: p_all[t] for t in candidates}
-        cost = {t: estimate_cost(price[t], pred.input_tokens, self.manifest.target(t).expected_output_tokens)
-                for t in candidates}
-        if not pred.has_text:
-            target = self._fallback(candidates)
-            return done(target, "fallback: the request has no text to route on", p, cost, pred.input_tokens)
-        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])  # type: ignore[arg-type]
-        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
-
-    def _fallback(self, candidates: list[str]) -> str:
-        if self.fallback_target in candidates:
-            return self.fallback_target
-        return max(candidates, key=lambda t: self.manifest.target(t).prior_accuracy)
+        where = f"model group {model_group!r}" if model_group else None
+        return await self.decider.adecide(prompt, price, parse_overrides(metadata), where)
 
 
 # -- decision / outcome log ------------------------------------------------------

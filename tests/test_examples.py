@@ -21,3 +21,25 @@ def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(tuple("NWWFG"))]
     assert len(lines) >= 6 and all("[" in line for line in lines)
     assert "policy:" in r.stdout
+
+
+def test_langchain_chain_example_routes_each_question(bundle_dir: Path) -> None:
+    r = _run(["examples/langchain_chain.py", "--bundle", str(bundle_dir)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("(answer from") == 3
+
+
+def test_semantic_swap_example_routes_and_migrates(bundle_dir: Path) -> None:
+    r = _run(["examples/semantic_swap.py", "--bundle", str(bundle_dir)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "name=None" in r.stdout  # the empty prompt is declined
+    assert "prefill_target=" in r.stdout and "'routing_strategy': 'prefill'" in r.stdout
+
+
+def test_proxy_example_config_enables_the_prefill_strategy() -> None:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "examples/litellm_proxy/config.yaml").read_text())
+    assert cfg["router_settings"]["routing_strategy"] == "prefill"
+    assert cfg["litellm_settings"]["callbacks"] == "litellm_prefill_router.proxy_hook.proxy_handler_instance"
+    assert all(d["model_info"]["prefill_target"] and d["litellm_params"]["mock_response"] for d in cfg["model_list"])

@@ -211,7 +211,7 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     from .export import PooledEncoder, export_encoder, export_trunk, pad_batch, parity
 
     penc = prompt_encoder(handle, opts.max_tokens)
-    enc = PooledEncoder(handle.model, layers, pooling, handle.num_hidden_layers)
+    enc = PooledEncoder(handle.model, layers, pooling, handle.num_hidden_layers).eval()
     trunk = fitted.module()
     sample = [ds.rows[i].prompt for i in val_idx[:: max(1, len(val_idx) // 8)][:8]]
     ids = [e.ids for e in penc.encode_batch(sample)]

@@ -1,0 +1,225 @@
+"""PrefillRouterRunnable: a RunnableSerializable that sends each input to the runnable of the chosen target.
+
+Shaped like langchain-core's ``RouterRunnable``/``RunnableBranch``: one run for the router, whose metadata
+holds the decision, and the chosen runnable's run as its child tagged ``route:<target>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableSerializable
+from langchain_core.runnables.config import (
+    RunnableConfig,
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    patch_config,
+)
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from litellm_prefill_router.config import RequestOverrides, parse_overrides
+from litellm_prefill_router.costs import Price
+from litellm_prefill_router.decider import PrefillDecider
+from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.policy import RoutingDecision
+from litellm_prefill_router.predictor import shared_predictor
+
+_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool",
+         "chat": "user", "developer": "system"}
+
+
+def _message_dict(m: Any) -> dict[str, Any]:
+    if isinstance(m, BaseMessage):
+        d: dict[str, Any] = {"role": _ROLE.get(m.type, "user"), "content": m.content}
+        calls = getattr(m, "tool_calls", None)
+        if calls:
+            d["tool_calls"] = [{"function": {"name": c.get("name"), "arguments": str(c.get("args"))}} for c in calls]
+        return d
+    if isinstance(m, (tuple, list)) and len(m) == 2:
+        return {"role": _ROLE.get(str(m[0]), str(m[0])), "content": m[1]}
+    if isinstance(m, Mapping):
+        return dict(m)
+    return {"role": "user", "content": str(m)}
+
+
+def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
+    """What the encoder reads from a runnable input: str, messages, PromptValue or a dict."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PromptValue):
+        return [_message_dict(m) for m in value.to_messages()]
+    if isinstance(value, BaseMessage):
+        return [_message_dict(value)]
+    if isinstance(value, Mapping):
+        for key in ("messages", "input", "question", "query", "text", "prompt"):
+            if key in value:
+                return prompt_from_input(value[key])
+        raise ConfigurationError(
+            f"cannot find the prompt in a dict input with keys {sorted(value)}; use one of "
+            "'messages', 'input', 'question', 'query', 'text', 'prompt'")
+    if isinstance(value, (list, tuple)):
+        return [_message_dict(m) for m in value]
+    raise ConfigurationError(f"unsupported input type {type(value).__name__}; pass str, messages, a PromptValue "
+                             "or a dict")
+
+
+class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
+    """Route each input to ``runnables[target]`` for the target the bundle picks.
+
+    Policy fields (``preset``, ``tolerance``, ``lambda_``) can be made configurable per call with
+    ``configurable_fields``; per-call overrides also come from ``config["metadata"]["prefill"]``
+    (``preset``, ``tolerance``, ``lambda``, ``pin_model``, ``candidates``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    runnables: Mapping[str, Runnable[Any, Any]]
+    bundle: str
+    preset: str | None = None
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
+    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda")
+    prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
+    fallback_target: str | None = None
+    on_error: Literal["fallback", "raise"] = "fallback"
+    allow_partial: bool = False
+
+    _decider: PrefillDecider = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _check_against_bundle(self) -> PrefillRouterRunnable:
+        decider = PrefillDecider(shared_predictor(self.bundle), preset=self.preset, tolerance=self.tolerance,
+                                 lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error)
+        targets = decider.targets
+        unknown = sorted(set(self.runnables) - set(targets))
+        missing = [t for t in targets if t not in self.runnables]
+        if unknown:
+            raise ConfigurationError(f"runnables {unknown} are not targets of bundle {self.bundle}; "
+                                     f"its targets are {targets}")
+        if missing and not self.allow_partial:
+            raise ConfigurationError(f"no runnable for bundle targets {missing} (bundle {self.bundle}); add them to "
+                                     "`runnables` or pass allow_partial=True to route among the ones given")
+        if not self.runnables:
+            raise ConfigurationError("`runnables` is empty")
+        if decider.fallback_target not in self.runnables:
+            decider.fallback_target = decider.fallback(list(self.runnables))
+        self._decider = decider
+        return self
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False
+
+    # -- decision -----------------------------------------------------------
+    def _prices(self) -> dict[str, Price]:
+        base = self._decider.manifest_prices()
+        if self.prices:
+            base.update({t: Price(p[0], p[1], "runnable") for t, p in self.prices.items()})
+        unpriced = [t for t in self.runnables if t not in base]
+        if unpriced:
+            raise ConfigurationError(f"targets {unpriced} have no price in the bundle; pass prices={{target: "
+                                     "(input_usd_per_token, output_usd_per_token)}}")
+        return {t: base[t] for t in self.runnables}
+
+    def _overrides(self, config: RunnableConfig) -> RequestOverrides:
+        o = parse_overrides(config.get("metadata") or {})
+        if o.preset is None and o.tolerance is None and o.lambda_ is None and \
+                (self.preset, self.tolerance, self.lambda_) != (None, None, None):
+            o = o.model_copy(update={"preset": self.preset, "tolerance": self.tolerance, "lambda_": self.lambda_})
+        return o
+
+    def decide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
+        config = ensure_config(config)
+        return self._decider.decide(prompt_from_input(input), self._prices(), self._overrides(config), self.get_name())
+
+    async def adecide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
+        config = ensure_config(config)
+        return await self._decider.adecide(prompt_from_input(input), self._prices(), self._overrides(config),
+                                           self.get_name())
+
+    @staticmethod
+    def _metadata(d: RoutingDecision) -> dict[str, Any]:
+        return {"prefill_route": d.target, "prefill_decision": d.to_dict()}
+
+    # -- Runnable API -------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config = ensure_config(config)
+        decision = self.decide(input, config)
+        cm = get_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        run = cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                run_id=config.pop("run_id", None))
+        try:
+            out = self.runnables[decision.target].invoke(
+                input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
+        except BaseException as e:
+            run.on_chain_error(e)
+            raise
+        run.on_chain_end(out)
+        return out
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config = ensure_config(config)
+        decision = await self.adecide(input, config)
+        cm = get_async_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        run = await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                      run_id=config.pop("run_id", None))
+        try:
+            out = await self.runnables[decision.target].ainvoke(
+                input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
+        except BaseException as e:
+            await run.on_chain_error(e)
+            raise
+        await run.on_chain_end(out)
+        return out
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        config = ensure_config(config)
+        decision = self.decide(input, config)
+        cm = get_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        run = cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                run_id=config.pop("run_id", None))
+        final, ok = None, True
+        try:
+            for chunk in self.runnables[decision.target].stream(
+                    input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs):
+                yield chunk
+                final, ok = _accumulate(final, chunk, ok)
+        except BaseException as e:
+            run.on_chain_error(e)
+            raise
+        run.on_chain_end(final)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        config = ensure_config(config)
+        decision = await self.adecide(input, config)
+        cm = get_async_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        run = await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                      run_id=config.pop("run_id", None))
+        final, ok = None, True
+        try:
+            async for chunk in self.runnables[decision.target].astream(
+                    input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs):
+                yield chunk
+                final, ok = _accumulate(final, chunk, ok)
+        except BaseException as e:
+            await run.on_chain_error(e)
+            raise
+        await run.on_chain_end(final)
+
+
+def _accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:
+    if not ok:
+        return None, False
+    if final is None:
+        return chunk, True
+    try:
+        return final + chunk, True
+    except TypeError:
+        return None, False

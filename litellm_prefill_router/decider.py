@@ -1,0 +1,127 @@
+"""The routing decision, free of any framework: prompt + priced candidates + overrides -> RoutingDecision.
+
+Shared by the LiteLLM strategy, the LangChain runnable and the semantic-router facade.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+from .costs import Price, estimate_cost
+from .config import RequestOverrides
+from .errors import ConfigurationError, InferenceError
+from .policy import RoutingDecision, RoutingPolicy, resolve_policy
+from .predictor import Prediction, PrefillPredictor
+
+logger = logging.getLogger("litellm_prefill_router")
+
+
+class PrefillDecider:
+    """Turns a prompt into a :class:`RoutingDecision` among the targets that have a price."""
+
+    def __init__(
+        self,
+        predictor: PrefillPredictor,
+        *,
+        preset: str | None = None,
+        tolerance: float | None = None,
+        lambda_: float | None = None,
+        fallback_target: str | None = None,
+        on_error: Literal["fallback", "raise"] = "fallback",
+    ) -> None:
+        self.predictor = predictor
+        self.manifest = predictor.bundle.manifest
+        self.targets = self.manifest.target_names
+        self.default_policy = resolve_policy(self.manifest.presets, preset=preset, tolerance=tolerance,
+                                             lambda_=lambda_, default_preset=self.manifest.default_preset)
+        self.fallback_target = fallback_target or self.manifest.best_prior_target()
+        if self.fallback_target not in self.targets:
+            raise ConfigurationError(f"fallback_target {self.fallback_target!r} is not a target of bundle "
+                                     f"{predictor.bundle.directory}; targets: {self.targets}")
+        self.on_error = on_error
+
+    def manifest_prices(self) -> dict[str, Price]:
+        """Prices recorded in the manifest at training time (targets without one are left out)."""
+        return {t.name: Price(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0, "manifest")
+                for t in self.manifest.targets
+                if t.input_cost_per_token is not None and t.output_cost_per_token is not None}
+
+    def policy_for(self, overrides: RequestOverrides) -> RoutingPolicy:
+        if overrides.preset is None and overrides.tolerance is None and overrides.lambda_ is None:
+            return self.default_policy
+        return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
+                              lambda_=overrides.lambda_)
+
+    def candidates(self, prices: Mapping[str, Price], overrides: RequestOverrides, where: str) -> list[str]:
+        cands = [t for t in self.targets if t in prices]
+        if overrides.candidates is not None:
+            unknown = sorted(set(overrides.candidates) - set(self.targets))
+            if unknown:
+                raise ConfigurationError(f"requested candidates name unknown targets {unknown}; "
+                                         f"targets: {self.targets}")
+            cands = [t for t in cands if t in overrides.candidates]
+        if not cands:
+            raise ConfigurationError(f"no candidate target is available in {where} "
+                                     f"(requested: {overrides.candidates}, available: {sorted(prices)})")
+        return cands
+
+    async def adecide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
+                      where: str | None = None) -> RoutingDecision:
+        return await self._decide(prompt, prices, overrides or RequestOverrides(), where, asynchronous=True)
+
+    def decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
+               where: str | None = None) -> RoutingDecision:
+        import asyncio
+
+        coro = self._decide(prompt, prices, overrides or RequestOverrides(), where, asynchronous=False)
+        try:  # the synchronous path never awaits anything real: drive the coroutine by hand
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        coro.close()
+        raise asyncio.InvalidStateError("synchronous decision unexpectedly awaited")
+
+    async def _decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides,
+                      where: str | None, asynchronous: bool) -> RoutingDecision:
+        t0 = time.perf_counter()
+        policy = self.policy_for(overrides)
+        candidates = self.candidates(prices, overrides, where or "this router")
+
+        def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
+                 truncated: bool = False) -> RoutingDecision:
+            return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
+                                   candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
+                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=where)
+
+        if overrides.pin_model is not None:
+            if overrides.pin_model in candidates:
+                return done(overrides.pin_model, "pinned", {}, {})
+            logger.warning("prefill router: pinned target %r is not available among %s; routing by policy",
+                           overrides.pin_model, candidates)
+        try:
+            pred: Prediction = await self.predictor.apredict_one(prompt) if asynchronous \
+                else self.predictor.predict_one(prompt)
+        except Exception as err:  # noqa: BLE001 - a request is never lost to a routing failure
+            if self.on_error == "raise":
+                raise InferenceError(f"prefill routing failed in {where or 'this router'}: {err}") from err
+            target = self.fallback(candidates)
+            logger.warning("prefill router: inference failed (%s); sending the request to fallback target %r",
+                           err, target)
+            return done(target, f"fallback: inference failed ({type(err).__name__}: {err})", {}, {})
+        p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
+        p = {t: p_all[t] for t in candidates}
+        cost = {t: estimate_cost(prices[t], pred.input_tokens, self.manifest.target(t).expected_output_tokens)
+                for t in candidates}
+        if not pred.has_text:
+            return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
+                        pred.input_tokens)
+        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])  # type: ignore[arg-type]
+        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
+
+    def fallback(self, candidates: list[str]) -> str:
+        if self.fallback_target in candidates:
+            return self.fallback_target
+        return max(candidates, key=lambda t: self.manifest.target(t).prior_accuracy)

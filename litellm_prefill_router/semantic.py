@@ -1,0 +1,137 @@
+"""A drop-in for semantic routers (aurelio-labs semantic-router, LiteLLM ``auto_router/...``).
+
+``PrefillSemanticRouter(bundle=...)("text")`` returns a :class:`RouteChoice` with ``.name`` (the chosen
+target, or ``None`` when the router declines) and ``.similarity_score`` (the chosen target's
+P(correct)), like ``SemanticRouter("text")``; ``await router.acall("text")`` is the async twin.
+
+:func:`migrate_auto_router_config` rewrites a LiteLLM proxy config that uses an ``auto_router/``
+semantic deployment into the equivalent prefill setup.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RequestOverrides
+from .costs import Price
+from .decider import PrefillDecider
+from .errors import ConfigurationError
+from .policy import RoutingDecision
+from .predictor import shared_predictor
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """Same fields as semantic-router's ``RouteChoice`` plus the full decision."""
+
+    name: str | None = None
+    function_call: list[dict[str, Any]] | None = None
+    similarity_score: float | None = None
+    decision: RoutingDecision | None = None
+
+
+class PrefillSemanticRouter:
+    """Semantic-router-shaped router whose routes are the bundle's targets.
+
+    ``routes`` restricts the choice to some targets; ``min_score`` makes the router decline
+    (``RouteChoice(name=None)``) when the chosen target's P(correct) is below it, as a semantic router
+    declines below its ``score_threshold``.
+    """
+
+    def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
+                 tolerance: float | None = None, lambda_: float | None = None, min_score: float | None = None,
+                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
+        self.decider = PrefillDecider(shared_predictor(bundle), preset=preset, tolerance=tolerance, lambda_=lambda_)
+        targets = self.decider.targets
+        unknown = sorted(set(routes or ()) - set(targets))
+        if unknown:
+            raise ConfigurationError(f"routes {unknown} are not targets of bundle {bundle}; targets: {targets}")
+        self.routes = list(routes or targets)
+        self.min_score = min_score
+        base = self.decider.manifest_prices()
+        base.update({t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()})
+        missing = [t for t in self.routes if t not in base]
+        if missing:
+            raise ConfigurationError(f"no price for routes {missing}; pass prices={{target: (input, output)}}")
+        self.prices = {t: base[t] for t in self.routes}
+
+    def list_route_names(self) -> list[str]:
+        return list(self.routes)
+
+    def _choice(self, d: RoutingDecision) -> RouteChoice:
+        score = d.p_correct.get(d.target)
+        if d.reason != "policy" or (self.min_score is not None and (score is None or score < self.min_score)):
+            return RouteChoice(name=None, similarity_score=score, decision=d)
+        return RouteChoice(name=d.target, similarity_score=score, decision=d)
+
+    def __call__(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
+        return self._choice(self.decider.decide(text or "", self.prices, overrides, "semantic router"))
+
+    async def acall(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
+        return self._choice(await self.decider.adecide(text or "", self.prices, overrides, "semantic router"))
+
+
+def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:
+    if params.get("auto_router_config"):
+        raw = params["auto_router_config"]
+        cfg = json.loads(raw) if isinstance(raw, str) else raw
+    elif params.get("auto_router_config_path"):
+        cfg = json.loads((base / params["auto_router_config_path"]).read_text())
+    else:
+        raise ConfigurationError("auto_router deployment has neither auto_router_config nor auto_router_config_path")
+    return [str(r["name"]) for r in cfg.get("routes", [])]
+
+
+def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target_map: Mapping[str, str] | None = None,
+                               config_dir: str | Path = ".") -> tuple[dict[str, Any], list[str]]:
+    """Rewrite a LiteLLM proxy config using ``auto_router/`` deployments into a prefill one.
+
+    Each auto-router ``model_name`` becomes a model group holding the deployments of its routes' model
+    groups (and of its default model), each tagged ``model_info.prefill_target`` (from ``target_map``,
+    else by name); ``router_settings`` gets ``routing_strategy: prefill``. Returns (new config, notes).
+    """
+    targets = shared_predictor(bundle).targets
+    target_map = dict(target_map or {})
+    model_list = list(config.get("model_list") or [])
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for dep in model_list:
+        by_group.setdefault(str(dep.get("model_name")), []).append(dep)
+    new_list: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for dep in model_list:
+        params = dep.get("litellm_params") or {}
+        model = str(params.get("model") or "")
+        if not model.startswith("auto_router/"):
+            new_list.append(dep)
+            continue
+        groups = _routes_of(params, Path(config_dir)) + [str(params.get("auto_router_default_model") or "")]
+        for group in dict.fromkeys(g for g in groups if g):
+            members = by_group.get(group)
+            if not members:
+                notes.append(f"route {group!r} of {dep.get('model_name')!r} has no deployment in model_list; skipped")
+                continue
+            for member in members:
+                m_model = str((member.get("litellm_params") or {}).get("model") or "")
+                target = target_map.get(group) or next(
+                    (t for t in targets if t in (group, m_model, m_model.split("/")[-1])), None)
+                if target is None:
+                    notes.append(f"route {group!r} ({m_model}) maps to no bundle target; add --map {group}=<target>")
+                    continue
+                new_list.append({**member, "model_name": dep.get("model_name"),
+                                 "model_info": {**(member.get("model_info") or {}), "prefill_target": target}})
+        notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over {groups}")
+    out = {k: v for k, v in config.items() if k not in ("model_list", "router_settings", "litellm_settings")}
+    out["model_list"] = new_list
+    out["router_settings"] = {**(config.get("router_settings") or {}), "routing_strategy": "prefill",
+                              "routing_strategy_args": {"bundle": bundle}}
+    ls = dict(config.get("litellm_settings") or {})
+    cbs = ls.get("callbacks") or []
+    cbs = [cbs] if isinstance(cbs, str) else list(cbs)
+    hook = "litellm_prefill_router.proxy_hook.proxy_handler_instance"
+    ls["callbacks"] = cbs + ([hook] if hook not in cbs else [])
+    out["litellm_settings"] = ls
+    return out, notes

@@ -1,0 +1,86 @@
+"""The semantic-router drop-in and the auto_router config migration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import HIST_PROMPT, MATH_PROMPT
+from litellm_prefill_router import ConfigurationError
+from litellm_prefill_router.cli import main
+from litellm_prefill_router.semantic import PrefillSemanticRouter, RouteChoice, migrate_auto_router_config
+
+
+def test_called_with_text_it_returns_a_route_choice_like_semantic_router(bundle_dir: Path) -> None:
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality")
+    choice = rl(MATH_PROMPT)
+    assert isinstance(choice, RouteChoice) and choice.name == "math-model"
+    assert 0.5 < choice.similarity_score <= 1.0 and choice.decision is not None
+    assert rl.list_route_names() == ["generalist", "history-model", "math-model"]
+
+
+async def test_async_call_and_declining_below_min_score(bundle_dir: Path) -> None:
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality")
+    assert (await rl.acall(HIST_PROMPT)).name == "history-model"
+    strict = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", min_score=1.01)
+    declined = strict(HIST_PROMPT)
+    assert declined.name is None and declined.similarity_score is not None
+    assert rl("").name is None  # no text: the router declines instead of guessing
+
+
+def test_routes_restrict_the_choice_and_unknown_routes_fail(bundle_dir: Path) -> None:
+    rl = PrefillSemanticRouter(str(bundle_dir), routes=["history-model", "generalist"], preset="max-quality")
+    assert rl(MATH_PROMPT).name in ("history-model", "generalist")
+    with pytest.raises(ConfigurationError, match="not targets"):
+        PrefillSemanticRouter(str(bundle_dir), routes=["nope"])
+
+
+def _auto_router_config(tmp_path: Path) -> Path:
+    (tmp_path / "router.json").write_text(json.dumps({"routes": [
+        {"name": "math-model", "utterances": ["solve the integral"], "score_threshold": 0.5},
+        {"name": "histories", "utterances": ["who was the king"], "score_threshold": 0.5}]}))
+    cfg = {"model_list": [
+        {"model_name": "math-model", "litellm_params": {"model": "openai/math-model", "mock_response": "m"}},
+        {"model_name": "histories", "litellm_params": {"model": "openai/hist-v2", "mock_response": "h"}},
+        {"model_name": "generalist", "litellm_params": {"model": "openai/generalist", "mock_response": "g"}},
+        {"model_name": "smart", "litellm_params": {"model": "auto_router/smart", "auto_router_config_path":
+                                                   "router.json", "auto_router_default_model": "generalist",
+                                                   "auto_router_embedding_model": "text-embedding-3-small"}}]}
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_migration_rewrites_an_auto_router_config_for_prefill(bundle_dir: Path, tmp_path: Path) -> None:
+    src = _auto_router_config(tmp_path)
+    new, notes = migrate_auto_router_config(yaml.safe_load(src.read_text()), str(bundle_dir),
+                                            target_map={"histories": "history-model"}, config_dir=tmp_path)
+    smart = [d for d in new["model_list"] if d["model_name"] == "smart"]
+    assert {d["model_info"]["prefill_target"] for d in smart} == {"math-model", "history-model", "generalist"}
+    assert not any(d["litellm_params"]["model"].startswith("auto_router/") for d in new["model_list"])
+    assert new["router_settings"]["routing_strategy"] == "prefill"
+    assert "litellm_prefill_router.proxy_hook.proxy_handler_instance" in new["litellm_settings"]["callbacks"]
+    assert any("semantic auto_router replaced" in n for n in notes)
+
+
+def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_path: Path) -> None:
+    import litellm
+
+    from litellm_prefill_router import install
+
+    src = _auto_router_config(tmp_path)
+    out = tmp_path / "new.yaml"
+    assert main(["migrate", "--config", str(src), "--bundle", str(bundle_dir), "--out", str(out),
+                 "--map", "histories=history-model"]) == 0
+    cfg = yaml.safe_load(out.read_text())
+    for d in cfg["model_list"]:
+        d["litellm_params"]["api_key"] = "sk-test"
+        d.setdefault("model_info", {}).update(input_cost_per_token=1e-7, output_cost_per_token=1e-7)
+    install()
+    router = litellm.Router(model_list=cfg["model_list"], **{**cfg["router_settings"], "routing_strategy_args": {
+        **cfg["router_settings"]["routing_strategy_args"], "preset": "max-quality"}})
+    resp = router.completion(model="smart", messages=[{"role": "user", "content": HIST_PROMPT}])
+    assert resp.choices[0].message.content == "h"
