@@ -29,7 +29,7 @@ def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pyte
     assert "encoder.onnx" in capsys.readouterr().err
 
 
-def test_train_command_reuses_cached_features_and_prints_a_summary(trained, tiny_encoder: Path, tiny_data: Path,
+def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(trained, tiny_encoder: Path, tiny_data: Path,
                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from litellm_prefill_router.training import features as F
@@ -38,6 +38,7 @@ def test_train_command_reuses_cached_features_and_prints_a_summary(trained, tiny
         raise AssertionError("features should come from the cache")
 
     monkeypatch.setattr(F, "forward_hidden_states", no_forward)
+    monkeypatch.setattr("litellm_prefill_router.training.pipeline.run_probes", no_forward)  # probes cached too
     out = tmp_path / "cli-bundle"
     rc = main(["train", "--data", str(tiny_data), "--out", str(out), "--encoder", str(tiny_encoder),
                "--max-tokens", "64", "--layers", "2,3", "--seeds", "1"])

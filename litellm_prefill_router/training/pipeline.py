@@ -23,7 +23,7 @@ from .data import RoutingDataset, load_dataset
 from .export import time_depths
 from .encoders import DEFAULT_ENCODER, EncoderHandle, cache_root, load_encoder
 from .features import FeatureCache, extract_features, prompt_encoder
-from .probes import plot_probes, run_probes, select_layer
+from .probes import ProbeResult, plot_probes, run_probes, select_layer
 from .trunk import FittedTrunk, TrunkConfig, fit_trunk
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,34 @@ def compute_features(ds: RoutingDataset, opts: TrainOptions) -> tuple[EncoderHan
     return handle, cache
 
 
+def _probe_key(scores: np.ndarray, targets: Sequence[str], rows: np.ndarray, opts: TrainOptions) -> str:
+    n_probed = min(len(rows), opts.probe_max_rows)
+    h = hashlib.sha256(json.dumps([list(targets), opts.probe_folds, n_probed, "v1"]).encode())
+    h.update(np.ascontiguousarray(rows).tobytes())
+    h.update(np.nan_to_num(np.ascontiguousarray(scores[rows]), nan=-1.0).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_probes(cache: FeatureCache, scores: np.ndarray, targets: Sequence[str], rows: np.ndarray,
+                  opts: TrainOptions) -> ProbeResult:
+    """Probe results are cached beside the features (keyed by targets, rows, labels), so a retrain skips them."""
+    path = cache.directory / f"probes-{_probe_key(scores, targets, rows, opts)}.json"
+    if path.exists():
+        raw = json.loads(path.read_text())
+        logger.info("probes: cache hit %s", path)
+        return ProbeResult(rows=raw["rows"], summary=raw["summary"],
+                           forward_ms_by_depth={int(k): v for k, v in raw["forward_ms_by_depth"].items()})
+    return run_probes(cache, scores, targets, rows, folds=opts.probe_folds, max_rows=opts.probe_max_rows,
+                      progress=opts.progress)
+
+
+def _save_probes(cache: FeatureCache, scores: np.ndarray, targets: Sequence[str], rows: np.ndarray,
+                 opts: TrainOptions, probes: ProbeResult) -> None:
+    path = cache.directory / f"probes-{_probe_key(scores, targets, rows, opts)}.json"
+    path.write_text(json.dumps({"rows": probes.rows, "summary": probes.summary,
+                                "forward_ms_by_depth": probes.forward_ms_by_depth}, default=_json_default))
+
+
 def train(data: str | Path, out: str | Path, opts: TrainOptions | None = None,
           models_json: str | Path | None = None) -> tuple[Bundle, dict[str, Any]]:
     opts = opts or TrainOptions()
@@ -119,11 +147,13 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions | None = None,
 
     probe_ids = prompt_encoder(handle, opts.max_tokens).encode_batch([ds.rows[i].prompt for i in fit_idx[:1]])
     with sw.stage("probes"):
-        probes = run_probes(cache, scores, targets, fit_idx, folds=opts.probe_folds, max_rows=opts.probe_max_rows,
-                            progress=opts.progress)
+        probes = cached_probes(cache, scores, targets, fit_idx, opts)
         selected = select_layer(probes, opts.max_auc_loss)
-        ids = torch.tensor([(probe_ids[0].ids * 256)[:256]])
-        probes.forward_ms_by_depth = time_depths(handle.model, handle.num_hidden_layers, ids, torch.ones_like(ids))
+        if not probes.forward_ms_by_depth:
+            ids = torch.tensor([(probe_ids[0].ids * 256)[:256]])
+            probes.forward_ms_by_depth = time_depths(handle.model, handle.num_hidden_layers, ids,
+                                                     torch.ones_like(ids))
+            _save_probes(cache, scores, targets, fit_idx, opts, probes)
     layers = list(opts.layers) if opts.layers else [int(selected["layer"])]
     pooling = ["mean", "last"] if opts.layers else list(selected["pooling"])
     bad = [l for l in layers if not 1 <= l <= handle.num_hidden_layers]
