@@ -144,14 +144,24 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     def _metadata(d: RoutingDecision) -> dict[str, Any]:
         return {"prefill_route": d.target, "prefill_decision": d.to_dict()}
 
+    def _start_run(self, input: Any, config: RunnableConfig, decision: RoutingDecision) -> Any:
+        """The router's own run, with the decision in its (non-inherited) metadata."""
+        cm = get_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        return cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                 run_id=config.pop("run_id", None))
+
+    async def _astart_run(self, input: Any, config: RunnableConfig, decision: RoutingDecision) -> Any:
+        cm = get_async_callback_manager_for_config(config)
+        cm.add_metadata(self._metadata(decision), inherit=False)
+        return await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
+                                       run_id=config.pop("run_id", None))
+
     # -- Runnable API -------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         decision = self.decide(input, config)
-        cm = get_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
-        run = cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
-                                run_id=config.pop("run_id", None))
+        run = self._start_run(input, config, decision)
         try:
             out = self.runnables[decision.target].invoke(
                 input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
@@ -164,10 +174,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         decision = await self.adecide(input, config)
-        cm = get_async_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
-        run = await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
-                                      run_id=config.pop("run_id", None))
+        run = await self._astart_run(input, config, decision)
         try:
             out = await self.runnables[decision.target].ainvoke(
                 input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
@@ -180,10 +187,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         config = ensure_config(config)
         decision = self.decide(input, config)
-        cm = get_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
-        run = cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
-                                run_id=config.pop("run_id", None))
+        run = self._start_run(input, config, decision)
         final, ok = None, True
         try:
             for chunk in self.runnables[decision.target].stream(
@@ -198,10 +202,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         config = ensure_config(config)
         decision = await self.adecide(input, config)
-        cm = get_async_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
-        run = await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
-                                      run_id=config.pop("run_id", None))
+        run = await self._astart_run(input, config, decision)
         final, ok = None, True
         try:
             async for chunk in self.runnables[decision.target].astream(

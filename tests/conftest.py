@@ -43,7 +43,8 @@ def trained(workdir: Path, tiny_encoder: Path, tiny_data: Path):
     from litellm_prefill_router.training.pipeline import TrainOptions, train
     from litellm_prefill_router.training.trunk import TrunkConfig
 
-    opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=3, keep=2, progress=False,
+    # fp32 encoder: the parity tests compare the bundle's graphs with torch; the CLI test covers --quantize
+    opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=3, keep=2, progress=False, quantize=False,
                         probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
     return train(tiny_data, workdir / "bundle", opts)
 

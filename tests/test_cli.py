@@ -47,4 +47,7 @@ def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(tr
     assert "bundle written" in text and "mean AUC" in text
     report = json.loads((out / "report.json").read_text())
     assert set(report["stage_seconds"]) >= {"encoder + features", "trunk", "export + parity"}
-    assert json.loads((out / "manifest.json").read_text())["encoder"]["layers"] == [2, 3]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["encoder"]["layers"] == [2, 3]
+    q = report["quantization"]  # --quantize is on by default: int8 kept only if the AUC holds
+    assert manifest["encoder"]["quantized"] == q["accepted"] == (q["auc_drop"] < 0.005)

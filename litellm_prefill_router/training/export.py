@@ -78,10 +78,25 @@ def export_trunk(trunk: nn.Module, path: Path, n_features: int) -> None:
                           verbose=False)
 
 
-def quantize_encoder(src: Path, dst: Path) -> None:
+def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = None) -> list[str]:
+    """Dynamic int8 (per-tensor) MatMuls; MatMuls whose weight has ``keep_fp32_in_features`` rows stay fp32.
+
+    SmolLM2's MLP down-projections (in_features = intermediate size) see the heavy-tailed activations
+    that per-tensor int8 cannot represent: quantizing them moved probabilities by 0.13 on average in
+    our measurement, keeping them fp32 by 0.02, at 1.4x the fp32 speed instead of 1.7x.
+    Returns the names of the MatMuls left in fp32.
+    """
+    import onnx
+    from onnx import numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+    model = onnx.load(str(src))
+    shapes = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and keep_fp32_in_features is not None
+            and len(n.input) > 1 and shapes.get(n.input[1], (0,))[0] == keep_fp32_in_features]
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
+    return keep
 
 
 def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
