@@ -53,8 +53,18 @@ def choose(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> int:
 
 
 def choose_batch(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> np.ndarray:
-    """Vectorised :func:`choose` over rows of (n, K) arrays."""
-    return np.array([choose(p[i], cost[i], kind, value) for i in range(p.shape[0])], dtype=np.int64)
+    """:func:`choose` over the rows of (n, K) arrays, vectorised (same choices, same tie-breaks)."""
+    p = np.asarray(p, dtype=np.float64)
+    cost = np.asarray(cost, dtype=np.float64)
+    if kind == "tolerance":
+        ok = p >= p.max(1, keepdims=True) - value - 1e-12
+        c = np.where(ok, cost, np.inf)
+        cheapest = ok & (c <= c.min(1, keepdims=True))
+        return np.where(cheapest, p, -np.inf).argmax(1)
+    scale = cost.max(1, keepdims=True)
+    score = p - value * cost / np.where(scale > 0, scale, 1.0)
+    best = score >= score.max(1, keepdims=True) - 1e-12
+    return np.where(best, cost, np.inf).argmin(1)
 
 
 def resolve_policy(

@@ -44,9 +44,11 @@ class PrefillPredictor:
         *,
         intra_op_threads: int | None = None,
         max_batch_size: int = 16,
+        max_batch_tokens: int = 2048,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_size < 1 or max_batch_tokens < 1:
+            raise ValueError(f"max_batch_size and max_batch_tokens must be >= 1, got {max_batch_size}, "
+                             f"{max_batch_tokens}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
         from tokenizers import Tokenizer
@@ -71,6 +73,7 @@ class PrefillPredictor:
                                   intra_op_threads=intra_op_threads)
         self.targets = m.target_names
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -93,9 +96,14 @@ class PrefillPredictor:
             return np.zeros((0, len(self.targets)), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(ids), len(self.targets)), dtype=np.float32)
-        for start in range(0, len(order), self.max_batch_size):
-            idx = order[start : start + self.max_batch_size]
-            out[idx] = self.trunk(self.features([ids[i] for i in idx]))
+        batch: list[int] = []
+        for i in order:  # ascending length: the last row of a batch is its widest
+            full = len(batch) >= self.max_batch_size or (len(batch) + 1) * len(ids[i]) > self.max_batch_tokens
+            if batch and full:
+                out[batch] = self.trunk(self.features([ids[j] for j in batch]))
+                batch = []
+            batch.append(i)
+        out[batch] = self.trunk(self.features([ids[j] for j in batch]))
         return out
 
     # -- public API -------------------------------------------------------

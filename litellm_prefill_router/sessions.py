@@ -20,6 +20,9 @@ def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.Infe
     if intra_op_threads:
         opts.intra_op_num_threads = int(intra_op_threads)
     opts.inter_op_num_threads = 1
+    # no arena: the arena keeps the peak of the largest batch forever (measured: +70 MB RSS at 16 x 256
+    # tokens) for no measurable speed-up on CPU
+    opts.enable_cpu_mem_arena = False
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

@@ -37,3 +37,15 @@ def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
 def test_invalid_policy_values_are_rejected(value: float) -> None:
     with pytest.raises(ConfigurationError):
         RoutingPolicy("tolerance", value)
+
+
+@pytest.mark.parametrize("kind", ["tolerance", "lambda"])
+def test_vectorised_choices_match_the_per_row_policy(kind: str) -> None:
+    from litellm_prefill_router.policy import choose_batch
+
+    rng = np.random.default_rng(0)
+    p = rng.random((300, 5)).round(2)  # rounding makes ties, which both must break alike
+    cost = rng.choice([1.0, 2.0, 5.0], size=(300, 5))
+    for value in (0.0, 0.05, 0.3, 1.0):
+        expected = [choose(p[i], cost[i], kind, value) for i in range(300)]
+        assert choose_batch(p, cost, kind, value).tolist() == expected
