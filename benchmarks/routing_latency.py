@@ -83,10 +83,19 @@ print(json.dumps(out))
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (VmHWM; ru_maxrss would carry a parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(x for x in f if x.startswith("VmHWM")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def runtime_rss_mb(bundle: str) -> float | None:
     """Peak RSS of a fresh process that only builds a PrefillRouter and routes 20 prompts (the serving footprint)."""
     code = f'''
-import asyncio, os, resource
+import asyncio, os
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 from litellm_prefill_router import PrefillRouter, load_bundle
 m = load_bundle({bundle!r}).manifest
@@ -99,7 +108,8 @@ async def go():
         await r.acompletion(model="auto", messages=[{{"role": "user", "content": ("word " * 250) + str(i)}}])
 asyncio.run(go())
 import sys
-print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch" in sys.modules)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print("RSS", int(hwm) / 1024, "torch" in sys.modules)
 '''
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     line = [x for x in r.stdout.splitlines() if x.startswith("RSS")]
@@ -164,7 +174,7 @@ async def main() -> None:
     await asyncio.gather(*(router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
                            for p in batch_prompts))
     concurrent_rps = 64 / (time.perf_counter() - t0)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     serving_rss = runtime_rss_mb(args.bundle)
     torch_loaded = "torch" in sys.modules
     for r in rows:
