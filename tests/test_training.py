@@ -123,7 +123,7 @@ def test_missing_labels_are_allowed_and_splits_are_stratified_and_deterministic(
     assert test_ids == [r.id for r in load_dataset(_jsonl(tmp_path, rows), min_labels=5).rows if r.split == "test"]
 
 
-def test_long_csv_and_wide_csv_loaders(tmp_path: Path) -> None:
+def test_long_csv_wide_csv_and_parquet_loaders(tmp_path: Path) -> None:
     long = tmp_path / "long.csv"
     long.write_text("question,model,isCorrect,output_tokens\n" + "".join(
         f"q{i},a,{i % 2},{10 + i}\nq{i},b,{(i + 1) % 2},20\n" for i in range(30)))
@@ -133,6 +133,11 @@ def test_long_csv_and_wide_csv_loaders(tmp_path: Path) -> None:
     wide.write_text("prompt,a,b,a|total_cost,b|total_cost\n" + "".join(f"q{i},1,0,0.001,0.002\n" for i in range(30)))
     ds = load_dataset(wide, min_labels=5)
     assert ds.targets == ["a", "b"] and ds.prices["b"][0] > ds.prices["a"][0]
+    pd = pytest.importorskip("pandas")
+    pq = tmp_path / "wide.parquet"
+    pd.DataFrame({"prompt": [f"q{i}" for i in range(30)], "a": [1.0] * 30, "b": [0.0, 1.0] * 15}).to_parquet(pq)
+    ds = load_dataset(pq, min_labels=5)
+    assert ds.targets == ["a", "b"] and len(ds) == 30 and len(ds.indices("test")) == 3
     bad = tmp_path / "bad.csv"
     bad.write_text("text,a\nx,1\n")
     with pytest.raises(DataError, match="prompt"):
