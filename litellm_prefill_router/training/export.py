@@ -38,6 +38,11 @@ def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
     for cfg in (m.config, getattr(m.config, "text_config", None)):
         if cfg is not None and hasattr(cfg, "num_hidden_layers"):
             cfg.num_hidden_layers = deepest
+    if hasattr(m, "set_attn_implementation"):
+        # eager attention exports to plain MatMul/Softmax; the SDPA decomposition adds IsNaN/Where guards
+        # that made the SmolLM2 encoder 26% slower in onnxruntime (measured: 96.5 vs 71.8 ms, layer 6,
+        # 290 tokens) for the same outputs (parity 1e-5)
+        m.set_attn_implementation("eager")
     return m
 
 
