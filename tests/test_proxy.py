@@ -23,16 +23,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _write_config(path: Path, bundle: Path) -> None:
+    """The shipped example config (examples/litellm_proxy/config.yaml) with the test bundle's deployments."""
     import yaml
 
-    cfg = {
-        "model_list": model_list(),
-        "litellm_settings": {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"},
-        "router_settings": {"routing_strategy": "prefill",
-                            "routing_strategy_args": {"bundle": "os.environ/PREFILL_TEST_BUNDLE",
-                                                      "preset": "max-quality"}},
-    }
+    cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
+    cfg["model_list"] = model_list()
+    cfg["router_settings"]["routing_strategy_args"] = {"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"}
     path.write_text(yaml.safe_dump(cfg))
 
 
@@ -53,7 +53,7 @@ def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
     assert hook.proxy_handler_instance is not None
 
 
-def test_litellm_proxy_routes_with_routing_strategy_prefill(bundle_dir: Path, tmp_path: Path) -> None:
+def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_dir: Path, tmp_path: Path) -> None:
     exe = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
     try:
         import fastapi  # noqa: F401
@@ -65,7 +65,7 @@ def test_litellm_proxy_routes_with_routing_strategy_prefill(bundle_dir: Path, tm
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)
     port = _free_port()
-    env = {**os.environ, "PREFILL_TEST_BUNDLE": str(bundle_dir), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    env = {**os.environ, "PREFILL_BUNDLE": str(bundle_dir), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOG": "ERROR"}
     env.pop("DATABASE_URL", None)
     log = (tmp_path / "proxy.log").open("w")
