@@ -184,6 +184,8 @@ async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, mon
         time.sleep(0.6)
         return real(self, ids, mask)
 
+    # warm-up first: litellm builds the deployment's HTTP client (SSL context: ~0.3 s) on the event loop
+    await router.acompletion(model="auto", messages=user(MATH_PROMPT))
     monkeypatch.setattr(type(encoder), "__call__", slow)
     gaps: list[float] = []
     stop = asyncio.Event()
