@@ -73,6 +73,41 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One JSON line per prompt: {"id", "p_correct": {target: p}, "cost": {target: usd}} (ids from the data)."""
+    from pathlib import Path
+
+    from .costs import Price, estimate_cost
+    from .predictor import PrefillPredictor
+    from .training.data import load_dataset  # numpy-only module: no torch
+
+    pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
+    m = pred.bundle.manifest
+    ds = load_dataset(_data_arg(args.data), min_labels=0)
+    rows = [r for r in ds.rows if args.split in (None, "all") or r.split == args.split]
+    if not rows:
+        raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
+    prices = {t.name: Price(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0, "manifest")
+              for t in m.targets}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for start in range(0, len(rows), 64):
+            chunk = rows[start : start + 64]
+            enc = pred.encode([r.prompt for r in chunk])
+            probs = pred.probabilities_for_ids([e.ids for e in enc])
+            for r, e, p in zip(chunk, enc, probs):
+                f.write(json.dumps({
+                    "id": r.id,
+                    "p_correct": {t.name: round(float(x), 6) for t, x in zip(m.targets, p)},
+                    "cost": {t.name: estimate_cost(prices[t.name], e.n_tokens, t.expected_output_tokens)
+                             for t in m.targets},
+                }) + "\n")
+            logging.getLogger(__name__).info("predicted %d/%d", min(start + 64, len(rows)), len(rows))
+    print(f"wrote {len(rows)} predictions to {out}")
+    return 0
+
+
 def _data_arg(value: str | None) -> str:
     data = value or os.environ.get(DATA_ENV)
     if not data:
@@ -170,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--threads", type=int)
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)
+
+    pr = sub.add_parser("predict", help="P(correct) and cost per target for every prompt of a dataset (JSONL)")
+    pr.add_argument("--bundle", required=True)
+    pr.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
+    pr.add_argument("--split", default="test", help="train | val | test | all (default: test)")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--threads", type=int)
+    pr.set_defaults(func=cmd_predict)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)

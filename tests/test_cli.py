@@ -51,3 +51,19 @@ def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(tr
     assert manifest["encoder"]["layers"] == [2, 3]
     q = report["quantization"]  # --quantize is on by default: int8 kept only if the AUC holds
     assert manifest["encoder"]["quantized"] == q["accepted"] == (q["auc_drop"] < 0.005)
+
+
+def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_dir: Path, tiny_data: Path,
+                                                                       tmp_path: Path) -> None:
+    from litellm_prefill_router.training.data import load_dataset
+
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(tiny_data), "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    test_ids = [r.id for r in load_dataset(tiny_data).rows if r.split == "test"]
+    assert [r["id"] for r in rows] == test_ids
+    targets = {"math-model", "history-model", "generalist"}
+    assert all(set(r["p_correct"]) == set(r["cost"]) == targets for r in rows)
+    assert all(0 <= p <= 1 for r in rows for p in r["p_correct"].values())
+    math = next(r for r, rid in zip(rows, test_ids) if rid.endswith("0"))  # even ids are math prompts
+    assert math["p_correct"]["math-model"] > math["p_correct"]["history-model"]
