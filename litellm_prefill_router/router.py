@@ -139,6 +139,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self._deployments[dep_id] = info
         return info
 
+    def _describe_at_request(self, dep: dict) -> DeploymentTarget | None:
+        """Like _describe, but a deployment added after construction that cannot be mapped or priced is
+        left out of prefill routing (with an error log) instead of failing the request."""
+        try:
+            return self._describe(dep)
+        except ConfigurationError as err:
+            dep_id = str((dep.get("model_info") or {}).get("id") or id(dep))
+            self._deployments[dep_id] = None
+            logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
+            return None
+
     def _price(self, dep: dict, dep_id: str) -> Price:
         params = dep.get("litellm_params") or {}
         mi = dep.get("model_info") or {}
@@ -183,7 +194,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not healthy:
             raise await async_raise_no_deployment_exception(
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
-        mapped = [(d, info) for d in healthy if (info := self._describe(d)) is not None]
+        mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d)) is not None]
         if not mapped:
             return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
         md = _metadata(request_kwargs)

@@ -264,3 +264,15 @@ async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_p
     assert len(rows) == 2
     assert {r_["decision"]["target"] for r_ in rows} <= {"math-model", "history-model", "generalist"}
     assert all(r_["outcome"]["success"] and r_["outcome"]["latency_s"] is not None for r_ in rows)
+
+
+async def test_an_unpriced_deployment_added_later_is_left_out_instead_of_failing_requests(
+        router: PrefillRouter, caplog: pytest.LogCaptureFixture) -> None:
+    router.add_deployment(litellm.types.router.Deployment(
+        model_name="auto", litellm_params={"model": "openai/later-added-unpriced", "api_key": "k",
+                                           "mock_response": "answer from later"},
+        model_info={"id": "later-1", "prefill_target": "generalist"}))
+    with caplog.at_level(logging.ERROR, logger="litellm_prefill_router"):
+        resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content == "answer from math-model"
+    assert "left out of prefill routing" in caplog.text
