@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             t.add_argument("--out", required=True)
             t.add_argument("--models-json")
-            t.add_argument("--layers", default="auto", help="auto, or comma-separated layer numbers")
+            t.add_argument("--layers", default="auto",
+                           help="auto (probes + --max-auc-loss), or comma-separated layers (mean+last pooling each)")
             t.add_argument("--seeds", type=int, default=5)
             t.add_argument("--keep", type=int, default=3)
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
