@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -155,11 +154,3 @@ def load_encoder(name_or_path: str = DEFAULT_ENCODER) -> EncoderHandle:
         add_special_tokens=template is None, num_hidden_layers=n_layers, hidden_size=hidden,
     )
 
-
-def describe(handle: EncoderHandle) -> dict[str, Any]:
-    return {"id": handle.id, "revision": handle.revision, "kind": handle.kind, "layers": handle.num_hidden_layers,
-            "hidden_size": handle.hidden_size, "chat_template": handle.chat_template is not None}
-
-
-def dumps(handle: EncoderHandle) -> str:
-    return json.dumps(describe(handle))
