@@ -124,12 +124,11 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                                      "(input_usd_per_token, output_usd_per_token)}}")
         return {t: base[t] for t in self.runnables}
 
-    def _overrides(self, config: RunnableConfig) -> RequestOverrides:
-        o = parse_overrides(config.get("metadata") or {})
-        if o.preset is None and o.tolerance is None and o.lambda_ is None and \
-                (self.preset, self.tolerance, self.lambda_) != (None, None, None):
-            o = o.model_copy(update={"preset": self.preset, "tolerance": self.tolerance, "lambda_": self.lambda_})
-        return o
+    @staticmethod
+    def _overrides(config: RunnableConfig) -> RequestOverrides:
+        # the instance's own preset/tolerance/lambda are the decider's default policy (configurable_fields
+        # builds a new instance, so they are re-validated there); per-call metadata overrides them
+        return parse_overrides(config.get("metadata") or {})
 
     def decide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
         config = ensure_config(config)
