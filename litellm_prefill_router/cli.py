@@ -45,31 +45,23 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from .costs import Price, estimate_cost
-    from .policy import resolve_policy
+    from .config import RequestOverrides
+    from .decider import PrefillDecider
     from .predictor import PrefillPredictor
 
-    pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
-    m = pred.bundle.manifest
-    policy = resolve_policy(m.presets, preset=args.preset, tolerance=args.tolerance, lambda_=args.lambda_,
-                            default_preset=m.default_preset)
+    decider = PrefillDecider(PrefillPredictor(args.bundle, intra_op_threads=args.threads), preset=args.preset,
+                             tolerance=args.tolerance, lambda_=args.lambda_)
     text = " ".join(args.text) if args.text else sys.stdin.read()
-    out = pred.predict_one(text)
-    costs = []
-    for t in m.targets:
-        price = Price(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0, "manifest")
-        costs.append(estimate_cost(price, out.input_tokens, t.expected_output_tokens))
-    i = policy.choose(out.p_correct, costs)  # type: ignore[arg-type]
+    d = decider.decide(text, decider.manifest_prices(), RequestOverrides(), "cli")
     if args.json:
-        print(json.dumps({"target": m.targets[i].name, "policy": policy.__dict__, "input_tokens": out.input_tokens,
-                          "p_correct": dict(zip(m.target_names, map(float, out.p_correct))),
-                          "cost_usd": dict(zip(m.target_names, costs))}))
+        print(json.dumps({"target": d.target, "reason": d.reason, "policy": d.policy.__dict__,
+                          "input_tokens": d.input_tokens, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd)}))
         return 0
     print(_table(["target", "P(correct)", "cost (USD)", ""],
-                 [[t, float(p), c, "<- chosen" if j == i else ""]
-                  for j, (t, p, c) in enumerate(zip(m.target_names, out.p_correct, costs))]))
-    print(f"\npolicy {policy.kind}={policy.value} (preset {policy.preset}); {out.input_tokens} prompt tokens"
-          f"{' (truncated)' if out.truncated else ''} -> {m.targets[i].name}")
+                 [[t, d.p_correct.get(t, "-"), d.cost_usd.get(t, "-"), "<- chosen" if t == d.target else ""]
+                  for t in d.candidates]))
+    print(f"\npolicy {d.policy.kind}={d.policy.value} (preset {d.policy.preset}); {d.input_tokens} prompt tokens"
+          f"{' (truncated)' if d.truncated else ''}; {d.reason} -> {d.target}")
     return 0
 
 
@@ -77,7 +69,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """One JSON line per prompt: {"id", "p_correct": {target: p}, "cost": {target: usd}} (ids from the data)."""
     from pathlib import Path
 
-    from .costs import Price, estimate_cost
+    from .costs import estimate_cost, manifest_price
     from .predictor import PrefillPredictor
     from .training.data import load_dataset  # numpy-only module: no torch
 
@@ -87,8 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = [r for r in ds.rows if args.split in (None, "all") or r.split == args.split]
     if not rows:
         raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
-    prices = {t.name: Price(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0, "manifest")
-              for t in m.targets}
+    prices = {t.name: manifest_price(t) for t in m.targets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:

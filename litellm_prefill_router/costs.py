@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,11 @@ class Price:
             v = getattr(self, name)
             if not (v >= 0.0) or v == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r} (price source: {self.source})")
+
+
+def manifest_price(target: Any) -> Price:
+    """The training-time price a bundle records for a target (a missing side counts as 0)."""
+    return Price(target.input_cost_per_token or 0.0, target.output_cost_per_token or 0.0, "manifest")
 
 
 def estimate_cost(price: Price, input_tokens: int, expected_output_tokens: float) -> float:

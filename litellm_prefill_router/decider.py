@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
-from .costs import Price, estimate_cost
+from .costs import Price, estimate_cost, manifest_price
 from .config import RequestOverrides
 from .errors import ConfigurationError, InferenceError
 from .policy import RoutingDecision, RoutingPolicy, resolve_policy
@@ -45,8 +45,7 @@ class PrefillDecider:
 
     def manifest_prices(self) -> dict[str, Price]:
         """Prices recorded in the manifest at training time (targets without one are left out)."""
-        return {t.name: Price(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0, "manifest")
-                for t in self.manifest.targets
+        return {t.name: manifest_price(t) for t in self.manifest.targets
                 if t.input_cost_per_token is not None and t.output_cost_per_token is not None}
 
     def policy_for(self, overrides: RequestOverrides) -> RoutingPolicy:
@@ -69,14 +68,14 @@ class PrefillDecider:
         return cands
 
     async def adecide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
-                      where: str | None = None) -> RoutingDecision:
-        return await self._decide(prompt, prices, overrides or RequestOverrides(), where, asynchronous=True)
+                      model_group: str | None = None) -> RoutingDecision:
+        return await self._decide(prompt, prices, overrides or RequestOverrides(), model_group, asynchronous=True)
 
     def decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
-               where: str | None = None) -> RoutingDecision:
+               model_group: str | None = None) -> RoutingDecision:
         import asyncio
 
-        coro = self._decide(prompt, prices, overrides or RequestOverrides(), where, asynchronous=False)
+        coro = self._decide(prompt, prices, overrides or RequestOverrides(), model_group, asynchronous=False)
         try:  # the synchronous path never awaits anything real: drive the coroutine by hand
             coro.send(None)
         except StopIteration as stop:
@@ -85,16 +84,17 @@ class PrefillDecider:
         raise asyncio.InvalidStateError("synchronous decision unexpectedly awaited")
 
     async def _decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides,
-                      where: str | None, asynchronous: bool) -> RoutingDecision:
+                      model_group: str | None, asynchronous: bool) -> RoutingDecision:
         t0 = time.perf_counter()
+        where = f"model group {model_group!r}" if model_group else "this router"
         policy = self.policy_for(overrides)
-        candidates = self.candidates(prices, overrides, where or "this router")
+        candidates = self.candidates(prices, overrides, where)
 
         def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
                  truncated: bool = False) -> RoutingDecision:
             return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
                                    candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
-                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=where)
+                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group)
 
         if overrides.pin_model is not None:
             if overrides.pin_model in candidates:
@@ -106,7 +106,7 @@ class PrefillDecider:
                 else self.predictor.predict_one(prompt)
         except Exception as err:  # noqa: BLE001 - a request is never lost to a routing failure
             if self.on_error == "raise":
-                raise InferenceError(f"prefill routing failed in {where or 'this router'}: {err}") from err
+                raise InferenceError(f"prefill routing failed in {where}: {err}") from err
             target = self.fallback(candidates)
             logger.warning("prefill router: inference failed (%s); sending the request to fallback target %r",
                            err, target)

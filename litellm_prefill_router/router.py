@@ -129,8 +129,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 return str(name)
         return None
 
+    @staticmethod
+    def _dep_id(dep: dict) -> str:
+        return str((dep.get("model_info") or {}).get("id") or id(dep))
+
     def _describe(self, dep: dict) -> DeploymentTarget | None:
-        dep_id = str((dep.get("model_info") or {}).get("id") or id(dep))
+        dep_id = self._dep_id(dep)
         if dep_id in self._deployments:
             return self._deployments[dep_id]
         target = self._target_of(dep)
@@ -145,8 +149,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         try:
             return self._describe(dep)
         except ConfigurationError as err:
-            dep_id = str((dep.get("model_info") or {}).get("id") or id(dep))
-            self._deployments[dep_id] = None
+            self._deployments[self._dep_id(dep)] = None
             logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
             return None
 
@@ -226,8 +229,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             cur = price.get(info.target)
             if cur is None or info.price.input_cost_per_token < cur.input_cost_per_token:
                 price[info.target] = info.price
-        where = f"model group {model_group!r}" if model_group else None
-        return await self.decider.adecide(prompt, price, parse_overrides(metadata), where)
+        return await self.decider.adecide(prompt, price, parse_overrides(metadata), model_group)
 
 
 # -- decision / outcome log ------------------------------------------------------

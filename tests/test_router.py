@@ -34,6 +34,7 @@ async def test_routing_follows_the_prompt_and_records_the_decision(router: Prefi
     assert d["target"] == "math-model" and d["reason"] == "policy"
     assert set(d["p_correct"]) == set(d["cost_usd"]) == {"math-model", "history-model", "generalist"}
     assert d["policy"]["preset"] == "max-quality" and d["latency_ms"] > 0 and d["deployment_id"]
+    assert d["model_group"] == "auto"
 
 
 def test_sync_completion_routes_too(router: PrefillRouter) -> None:
