@@ -179,6 +179,6 @@ def shared_predictor(
         pred = _CACHE.get(key)
         if pred is None:
             pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size)
-            pred.predict(["warm-up"])  # onnxruntime's first run is slow (~0.4 s measured); pay it at startup
+            pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred
