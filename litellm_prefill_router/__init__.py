@@ -26,7 +26,7 @@ from .policy import RoutingDecision, RoutingPolicy
 from .predictor import PrefillPredictor
 
 if TYPE_CHECKING:
-    from .router import PrefillRouter, PrefillRoutingStrategy, install
+    from .router import PrefillRouter, PrefillRoutingStrategy, flush_logging, install
     from .semantic import PrefillSemanticRouter
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ _LAZY = {
     "PrefillRouter": "router",
     "PrefillRoutingStrategy": "router",
     "install": "router",
+    "flush_logging": "router",
     "PrefillSemanticRouter": "semantic",
 }
 
@@ -49,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Bundle", "BundleManifest", "load_bundle", "PrefillPredictor", "RoutingDecision", "RoutingPolicy",
-    "PrefillRouter", "PrefillRoutingStrategy", "install", "PrefillSemanticRouter",
+    "PrefillRouter", "PrefillRoutingStrategy", "install", "flush_logging", "PrefillSemanticRouter",
     "PrefillRouterError", "BundleError", "BundleMissingFileError", "BundleChecksumError", "BundleSchemaError",
     "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError", "PromptError",
 ]

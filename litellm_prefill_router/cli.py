@@ -1,4 +1,4 @@
-"""``prefill-router``: train, probe, route, info."""
+"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, migrate."""
 
 from __future__ import annotations
 
@@ -107,13 +107,29 @@ def _data_arg(value: str | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .training.data import add_rows, load_dataset
+
+    ds = load_dataset(_data_arg(args.data), models_json=args.models_json, targets=args.targets)
+    if args.add:
+        ds = add_rows(ds, args.add)
+    if args.continue_from:
+        from .training.continued import continue_training
+
+        bundle, report = continue_training(args.continue_from, ds, args.out, seeds=args.seeds, keep=args.keep)
+        test = report.get("test")
+        print(f"refitted the scorer of {args.continue_from} on {report['rows']['fit']} rows "
+              f"({report['rows']['labels']} labels) in {report['seconds']} s"
+              + (f"; test mean AUC {test['mean_auc']:.3f}" if test else ""))
+        print(f"bundle written to {bundle.directory}")
+        return 0
     from .training.pipeline import TrainOptions, train
 
     layers = None if args.layers in (None, "auto") else [int(x) for x in args.layers.split(",")]
-    opts = TrainOptions(encoder=args.encoder, targets=args.targets, layers=layers, max_auc_loss=args.max_auc_loss,
+    extra = {} if args.max_auc_loss is None else {"max_auc_loss": args.max_auc_loss}
+    opts = TrainOptions(encoder=args.encoder, targets=args.targets, layers=layers, **extra,
                         max_tokens=args.max_tokens, seeds=args.seeds, keep=min(args.keep, args.seeds),
                         quantize=args.quantize)
-    bundle, report = train(_data_arg(args.data), args.out, opts, models_json=args.models_json)
+    bundle, report = train(ds, args.out, opts)
     print()
     print(_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()] +
                  [["total", report["total_seconds"]]]))
@@ -144,10 +160,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     ds = load_dataset(_data_arg(args.data), targets=args.targets)
     opts = TrainOptions(encoder=args.encoder, max_tokens=args.max_tokens)
+    if args.max_auc_loss is not None:
+        opts.max_auc_loss = args.max_auc_loss
     _, cache = compute_features(ds, opts)
     fit_idx, _ = split_validation(ds, ds.indices("train"), opts.val_fraction)
     res = run_probes(cache, ds.scores(), ds.targets, fit_idx)
-    sel = select_layer(res, args.max_auc_loss)
+    sel = select_layer(res, opts.max_auc_loss)
     print(_table(["layer", "pooling", "J", "d_eff", "AUC"],
                  [[r["layer"], r["pooling"], r["fisher_j"], r["d_eff"], r["auc"]] for r in res.summary]))
     print(f"\nselected: {sel}")
@@ -157,6 +175,87 @@ def cmd_probe(args: argparse.Namespace) -> int:
         (out / "probes.json").write_text(json.dumps(res.to_dict(), indent=1))
         plot_probes(res, str(out / "probes.png"))
         print(f"wrote {out / 'probes.json'} and {out / 'probes.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The router and the baselines on the same rows: a bundle on one split, or K-fold CV over the dataset."""
+    from .errors import PrefillRouterError
+
+    if (args.cv is None) == (args.bundle is None):
+        raise PrefillRouterError("evaluate needs exactly one of --bundle DIR (score a trained bundle on --split) or "
+                                 "--cv K (cross-validate the training recipe over the whole dataset)")
+    if args.cv is None and (args.layers or args.encoder):
+        raise PrefillRouterError("--layers/--encoder apply to --cv; a bundle already fixes its encoder and layers")
+
+    from .training import harness
+    from .training.data import load_dataset
+
+    baselines = [] if args.baselines == "none" else (
+        list(harness.BASELINE_NAMES) if args.baselines == "all" else [b.strip() for b in args.baselines.split(",")])
+    pair = None
+    if args.pair:
+        parts = [x.strip() for x in args.pair.split(",")]
+        if len(parts) != 2:
+            raise PrefillRouterError(f"--pair wants STRONG,WEAK target names, got {args.pair!r}")
+        pair = (parts[0], parts[1])
+    ds = load_dataset(_data_arg(args.data), models_json=args.models_json)
+    if args.cv is not None:
+        variants = [harness.PrefillVariant([int(x) for x in spec.split(",")], head=args.head)
+                    for spec in (args.layers or [])]
+        report, preds, es = harness.cross_validate(ds, folds=args.cv, encoder=args.encoder, variants=variants,
+                                                   baselines=baselines, bootstrap=args.bootstrap, pair=pair,
+                                                   progress=not args.quiet)
+    else:
+        report, preds, es = harness.evaluate_bundle(ds, args.bundle, split=args.split, baselines=baselines,
+                                                    bootstrap=args.bootstrap, pair=pair, threads=args.threads,
+                                                    progress=not args.quiet)
+    out = harness.write_report(report, preds, es, args.out)
+    print(harness.markdown(report).split("\n\n## ")[0])
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'curve.png'}"
+          f"{', ' + str(out / 'oof_preds.jsonl') if args.cv is not None else ', ' + str(out / 'preds.jsonl')}")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Every prompt to every target through LiteLLM -> a training dataset (resumable, cost-capped)."""
+    import asyncio
+
+    from .collect import CollectOptions, Collector, load_prompts, load_router_config
+    from .router import CollectionClient
+
+    rubric = None
+    if args.rubric:
+        from pathlib import Path
+
+        rubric = Path(args.rubric).read_text(encoding="utf-8")
+    opts = CollectOptions(targets=args.targets, judge=args.judge, rubric=rubric, concurrency=args.concurrency,
+                          max_retries=args.max_retries, max_cost=args.max_cost, max_tokens=args.max_tokens,
+                          progress=not args.quiet)
+    collector = Collector(load_prompts(args.prompts), CollectionClient(load_router_config(args.config),
+                                                                       timeout=args.timeout), args.out, opts)
+    s = asyncio.run(collector.run())
+    print(f"answers {s.answered} (sent {s.sent} requests incl. retries), failed {s.failed}, already done "
+          f"{s.skipped_done}, not sent (cost ceiling) {s.not_sent_budget}; spent ${s.spent_usd:.4f} in total")
+    if s.stopped_by_budget:
+        print(f"stopped: the next call could exceed --max-cost {args.max_cost}; raise it and re-run to continue",
+              file=sys.stderr)
+    elif s.failed:
+        print(f"{s.failed} calls failed after retries (see {collector.log_path}); re-run to retry only those",
+              file=sys.stderr)
+    print(f"wrote {s.out} ({collector.targets}) and its call log {collector.log_path}")
+    return s.exit_code
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from .feedback import feedback_rows, write_rows
+
+    rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
+    write_rows(rows, args.out)
+    print(f"{st.decisions} logged decisions: {st.rows} rows written, {st.without_feedback} without feedback, "
+          f"{st.failed_calls} failed calls, {st.without_messages} without messages; "
+          f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
+    print(f"wrote {args.out}; retrain with: prefill-router train --continue-from BUNDLE --data BASE --add {args.out}")
     return 0
 
 
@@ -205,6 +304,47 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int)
     pr.set_defaults(func=cmd_predict)
 
+    e = sub.add_parser("evaluate", help="router vs baselines on the same rows (JSON + Markdown + PNG)")
+    e.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
+    e.add_argument("--models-json", help="prices per target (default: models.json beside the data)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--bundle", help="score this bundle (as served, ONNX) on --split")
+    e.add_argument("--split", default="test", help="split to score a bundle on (default: test)")
+    e.add_argument("--cv", type=int, help="K-fold cross-validation of the training recipe over every row")
+    e.add_argument("--encoder", help="--cv: encoder (default smollm2)")
+    e.add_argument("--layers", action="append",
+                   help="--cv: comma-separated layers of one prefill variant (repeatable; default: probe selection)")
+    e.add_argument("--head", default="trunk", choices=("trunk", "logreg"), help="--cv: head of the prefill variants")
+    e.add_argument("--baselines", default="all",
+                   help="all | none | comma list of knn,logreg,mlp,mf (random/cheapest/best single/oracle always)")
+    e.add_argument("--pair", help="STRONG,WEAK targets for APGR/CPT (default: most accurate, cheapest)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    e.add_argument("--threads", type=int)
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("collect", help="send every prompt to every target through LiteLLM and judge the answers")
+    c.add_argument("--prompts", required=True, help="JSONL: id, prompt[, reference, judge, benchmark, split]")
+    c.add_argument("--config", required=True, help="YAML with a LiteLLM model_list (the proxy config works)")
+    c.add_argument("--out", required=True, help="training data file to write (JSONL)")
+    c.add_argument("--targets", nargs="+", help="model groups to collect (default: all but the judge)")
+    c.add_argument("--judge", help="exact | choice | numeric | regex[:PATTERN] | python:MOD:FUNC | llm:MODEL_GROUP")
+    c.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
+    c.add_argument("--concurrency", type=int, default=8)
+    c.add_argument("--max-retries", type=int, default=5)
+    c.add_argument("--max-cost", type=float, help="USD ceiling for this dataset (all runs together)")
+    c.add_argument("--max-tokens", type=int, default=512, help="max output tokens per answer")
+    c.add_argument("--timeout", type=float, help="seconds per request")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_collect)
+
+    fb = sub.add_parser("feedback", help="decision log + feedback -> training rows for --add")
+    fb.add_argument("--log", required=True, help="the router's decision_log JSONL")
+    fb.add_argument("--feedback", required=True, help='JSONL of {"id", "score"} or {"id", "thumbs": "up"|"down"}')
+    fb.add_argument("--out", required=True)
+    fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
+    fb.set_defaults(func=cmd_feedback)
+
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)
     mig.add_argument("--bundle", required=True)
@@ -218,12 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--encoder", default="smollm2", help="smollm2 | gemma3-270m | minilm-l6 | DIR | hub id")
         t.add_argument("--targets", nargs="+")
         t.add_argument("--max-tokens", type=int, default=512)
-        t.add_argument("--max-auc-loss", type=float, default=0.01,
-                       help="pick the shallowest layer within this probe AUC of the best (depth costs latency)")
+        t.add_argument("--max-auc-loss", type=float, default=None,
+                       help="pick the shallowest layer within this probe AUC of the best (depth costs latency; "
+                            "default 0.012)")
         t.set_defaults(func=fn)
         if name == "train":
             t.add_argument("--out", required=True)
             t.add_argument("--models-json")
+            t.add_argument("--add", action="append", metavar="ROWS.jsonl",
+                           help="extra training rows (from `collect` or `feedback`), repeatable")
+            t.add_argument("--continue-from", metavar="BUNDLE",
+                           help="keep this bundle's encoder and refit its scorer on --data plus --add (fast)")
             t.add_argument("--layers", default="auto",
                            help="auto (probes + --max-auc-loss), or comma-separated layers (mean+last pooling each)")
             t.add_argument("--seeds", type=int, default=5)

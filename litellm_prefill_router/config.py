@@ -25,6 +25,8 @@ class PrefillStrategyArgs(BaseModel):
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     decision_log: str | None = None
+    # the request's messages go into the decision log (needed to retrain from it); False logs decisions only
+    decision_log_messages: bool = True
 
 
 class RequestOverrides(BaseModel):

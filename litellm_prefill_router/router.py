@@ -39,6 +39,7 @@ logger = logging.getLogger("litellm_prefill_router")
 
 PREFILL = "prefill"
 DECISION_KEY = "prefill_decision"
+DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages"}: where this router logs its decisions
 T = TypeVar("T")
 
 
@@ -109,8 +110,11 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if self.targets_without_deployment:
             logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
                            self.targets_without_deployment)
+        self._log_target = None
         if self.args.decision_log:
-            register_decision_log(self.args.decision_log)
+            register_decision_log()
+            self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve()),
+                                "messages": self.args.decision_log_messages}
 
     # -- deployments --------------------------------------------------------
     def _target_of(self, dep: dict) -> str | None:
@@ -207,6 +211,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         dep_id = str((deployment.get("model_info") or {}).get("id"))
         record = {**decision.to_dict(), "deployment_id": dep_id}
         md[DECISION_KEY] = record
+        if self._log_target is not None:
+            md[DECISION_LOG_KEY] = self._log_target
         logger.debug("prefill decision %s", json.dumps(record, default=str))
         return deployment
 
@@ -234,17 +240,20 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
 # -- decision / outcome log ------------------------------------------------------
 class DecisionLogger(CustomLogger):
-    """Appends one JSON line per routed call: the decision and its outcome (for retraining)."""
+    """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages.
 
-    def __init__(self, path: str | Path) -> None:
+    One instance serves every router in the process (litellm keeps a single callback per class); each call's
+    metadata names the file of the router that decided it.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.path = Path(path)
         self._lock = threading.Lock()
 
     def _write(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
         md = ((kwargs.get("litellm_params") or {}).get("metadata") or {})
-        decision = md.get(DECISION_KEY)
-        if not decision:
+        decision, target = md.get(DECISION_KEY), md.get(DECISION_LOG_KEY)
+        if not decision or not target:
             return
         try:
             latency = (end - start).total_seconds()
@@ -254,14 +263,18 @@ class DecisionLogger(CustomLogger):
         row = {
             "ts": datetime.now(timezone.utc).isoformat(),
             "litellm_call_id": kwargs.get("litellm_call_id"),
+            "response_id": getattr(response_obj, "id", None) if ok else None,
             "decision": decision,
             "outcome": {"success": ok, "model": kwargs.get("model"), "response_cost": kwargs.get("response_cost"),
                         "latency_s": latency, "error": None if ok else repr(exc)},
         }
+        if target.get("messages", True):
+            row["messages"] = kwargs.get("messages")
         line = json.dumps(row, default=str)
+        path = Path(target["path"])
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
@@ -277,15 +290,16 @@ class DecisionLogger(CustomLogger):
         self._write(kwargs, False, response_obj, start_time, end_time)
 
 
-_LOGGERS: dict[str, DecisionLogger] = {}
+_DECISION_LOGGER: DecisionLogger | None = None
 
 
-def register_decision_log(path: str | Path) -> DecisionLogger:
-    key = str(Path(path).resolve())
-    if key not in _LOGGERS:
-        _LOGGERS[key] = DecisionLogger(path)
-        litellm.logging_callback_manager.add_litellm_callback(_LOGGERS[key])
-    return _LOGGERS[key]
+def register_decision_log() -> DecisionLogger:
+    """The process-wide decision logger, registered with litellm once."""
+    global _DECISION_LOGGER
+    if _DECISION_LOGGER is None:
+        _DECISION_LOGGER = DecisionLogger()
+        litellm.logging_callback_manager.add_litellm_callback(_DECISION_LOGGER)
+    return _DECISION_LOGGER
 
 
 # -- Router integration --------------------------------------------------------
@@ -392,3 +406,95 @@ def _patched(name: str, original: Any) -> Any:
             return None
         return original(self)
     return apply
+
+
+async def flush_logging(timeout: float = 10.0) -> None:
+    """Wait until litellm's background logging (success callbacks, the decision log) has run, then stop its
+    worker. Call it before the event loop ends (e.g. at the end of ``asyncio.run``): litellm queues callbacks on
+    a worker bound to the running loop, and what is still queued when the loop closes is run late or lost."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    try:
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout)
+    except asyncio.TimeoutError:
+        logger.warning("litellm logging did not finish within %.0fs", timeout)
+    await GLOBAL_LOGGING_WORKER.stop()
+
+
+# -- data collection (``prefill-router collect``) -----------------------------
+_RETRYABLE = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError, litellm.InternalServerError,
+              litellm.ServiceUnavailableError, litellm.BadGatewayError)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost: float | None  # USD as litellm computed it; None when litellm does not know the price
+
+
+class CollectionClient:
+    """Sends one prompt to one model group through a plain ``litellm.Router`` (no routing strategy, no
+    retries of its own: the collector retries with back-off and keeps the books)."""
+
+    def __init__(self, model_list: list[dict], timeout: float | None = None) -> None:
+        self.model_list = model_list
+        self.router = litellm.Router(model_list=model_list, num_retries=0, timeout=timeout)
+
+    def groups(self) -> list[str]:
+        return sorted({str(d.get("model_name")) for d in self.model_list})
+
+    def price(self, group: str) -> Price | None:
+        """The group's price (first deployment with one): model_info / litellm_params, else litellm's map."""
+        for dep in self.model_list:
+            if dep.get("model_name") != group:
+                continue
+            for src in (dep.get("litellm_params") or {}, dep.get("model_info") or {}):
+                if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
+                    return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), "config")
+            model = str((dep.get("litellm_params") or {}).get("model") or "")
+            try:
+                info = litellm.get_model_info(model)
+            except Exception:  # noqa: BLE001 - unknown model
+                continue
+            pin, pout = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+            if pin and pout:
+                return Price(float(pin), float(pout), "litellm")
+        return None
+
+    def count_tokens(self, group: str, messages: list[dict]) -> int:
+        model = next((str((d.get("litellm_params") or {}).get("model") or "") for d in self.model_list
+                      if d.get("model_name") == group), "")
+        try:
+            return int(litellm.token_counter(model=model, messages=messages))
+        except Exception:  # noqa: BLE001 - fall back to ~4 characters per token
+            return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
+
+    async def complete(self, group: str, messages: list[dict], **params: Any) -> CallResult:
+        resp = await self.router.acompletion(model=group, messages=messages, **params)
+        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        usage = getattr(resp, "usage", None)
+        cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
+        return CallResult(str(text), int(getattr(usage, "prompt_tokens", 0) or 0),
+                          int(getattr(usage, "completion_tokens", 0) or 0), None if cost is None else float(cost))
+
+    async def complete_text(self, group: str, messages: list[dict]) -> str:
+        return (await self.complete(group, messages)).text
+
+    async def aclose(self) -> None:
+        await flush_logging()
+
+    @staticmethod
+    def retry_after(err: BaseException) -> float | None:
+        """None when ``err`` is not worth retrying (bad request, auth, ...); else the server's Retry-After in
+        seconds (0.0 when it gave none: the caller backs off exponentially)."""
+        if not isinstance(err, _RETRYABLE):
+            return None
+        headers = getattr(getattr(err, "response", None), "headers", None) or getattr(err, "litellm_response_headers",
+                                                                                       None)
+        try:
+            value = headers.get("retry-after") if headers is not None else None
+            return max(0.0, float(value)) if value is not None else 0.0
+        except (TypeError, ValueError):
+            return 0.0

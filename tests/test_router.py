@@ -267,6 +267,25 @@ async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_p
     assert all(r_["outcome"]["success"] and r_["outcome"]["latency_s"] is not None for r_ in rows)
 
 
+async def test_two_routers_with_their_own_decision_logs_each_write_their_own_file(bundle_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    """litellm keeps one callback per class: the logger must still tell the routers' files apart."""
+    from litellm_prefill_router.router import flush_logging
+
+    logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    routers = [PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                             routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(p),
+                                                    "decision_log_messages": i == 0})
+               for i, p in enumerate(logs)]
+    await routers[0].acompletion(model="auto", messages=user(MATH_PROMPT))
+    for _ in range(2):
+        await routers[1].acompletion(model="auto", messages=user(HIST_PROMPT))
+    await flush_logging()
+    a, b = ([json.loads(x) for x in p.read_text().splitlines()] for p in logs)
+    assert len(a) == 1 and len(b) == 2
+    assert a[0]["messages"] == user(MATH_PROMPT) and all("messages" not in r for r in b)
+
+
 async def test_an_unpriced_deployment_added_later_is_left_out_instead_of_failing_requests(
         router: PrefillRouter, caplog: pytest.LogCaptureFixture) -> None:
     router.add_deployment(litellm.types.router.Deployment(

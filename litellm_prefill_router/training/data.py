@@ -217,11 +217,16 @@ def assign_splits(rows: list[RoutingRow], test_fraction: float = 0.1) -> list[Ro
 
 def load_dataset(path: str | Path, *, models_json: str | Path | None = None, targets: Sequence[str] | None = None,
                  min_labels: int = 20) -> RoutingDataset:
-    """Load a routing dataset (a file, or a directory holding routing.jsonl and models.json)."""
+    """Load a routing dataset (a file, or a directory holding routing.jsonl and models.json).
+
+    Prices: ``models_json``, else ``models.json`` in the directory, else ``<file stem>.models.json`` beside a file.
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         models_json = models_json or (p / "models.json" if (p / "models.json").exists() else None)
         p = p / "routing.jsonl"
+    elif models_json is None and p.with_suffix(".models.json").is_file():
+        models_json = p.with_suffix(".models.json")  # written beside the data by `prefill-router collect`
     if not p.is_file():
         raise DataError(f"dataset file {p} does not exist; pass --data pointing at a .jsonl/.csv/.parquet file "
                         "or at a directory containing routing.jsonl")
@@ -264,3 +269,26 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
             if costs:  # per-call totals only: spread over an assumed 1000-token call
                 prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
     return RoutingDataset(rows, all_targets, prices, str(p))
+
+
+def add_rows(ds: RoutingDataset, paths: Sequence[str | Path]) -> RoutingDataset:
+    """``ds`` plus the rows of extra JSONL files (collected or feedback rows; rows without a split train).
+
+    Extra rows may label any subset of ``ds``'s targets; ids must not repeat."""
+    rows = list(ds.rows)
+    seen = {r.id for r in rows}
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"--add file {p} does not exist")
+        for r in load_jsonl(p):
+            if r.id in seen:
+                raise DataError(f"{p}: id {r.id!r} is already in the data; ids must be unique across --data and --add")
+            extra = sorted(set(r.scores) - set(ds.targets))
+            if extra:
+                raise DataError(f"{p}: row {r.id!r} labels targets {extra} that the base data does not have "
+                                f"({ds.targets}); add them to the base data first")
+            seen.add(r.id)
+            rows.append(RoutingRow(r.id, r.prompt, r.benchmark, r.split or "train", r.scores, r.costs,
+                                   r.output_tokens))
+    return RoutingDataset(rows, list(ds.targets), dict(ds.prices), ds.source + "".join(f" + {p}" for p in paths))

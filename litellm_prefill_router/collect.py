@@ -1,0 +1,386 @@
+"""``prefill-router collect``: build a routing dataset for *your* deployments.
+
+Every prompt goes to every target model group of a LiteLLM ``model_list`` (the proxy config format), with
+bounded concurrency, back-off retries on rate limits / timeouts / 5xx (honouring Retry-After), a cost ceiling,
+and resumability:
+
+* each finished call is appended to ``<out>.calls.jsonl`` at once (output text, tokens, cost, latency, score);
+  a re-run skips every (prompt, target) pair that already has an answer there - nothing is sent twice. Calls
+  that failed after all retries have no answer and are tried again on the next run.
+* ``--max-cost`` is a ceiling: before each call its worst case (input tokens x input price + ``--max-tokens``
+  x output price, plus the judge call for ``llm:`` judges) is reserved; a call that could cross the ceiling is
+  not sent, the run stops and says so (exit status 3).
+* at the end (also after a stop or Ctrl-C) ``<out>`` is rewritten from the call log in the training format
+  (``{"id", "prompt", "benchmark", "split", "scores", "costs", "output_tokens"}`` per prompt) and the targets'
+  prices go to ``<out stem>.models.json``, so ``prefill-router train --data <out>`` works directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .costs import Price
+from .errors import PrefillRouterError
+from .judges import Judge, parse_judge
+
+logger = logging.getLogger(__name__)
+
+
+class CollectError(PrefillRouterError):
+    """Bad collection input (prompts file, config, options)."""
+
+
+class PromptRecord(BaseModel):
+    """One line of the prompts file."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    prompt: str | list[dict[str, Any]]
+    reference: str | None = None
+    judge: str | None = None
+    benchmark: str = "default"
+    split: str | None = None
+
+    @field_validator("id", "reference", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("prompt is empty")
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt has no messages")
+        return v
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": self.prompt}] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(str(m.get("content") or "") for m in self.prompt if isinstance(m.get("content"), str))
+
+
+class Deployment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_name: str
+    litellm_params: dict[str, Any]
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_list: list[Deployment] = Field(min_length=1)
+
+
+def load_prompts(path: str | Path) -> list[PromptRecord]:
+    p = Path(path)
+    if not p.is_file():
+        raise CollectError(f"prompts file {p} does not exist")
+    out, seen = [], set()
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = PromptRecord.model_validate_json(line)
+            except ValidationError as err:
+                raise CollectError(f"{p}:{n}: not a valid prompt record ({err.errors()[0]['msg']} at "
+                                   f"{err.errors()[0]['loc']}); each line needs at least id and prompt") from err
+            if rec.id in seen:
+                raise CollectError(f"{p}:{n}: duplicate id {rec.id!r}; ids must be unique")
+            seen.add(rec.id)
+            out.append(rec)
+    if not out:
+        raise CollectError(f"{p}: no prompts")
+    return out
+
+
+def load_router_config(path: str | Path) -> list[dict[str, Any]]:
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise CollectError(f"cannot read router config {p}: {err}") from err
+    if isinstance(raw, list):
+        raw = {"model_list": raw}
+    try:
+        cfg = RouterConfig.model_validate(raw)
+    except ValidationError as err:
+        raise CollectError(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
+                           f"{err.errors()[0]['loc']})") from err
+    return [_resolve_env(d.model_dump()) for d in cfg.model_list]
+
+
+def _resolve_env(obj: Any) -> Any:
+    """``os.environ/NAME`` values (the proxy's convention) become the variable's value."""
+    if isinstance(obj, dict):
+        return {k: _resolve_env(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve_env(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("os.environ/"):
+        return os.environ.get(obj.split("/", 1)[1], "")
+    return obj
+
+
+class Client(Protocol):
+    def groups(self) -> list[str]: ...
+    def price(self, group: str) -> Price | None: ...
+    def count_tokens(self, group: str, messages: list[dict]) -> int: ...
+    async def complete(self, group: str, messages: list[dict], **params: Any) -> Any: ...
+    async def complete_text(self, group: str, messages: list[dict]) -> str: ...
+    def retry_after(self, err: BaseException) -> float | None: ...
+    # optional: ``async def aclose(self) -> None`` is awaited when a run ends
+
+
+@dataclass
+class CollectOptions:
+    targets: Sequence[str] | None = None  # model groups; default: every group except the judge's
+    judge: str | None = None  # default judge for records without their own
+    rubric: str | None = None
+    concurrency: int = 8
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_cost: float | None = None
+    max_tokens: int = 512
+    completion_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0})
+    progress: bool = True
+
+
+@dataclass
+class CollectSummary:
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    not_sent_budget: int = 0
+    spent_usd: float = 0.0
+    stopped_by_budget: bool = False
+    out: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.stopped_by_budget else (4 if self.failed else 0)
+
+
+class Collector:
+    def __init__(self, prompts: Sequence[PromptRecord], client: Client, out: str | Path,
+                 opts: CollectOptions | None = None) -> None:
+        self.prompts = list(prompts)
+        self.client = client
+        self.opts = opts or CollectOptions()
+        self.out = Path(out)
+        self.log_path = self.out.with_name(self.out.name + ".calls.jsonl")
+        groups = client.groups()
+        self.default_judge = parse_judge(self.opts.judge, self.opts.rubric) if self.opts.judge else None
+        judges = {r.judge for r in self.prompts if r.judge}
+        self.judges: dict[str, Judge] = {s: parse_judge(s, self.opts.rubric) for s in judges}
+        judge_groups = {j.arg for j in [*self.judges.values(), self.default_judge] if j and j.kind == "llm"}
+        missing = sorted(judge_groups - set(groups))
+        if missing:
+            raise CollectError(f"llm judge model group(s) {missing} are not in the config's model_list {groups}")
+        self.targets = list(self.opts.targets) if self.opts.targets else [g for g in groups if g not in judge_groups]
+        unknown = sorted(set(self.targets) - set(groups))
+        if unknown:
+            raise CollectError(f"targets {unknown} are not model groups of the config; groups: {groups}")
+        if not self.targets:
+            raise CollectError("no targets: the config has no model group besides the judge")
+        self.prices = {g: client.price(g) for g in {*self.targets, *judge_groups}}
+        if self.opts.max_cost is not None:
+            unpriced = sorted(g for g, p in self.prices.items() if p is None)
+            if unpriced:
+                raise CollectError(f"--max-cost needs a price for every model group; {unpriced} have none: set "
+                                   "model_info.input_cost_per_token / output_cost_per_token in the config")
+        if self.opts.concurrency < 1 or self.opts.max_retries < 0:
+            raise CollectError("--concurrency must be >= 1 and --max-retries >= 0")
+
+    # -- bookkeeping ----------------------------------------------------------
+    def _read_log(self) -> tuple[dict[tuple[str, str], dict[str, Any]], float]:
+        done: dict[tuple[str, str], dict[str, Any]] = {}
+        spent = 0.0
+        if not self.log_path.exists():
+            return done, spent
+        with self.log_path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("%s:%d: unreadable line (an interrupted write?) ignored", self.log_path, n)
+                    continue
+                spent += float(rec.get("cost") or 0.0) + float(rec.get("judge_cost") or 0.0)
+                if rec.get("ok"):
+                    done[(str(rec["id"]), str(rec["target"]))] = rec
+        return done, spent
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        with self.log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+
+    def _worst_case(self, rec: PromptRecord, target: str) -> float:
+        price = self.prices.get(target)
+        if price is None:
+            return 0.0
+        n_in = self.client.count_tokens(target, rec.messages())
+        cost = price.input_cost_per_token * n_in + price.output_cost_per_token * self.opts.max_tokens
+        judge = self._judge_for(rec)
+        if judge is not None and judge.kind == "llm" and (jp := self.prices.get(judge.arg)) is not None:
+            cost += jp.input_cost_per_token * (n_in + self.opts.max_tokens + 200) + jp.output_cost_per_token * 64
+        return cost
+
+    def _judge_for(self, rec: PromptRecord) -> Judge | None:
+        return self.judges[rec.judge] if rec.judge else self.default_judge
+
+    # -- the run ---------------------------------------------------------------
+    async def run(self) -> CollectSummary:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        done, spent = self._read_log()
+        summary = CollectSummary(spent_usd=spent, out=self.out)
+        todo = [(r, t) for r in self.prompts for t in self.targets if (r.id, t) not in done]
+        summary.skipped_done = len(self.prompts) * len(self.targets) - len(todo)
+        queue: asyncio.Queue[tuple[PromptRecord, str]] = asyncio.Queue()
+        for item in todo:
+            queue.put_nowait(item)
+        reserved = 0.0
+        stop = asyncio.Event()
+        bar = _progress(len(todo), self.opts.progress)
+
+        async def one(rec: PromptRecord, target: str) -> None:
+            nonlocal reserved
+            worst = self._worst_case(rec, target)
+            if self.opts.max_cost is not None and summary.spent_usd + reserved + worst > self.opts.max_cost:
+                stop.set()
+                summary.stopped_by_budget = True
+                summary.not_sent_budget += 1
+                return
+            reserved += worst
+            try:
+                await self._call(rec, target, summary)
+            finally:
+                reserved -= worst
+                bar.update(1)
+                bar.set_postfix_str(f"${summary.spent_usd:.4f}")
+
+        async def worker() -> None:
+            while not queue.empty():
+                rec, target = queue.get_nowait()
+                if stop.is_set():
+                    summary.not_sent_budget += 1
+                    continue
+                await one(rec, target)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.opts.concurrency, max(len(todo), 1)))))
+        finally:
+            bar.close()
+            self.write_dataset()
+            close = getattr(self.client, "aclose", None)
+            if close is not None:
+                await close()
+        return summary
+
+    async def _call(self, rec: PromptRecord, target: str, summary: CollectSummary) -> None:
+        o = self.opts
+        t0 = time.perf_counter()
+        err: BaseException | None = None
+        res = None
+        attempt = 0
+        for attempt in range(o.max_retries + 1):
+            summary.sent += 1
+            try:
+                res = await self.client.complete(target, rec.messages(), max_tokens=o.max_tokens,
+                                                 **o.completion_params)
+                break
+            except Exception as e:  # noqa: BLE001 - classified below, recorded, never lost silently
+                err = e
+                wait = self.client.retry_after(e)
+                if wait is None or attempt == o.max_retries:
+                    break
+                delay = min(o.backoff_max_s, max(wait, o.backoff_base_s * 2 ** attempt)) * (0.5 + random.random())
+                logger.info("%s -> %s: %s; retry %d/%d in %.1fs", rec.id, target, type(e).__name__, attempt + 1,
+                            o.max_retries, delay)
+                await asyncio.sleep(delay)
+        latency = time.perf_counter() - t0
+        if res is None:
+            summary.failed += 1
+            self._append({"id": rec.id, "target": target, "ok": False, "attempts": attempt + 1,
+                          "error": f"{type(err).__name__}: {err}"[:500], "latency_s": round(latency, 3)})
+            return
+        cost = res.cost
+        price = self.prices.get(target)
+        if cost is None and price is not None:
+            cost = price.input_cost_per_token * res.input_tokens + price.output_cost_per_token * res.output_tokens
+        score, judge_cost, judge_error = None, 0.0, None
+        judge = self._judge_for(rec)
+        if judge is not None:
+            try:
+                score = await judge.score(res.text, rec.reference, rec.text(), self.client.complete_text)
+            except Exception as e:  # noqa: BLE001 - a broken judge keeps the answer, without a score
+                judge_error = f"{type(e).__name__}: {e}"[:300]
+                logger.warning("judge %s failed on %s -> %s: %s", judge.spec, rec.id, target, judge_error)
+            if judge.kind == "llm" and (jp := self.prices.get(judge.arg)) is not None:
+                judge_cost = jp.input_cost_per_token * (res.input_tokens + res.output_tokens + 200) + \
+                    jp.output_cost_per_token * 64  # estimate: the judge's own usage is not returned to us
+        summary.answered += 1
+        summary.spent_usd += float(cost or 0.0) + judge_cost
+        self._append({"id": rec.id, "target": target, "ok": True, "attempts": attempt + 1, "output": res.text,
+                      "input_tokens": res.input_tokens, "output_tokens": res.output_tokens, "cost": cost,
+                      "judge": judge.spec if judge else None, "score": score, "judge_cost": judge_cost or None,
+                      "judge_error": judge_error, "latency_s": round(latency, 3)})
+
+    def write_dataset(self) -> Path:
+        """Rewrite ``out`` (training format) and ``<stem>.models.json`` from the call log."""
+        done, _ = self._read_log()
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in self.prompts:
+                calls = {t: done[(r.id, t)] for t in self.targets if (r.id, t) in done}
+                if not calls:
+                    continue
+                row: dict[str, Any] = {
+                    "id": r.id, "prompt": r.prompt, "benchmark": r.benchmark,
+                    "scores": {t: c["score"] for t, c in calls.items() if c.get("score") is not None},
+                    "costs": {t: c["cost"] for t, c in calls.items() if c.get("cost") is not None},
+                    "output_tokens": {t: c["output_tokens"] for t, c in calls.items()},
+                }
+                if r.split:
+                    row["split"] = r.split
+                f.write(json.dumps(row) + "\n")
+        tmp.replace(self.out)
+        prices = {t: {"input_cost_per_token": p.input_cost_per_token, "output_cost_per_token": p.output_cost_per_token}
+                  for t in self.targets if (p := self.prices.get(t)) is not None}
+        self.out.with_suffix(".models.json").write_text(json.dumps(prices, indent=1))
+        return self.out
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix_str(self, s: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="collect", unit="call")

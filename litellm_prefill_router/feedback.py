@@ -1,0 +1,131 @@
+"""Production outcomes -> training rows: the runtime's decision log joined with user feedback.
+
+The decision log (``routing_strategy_args.decision_log``) has one line per routed call: the decision, the
+outcome and (by default) the request's messages. Feedback is a JSONL file of
+``{"id": <litellm_call_id or response id>, "score": 0..1}`` or ``{"id": ..., "thumbs": "up" | "down"}`` lines
+(a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row that
+labels the target that answered - the other targets stay unlabelled, which the trunk's masked loss handles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import PrefillRouterError
+
+logger = logging.getLogger(__name__)
+
+
+class FeedbackError(PrefillRouterError):
+    """A decision log or feedback file cannot be used."""
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    thumbs: Literal["up", "down"] | None = None
+
+    @model_validator(mode="after")
+    def _one_label(self) -> Feedback:
+        if (self.score is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of score (0..1) or thumbs (up/down)")
+        return self
+
+    @property
+    def value(self) -> float:
+        return float(self.score) if self.score is not None else (1.0 if self.thumbs == "up" else 0.0)
+
+
+@dataclass
+class FeedbackStats:
+    decisions: int = 0
+    rows: int = 0
+    without_feedback: int = 0
+    failed_calls: int = 0
+    without_messages: int = 0
+    unknown_feedback_ids: list[str] = field(default_factory=list)
+
+
+def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise FeedbackError(f"{path} does not exist")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((n, json.loads(line)))
+            except json.JSONDecodeError:
+                logger.warning("%s:%d: not JSON (an interrupted write?); skipped", path, n)
+    return out
+
+
+def load_feedback(path: str | Path) -> dict[str, float]:
+    """id -> score in [0, 1]; a later line for the same id wins."""
+    p = Path(path)
+    out: dict[str, float] = {}
+    for n, raw in _jsonl(p):
+        try:
+            fb = Feedback.model_validate(raw)
+        except ValidationError as err:
+            raise FeedbackError(f"{p}:{n}: {err.errors()[0]['msg']}; each line is "
+                                '{"id": ..., "score": 0..1} or {"id": ..., "thumbs": "up"|"down"}') from err
+        out[fb.id] = fb.value
+    return out
+
+
+def feedback_rows(decision_log: str | Path, feedback: str | Path | dict[str, float],
+                  benchmark: str = "production") -> tuple[list[dict[str, Any]], FeedbackStats]:
+    """Training rows (``prefill-router train`` format, split ``train``) for every logged call with feedback."""
+    scores = feedback if isinstance(feedback, dict) else load_feedback(feedback)
+    stats = FeedbackStats()
+    rows: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for n, rec in _jsonl(Path(decision_log)):
+        decision = rec.get("decision") or {}
+        if not decision.get("target"):
+            continue
+        stats.decisions += 1
+        ids = [i for i in (rec.get("litellm_call_id"), rec.get("response_id")) if i]
+        seen.update(ids)
+        label = next((scores[i] for i in ids if i in scores), None)
+        if label is None:
+            stats.without_feedback += 1
+            continue
+        if not (rec.get("outcome") or {}).get("success", False):
+            stats.failed_calls += 1  # no answer was produced: feedback cannot be about it
+            continue
+        messages = rec.get("messages")
+        if not messages:
+            stats.without_messages += 1
+            continue
+        rid = str(ids[0])
+        rows[rid] = {"id": rid, "prompt": messages, "benchmark": benchmark, "split": "train",
+                     "scores": {decision["target"]: label},
+                     "costs": {decision["target"]: c} if (c := (rec.get("outcome") or {}).get("response_cost"))
+                     is not None else {}}
+    stats.unknown_feedback_ids = sorted(set(scores) - seen)
+    stats.rows = len(rows)
+    if stats.without_messages:
+        logger.warning("%d decisions with feedback have no messages in the log: set decision_log_messages: true "
+                       "to be able to learn from them", stats.without_messages)
+    return list(rows.values()), stats
+
+
+def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    tmp.replace(p)
+    return p

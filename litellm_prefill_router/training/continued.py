@@ -1,0 +1,159 @@
+"""``prefill-router train --continue-from BUNDLE``: refit a bundle's scorer on more rows, keeping its encoder.
+
+The encoder (``encoder.onnx``, the exact graph that serves) is reused as is; features come from it and are
+cached per prompt (``$PREFILL_ROUTER_CACHE/onnx-features/<encoder sha256>``), so a second round of feedback
+only encodes the new prompts. The SharedTrunkNet is refitted on all rows (the original data plus collected
+or feedback rows; rows may label only some targets - feedback labels only the target that answered), then
+presets are re-calibrated on validation rows and the new bundle is written with the parent's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, load_bundle, write_bundle
+from ..errors import PrefillRouterError
+from . import calibrate as cal
+from .data import RoutingDataset
+from .encoders import cache_root
+
+logger = logging.getLogger(__name__)
+
+
+def _prompt_key(prompt: object) -> str:
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class OnnxFeatureCache:
+    """Pooled features of a bundle's encoder.onnx, keyed by prompt (append-only, atomic rewrite)."""
+
+    def __init__(self, bundle: Bundle, cache_dir: Path | None = None) -> None:
+        sha = bundle.manifest.files["encoder.onnx"].sha256[:16]
+        self.dir = Path(cache_dir or cache_root() / "onnx-features") / sha
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keys: list[str] = []
+        self.feats = np.zeros((0, bundle.manifest.encoder.feature_dim), dtype=np.float32)
+        if (self.dir / "keys.json").exists() and (self.dir / "features.npy").exists():
+            keys = json.loads((self.dir / "keys.json").read_text())
+            feats = np.load(self.dir / "features.npy")
+            if len(keys) == len(feats):
+                self.keys, self.feats = keys, feats
+            else:
+                logger.warning("onnx feature cache %s is inconsistent; rebuilding it", self.dir)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+    def get(self, prompts: list[object], predictor: Any, progress: bool = True) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        keys = [_prompt_key(p) for p in prompts]
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.index}.values())
+        if todo:
+            enc = predictor.encode([prompts[i] for i in todo])
+            order = np.argsort([len(e.ids) for e in enc])
+            new = np.zeros((len(todo), self.feats.shape[1]), dtype=np.float32)
+            for s in tqdm(range(0, len(order), 16), desc="encoder features (onnx)", disable=not progress):
+                b = order[s : s + 16]
+                new[b] = predictor.features([enc[j].ids for j in b])
+            for j, i in enumerate(todo):
+                self.index[keys[i]] = len(self.keys)
+                self.keys.append(keys[i])
+            self.feats = np.concatenate([self.feats, new])
+            tmp = self.dir / "features.tmp.npy"
+            np.save(tmp, self.feats)
+            tmp.replace(self.dir / "features.npy")
+            (self.dir / "keys.json").write_text(json.dumps(self.keys))
+        return self.feats[[self.index[k] for k in keys]]
+
+
+def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Path, *, seeds: int = 5, keep: int = 3,
+                      val_fraction: float = 0.15, cache_dir: Path | None = None,
+                      progress: bool = True) -> tuple[Bundle, dict[str, Any]]:
+    import torch
+
+    from ..predictor import PrefillPredictor
+    from .export import export_trunk
+    from .pipeline import _evaluate, _json_default, split_validation
+    from .trunk import TrunkConfig, fit_trunk
+
+    t0 = time.perf_counter()
+    parent = load_bundle(bundle_dir)
+    m = parent.manifest
+    names = [t.name for t in m.targets]
+    unknown = sorted(set(ds.targets) - set(names))
+    if unknown:
+        raise PrefillRouterError(f"the data labels targets {unknown} that bundle {parent.directory} does not score; "
+                                 "a new target needs a full `prefill-router train` (or leave it out with --targets)")
+    ds = RoutingDataset(ds.rows, names, ds.prices, ds.source)
+    scores = ds.scores(names)
+    labelled = np.flatnonzero(~np.isnan(scores).all(1))
+    train_idx = np.intersect1d(ds.indices("train"), labelled)
+    test_idx = np.intersect1d(ds.indices("test"), labelled)
+    if len(train_idx) < 20:
+        raise PrefillRouterError(f"only {len(train_idx)} labelled training rows; continuing needs at least 20")
+    fit_idx, val_idx = (train_idx, np.intersect1d(ds.indices("val"), labelled)) if len(ds.indices("val")) else \
+        split_validation(ds, train_idx, val_fraction)
+    pred = PrefillPredictor(parent.directory)
+    cache = OnnxFeatureCache(parent, cache_dir)
+    need = np.r_[fit_idx, val_idx, test_idx]
+    x = np.zeros((len(ds), m.encoder.feature_dim), dtype=np.float32)
+    x[need] = cache.get([ds.rows[i].prompt for i in need], pred, progress)
+    n_tok = np.zeros(len(ds))
+    n_tok[need] = [e.n_tokens for e in pred.encode([ds.rows[i].prompt for i in need])]
+    cfg = TrunkConfig(seeds=seeds, keep=min(keep, seeds))
+    fitted = fit_trunk(x[fit_idx], scores[fit_idx], x[val_idx], scores[val_idx], cfg)
+    prices = [(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0) for t in m.targets]
+    expected = [t.expected_output_tokens for t in m.targets]
+    costs = cal.cost_matrix(prices, n_tok, expected)
+    hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
+    report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx)
+    work = Path(tempfile.mkdtemp(prefix="prefill-continue-"))
+    try:
+        trunk = fitted.module()
+        export_trunk(trunk, work / "trunk.onnx", m.encoder.feature_dim)
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(work / "trunk.onnx"), providers=["CPUExecutionProvider"])
+        probe = x[val_idx[:64]]
+        with torch.inference_mode():
+            p_torch = trunk(torch.tensor(probe)).numpy()
+        diff = float(np.abs(sess.run(["p_correct"], {"features": probe})[0] - p_torch).max())
+        if diff > 2e-3:
+            raise PrefillRouterError(f"exported trunk differs from torch by {diff:.2e}; report a bug")
+        report["continued_from"] = str(parent.directory)
+        report["rows"] = {"fit": len(fit_idx), "validation": len(val_idx), "test": len(test_idx),
+                          "labels": int((~np.isnan(scores[fit_idx])).sum())}
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        (work / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+        files = {name: parent.path(name) for name in m.files if name not in ("trunk.onnx", "report.json")
+                 and not name.endswith(".png")}
+        files.update({"trunk.onnx": work / "trunk.onnx", "report.json": work / "report.json"})
+        with np.errstate(all="ignore"):
+            prior = np.nanmean(scores[fit_idx], axis=0)  # NaN for a target no fit row labels: keep the parent's
+        test_auc = (report.get("test") or {}).get("auc", {})
+        fields = json.loads(m.model_dump_json())
+        fields.pop("files"), fields.pop("schema_version")
+        fields["targets"] = [{**fields["targets"][j],
+                              "prior_accuracy": float(prior[j]) if np.isfinite(prior[j]) else t.prior_accuracy,
+                              "test_auc": None if np.isnan(test_auc.get(t.name, np.nan)) else test_auc[t.name]}
+                             for j, t in enumerate(m.targets)]
+        fields["presets"] = {k: {kk: v[kk] for kk in ("kind", "value", "description", "validation_accuracy",
+                                                      "validation_cost")} for k, v in report["presets"].items()}
+        fields["creator"] = {**fields.get("creator", {}), "continued_from": str(parent.directory),
+                             "parent_trunk_sha256": m.files["trunk.onnx"].sha256,
+                             "continue_options": json.dumps(asdict(cfg))}
+        if fields.get("parity"):
+            fields["parity"]["trunk_max_abs_diff"] = diff
+        bundle = write_bundle(out, files, fields)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return bundle, report

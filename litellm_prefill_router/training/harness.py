@@ -1,0 +1,410 @@
+"""``prefill-router evaluate``: the prefill router and the baselines on the same rows, two modes.
+
+* **split** (``--bundle DIR --split test``): the deployed bundle (ONNX, as served) on one split. Operating points
+  are chosen on the validation rows of the training split (the rows training calibrated on) and applied to
+  the split; learned baselines are fitted on the remaining training rows.
+* **cross-validation** (``--cv K``): K folds over the whole dataset, stratified by benchmark. Features are
+  cached, so each fold only refits the heads. Every row gets an out-of-fold prediction (``oof_preds.jsonl``);
+  each fold's operating points are chosen on the other folds' out-of-fold predictions (cross-fitting), so no
+  row's label picks its own policy setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PrefillRouterError
+from . import evaluation as ev
+from .data import RoutingDataset
+
+logger = logging.getLogger(__name__)
+
+BASELINE_NAMES = {"knn": "kNN MiniLM", "logreg": "logreg MiniLM", "mlp": "MLP (trunk) MiniLM", "mf": "MF MiniLM"}
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (fit rows, val rows, query rows) -> p
+
+
+@dataclass
+class PrefillVariant:
+    """One prefill configuration evaluated under CV: layers, pooling and head ("trunk" or "logreg")."""
+
+    layers: list[int]
+    pooling: list[str] = field(default_factory=lambda: ["mean", "last"])
+    head: str = "trunk"
+
+    @property
+    def name(self) -> str:
+        return f"prefill {self.head} L{'+'.join(map(str, self.layers))} {'+'.join(self.pooling)}"
+
+
+def stratified_folds(ds: RoutingDataset, k: int, seed: int = 0) -> np.ndarray:
+    """Fold id per row: within each benchmark, rows ordered by a hash of their id are dealt round-robin."""
+    if k < 2:
+        raise PrefillRouterError(f"--cv needs at least 2 folds, got {k}")
+    fold = np.zeros(len(ds), dtype=np.int64)
+    by_b: dict[str, list[int]] = {}
+    for i, r in enumerate(ds.rows):
+        by_b.setdefault(r.benchmark, []).append(i)
+    offset = 0
+    for b in sorted(by_b):
+        idx = sorted(by_b[b], key=lambda i: hashlib.sha256(f"fold:{seed}:{ds.rows[i].id}".encode()).hexdigest())
+        for j, i in enumerate(idx):
+            fold[i] = (j + offset) % k
+        offset += len(idx)  # spread small benchmarks' remainders over different folds
+    return fold
+
+
+def _eval_set(ds: RoutingDataset, hard: np.ndarray, cost: np.ndarray, idx: np.ndarray | None = None) -> ev.EvalSet:
+    idx = np.arange(len(ds)) if idx is None else idx
+    return ev.EvalSet(list(ds.targets), hard[idx], cost[idx], np.array([ds.rows[i].benchmark for i in idx]),
+                      [ds.rows[i].id for i in idx])
+
+
+def _learned(names: Sequence[str], ds: RoutingDataset, scores: np.ndarray, cache_dir: Path | None,
+             progress: bool) -> dict[str, tuple[Predictor, dict[str, Any]]]:
+    unknown = [n for n in names if n not in BASELINE_NAMES]
+    if unknown:
+        raise PrefillRouterError(f"unknown baselines {unknown}; choose from {sorted(BASELINE_NAMES)} or 'none'")
+    if not names:
+        return {}
+    from . import baselines as bl
+
+    emb = bl.sentence_embeddings(ds, cache_dir, progress)
+    out: dict[str, tuple[Predictor, dict[str, Any]]] = {}
+    for n in names:
+        info: dict[str, Any] = {"features": "all-MiniLM-L6-v2 mean-pooled, L2-normalised"}
+
+        def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, n: str = n, info: dict[str, Any] = info) -> np.ndarray:
+            if n == "knn":
+                k = bl.fit_knn(emb[fit], scores[fit], emb[val], scores[val])
+                info.setdefault("k", []).append(k)
+                both = np.r_[fit, val]
+                return bl.knn_predict(emb[both], scores[both], emb[q], k)
+            if n == "logreg":
+                p, c = bl.logreg_predict(emb[fit], scores[fit], emb[val], scores[val], emb[q])
+                info.setdefault("C", []).append(c)
+                return p
+            if n == "mlp":
+                return bl.mlp_predict(emb[fit], scores[fit], emb[val], scores[val], emb[q])
+            return bl.mf_predict(emb[fit], scores[fit], emb[val], scores[val], emb[q])
+
+        out[BASELINE_NAMES[n]] = (fn, info)
+    return out
+
+
+def _scorers_from_predictions(preds: dict[str, np.ndarray], es: ev.EvalSet, fold: np.ndarray,
+                              settings: dict[str, dict[str, Any]]) -> list[ev.Scorer]:
+    """Cross-fitted operating points: fold f's setting is chosen on the other folds' out-of-fold rows."""
+    scorers = []
+    n = len(es.ids)
+    for name, p in preds.items():
+        ops: dict[str, np.ndarray] = {}
+        for f in np.unique(fold):
+            q, ref = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            es_ref = ev.EvalSet(es.targets, es.hard[ref], es.cost[ref], es.benchmarks[ref], [es.ids[i] for i in ref])
+            for op, choice in ev.choose_on_reference(p[ref], es_ref, p[q], es.cost[q]).items():
+                ops.setdefault(op, np.zeros(n, dtype=np.int64))[q] = choice
+        scorers.append(ev.Scorer(name, p=p, operating_points=ops, settings=settings.get(name, {})))
+    return scorers
+
+
+def _fixed_scorers(es: ev.EvalSet, fold: np.ndarray, seed: int = 0) -> list[ev.Scorer]:
+    """random / cheapest / best single (picked on the other folds) / oracle (cheapest correct target)."""
+    n, k = es.hard.shape
+    best = np.zeros(n, dtype=np.int64)
+    for f in np.unique(fold):
+        q = fold == f
+        best[q] = int(np.nanargmax(np.nanmean(es.hard[~q], 0))) if (~q).any() else int(np.nanargmax(
+            np.nanmean(es.hard, 0)))
+    right = es.filled >= 0.5
+    cheapest = es.cost.argmin(1)
+    oracle = np.where(right.any(1), np.where(right, es.cost, np.inf).argmin(1), cheapest)
+    return [ev.Scorer("random", choice=np.random.default_rng(seed).integers(0, k, n)),
+            ev.Scorer("cheapest", choice=cheapest),
+            ev.Scorer("best single", choice=best, settings={"chosen_on": "training rows / other folds"}),
+            ev.Scorer("oracle", choice=oracle)]
+
+
+def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = None,
+                   variants: Sequence[PrefillVariant] | None = None, baselines: Sequence[str] = tuple(BASELINE_NAMES),
+                   bootstrap: int = 1000, pair: tuple[str, str] | None = None, cache_dir: Path | None = None,
+                   progress: bool = True, seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray], ev.EvalSet]:
+    """K-fold evaluation of prefill variants and baselines; returns (report, out-of-fold p per scorer, rows)."""
+    from tqdm.auto import tqdm
+
+    from . import calibrate as cal
+    from .pipeline import TrainOptions, cached_probes, compute_features, split_validation
+    from .probes import select_layer
+    from .trunk import TrunkConfig, fit_trunk
+
+    opts = TrainOptions(cache_dir=cache_dir, progress=progress, **({"encoder": encoder} if encoder else {}))
+    missing = [t for t in ds.targets if t not in ds.prices]
+    if missing:
+        raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per token")
+    scores = ds.scores()
+    hard = ev.binarize(scores)
+    handle, cache = compute_features(ds, opts)
+    if not variants:
+        fit_idx, _ = split_validation(ds, ds.indices("train") if len(ds.indices("train")) else np.arange(len(ds)),
+                                      opts.val_fraction)
+        sel = select_layer(cached_probes(cache, scores, ds.targets, fit_idx, opts), opts.max_auc_loss)
+        variants = [PrefillVariant([int(sel["layer"])], list(sel["pooling"]))]
+    cost = cal.cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
+                           [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
+    es = _eval_set(ds, hard, cost)
+    fold = stratified_folds(ds, folds, seed)
+    models: dict[str, tuple[Predictor, dict[str, Any]]] = {}
+    for v in variants:
+        x = cache.select(v.layers, v.pooling)
+        info: dict[str, Any] = {"encoder": handle.id, "layers": v.layers, "pooling": v.pooling, "head": v.head}
+        if v.head == "trunk":
+            cfg = TrunkConfig(seeds=opts.seeds, keep=opts.keep)
+
+            def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, x: np.ndarray = x,
+                   cfg: TrunkConfig = cfg) -> np.ndarray:
+                return fit_trunk(x[fit], scores[fit], x[val], scores[val], cfg).predict(x[q]).astype(np.float64)
+        elif v.head == "logreg":
+            from .baselines import logreg_predict
+
+            def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, x: np.ndarray = x) -> np.ndarray:
+                return logreg_predict(x[fit], scores[fit], x[val], scores[val], x[q])[0]
+        else:
+            raise PrefillRouterError(f"unknown prefill head {v.head!r}; use trunk or logreg")
+        models[v.name] = (fn, info)
+    models.update(_learned(list(baselines), ds, scores, cache_dir, progress))
+    preds = {name: np.zeros(hard.shape) for name in models}
+    with tqdm(total=folds * len(models), desc="cross-validation", disable=not progress) as bar:
+        for f in range(folds):
+            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fit, val = split_validation(ds, tr, opts.val_fraction)
+            for name, (fn, _) in models.items():
+                bar.set_postfix_str(f"fold {f + 1} {name}")
+                preds[name][q] = fn(fit, val, q)
+                bar.update()
+    scorers = _scorers_from_predictions(preds, es, fold, {k: v[1] for k, v in models.items()})
+    report = ev.evaluate(scorers + _fixed_scorers(es, fold, seed), es, bootstrap=bootstrap, pair=pair, seed=seed)
+    ref = scorers[0]
+    report["per_benchmark"] = {op: ev.per_benchmark(ref.p, ref.operating_points[op], es)  # type: ignore[arg-type]
+                               for op in ("max-quality", "paper-savings")}
+    report["mode"] = {"kind": "cv", "folds": folds, "rows": len(ds), "encoder": handle.id,
+                      "operating_points": "cross-fitted: each fold's setting chosen on the other folds' OOF rows",
+                      "layer_selection": "probes on the training split (shared by all folds)"}
+    return report, preds, es
+
+
+def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "test", baselines: Sequence[str] = (),
+                    bootstrap: int = 1000, pair: tuple[str, str] | None = None, threads: int | None = None,
+                    cache_dir: Path | None = None, progress: bool = True,
+                    seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray], ev.EvalSet]:
+    """The served bundle on one split, with settings chosen on the training split's validation rows."""
+    from ..costs import manifest_price
+    from ..predictor import PrefillPredictor
+    from .pipeline import split_validation
+
+    pred = PrefillPredictor(bundle, intra_op_threads=threads)
+    m = pred.bundle.manifest
+    names = [t.name for t in m.targets]
+    missing = [t for t in names if t not in ds.targets]
+    if missing:
+        raise PrefillRouterError(f"the data at {ds.source} has no scores for bundle targets {missing}; evaluate on "
+                                 "the dataset the bundle was trained on, or one with the same targets")
+    if names != list(ds.targets):
+        ds = RoutingDataset(ds.rows, names, ds.prices, ds.source)
+    eval_idx = ds.indices(split)
+    if not len(eval_idx):
+        raise PrefillRouterError(f"no rows with split {split!r} in {ds.source}")
+    rest = np.setdiff1d(np.arange(len(ds)), eval_idx)
+    val_idx = ds.indices("val") if len(ds.indices("val")) else split_validation(ds, ds.indices("train"), 0.15)[1]
+    fit_idx = np.setdiff1d(rest, val_idx)
+    need = np.r_[val_idx, eval_idx]
+    p = np.zeros((len(ds), len(names)))
+    n_tok = np.zeros(len(ds))
+    for s in range(0, len(need), 64):
+        chunk = need[s : s + 64]
+        enc = pred.encode([ds.rows[i].prompt for i in chunk])
+        p[chunk] = pred.probabilities_for_ids([e.ids for e in enc])
+        n_tok[chunk] = [e.n_tokens for e in enc]
+    prices = [manifest_price(t) for t in m.targets]
+    cost = np.zeros_like(p)
+    for j, (t, pr) in enumerate(zip(m.targets, prices)):
+        cost[:, j] = np.maximum(n_tok, 1) * pr.input_cost_per_token + pr.output_cost_per_token * t.expected_output_tokens
+    scores = ds.scores(names)
+    hard = ev.binarize(scores)
+    es_val, es = _eval_set(ds, hard, cost, val_idx), _eval_set(ds, hard, cost, eval_idx)
+    bundle_name = f"prefill bundle L{'+'.join(map(str, m.encoder.layers))} ({'int8' if m.encoder.quantized else 'fp32'})"
+    preds = {bundle_name: p}
+    settings: dict[str, dict[str, Any]] = {bundle_name: {"bundle": str(pred.bundle.directory), "encoder": m.encoder.id}}
+    learned = _learned(list(baselines), ds, scores, cache_dir, progress)
+    if learned:
+        # learned baselines need costs for their validation rows too: token counts from the bundle's tokenizer
+        for name, (fn, info) in learned.items():
+            preds[name] = np.zeros_like(p)
+            preds[name][need] = fn(fit_idx, val_idx, need)
+            settings[name] = info
+    scorers = []
+    for name, pp in preds.items():
+        ops = ev.choose_on_reference(pp[val_idx], es_val, pp[eval_idx], cost[eval_idx])
+        if name == bundle_name:
+            from ..policy import choose_batch
+
+            for pname, pr in m.presets.items():
+                ops[f"preset {pname}"] = choose_batch(pp[eval_idx], cost[eval_idx], pr.kind, pr.value)
+        scorers.append(ev.Scorer(name, p=pp[eval_idx], operating_points=ops, settings=settings.get(name, {})))
+    fixed = _fixed_scorers(es, np.zeros(len(eval_idx), dtype=np.int64), seed)
+    # best single on the rows outside the split, not on the split itself
+    train_best = int(np.nanargmax(np.nanmean(hard[rest], 0)))
+    fixed[2] = ev.Scorer("best single", choice=np.full(len(eval_idx), train_best),
+                         settings={"chosen_on": "rows outside the split"})
+    report = ev.evaluate(scorers + fixed, es, bootstrap=bootstrap, pair=pair, seed=seed)
+    report["per_benchmark"] = {op: ev.per_benchmark(scorers[0].p, scorers[0].operating_points[op], es)  # type: ignore[arg-type]
+                               for op in ("max-quality", "paper-savings")}
+    report["mode"] = {"kind": "split", "split": split, "rows": len(eval_idx), "bundle": str(pred.bundle.directory),
+                      "operating_points": "chosen on the validation rows of the training split"}
+    return report, {k: v[eval_idx] for k, v in preds.items()}, es
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def write_predictions(path: Path, es: ev.EvalSet, p: np.ndarray) -> None:
+    """The ``predict`` format: {"id", "p_correct": {target: p}, "cost": {target: usd}} per line."""
+    with path.open("w", encoding="utf-8") as f:
+        for i, rid in enumerate(es.ids):
+            f.write(json.dumps({"id": rid, "p_correct": {t: round(float(x), 6) for t, x in zip(es.targets, p[i])},
+                                "cost": {t: float(c) for t, c in zip(es.targets, es.cost[i])}}) + "\n")
+
+
+def _ci(v: Sequence[float] | None) -> str:
+    return "" if not v or any(x != x for x in v) else f" [{v[0]:.3f}, {v[1]:.3f}]"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    mode = report["mode"]
+    head = (f"{mode['folds']}-fold cross-validation over {mode['rows']} rows" if mode["kind"] == "cv"
+            else f"split `{mode['split']}` ({mode['rows']} rows), bundle `{mode['bundle']}`")
+    lines = [f"# Routing evaluation: {head}", "",
+             f"Oracle accuracy {report['oracle_accuracy']:.3f}; best single {report['best_single']['target']} "
+             f"{report['best_single']['accuracy']:.3f}; most expensive {report['most_expensive']}; cheapest "
+             f"{report['cheapest']}. Zones: " + ", ".join(f"{k} {v}" for k, v in report["zones"].items()) +
+             f". Operating points: {mode['operating_points']}. 95% intervals from {report['bootstrap']} bootstrap "
+             "resamples of the rows (the same resamples for every router, so differences are paired).", "",
+             "| router | mean AUC | Brier | AIQ | acc @ max-quality | gap @ max-quality | acc @ paper-savings "
+             "| gap @ paper-savings | savings @ paper-savings | savings @ match-best-single | curve: best gap at >= 74.31% savings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in report["scorers"].items():
+        ops = s["operating_points"]
+        ci = s.get("ci95", {})
+
+        def op(o: str, key: str, pct: bool = False, with_ci: bool = False) -> str:
+            if o not in ops:
+                return "-"
+            v = ops[o][key]
+            txt = f"{v:.1%}" if pct else f"{v:.3f}"
+            return txt + (_ci(ops[o]["ci95"].get(key)) if with_ci else "")
+
+        first = "fixed" if "fixed" in ops else "max-quality"
+        cb = s.get("curve_best_gap_at_paper_savings")
+        lines.append(
+            f"| {name} | {s['mean_auc']:.3f}{_ci(ci.get('mean_auc'))} | {s['mean_brier']:.3f} | "
+            f"{s['aiq']:.3f}{_ci(ci.get('aiq'))} | " if "mean_auc" in s else f"| {name} | - | - | - | ")
+        lines[-1] += (f"{op(first, 'accuracy', with_ci=True)} | {op(first, 'gap_captured', with_ci=True)} | "
+                      f"{op('paper-savings', 'accuracy')} | {op('paper-savings', 'gap_captured', with_ci=True)} | "
+                      f"{op('paper-savings', 'savings_vs_most_expensive', pct=True)} | "
+                      f"{op('match-best-single' if 'match-best-single' in ops else first, 'savings_vs_most_expensive', pct=True)} | "
+                      f"{'-' if cb is None else f'{cb:.3f}'} |")
+    lines += ["", f"AIQ of the single targets (random mixing of fixed models): {report['aiq_singles']:.3f}.", ""]
+    if report["paired_vs_reference"]:
+        lines += [f"## Paired differences: {report['reference']} minus each router", "",
+                  "| router | metric | difference [95% CI] | share of resamples where the reference is not better |",
+                  "|---|---|---|---|"]
+        for name, diffs in report["paired_vs_reference"].items():
+            for k, d in diffs.items():
+                lines.append(f"| {name} | {k} | {d['difference']:+.3f}{_ci(d['ci95'])} | {d['p_reference_not_better']:.3f} |")
+        lines.append("")
+    pair = report["pair"]
+    lines += [f"## RouteLLM metrics, strong {pair['strong']} vs weak {pair['weak']}", "",
+              "| router | APGR | CPT(50%) | CPT(80%) |", "|---|---|---|---|"]
+    for name, s in report["scorers"].items():
+        if "pair" in s:
+            pm = s["pair"]
+            lines.append(f"| {name} | {pm['apgr']:.3f} | {pm['cpt50']:.1%} | {pm['cpt80']:.1%} |")
+    ref = report["scorers"].get(report["reference"] or "", {})
+    if ref:
+        lines += ["", f"## Agreement zones and routing of {report['reference']}", "",
+                  "| operating point | " + " | ".join(f"acc ({z})" for z in ev.ZONES) + " | routing |",
+                  "|---|---|---|---|---|"]
+        for o, m in ref["operating_points"].items():
+            routing = ", ".join(f"{t} {c}" for t, c in m["routing"].items() if c)
+            lines.append(f"| {o} | " + " | ".join(f"{m['zones'][z]['accuracy']:.3f}" for z in ev.ZONES) +
+                         f" | {routing} |")
+    for o, rows in report.get("per_benchmark", {}).items():
+        lines += ["", f"## Per benchmark, {report['reference']} at {o}", "",
+                  "| benchmark | n | router acc | best single acc (which) | oracle | mean AUC |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['benchmark']} | {r['n']} | {r['router_accuracy']:.3f} | {r['best_single_accuracy']:.3f} "
+                         f"({r['best_single']}) | {r['oracle_accuracy']:.3f} | {r['mean_auc']:.3f} |")
+    lines += ["", "## Single targets", "", "| target | accuracy | normalised cost |", "|---|---|---|"]
+    lines += [f"| {s['target']} | {s['accuracy']:.3f} | {s['normalised_cost']:.3f} |" for s in report["singles"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, s in report["scorers"].items():
+        if "curve" in s:
+            tol = [c for c in s["curve"] if c["kind"] == "tolerance"]
+            ax.plot([c["normalised_cost"] for c in tol], [c["accuracy"] for c in tol], "-", lw=1.6,
+                    label=f"{name} (AIQ {s['aiq']:.3f})")
+        elif "fixed" in s["operating_points"]:
+            m = s["operating_points"]["fixed"]
+            ax.scatter(m["normalised_cost"], m["accuracy"], marker="D", s=40, zorder=5, label=name)
+    for t in report["singles"]:
+        ax.scatter(t["normalised_cost"], t["accuracy"], marker="s", color="gray", s=18)
+        ax.annotate(t["target"], (t["normalised_cost"], t["accuracy"]), fontsize=6, color="gray")
+    best, oracle = report["best_single"]["accuracy"], report["oracle_accuracy"]
+    ax.scatter(1 - ev.PAPER_SAVINGS, best + ev.PAPER_GAP * (oracle - best), marker="*", s=160, color="k", zorder=6,
+               label="paper's operating point (45.6% gap, 74.3% savings)")
+    ax.axhline(oracle, ls=":", color="g", lw=1, label=f"oracle {oracle:.3f}")
+    ax.set_xlabel("cost / cost of the most expensive target")
+    ax.set_ylabel("accuracy")
+    mode = report["mode"]
+    ax.set_title(f"{mode['folds']}-fold CV, {mode['rows']} rows" if mode["kind"] == "cv"
+                 else f"split {mode['split']}, {mode['rows']} rows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], preds: dict[str, np.ndarray], es: ev.EvalSet, out: str | Path) -> Path:
+    """metrics.json, report.md, curve.png and the reference router's predictions (oof_preds.jsonl in CV mode)."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    (d / "report.md").write_text(markdown(report), encoding="utf-8")
+    plot(report, d / "curve.png")
+    ref = report["reference"]
+    if ref in preds:
+        write_predictions(d / ("oof_preds.jsonl" if report["mode"]["kind"] == "cv" else "preds.jsonl"), es, preds[ref])
+    return d
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

@@ -1,0 +1,275 @@
+"""Collection, judges, feedback and continued training - the whole loop offline, through a real
+litellm.Router with mock_response deployments that are right on some prompts and wrong on others."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import litellm
+import numpy as np
+import pytest
+import yaml
+
+import tiny
+from litellm_prefill_router.cli import main
+from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
+from litellm_prefill_router.judges import JudgeError, parse_judge, parse_judge_score
+from litellm_prefill_router.router import CollectionClient
+
+ANSWERS = {"math-model": "Let me think. The result is 42.", "history-model": "It happened in 1066.",
+           "generalist": "I am not sure."}
+
+
+def _config(path: Path, answers: dict[str, str] | None = None, judge_reply: str | None = None) -> Path:
+    model_list = []
+    for t, text in (answers or ANSWERS).items():
+        p = tiny.PRICES.get(t, (1e-7, 1e-7))
+        model_list.append({"model_name": t, "litellm_params": {"model": f"openai/{t}", "api_key": "sk-test",
+                                                               "mock_response": text},
+                           "model_info": {"input_cost_per_token": p[0], "output_cost_per_token": p[1]}})
+    if judge_reply is not None:
+        model_list.append({"model_name": "judge", "litellm_params": {"model": "openai/judge", "api_key": "sk-test",
+                                                                     "mock_response": judge_reply},
+                           "model_info": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}})
+    path.write_text(yaml.safe_dump({"model_list": model_list}))
+    return path
+
+
+def _prompts(path: Path, n: int = 120, seed: int = 3) -> Path:
+    with path.open("w") as f:
+        for r in tiny.synthetic_rows(n, seed):
+            f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "benchmark": r["benchmark"],
+                                "reference": "42" if r["benchmark"] == "math" else "1066"}) + "\n")
+    return path
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in out.with_name(out.name + ".calls.jsonl").read_text().splitlines()]
+
+
+class CountingClient:
+    """The real CollectionClient, counting what it sends (and optionally failing the first attempt)."""
+
+    def __init__(self, inner: CollectionClient, fail_first_with: type[Exception] | None = None) -> None:
+        self.inner, self.fail_first_with = inner, fail_first_with
+        self.sent: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def complete(self, group: str, messages: list[dict], **params):
+        key = (group, messages[0]["content"])
+        first = key not in self.sent
+        self.sent.append(key)
+        if first and self.fail_first_with is not None:
+            raise self.fail_first_with(message="slow down", llm_provider="openai", model=group)
+        return await self.inner.complete(group, messages, **params)
+
+
+# ----------------------------------------------------------------------------------------------- judges
+
+@pytest.mark.parametrize("spec, answer, reference, expected", [
+    ("exact", "  The Eiffel Tower! ", "eiffel tower", 1.0),
+    ("exact", "Eiffel", "eiffel tower", 0.0),
+    ("choice", "After thinking, the answer is (C).", "C", 1.0),
+    ("choice", "Answer: b", "B", 1.0),
+    ("choice", "B. Because the others are wrong", "(C)", 0.0),
+    ("choice", "I cannot decide", "A", 0.0),
+    ("numeric", "She pays 3 * 4 = 12 dollars.\n#### 1,200", "#### 1200", 1.0),
+    ("numeric", "so the total is 17.", "The answer is 17", 1.0),
+    ("numeric", "so the total is 18.", "#### 17", 0.0),
+    ("numeric", "no digits here", "#### 17", 0.0),
+    ("regex", "It is 1066, the Norman conquest", "1066", 1.0),
+    ("regex:^yes\\b", "Yes, definitely", None, 1.0),
+    ("python:judge_funcs:mentions_reference", "we got 42 in the end", "42", 1.0),
+    ("python:judge_funcs.mentions_reference", "we got 41", "42", 0.0),
+])
+def test_judges_score_answers_against_the_reference(spec: str, answer: str, reference: str | None,
+                                                    expected: float) -> None:
+    assert asyncio.run(parse_judge(spec).score(answer, reference, "q")) == expected
+
+
+def test_judges_without_a_reference_give_no_score_and_bad_specs_are_named() -> None:
+    assert asyncio.run(parse_judge("numeric").score("42", None, "q")) is None
+    for spec, msg in [("fuzzy", "unknown judge"), ("regex:([", "invalid regular expression"),
+                      ("python:nowhere.mod:fn", "cannot import"), ("llm", "unknown judge")]:
+        with pytest.raises(JudgeError, match=msg.replace("(", "\\(")):
+            parse_judge(spec)
+    with pytest.raises(JudgeError, match="must lie in"):
+        asyncio.run(parse_judge("python:judge_funcs:out_of_range").score("a", "b", "q"))
+
+
+@pytest.mark.parametrize("reply, score", [("SCORE: 0.8", 0.8), ("score = 7/10", 0.7), ("Score: 9", 0.9),
+                                          ("I think it is right", None), ("SCORE: 1", 1.0)])
+def test_llm_judge_replies_are_parsed_to_a_unit_score(reply: str, score: float | None) -> None:
+    assert parse_judge_score(reply) == (pytest.approx(score) if score is not None else None)
+
+
+# ----------------------------------------------------------------------------------------------- collect
+
+def test_collect_labels_each_target_per_prompt_and_the_trained_router_prefers_the_right_one(
+        tmp_path: Path, tiny_encoder: Path) -> None:
+    cfg, prompts, out = _config(tmp_path / "router.yaml"), _prompts(tmp_path / "prompts.jsonl"), tmp_path / "data.jsonl"
+    assert main(["collect", "--prompts", str(prompts), "--config", str(cfg), "--out", str(out), "--judge", "numeric",
+                 "--quiet"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 120
+    for r in rows:
+        math = r["benchmark"] == "math"
+        assert r["scores"] == {"math-model": float(math), "history-model": float(not math), "generalist": 0.0}
+        assert set(r["costs"]) == set(ANSWERS) and all(c > 0 for c in r["costs"].values())
+        assert all(n > 0 for n in r["output_tokens"].values())
+    prices = json.loads(out.with_suffix(".models.json").read_text())
+    assert prices["generalist"]["input_cost_per_token"] == tiny.PRICES["generalist"][0]
+
+    from litellm_prefill_router.predictor import PrefillPredictor
+    from litellm_prefill_router.training.pipeline import TrainOptions, train
+    from litellm_prefill_router.training.trunk import TrunkConfig
+
+    bundle, _ = train(out, tmp_path / "bundle", TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=2,
+                                                             keep=1, quantize=False, progress=False,
+                                                             trunk=TrunkConfig(max_epochs=60)))
+    pred = PrefillPredictor(bundle.directory)
+    p = pred.predict(["please explain the integral of the equation", "tell me why the king went to war"])
+    names = [t.name for t in pred.bundle.manifest.targets]
+    assert names[int(np.argmax(p[0]))] == "math-model"
+    assert names[int(np.argmax(p[1]))] == "history-model"
+
+
+def test_collect_stops_before_the_cost_ceiling_and_a_rerun_sends_only_what_is_missing(tmp_path: Path) -> None:
+    cfg, prompts, out = _config(tmp_path / "router.yaml"), _prompts(tmp_path / "p.jsonl", 30), tmp_path / "d.jsonl"
+    model_list = load_router_config(cfg)
+    recs = load_prompts(prompts)
+    first = CountingClient(CollectionClient(model_list))
+    ceiling = 5e-4
+    s1 = asyncio.run(Collector(recs, first, out, CollectOptions(judge="numeric", max_cost=ceiling, concurrency=4,
+                                                               max_tokens=64, progress=False)).run())
+    assert s1.stopped_by_budget and s1.exit_code == 3 and 0 < s1.answered < 90
+    log = _log(out)
+    assert sum(r["cost"] for r in log) <= ceiling
+    assert len([json.loads(x) for x in out.read_text().splitlines()]) > 0  # partial data is usable
+    second = CountingClient(CollectionClient(model_list))
+    s2 = asyncio.run(Collector(recs, second, out, CollectOptions(judge="numeric", concurrency=4, max_tokens=64,
+                                                                progress=False)).run())
+    assert s2.exit_code == 0 and s2.skipped_done == s1.answered and s2.answered == 90 - s1.answered
+    assert not set(first.sent) & set(second.sent)  # nothing sent twice
+    keys = [(r["id"], r["target"]) for r in _log(out) if r["ok"]]
+    assert len(keys) == len(set(keys)) == 90
+
+
+def test_collect_retries_rate_limits_with_backoff_and_records_calls_that_keep_failing(tmp_path: Path) -> None:
+    answers = {**ANSWERS, "flaky": "litellm.RateLimitError"}  # litellm raises a real RateLimitError
+    cfg, out = _config(tmp_path / "router.yaml", answers), tmp_path / "d.jsonl"
+    recs = load_prompts(_prompts(tmp_path / "p.jsonl", 6))
+    client = CountingClient(CollectionClient(load_router_config(cfg)), fail_first_with=litellm.RateLimitError)
+    s = asyncio.run(Collector(recs, client, out, CollectOptions(judge="numeric", max_retries=2, backoff_base_s=0.01,
+                                                               backoff_max_s=0.05, progress=False)).run())
+    log = _log(out)
+    ok = [r for r in log if r["ok"]]
+    bad = [r for r in log if not r["ok"]]
+    assert len(ok) == 18 and all(r["attempts"] == 2 for r in ok)  # first attempt rate-limited, second answered
+    assert len(bad) == 6 and all(r["attempts"] == 3 and "RateLimitError" in r["error"] for r in bad)
+    assert s.failed == 6 and s.exit_code == 4
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("flaky" not in r["scores"] for r in rows)
+
+
+def test_collect_does_not_retry_a_bad_request(tmp_path: Path) -> None:
+    cfg, out = _config(tmp_path / "router.yaml"), tmp_path / "d.jsonl"
+    recs = load_prompts(_prompts(tmp_path / "p.jsonl", 2))
+    client = CountingClient(CollectionClient(load_router_config(cfg)), fail_first_with=litellm.BadRequestError)
+    s = asyncio.run(Collector(recs, client, out, CollectOptions(targets=["math-model"], progress=False)).run())
+    assert s.failed == 2 and all(r["attempts"] == 1 for r in _log(out))
+
+
+def test_collect_llm_judge_grades_through_a_litellm_deployment_and_is_not_a_target(tmp_path: Path) -> None:
+    cfg, out = _config(tmp_path / "router.yaml", judge_reply="SCORE: 0.75"), tmp_path / "d.jsonl"
+    rc = main(["collect", "--prompts", str(_prompts(tmp_path / "p.jsonl", 4)), "--config", str(cfg), "--out",
+               str(out), "--judge", "llm:judge", "--quiet"])
+    assert rc == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["scores"] == {t: 0.75 for t in ANSWERS} for r in rows)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": "hi"}', "id"), ('{"id": "a", "prompt": ""}', "prompt is empty"), ("not json", "valid"),
+])
+def test_bad_prompt_files_fail_with_the_line_number(tmp_path: Path, line: str, message: str) -> None:
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": "ok", "prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(CollectError, match=f"p.jsonl:2.*{message}"):
+        load_prompts(p)
+
+
+def test_collect_refuses_unknown_targets_and_a_ceiling_it_cannot_price(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "router.yaml")
+    recs = load_prompts(_prompts(tmp_path / "p.jsonl", 2))
+    client = CollectionClient(load_router_config(cfg))
+    with pytest.raises(CollectError, match="not model groups"):
+        Collector(recs, client, tmp_path / "d.jsonl", CollectOptions(targets=["gpt-9"]))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["model_list"].append({"model_name": "mystery", "litellm_params": {"model": "openai/mystery-model-x",
+                                                                          "api_key": "k", "mock_response": "x"}})
+    cfg.write_text(yaml.safe_dump(raw))
+    with pytest.raises(CollectError, match="mystery"):
+        Collector(recs, CollectionClient(load_router_config(cfg)), tmp_path / "d.jsonl", CollectOptions(max_cost=1.0))
+
+
+# ----------------------------------------------------------------------------------------------- feedback loop
+
+async def _route(bundle_dir: Path, log: Path, prompts: list[str]) -> list:
+    from conftest import model_list
+    from litellm_prefill_router import PrefillRouter
+
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log),
+                                                  "preset": "max-quality"})
+    from litellm_prefill_router.router import flush_logging
+
+    out = [await router.acompletion(model="auto", messages=[{"role": "user", "content": p}]) for p in prompts]
+    await flush_logging()  # success callbacks (the decision log) run after the response returns
+    return out
+
+
+async def test_feedback_on_routed_calls_retrains_the_bundle_to_avoid_a_target_users_dislike(
+        bundle_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.predictor import PrefillPredictor
+
+    hist = [r["prompt"] for r in tiny.synthetic_rows(160, seed=11) if r["benchmark"] == "hist"]
+    log = tmp_path / "decisions.jsonl"
+    responses = await _route(bundle_dir, log, hist)
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(logged) == len(hist) and all(r["messages"] and r["response_id"] for r in logged)
+    to_hist = [r for r in responses
+               if r._hidden_params["prefill_routing"]["target"] == "history-model"]
+    assert len(to_hist) >= 0.8 * len(hist)
+    # users dislike every history-model answer: feedback by response id (what an app has at hand)
+    fb = tmp_path / "feedback.jsonl"
+    fb.write_text("".join(json.dumps({"id": r.id, "thumbs": "down"}) + "\n" for r in to_hist) +
+                  json.dumps({"id": "never-logged", "score": 1.0}) + "\n")
+    rows_path = tmp_path / "rows.jsonl"
+    assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(rows_path)]) == 0
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines()]
+    assert len(rows) == len(to_hist) and all(r["scores"] == {"history-model": 0.0} for r in rows)
+
+    out = tmp_path / "bundle-v2"
+    assert main(["train", "--data", str(tiny_data), "--add", str(rows_path), "--continue-from", str(bundle_dir),
+                 "--out", str(out), "--seeds", "2", "--keep", "1"]) == 0
+    probe = [r["prompt"] for r in tiny.synthetic_rows(40, seed=99) if r["benchmark"] == "hist"]
+    j = [t.name for t in PrefillPredictor(bundle_dir).bundle.manifest.targets].index("history-model")
+    before = PrefillPredictor(bundle_dir).predict(probe)[:, j].mean()
+    after = PrefillPredictor(out).predict(probe)[:, j].mean()
+    assert after < before - 0.15, (before, after)
+    new = json.loads((out / "manifest.json").read_text())
+    old = json.loads((bundle_dir / "manifest.json").read_text())
+    assert new["files"]["encoder.onnx"] == old["files"]["encoder.onnx"]  # the encoder is reused as is
+    assert new["creator"]["continued_from"] == str(bundle_dir.resolve())
+
+
+def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
+    log.write_text("")
+    fb.write_text(json.dumps({"id": "a", "score": 1.0, "thumbs": "up"}) + "\n")
+    assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "fb.jsonl:1" in capsys.readouterr().err
