@@ -38,10 +38,13 @@ class PrefillVariant:
     layers: list[int]
     pooling: list[str] = field(default_factory=lambda: ["mean", "last"])
     head: str = "trunk"
+    seeds: int = 5  # trunk seed ensemble: fit ``seeds``, keep the best ``keep`` by validation loss
+    keep: int = 3
 
     @property
     def name(self) -> str:
-        return f"prefill {self.head} L{'+'.join(map(str, self.layers))} {'+'.join(self.pooling)}"
+        ens = "" if (self.seeds, self.keep) == (5, 3) or self.head != "trunk" else f" ({self.seeds} seeds keep {self.keep})"
+        return f"prefill {self.head} L{'+'.join(map(str, self.layers))} {'+'.join(self.pooling)}{ens}"
 
 
 def stratified_folds(ds: RoutingDataset, k: int, seed: int = 0) -> np.ndarray:
@@ -165,7 +168,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
         x = cache.select(v.layers, v.pooling)
         info: dict[str, Any] = {"encoder": handle.id, "layers": v.layers, "pooling": v.pooling, "head": v.head}
         if v.head == "trunk":
-            cfg = TrunkConfig(seeds=opts.seeds, keep=opts.keep)
+            cfg = TrunkConfig(seeds=v.seeds, keep=min(v.keep, v.seeds))
 
             def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, x: np.ndarray = x,
                    cfg: TrunkConfig = cfg) -> np.ndarray:
