@@ -259,6 +259,45 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    """Score logged production answers later -> feedback lines for `prefill-router feedback`."""
+    import asyncio
+
+    from .feedback import judge_log, write_rows
+    from .judges import parse_judge
+
+    rubric = None
+    if args.rubric:
+        from pathlib import Path
+
+        rubric = Path(args.rubric).read_text(encoding="utf-8")
+    from .errors import PrefillRouterError
+
+    judge = parse_judge(args.judge, rubric)
+    complete, client = None, None
+    if judge.kind == "llm":
+        from .collect import load_router_config
+        from .router import CollectionClient
+
+        if not args.config:
+            raise PrefillRouterError(f"judge {args.judge!r} needs --config with the judge's model group")
+        client = CollectionClient(load_router_config(args.config))
+        complete = client.complete_text
+
+    async def run() -> list[dict]:
+        try:
+            return await judge_log(args.log, judge, complete)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    lines = asyncio.run(run())
+    write_rows(lines, args.out)
+    print(f"scored {len(lines)} logged answers with {args.judge}; wrote {args.out} "
+          f"(use it as --feedback for `prefill-router feedback`)")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -344,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--out", required=True)
     fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
     fb.set_defaults(func=cmd_feedback)
+
+    j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
+    j.add_argument("--log", required=True, help="the router's decision_log JSONL")
+    j.add_argument("--judge", required=True, help="llm:MODEL_GROUP | python:MOD:FUNC | regex:PATTERN")
+    j.add_argument("--config", help="YAML model_list holding the llm judge's model group")
+    j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
+    j.add_argument("--out", required=True, help="feedback JSONL to write")
+    j.set_defaults(func=cmd_judge)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)

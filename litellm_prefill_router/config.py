@@ -27,6 +27,8 @@ class PrefillStrategyArgs(BaseModel):
     decision_log: str | None = None
     # the request's messages go into the decision log (needed to retrain from it); False logs decisions only
     decision_log_messages: bool = True
+    # the answer text goes into the decision log too, so a judge can score it later (`prefill-router judge`)
+    decision_log_responses: bool = False
 
 
 class RequestOverrides(BaseModel):

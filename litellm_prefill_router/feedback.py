@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrefillRouterError
+from .judges import Completer, Judge
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,29 @@ def feedback_rows(decision_log: str | Path, feedback: str | Path | dict[str, flo
         logger.warning("%d decisions with feedback have no messages in the log: set decision_log_messages: true "
                        "to be able to learn from them", stats.without_messages)
     return list(rows.values()), stats
+
+
+async def judge_log(decision_log: str | Path, judge: Judge, complete: Completer | None = None) -> list[dict[str, Any]]:
+    """Score the answers a decision log recorded (``decision_log_responses: true``) with a judge, later.
+
+    Returns feedback lines ``{"id": litellm_call_id, "score": s, "judge": spec}`` for ``feedback_rows``.
+    Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``)."""
+    if judge.needs_reference:
+        raise FeedbackError(f"judge {judge.spec!r} needs a reference answer, which production calls do not have; "
+                            "use llm:MODEL_GROUP, python:MODULE:FUNC or regex:PATTERN")
+    out = []
+    for n, rec in _jsonl(Path(decision_log)):
+        if not (rec.get("outcome") or {}).get("success") or not rec.get("litellm_call_id"):
+            continue
+        answer = rec.get("response")
+        if answer is None:
+            continue
+        msgs = rec.get("messages") or []
+        prompt = "\n".join(str(m.get("content") or "") for m in msgs if isinstance(m, dict))
+        score = await judge.score(str(answer), None, prompt, complete)
+        if score is not None:
+            out.append({"id": rec["litellm_call_id"], "score": score, "judge": judge.spec})
+    return out
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:

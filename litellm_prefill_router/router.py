@@ -114,7 +114,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if self.args.decision_log:
             register_decision_log()
             self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve()),
-                                "messages": self.args.decision_log_messages}
+                                "messages": self.args.decision_log_messages,
+                                "responses": self.args.decision_log_responses}
 
     # -- deployments --------------------------------------------------------
     def _target_of(self, dep: dict) -> str | None:
@@ -270,6 +271,11 @@ class DecisionLogger(CustomLogger):
         }
         if target.get("messages", True):
             row["messages"] = kwargs.get("messages")
+        if ok and target.get("responses", False):
+            try:
+                row["response"] = response_obj.choices[0].message.content
+            except (AttributeError, IndexError, TypeError):
+                row["response"] = None
         line = json.dumps(row, default=str)
         path = Path(target["path"])
         with self._lock:

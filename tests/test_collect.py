@@ -273,3 +273,42 @@ def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.Ca
     fb.write_text(json.dumps({"id": "a", "score": 1.0, "thumbs": "up"}) + "\n")
     assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "fb.jsonl:1" in capsys.readouterr().err
+
+
+async def test_a_judge_run_later_scores_logged_answers_and_feeds_the_feedback_rows(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+    from litellm_prefill_router import PrefillRouter, flush_logging
+    from litellm_prefill_router.feedback import feedback_rows, judge_log
+
+    log = tmp_path / "decisions.jsonl"
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log),
+                                                  "decision_log_responses": True, "preset": "max-quality"})
+    for p in (MATH_PROMPT, HIST_PROMPT, MATH_PROMPT):
+        await router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
+    await flush_logging()
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert all(r["response"] == f"answer from {r['decision']['target']}" for r in logged)
+    # the user's own judge, run days later: only answers from math-model are acceptable
+    lines = await judge_log(log, parse_judge("regex:from math-model"))
+    assert [x["score"] for x in lines] == [float(r["decision"]["target"] == "math-model") for r in logged]
+    rows, stats = feedback_rows(log, {x["id"]: x["score"] for x in lines})
+    assert stats.rows == 3 and [r["scores"] for r in rows] == [{r["decision"]["target"]: x["score"]}
+                                                               for r, x in zip(logged, lines)]
+    with pytest.raises(Exception, match="needs a reference"):
+        await judge_log(log, parse_judge("numeric"))
+
+
+def test_judge_command_grades_logged_answers_with_an_llm_judge(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("".join(json.dumps({
+        "litellm_call_id": f"call-{i}", "decision": {"target": "math-model"},
+        "outcome": {"success": ok}, "messages": [{"role": "user", "content": "what is 6 x 7"}],
+        "response": "42"}) + "\n" for i, ok in enumerate([True, True, False])))
+    cfg = _config(tmp_path / "router.yaml", judge_reply="SCORE: 8/10")
+    out = tmp_path / "fb.jsonl"
+    assert main(["judge", "--log", str(log), "--judge", "llm:judge", "--config", str(cfg), "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines == [{"id": "call-0", "score": 0.8, "judge": "llm:judge"},
+                     {"id": "call-1", "score": 0.8, "judge": "llm:judge"}]  # the failed call has no answer
