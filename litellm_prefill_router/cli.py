@@ -217,6 +217,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_rubric(path: str | None) -> str | None:
+    from pathlib import Path
+
+    return Path(path).read_text(encoding="utf-8") if path else None
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     """Every prompt to every target through LiteLLM -> a training dataset (resumable, cost-capped)."""
     import asyncio
@@ -224,11 +230,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import CollectOptions, Collector, load_prompts, load_router_config
     from .router import CollectionClient
 
-    rubric = None
-    if args.rubric:
-        from pathlib import Path
-
-        rubric = Path(args.rubric).read_text(encoding="utf-8")
+    rubric = _read_rubric(args.rubric)
     opts = CollectOptions(targets=args.targets, judge=args.judge, rubric=rubric, concurrency=args.concurrency,
                           max_retries=args.max_retries, max_cost=args.max_cost, max_tokens=args.max_tokens,
                           progress=not args.quiet)
@@ -266,11 +268,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from .feedback import judge_log, write_rows
     from .judges import parse_judge
 
-    rubric = None
-    if args.rubric:
-        from pathlib import Path
-
-        rubric = Path(args.rubric).read_text(encoding="utf-8")
+    rubric = _read_rubric(args.rubric)
     from .errors import PrefillRouterError
 
     judge = parse_judge(args.judge, rubric)

@@ -394,6 +394,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def write_report(report: dict[str, Any], preds: dict[str, np.ndarray], es: ev.EvalSet, out: str | Path) -> Path:
     """metrics.json, report.md, curve.png and the reference router's predictions (oof_preds.jsonl in CV mode)."""
+    from .pipeline import _json_default
+
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(report, indent=1, default=_json_default))
@@ -403,11 +405,3 @@ def write_report(report: dict[str, Any], preds: dict[str, np.ndarray], es: ev.Ev
     if ref in preds:
         write_predictions(d / ("oof_preds.jsonl" if report["mode"]["kind"] == "cv" else "preds.jsonl"), es, preds[ref])
     return d
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
