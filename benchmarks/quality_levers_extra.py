@@ -5,31 +5,70 @@ SmolLM2 layer 17 + Gemma 3 270M layer 18 features concatenated, and a 256-dim PC
 
 Prints mean AUC [95% CI], AIQ, gap captured at max-quality and at the paper's savings (cross-fitted).
 """
+
+from __future__ import annotations
+
 import os
-import numpy as np, time
+
+import numpy as np
+
 from litellm_prefill_router.training.data import load_dataset
 from litellm_prefill_router.training import harness, evaluation as ev
-from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
+from litellm_prefill_router.training.pipeline import (
+    TrainOptions,
+    compute_features,
+    split_validation,
+)
 from litellm_prefill_router.training.trunk import fit_trunk, TrunkConfig
 from litellm_prefill_router.training import calibrate as cal
-ds=load_dataset(os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-_, c1 = compute_features(ds, TrainOptions(progress=False))
-_, c2 = compute_features(ds, TrainOptions(encoder="gemma3-270m", progress=False))
-scores=ds.scores(); hard=ev.binarize(scores)
-cost=cal.cost_matrix([ds.prices[t] for t in ds.targets], c1.n_tokens.astype(float), [256.0]*len(ds.targets))
-es=harness._eval_set(ds, hard, cost)
-fold=harness.stratified_folds(ds,5)
-X={"smollm2 L17": c1.select([17],["mean","last"]), "smollm2 L17 + gemma3 L18": np.concatenate([c1.select([17],["mean","last"]), c2.select([18],["mean","last"])],1),
-   "smollm2 L17 proj 256": c1.select([17],["mean","last"])}
-preds={}
-for name,x in X.items():
-    cfg=TrunkConfig(proj_dim=256) if "proj 256" in name else TrunkConfig()
-    p=np.zeros(hard.shape)
-    for f in range(5):
-        q,tr=np.flatnonzero(fold==f),np.flatnonzero(fold!=f); fit,val=split_validation(ds,tr,0.15)
-        p[q]=fit_trunk(x[fit],scores[fit],x[val],scores[val],cfg).predict(x[q])
-    preds[name]=p
-sc=harness._scorers_from_predictions(preds, es, fold, {})
-r=ev.evaluate(sc, es, bootstrap=200)
-for n,s in r["scorers"].items():
-    o=s["operating_points"]; print(n, round(s["mean_auc"],4), s["ci95"]["mean_auc"], round(s["aiq"],4), round(o["max-quality"]["gap_captured"],3), round(o["paper-savings"]["gap_captured"],3))
+
+
+def main() -> None:
+    ds = load_dataset(
+        os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter")
+    )
+    _, c1 = compute_features(ds, TrainOptions(progress=False))
+    _, c2 = compute_features(ds, TrainOptions(encoder="gemma3-270m", progress=False))
+    scores = ds.scores()
+    hard = ev.binarize(scores)
+    cost = cal.cost_matrix(
+        [ds.prices[t] for t in ds.targets],
+        c1.n_tokens.astype(float),
+        [256.0] * len(ds.targets),
+    )
+    es = harness._eval_set(ds, hard, cost)
+    fold = harness.stratified_folds(ds, 5)
+    X = {
+        "smollm2 L17": c1.select([17], ["mean", "last"]),
+        "smollm2 L17 + gemma3 L18": np.concatenate(
+            [c1.select([17], ["mean", "last"]), c2.select([18], ["mean", "last"])], 1
+        ),
+        "smollm2 L17 proj 256": c1.select([17], ["mean", "last"]),
+    }
+    preds = {}
+    for name, x in X.items():
+        cfg = TrunkConfig(proj_dim=256) if "proj 256" in name else TrunkConfig()
+        p = np.zeros(hard.shape)
+        for f in range(5):
+            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fit, val = split_validation(ds, tr, 0.15)
+            p[q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], cfg).predict(
+                x[q]
+            )
+        preds[name] = p
+    sc = harness._scorers_from_predictions(preds, es, fold, {})
+    r = ev.evaluate(sc, es, bootstrap=200)
+    for n, s in r["scorers"].items():
+        o = s["operating_points"]
+        print(
+            n,
+            round(s["mean_auc"], 4),
+            s["ci95"]["mean_auc"],
+            round(s["aiq"], 4),
+            round(o["max-quality"]["gap_captured"], 3),
+            round(o["paper-savings"]["gap_captured"], 3),
+        )
+
+
+if __name__ == "__main__":
+    main()
