@@ -2,6 +2,7 @@
 SmolLM2 layer 17 + Gemma 3 270M layer 18 features concatenated, and a 256-dim PCA projection in the trunk.
 
     python benchmarks/quality_levers_extra.py   # needs the smollm2 and gemma3-270m feature caches (train/evaluate)
+    python benchmarks/quality_levers_extra.py --isotonic   # calibrates quality.py's out-of-fold predictions
 
 Prints mean AUC [95% CI], AIQ, gap captured at max-quality and at the paper's savings (cross-fitted).
 """
@@ -70,5 +71,38 @@ def main() -> None:
         )
 
 
+
+
+def isotonic_calibration(oof_path: str = "benchmarks/results/quality_cv/oof_preds.jsonl") -> None:
+    """Cross-fitted per-target isotonic calibration of the quality.py out-of-fold predictions (`--isotonic`)."""
+    import json
+
+    from sklearn.isotonic import IsotonicRegression
+
+    ds = load_dataset(os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    targets = ds.targets
+    rows = {d["id"]: d for d in map(json.loads, open(oof_path, encoding="utf-8"))}
+    p = np.array([[rows[r.id]["p_correct"][t] for t in targets] for r in ds.rows])
+    cost = np.array([[rows[r.id]["cost"][t] for t in targets] for r in ds.rows])
+    hard = ev.binarize(ds.scores())
+    es = harness._eval_set(ds, hard, cost)
+    fold = harness.stratified_folds(ds, 5)
+    pc = np.zeros_like(p)
+    for f in range(5):
+        q, ref = fold == f, fold != f
+        for j in range(len(targets)):
+            ok = ref & ~np.isnan(hard[:, j])
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(p[ok, j], hard[ok, j])
+            pc[q, j] = iso.predict(p[q, j])
+    sc = harness._scorers_from_predictions({"oof": p, "oof + isotonic (cross-fitted)": pc}, es, fold, {})
+    r = ev.evaluate(sc, es, bootstrap=200)
+    for n, s in r["scorers"].items():
+        o = s["operating_points"]
+        print(n, round(s["mean_auc"], 4), round(s["mean_brier"], 4), round(s["aiq"], 4),
+              round(o["max-quality"]["gap_captured"], 3), round(o["paper-savings"]["gap_captured"], 3))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    isotonic_calibration() if "--isotonic" in sys.argv else main()
