@@ -144,7 +144,6 @@ class Client(Protocol):
     def price(self, group: str) -> Price | None: ...
     def count_tokens(self, group: str, messages: list[dict]) -> int: ...
     async def complete(self, group: str, messages: list[dict], **params: Any) -> Any: ...
-    async def complete_text(self, group: str, messages: list[dict]) -> str: ...
     def retry_after(self, err: BaseException) -> float | None: ...
     # optional: ``async def aclose(self) -> None`` is awaited when a run ends
 
@@ -325,27 +324,38 @@ class Collector:
             self._append({"id": rec.id, "target": target, "ok": False, "attempts": attempt + 1,
                           "error": f"{type(err).__name__}: {err}"[:500], "latency_s": round(latency, 3)})
             return
-        cost = res.cost
-        price = self.prices.get(target)
-        if cost is None and price is not None:
-            cost = price.input_cost_per_token * res.input_tokens + price.output_cost_per_token * res.output_tokens
+        cost = self._cost_of(res, target)
         score, judge_cost, judge_error = None, 0.0, None
         judge = self._judge_for(rec)
         if judge is not None:
+            judge_costs: list[float] = []
+
+            async def complete(group: str, messages: list[dict]) -> str:
+                jres = await self.client.complete(group, messages)
+                judge_costs.append(self._cost_of(jres, group) or 0.0)
+                return str(jres.text)
+
             try:
-                score = await judge.score(res.text, rec.reference, rec.text(), self.client.complete_text)
+                score = await judge.score(res.text, rec.reference, rec.text(), complete)
             except Exception as e:  # noqa: BLE001 - a broken judge keeps the answer, without a score
                 judge_error = f"{type(e).__name__}: {e}"[:300]
                 logger.warning("judge %s failed on %s -> %s: %s", judge.spec, rec.id, target, judge_error)
-            if judge.kind == "llm" and (jp := self.prices.get(judge.arg)) is not None:
-                judge_cost = jp.input_cost_per_token * (res.input_tokens + res.output_tokens + 200) + \
-                    jp.output_cost_per_token * 64  # estimate: the judge's own usage is not returned to us
+            judge_cost = sum(judge_costs)
         summary.answered += 1
         summary.spent_usd += float(cost or 0.0) + judge_cost
         self._append({"id": rec.id, "target": target, "ok": True, "attempts": attempt + 1, "output": res.text,
                       "input_tokens": res.input_tokens, "output_tokens": res.output_tokens, "cost": cost,
                       "judge": judge.spec if judge else None, "score": score, "judge_cost": judge_cost or None,
                       "judge_error": judge_error, "latency_s": round(latency, 3)})
+
+    def _cost_of(self, res: Any, group: str) -> float | None:
+        """litellm's cost of a call, else the group's price x the call's token usage, else None."""
+        if res.cost is not None:
+            return float(res.cost)
+        price = self.prices.get(group)
+        if price is None:
+            return None
+        return price.input_cost_per_token * res.input_tokens + price.output_cost_per_token * res.output_tokens
 
     def write_dataset(self) -> Path:
         """Rewrite ``out`` (training format) and ``<stem>.models.json`` from the call log."""

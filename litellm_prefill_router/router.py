@@ -501,6 +501,17 @@ class CollectionClient:
                                                                                        None)
         try:
             value = headers.get("retry-after") if headers is not None else None
-            return max(0.0, float(value)) if value is not None else 0.0
+        except AttributeError:
+            return 0.0
+        if value is None:
+            return 0.0
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            pass
+        try:  # the HTTP-date form: "Wed, 21 Oct 2026 07:28:00 GMT"
+            from email.utils import parsedate_to_datetime
+
+            return max(0.0, (parsedate_to_datetime(str(value)) - datetime.now(timezone.utc)).total_seconds())
         except (TypeError, ValueError):
             return 0.0

@@ -190,6 +190,8 @@ def test_collect_llm_judge_grades_through_a_litellm_deployment_and_is_not_a_targ
     assert rc == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(r["scores"] == {t: 0.75 for t in ANSWERS} for r in rows)
+    # the judge's own calls are costed from their responses and count against the ceiling
+    assert all(c["judge_cost"] > 0 for c in _log(out))
 
 
 @pytest.mark.parametrize("line, message", [
@@ -312,3 +314,26 @@ def test_judge_command_grades_logged_answers_with_an_llm_judge(tmp_path: Path) -
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines == [{"id": "call-0", "score": 0.8, "judge": "llm:judge"},
                      {"id": "call-1", "score": 0.8, "judge": "llm:judge"}]  # the failed call has no answer
+
+
+@pytest.mark.parametrize("headers, low, high", [({"retry-after": "7"}, 7.0, 7.0), ({}, 0.0, 0.0),
+                                                 ({"retry-after": "soon"}, 0.0, 0.0)])
+def test_retry_after_reads_the_server_header_of_retryable_errors(headers: dict, low: float, high: float) -> None:
+    import httpx
+
+    resp = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1/chat"))
+    err = litellm.RateLimitError(message="slow down", llm_provider="openai", model="m", response=resp)
+    assert low <= CollectionClient.retry_after(err) <= high
+    assert CollectionClient.retry_after(ValueError("bad")) is None
+
+
+def test_retry_after_understands_the_http_date_form() -> None:
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    resp = httpx.Response(503, headers={"retry-after": when}, request=httpx.Request("POST", "http://127.0.0.1/"))
+    err = litellm.ServiceUnavailableError(message="busy", llm_provider="openai", model="m", response=resp)
+    assert 25 <= CollectionClient.retry_after(err) <= 31
