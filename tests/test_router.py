@@ -173,7 +173,12 @@ async def test_hundreds_of_concurrent_requests_all_succeed_with_the_right_route(
 
 
 async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A slow encoder (0.6 s a batch) must not stall other coroutines."""
+    """A slow encoder (1.5 s a batch) must not stall other coroutines.
+
+    The stall threshold (0.6 s) sits well below the encoder's 1.5 s, so inference on the loop always fails the
+    test, while one-off pauses of the whole process (a full GC pass in a process holding torch + litellm,
+    ~0.3 s, seen once on CI) do not."""
+    import gc
     import threading
 
     encoder = router.prefill_strategy.predictor.encoder
@@ -182,11 +187,12 @@ async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, mon
 
     def slow(self, ids, mask):  # type: ignore[no-untyped-def]
         threads.add(threading.get_ident())
-        time.sleep(0.6)
+        time.sleep(1.5)
         return real(self, ids, mask)
 
     # warm-up first: litellm builds the deployment's HTTP client (SSL context: ~0.3 s) on the event loop
     await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    gc.collect()
     monkeypatch.setattr(type(encoder), "__call__", slow)
     gaps: list[float] = []
     stop = asyncio.Event()
@@ -205,7 +211,7 @@ async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, mon
     await tick
     assert all(r.choices[0].message.content == "answer from math-model" for r in results)
     assert threading.get_ident() not in threads
-    assert len(gaps) >= 20 and max(gaps) < 0.3, f"event loop stalled for {max(gaps):.3f}s"
+    assert len(gaps) >= 50 and max(gaps) < 0.6, f"event loop stalled for {max(gaps):.3f}s"
 
 
 async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
