@@ -67,9 +67,10 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """One JSON line per prompt: {"id", "p_correct": {target: p}, "cost": {target: usd}} (ids from the data)."""
-    from pathlib import Path
+    import numpy as np
 
-    from .costs import estimate_cost, manifest_price
+    from .costs import estimate_costs, manifest_price
+    from .jsonl import write_predictions
     from .predictor import PrefillPredictor
     from .training.data import load_dataset  # numpy-only module: no torch
 
@@ -79,22 +80,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = [r for r in ds.rows if args.split in (None, "all") or r.split == args.split]
     if not rows:
         raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
-    prices = {t.name: manifest_price(t) for t in m.targets}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
-        for start in range(0, len(rows), 64):
-            chunk = rows[start : start + 64]
-            enc = pred.encode([r.prompt for r in chunk])
-            probs = pred.probabilities_for_ids([e.ids for e in enc])
-            for r, e, p in zip(chunk, enc, probs):
-                f.write(json.dumps({
-                    "id": r.id,
-                    "p_correct": {t.name: round(float(x), 6) for t, x in zip(m.targets, p)},
-                    "cost": {t.name: estimate_cost(prices[t.name], e.n_tokens, t.expected_output_tokens)
-                             for t in m.targets},
-                }) + "\n")
-            logging.getLogger(__name__).info("predicted %d/%d", min(start + 64, len(rows)), len(rows))
+    p, n_tokens = pred.predict_many([r.prompt for r in rows])
+    prices = [manifest_price(t) for t in m.targets]
+    expected = [t.expected_output_tokens for t in m.targets]
+    cost = np.stack([estimate_costs(prices, int(n), expected) for n in n_tokens])
+    out = write_predictions(args.out, [r.id for r in rows], m.target_names, p, cost)
     print(f"wrote {len(rows)} predictions to {out}")
     return 0
 
@@ -250,10 +240,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from .feedback import feedback_rows, write_rows
+    from .feedback import feedback_rows
+    from .jsonl import write_atomic
 
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
-    write_rows(rows, args.out)
+    write_atomic(args.out, rows)
     print(f"{st.decisions} logged decisions: {st.rows} rows written, {st.without_feedback} without feedback, "
           f"{st.failed_calls} failed calls, {st.without_messages} without messages; "
           f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
@@ -265,13 +256,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
     """Score logged production answers later -> feedback lines for `prefill-router feedback`."""
     import asyncio
 
-    from .feedback import judge_log, write_rows
+    from .errors import PrefillRouterError
+    from .feedback import judge_log
+    from .jsonl import write_atomic
     from .judges import parse_judge
 
-    rubric = _read_rubric(args.rubric)
-    from .errors import PrefillRouterError
-
-    judge = parse_judge(args.judge, rubric)
+    judge = parse_judge(args.judge, _read_rubric(args.rubric))
     complete, client = None, None
     if judge.kind == "llm":
         from .collect import load_router_config
@@ -290,7 +280,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
                 await client.aclose()
 
     lines = asyncio.run(run())
-    write_rows(lines, args.out)
+    write_atomic(args.out, lines)
     print(f"scored {len(lines)} logged answers with {args.judge}; wrote {args.out} "
           f"(use it as --feedback for `prefill-router feedback`)")
     return 0

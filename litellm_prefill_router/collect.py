@@ -23,7 +23,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .costs import Price
 from .errors import PrefillRouterError
+from .jsonl import read_log, write_atomic
 from .judges import Judge, parse_judge
 
 logger = logging.getLogger(__name__)
@@ -216,18 +217,10 @@ class Collector:
         spent = 0.0
         if not self.log_path.exists():
             return done, spent
-        with self.log_path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("%s:%d: unreadable line (an interrupted write?) ignored", self.log_path, n)
-                    continue
-                spent += float(rec.get("cost") or 0.0) + float(rec.get("judge_cost") or 0.0)
-                if rec.get("ok"):
-                    done[(str(rec["id"]), str(rec["target"]))] = rec
+        for _, rec in read_log(self.log_path):
+            spent += float(rec.get("cost") or 0.0) + float(rec.get("judge_cost") or 0.0)
+            if rec.get("ok"):
+                done[(str(rec["id"]), str(rec["target"]))] = rec
         return done, spent
 
     def _append(self, rec: dict[str, Any]) -> None:
@@ -357,25 +350,25 @@ class Collector:
             return None
         return price.input_cost_per_token * res.input_tokens + price.output_cost_per_token * res.output_tokens
 
+    def _rows(self, done: dict[tuple[str, str], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for r in self.prompts:
+            calls = {t: done[(r.id, t)] for t in self.targets if (r.id, t) in done}
+            if not calls:
+                continue
+            row: dict[str, Any] = {
+                "id": r.id, "prompt": r.prompt, "benchmark": r.benchmark,
+                "scores": {t: c["score"] for t, c in calls.items() if c.get("score") is not None},
+                "costs": {t: c["cost"] for t, c in calls.items() if c.get("cost") is not None},
+                "output_tokens": {t: c["output_tokens"] for t, c in calls.items()},
+            }
+            if r.split:
+                row["split"] = r.split
+            yield row
+
     def write_dataset(self) -> Path:
         """Rewrite ``out`` (training format) and ``<stem>.models.json`` from the call log."""
         done, _ = self._read_log()
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in self.prompts:
-                calls = {t: done[(r.id, t)] for t in self.targets if (r.id, t) in done}
-                if not calls:
-                    continue
-                row: dict[str, Any] = {
-                    "id": r.id, "prompt": r.prompt, "benchmark": r.benchmark,
-                    "scores": {t: c["score"] for t, c in calls.items() if c.get("score") is not None},
-                    "costs": {t: c["cost"] for t, c in calls.items() if c.get("cost") is not None},
-                    "output_tokens": {t: c["output_tokens"] for t, c in calls.items()},
-                }
-                if r.split:
-                    row["split"] = r.split
-                f.write(json.dumps(row) + "\n")
-        tmp.replace(self.out)
+        write_atomic(self.out, self._rows(done))
         prices = {t: {"input_cost_per_token": p.input_cost_per_token, "output_cost_per_token": p.output_cost_per_token}
                   for t in self.targets if (p := self.prices.get(t)) is not None}
         self.out.with_suffix(".models.json").write_text(json.dumps(prices, indent=1))

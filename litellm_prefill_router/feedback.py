@@ -9,7 +9,6 @@ labels the target that answered - the other targets stay unlabelled, which the t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import PrefillRouterError
 from .judges import Completer, Judge
+from .jsonl import read_log
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,7 @@ class FeedbackStats:
 def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FeedbackError(f"{path} does not exist")
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((n, json.loads(line)))
-            except json.JSONDecodeError:
-                logger.warning("%s:%d: not JSON (an interrupted write?); skipped", path, n)
-    return out
+    return read_log(path)
 
 
 def load_feedback(path: str | Path) -> dict[str, float]:
@@ -142,14 +133,3 @@ async def judge_log(decision_log: str | Path, judge: Judge, complete: Completer 
         if score is not None:
             out.append({"id": rec["litellm_call_id"], "score": score, "judge": judge.spec})
     return out
-
-
-def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    tmp.replace(p)
-    return p

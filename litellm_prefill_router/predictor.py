@@ -115,6 +115,19 @@ class PrefillPredictor:
         enc = self.encode(prompts)
         return self.probabilities_for_ids([e.ids for e in enc])
 
+    def predict_many(self, prompts: Sequence[object], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) P(correct) and (n,) prompt token counts for a dataset, ``chunk`` prompts at a time (bounded
+        memory, progress logged). With a dynamic-int8 encoder the probabilities depend slightly on which prompts
+        share a batch (activation scales are per batch), so the chunking is part of the result."""
+        p = np.zeros((len(prompts), len(self.targets)), dtype=np.float32)
+        n_tokens = np.zeros(len(prompts), dtype=np.int64)
+        for start in range(0, len(prompts), chunk):
+            enc = self.encode(prompts[start : start + chunk])
+            p[start : start + len(enc)] = self.probabilities_for_ids([e.ids for e in enc])
+            n_tokens[start : start + len(enc)] = [e.n_tokens for e in enc]
+            logger.info("predicted %d/%d", start + len(enc), len(prompts))
+        return p, n_tokens
+
     def predict_one(self, prompt: object) -> Prediction:
         """One prompt through the shared micro-batching worker (thread-safe, blocking)."""
         enc = self.prompts.encode(prompt)

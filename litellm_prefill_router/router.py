@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -72,6 +72,23 @@ def _metadata(request_kwargs: dict) -> dict:
         md = {}
         request_kwargs[key] = md
     return md
+
+
+def deployment_price(dep: dict, known_model_info: Callable[[], dict | None]) -> Price | None:
+    """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
+    litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
+    price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
+    for source, src in (("litellm_params", dep.get("litellm_params") or {}), ("model_info", dep.get("model_info") or {})):
+        if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
+            return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+    try:
+        info = known_model_info()
+    except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
+        info = None
+    pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
+    if pin is not None and pout is not None and (pin > 0 or pout > 0):
+        return Price(float(pin), float(pout), "litellm")
+    return None
 
 
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
@@ -159,21 +176,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             return None
 
     def _price(self, dep: dict, dep_id: str) -> Price:
-        params = dep.get("litellm_params") or {}
-        mi = dep.get("model_info") or {}
-        for source, src in (("litellm_params", params), ("model_info", mi)):
-            if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
-                return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
-        model = str(params.get("model") or "")
-        try:
-            info = self.router.get_deployment_model_info(model_id=dep_id, model_name=model)
-        except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
-            info = None
-        # litellm answers 0/0 for models it does not know; a zero price from its map counts as unknown
-        # (set an explicit 0 in model_info for a free deployment)
-        pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
-        if pin is not None and pout is not None and (pin > 0 or pout > 0):
-            return Price(float(pin), float(pout), "litellm")
+        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        price = deployment_price(dep, lambda: self.router.get_deployment_model_info(model_id=dep_id, model_name=model))
+        if price is not None:
+            return price
         a = self.args
         if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None:
             return Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default")
@@ -452,21 +458,13 @@ class CollectionClient:
         return sorted({str(d.get("model_name")) for d in self.model_list})
 
     def price(self, group: str) -> Price | None:
-        """The group's price (first deployment with one): model_info / litellm_params, else litellm's map."""
+        """The price of the group's first deployment that has one (see :func:`deployment_price`)."""
         for dep in self.model_list:
-            if dep.get("model_name") != group:
-                continue
-            for src in (dep.get("litellm_params") or {}, dep.get("model_info") or {}):
-                if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
-                    return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), "config")
-            model = str((dep.get("litellm_params") or {}).get("model") or "")
-            try:
-                info = litellm.get_model_info(model)
-            except Exception:  # noqa: BLE001 - unknown model
-                continue
-            pin, pout = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-            if pin and pout:
-                return Price(float(pin), float(pout), "litellm")
+            if dep.get("model_name") == group:
+                model = str((dep.get("litellm_params") or {}).get("model") or "")
+                price = deployment_price(dep, lambda model=model: litellm.get_model_info(model))
+                if price is not None:
+                    return price
         return None
 
     def count_tokens(self, group: str, messages: list[dict]) -> int:

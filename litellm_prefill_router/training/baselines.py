@@ -36,11 +36,11 @@ def sentence_embeddings(ds: RoutingDataset, cache_dir: Path | None = None, progr
 
 
 def _mean_auc(p: np.ndarray, y: np.ndarray) -> float:
-    from .evaluation import auc_brier, binarize, EvalSet
+    from .evaluation import binarize, roc_auc
 
-    es = EvalSet([str(j) for j in range(y.shape[1])], binarize(y), np.zeros_like(y), np.zeros(len(y), dtype=object),
-                 [str(i) for i in range(len(y))])
-    return float(np.nanmean(list(auc_brier(p, es)[0].values())))
+    hard = binarize(y)
+    ok = ~np.isnan(hard)
+    return float(np.nanmean([roc_auc(hard[ok[:, j], j], p[ok[:, j], j]) for j in range(y.shape[1])]))
 
 
 def knn_predict(e_tr: np.ndarray, y_tr: np.ndarray, e_q: np.ndarray, k: int) -> np.ndarray:

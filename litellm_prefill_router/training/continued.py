@@ -35,7 +35,8 @@ def _prompt_key(prompt: object) -> str:
 
 
 class OnnxFeatureCache:
-    """Pooled features of a bundle's encoder.onnx, keyed by prompt (append-only, atomic rewrite)."""
+    """Pooled features and prompt token counts of a bundle's encoder.onnx, keyed by prompt (append-only,
+    atomic rewrite)."""
 
     def __init__(self, bundle: Bundle, cache_dir: Path | None = None) -> None:
         sha = bundle.manifest.files["encoder.onnx"].sha256[:16]
@@ -43,16 +44,19 @@ class OnnxFeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keys: list[str] = []
         self.feats = np.zeros((0, bundle.manifest.encoder.feature_dim), dtype=np.float32)
-        if (self.dir / "keys.json").exists() and (self.dir / "features.npy").exists():
-            keys = json.loads((self.dir / "keys.json").read_text())
-            feats = np.load(self.dir / "features.npy")
-            if len(keys) == len(feats):
-                self.keys, self.feats = keys, feats
+        self.n_tokens = np.zeros(0, dtype=np.int64)
+        files = [self.dir / n for n in ("keys.json", "features.npy", "n_tokens.npy")]
+        if all(f.exists() for f in files):
+            keys = json.loads(files[0].read_text())
+            feats, n_tokens = np.load(files[1]), np.load(files[2])
+            if len(keys) == len(feats) == len(n_tokens):
+                self.keys, self.feats, self.n_tokens = keys, feats, n_tokens
             else:
                 logger.warning("onnx feature cache %s is inconsistent; rebuilding it", self.dir)
         self.index = {k: i for i, k in enumerate(self.keys)}
 
-    def get(self, prompts: list[object], predictor: Any, progress: bool = True) -> np.ndarray:
+    def get(self, prompts: list[object], predictor: Any, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, F), prompt token counts (n,)); only prompts not cached yet go through the encoder."""
         from tqdm.auto import tqdm
 
         keys = [_prompt_key(p) for p in prompts]
@@ -64,15 +68,18 @@ class OnnxFeatureCache:
             for s in tqdm(range(0, len(order), 16), desc="encoder features (onnx)", disable=not progress):
                 b = order[s : s + 16]
                 new[b] = predictor.features([enc[j].ids for j in b])
-            for j, i in enumerate(todo):
+            for i in todo:
                 self.index[keys[i]] = len(self.keys)
                 self.keys.append(keys[i])
             self.feats = np.concatenate([self.feats, new])
-            tmp = self.dir / "features.tmp.npy"
-            np.save(tmp, self.feats)
-            tmp.replace(self.dir / "features.npy")
+            self.n_tokens = np.concatenate([self.n_tokens, [e.n_tokens for e in enc]]).astype(np.int64)
+            for name, arr in (("features", self.feats), ("n_tokens", self.n_tokens)):
+                tmp = self.dir / f"{name}.tmp.npy"
+                np.save(tmp, arr)
+                tmp.replace(self.dir / f"{name}.npy")
             (self.dir / "keys.json").write_text(json.dumps(self.keys))
-        return self.feats[[self.index[k] for k in keys]]
+        rows = [self.index[k] for k in keys]
+        return self.feats[rows], self.n_tokens[rows]
 
 
 def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Path, *, seeds: int = 5, keep: int = 3,
@@ -106,9 +113,8 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     cache = OnnxFeatureCache(parent, cache_dir)
     need = np.r_[fit_idx, val_idx, test_idx]
     x = np.zeros((len(ds), m.encoder.feature_dim), dtype=np.float32)
-    x[need] = cache.get([ds.rows[i].prompt for i in need], pred, progress)
     n_tok = np.zeros(len(ds))
-    n_tok[need] = [e.n_tokens for e in pred.encode([ds.rows[i].prompt for i in need])]
+    x[need], n_tok[need] = cache.get([ds.rows[i].prompt for i in need], pred, progress)
     cfg = TrunkConfig(seeds=seeds, keep=min(keep, seeds))
     fitted = fit_trunk(x[fit_idx], scores[fit_idx], x[val_idx], scores[val_idx], cfg)
     prices = [(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0) for t in m.targets]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -71,11 +72,16 @@ class EvalSet:
             raise ValueError(f"inconsistent shapes: hard {self.hard.shape}, cost {self.cost.shape}, "
                              f"{len(self.benchmarks)} benchmarks, {len(self.ids)} ids, {len(self.targets)} targets")
 
-    @property
+    def subset(self, rows: np.ndarray) -> EvalSet:
+        """The rows selected by a boolean mask or an index array."""
+        idx = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return EvalSet(self.targets, self.hard[idx], self.cost[idx], self.benchmarks[idx], [self.ids[i] for i in idx])
+
+    @cached_property
     def filled(self) -> np.ndarray:
         return np.nan_to_num(self.hard, nan=0.0)
 
-    @property
+    @cached_property
     def totals(self) -> np.ndarray:
         return self.cost.sum(0)
 
@@ -344,7 +350,7 @@ def per_benchmark(p: np.ndarray, choice: np.ndarray, es: EvalSet) -> list[dict[s
     rows = np.arange(len(choice))
     for b in sorted(set(es.benchmarks.tolist())):
         m = es.benchmarks == b
-        sub = EvalSet(es.targets, es.hard[m], es.cost[m], es.benchmarks[m], [i for i, k in zip(es.ids, m) if k])
+        sub = es.subset(m)
         auc, _ = auc_brier(p[m], sub)
         accs = np.nanmean(sub.hard, 0)
         out.append({"benchmark": b, "n": int(m.sum()), "router_accuracy": float(es.filled[rows[m], choice[m]].mean()),
@@ -379,15 +385,14 @@ def choose_on_reference(p_ref: np.ndarray, es_ref: EvalSet, p_eval: np.ndarray, 
     return {name: choose_batch(p_eval, cost_eval, *settings[i]) for name, i in picks.items()}
 
 
-def fixed_baselines(es: EvalSet, train_hard: np.ndarray, train_cost: np.ndarray, seed: int = 0) -> list[Scorer]:
-    """random / cheapest / best single (chosen on the training rows) / oracle (cheapest correct target)."""
+def fixed_baselines(es: EvalSet, best: np.ndarray, chosen_on: str, seed: int = 0) -> list[Scorer]:
+    """random / cheapest / best single (``best``: the target per row, picked on other rows - ``chosen_on`` says
+    which) / oracle (cheapest correct target)."""
     n, k = es.hard.shape
-    rng = np.random.default_rng(seed)
-    best = int(np.nanargmax(np.nanmean(train_hard, 0)))
     cheapest = es.cost.argmin(1)
     right = es.filled >= 0.5
     oracle = np.where(right.any(1), np.where(right, es.cost, np.inf).argmin(1), cheapest)
-    return [Scorer("random", choice=rng.integers(0, k, n)),
+    return [Scorer("random", choice=np.random.default_rng(seed).integers(0, k, n)),
             Scorer("cheapest", choice=cheapest),
-            Scorer(f"best single ({es.targets[best]})", choice=np.full(n, best)),
+            Scorer("best single", choice=best, settings={"chosen_on": chosen_on}),
             Scorer("oracle", choice=oracle)]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PrefillRouterError
+from ..jsonl import write_predictions
 from . import evaluation as ev
 from .data import RoutingDataset
 
@@ -111,28 +112,19 @@ def _scorers_from_predictions(preds: dict[str, np.ndarray], es: ev.EvalSet, fold
         ops: dict[str, np.ndarray] = {}
         for f in np.unique(fold):
             q, ref = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            es_ref = ev.EvalSet(es.targets, es.hard[ref], es.cost[ref], es.benchmarks[ref], [es.ids[i] for i in ref])
-            for op, choice in ev.choose_on_reference(p[ref], es_ref, p[q], es.cost[q]).items():
+            for op, choice in ev.choose_on_reference(p[ref], es.subset(ref), p[q], es.cost[q]).items():
                 ops.setdefault(op, np.zeros(n, dtype=np.int64))[q] = choice
         scorers.append(ev.Scorer(name, p=p, operating_points=ops, settings=settings.get(name, {})))
     return scorers
 
 
-def _fixed_scorers(es: ev.EvalSet, fold: np.ndarray, seed: int = 0) -> list[ev.Scorer]:
-    """random / cheapest / best single (picked on the other folds) / oracle (cheapest correct target)."""
-    n, k = es.hard.shape
-    best = np.zeros(n, dtype=np.int64)
+def _best_single_per_fold(es: ev.EvalSet, fold: np.ndarray) -> np.ndarray:
+    """Per row, the most accurate target on the *other* folds."""
+    best = np.zeros(len(fold), dtype=np.int64)
     for f in np.unique(fold):
         q = fold == f
-        best[q] = int(np.nanargmax(np.nanmean(es.hard[~q], 0))) if (~q).any() else int(np.nanargmax(
-            np.nanmean(es.hard, 0)))
-    right = es.filled >= 0.5
-    cheapest = es.cost.argmin(1)
-    oracle = np.where(right.any(1), np.where(right, es.cost, np.inf).argmin(1), cheapest)
-    return [ev.Scorer("random", choice=np.random.default_rng(seed).integers(0, k, n)),
-            ev.Scorer("cheapest", choice=cheapest),
-            ev.Scorer("best single", choice=best, settings={"chosen_on": "training rows / other folds"}),
-            ev.Scorer("oracle", choice=oracle)]
+        best[q] = int(np.nanargmax(np.nanmean(es.hard[~q], 0)))
+    return best
 
 
 def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = None,
@@ -192,7 +184,8 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
                 preds[name][q] = fn(fit, val, q)
                 bar.update()
     scorers = _scorers_from_predictions(preds, es, fold, {k: v[1] for k, v in models.items()})
-    report = ev.evaluate(scorers + _fixed_scorers(es, fold, seed), es, bootstrap=bootstrap, pair=pair, seed=seed)
+    fixed = ev.fixed_baselines(es, _best_single_per_fold(es, fold), "the other folds", seed)
+    report = ev.evaluate(scorers + fixed, es, bootstrap=bootstrap, pair=pair, seed=seed)
     ref = scorers[0]
     report["per_benchmark"] = {op: ev.per_benchmark(ref.p, ref.operating_points[op], es)  # type: ignore[arg-type]
                                for op in ("max-quality", "paper-savings")}
@@ -209,6 +202,7 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
     """The served bundle on one split, with settings chosen on the training split's validation rows."""
     from ..costs import manifest_price
     from ..predictor import PrefillPredictor
+    from . import calibrate as cal
     from .pipeline import split_validation
 
     pred = PrefillPredictor(bundle, intra_op_threads=threads)
@@ -229,15 +223,10 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
     need = np.r_[val_idx, eval_idx]
     p = np.zeros((len(ds), len(names)))
     n_tok = np.zeros(len(ds))
-    for s in range(0, len(need), 64):
-        chunk = need[s : s + 64]
-        enc = pred.encode([ds.rows[i].prompt for i in chunk])
-        p[chunk] = pred.probabilities_for_ids([e.ids for e in enc])
-        n_tok[chunk] = [e.n_tokens for e in enc]
+    p[need], n_tok[need] = pred.predict_many([ds.rows[i].prompt for i in need])
     prices = [manifest_price(t) for t in m.targets]
-    cost = np.zeros_like(p)
-    for j, (t, pr) in enumerate(zip(m.targets, prices)):
-        cost[:, j] = np.maximum(n_tok, 1) * pr.input_cost_per_token + pr.output_cost_per_token * t.expected_output_tokens
+    cost = cal.cost_matrix([(pr.input_cost_per_token, pr.output_cost_per_token) for pr in prices], n_tok,
+                           [t.expected_output_tokens for t in m.targets])
     scores = ds.scores(names)
     hard = ev.binarize(scores)
     es_val, es = _eval_set(ds, hard, cost, val_idx), _eval_set(ds, hard, cost, eval_idx)
@@ -260,11 +249,8 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
             for pname, pr in m.presets.items():
                 ops[f"preset {pname}"] = choose_batch(pp[eval_idx], cost[eval_idx], pr.kind, pr.value)
         scorers.append(ev.Scorer(name, p=pp[eval_idx], operating_points=ops, settings=settings.get(name, {})))
-    fixed = _fixed_scorers(es, np.zeros(len(eval_idx), dtype=np.int64), seed)
-    # best single on the rows outside the split, not on the split itself
     train_best = int(np.nanargmax(np.nanmean(hard[rest], 0)))
-    fixed[2] = ev.Scorer("best single", choice=np.full(len(eval_idx), train_best),
-                         settings={"chosen_on": "rows outside the split"})
+    fixed = ev.fixed_baselines(es, np.full(len(eval_idx), train_best), "rows outside the split", seed)
     report = ev.evaluate(scorers + fixed, es, bootstrap=bootstrap, pair=pair, seed=seed)
     report["per_benchmark"] = {op: ev.per_benchmark(scorers[0].p, scorers[0].operating_points[op], es)  # type: ignore[arg-type]
                                for op in ("max-quality", "paper-savings")}
@@ -274,14 +260,6 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-
-
-def write_predictions(path: Path, es: ev.EvalSet, p: np.ndarray) -> None:
-    """The ``predict`` format: {"id", "p_correct": {target: p}, "cost": {target: usd}} per line."""
-    with path.open("w", encoding="utf-8") as f:
-        for i, rid in enumerate(es.ids):
-            f.write(json.dumps({"id": rid, "p_correct": {t: round(float(x), 6) for t, x in zip(es.targets, p[i])},
-                                "cost": {t: float(c) for t, c in zip(es.targets, es.cost[i])}}) + "\n")
 
 
 def _ci(v: Sequence[float] | None) -> str:
@@ -403,5 +381,6 @@ def write_report(report: dict[str, Any], preds: dict[str, np.ndarray], es: ev.Ev
     plot(report, d / "curve.png")
     ref = report["reference"]
     if ref in preds:
-        write_predictions(d / ("oof_preds.jsonl" if report["mode"]["kind"] == "cv" else "preds.jsonl"), es, preds[ref])
+        write_predictions(d / ("oof_preds.jsonl" if report["mode"]["kind"] == "cv" else "preds.jsonl"), es.ids,
+                          es.targets, preds[ref], es.cost)
     return d
