@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--cv: comma-separated layers of one prefill variant (repeatable; default: probe selection)")
     e.add_argument("--head", default="trunk", choices=("trunk", "logreg"), help="--cv: head of the prefill variants")
     e.add_argument("--baselines", default="all",
-                   help="all | none | comma list of knn,logreg,mlp,mf (random/cheapest/best single/oracle always)")
+                   help="all | none | comma list of knn,logreg,mlp,mf,benchmark (benchmark: per-benchmark accuracy "
+                        "table read from each row's benchmark tag); random/cheapest/best single/oracle always")
     e.add_argument("--pair", help="STRONG,WEAK targets for APGR/CPT (default: most accurate, cheapest)")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     e.add_argument("--threads", type=int)

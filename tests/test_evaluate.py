@@ -62,6 +62,16 @@ def test_pair_metrics_of_a_perfect_and_an_inverted_router() -> None:
     assert inverted["cpt80"] == pytest.approx(1.0)
 
 
+def test_per_benchmark_baseline_uses_training_means_and_falls_back_to_the_overall_mean() -> None:
+    from litellm_prefill_router.training.baselines import benchmark_prior_predict
+
+    y = np.array([[1.0, np.nan], [1.0, np.nan], [0.0, 1.0], [0.0, 0.0]])
+    p = benchmark_prior_predict(["math", "math", "hist", "hist"], y, ["hist", "math", "unseen"])
+    # math has no score for the second target: the overall mean of that target stands in for it
+    np.testing.assert_allclose(p, [[0.0, 0.5], [1.0, 0.5], [0.5, 0.5]])
+    assert benchmark_prior_predict(["a"], y[:1], []).shape == (0, 2)
+
+
 def test_operating_points_are_chosen_on_the_reference_rows_only() -> None:
     rng = np.random.default_rng(0)
     n = 400
@@ -82,7 +92,7 @@ def test_evaluate_cv_writes_metrics_report_plot_and_an_out_of_fold_prediction_pe
         tiny_encoder: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cv"
     rc = main(["evaluate", "--data", str(tiny_data), "--cv", "3", "--encoder", str(tiny_encoder), "--layers", "4",
-               "--baselines", "knn,mf", "--bootstrap", "50", "--out", str(out), "--quiet"])
+               "--baselines", "knn,mf,benchmark", "--bootstrap", "50", "--out", str(out), "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "prefill trunk L4" in printed and "kNN MiniLM" in printed
@@ -93,8 +103,10 @@ def test_evaluate_cv_writes_metrics_report_plot_and_an_out_of_fold_prediction_pe
     assert all(0.0 <= v <= 1.0 for x in lines for v in x["p_correct"].values())
     report = json.loads((out / "metrics.json").read_text())
     sc = report["scorers"]
-    assert set(sc) >= {"prefill trunk L4 mean+last", "kNN MiniLM", "MF MiniLM", "random", "cheapest",
-                       "best single", "oracle"}
+    assert set(sc) >= {"prefill trunk L4 mean+last", "kNN MiniLM", "MF MiniLM", "per-benchmark (task tag known)",
+                       "random", "cheapest", "best single", "oracle"}
+    # the tiny data's benchmark tag is the topic that decides the right model: the tag table learns it too
+    assert sc["per-benchmark (task tag known)"]["auc"]["math-model"] > 0.8
     pre = sc["prefill trunk L4 mean+last"]
     # the planted signal (math prompts -> math-model, history -> history-model) is learned out of fold
     assert pre["auc"]["math-model"] > 0.8 and pre["auc"]["history-model"] > 0.8

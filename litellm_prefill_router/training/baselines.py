@@ -8,6 +8,10 @@ All of them predict P(correct | prompt, target) from a fixed prompt representati
 * ``mlp``: the SharedTrunkNet itself on MiniLM embeddings (isolates the prefill features from the head).
 * ``mf``: RouteLLM-style matrix factorisation - a learned target embedding v_m and a projection W of the prompt
   embedding, P = sigmoid(v_m . (W e) + b_m), trained with masked BCE and early stopping.
+* ``benchmark``: per-benchmark static routing - P(correct) is the target's mean score on the prompt's benchmark in
+  the training rows (the overall mean for a benchmark not seen there). It reads the benchmark tag of each evaluated
+  row, so it is what a deployment that tags every request with its task could do without any model; a prompt-only
+  router has to beat it to be worth its latency.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .encoders import cache_root, load_encoder
 from .features import extract_features
 from .trunk import TrunkConfig, fit_trunk
 
-LEARNED = ("knn", "logreg", "mlp", "mf")
+LEARNED = ("knn", "logreg", "mlp", "mf", "benchmark")
 
 
 def sentence_embeddings(ds: RoutingDataset, cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
@@ -33,6 +37,19 @@ def sentence_embeddings(ds: RoutingDataset, cache_dir: Path | None = None, progr
                              progress=progress)
     emb = np.asarray(cache.layer(mini.num_hidden_layers, ["mean"]), dtype=np.float32)
     return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
+
+
+def benchmark_prior_predict(bench_tr: Sequence[str], y_tr: np.ndarray, bench_q: Sequence[str]) -> np.ndarray:
+    """(len(bench_q), K): each target's mean training score on the query's benchmark; NaN-aware."""
+
+    def mean(rows: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        seen = (~np.isnan(rows)).sum(0)
+        return np.where(seen > 0, np.nansum(rows, 0) / np.maximum(seen, 1), fallback)
+
+    prior = mean(y_tr, np.full(y_tr.shape[1], 0.5))
+    b_tr = np.asarray(bench_tr)
+    table = {b: mean(y_tr[b_tr == b], prior) for b in np.unique(b_tr)}
+    return np.stack([table.get(b, prior) for b in bench_q]) if len(bench_q) else np.zeros((0, y_tr.shape[1]))
 
 
 def _mean_auc(p: np.ndarray, y: np.ndarray) -> float:

@@ -28,7 +28,8 @@ from .data import RoutingDataset
 
 logger = logging.getLogger(__name__)
 
-BASELINE_NAMES = {"knn": "kNN MiniLM", "logreg": "logreg MiniLM", "mlp": "MLP (trunk) MiniLM", "mf": "MF MiniLM"}
+BASELINE_NAMES = {"knn": "kNN MiniLM", "logreg": "logreg MiniLM", "mlp": "MLP (trunk) MiniLM", "mf": "MF MiniLM",
+                  "benchmark": "per-benchmark (task tag known)"}
 Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (fit rows, val rows, query rows) -> p
 
 
@@ -80,12 +81,17 @@ def _learned(names: Sequence[str], ds: RoutingDataset, scores: np.ndarray, cache
         return {}
     from . import baselines as bl
 
-    emb = bl.sentence_embeddings(ds, cache_dir, progress)
+    emb = bl.sentence_embeddings(ds, cache_dir, progress) if set(names) - {"benchmark"} else np.zeros((len(ds), 0))
+    bench = [r.benchmark for r in ds.rows]
     out: dict[str, tuple[Predictor, dict[str, Any]]] = {}
     for n in names:
-        info: dict[str, Any] = {"features": "all-MiniLM-L6-v2 mean-pooled, L2-normalised"}
+        info: dict[str, Any] = {"features": "the benchmark tag of each row" if n == "benchmark" else
+                                "all-MiniLM-L6-v2 mean-pooled, L2-normalised"}
 
         def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, n: str = n, info: dict[str, Any] = info) -> np.ndarray:
+            if n == "benchmark":
+                both = np.r_[fit, val]
+                return bl.benchmark_prior_predict([bench[i] for i in both], scores[both], [bench[i] for i in q])
             if n == "knn":
                 k = bl.fit_knn(emb[fit], scores[fit], emb[val], scores[val])
                 info.setdefault("k", []).append(k)
