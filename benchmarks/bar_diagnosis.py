@@ -26,9 +26,10 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from litellm_prefill_router.training import calibrate as cal
+from litellm_prefill_router.costs import cost_matrix
 from litellm_prefill_router.training import evaluation as ev
 from litellm_prefill_router.training import harness
+from litellm_prefill_router.training.baselines import benchmark_prior_predict
 from litellm_prefill_router.training.data import load_dataset
 from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
 from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
@@ -66,9 +67,7 @@ def main() -> None:
         q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
         fit, val = split_validation(ds, tr, 0.15)
         p_trunk[q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])
-        prior = np.nanmean(hard[tr], 0)
-        table = np.array([[np.nanmean(hard[tr][b[tr] == i, j]) if (b[tr] == i).any() else prior[j]
-                           for j in range(k)] for i in range(len(benches))])
+        table = benchmark_prior_predict([benches[i] for i in b[tr]], hard[tr], benches)  # (benchmarks, targets)
         p_bench[q] = table[b[q]]
         scaler = StandardScaler().fit(x[tr])
         pca = PCA(128, random_state=0).fit(scaler.transform(x[tr]))
@@ -78,7 +77,7 @@ def main() -> None:
         clf_acc.append(float((pb.argmax(1) == b[q]).mean()))
         p_clf[q] = pb @ table
     print(f"benchmark classifier accuracy per fold: {np.round(clf_acc, 3).tolist()}")
-    cost = cal.cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(float), [256.0] * k)
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(float), [256.0] * k)
     es = harness._eval_set(ds, hard, cost)
     preds = {"prefill trunk L5 mean+last": p_trunk, "per-benchmark static routing (true benchmark)": p_bench,
              "benchmark classifier L5 -> accuracy table": p_clf,

@@ -21,7 +21,7 @@ from litellm_prefill_router.training.pipeline import (
     split_validation,
 )
 from litellm_prefill_router.training.trunk import fit_trunk, TrunkConfig
-from litellm_prefill_router.training import calibrate as cal
+from litellm_prefill_router.costs import cost_matrix
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     _, c2 = compute_features(ds, TrainOptions(encoder="gemma3-270m", progress=False))
     scores = ds.scores()
     hard = ev.binarize(scores)
-    cost = cal.cost_matrix(
+    cost = cost_matrix(
         [ds.prices[t] for t in ds.targets],
         c1.n_tokens.astype(float),
         [256.0] * len(ds.targets),

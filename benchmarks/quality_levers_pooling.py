@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from litellm_prefill_router.training import calibrate as cal
+from litellm_prefill_router.costs import cost_matrix
 from litellm_prefill_router.training import evaluation as ev
 from litellm_prefill_router.training import harness
 from litellm_prefill_router.training.data import RoutingDataset, load_dataset
 from litellm_prefill_router.training.encoders import cache_root, load_encoder
 from litellm_prefill_router.training.export import _truncate
-from litellm_prefill_router.training.features import forward_hidden_states, prompt_encoder
+from litellm_prefill_router.training.features import forward_hidden_states, length_batches, prompt_encoder
 from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
 from litellm_prefill_router.training.trunk import SharedTrunkNet, TrunkConfig, _masked_bce, fit_trunk
 
@@ -56,14 +56,7 @@ def token_states(ds: RoutingDataset, layers: list[int], max_tokens: int = 512) -
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     out = {l: np.zeros((offsets[-1], handle.hidden_size), dtype=np.float16) for l in layers}
     model = _truncate(handle.model, max(layers), handle.num_hidden_layers).eval()
-    order = np.argsort(-lengths, kind="stable")
-    batches, cur = [], []
-    for j in order:
-        if cur and ((len(cur) + 1) * lengths[cur[0]] > 8192 or len(cur) >= 32):
-            batches.append(cur)
-            cur = []
-        cur.append(int(j))
-    batches.append(cur)
+    batches = length_batches(lengths)
     with torch.inference_mode(), tqdm(total=len(lengths), desc="token states", unit="prompt") as bar:
         for batch in batches:
             w = int(lengths[batch].max())
@@ -196,7 +189,7 @@ def main() -> None:
     print(f"token states: {time.perf_counter() - t0:.0f} s, {offsets[-1]} tokens")
     scores = ds.scores()
     hard = ev.binarize(scores)
-    cost = cal.cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(float),
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(float),
                            [256.0] * len(ds.targets))
     es = harness._eval_set(ds, hard, cost)
     fold = harness.stratified_folds(ds, 5)

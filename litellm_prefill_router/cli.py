@@ -67,9 +67,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """One JSON line per prompt: {"id", "p_correct": {target: p}, "cost": {target: usd}} (ids from the data)."""
-    import numpy as np
-
-    from .costs import estimate_costs, manifest_price
+    from .costs import cost_matrix, manifest_price
     from .jsonl import write_predictions
     from .predictor import PrefillPredictor
     from .training.data import load_dataset  # numpy-only module: no torch
@@ -81,9 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not rows:
         raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
     p, n_tokens = pred.predict_many([r.prompt for r in rows])
-    prices = [manifest_price(t) for t in m.targets]
-    expected = [t.expected_output_tokens for t in m.targets]
-    cost = np.stack([estimate_costs(prices, int(n), expected) for n in n_tokens])
+    prices = [(pr.input_cost_per_token, pr.output_cost_per_token) for pr in map(manifest_price, m.targets)]
+    cost = cost_matrix(prices, n_tokens, [t.expected_output_tokens for t in m.targets])
     out = write_predictions(args.out, [r.id for r in rows], m.target_names, p, cost)
     print(f"wrote {len(rows)} predictions to {out}")
     return 0

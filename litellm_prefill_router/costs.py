@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,12 @@ def estimate_cost(price: Price, input_tokens: int, expected_output_tokens: float
         price.output_cost_per_token * float(expected_output_tokens)
 
 
-def estimate_costs(prices: list[Price], input_tokens: int, expected_output_tokens: list[float]) -> np.ndarray:
-    if len(prices) != len(expected_output_tokens):
-        raise ValueError(f"{len(prices)} prices but {len(expected_output_tokens)} expected output lengths")
-    return np.array([estimate_cost(p, input_tokens, o) for p, o in zip(prices, expected_output_tokens)],
-                    dtype=np.float64)
+def cost_matrix(prices: Sequence[tuple[float, float]], n_tokens: np.ndarray,
+                expected_out: Sequence[float]) -> np.ndarray:
+    """(n, K) expected USD cost of sending each prompt to each target: the vectorised :func:`estimate_cost`;
+    ``prices`` are (input, output) USD per token per target, ``n_tokens`` the prompts' input token counts."""
+    if len(prices) != len(expected_out):
+        raise ValueError(f"{len(prices)} prices but {len(expected_out)} expected output lengths")
+    pin = np.array([p[0] for p in prices], dtype=np.float64)
+    pout = np.array([p[1] for p in prices], dtype=np.float64)
+    return np.maximum(np.asarray(n_tokens), 1)[:, None] * pin[None, :] + (pout * np.asarray(expected_out))[None, :]

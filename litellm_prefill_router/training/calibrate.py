@@ -20,13 +20,6 @@ from ..policy import choose_batch
 TOLERANCES = tuple(float(x) for x in np.round(np.linspace(0.0, 0.5, 51), 3))
 
 
-def cost_matrix(prices: Sequence[tuple[float, float]], n_tokens: np.ndarray, expected_out: Sequence[float]) -> np.ndarray:
-    """(n, K) USD cost of sending each prompt to each target."""
-    pin = np.array([p[0] for p in prices])
-    pout = np.array([p[1] for p in prices])
-    return np.maximum(n_tokens, 1)[:, None] * pin[None, :] + (pout * np.asarray(expected_out))[None, :]
-
-
 def routed(p: np.ndarray, cost: np.ndarray, scores: np.ndarray, kind: str, value: float) -> dict[str, Any]:
     choice = choose_batch(p, cost, kind, value)
     rows = np.arange(len(choice))

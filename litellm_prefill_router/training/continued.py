@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle, load_bundle, write_bundle
+from ..costs import cost_matrix
 from ..errors import PrefillRouterError
-from . import calibrate as cal
 from .data import RoutingDataset
 from .encoders import cache_root
 
@@ -119,7 +119,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     fitted = fit_trunk(x[fit_idx], scores[fit_idx], x[val_idx], scores[val_idx], cfg)
     prices = [(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0) for t in m.targets]
     expected = [t.expected_output_tokens for t in m.targets]
-    costs = cal.cost_matrix(prices, n_tok, expected)
+    costs = cost_matrix(prices, n_tok, expected)
     hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
     report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx)
     work = Path(tempfile.mkdtemp(prefix="prefill-continue-"))

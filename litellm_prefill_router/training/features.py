@@ -87,6 +87,21 @@ class FeatureCache:
         return np.concatenate([self.layer(l, pooling, rows) for l in layers], axis=1)
 
 
+def length_batches(lengths: np.ndarray, batch_tokens: int = 8192, max_batch: int = 32) -> list[list[int]]:
+    """Row indices grouped longest first, each batch at most ``batch_tokens`` padded tokens and ``max_batch`` rows."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for j in np.argsort(-np.asarray(lengths), kind="stable"):
+        width = lengths[cur[0]] if cur else lengths[j]
+        if cur and ((len(cur) + 1) * width > batch_tokens or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(int(j))
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def cache_key(handle: EncoderHandle, max_tokens: int, head_fraction: float, dataset_hash: str) -> str:
     raw = json.dumps([handle.id, handle.revision, max_tokens, head_fraction, handle.chat_template, dataset_hash,
                       "v1"])
@@ -133,17 +148,7 @@ def extract_features(
     penc = prompt_encoder(handle, max_tokens, head_fraction)
     encoded = penc.encode_batch([prompts[i] for i in todo])
     lengths = np.array([len(e.ids) for e in encoded])
-    order = np.argsort(-lengths, kind="stable")
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for j in order:
-        width = lengths[cur[0]] if cur else lengths[j]
-        if cur and ((len(cur) + 1) * width > batch_tokens or len(cur) >= max_batch):
-            batches.append(cur)
-            cur = []
-        cur.append(int(j))
-    if cur:
-        batches.append(cur)
+    batches = length_batches(lengths, batch_tokens, max_batch)
     model = handle.model
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="prefill features", unit="prompt", disable=not progress)

@@ -140,7 +140,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
     """K-fold evaluation of prefill variants and baselines; returns (report, out-of-fold p per scorer, rows)."""
     from tqdm.auto import tqdm
 
-    from . import calibrate as cal
+    from ..costs import cost_matrix
     from .pipeline import TrainOptions, cached_probes, compute_features, split_validation
     from .probes import select_layer
     from .trunk import TrunkConfig, fit_trunk
@@ -157,7 +157,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
                                       opts.val_fraction)
         sel = select_layer(cached_probes(cache, scores, ds.targets, fit_idx, opts), opts.max_auc_loss)
         variants = [PrefillVariant([int(sel["layer"])], list(sel["pooling"]))]
-    cost = cal.cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
                            [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
     es = _eval_set(ds, hard, cost)
     fold = stratified_folds(ds, folds, seed)
@@ -206,9 +206,8 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
                     cache_dir: Path | None = None, progress: bool = True,
                     seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray], ev.EvalSet]:
     """The served bundle on one split, with settings chosen on the training split's validation rows."""
-    from ..costs import manifest_price
+    from ..costs import cost_matrix, manifest_price
     from ..predictor import PrefillPredictor
-    from . import calibrate as cal
     from .pipeline import split_validation
 
     pred = PrefillPredictor(bundle, intra_op_threads=threads)
@@ -231,7 +230,7 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
     n_tok = np.zeros(len(ds))
     p[need], n_tok[need] = pred.predict_many([ds.rows[i].prompt for i in need])
     prices = [manifest_price(t) for t in m.targets]
-    cost = cal.cost_matrix([(pr.input_cost_per_token, pr.output_cost_per_token) for pr in prices], n_tok,
+    cost = cost_matrix([(pr.input_cost_per_token, pr.output_cost_per_token) for pr in prices], n_tok,
                            [t.expected_output_tokens for t in m.targets])
     scores = ds.scores(names)
     hard = ev.binarize(scores)

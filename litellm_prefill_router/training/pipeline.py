@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle, write_bundle
+from ..costs import cost_matrix
 from ..errors import PrefillRouterError
 from . import calibrate as cal
 from .data import RoutingDataset, load_dataset
@@ -168,7 +169,7 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
     with sw.stage("calibration + evaluation"):
         prices = [ds.prices[t] for t in targets]
         expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
-        costs = cal.cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
+        costs = cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
         # accuracies use the dataset's convention: a float score counts as correct at >= 0.5
         hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
         report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx)
