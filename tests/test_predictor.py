@@ -69,3 +69,56 @@ def test_predictor_is_thread_safe_under_concurrent_callers(predictor: PrefillPre
 
 def test_shared_predictor_reuses_one_session_per_bundle(bundle_dir: Path) -> None:
     assert shared_predictor(bundle_dir) is shared_predictor(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained bundle with its encoder dynamically quantised to int8, as `train --quantize` ships it."""
+    from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle, write_bundle
+    from litellm_prefill_router.training.export import quantize_encoder
+
+    src = load_bundle(bundle_dir)
+    work = tmp_path_factory.mktemp("int8")
+    quantize_encoder(src.path("encoder.onnx"), work / "encoder.onnx")
+    files = {name: (work / name if name == "encoder.onnx" else src.path(name))
+             for name in src.manifest.files if name != MANIFEST_NAME}
+    fields = src.manifest.model_dump(mode="json", exclude={"files", "schema_version"})
+    fields["encoder"]["quantized"] = True
+    return write_bundle(work / "bundle", files, fields).directory
+
+
+def test_int8_encoder_routes_a_prompt_the_same_whatever_shares_its_batch(int8_bundle: Path) -> None:
+    """Dynamic int8 scales are per encoder call; each prompt is encoded alone, so neighbours cannot move it."""
+    neighbours = [HIST_PROMPT, "the sum of the integral " * 30, "why", "king " * 50]
+    pred = PrefillPredictor(int8_bundle, intra_op_threads=1, max_batch_size=8)
+    assert pred.max_encoder_batch_size == 1
+    alone = pred.predict([MATH_PROMPT])[0]
+    with_others = pred.predict([MATH_PROMPT, *neighbours])[0]
+    np.testing.assert_allclose(with_others, alone, atol=1e-6)
+    # the same int8 graph encoding the batch in one call does move the prompt: what the default prevents
+    batched = PrefillPredictor(int8_bundle, intra_op_threads=1, max_batch_size=8, max_encoder_batch_size=8)
+    moved = np.abs(batched.predict([MATH_PROMPT, *neighbours])[0] - alone).max()
+    assert moved > 1e-4
+    np.testing.assert_allclose(batched.predict([MATH_PROMPT])[0], alone, atol=1e-6)
+
+
+def test_int8_encoder_concurrent_requests_get_their_solo_prediction(int8_bundle: Path) -> None:
+    pred = PrefillPredictor(int8_bundle, intra_op_threads=1, max_batch_size=8)
+    prompts = [MATH_PROMPT, HIST_PROMPT, "why", "king " * 50] * 4
+    solo = np.stack([pred.predict([p])[0] for p in prompts[:4]])
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, pred.predict_one(prompts[i]).p_correct))
+               for i in range(len(prompts))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i, p in results.items():
+        np.testing.assert_allclose(p, solo[i % 4], atol=1e-6)
+    assert len(results) == len(prompts)
+
+
+def test_fp32_encoder_batches_prompts_and_bad_batch_sizes_are_rejected(bundle_dir: Path) -> None:
+    assert PrefillPredictor(bundle_dir, max_batch_size=8).max_encoder_batch_size == 8
+    with pytest.raises(ValueError, match="max_encoder_batch_size"):
+        PrefillPredictor(bundle_dir, max_encoder_batch_size=0)

@@ -40,7 +40,8 @@ class OnnxFeatureCache:
 
     def __init__(self, bundle: Bundle, cache_dir: Path | None = None) -> None:
         sha = bundle.manifest.files["encoder.onnx"].sha256[:16]
-        self.dir = Path(cache_dir or cache_root() / "onnx-features") / sha
+        # v2: features as the runtime computes them (an int8 encoder sees each prompt alone); v1 batched 16
+        self.dir = Path(cache_dir or cache_root() / "onnx-features") / f"v2-{sha}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keys: list[str] = []
         self.feats = np.zeros((0, bundle.manifest.encoder.feature_dim), dtype=np.float32)
@@ -63,11 +64,11 @@ class OnnxFeatureCache:
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.index}.values())
         if todo:
             enc = predictor.encode([prompts[i] for i in todo])
-            order = np.argsort([len(e.ids) for e in enc])
+            order = np.argsort([len(e.ids) for e in enc])  # length-sorted chunks: little padding when batched
             new = np.zeros((len(todo), self.feats.shape[1]), dtype=np.float32)
-            for s in tqdm(range(0, len(order), 16), desc="encoder features (onnx)", disable=not progress):
-                b = order[s : s + 16]
-                new[b] = predictor.features([enc[j].ids for j in b])
+            for s in tqdm(range(0, len(order), 64), desc="encoder features (onnx)", disable=not progress):
+                b = order[s : s + 64]
+                new[b] = predictor.features_for_ids([enc[j].ids for j in b])
             for i in todo:
                 self.index[keys[i]] = len(self.keys)
                 self.keys.append(keys[i])

@@ -290,13 +290,13 @@ def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray
     aucs = {}
     pick = np.linspace(0, len(val_idx) - 1, min(quantize_check_rows, len(val_idx))).astype(int)
     rows = val_idx[np.unique(pick)]
-    for name in ("encoder.onnx", "encoder.int8.onnx"):
+    enc = penc.encode_batch([ds.rows[i].prompt for i in rows])
+    order = np.argsort([len(e.ids) for e in enc])
+    for name, step in (("encoder.onnx", 16), ("encoder.int8.onnx", 1)):  # int8: one prompt per call, as served
         es = ort.InferenceSession(str(work / name), providers=["CPUExecutionProvider"])
-        enc = penc.encode_batch([ds.rows[i].prompt for i in rows])
-        order = np.argsort([len(e.ids) for e in enc])
         p = np.zeros((len(enc), scores.shape[1]), dtype=np.float32)
-        for s in range(0, len(order), 16):
-            b = order[s : s + 16]
+        for s in range(0, len(order), step):
+            b = order[s : s + step]
             a, m = pad_batch([enc[i].ids for i in b], pad_id)
             feats = es.run(["features"], {"input_ids": a, "attention_mask": m})[0]
             p[b] = ts.run(["p_correct"], {"features": feats})[0]
