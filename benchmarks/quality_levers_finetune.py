@@ -14,7 +14,7 @@ on 2 CPU cores. Variants, all scored on the same held-out fold:
   loss.
 
 Prints mean AUC with bootstrap 95% intervals and the paired difference vs frozen, writes
-benchmarks/results/finetune_levers.json and finetune_levers.png. Needs the token states cached by
+benchmarks/results/finetune_levers_b<k>.json and .png. Needs the token states cached by
 benchmarks/quality_levers_pooling.py (computed on first use).
 """
 
@@ -207,7 +207,7 @@ def main() -> None:
     q, tr = np.flatnonzero(fold == args.fold), np.flatnonzero(fold != args.fold)
     fit, val = split_validation(ds, tr, 0.15)
     if args.limit:
-        fit = fit[: args.limit]
+        fit = np.sort(np.random.default_rng(0).permutation(fit)[: args.limit])
     top = BASE_LAYER + args.blocks
     base = load_encoder("smollm2").model
     preds, meta = {}, {}
@@ -246,7 +246,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = {"fold": args.fold, "blocks": args.blocks, "lr_blocks": args.lr_blocks, "held_out": len(q),
            "fit": len(fit), "val": len(val), "variants": table}
-    (RESULTS / "finetune_levers.json").write_text(json.dumps(out, indent=1, default=float))
+    (RESULTS / f"finetune_levers_b{args.blocks}.json").write_text(json.dumps(out, indent=1, default=float))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,7 +265,7 @@ def main() -> None:
     ax.legend(fontsize=8)
     fig.suptitle("Fine-tuning SmolLM2 blocks above layer 5 vs frozen")
     fig.tight_layout()
-    fig.savefig(RESULTS / "finetune_levers.png", dpi=120)
+    fig.savefig(RESULTS / f"finetune_levers_b{args.blocks}.png", dpi=120)
 
 
 if __name__ == "__main__":
