@@ -31,7 +31,7 @@ import numpy as np
 from .bundle import Bundle, load_bundle
 from .errors import InferenceError
 from .prompt import EncodedPrompt, PromptEncoder
-from .sessions import EncoderSession, TrunkSession
+from .sessions import MAX_BATCH_TOKENS, EncoderSession, TrunkSession, encode_grouped
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PrefillPredictor:
         *,
         intra_op_threads: int | None = None,
         max_batch_size: int = 16,
-        max_batch_tokens: int = 2048,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
         max_encoder_batch_size: int | None = None,
     ) -> None:
         """``max_batch_size``: requests grouped per worker step (and per trunk call); ``max_batch_tokens``:
@@ -97,33 +97,12 @@ class PrefillPredictor:
         self._lock = threading.Lock()
 
     # -- the graphs -------------------------------------------------------
-    def features(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Pooled encoder features for token-id lists (one padded batch, right padding)."""
-        n = len(ids)
-        width = max(len(x) for x in ids)
-        input_ids = np.full((n, width), self.bundle.manifest.encoder.pad_token_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        return self.encoder(input_ids, mask)
-
     def features_for_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(n, F) pooled features, each independent of the other prompts in ``ids``: encoder calls of at most
         ``max_encoder_batch_size`` prompts and ``max_batch_tokens`` padded tokens, grouped by length."""
-        feats = np.zeros((len(ids), self.bundle.manifest.encoder.feature_dim), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        batch: list[int] = []
-        for i in order:  # ascending length: the last row of a batch is its widest
-            full = (len(batch) >= self.max_encoder_batch_size
-                    or (len(batch) + 1) * len(ids[i]) > self.max_batch_tokens)
-            if batch and full:
-                feats[batch] = self.features([ids[j] for j in batch])
-                batch = []
-            batch.append(i)
-        if batch:
-            feats[batch] = self.features([ids[j] for j in batch])
-        return feats
+        e = self.bundle.manifest.encoder
+        return encode_grouped(self.encoder, ids, e.pad_token_id, e.feature_dim,
+                              max_prompts=self.max_encoder_batch_size, max_tokens=self.max_batch_tokens)
 
     def probabilities_for_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(n, K) probabilities: the features of :meth:`features_for_ids`, one trunk call."""

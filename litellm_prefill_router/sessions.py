@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ ENCODER_INPUTS = ("input_ids", "attention_mask")
 ENCODER_OUTPUT = "features"
 TRUNK_INPUT = "features"
 TRUNK_OUTPUT = "p_correct"
+MAX_BATCH_TOKENS = 2048  # padded tokens per encoder call: bounds onnxruntime's arena (see make_session)
 
 
 def _usable_cpus() -> int:
@@ -92,3 +94,32 @@ class TrunkSession:
         if not np.all(np.isfinite(out)):
             raise InferenceError(f"trunk {self.path} returned non-finite probabilities")
         return out
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded (input_ids, attention_mask) int64 arrays for token-id lists."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+def encode_grouped(encoder: EncoderSession, ids: Sequence[Sequence[int]], pad_id: int, feature_dim: int, *,
+                   max_prompts: int, max_tokens: int = MAX_BATCH_TOKENS) -> np.ndarray:
+    """(n, feature_dim) pooled features: encoder calls of at most ``max_prompts`` prompts and ``max_tokens``
+    padded tokens, grouped by length to limit padding. ``max_prompts=1`` makes every row independent of the
+    others, which a dynamic-int8 encoder needs (its activation scales are per call)."""
+    feats = np.zeros((len(ids), feature_dim), dtype=np.float32)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batch: list[int] = []
+    for i in order:  # ascending length: the last row of a batch is its widest
+        if batch and (len(batch) >= max_prompts or (len(batch) + 1) * len(ids[i]) > max_tokens):
+            feats[batch] = encoder(*pad_batch([ids[j] for j in batch], pad_id))
+            batch = []
+        batch.append(i)
+    if batch:
+        feats[batch] = encoder(*pad_batch([ids[j] for j in batch], pad_id))
+    return feats

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..sessions import pad_batch
 from .features import POOLINGS, pool_hidden_states, forward_hidden_states
 
 logger = logging.getLogger(__name__)
@@ -102,16 +103,6 @@ def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = N
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
     return keep
-
-
-def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(x) for x in ids)
-    a = np.full((len(ids), width), pad_id, dtype=np.int64)
-    m = np.zeros((len(ids), width), dtype=np.int64)
-    for i, row in enumerate(ids):
-        a[i, : len(row)] = row
-        m[i, : len(row)] = 1
-    return a, m
 
 
 def parity(enc: PooledEncoder, trunk: nn.Module, encoder_onnx: Path, trunk_onnx: Path,

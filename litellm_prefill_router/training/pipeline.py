@@ -241,7 +241,8 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
             opts: TrainOptions, report: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any], bool]:
     import torch
 
-    from .export import PooledEncoder, export_encoder, export_trunk, pad_batch, parity
+    from ..sessions import pad_batch
+    from .export import PooledEncoder, export_encoder, export_trunk, parity
 
     penc = prompt_encoder(handle, opts.max_tokens)
     enc = PooledEncoder(handle.model, layers, pooling, handle.num_hidden_layers).eval()
@@ -268,8 +269,8 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     quantized = False
     if opts.quantize:
         inter = getattr(handle.model.config, "intermediate_size", None)
-        quantized = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, report, inter,
-                                  opts.quantize_check_rows)
+        quantized = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, int(fitted.mean_.shape[0]),
+                                  report, inter, opts.quantize_check_rows)
     files = {"encoder.onnx": work / "encoder.onnx", "trunk.onnx": work / "trunk.onnx",
              "tokenizer.json": handle.tokenizer_json}
     if handle.chat_template:
@@ -279,28 +280,23 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
 
 
 def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray, scores: np.ndarray, pad_id: int,
-                  report: dict[str, Any], intermediate_size: int | None, quantize_check_rows: int) -> bool:
-    """Dynamic int8 encoder, kept only if the validation AUC drops by less than 0.005."""
-    import onnxruntime as ort
-
-    from .export import pad_batch, quantize_encoder
+                  feature_dim: int, report: dict[str, Any], intermediate_size: int | None,
+                  quantize_check_rows: int) -> bool:
+    """Dynamic int8 encoder, kept only if the validation AUC drops by less than 0.005. Both encoders run through
+    the runtime's sessions and grouping, the int8 one a prompt per call as PrefillPredictor serves it."""
+    from ..sessions import EncoderSession, TrunkSession, encode_grouped
+    from .export import quantize_encoder
 
     kept = quantize_encoder(work / "encoder.onnx", work / "encoder.int8.onnx", intermediate_size)
-    ts = ort.InferenceSession(str(work / "trunk.onnx"), providers=["CPUExecutionProvider"])
+    trunk = TrunkSession(work / "trunk.onnx", scores.shape[1], feature_dim)
     aucs = {}
     pick = np.linspace(0, len(val_idx) - 1, min(quantize_check_rows, len(val_idx))).astype(int)
     rows = val_idx[np.unique(pick)]
-    enc = penc.encode_batch([ds.rows[i].prompt for i in rows])
-    order = np.argsort([len(e.ids) for e in enc])
-    for name, step in (("encoder.onnx", 16), ("encoder.int8.onnx", 1)):  # int8: one prompt per call, as served
-        es = ort.InferenceSession(str(work / name), providers=["CPUExecutionProvider"])
-        p = np.zeros((len(enc), scores.shape[1]), dtype=np.float32)
-        for s in range(0, len(order), step):
-            b = order[s : s + step]
-            a, m = pad_batch([enc[i].ids for i in b], pad_id)
-            feats = es.run(["features"], {"input_ids": a, "attention_mask": m})[0]
-            p[b] = ts.run(["p_correct"], {"features": feats})[0]
-        aucs[name] = float(np.nanmean(list(cal.auc_per_target(p, scores[rows], report["targets"]).values())))
+    ids = [e.ids for e in penc.encode_batch([ds.rows[i].prompt for i in rows])]
+    for name, max_prompts in (("encoder.onnx", 16), ("encoder.int8.onnx", 1)):
+        feats = encode_grouped(EncoderSession(work / name, feature_dim), ids, pad_id, feature_dim,
+                               max_prompts=max_prompts)
+        aucs[name] = float(np.nanmean(list(cal.auc_per_target(trunk(feats), scores[rows], report["targets"]).values())))
     drop = aucs["encoder.onnx"] - aucs["encoder.int8.onnx"]
     report["quantization"] = {"rows_checked": len(rows), "val_mean_auc_fp32": aucs["encoder.onnx"],
                               "val_mean_auc_int8": aucs["encoder.int8.onnx"],
