@@ -24,6 +24,9 @@ class PrefillStrategyArgs(BaseModel):
     default_output_cost_per_token: float | None = Field(default=None, ge=0.0)
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
     max_batch_size: int = Field(default=16, ge=1, le=1024)
+    # prompts per encoder call; None: 1 for an int8 encoder (its dynamic activation scales are per call, so grouping
+    # would make a route depend on the other requests in flight), max_batch_size for fp32 (exact under padding)
+    max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024)
     decision_log: str | None = None
     # the request's messages go into the decision log (needed to retrain from it); False logs decisions only
     decision_log_messages: bool = True

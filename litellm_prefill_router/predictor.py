@@ -180,21 +180,23 @@ class PrefillPredictor:
                 f.set_result(row)
 
 
-_CACHE: dict[tuple[str, str, int | None, int], PrefillPredictor] = {}
+_CACHE: dict[tuple[str, str, int | None, int, int | None], PrefillPredictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def shared_predictor(
-    bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16
+    bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16,
+    max_encoder_batch_size: int | None = None,
 ) -> PrefillPredictor:
-    """One predictor (one pair of ORT sessions) per bundle per process, verified on first load."""
+    """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
     key = (str(bundle.directory.resolve()), bundle.manifest.files["encoder.onnx"].sha256 +
-           bundle.manifest.files["trunk.onnx"].sha256, intra_op_threads, max_batch_size)
+           bundle.manifest.files["trunk.onnx"].sha256, intra_op_threads, max_batch_size, max_encoder_batch_size)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
-            pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size)
+            pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size,
+                                    max_encoder_batch_size=max_encoder_batch_size)
             pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred

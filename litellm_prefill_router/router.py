@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import threading
@@ -41,6 +42,25 @@ PREFILL = "prefill"
 DECISION_KEY = "prefill_decision"
 DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages"}: where this router logs its decisions
 T = TypeVar("T")
+
+# Modules litellm imports lazily inside the logging of the first finished request: litellm 1.102's
+# async_success_handler pulls in the custom-logger registry (~400 ms of imports on 2 cores), on the event loop,
+# which stalls whichever request is being routed at that moment. Importing them when the strategy is built moves
+# that cost to start-up. A litellm upgrade that moves or drops one only loses the warm-up (logged at debug level).
+LAZY_LITELLM_MODULES = ("litellm.litellm_core_utils.custom_logger_registry",)
+
+
+def warm_litellm_imports(modules: tuple[str, ...] = LAZY_LITELLM_MODULES) -> list[str]:
+    """Import litellm's lazily imported logging modules now; returns the ones that could not be imported."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - an optional warm-up must never break router construction
+            logger.debug("prefill router: could not pre-import %s (%s); the first requests may stall while "
+                         "litellm imports it", name, err)
+            missing.append(name)
+    return missing
 
 
 @dataclass(frozen=True)
@@ -99,8 +119,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self.router = router
         self.args = parse_strategy_args(args)
         self.predictor = predictor or shared_predictor(
-            self.args.bundle, intra_op_threads=self.args.intra_op_threads, max_batch_size=self.args.max_batch_size
+            self.args.bundle, intra_op_threads=self.args.intra_op_threads, max_batch_size=self.args.max_batch_size,
+            max_encoder_batch_size=self.args.max_encoder_batch_size,
         )
+        warm_litellm_imports()
         self.decider = PrefillDecider(
             self.predictor, preset=self.args.preset, tolerance=self.args.tolerance, lambda_=self.args.lambda_,
             fallback_target=self.args.fallback_target, on_error=self.args.on_error,

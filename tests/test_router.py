@@ -302,3 +302,60 @@ async def test_an_unpriced_deployment_added_later_is_left_out_instead_of_failing
         resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
     assert resp.choices[0].message.content == "answer from math-model"
     assert "left out of prefill routing" in caplog.text
+
+
+def test_building_the_strategy_imports_litellms_lazy_logging_modules_so_later_requests_do_not_stall(
+        bundle_dir: Path) -> None:
+    # litellm imports its custom-logger registry inside the success logging of the first request, on the event
+    # loop (~0.4 s); the plain router below shows that (the control), the prefill router has done it at start-up
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, sys
+import litellm
+from litellm_prefill_router import PrefillRouter, flush_logging
+from litellm_prefill_router.router import LAZY_LITELLM_MODULES
+from conftest import model_list
+def loaded(): return [m for m in LAZY_LITELLM_MODULES if m in sys.modules]
+async def one(r, model):
+    await r.acompletion(model=model, messages=[{{"role": "user", "content": "What is 2 + 2?"}}])
+    await flush_logging()
+before = loaded()
+plain = litellm.Router(model_list=model_list())
+asyncio.run(one(plain, "auto"))
+after_plain_request = loaded()
+for m in LAZY_LITELLM_MODULES: sys.modules.pop(m)
+r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
+print(before, after_plain_request, loaded(), sep="|")
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after_plain_request, after_prefill_construction = r.stdout.strip().splitlines()[-1].split("|")
+    from litellm_prefill_router.router import LAZY_LITELLM_MODULES
+
+    assert before == "[]"
+    assert after_plain_request == after_prefill_construction == str(list(LAZY_LITELLM_MODULES))
+
+
+def test_the_litellm_import_warm_up_tolerates_a_litellm_without_the_module() -> None:
+    from litellm_prefill_router.router import warm_litellm_imports
+
+    assert warm_litellm_imports(("litellm.no_such_module_in_this_version",)) == ["litellm.no_such_module_in_this_version"]
+    assert warm_litellm_imports() == []
+
+
+def test_max_encoder_batch_size_from_routing_strategy_args_reaches_the_predictor(bundle_dir: Path) -> None:
+    default = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                            routing_strategy_args={"bundle": str(bundle_dir)})
+    grouped = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                            routing_strategy_args={"bundle": str(bundle_dir), "max_encoder_batch_size": 3})
+    assert grouped.prefill_strategy.predictor.max_encoder_batch_size == 3
+    # the fp32 test bundle batches its encoder up to max_batch_size by default; settings never share a predictor
+    assert default.prefill_strategy.predictor.max_encoder_batch_size == 16
+    assert default.prefill_strategy.predictor is not grouped.prefill_strategy.predictor
+    with pytest.raises(ConfigurationError, match="max_encoder_batch_size"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "max_encoder_batch_size": 0})
