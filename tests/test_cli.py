@@ -51,6 +51,7 @@ def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(tr
     assert manifest["encoder"]["layers"] == [2, 3]
     q = report["quantization"]  # --quantize is on by default: int8 kept only if the AUC holds
     assert manifest["encoder"]["quantized"] == q["accepted"] == (q["auc_drop"] < 0.005)
+    assert q["embedding_tables_int8"] == []  # the tiny vocabulary is below the 1,024 rows worth quantising
 
 
 def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_dir: Path, tiny_data: Path,

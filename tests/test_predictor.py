@@ -75,11 +75,13 @@ def test_shared_predictor_reuses_one_session_per_bundle(bundle_dir: Path) -> Non
 def int8_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained bundle with its encoder dynamically quantised to int8, as `train --quantize` ships it."""
     from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle, write_bundle
-    from litellm_prefill_router.training.export import quantize_encoder
+    from litellm_prefill_router.training.export import quantize_embeddings, quantize_encoder
 
     src = load_bundle(bundle_dir)
     work = tmp_path_factory.mktemp("int8")
     quantize_encoder(src.path("encoder.onnx"), work / "encoder.onnx")
+    # the tiny vocabulary is below the size train quantises (1,024 rows); quantise it anyway to serve the same graph
+    assert quantize_embeddings(work / "encoder.onnx", work / "encoder.onnx", min_rows=1)
     files = {name: (work / name if name == "encoder.onnx" else src.path(name))
              for name in src.manifest.files if name != MANIFEST_NAME}
     fields = src.manifest.model_dump(mode="json", exclude={"files", "schema_version"})
@@ -122,3 +124,34 @@ def test_fp32_encoder_batches_prompts_and_bad_batch_sizes_are_rejected(bundle_di
     assert PrefillPredictor(bundle_dir, max_batch_size=8).max_encoder_batch_size == 8
     with pytest.raises(ValueError, match="max_encoder_batch_size"):
         PrefillPredictor(bundle_dir, max_encoder_batch_size=0)
+
+
+def test_int8_embedding_table_is_4x_smaller_moves_features_by_a_rounding_step_and_keeps_batching_exact(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from litellm_prefill_router.bundle import load_bundle
+    from litellm_prefill_router.sessions import EncoderSession, encode_grouped
+    from litellm_prefill_router.training.export import quantize_embeddings
+
+    src = load_bundle(bundle_dir)
+    fp32 = src.path("encoder.onnx")
+    assert quantize_embeddings(fp32, tmp_path / "big_rows_only.onnx") == []  # tiny table < 1,024 rows: untouched
+    tables = quantize_embeddings(fp32, tmp_path / "encoder.onnx", min_rows=1)
+    model = onnx.load(str(tmp_path / "encoder.onnx"))
+    q = {i.name: i for i in model.graph.initializer}
+    assert len(tables) == 1 and tables[0] not in q and q[f"{tables[0]}_int8"].data_type == onnx.TensorProto.INT8
+    before = {i.name: i for i in onnx.load(str(fp32)).graph.initializer}[tables[0]]
+    assert len(q[f"{tables[0]}_int8"].raw_data) * 4 == len(before.raw_data)
+
+    pred = PrefillPredictor(bundle_dir)
+    dim = src.manifest.encoder.feature_dim
+    ids = [e.ids for e in pred.encode([MATH_PROMPT, HIST_PROMPT, "why", "king " * 50])]
+    pad = src.manifest.encoder.pad_token_id
+    ref = encode_grouped(EncoderSession(fp32, dim), ids, pad, dim, max_prompts=1)
+    enc = EncoderSession(tmp_path / "encoder.onnx", dim)
+    solo = encode_grouped(enc, ids, pad, dim, max_prompts=1)
+    rel = np.abs(solo - ref).max() / np.abs(ref).max()
+    assert 0 < rel < 0.02  # per-row int8: each embedding within 1/254 of its largest entry
+    # weight-only quantisation: unlike dynamic int8 activations, a prompt's features do not depend on its batch
+    np.testing.assert_allclose(encode_grouped(enc, ids, pad, dim, max_prompts=4), solo, atol=1e-5)

@@ -105,6 +105,55 @@ def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = N
     return keep
 
 
+def quantize_embeddings(src: Path, dst: Path, min_rows: int = 1024) -> list[str]:
+    """Store each large embedding table (a ``Gather`` on a 2-D float initializer used nowhere else) as int8 with
+    one fp32 scale per row, dequantised after the lookup: ``Mul(Cast(Gather(q, ids)), Gather(scale, ids))``.
+
+    Weight-only, so a prompt's features never depend on the other prompts of a call (unlike dynamic int8
+    activations); symmetric per-row scales keep each token's vector to within 1/254 of its largest entry.
+    SmolLM2's 49,152 x 576 table shrinks from 113 MB to 28 MB. Returns the names of the tables quantised.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    done: list[str] = []
+    nodes = []
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        table = node.input[0] if node.op_type == "Gather" else None
+        if table is None or table not in inits or uses.get(table) != 1 or axis != 0 or \
+                inits[table].data_type != TensorProto.FLOAT or len(inits[table].dims) != 2 or \
+                inits[table].dims[0] < min_rows:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[table]).astype(np.float32)
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(inits[table])
+        graph.initializer.extend([numpy_helper.from_array(q, f"{table}_int8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{table}_row_scale")])
+        ids, out = node.input[1], node.output[0]
+        nodes += [helper.make_node("Gather", [f"{table}_int8", ids], [f"{out}_int8"], name=f"{node.name}_int8"),
+                  helper.make_node("Gather", [f"{table}_row_scale", ids], [f"{out}_scale"], name=f"{node.name}_scale"),
+                  helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{node.name}_cast",
+                                   to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequant")]
+        done.append(table)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return done
+
+
 def parity(enc: PooledEncoder, trunk: nn.Module, encoder_onnx: Path, trunk_onnx: Path,
            ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any]:
     """Compare torch and onnxruntime on the same padded batch of real prompts."""

@@ -282,12 +282,14 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
 def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray, scores: np.ndarray, pad_id: int,
                   feature_dim: int, report: dict[str, Any], intermediate_size: int | None,
                   quantize_check_rows: int) -> bool:
-    """Dynamic int8 encoder, kept only if the validation AUC drops by less than 0.005. Both encoders run through
-    the runtime's sessions and grouping, the int8 one a prompt per call as PrefillPredictor serves it."""
+    """Dynamic int8 encoder (int8 MatMuls, int8 embedding table with per-row scales), kept only if the validation
+    AUC drops by less than 0.005. Both encoders run through the runtime's sessions and grouping, the int8 one a
+    prompt per call as PrefillPredictor serves it."""
     from ..sessions import EncoderSession, TrunkSession, encode_grouped
-    from .export import quantize_encoder
+    from .export import quantize_embeddings, quantize_encoder
 
     kept = quantize_encoder(work / "encoder.onnx", work / "encoder.int8.onnx", intermediate_size)
+    tables = quantize_embeddings(work / "encoder.int8.onnx", work / "encoder.int8.onnx")
     trunk = TrunkSession(work / "trunk.onnx", scores.shape[1], feature_dim)
     aucs = {}
     pick = np.linspace(0, len(val_idx) - 1, min(quantize_check_rows, len(val_idx))).astype(int)
@@ -300,7 +302,8 @@ def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray
     drop = aucs["encoder.onnx"] - aucs["encoder.int8.onnx"]
     report["quantization"] = {"rows_checked": len(rows), "val_mean_auc_fp32": aucs["encoder.onnx"],
                               "val_mean_auc_int8": aucs["encoder.int8.onnx"],
-                              "auc_drop": drop, "accepted": drop < 0.005, "matmuls_kept_fp32": len(kept)}
+                              "auc_drop": drop, "accepted": drop < 0.005, "matmuls_kept_fp32": len(kept),
+                              "embedding_tables_int8": tables}
     if drop < 0.005:
         (work / "encoder.int8.onnx").replace(work / "encoder.onnx")
         return True
