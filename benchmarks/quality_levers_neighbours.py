@@ -1,0 +1,131 @@
+"""Two more levers under the same 5-fold CV as benchmarks/quality.py (SmolLM2 features cached):
+
+* item neighbours in prefill space - kNN over the layer-5 prefill features (standardised, PCA-128 fitted on the
+  training rows, cosine), alone and averaged with the trunk: does a prompt's nearest training prompts' outcome
+  add what the parametric trunk smooths away?
+* per-target heads - one independent trunk (its own scaler, PCA and ensemble) per target instead of the
+  SharedTrunkNet's shared projection and hidden layers: does sharing across targets help or hurt?
+
+    python benchmarks/quality_levers_neighbours.py [--data DIR] [--folds 5] [--bootstrap 200] [--out benchmarks/results]
+
+Writes quality_levers_neighbours.{json,md,png}; the same resamples for every row, so differences are paired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pca_embed(x_fit: np.ndarray, x_all: np.ndarray, dim: int = 128) -> np.ndarray:
+    """Standardise and project on the fit rows' top principal directions, then L2-normalise (cosine kNN)."""
+    mean, scale = x_fit.mean(0), x_fit.std(0)
+    scale = np.where(scale < 1e-6, 1.0, scale)
+    xs = (x_fit - mean) / scale
+    _, _, vt = np.linalg.svd(xs - xs.mean(0), full_matrices=False)
+    z = ((x_all - mean) / scale) @ vt[:dim].T
+    return z / np.clip(np.linalg.norm(z, axis=1, keepdims=True), 1e-9, None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--layer", type=int, default=5)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+
+    from tqdm.auto import tqdm
+
+    from litellm_prefill_router.costs import cost_matrix
+    from litellm_prefill_router.training import baselines as bl
+    from litellm_prefill_router.training import evaluation as ev
+    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
+    from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
+
+    t0 = time.perf_counter()
+    ds = load_dataset(args.data)
+    opts = TrainOptions(progress=False)
+    _, cache = compute_features(ds, opts)
+    scores = ds.scores()
+    hard = ev.binarize(scores)
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
+                       [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
+    es = harness._eval_set(ds, hard, cost)
+    fold = harness.stratified_folds(ds, args.folds)
+    x = cache.select([args.layer], ["mean", "last"])
+    emb = bl.sentence_embeddings(ds, None, False)
+    L = f"L{args.layer}"
+    names = [f"prefill trunk {L} mean+last", f"kNN prefill {L} (PCA-128, cosine)",
+             f"avg(trunk {L}, kNN prefill {L})", f"per-target trunks {L} (9 independent)", "kNN MiniLM",
+             f"avg(trunk {L}, per-target trunks {L})"]
+    preds = {n: np.zeros(hard.shape) for n in names}
+    ks: dict[str, list[int]] = {"prefill": [], "minilm": []}
+    seconds = {n: 0.0 for n in names}
+    with tqdm(total=args.folds, desc="folds") as bar:
+        for f in range(args.folds):
+            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fit, val = split_validation(ds, tr, opts.val_fraction)
+            both = np.r_[fit, val]
+            t = time.perf_counter()
+            preds[names[0]][q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])
+            seconds[names[0]] += time.perf_counter() - t
+            t = time.perf_counter()
+            z = pca_embed(x[fit], x)
+            k = bl.fit_knn(z[fit], scores[fit], z[val], scores[val])
+            ks["prefill"].append(k)
+            preds[names[1]][q] = bl.knn_predict(z[both], scores[both], z[q], k)
+            seconds[names[1]] += time.perf_counter() - t
+            t = time.perf_counter()
+            for j in range(len(ds.targets)):
+                y = scores[:, [j]]
+                preds[names[3]][q, j] = fit_trunk(x[fit], y[fit], x[val], y[val], TrunkConfig()).predict(x[q])[:, 0]
+            seconds[names[3]] += time.perf_counter() - t
+            k = bl.fit_knn(emb[fit], scores[fit], emb[val], scores[val])
+            ks["minilm"].append(k)
+            preds[names[4]][q] = bl.knn_predict(emb[both], scores[both], emb[q], k)
+            bar.update()
+    preds[names[2]] = (preds[names[0]] + preds[names[1]]) / 2
+    preds[names[5]] = (preds[names[0]] + preds[names[3]]) / 2
+    scorers = harness._scorers_from_predictions(preds, es, fold, {})
+    report = ev.evaluate(scorers, es, bootstrap=args.bootstrap, reference=names[0])
+    report["mode"] = {"kind": "cv", "folds": args.folds, "rows": len(ds), "operating_points": "cross-fitted"}
+    report["k_chosen"] = ks
+    report["fit_seconds"] = {n: round(s, 1) for n, s in seconds.items() if s}
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(args.out)
+    (out / "quality_levers_neighbours.json").write_text(json.dumps(report, indent=1, default=float))
+    lines = ["| variant | mean AUC [95% CI] | AIQ [95% CI] | gap @ max-quality | gap @ paper-savings (savings) "
+             "| paired mean AUC diff vs trunk [95% CI] | paired AIQ diff vs trunk [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in report["scorers"].items():
+        ci, ops = s["ci95"], s["operating_points"]
+        d = report["paired_vs_reference"].get(name, {})
+
+        def diff(key: str, d: dict = d) -> str:  # the report holds reference - variant; show variant - trunk
+            v = d.get(key)
+            return "-" if not v else f"{-v['difference']:+.3f} [{-v['ci95'][1]:+.3f}, {-v['ci95'][0]:+.3f}]"
+
+        lines.append(f"| {name} | {s['mean_auc']:.3f} [{ci['mean_auc'][0]:.3f}, {ci['mean_auc'][1]:.3f}] | "
+                     f"{s['aiq']:.3f} [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}] | "
+                     f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
+                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {diff('mean_auc')} | {diff('aiq')} |")
+    text = "\n".join(lines) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples, {report['seconds']} s; "
+                               f"k chosen on validation: prefill {ks['prefill']}, MiniLM {ks['minilm']})\n")
+    (out / "quality_levers_neighbours.md").write_text(text)
+    harness.plot(report, out / "quality_levers_neighbours.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
