@@ -151,3 +151,34 @@ def test_the_shared_llmrouter_dataset_loads_when_present() -> None:
     ds = load_dataset(d)
     assert len(ds) == 5610 and len(ds.targets) == 9 and len(ds.indices("test")) == 450
     assert set(ds.prices) == set(ds.targets)
+
+
+def test_embedding_quantisation_dequantises_per_row_and_leaves_shared_tables_alone(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from litellm_prefill_router.training.export import quantize_embeddings
+
+    rng = np.random.default_rng(0)
+    own = (rng.normal(size=(2048, 8)) * np.geomspace(1e-3, 10, 2048)[:, None]).astype(np.float32)  # row scales differ
+    tied = rng.normal(size=(2048, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["own", "ids"], ["e_own"], name="g_own"),
+         helper.make_node("Gather", ["tied", "ids"], ["e_tied"], name="g_tied"),
+         helper.make_node("Transpose", ["tied"], ["tied_t"], name="t"),
+         helper.make_node("MatMul", ["e_tied", "tied_t"], ["logits"], name="lm_head")],
+        "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("e_own", TensorProto.FLOAT, ["b", "s", 8]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", 2048])],
+        [numpy_helper.from_array(own, "own"), numpy_helper.from_array(tied, "tied")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "m.onnx"))
+
+    assert quantize_embeddings(tmp_path / "m.onnx", tmp_path / "q.onnx") == ["own"]  # "tied" is used twice
+    ids = rng.integers(0, 2048, size=(3, 5)).astype(np.int64)
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"ids": ids})
+    got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"ids": ids})
+    np.testing.assert_array_equal(got[1], ref[1])
+    err = np.abs(got[0] - ref[0]).max(-1)
+    assert np.all(err <= np.abs(own[ids]).max(-1) / 254 + 1e-7)  # within half an int8 step of each row's own scale
+    assert err.max() > 0

@@ -120,9 +120,8 @@ def quantize_embeddings(src: Path, dst: Path, min_rows: int = 1024) -> list[str]
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    for name in [i for node in graph.node for i in node.input] + [o.name for o in graph.output]:
+        uses[name] = uses.get(name, 0) + 1
     done: list[str] = []
     nodes = []
     for node in graph.node:

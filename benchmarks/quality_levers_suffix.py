@@ -1,0 +1,116 @@
+"""Lever: a difficulty-eliciting suffix appended to each prompt before the encoder reads it.
+
+The pooled features (mean + last token) of a plain prompt describe *what* is asked; appending a question about
+how hard the request is makes the last tokens attend over the prompt with that question in view - the "ask the
+model about itself" trick of P(IK)-style probes, applied to the 135M encoder. Features of the suffixed prompts are
+extracted for all 5,610 prompts (cached under their own key), then the same 5-fold CV as benchmarks/quality.py
+compares, at layers 5 and 17: plain prompts, suffixed prompts, and both concatenated.
+
+    python benchmarks/quality_levers_suffix.py [--data DIR] [--folds 5] [--bootstrap 200] [--out benchmarks/results]
+
+Writes quality_levers_suffix.{json,md,png}; paired differences are against the plain-prompt trunk at layer 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SUFFIX = ("\n\n(Before answering: how difficult is this request for a small language model, and what knowledge "
+          "or reasoning does it need?)")
+
+
+def with_suffix(prompt: object, suffix: str = SUFFIX) -> object:
+    """The prompt with ``suffix`` appended to its last user message (a plain string prompt: to the string)."""
+    if isinstance(prompt, str):
+        return prompt + suffix
+    msgs = copy.deepcopy(prompt)
+    for m in reversed(msgs):
+        if m.get("role") == "user" and isinstance(m.get("content"), str):
+            m["content"] += suffix
+            return msgs
+    return msgs + [{"role": "user", "content": suffix.strip()}]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    from litellm_prefill_router.costs import cost_matrix
+    from litellm_prefill_router.training import evaluation as ev
+    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.features import extract_features
+    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
+    from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
+    from litellm_prefill_router.training.encoders import cache_root
+
+    t0 = time.perf_counter()
+    ds = load_dataset(args.data)
+    opts = TrainOptions(progress=False)
+    handle, plain = compute_features(ds, opts)
+    key = hashlib.sha256((ds.content_hash() + SUFFIX).encode()).hexdigest()[:16]
+    t = time.perf_counter()
+    suffixed = extract_features(handle, [with_suffix(p) for p in ds.prompts()], dataset_hash=f"suffix-{key}",
+                                cache_dir=cache_root() / "features", max_tokens=opts.max_tokens, progress=True)
+    extract_s = time.perf_counter() - t
+    scores = ds.scores()
+    hard = ev.binarize(scores)
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], plain.n_tokens.astype(np.float64),
+                       [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
+    es = harness._eval_set(ds, hard, cost)  # costs of the plain prompts: the suffix is the router's, not billed
+    fold = harness.stratified_folds(ds, args.folds)
+    X = {}
+    for layer in (5, 17):
+        a, b = plain.select([layer], ["mean", "last"]), suffixed.select([layer], ["mean", "last"])
+        X[f"plain L{layer}"], X[f"suffixed L{layer}"], X[f"plain + suffixed L{layer}"] = a, b, np.concatenate([a, b], 1)
+    preds = {n: np.zeros(hard.shape) for n in X}
+    with tqdm(total=args.folds * len(X), desc="cross-validation") as bar:
+        for f in range(args.folds):
+            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fit, val = split_validation(ds, tr, opts.val_fraction)
+            for n, x in X.items():
+                preds[n][q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])
+                bar.update()
+    scorers = harness._scorers_from_predictions(preds, es, fold, {})
+    report = ev.evaluate(scorers, es, bootstrap=args.bootstrap, reference="plain L5")
+    report["mode"] = {"kind": "cv", "folds": args.folds, "rows": len(ds), "operating_points": "cross-fitted"}
+    report["suffix"] = SUFFIX
+    report["extract_seconds"] = round(extract_s, 1)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(args.out)
+    (out / "quality_levers_suffix.json").write_text(json.dumps(report, indent=1, default=float))
+    lines = ["| variant | mean AUC [95% CI] | AIQ [95% CI] | gap @ max-quality | gap @ paper-savings (savings) "
+             "| paired mean AUC diff vs plain L5 [95% CI] |", "|---|---|---|---|---|---|"]
+    for name, s in report["scorers"].items():
+        ci, ops = s["ci95"], s["operating_points"]
+        v = report["paired_vs_reference"].get(name, {}).get("mean_auc")
+        d = "-" if not v else f"{-v['difference']:+.3f} [{-v['ci95'][1]:+.3f}, {-v['ci95'][0]:+.3f}]"
+        lines.append(f"| {name} | {s['mean_auc']:.3f} [{ci['mean_auc'][0]:.3f}, {ci['mean_auc'][1]:.3f}] | "
+                     f"{s['aiq']:.3f} [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}] | "
+                     f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
+                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {d} |")
+    text = "\n".join(lines) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples; suffix features extracted in "
+                               f"{report['extract_seconds']} s, total {report['seconds']} s)\n")
+    (out / "quality_levers_suffix.md").write_text(text)
+    harness.plot(report, out / "quality_levers_suffix.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
