@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _levers import lever_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +46,6 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from litellm_prefill_router.costs import cost_matrix
     from litellm_prefill_router.training import baselines as bl
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
@@ -58,11 +58,8 @@ def main() -> None:
     opts = TrainOptions(progress=False)
     _, cache = compute_features(ds, opts)
     scores = ds.scores()
-    hard = ev.binarize(scores)
-    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
-                       [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
-    es = harness._eval_set(ds, hard, cost)
-    fold = harness.stratified_folds(ds, args.folds)
+    es, fold = harness.cv_rows(ds, cache.n_tokens, args.folds)
+    hard = es.hard
     x = cache.select([args.layer], ["mean", "last"])
     emb = bl.sentence_embeddings(ds, None, False)
     L = f"L{args.layer}"
@@ -105,22 +102,7 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     (out / "quality_levers_neighbours.json").write_text(json.dumps(report, indent=1, default=float))
-    lines = ["| variant | mean AUC [95% CI] | AIQ [95% CI] | gap @ max-quality | gap @ paper-savings (savings) "
-             "| paired mean AUC diff vs trunk [95% CI] | paired AIQ diff vs trunk [95% CI] |",
-             "|---|---|---|---|---|---|---|"]
-    for name, s in report["scorers"].items():
-        ci, ops = s["ci95"], s["operating_points"]
-        d = report["paired_vs_reference"].get(name, {})
-
-        def diff(key: str, d: dict = d) -> str:  # the report holds reference - variant; show variant - trunk
-            v = d.get(key)
-            return "-" if not v else f"{-v['difference']:+.3f} [{-v['ci95'][1]:+.3f}, {-v['ci95'][0]:+.3f}]"
-
-        lines.append(f"| {name} | {s['mean_auc']:.3f} [{ci['mean_auc'][0]:.3f}, {ci['mean_auc'][1]:.3f}] | "
-                     f"{s['aiq']:.3f} [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}] | "
-                     f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
-                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {diff('mean_auc')} | {diff('aiq')} |")
-    text = "\n".join(lines) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples, {report['seconds']} s; "
+    text = lever_table(report, names[0]) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples, {report['seconds']} s; "
                                f"k chosen on validation: prefill {ks['prefill']}, MiniLM {ks['minilm']})\n")
     (out / "quality_levers_neighbours.md").write_text(text)
     harness.plot(report, out / "quality_levers_neighbours.png")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _levers import lever_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SUFFIX = ("\n\n(Before answering: how difficult is this request for a small language model, and what knowledge "
@@ -51,7 +52,6 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from litellm_prefill_router.costs import cost_matrix
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
     from litellm_prefill_router.training.data import load_dataset
@@ -70,11 +70,9 @@ def main() -> None:
                                 cache_dir=cache_root() / "features", max_tokens=opts.max_tokens, progress=True)
     extract_s = time.perf_counter() - t
     scores = ds.scores()
-    hard = ev.binarize(scores)
-    cost = cost_matrix([ds.prices[t] for t in ds.targets], plain.n_tokens.astype(np.float64),
-                       [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
-    es = harness._eval_set(ds, hard, cost)  # costs of the plain prompts: the suffix is the router's, not billed
-    fold = harness.stratified_folds(ds, args.folds)
+    # costs of the plain prompts: the suffix is the router's, not billed
+    es, fold = harness.cv_rows(ds, plain.n_tokens, args.folds)
+    hard = es.hard
     X = {}
     for layer in (5, 17):
         a, b = plain.select([layer], ["mean", "last"]), suffixed.select([layer], ["mean", "last"])
@@ -95,18 +93,8 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     (out / "quality_levers_suffix.json").write_text(json.dumps(report, indent=1, default=float))
-    lines = ["| variant | mean AUC [95% CI] | AIQ [95% CI] | gap @ max-quality | gap @ paper-savings (savings) "
-             "| paired mean AUC diff vs plain L5 [95% CI] |", "|---|---|---|---|---|---|"]
-    for name, s in report["scorers"].items():
-        ci, ops = s["ci95"], s["operating_points"]
-        v = report["paired_vs_reference"].get(name, {}).get("mean_auc")
-        d = "-" if not v else f"{-v['difference']:+.3f} [{-v['ci95'][1]:+.3f}, {-v['ci95'][0]:+.3f}]"
-        lines.append(f"| {name} | {s['mean_auc']:.3f} [{ci['mean_auc'][0]:.3f}, {ci['mean_auc'][1]:.3f}] | "
-                     f"{s['aiq']:.3f} [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}] | "
-                     f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
-                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {d} |")
-    text = "\n".join(lines) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples; suffix features extracted in "
-                               f"{report['extract_seconds']} s, total {report['seconds']} s)\n")
+    text = lever_table(report, "plain L5") + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples; suffix features "
+                                              f"extracted in {report['extract_seconds']} s, total {report['seconds']} s)\n")
     (out / "quality_levers_suffix.md").write_text(text)
     harness.plot(report, out / "quality_levers_suffix.png")
     print(text)

@@ -97,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.data import add_rows, load_dataset
 
     ds = load_dataset(_data_arg(args.data), models_json=args.models_json, targets=args.targets)
-    if args.add:
-        ds = add_rows(ds, args.add)
+    if args.add:  # new targets only where a bundle's trunk is refitted around the existing ones
+        ds = add_rows(ds, args.add, new_targets=bool(args.continue_from))
     if args.continue_from:
         from .training.continued import continue_training
 
@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--add", action="append", metavar="ROWS.jsonl",
                            help="extra training rows (from `collect` or `feedback`), repeatable")
             t.add_argument("--continue-from", metavar="BUNDLE",
-                           help="keep this bundle's encoder and refit its scorer on --data plus --add (fast)")
+                           help="keep this bundle's encoder and refit its scorer on --data plus --add (fast); "
+                                "targets that only --add rows label are added to the bundle")
             t.add_argument("--layers", default="auto",
                            help="auto (probes + --max-auc-loss), or comma-separated layers (mean+last pooling each)")
             t.add_argument("--seeds", type=int, default=5)

@@ -65,10 +65,11 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
 PRICES = tiny.PRICES
 
 
-def model_list(targets=("math-model", "history-model", "generalist"), group: str = "auto", **extra) -> list[dict]:
+def model_list(targets=("math-model", "history-model", "generalist"), group: str = "auto", prices=None,
+               **extra) -> list[dict]:
     out = []
     for t in targets:
-        p = PRICES[t]
+        p = {**PRICES, **(prices or {})}[t]
         out.append({"model_name": group,
                     "litellm_params": {"model": f"openai/{t}", "api_key": "sk-test", "mock_response": f"answer from {t}",
                                        **extra.get(t, {})},

@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 import tiny
+from conftest import HIST_PROMPT, MATH_PROMPT
+from conftest import model_list as router_model_list
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
 from litellm_prefill_router.judges import JudgeError, parse_judge, parse_judge_score
@@ -337,3 +339,67 @@ def test_retry_after_understands_the_http_date_form() -> None:
     resp = httpx.Response(503, headers={"retry-after": when}, request=httpx.Request("POST", "http://127.0.0.1/"))
     err = litellm.ServiceUnavailableError(message="busy", llm_provider="openai", model="m", response=resp)
     assert 25 <= CollectionClient.retry_after(err) <= 31
+
+
+def _new_target_rows(path: Path, n: int = 120, score=lambda topic: float(topic == "math"), price: bool = True) -> Path:
+    """Rows labelling only a model added to the fleet, ``math-pro``: right on math, wrong on history."""
+    with path.open("w") as f:
+        for r in tiny.synthetic_rows(n, seed=21):
+            f.write(json.dumps({"id": f"new-{r['id']}", "prompt": r["prompt"], "benchmark": r["benchmark"],
+                                "scores": {"math-pro": score(r["benchmark"])}}) + "\n")
+    if price:  # as `prefill-router collect` writes it beside its rows
+        path.with_suffix(".models.json").write_text(json.dumps(
+            {"math-pro": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}}))
+    return path
+
+
+async def test_continue_from_adds_a_new_target_and_the_router_sends_it_what_it_answers_well(
+        bundle_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router import PrefillRouter
+    from litellm_prefill_router.predictor import PrefillPredictor
+
+    rows = _new_target_rows(tmp_path / "math-pro.jsonl")
+    out = tmp_path / "bundle-v2"
+    assert main(["train", "--data", str(tiny_data), "--add", str(rows), "--continue-from", str(bundle_dir),
+                 "--out", str(out), "--seeds", "2", "--keep", "1"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    old = json.loads((bundle_dir / "manifest.json").read_text())
+    assert [t["name"] for t in m["targets"]] == [t["name"] for t in old["targets"]] + ["math-pro"]
+    new = m["targets"][-1]
+    assert new["input_cost_per_token"] == new["output_cost_per_token"] == 1e-7
+    assert 0.4 < new["prior_accuracy"] < 0.6 and m["files"]["encoder.onnx"] == old["files"]["encoder.onnx"]
+
+    probe = tiny.synthetic_rows(40, seed=99)
+    p = PrefillPredictor(out).predict([r["prompt"] for r in probe])[:, -1]
+    math = np.array([r["benchmark"] == "math" for r in probe])
+    assert p[math].mean() > 0.7 and p[~math].mean() < 0.3, (p[math].mean(), p[~math].mean())
+
+    targets = ("math-model", "history-model", "generalist", "math-pro")
+    router = PrefillRouter(model_list=router_model_list(targets, prices={"math-pro": (1e-7, 1e-7)}),
+                           routing_strategy="prefill", routing_strategy_args={"bundle": str(out), "tolerance": 0.1})
+    resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": MATH_PROMPT}])
+    assert resp.choices[0].message.content == "answer from math-pro"  # as likely right as math-model, cheaper
+    resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": HIST_PROMPT}])
+    assert resp.choices[0].message.content == "answer from history-model"
+
+
+def test_a_new_target_is_refused_without_continue_from_a_price_or_both_outcomes(
+        bundle_dir: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data", str(tiny_data), "--seeds", "1", "--keep", "1"]
+    rows = _new_target_rows(tmp_path / "priced.jsonl")
+    assert main(["train", *base, "--add", str(rows), "--out", str(tmp_path / "a")]) == 2
+    assert "--continue-from" in capsys.readouterr().err  # a full train needs the target in the base data
+
+    rows = _new_target_rows(tmp_path / "unpriced.jsonl", price=False)
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "['math-pro'] have no price" in err and "--models-json" in err
+
+    rows = _new_target_rows(tmp_path / "always.jsonl", score=lambda topic: 1.0)
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "c")]) == 2
+    assert "needs right and wrong answers" in capsys.readouterr().err
+
+    rows = _new_target_rows(tmp_path / "few.jsonl", n=10)
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "d")]) == 2
+    assert "'math-pro' has 10 training labels" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abcd")

@@ -5,6 +5,8 @@ cached per prompt (``$PREFILL_ROUTER_CACHE/onnx-features/<encoder sha256>``), so
 only encodes the new prompts. The SharedTrunkNet is refitted on all rows (the original data plus collected
 or feedback rows; rows may label only some targets - feedback labels only the target that answered), then
 presets are re-calibrated on validation rows and the new bundle is written with the parent's provenance.
+A target that only the added rows label (a model added to the fleet, labelled by ``prefill-router collect``)
+becomes a new trunk column, priced from ``--models-json`` or the ``<rows>.models.json`` beside the rows.
 """
 
 from __future__ import annotations
@@ -90,17 +92,20 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
 
     from ..predictor import PrefillPredictor
     from .export import export_trunk
-    from .pipeline import _evaluate, _json_default, split_validation
+    from .pipeline import TrainOptions, _evaluate, _json_default, split_validation
     from .trunk import TrunkConfig, fit_trunk
 
     t0 = time.perf_counter()
     parent = load_bundle(bundle_dir)
     m = parent.manifest
     names = [t.name for t in m.targets]
-    unknown = sorted(set(ds.targets) - set(names))
-    if unknown:
-        raise PrefillRouterError(f"the data labels targets {unknown} that bundle {parent.directory} does not score; "
-                                 "a new target needs a full `prefill-router train` (or leave it out with --targets)")
+    new = [t for t in ds.targets if t not in names]  # a model added to the fleet: a new trunk column
+    unpriced = [t for t in new if t not in ds.prices]
+    if unpriced:
+        raise PrefillRouterError(f"new targets {unpriced} have no price; give --models-json with their "
+                                 "input_cost_per_token and output_cost_per_token (or a <rows>.models.json beside "
+                                 "the --add file, as `prefill-router collect` writes)")
+    names += new
     ds = RoutingDataset(ds.rows, names, ds.prices, ds.source)
     scores = ds.scores(names)
     labelled = np.flatnonzero(~np.isnan(scores).all(1))
@@ -110,6 +115,14 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
         raise PrefillRouterError(f"only {len(train_idx)} labelled training rows; continuing needs at least 20")
     fit_idx, val_idx = (train_idx, np.intersect1d(ds.indices("val"), labelled)) if len(ds.indices("val")) else \
         split_validation(ds, train_idx, val_fraction)
+    for t in new:
+        j = names.index(t)
+        y = scores[fit_idx, j]
+        y = (y[~np.isnan(y)] >= 0.5)
+        if len(y) < 10 or y.all() or not y.any():
+            raise PrefillRouterError(f"new target {t!r} needs right and wrong answers among its training labels to "
+                                     f"learn from; it has {int(y.sum())} right of {len(y)} in the fitting rows. "
+                                     "Collect labels on more (and more varied) prompts")
     pred = PrefillPredictor(parent.directory)
     cache = OnnxFeatureCache(parent, cache_dir)
     need = np.r_[fit_idx, val_idx, test_idx]
@@ -118,8 +131,10 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     x[need], n_tok[need] = cache.get([ds.rows[i].prompt for i in need], pred, progress)
     cfg = TrunkConfig(seeds=seeds, keep=min(keep, seeds))
     fitted = fit_trunk(x[fit_idx], scores[fit_idx], x[val_idx], scores[val_idx], cfg)
-    prices = [(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0) for t in m.targets]
-    expected = [t.expected_output_tokens for t in m.targets]
+    prices = [(t.input_cost_per_token or 0.0, t.output_cost_per_token or 0.0) for t in m.targets] + \
+        [ds.prices[t] for t in new]
+    expected = [t.expected_output_tokens for t in m.targets] + \
+        [ds.mean_output_tokens(t) or TrainOptions().expected_output_tokens for t in new]
     costs = cost_matrix(prices, n_tok, expected)
     hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
     report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx)
@@ -153,6 +168,11 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
                               "prior_accuracy": float(prior[j]) if np.isfinite(prior[j]) else t.prior_accuracy,
                               "test_auc": None if np.isnan(test_auc.get(t.name, np.nan)) else test_auc[t.name]}
                              for j, t in enumerate(m.targets)]
+        fields["targets"] += [{"name": t, "expected_output_tokens": float(expected[j]),
+                               "prior_accuracy": float(prior[j]), "input_cost_per_token": prices[j][0],
+                               "output_cost_per_token": prices[j][1],
+                               "test_auc": None if np.isnan(test_auc.get(t, np.nan)) else test_auc[t]}
+                              for j, t in enumerate(names) if t in new]
         fields["presets"] = {k: {kk: v[kk] for kk in ("kind", "value", "description", "validation_accuracy",
                                                       "validation_cost")} for k, v in report["presets"].items()}
         fields["creator"] = {**fields.get("creator", {}), "continued_from": str(parent.directory),

@@ -271,24 +271,44 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
     return RoutingDataset(rows, all_targets, prices, str(p))
 
 
-def add_rows(ds: RoutingDataset, paths: Sequence[str | Path]) -> RoutingDataset:
+def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bool = False,
+             min_labels: int = 20) -> RoutingDataset:
     """``ds`` plus the rows of extra JSONL files (collected or feedback rows; rows without a split train).
 
-    Extra rows may label any subset of ``ds``'s targets; ids must not repeat."""
+    Extra rows may label any subset of ``ds``'s targets; ids must not repeat. With ``new_targets`` they may also
+    label targets the base data does not have (a model added to the fleet, labelled by ``prefill-router collect``):
+    those are appended to the targets, need ``min_labels`` training labels, and take their prices from the
+    ``<stem>.models.json`` that ``collect`` writes beside its output (else from the rows' per-call costs)."""
     rows = list(ds.rows)
     seen = {r.id for r in rows}
+    targets, prices = list(ds.targets), dict(ds.prices)
     for path in paths:
         p = Path(path)
         if not p.is_file():
             raise DataError(f"--add file {p} does not exist")
-        for r in load_jsonl(p):
+        added = load_jsonl(p)
+        for r in added:
             if r.id in seen:
                 raise DataError(f"{p}: id {r.id!r} is already in the data; ids must be unique across --data and --add")
-            extra = sorted(set(r.scores) - set(ds.targets))
-            if extra:
+            extra = sorted(set(r.scores) - set(targets))
+            if extra and not new_targets:
                 raise DataError(f"{p}: row {r.id!r} labels targets {extra} that the base data does not have "
-                                f"({ds.targets}); add them to the base data first")
+                                f"({targets}); add them to the base data, or add them to a trained bundle with "
+                                "`prefill-router train --continue-from BUNDLE --add ...`")
+            targets += [t for t in extra if t not in targets]
             seen.add(r.id)
             rows.append(RoutingRow(r.id, r.prompt, r.benchmark, r.split or "train", r.scores, r.costs,
                                    r.output_tokens))
-    return RoutingDataset(rows, list(ds.targets), dict(ds.prices), ds.source + "".join(f" + {p}" for p in paths))
+        side = p.with_suffix(".models.json")
+        if side.is_file():
+            prices.update({t: v for t, v in load_models_json(side).items() if t not in prices})
+    for t in targets[len(ds.targets):]:
+        n = sum(1 for r in rows if t in r.scores and r.split == "train")
+        if n < min_labels:
+            raise DataError(f"new target {t!r} has {n} training labels in {[str(x) for x in paths]}; it needs at "
+                            f"least {min_labels} (collect more: `prefill-router collect --targets {t} ...`)")
+        if t not in prices:
+            costs = [r.costs[t] for r in rows if t in r.costs]
+            if costs:  # per-call totals only: spread over an assumed 1000-token call, as load_dataset does
+                prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
+    return RoutingDataset(rows, targets, prices, ds.source + "".join(f" + {p}" for p in paths))

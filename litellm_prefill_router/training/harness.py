@@ -72,6 +72,18 @@ def _eval_set(ds: RoutingDataset, hard: np.ndarray, cost: np.ndarray, idx: np.nd
                       [ds.rows[i].id for i in idx])
 
 
+def cv_rows(ds: RoutingDataset, n_tokens: np.ndarray, folds: int, *, expected_output_tokens: float = 256.0,
+            seed: int = 0) -> tuple[ev.EvalSet, np.ndarray]:
+    """Every row of ``ds`` as an EvalSet (labels binarised, expected cost per target from the prompt's tokens) and
+    its benchmark-stratified fold: what cross-validation and the lever benchmarks score against."""
+    from ..costs import cost_matrix
+
+    hard = ev.binarize(ds.scores())
+    cost = cost_matrix([ds.prices[t] for t in ds.targets], n_tokens.astype(np.float64),
+                       [ds.mean_output_tokens(t) or expected_output_tokens for t in ds.targets])
+    return _eval_set(ds, hard, cost), stratified_folds(ds, folds, seed)
+
+
 def _learned(names: Sequence[str], ds: RoutingDataset, scores: np.ndarray, cache_dir: Path | None,
              progress: bool) -> dict[str, tuple[Predictor, dict[str, Any]]]:
     unknown = [n for n in names if n not in BASELINE_NAMES]
@@ -140,7 +152,6 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
     """K-fold evaluation of prefill variants and baselines; returns (report, out-of-fold p per scorer, rows)."""
     from tqdm.auto import tqdm
 
-    from ..costs import cost_matrix
     from .pipeline import TrainOptions, cached_probes, compute_features, split_validation
     from .probes import select_layer
     from .trunk import TrunkConfig, fit_trunk
@@ -150,17 +161,13 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
     if missing:
         raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per token")
     scores = ds.scores()
-    hard = ev.binarize(scores)
     handle, cache = compute_features(ds, opts)
     if not variants:
         fit_idx, _ = split_validation(ds, ds.indices("train") if len(ds.indices("train")) else np.arange(len(ds)),
                                       opts.val_fraction)
         sel = select_layer(cached_probes(cache, scores, ds.targets, fit_idx, opts), opts.max_auc_loss)
         variants = [PrefillVariant([int(sel["layer"])], list(sel["pooling"]))]
-    cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(np.float64),
-                           [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in ds.targets])
-    es = _eval_set(ds, hard, cost)
-    fold = stratified_folds(ds, folds, seed)
+    es, fold = cv_rows(ds, cache.n_tokens, folds, expected_output_tokens=opts.expected_output_tokens, seed=seed)
     models: dict[str, tuple[Predictor, dict[str, Any]]] = {}
     for v in variants:
         x = cache.select(v.layers, v.pooling)
@@ -180,7 +187,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
             raise PrefillRouterError(f"unknown prefill head {v.head!r}; use trunk or logreg")
         models[v.name] = (fn, info)
     models.update(_learned(list(baselines), ds, scores, cache_dir, progress))
-    preds = {name: np.zeros(hard.shape) for name in models}
+    preds = {name: np.zeros(es.hard.shape) for name in models}
     with tqdm(total=folds * len(models), desc="cross-validation", disable=not progress) as bar:
         for f in range(folds):
             q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
