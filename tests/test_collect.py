@@ -403,3 +403,20 @@ def test_a_new_target_is_refused_without_continue_from_a_price_or_both_outcomes(
     assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "d")]) == 2
     assert "'math-pro' has 10 training labels" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_continue_from_refuses_data_that_leaves_a_bundle_target_unlabelled(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # only math-model and history-model labelled: refitting would leave the generalist head untrained (junk routes)
+    data = tmp_path / "partial.jsonl"
+    with data.open("w") as f:
+        for r in tiny.synthetic_rows(120, seed=5):
+            f.write(json.dumps({**r, "scores": {k: v for k, v in r["scores"].items() if k != "generalist"}}) + "\n")
+    (tmp_path / "partial.models.json").write_text(json.dumps(
+        {t: {"input_cost_per_token": p[0], "output_cost_per_token": p[1]} for t, p in tiny.PRICES.items()}))
+    out = tmp_path / "v2"
+    assert main(["train", "--data", str(data), "--continue-from", str(bundle_dir), "--out", str(out),
+                 "--seeds", "1", "--keep", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "bundle target 'generalist'" in err and "pass the data the bundle was trained on" in err
+    assert not out.exists()

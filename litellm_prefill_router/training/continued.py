@@ -115,14 +115,16 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
         raise PrefillRouterError(f"only {len(train_idx)} labelled training rows; continuing needs at least 20")
     fit_idx, val_idx = (train_idx, np.intersect1d(ds.indices("val"), labelled)) if len(ds.indices("val")) else \
         split_validation(ds, train_idx, val_fraction)
-    for t in new:
-        j = names.index(t)
+    for j, t in enumerate(names):  # every head is refitted: each needs right and wrong answers to learn from
         y = scores[fit_idx, j]
         y = (y[~np.isnan(y)] >= 0.5)
-        if len(y) < 10 or y.all() or not y.any():
-            raise PrefillRouterError(f"new target {t!r} needs right and wrong answers among its training labels to "
-                                     f"learn from; it has {int(y.sum())} right of {len(y)} in the fitting rows. "
-                                     "Collect labels on more (and more varied) prompts")
+        if len(y) >= 10 and y.any() and not y.all():
+            continue
+        fix = "Collect labels on more (and more varied) prompts" if t in new else \
+            "--continue-from refits every target's head: pass the data the bundle was trained on with --data"
+        raise PrefillRouterError(f"{'new' if t in new else 'bundle'} target {t!r} needs right and wrong answers "
+                                 f"among its training labels to learn from; it has {int(y.sum())} right of {len(y)} "
+                                 f"in the fitting rows. {fix}")
     pred = PrefillPredictor(parent.directory)
     cache = OnnxFeatureCache(parent, cache_dir)
     need = np.r_[fit_idx, val_idx, test_idx]
