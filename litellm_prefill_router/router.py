@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import logging
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
@@ -94,7 +95,7 @@ def _metadata(request_kwargs: dict) -> dict:
     return md
 
 
-def deployment_price(dep: dict, known_model_info: Callable[[], dict | None]) -> Price | None:
+def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | None:
     """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
     litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
     price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
@@ -212,7 +213,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         )
 
     # -- routing --------------------------------------------------------------
-    async def async_get_available_deployment(
+    # litellm's CustomRoutingStrategyBase annotates both hooks as returning None; Router uses the deployment returned
+    async def async_get_available_deployment(  # type: ignore[override]
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
@@ -245,7 +247,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         logger.debug("prefill decision %s", json.dumps(record, default=str))
         return deployment
 
-    def get_available_deployment(
+    def get_available_deployment(  # type: ignore[override]
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
@@ -423,7 +425,8 @@ def _patched(name: str, original: Any) -> Any:
         return call
     if name == "_validate_routing_strategy":
         def validate(self: Any, routing_strategy: Any) -> None:
-            return None if _is_prefill(routing_strategy) else original(self, routing_strategy)
+            if not _is_prefill(routing_strategy):
+                original(self, routing_strategy)
         return validate
     if name == "routing_strategy_init":
         def init(self: Any, routing_strategy: Any, routing_strategy_args: dict) -> None:
@@ -484,7 +487,7 @@ class CollectionClient:
         for dep in self.model_list:
             if dep.get("model_name") == group:
                 model = str((dep.get("litellm_params") or {}).get("model") or "")
-                price = deployment_price(dep, lambda model=model: litellm.get_model_info(model))
+                price = deployment_price(dep, functools.partial(litellm.get_model_info, model))
                 if price is not None:
                     return price
         return None
@@ -498,7 +501,7 @@ class CollectionClient:
             return max(1, sum(len(str(m.get("content") or "")) for m in messages) // 4)
 
     async def complete(self, group: str, messages: list[dict], **params: Any) -> CallResult:
-        resp = await self.router.acompletion(model=group, messages=messages, **params)
+        resp: Any = await self.router.acompletion(model=group, messages=cast(Any, messages), **params)
         text = (resp.choices[0].message.content or "") if resp.choices else ""
         usage = getattr(resp, "usage", None)
         cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
