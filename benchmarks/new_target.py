@@ -3,7 +3,7 @@
     python benchmarks/new_target.py [--data DIR] [--target qwen2.5-7b-instruct] [--n 250 1000 all] [--out benchmarks/results]
 
 1. trains a base bundle on the dataset without ``--target`` (`prefill-router train --targets ...`);
-2. for each N, writes N of the target's training-split labels as `--add` rows (as `prefill-router collect` would,
+2. for each N and each of ``--draws`` random draws, writes N of the target's training-split labels as `--add` rows (as `prefill-router collect` would,
    with a `<rows>.models.json` price beside them) and runs `train --continue-from BASE --add ROWS`;
 3. scores every bundle on the test split (served ONNX): the new target's AUC, the old targets' mean AUC, and
    the same numbers for a bundle trained with all targets from the start (`--full-bundle`, default
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
     ap.add_argument("--target", default="qwen2.5-7b-instruct")
     ap.add_argument("--n", nargs="+", default=["250", "1000", "all"])
+    ap.add_argument("--draws", type=int, default=3, help="random label subsets per N (one for 'all')")
     ap.add_argument("--full-bundle", default="bundles/llmrouter")
     ap.add_argument("--work", default="/tmp/prefill-new-target")
     ap.add_argument("--out", default="benchmarks/results")
@@ -46,16 +47,13 @@ def main() -> None:
     if args.target not in ds.targets:
         raise SystemExit(f"--target {args.target!r} is not in the data: {ds.targets}")
     old = [t for t in ds.targets if t != args.target]
-    t0 = time.perf_counter()
     base = work / "base"
     if not (base / "manifest.json").exists():
         assert cli(["train", "--data", args.data, "--out", str(base), "--targets", *old]) == 0
-    base_s = time.perf_counter() - t0
+    base_s = sum(json.loads((base / "report.json").read_text())["stage_seconds"].values())
     train_rows = [r for r in ds.rows if r.split == "train" and args.target in r.scores]
     test_rows = [r for r in ds.rows if r.split == "test"]
     y_test = ds.scores(ds.targets)[[ds.rows.index(r) for r in test_rows]]
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(train_rows))
     price = ds.prices[args.target]
 
     def score(bundle: Path) -> dict:
@@ -67,9 +65,10 @@ def main() -> None:
                 "old_targets_mean_auc": float(np.nanmean([auc[t] for t in old]))}
 
     results = []
-    for n_arg in args.n:
+    for n_arg, draw in [(n, d) for n in args.n for d in range(1 if n == "all" else args.draws)]:
         n = len(train_rows) if n_arg == "all" else int(n_arg)
-        rows_path = work / f"add-{n}.jsonl"
+        order = np.random.default_rng(draw).permutation(len(train_rows))
+        rows_path = work / f"add-{n}-{draw}.jsonl"
         with rows_path.open("w") as f:
             for i in order[:n]:
                 r = train_rows[i]
@@ -77,11 +76,12 @@ def main() -> None:
                                     "split": "train", "scores": {args.target: r.scores[args.target]}}) + "\n")
         rows_path.with_suffix(".models.json").write_text(json.dumps(
             {args.target: {"input_cost_per_token": price[0], "output_cost_per_token": price[1]}}))
-        out = work / f"bundle-{n}"
+        out = work / f"bundle-{n}-{draw}"
         t = time.perf_counter()
         assert cli(["train", "--data", args.data, "--targets", *old, "--add", str(rows_path),
                     "--continue-from", str(base), "--out", str(out)]) == 0
-        results.append({"labels": n, "continue_seconds": round(time.perf_counter() - t, 1), **score(out)})
+        results.append({"labels": n, "draw": draw, "continue_seconds": round(time.perf_counter() - t, 1),
+                        **score(out)})
         print(results[-1])
     full = {"labels": "all (trained from the start)", **score(Path(args.full_bundle))}
     base_scores = score(base)
@@ -92,8 +92,13 @@ def main() -> None:
     lines = [f"| bundle | {args.target} labels | {args.target} test AUC | other 8 targets: mean test AUC | "
              "continue-from s |", "|---|---|---|---|---|",
              f"| base (trained without it) | 0 | - | {base_scores['old_targets_mean_auc']:.3f} | |"]
-    lines += [f"| base + `--continue-from` | {r['labels']} | {r['new_target_auc']:.3f} | "
-              f"{r['old_targets_mean_auc']:.3f} | {r['continue_seconds']} |" for r in results]
+    for n in dict.fromkeys(r["labels"] for r in results):
+        rs = [r for r in results if r["labels"] == n]
+        auc = [r["new_target_auc"] for r in rs]
+        spread = f" ({min(auc):.3f}-{max(auc):.3f}, {len(rs)} draws)" if len(rs) > 1 else ""
+        lines.append(f"| base + `--continue-from` | {n} | {np.mean(auc):.3f}{spread} | "
+                     f"{np.mean([r['old_targets_mean_auc'] for r in rs]):.3f} | "
+                     f"{', '.join(str(r['continue_seconds']) for r in rs)} |")
     lines.append(f"| trained with all targets ({args.full_bundle}) | all | {full['new_target_auc']:.3f} | "
                  f"{full['old_targets_mean_auc']:.3f} | |")
     text = "\n".join(lines) + "\n"
@@ -104,7 +109,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["labels"] for r in results], [r["new_target_auc"] for r in results], "o-", label="continue-from")
+    ax.plot([r["labels"] for r in results], [r["new_target_auc"] for r in results], "o", label="continue-from (each draw)")
     ax.axhline(full["new_target_auc"], color="gray", ls="--", label="trained with all targets")
     ax.set_xscale("log")
     ax.set_xlabel(f"{args.target} training labels added")
