@@ -75,7 +75,7 @@ def _gguf_to_safetensors(gguf_dir: Path, gguf_name: str, out: Path) -> Path:
     logger.info("converting %s to safetensors in %s (once)", gguf_dir / gguf_name, out)
     tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are de-quantised already; let save_pretrained write them
+    setattr(model, "hf_quantizer", None)  # the weights are de-quantised already; let save_pretrained write them
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + ".tmp")

@@ -392,7 +392,7 @@ def fixed_baselines(es: EvalSet, best: np.ndarray, chosen_on: str, seed: int = 0
     cheapest = es.cost.argmin(1)
     right = es.filled >= 0.5
     oracle = np.where(right.any(1), np.where(right, es.cost, np.inf).argmin(1), cheapest)
-    return [Scorer("random", choice=np.random.default_rng(seed).integers(0, k, n)),
+    return [Scorer("random", choice=np.asarray(np.random.default_rng(seed).integers(0, k, n))),
             Scorer("cheapest", choice=cheapest),
             Scorer("best single", choice=best, settings={"chosen_on": chosen_on}),
             Scorer("oracle", choice=oracle)]

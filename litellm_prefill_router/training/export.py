@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
     """Keep the first ``deepest`` blocks; drop the final norm unless the last layer is kept."""
-    m = copy.deepcopy(base)
+    m: Any = copy.deepcopy(base)  # HF modules: attributes checked with hasattr below
     if hasattr(m, "layers"):
         m.layers = m.layers[:deepest]
         if deepest < num_layers and hasattr(m, "norm"):

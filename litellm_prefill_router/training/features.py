@@ -146,7 +146,7 @@ def extract_features(
         return FeatureCache(d, np.lib.format.open_memmap(fpath, mode="r"), ntok)
     logger.info("features: %d of %d prompts to encode (cache %s)", len(todo), n, d)
     penc = prompt_encoder(handle, max_tokens, head_fraction)
-    encoded = penc.encode_batch([prompts[i] for i in todo])
+    encoded = penc.encode_batch([prompts[int(i)] for i in todo])
     lengths = np.array([len(e.ids) for e in encoded])
     batches = length_batches(lengths, batch_tokens, max_batch)
     model = handle.model

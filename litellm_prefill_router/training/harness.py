@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -145,6 +146,22 @@ def _best_single_per_fold(es: ev.EvalSet, fold: np.ndarray) -> np.ndarray:
     return best
 
 
+def _trunk_predictor(x: np.ndarray, scores: np.ndarray, cfg: Any) -> Predictor:
+    from .trunk import fit_trunk
+
+    def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return fit_trunk(x[fit], scores[fit], x[val], scores[val], cfg).predict(x[q]).astype(np.float64)
+    return fn
+
+
+def _logreg_predictor(x: np.ndarray, scores: np.ndarray) -> Predictor:
+    from .baselines import logreg_predict
+
+    def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return logreg_predict(x[fit], scores[fit], x[val], scores[val], x[q])[0]
+    return fn
+
+
 def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = None,
                    variants: Sequence[PrefillVariant] | None = None, baselines: Sequence[str] = tuple(BASELINE_NAMES),
                    bootstrap: int = 1000, pair: tuple[str, str] | None = None, cache_dir: Path | None = None,
@@ -154,9 +171,11 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
 
     from .pipeline import TrainOptions, cached_probes, compute_features, split_validation
     from .probes import select_layer
-    from .trunk import TrunkConfig, fit_trunk
+    from .trunk import TrunkConfig
 
-    opts = TrainOptions(cache_dir=cache_dir, progress=progress, **({"encoder": encoder} if encoder else {}))
+    opts = TrainOptions(cache_dir=cache_dir, progress=progress)
+    if encoder:
+        opts = dataclasses.replace(opts, encoder=encoder)
     missing = [t for t in ds.targets if t not in ds.prices]
     if missing:
         raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per token")
@@ -173,19 +192,12 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
         x = cache.select(v.layers, v.pooling)
         info: dict[str, Any] = {"encoder": handle.id, "layers": v.layers, "pooling": v.pooling, "head": v.head}
         if v.head == "trunk":
-            cfg = TrunkConfig(seeds=v.seeds, keep=min(v.keep, v.seeds))
-
-            def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, x: np.ndarray = x,
-                   cfg: TrunkConfig = cfg) -> np.ndarray:
-                return fit_trunk(x[fit], scores[fit], x[val], scores[val], cfg).predict(x[q]).astype(np.float64)
+            models[v.name] = (_trunk_predictor(x, scores, TrunkConfig(seeds=v.seeds, keep=min(v.keep, v.seeds))),
+                              info)
         elif v.head == "logreg":
-            from .baselines import logreg_predict
-
-            def fn(fit: np.ndarray, val: np.ndarray, q: np.ndarray, x: np.ndarray = x) -> np.ndarray:
-                return logreg_predict(x[fit], scores[fit], x[val], scores[val], x[q])[0]
+            models[v.name] = (_logreg_predictor(x, scores), info)
         else:
             raise PrefillRouterError(f"unknown prefill head {v.head!r}; use trunk or logreg")
-        models[v.name] = (fn, info)
     models.update(_learned(list(baselines), ds, scores, cache_dir, progress))
     preds = {name: np.zeros(es.hard.shape) for name in models}
     with tqdm(total=folds * len(models), desc="cross-validation", disable=not progress) as bar:

@@ -52,6 +52,10 @@ class SharedTrunkNet(nn.Module):
 class TrunkEnsemble(nn.Module):
     """The exported scorer: raw pooled features -> averaged P(correct) (batch, K)."""
 
+    mean: torch.Tensor
+    inv_scale: torch.Tensor
+    components: torch.Tensor
+
     def __init__(self, mean: np.ndarray, scale: np.ndarray, components: np.ndarray, members: list[SharedTrunkNet]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
