@@ -1,8 +1,22 @@
-"""Shared by the lever benchmarks: the rows every variant is scored on, and the Markdown table of a report."""
+"""Shared by the lever benchmarks: their common arguments, the Markdown table of a report, and its outputs."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+from pathlib import Path
 from typing import Any
+
+
+def lever_parser(doc: str | None) -> argparse.ArgumentParser:
+    """--data, --folds, --bootstrap and --out, as every lever benchmark takes them."""
+    ap = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--out", default="benchmarks/results")
+    return ap
 
 
 def lever_table(report: dict[str, Any], reference: str) -> str:
@@ -24,3 +38,17 @@ def lever_table(report: dict[str, Any], reference: str) -> str:
                      f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
                      f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {diff('mean_auc')} | {diff('aiq')} |")
     return "\n".join(lines)
+
+
+def write_lever_report(report: dict[str, Any], out: str | Path, stem: str, reference: str, footer: str) -> str:
+    """``stem``.json (the whole report), .md (the table and ``footer``) and .png (the accuracy-cost curves)."""
+    from litellm_prefill_router.training import harness
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float))
+    text = f"{lever_table(report, reference)}\n\n{footer}\n"
+    (out / f"{stem}.md").write_text(text)
+    harness.plot(report, out / f"{stem}.png")
+    print(text)
+    return text

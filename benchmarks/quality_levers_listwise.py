@@ -12,26 +12,19 @@ router's pick among the six 7-9B targets is right (where the paper's operating p
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
-from _levers import lever_table
+from _levers import lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap = lever_parser(__doc__)
     ap.add_argument("--layer", type=int, default=5)
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.3, 1.0])
-    ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
     import torch
@@ -87,16 +80,11 @@ def main() -> None:
     report["cheap_oracle"] = float(filled[:, cheap].max(1).mean())
     report["mode"] = {"kind": "cv", "folds": args.folds, "rows": len(ds), "operating_points": "cross-fitted"}
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(args.out)
-    (out / "quality_levers_listwise.json").write_text(json.dumps(report, indent=1, default=float))
     picks = ", ".join(f"{n}: {v:.3f}" for n, v in report["cheap_pick_accuracy"].items())
-    text = lever_table(report, names[args.alphas[0]]) + (
-        f"\n\nAccuracy of the most likely of the six cheapest targets ({', '.join(report['cheap_targets'])}; their "
-        f"oracle {report['cheap_oracle']:.3f}): {picks}.\n\n({args.folds}-fold CV, {args.bootstrap} resamples, "
-        f"{report['seconds']} s)\n")
-    (out / "quality_levers_listwise.md").write_text(text)
-    harness.plot(report, out / "quality_levers_listwise.png")
-    print(text)
+    write_lever_report(report, args.out, "quality_levers_listwise", names[args.alphas[0]],
+                       f"Accuracy of the most likely of the six cheapest targets ({', '.join(report['cheap_targets'])}; "
+                       f"their oracle {report['cheap_oracle']:.3f}): {picks}.\n\n({args.folds}-fold CV, "
+                       f"{args.bootstrap} resamples, {report['seconds']} s)")
 
 
 if __name__ == "__main__":

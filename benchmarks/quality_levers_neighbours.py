@@ -13,14 +13,11 @@ Writes quality_levers_neighbours.{json,md,png}; the same resamples for every row
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
-from _levers import lever_table
+from _levers import lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,12 +33,8 @@ def pca_embed(x_fit: np.ndarray, x_all: np.ndarray, dim: int = 128) -> np.ndarra
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap = lever_parser(__doc__)
     ap.add_argument("--layer", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
     from tqdm.auto import tqdm
@@ -100,13 +93,9 @@ def main() -> None:
     report["k_chosen"] = ks
     report["fit_seconds"] = {n: round(s, 1) for n, s in seconds.items() if s}
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(args.out)
-    (out / "quality_levers_neighbours.json").write_text(json.dumps(report, indent=1, default=float))
-    text = lever_table(report, names[0]) + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples, {report['seconds']} s; "
-                               f"k chosen on validation: prefill {ks['prefill']}, MiniLM {ks['minilm']})\n")
-    (out / "quality_levers_neighbours.md").write_text(text)
-    harness.plot(report, out / "quality_levers_neighbours.png")
-    print(text)
+    write_lever_report(report, args.out, "quality_levers_neighbours", names[0],
+                       f"({args.folds}-fold CV, {args.bootstrap} resamples, {report['seconds']} s; "
+                       f"k chosen on validation: prefill {ks['prefill']}, MiniLM {ks['minilm']})")
 
 
 if __name__ == "__main__":

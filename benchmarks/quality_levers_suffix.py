@@ -13,15 +13,12 @@ Writes quality_levers_suffix.{json,md,png}; paired differences are against the p
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
-from _levers import lever_table
+from _levers import lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SUFFIX = ("\n\n(Before answering: how difficult is this request for a small language model, and what knowledge "
@@ -41,11 +38,7 @@ def with_suffix(prompt: object, suffix: str = SUFFIX) -> object:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=200)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap = lever_parser(__doc__)
     args = ap.parse_args()
 
     import hashlib
@@ -91,13 +84,9 @@ def main() -> None:
     report["suffix"] = SUFFIX
     report["extract_seconds"] = round(extract_s, 1)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(args.out)
-    (out / "quality_levers_suffix.json").write_text(json.dumps(report, indent=1, default=float))
-    text = lever_table(report, "plain L5") + (f"\n\n({args.folds}-fold CV, {args.bootstrap} resamples; suffix features "
-                                              f"extracted in {report['extract_seconds']} s, total {report['seconds']} s)\n")
-    (out / "quality_levers_suffix.md").write_text(text)
-    harness.plot(report, out / "quality_levers_suffix.png")
-    print(text)
+    write_lever_report(report, args.out, "quality_levers_suffix", "plain L5",
+                       f"({args.folds}-fold CV, {args.bootstrap} resamples; suffix features "
+                       f"extracted in {report['extract_seconds']} s, total {report['seconds']} s)")
 
 
 if __name__ == "__main__":
