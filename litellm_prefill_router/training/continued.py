@@ -28,6 +28,7 @@ from ..costs import cost_matrix
 from ..errors import PrefillRouterError
 from .data import RoutingDataset
 from .encoders import cache_root
+from .evaluation import binarize
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,10 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
         raise PrefillRouterError(f"only {len(train_idx)} labelled training rows; continuing needs at least 20")
     fit_idx, val_idx = (train_idx, np.intersect1d(ds.indices("val"), labelled)) if len(ds.indices("val")) else \
         split_validation(ds, train_idx, val_fraction)
+    hard = binarize(scores)
     for j, t in enumerate(names):  # every head is refitted: each needs right and wrong answers to learn from
-        y = scores[fit_idx, j]
-        y = (y[~np.isnan(y)] >= 0.5)
+        y = hard[fit_idx, j]
+        y = y[~np.isnan(y)] == 1
         if len(y) >= 10 and y.any() and not y.all():
             continue
         fix = "Collect labels on more (and more varied) prompts" if t in new else \
@@ -138,7 +140,6 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     expected = [t.expected_output_tokens for t in m.targets] + \
         [ds.mean_output_tokens(t) or TrainOptions().expected_output_tokens for t in new]
     costs = cost_matrix(prices, n_tok, expected)
-    hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
     report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx)
     work = Path(tempfile.mkdtemp(prefix="prefill-continue-"))
     try:

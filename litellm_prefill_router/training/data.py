@@ -215,6 +215,21 @@ def assign_splits(rows: list[RoutingRow], test_fraction: float = 0.1) -> list[Ro
                        r.output_tokens) for r in rows]
 
 
+def _train_label_counts(rows: Sequence[RoutingRow], targets: Iterable[str]) -> dict[str, int]:
+    return {t: sum(1 for r in rows if t in r.scores and r.split == "train") for t in targets}
+
+
+def _fill_prices_from_costs(prices: dict[str, tuple[float, float]], rows: Sequence[RoutingRow],
+                            targets: Iterable[str]) -> None:
+    """Targets without a price get one from the rows' recorded per-call costs, if any: per-call totals only,
+    spread over an assumed 1000-token call."""
+    for t in targets:
+        if t not in prices:
+            costs = [r.costs[t] for r in rows if t in r.costs]
+            if costs:
+                prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
+
+
 def load_dataset(path: str | Path, *, models_json: str | Path | None = None, targets: Sequence[str] | None = None,
                  min_labels: int = 20) -> RoutingDataset:
     """Load a routing dataset (a file, or a directory holding routing.jsonl and models.json).
@@ -257,17 +272,12 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
         if unknown:
             raise DataError(f"{p}: requested targets {unknown} have no labels; targets in the data: {all_targets}")
         all_targets = list(targets)
-    counts = {t: sum(1 for r in rows if t in r.scores and r.split == "train") for t in all_targets}
-    few = {t: c for t, c in counts.items() if c < min_labels}
+    few = {t: c for t, c in _train_label_counts(rows, all_targets).items() if c < min_labels}
     if few:
         raise DataError(f"{p}: targets with fewer than {min_labels} training labels: {few}; "
                         "collect more labels or leave them out with --targets")
     prices = load_models_json(Path(models_json)) if models_json else {}
-    for t in all_targets:
-        if t not in prices:
-            costs = [r.costs[t] for r in rows if t in r.costs]
-            if costs:  # per-call totals only: spread over an assumed 1000-token call
-                prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
+    _fill_prices_from_costs(prices, rows, all_targets)
     return RoutingDataset(rows, all_targets, prices, str(p))
 
 
@@ -286,8 +296,7 @@ def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bo
         p = Path(path)
         if not p.is_file():
             raise DataError(f"--add file {p} does not exist")
-        added = load_jsonl(p)
-        for r in added:
+        for r in load_jsonl(p):
             if r.id in seen:
                 raise DataError(f"{p}: id {r.id!r} is already in the data; ids must be unique across --data and --add")
             extra = sorted(set(r.scores) - set(targets))
@@ -302,13 +311,10 @@ def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bo
         side = p.with_suffix(".models.json")
         if side.is_file():
             prices.update({t: v for t, v in load_models_json(side).items() if t not in prices})
-    for t in targets[len(ds.targets):]:
-        n = sum(1 for r in rows if t in r.scores and r.split == "train")
+    new = targets[len(ds.targets):]
+    for t, n in _train_label_counts(rows, new).items():
         if n < min_labels:
             raise DataError(f"new target {t!r} has {n} training labels in {[str(x) for x in paths]}; it needs at "
                             f"least {min_labels} (collect more: `prefill-router collect --targets {t} ...`)")
-        if t not in prices:
-            costs = [r.costs[t] for r in rows if t in r.costs]
-            if costs:  # per-call totals only: spread over an assumed 1000-token call, as load_dataset does
-                prices[t] = (float(np.mean(costs)) / 1000.0, float(np.mean(costs)) / 1000.0)
+    _fill_prices_from_costs(prices, rows, new)
     return RoutingDataset(rows, targets, prices, ds.source + "".join(f" + {p}" for p in paths))

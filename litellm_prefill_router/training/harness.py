@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,17 @@ def cv_rows(ds: RoutingDataset, n_tokens: np.ndarray, folds: int, *, expected_ou
     cost = cost_matrix([ds.prices[t] for t in ds.targets], n_tokens.astype(np.float64),
                        [ds.mean_output_tokens(t) or expected_output_tokens for t in ds.targets])
     return _eval_set(ds, hard, cost), stratified_folds(ds, folds, seed)
+
+
+def cv_splits(ds: RoutingDataset, fold: np.ndarray,
+              val_fraction: float) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per fold f: (f, held-out rows, fit rows, validation rows); fit and validation come from the other folds."""
+    from .pipeline import split_validation
+
+    for f in range(int(fold.max()) + 1):
+        q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        fit, val = split_validation(ds, tr, val_fraction)
+        yield f, q, fit, val
 
 
 def _learned(names: Sequence[str], ds: RoutingDataset, scores: np.ndarray, cache_dir: Path | None,
@@ -201,9 +212,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
     models.update(_learned(list(baselines), ds, scores, cache_dir, progress))
     preds = {name: np.zeros(es.hard.shape) for name in models}
     with tqdm(total=folds * len(models), desc="cross-validation", disable=not progress) as bar:
-        for f in range(folds):
-            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fit, val = split_validation(ds, tr, opts.val_fraction)
+        for f, q, fit, val in cv_splits(ds, fold, opts.val_fraction):
             for name, (fn, _) in models.items():
                 bar.set_postfix_str(f"fold {f + 1} {name}")
                 preds[name][q] = fn(fit, val, q)

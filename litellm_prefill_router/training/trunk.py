@@ -127,6 +127,17 @@ def _fit_one(z_tr: np.ndarray, y_tr: np.ndarray, z_va: np.ndarray, y_va: np.ndar
     return net, best
 
 
+def fit_projection(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, components (P, F)): standardise ``x`` column-wise (near-constant columns keep scale 1) and
+    take its top ``dim`` principal directions - the trunk's input projection, fitted on training rows only."""
+    mean = x.mean(0)
+    scale = x.std(0)
+    scale = np.where(scale < 1e-6, 1.0, scale)
+    xs = (x - mean) / scale
+    _, _, vt = np.linalg.svd(xs - xs.mean(0), full_matrices=False)
+    return mean, scale, vt[: min(dim, vt.shape[0])]
+
+
 def fit_trunk(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
               cfg: TrunkConfig | None = None) -> FittedTrunk:
     """Fit scaler + PCA on the training rows, then the seed ensemble with early stopping on validation."""
@@ -134,13 +145,8 @@ def fit_trunk(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.nda
     if cfg.keep > cfg.seeds or cfg.keep < 1:
         raise ValueError(f"keep must be in [1, seeds]; got keep={cfg.keep}, seeds={cfg.seeds}")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    mean = x_tr.mean(0)
-    scale = x_tr.std(0)
-    scale = np.where(scale < 1e-6, 1.0, scale)
-    xs = (x_tr - mean) / scale
-    _, _, vt = np.linalg.svd(xs - xs.mean(0), full_matrices=False)
-    comps = vt[: min(cfg.proj_dim, vt.shape[0])]
-    z_tr = xs @ comps.T
+    mean, scale, comps = fit_projection(x_tr, cfg.proj_dim)
+    z_tr = ((x_tr - mean) / scale) @ comps.T
     z_va = ((x_va - mean) / scale) @ comps.T
     fits = [_fit_one(z_tr, y_tr, z_va, y_va, cfg, seed) for seed in range(cfg.seeds)]
     order = np.argsort([f[1] for f in fits])[: cfg.keep]
