@@ -1,4 +1,5 @@
-"""Shared by the lever benchmarks: their common arguments, the Markdown table of a report, and its outputs."""
+"""Shared by the lever benchmarks: their common arguments and data, the Markdown table of a report, its outputs,
+and the benchmark-classifier prior (bar_diagnosis.py, quality_levers_stack.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 
 def lever_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -17,6 +20,46 @@ def lever_parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--out", default="benchmarks/results")
     return ap
+
+
+class CvData(NamedTuple):
+    ds: Any  # RoutingDataset
+    opts: Any  # TrainOptions (defaults: the shipped recipe)
+    handle: Any  # EncoderHandle of the default encoder
+    cache: Any  # its FeatureCache for every row (cached on disk)
+    scores: np.ndarray
+    es: Any  # EvalSet of every row
+    fold: np.ndarray
+
+
+def cv_setup(args: argparse.Namespace) -> CvData:
+    """The dataset, the default encoder's cached features and the same stratified folds as benchmarks/quality.py."""
+    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features
+
+    ds = load_dataset(args.data)
+    opts = TrainOptions(progress=False)
+    handle, cache = compute_features(ds, opts)
+    es, fold = harness.cv_rows(ds, cache.n_tokens, args.folds)
+    return CvData(ds, opts, handle, cache, ds.scores(), es, fold)
+
+
+def benchmark_classifier_prior(x: np.ndarray, bench: np.ndarray, n_bench: int, table: np.ndarray, tr: np.ndarray,
+                               q: np.ndarray) -> tuple[np.ndarray, float]:
+    """P(correct) of the held-out rows ``q`` as the benchmark accuracy ``table`` (benchmarks x targets) weighted by a
+    logistic regression on PCA-128 of ``x`` that predicts each row's benchmark index ``bench``, fitted on ``tr``;
+    and that classifier's accuracy on ``q``."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x[tr])
+    pca = PCA(128, random_state=0).fit(scaler.transform(x[tr]))
+    clf = LogisticRegression(max_iter=2000).fit(pca.transform(scaler.transform(x[tr])), bench[tr])
+    pb = np.zeros((len(q), n_bench))
+    pb[:, clf.classes_] = clf.predict_proba(pca.transform(scaler.transform(x[q])))
+    return pb @ table, float((pb.argmax(1) == bench[q]).mean())
 
 
 def lever_table(report: dict[str, Any], reference: str) -> str:

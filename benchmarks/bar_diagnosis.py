@@ -22,9 +22,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from _levers import benchmark_classifier_prior
 
 from litellm_prefill_router.costs import cost_matrix
 from litellm_prefill_router.training import evaluation as ev
@@ -69,13 +67,8 @@ def main() -> None:
         p_trunk[q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])
         table = benchmark_prior_predict([benches[i] for i in b[tr]], hard[tr], benches)  # (benchmarks, targets)
         p_bench[q] = table[b[q]]
-        scaler = StandardScaler().fit(x[tr])
-        pca = PCA(128, random_state=0).fit(scaler.transform(x[tr]))
-        clf = LogisticRegression(max_iter=2000).fit(pca.transform(scaler.transform(x[tr])), b[tr])
-        pb = np.zeros((len(q), len(benches)))
-        pb[:, clf.classes_] = clf.predict_proba(pca.transform(scaler.transform(x[q])))
-        clf_acc.append(float((pb.argmax(1) == b[q]).mean()))
-        p_clf[q] = pb @ table
+        p_clf[q], acc = benchmark_classifier_prior(x, b, len(benches), table, tr, q)
+        clf_acc.append(acc)
     print(f"benchmark classifier accuracy per fold: {np.round(clf_acc, 3).tolist()}")
     cost = cost_matrix([ds.prices[t] for t in ds.targets], cache.n_tokens.astype(float), [256.0] * k)
     es = harness._eval_set(ds, hard, cost)

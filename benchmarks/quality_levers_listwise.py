@@ -16,7 +16,7 @@ import os
 import time
 
 import numpy as np
-from _levers import lever_parser, write_lever_report
+from _levers import cv_setup, lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,8 +32,6 @@ def main() -> None:
 
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness, trunk
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
 
     bce = trunk._masked_bce
     alpha = {"value": 0.0}
@@ -53,18 +51,12 @@ def main() -> None:
 
     trunk._masked_bce = routing_loss
     t0 = time.perf_counter()
-    ds = load_dataset(args.data)
-    opts = TrainOptions(progress=False)
-    _, cache = compute_features(ds, opts)
-    scores = ds.scores()
-    es, fold = harness.cv_rows(ds, cache.n_tokens, args.folds)
+    ds, opts, _, cache, scores, es, fold = cv_setup(args)
     x = cache.select([args.layer], ["mean", "last"])
     names = {a: f"trunk L{args.layer}, listwise alpha {a:g}" for a in args.alphas}
     preds = {n: np.zeros(es.hard.shape) for n in names.values()}
     with tqdm(total=args.folds * len(names), desc="cross-validation") as bar:
-        for f in range(args.folds):
-            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fit, val = split_validation(ds, tr, opts.val_fraction)
+        for f, q, fit, val in harness.cv_splits(ds, fold, opts.val_fraction):
             for a, name in names.items():
                 alpha["value"] = a
                 preds[name][q] = trunk.fit_trunk(x[fit], scores[fit], x[val], scores[val]).predict(x[q])

@@ -17,18 +17,18 @@ import os
 import time
 
 import numpy as np
-from _levers import lever_parser, write_lever_report
+from _levers import cv_setup, lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pca_embed(x_fit: np.ndarray, x_all: np.ndarray, dim: int = 128) -> np.ndarray:
-    """Standardise and project on the fit rows' top principal directions, then L2-normalise (cosine kNN)."""
-    mean, scale = x_fit.mean(0), x_fit.std(0)
-    scale = np.where(scale < 1e-6, 1.0, scale)
-    xs = (x_fit - mean) / scale
-    _, _, vt = np.linalg.svd(xs - xs.mean(0), full_matrices=False)
-    z = ((x_all - mean) / scale) @ vt[:dim].T
+    """The trunk's projection (standardise, top principal directions of the fit rows), L2-normalised for cosine
+    kNN."""
+    from litellm_prefill_router.training.trunk import fit_projection
+
+    mean, scale, comps = fit_projection(x_fit, dim)
+    z = ((x_all - mean) / scale) @ comps.T
     return z / np.clip(np.linalg.norm(z, axis=1, keepdims=True), 1e-9, None)
 
 
@@ -42,16 +42,10 @@ def main() -> None:
     from litellm_prefill_router.training import baselines as bl
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
     from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
 
     t0 = time.perf_counter()
-    ds = load_dataset(args.data)
-    opts = TrainOptions(progress=False)
-    _, cache = compute_features(ds, opts)
-    scores = ds.scores()
-    es, fold = harness.cv_rows(ds, cache.n_tokens, args.folds)
+    ds, opts, _, cache, scores, es, fold = cv_setup(args)
     hard = es.hard
     x = cache.select([args.layer], ["mean", "last"])
     emb = bl.sentence_embeddings(ds, None, False)
@@ -63,9 +57,7 @@ def main() -> None:
     ks: dict[str, list[int]] = {"prefill": [], "minilm": []}
     seconds = {n: 0.0 for n in names}
     with tqdm(total=args.folds, desc="folds") as bar:
-        for f in range(args.folds):
-            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fit, val = split_validation(ds, tr, opts.val_fraction)
+        for f, q, fit, val in harness.cv_splits(ds, fold, opts.val_fraction):
             both = np.r_[fit, val]
             t = time.perf_counter()
             preds[names[0]][q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])

@@ -20,7 +20,7 @@ import os
 import time
 
 import numpy as np
-from _levers import lever_parser, write_lever_report
+from _levers import benchmark_classifier_prior, cv_setup, lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,25 +30,17 @@ def main() -> None:
     args = ap.parse_args()
 
     from quality_levers_neighbours import pca_embed
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
     from tqdm.auto import tqdm
 
     from litellm_prefill_router.training import baselines as bl
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
+    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features
     from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
 
     t0 = time.perf_counter()
-    ds = load_dataset(args.data)
-    opts = TrainOptions(progress=False)
-    _, smol = compute_features(ds, opts)
+    ds, opts, _, smol, scores, es, fold = cv_setup(args)
     _, gemma = compute_features(ds, TrainOptions(encoder="gemma3-270m", progress=False))
-    scores = ds.scores()
-    es, fold = harness.cv_rows(ds, smol.n_tokens, args.folds)
     hard = es.hard
     pool = ["mean", "last"]
     x5, x17 = smol.select([5], pool), smol.select([17], pool)
@@ -59,19 +51,13 @@ def main() -> None:
     P = {k: np.zeros(hard.shape) for k in ("shipped", "T4", "T4G", "B", "K")}
     big = TrunkConfig(seeds=10, keep=5)
     with tqdm(total=args.folds, desc="folds") as bar:
-        for f in range(args.folds):
-            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fit, val = split_validation(ds, tr, opts.val_fraction)
+        for f, q, fit, val in harness.cv_splits(ds, fold, opts.val_fraction):
+            tr = np.flatnonzero(fold != f)
             P["shipped"][q] = fit_trunk(x5[fit], scores[fit], x5[val], scores[val]).predict(x5[q])
             P["T4"][q] = fit_trunk(x4[fit], scores[fit], x4[val], scores[val], big).predict(x4[q])
             P["T4G"][q] = fit_trunk(x4g[fit], scores[fit], x4g[val], scores[val], big).predict(x4g[q])
             table = bl.benchmark_prior_predict([benches[i] for i in b[tr]], hard[tr], benches)
-            scaler = StandardScaler().fit(x5[tr])
-            pca = PCA(128, random_state=0).fit(scaler.transform(x5[tr]))
-            clf = LogisticRegression(max_iter=2000).fit(pca.transform(scaler.transform(x5[tr])), b[tr])
-            pb = np.zeros((len(q), len(benches)))
-            pb[:, clf.classes_] = clf.predict_proba(pca.transform(scaler.transform(x5[q])))
-            P["B"][q] = pb @ table
+            P["B"][q], _ = benchmark_classifier_prior(x5, b, len(benches), table, tr, q)
             z = pca_embed(x17[fit], x17)
             k = bl.fit_knn(z[fit], scores[fit], z[val], scores[val])
             both = np.r_[fit, val]

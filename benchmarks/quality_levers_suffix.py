@@ -18,7 +18,7 @@ import os
 import time
 
 import numpy as np
-from _levers import lever_parser, write_lever_report
+from _levers import cv_setup, lever_parser, write_lever_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SUFFIX = ("\n\n(Before answering: how difficult is this request for a small language model, and what knowledge "
@@ -47,24 +47,18 @@ def main() -> None:
 
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
-    from litellm_prefill_router.training.data import load_dataset
     from litellm_prefill_router.training.features import extract_features
-    from litellm_prefill_router.training.pipeline import TrainOptions, compute_features, split_validation
     from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
     from litellm_prefill_router.training.encoders import cache_root
 
     t0 = time.perf_counter()
-    ds = load_dataset(args.data)
-    opts = TrainOptions(progress=False)
-    handle, plain = compute_features(ds, opts)
+    # costs are those of the plain prompts: the suffix is the router's, not billed
+    ds, opts, handle, plain, scores, es, fold = cv_setup(args)
     key = hashlib.sha256((ds.content_hash() + SUFFIX).encode()).hexdigest()[:16]
     t = time.perf_counter()
     suffixed = extract_features(handle, [with_suffix(p) for p in ds.prompts()], dataset_hash=f"suffix-{key}",
                                 cache_dir=cache_root() / "features", max_tokens=opts.max_tokens, progress=True)
     extract_s = time.perf_counter() - t
-    scores = ds.scores()
-    # costs of the plain prompts: the suffix is the router's, not billed
-    es, fold = harness.cv_rows(ds, plain.n_tokens, args.folds)
     hard = es.hard
     X = {}
     for layer in (5, 17):
@@ -72,9 +66,7 @@ def main() -> None:
         X[f"plain L{layer}"], X[f"suffixed L{layer}"], X[f"plain + suffixed L{layer}"] = a, b, np.concatenate([a, b], 1)
     preds = {n: np.zeros(hard.shape) for n in X}
     with tqdm(total=args.folds * len(X), desc="cross-validation") as bar:
-        for f in range(args.folds):
-            q, tr = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fit, val = split_validation(ds, tr, opts.val_fraction)
+        for f, q, fit, val in harness.cv_splits(ds, fold, opts.val_fraction):
             for n, x in X.items():
                 preds[n][q] = fit_trunk(x[fit], scores[fit], x[val], scores[val], TrunkConfig()).predict(x[q])
                 bar.update()
