@@ -9,7 +9,7 @@ and resumability:
   that failed after all retries have no answer and are tried again on the next run.
 * ``--max-cost`` is a ceiling: before each call its worst case (input tokens x input price + ``--max-tokens``
   x output price, plus the judge call for ``llm:`` judges) is reserved; a call that could cross the ceiling is
-  not sent, the run stops and says so (exit status 3).
+  not sent, the run stops and says so (exit status 3). A group's price for this is its dearest deployment's.
 * at the end (also after a stop or Ctrl-C) ``<out>`` is rewritten from the call log in the training format
   (``{"id", "prompt", "benchmark", "split", "scores", "costs", "output_tokens"}`` per prompt) and the targets'
   prices go to ``<out stem>.models.json``, so ``prefill-router train --data <out>`` works directly.
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .costs import Price
+from .costs import Price, highest_price, lowest_price
 from .errors import PrefillRouterError
 from .jsonl import read_log, write_atomic
 from .judges import Judge, parse_judge
@@ -142,7 +142,7 @@ def _resolve_env(obj: Any) -> Any:
 
 class Client(Protocol):
     def groups(self) -> list[str]: ...
-    def price(self, group: str) -> Price | None: ...
+    def prices(self, group: str) -> list[Price]: ...  # one per priced deployment of the group
     def count_tokens(self, group: str, messages: list[dict]) -> int: ...
     async def complete(self, group: str, messages: list[dict], **params: Any) -> Any: ...
     def retry_after(self, err: BaseException) -> float | None: ...
@@ -202,7 +202,16 @@ class Collector:
             raise CollectError(f"targets {unknown} are not model groups of the config; groups: {groups}")
         if not self.targets:
             raise CollectError("no targets: the config has no model group besides the judge")
-        self.prices = {g: client.price(g) for g in {*self.targets, *judge_groups}}
+        # A group's deployments may be priced differently (one model, several providers): the budget reserves,
+        # and counts calls litellm cannot price, at the dearest; models.json records the cheapest, which is what
+        # the runtime uses for that target.
+        deployment_prices = {g: client.prices(g) for g in sorted({*self.targets, *judge_groups})}
+        for g, ps in deployment_prices.items():
+            if len({(p.input_cost_per_token, p.output_cost_per_token) for p in ps}) > 1:
+                logger.warning("model group %r has deployments with different prices; the cost ceiling reserves the "
+                               "highest, %s/models.json records the lowest (what routing uses)", g, self.out.stem)
+        self.prices = {g: highest_price(ps) for g, ps in deployment_prices.items()}
+        self.target_prices = {g: lowest_price(ps) for g, ps in deployment_prices.items()}
         if self.opts.max_cost is not None:
             unpriced = sorted(g for g, p in self.prices.items() if p is None)
             if unpriced:
@@ -370,7 +379,7 @@ class Collector:
         done, _ = self._read_log()
         write_atomic(self.out, self._rows(done))
         prices = {t: {"input_cost_per_token": p.input_cost_per_token, "output_cost_per_token": p.output_cost_per_token}
-                  for t in self.targets if (p := self.prices.get(t)) is not None}
+                  for t in self.targets if (p := self.target_prices.get(t)) is not None}
         self.out.with_suffix(".models.json").write_text(json.dumps(prices, indent=1))
         return self.out
 

@@ -24,6 +24,22 @@ class Price:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r} (price source: {self.source})")
 
 
+def _per_token(price: Price) -> float:
+    return price.input_cost_per_token + price.output_cost_per_token
+
+
+def lowest_price(prices: Sequence[Price]) -> Price | None:
+    """The cheapest of several deployments' prices (input + output USD per token); None if there are none. What a
+    target costs at routing time and in a collected dataset's ``models.json``."""
+    return min(prices, key=_per_token, default=None)
+
+
+def highest_price(prices: Sequence[Price]) -> Price | None:
+    """The dearest of several deployments' prices: what a budget reserves before a call (any of a model group's
+    deployments may serve it)."""
+    return max(prices, key=_per_token, default=None)
+
+
 def manifest_price(target: Any) -> Price:
     """The training-time price a bundle records for a target (a missing side counts as 0)."""
     return Price(target.input_cost_per_token or 0.0, target.output_cost_per_token or 0.0, "manifest")

@@ -59,12 +59,27 @@ def content_text(content: object) -> str:
         parts: list[str] = []
         for part in content:
             if isinstance(part, Mapping):
-                if part.get("type") in (None, "text", "input_text", "output_text") and "text" in part:
+                kind = part.get("type")
+                if kind in (None, "text", "input_text", "output_text") and "text" in part:
                     parts.append(clean_text(part.get("text")))
+                elif kind == "tool_use":  # Anthropic content block
+                    parts.append(_call_text(part.get("name"), part.get("input")))
+                elif kind == "tool_result":
+                    parts.append(_result_text(content_text(part.get("content"))))
             elif isinstance(part, str):
                 parts.append(clean_text(part))
         return "\n".join(p for p in parts if p)
     return clean_text(content)
+
+
+def _call_text(name: object, arguments: object) -> str:
+    if not isinstance(arguments, (str, bytes)) and arguments is not None:
+        arguments = json.dumps(arguments, ensure_ascii=False, default=str)
+    return f"[tool call] {clean_text(name)}({clean_text(arguments)})"
+
+
+def _result_text(text: str) -> str:
+    return f"[tool result] {text}" if text else ""
 
 
 def _tool_calls_text(message: Message) -> str:
@@ -73,12 +88,29 @@ def _tool_calls_text(message: Message) -> str:
     for call in calls if isinstance(calls, Sequence) else []:
         fn = call.get("function", {}) if isinstance(call, Mapping) else {}
         if isinstance(fn, Mapping):
-            out.append(f"[tool call] {clean_text(fn.get('name'))}({clean_text(fn.get('arguments'))})")
+            out.append(_call_text(fn.get("name"), fn.get("arguments")))
     return "\n".join(out)
 
 
+def _item_message(item: Message) -> dict[str, str] | None:
+    """A Responses API input item that is not a message (``function_call``, ``function_call_output``) as a
+    message; None for the items that carry no prompt text (``reasoning``, references)."""
+    kind = item.get("type")
+    if kind == "function_call":
+        return {"role": "assistant", "content": _call_text(item.get("name"), item.get("arguments"))}
+    if kind == "function_call_output":
+        return {"role": "user", "content": _result_text(content_text(item.get("output")))}
+    return None
+
+
 def normalise_messages(messages: object) -> list[dict[str, str]]:
-    """Turn a prompt (str, or OpenAI-style messages) into [{role, content: str}] with text only."""
+    """Turn a prompt into [{role, content: str}] with text only.
+
+    Accepted: a string; a list of OpenAI chat messages (also Anthropic messages: text, ``tool_use`` and
+    ``tool_result`` blocks); a Responses API ``input`` (a string or a list of items: messages,
+    ``function_call``, ``function_call_output``); a list of strings (a text-completion or embedding ``input``:
+    each string is a user message).
+    """
     if isinstance(messages, (str, bytes)):
         return [{"role": "user", "content": clean_text(messages)}]
     if messages is None:
@@ -89,8 +121,17 @@ def normalise_messages(messages: object) -> list[dict[str, str]]:
         )
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
+        if isinstance(m, (str, bytes)):
+            if text := clean_text(m):
+                out.append({"role": "user", "content": text})
+            continue
         if not isinstance(m, Mapping):
-            raise PromptError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+            raise PromptError(f"messages[{i}] must be a dict with 'role' and 'content' or a string, "
+                              f"got {type(m).__name__}")
+        if "role" not in m and (item := _item_message(m)) is not None:
+            if item["content"]:
+                out.append(item)
+            continue
         raw_role = clean_text(m.get("role") or "user").lower()
         role = _ROLE_MAP.get(raw_role, "user")
         text = content_text(m.get("content"))

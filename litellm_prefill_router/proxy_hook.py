@@ -9,20 +9,30 @@ In ``config.yaml``::
       routing_strategy_args: {bundle: /path/to/bundle}
 
 The proxy loads ``litellm_settings.callbacks`` before it builds its Router, so the
-import below teaches that Router the ``prefill`` strategy.
+import below teaches that Router the ``prefill`` strategy. The callback also tells the
+client where each request went, in response headers: ``x-prefill-target``,
+``x-prefill-reason``, ``x-prefill-policy``, ``x-prefill-p-correct``, ``x-prefill-latency-ms``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from litellm.integrations.custom_logger import CustomLogger
 
-from .router import install
+from .router import decision_headers, install
 
 install()
 
 
 class PrefillProxyHook(CustomLogger):
-    """A no-op callback whose import installs the prefill strategy."""
+    """The proxy callback: its import installs the prefill strategy; it adds the decision to response headers."""
+
+    async def async_post_call_response_headers_hook(  # type: ignore[override]
+        self, data: dict, user_api_key_dict: Any, response: Any,
+        request_headers: dict[str, str] | None = None, **kwargs: Any,
+    ) -> dict[str, str] | None:
+        return decision_headers(data, response)
 
 
 proxy_handler_instance = PrefillProxyHook()

@@ -5,7 +5,8 @@
   team filters all still apply), predicts P(correct) per target from the prompt's
   prefill activations, and picks a deployment with a cost-aware policy.
 * :class:`PrefillRouter` - ``litellm.Router`` that accepts ``routing_strategy="prefill"``
-  and copies each decision into the response's ``_hidden_params``.
+  and copies each decision into the response's ``_hidden_params`` (chat and text completions, Responses API,
+  Anthropic messages).
 * :func:`install` - teach a plain ``litellm.Router`` (SDK or proxy) the ``prefill`` strategy.
 """
 
@@ -16,6 +17,7 @@ import functools
 import importlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +33,7 @@ from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
-from .costs import Price
+from .costs import Price, lowest_price
 from .decider import PrefillDecider
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .policy import RoutingDecision
@@ -86,8 +88,11 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return ex.submit(asyncio.run, coro).result()
 
 
-def _metadata(request_kwargs: dict) -> dict:
-    key = "litellm_metadata" if isinstance(request_kwargs.get("litellm_metadata"), dict) else "metadata"
+def _metadata(request_kwargs: dict, default_key: str = "metadata") -> dict:
+    """The request's metadata dict (created under ``default_key`` if it has none): ``litellm_metadata`` when it is a
+    dict, else ``metadata``. litellm hands this same dict to the routing strategy as ``request_kwargs[...]``, so a
+    decision the strategy writes into it can be read back after the call."""
+    key = "litellm_metadata" if isinstance(request_kwargs.get("litellm_metadata"), dict) else default_key
     md = request_kwargs.get(key)
     if not isinstance(md, dict):
         md = {}
@@ -261,11 +266,11 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
                      model_group: str | None = None) -> RoutingDecision:
-        price: dict[str, Price] = {}
-        for _, info in mapped:  # the cheapest deployment's price stands for its target
-            cur = price.get(info.target)
-            if cur is None or info.price.input_cost_per_token < cur.input_cost_per_token:
-                price[info.target] = info.price
+        by_target: dict[str, list[Price]] = {}
+        for _, info in mapped:
+            by_target.setdefault(info.target, []).append(info.price)
+        # the cheapest deployment's price stands for its target
+        price = {t: p for t, ps in by_target.items() if (p := lowest_price(ps)) is not None}
         return await self.decider.adecide(prompt, price, parse_overrides(metadata), model_group)
 
 
@@ -350,12 +355,93 @@ def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args
 
 
 def _attach_decision(response: Any, metadata: dict) -> Any:
+    """Copy the decision into the response's hidden params: a dict (chat, Responses API), litellm's
+    ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic messages).
+    Streams carry none; their decision is in the request metadata and the decision log."""
     decision = metadata.get(DECISION_KEY)
-    if decision is not None and response is not None:
+    if decision is None or response is None:
+        return response
+    if isinstance(response, dict):  # an Anthropic Messages response: litellm adds its headers to this key later
+        hidden = response.setdefault("_hidden_params", {}) if response.get("type") == "message" else None
+    else:
         hidden = getattr(response, "_hidden_params", None)
-        if isinstance(hidden, dict):
+    if hidden is not None and callable(getattr(hidden, "__setitem__", None)):
+        try:
             hidden["prefill_routing"] = decision
+        except Exception as err:  # a read-only container in some litellm release: the route stands
+            logger.debug("could not attach the prefill decision to %s: %s", type(response).__name__, err)
     return response
+
+
+# Router methods that route one request and return its response, with the metadata key litellm uses for them:
+# chat completions (async/sync), text completions, and the generic path (Responses API, Anthropic /v1/messages,
+# ...). Each is wrapped so the decision lands in the response's ``_hidden_params["prefill_routing"]``. The generic
+# path passes ``metadata`` to the provider (the Responses API's own field), so its bucket is ``litellm_metadata``.
+_DECISION_METHODS: dict[str, str] = {
+    "_acompletion": "metadata",
+    "_completion": "metadata",
+    "_atext_completion": "metadata",
+    "_ageneric_api_call_with_fallbacks_helper": "litellm_metadata",
+    "_generic_api_call_with_fallbacks": "litellm_metadata",
+}
+
+
+def _with_decision(original: Callable[..., Any], metadata_key: str) -> Callable[..., Any]:
+    """``original`` (a Router method) wrapped to copy the prefill decision into its response."""
+    if asyncio.iscoroutinefunction(original):
+        @functools.wraps(original)
+        async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+            md = _metadata(kwargs, metadata_key)
+            return _attach_decision(await original(self, *args, **kwargs), md)
+        return acall
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        md = _metadata(kwargs, metadata_key)
+        return _attach_decision(original(self, *args, **kwargs), md)
+    return call
+
+
+def _decision_methods(base: type) -> dict[str, Callable[..., Any]]:
+    """The wrapped methods of ``base`` that this litellm has (a release that renames one only loses the decision
+    in that path's responses; routing itself goes through the strategy hooks)."""
+    return {name: _with_decision(getattr(base, name), key) for name, key in _DECISION_METHODS.items()
+            if callable(getattr(base, name, None))}
+
+
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
+    """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
+    the prefill strategy): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
+    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``."""
+    decision = None
+    for key in ("litellm_metadata", "metadata"):
+        md = request_data.get(key)
+        if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
+            decision = md[DECISION_KEY]
+            break
+    if decision is None:
+        hidden = getattr(response, "_hidden_params", None)
+        decision = hidden.get("prefill_routing") if isinstance(hidden, dict) else None
+    if not isinstance(decision, dict) or not decision.get("target"):
+        return None
+    target = str(decision["target"])
+    policy = decision.get("policy") or {}
+    policy_text = (f"preset={policy['preset']}" if policy.get("preset")
+                   else f"{policy.get('kind', '')}={policy.get('value', '')}")
+    headers = {
+        "x-prefill-target": target,
+        "x-prefill-reason": str(decision.get("reason", "")),
+        "x-prefill-policy": policy_text,
+        "x-prefill-latency-ms": f"{float(decision.get('latency_ms') or 0.0):.1f}",
+    }
+    p = (decision.get("p_correct") or {}).get(target)
+    if p is not None:
+        headers["x-prefill-p-correct"] = f"{float(p):.4f}"
+    # header values must be printable ASCII on one line (a fallback reason quotes an exception message)
+    return {k: _HEADER_UNSAFE.sub("?", v)[:512] for k, v in headers.items()}
 
 
 class PrefillRouter(litellm.Router):
@@ -382,13 +468,11 @@ class PrefillRouter(litellm.Router):
             return None
         return super()._apply_updated_routing_strategy_args()
 
-    async def _acompletion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        md = _metadata(kwargs)
-        return _attach_decision(await super()._acompletion(model, messages, **kwargs), md)
 
-    def _completion(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        md = _metadata(kwargs)
-        return _attach_decision(super()._completion(model, messages, **kwargs), md)
+# the decision-carrying request methods, wrapping litellm.Router's own (captured before any install())
+for _name, _method in _decision_methods(litellm.Router).items():
+    setattr(PrefillRouter, _name, _method)
+del _name, _method
 
 
 _INSTALL_LOCK = threading.Lock()
@@ -404,25 +488,16 @@ def install() -> None:
         base = litellm.Router
         if getattr(base, "_prefill_installed", False) or issubclass(base, PrefillRouter):
             return
-        for name in ("_validate_routing_strategy", "routing_strategy_init", "_apply_updated_routing_strategy_args",
-                     "_acompletion", "_completion"):
+        for name in ("_validate_routing_strategy", "routing_strategy_init", "_apply_updated_routing_strategy_args"):
             original = getattr(base, name)
             setattr(base, name, _patched(name, original))
+        for name, method in _decision_methods(base).items():
+            setattr(base, name, method)
         base._prefill_installed = True  # type: ignore[attr-defined]
 
 
 def _patched(name: str, original: Any) -> Any:
     """The method ``name`` of :class:`PrefillRouter`, written against ``original`` instead of ``super()``."""
-    if name == "_acompletion":
-        async def acall(self: Any, model: str, messages: Any, **kwargs: Any) -> Any:
-            md = _metadata(kwargs)
-            return _attach_decision(await original(self, model, messages, **kwargs), md)
-        return acall
-    if name == "_completion":
-        def call(self: Any, model: str, messages: Any, **kwargs: Any) -> Any:
-            md = _metadata(kwargs)
-            return _attach_decision(original(self, model, messages, **kwargs), md)
-        return call
     if name == "_validate_routing_strategy":
         def validate(self: Any, routing_strategy: Any) -> None:
             if not _is_prefill(routing_strategy):
@@ -482,15 +557,16 @@ class CollectionClient:
     def groups(self) -> list[str]:
         return sorted({str(d.get("model_name")) for d in self.model_list})
 
-    def price(self, group: str) -> Price | None:
-        """The price of the group's first deployment that has one (see :func:`deployment_price`)."""
+    def prices(self, group: str) -> list[Price]:
+        """The prices of the group's deployments that have one (see :func:`deployment_price`), in config order."""
+        out = []
         for dep in self.model_list:
             if dep.get("model_name") == group:
                 model = str((dep.get("litellm_params") or {}).get("model") or "")
                 price = deployment_price(dep, functools.partial(litellm.get_model_info, model))
                 if price is not None:
-                    return price
-        return None
+                    out.append(price)
+        return out
 
     def count_tokens(self, group: str, messages: list[dict]) -> int:
         model = next((str((d.get("litellm_params") or {}).get("model") or "") for d in self.model_list

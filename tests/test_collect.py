@@ -160,6 +160,26 @@ def test_collect_stops_before_the_cost_ceiling_and_a_rerun_sends_only_what_is_mi
     assert len(keys) == len(set(keys)) == 90
 
 
+def test_a_group_priced_differently_per_deployment_reserves_the_dearest_and_records_the_cheapest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # one model behind two providers, 100x apart: whichever serves a call, the ceiling holds
+    deps = [{"model_name": "math-model", "litellm_params": {"model": f"openai/math-{name}", "api_key": "sk-test",
+                                                            "mock_response": ANSWERS["math-model"]},
+             "model_info": {"input_cost_per_token": price, "output_cost_per_token": price}}
+            for name, price in (("cheap", 1e-7), ("dear", 1e-5))]
+    recs = load_prompts(_prompts(tmp_path / "p.jsonl", 10))
+    out, ceiling = tmp_path / "d.jsonl", 5e-4
+    with caplog.at_level("WARNING", logger="litellm_prefill_router.collect"):
+        summary = asyncio.run(Collector(recs, CollectionClient(deps), out, CollectOptions(
+            judge="numeric", max_cost=ceiling, concurrency=1, max_tokens=64, progress=False)).run())
+    assert "different prices" in caplog.text
+    # a call's worst case on the dear deployment (~75 tokens x 1e-5 = 7.5e-4) is over the ceiling, so nothing is
+    # sent; reserved at the cheap price (7.5e-6) all ten would go and two dear-served calls would cross it
+    assert summary.stopped_by_budget and summary.answered == 0 and summary.spent_usd == 0
+    prices = json.loads(out.with_suffix(".models.json").read_text())
+    assert prices["math-model"] == {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}  # what routing uses
+
+
 def test_collect_retries_rate_limits_with_backoff_and_records_calls_that_keep_failing(tmp_path: Path) -> None:
     answers = {**ANSWERS, "flaky": "litellm.RateLimitError"}  # litellm raises a real RateLimitError
     cfg, out = _config(tmp_path / "router.yaml", answers), tmp_path / "d.jsonl"

@@ -75,4 +75,35 @@ def test_non_list_messages_raise_prompt_error(encoder: PromptEncoder) -> None:
     with pytest.raises(PromptError, match="messages must be"):
         encoder.encode(42)
     with pytest.raises(PromptError, match=r"messages\[0\]"):
-        encoder.encode(["not a dict"])
+        encoder.encode([42])
+
+
+def test_a_list_of_strings_is_a_list_of_user_messages() -> None:
+    # text-completion and embedding inputs; empty strings carry no text
+    assert normalise_messages(["the king", "", "the queen"]) == [
+        {"role": "user", "content": "the king"}, {"role": "user", "content": "the queen"}]
+
+
+def test_responses_api_input_items_become_text() -> None:
+    msgs = normalise_messages([
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "what is 6 x 7"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "c1", "name": "calc", "arguments": "{\"expr\": \"6*7\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "42"},
+    ])
+    assert msgs == [{"role": "user", "content": "what is 6 x 7"},
+                    {"role": "assistant", "content": "[tool call] calc({\"expr\": \"6*7\"})"},
+                    {"role": "user", "content": "[tool result] 42"}]
+
+
+def test_anthropic_tool_use_and_tool_result_blocks_become_text() -> None:
+    msgs = normalise_messages([
+        {"role": "user", "content": [{"type": "text", "text": "what is 6 x 7"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "calling"},
+                                          {"type": "tool_use", "id": "t1", "name": "calc", "input": {"expr": "6*7"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [{"type": "text", "text": "42"}]}]},
+    ])
+    assert msgs == [{"role": "user", "content": "what is 6 x 7"},
+                    {"role": "assistant", "content": "calling\n[tool call] calc({\"expr\": \"6*7\"})"},
+                    {"role": "user", "content": "[tool result] 42"}]

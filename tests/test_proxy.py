@@ -36,12 +36,14 @@ def _write_config(path: Path, bundle: Path) -> None:
     path.write_text(yaml.safe_dump(cfg))
 
 
-def _post(port: int, prompt: str) -> dict:
-    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/chat/completions", data=body,
+def _post(port: int, prompt: str, path: str = "/chat/completions") -> tuple[dict, dict[str, str]]:
+    """(JSON body, lower-cased response headers) of one request to the proxy."""
+    payload = ({"model": "auto", "input": prompt} if path == "/v1/responses"
+               else {"model": "auto", "messages": [{"role": "user", "content": prompt}]})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+        return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
 
 
 def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
@@ -81,10 +83,21 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"proxy did not start: {(tmp_path / 'proxy.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-        math = _post(port, MATH_PROMPT)
-        hist = _post(port, HIST_PROMPT)
+        math, math_headers = _post(port, MATH_PROMPT)
+        hist, hist_headers = _post(port, HIST_PROMPT)
         assert math["choices"][0]["message"]["content"] == "answer from math-model"
         assert hist["choices"][0]["message"]["content"] == "answer from history-model"
+        # the client sees where each request went and why
+        assert math_headers["x-prefill-target"] == "math-model"
+        assert hist_headers["x-prefill-target"] == "history-model"
+        assert hist_headers["x-prefill-reason"] == "policy"
+        assert hist_headers["x-prefill-policy"] == "preset=max-quality"
+        assert 0.0 <= float(hist_headers["x-prefill-p-correct"]) <= 1.0
+        assert float(hist_headers["x-prefill-latency-ms"]) > 0
+        # the Responses API endpoint routes too
+        resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
+        assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
+        assert resp_headers["x-prefill-target"] == "math-model"
     finally:
         proc.terminate()
         try:
@@ -92,3 +105,15 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_decision_headers_are_single_line_ascii_and_absent_for_requests_the_strategy_did_not_route() -> None:
+    from litellm_prefill_router.router import DECISION_KEY, decision_headers
+
+    decision = {"target": "math-model", "reason": "fallback: inference failed (na\u00efve\nerror)",
+                "policy": {"kind": "lambda", "value": 0.5, "preset": None}, "p_correct": {"math-model": 0.25},
+                "latency_ms": 3.25}
+    headers = decision_headers({"litellm_metadata": {DECISION_KEY: decision}})
+    assert headers == {"x-prefill-target": "math-model", "x-prefill-reason": "fallback: inference failed (na?ve?error)",
+                       "x-prefill-policy": "lambda=0.5", "x-prefill-latency-ms": "3.2", "x-prefill-p-correct": "0.2500"}
+    assert decision_headers({"metadata": {"model_group": "embed"}}) is None

@@ -68,6 +68,67 @@ async def test_plain_litellm_router_accepts_prefill_after_install(bundle_dir: Pa
     assert r.__dict__["async_get_available_deployment"].__self__.__class__.__name__ == "PrefillRoutingStrategy"
 
 
+@pytest.fixture(params=["PrefillRouter", "litellm.Router after install()"])
+def any_router(request: pytest.FixtureRequest, bundle_dir: Path) -> litellm.Router:
+    from litellm_prefill_router import install
+
+    install()
+    cls = PrefillRouter if request.param == "PrefillRouter" else litellm.Router
+    return cls(model_list=model_list(), routing_strategy="prefill",
+               routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+
+
+def _decision(resp: object) -> dict:
+    hidden = resp["_hidden_params"] if isinstance(resp, dict) else resp._hidden_params  # type: ignore[attr-defined]
+    return hidden["prefill_routing"]
+
+
+async def test_responses_api_requests_route_on_their_input_and_carry_the_decision(any_router: litellm.Router) -> None:
+    math = await any_router.aresponses(model="auto", input=MATH_PROMPT)
+    assert math.output[0].content[0].text == "answer from math-model"
+    assert _decision(math)["target"] == "math-model"
+    items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": HIST_PROMPT}]}]
+    hist = await any_router.aresponses(model="auto", input=items)
+    assert hist.output[0].content[0].text == "answer from history-model"
+    assert _decision(hist)["target"] == "history-model"
+    # per-request overrides ride in litellm_metadata (the Responses API's own `metadata` goes to the provider)
+    pinned = await any_router.aresponses(model="auto", input=MATH_PROMPT,
+                                         litellm_metadata={"prefill": {"pin_model": "generalist"}})
+    assert pinned.output[0].content[0].text == "answer from generalist"
+    assert _decision(pinned)["reason"] == "pinned"
+    sync = any_router.responses(model="auto", input=HIST_PROMPT)
+    assert sync.output[0].content[0].text == "answer from history-model"
+    assert _decision(sync)["target"] == "history-model"
+
+
+async def test_text_completions_route_on_the_prompt_and_carry_the_decision(any_router: litellm.Router) -> None:
+    resp = await any_router.atext_completion(model="auto", prompt=HIST_PROMPT)
+    assert resp.choices[0].text == "answer from history-model"
+    assert _decision(resp)["target"] == "history-model"
+
+
+async def test_anthropic_messages_route_on_their_content_blocks_and_carry_the_decision(
+        any_router: litellm.Router) -> None:
+    resp = await any_router.aanthropic_messages(
+        model="auto", max_tokens=16, messages=[{"role": "user", "content": [{"type": "text", "text": MATH_PROMPT}]}])
+    assert resp["content"][0]["text"] == "answer from math-model"
+    assert _decision(resp)["target"] == "math-model"
+
+
+async def test_an_embedding_group_beside_the_routed_group_is_served_as_usual(bundle_dir: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    embed = {"model_name": "embed", "litellm_params": {"model": "openai/text-embedding-3-small", "api_key": "sk-test",
+                                                       "mock_response": [0.25, 0.5]}}
+    r = PrefillRouter(model_list=[*model_list(), embed], routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        out = await r.aembedding(model="embed", input=["the integral", "the king"])
+        chat = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert out.data[0]["embedding"] == [0.25, 0.5]
+    assert chat.choices[0].message.content == "answer from math-model"
+    assert "inference failed" not in caplog.text
+
+
 def test_unknown_strategy_names_still_raise(bundle_dir: Path) -> None:
     with pytest.raises(ValueError, match="Invalid routing_strategy"):
         PrefillRouter(model_list=model_list(), routing_strategy="prefil")
