@@ -6,7 +6,7 @@ holds the decision, and the chosen runnable's run as its child tagged ``route:<t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
@@ -112,6 +112,30 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @classmethod
     def is_lc_serializable(cls) -> bool:
         return False
+
+    # -- chat-model conveniences, applied to every target ---------------------
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> PrefillRouterRunnable:
+        """A router whose every target is ``runnable.bind_tools(tools, **kwargs)`` - so an agent (``create_agent``,
+        LangGraph's tool loop) can use the router as its model. The route still depends only on the input."""
+        return self._map_targets("bind_tools", lambda r: r.bind_tools(tools, **kwargs))
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> PrefillRouterRunnable:
+        """A router whose every target is ``runnable.with_structured_output(schema, **kwargs)``."""
+        return self._map_targets("with_structured_output", lambda r: r.with_structured_output(schema, **kwargs))
+
+    def _map_targets(self, method: str, fn: Callable[[Any], Runnable[Any, Any]]) -> PrefillRouterRunnable:
+        mapped: dict[str, Runnable[Any, Any]] = {}
+        for target, runnable in self.runnables.items():
+            if not callable(getattr(runnable, method, None)):
+                raise ConfigurationError(f"the runnable for target {target!r} ({type(runnable).__name__}) has no "
+                                         f"{method}(); pass chat models that support it, or apply it per target")
+            try:
+                mapped[target] = fn(runnable)
+            except NotImplementedError as err:
+                raise ConfigurationError(f"the runnable for target {target!r} ({type(runnable).__name__}) does not "
+                                         f"implement {method}(); pass a chat model that supports it") from err
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**fields, "runnables": mapped})
 
     # -- decision -----------------------------------------------------------
     def _prices(self) -> dict[str, Price]:

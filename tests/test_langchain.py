@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField
 from langchain_core.tracers.context import collect_runs
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
 
 from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from langchain_integration import PrefillRouterRunnable
@@ -92,3 +96,49 @@ def test_chat_litellm_router_over_a_prefill_router(bundle_dir: Path) -> None:
     chat = ChatLiteLLMRouter(router=router, model_name="auto")
     assert chat.invoke(MATH_PROMPT).content == "answer from math-model"
     assert chat.invoke(HIST_PROMPT).content == "answer from history-model"
+
+
+class ToolCallingFake(BaseChatModel):
+    """A chat model that answers with its name, or - with tools bound - calls the first tool with its name."""
+
+    target: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-calling-fake"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:  # type: ignore[no-untyped-def]
+        tools = kwargs.get("tools") or []
+        if tools:
+            msg = AIMessage(content="", tool_calls=[{"name": tools[0]["function"]["name"],
+                                                     "args": {"target": self.target}, "id": "call-1"}])
+        else:
+            msg = AIMessage(content=f"answer from {self.target}")
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def,override]
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+class Answer(BaseModel):
+    """Which model answered."""
+
+    target: str
+
+
+def test_bind_tools_binds_every_target_and_routes_on_the_input(bundle_dir: Path) -> None:
+    router = PrefillRouterRunnable(runnables={t: ToolCallingFake(target=t) for t in TARGETS}, bundle=str(bundle_dir),
+                                   preset="max-quality")
+    with_tools = router.bind_tools([Answer])
+    out = with_tools.invoke([HumanMessage(MATH_PROMPT)])
+    assert out.tool_calls[0]["name"] == "Answer" and out.tool_calls[0]["args"] == {"target": "math-model"}
+    assert with_tools.invoke(HIST_PROMPT).tool_calls[0]["args"] == {"target": "history-model"}
+    assert router.invoke(HIST_PROMPT).content == "answer from history-model"  # the original is unchanged
+    structured = router.with_structured_output(Answer)
+    assert structured.invoke(MATH_PROMPT) == Answer(target="math-model")
+    assert structured.invoke(HIST_PROMPT) == Answer(target="history-model")
+
+
+def test_bind_tools_on_targets_that_cannot_bind_tools_names_the_target(runnable: PrefillRouterRunnable) -> None:
+    with pytest.raises(ConfigurationError, match="target 'math-model' .*FakeListChatModel.* bind_tools"):
+        runnable.bind_tools([Answer])
