@@ -13,7 +13,8 @@ DATA_ENV = "PREFILL_ROUTER_DATA"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [[("-" if c != c else f"{c:.4g}") if isinstance(c, float) else str(c)
+                                             for c in r] for r in rows]  # NaN (c != c): no labels to measure on
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -97,8 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.data import add_rows, load_dataset
 
     ds = load_dataset(_data_arg(args.data), models_json=args.models_json, targets=args.targets)
-    if args.add:  # new targets only where a bundle's trunk is refitted around the existing ones
-        ds = add_rows(ds, args.add, new_targets=bool(args.continue_from))
+    if args.add:  # may label targets the base data lacks (a model added to the fleet): new trunk columns
+        ds = add_rows(ds, args.add, new_targets=True)
     if args.continue_from:
         from .training.continued import continue_training
 
@@ -134,6 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       for k, v in test["presets"].items()]))
         print(f"oracle {test['oracle_accuracy']:.3f}, best single "
               f"{next(iter(test['presets'].values()))['best_single_accuracy']:.3f}")
+        if test.get("unlabelled_cells"):
+            print(f"({test['unlabelled_cells']} prompt x target cells have no label: accuracies count them at the "
+                  "predicted P(correct); AUCs use labelled cells only)")
     print(f"\nbundle written to {bundle.directory}")
     return 0
 

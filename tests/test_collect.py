@@ -403,13 +403,40 @@ async def test_continue_from_adds_a_new_target_and_the_router_sends_it_what_it_a
     assert resp.choices[0].message.content == "answer from history-model"
 
 
-def test_a_new_target_is_refused_without_continue_from_a_price_or_both_outcomes(
+def test_a_full_train_learns_a_new_target_from_added_rows_and_fills_its_missing_cells_by_prediction(
+        tiny_data: Path, tiny_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.predictor import PrefillPredictor
+
+    rows = _new_target_rows(tmp_path / "math-pro.jsonl")  # 120 prompts of ~420 label it; all are train rows
+    out = tmp_path / "bundle"
+    assert main(["train", "--data", str(tiny_data), "--add", str(rows), "--encoder", str(tiny_encoder), "--out",
+                 str(out), "--seeds", "1", "--keep", "1", "--max-tokens", "64", "--layers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "cells have no label" in printed
+    m = json.loads((out / "manifest.json").read_text())
+    assert [t["name"] for t in m["targets"]][-1] == "math-pro"
+    assert m["targets"][-1]["input_cost_per_token"] == 1e-7
+    report = json.loads((out / "report.json").read_text())
+    assert report["test"]["unlabelled_cells"] > 0 and report["test"]["auc"]["math-pro"] != report["test"]["auc"][
+        "math-pro"]  # NaN: no test row labels it
+    for preset in report["test"]["presets"].values():  # a missing cell is not counted as a wrong answer
+        assert 0.5 < preset["router_accuracy"] <= 1.0 and preset["best_single_accuracy"] == preset[
+            "best_single_accuracy"]
+    probe = tiny.synthetic_rows(40, seed=99)
+    p = PrefillPredictor(out).predict([r["prompt"] for r in probe])[:, -1]
+    math = np.array([r["benchmark"] == "math" for r in probe])
+    assert p[math].mean() > 0.7 and p[~math].mean() < 0.3, (p[math].mean(), p[~math].mean())
+
+    one_sided = _new_target_rows(tmp_path / "always.jsonl", score=lambda topic: 1.0)
+    assert main(["train", "--data", str(tiny_data), "--add", str(one_sided), "--encoder", str(tiny_encoder),
+                 "--out", str(tmp_path / "b"), "--seeds", "1", "--keep", "1", "--max-tokens", "64"]) == 2
+    assert "target 'math-pro' needs right and wrong answers" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_new_target_is_refused_without_a_price_enough_labels_or_both_outcomes(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--data", str(tiny_data), "--seeds", "1", "--keep", "1"]
-    rows = _new_target_rows(tmp_path / "priced.jsonl")
-    assert main(["train", *base, "--add", str(rows), "--out", str(tmp_path / "a")]) == 2
-    assert "--continue-from" in capsys.readouterr().err  # a full train needs the target in the base data
-
     rows = _new_target_rows(tmp_path / "unpriced.jsonl", price=False)
     assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
@@ -422,7 +449,7 @@ def test_a_new_target_is_refused_without_continue_from_a_price_or_both_outcomes(
     rows = _new_target_rows(tmp_path / "few.jsonl", n=10)
     assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "d")]) == 2
     assert "'math-pro' has 10 training labels" in capsys.readouterr().err
-    assert not any((tmp_path / d).exists() for d in "abcd")
+    assert not any((tmp_path / d).exists() for d in "bcd")
 
 
 def test_continue_from_refuses_data_that_leaves_a_bundle_target_unlabelled(

@@ -20,6 +20,14 @@ from ..policy import choose_batch
 TOLERANCES = tuple(float(x) for x in np.round(np.linspace(0.0, 0.5, 51), 3))
 
 
+def fill_unlabelled(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``scores`` with each missing cell (NaN: that target was not run on that prompt, e.g. a model added to the
+    fleet and labelled on a few prompts only) replaced by the model's predicted P(correct) for it - the expected
+    score of sending the prompt there. Counting such cells as wrong would bias the presets against sparsely
+    labelled targets; leaving them out would compare targets on different prompts."""
+    return np.where(np.isnan(scores), p, scores)
+
+
 def routed(p: np.ndarray, cost: np.ndarray, scores: np.ndarray, kind: str, value: float) -> dict[str, Any]:
     choice = choose_batch(p, cost, kind, value)
     rows = np.arange(len(choice))

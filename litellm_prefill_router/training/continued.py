@@ -26,7 +26,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle, write_bundle
 from ..costs import cost_matrix
 from ..errors import PrefillRouterError
-from .data import RoutingDataset
+from .data import RoutingDataset, require_labels
 from .encoders import cache_root
 from .evaluation import binarize
 
@@ -117,16 +117,11 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     fit_idx, val_idx = (train_idx, np.intersect1d(ds.indices("val"), labelled)) if len(ds.indices("val")) else \
         split_validation(ds, train_idx, val_fraction)
     hard = binarize(scores)
-    for j, t in enumerate(names):  # every head is refitted: each needs right and wrong answers to learn from
-        y = hard[fit_idx, j]
-        y = y[~np.isnan(y)] == 1
-        if len(y) >= 10 and y.any() and not y.all():
-            continue
-        fix = "Collect labels on more (and more varied) prompts" if t in new else \
-            "--continue-from refits every target's head: pass the data the bundle was trained on with --data"
-        raise PrefillRouterError(f"{'new' if t in new else 'bundle'} target {t!r} needs right and wrong answers "
-                                 f"among its training labels to learn from; it has {int(y.sum())} right of {len(y)} "
-                                 f"in the fitting rows. {fix}")
+    # every head is refitted: each needs right and wrong answers to learn from
+    require_labels(hard, fit_idx, names, lambda t: (
+        f"For new target {t!r}: collect labels on more (and more varied) prompts" if t in new else
+        f"For bundle target {t!r}: --continue-from refits every target's head, so pass the data the bundle was "
+        "trained on with --data"))
     pred = PrefillPredictor(parent.directory)
     cache = OnnxFeatureCache(parent, cache_dir)
     need = np.r_[fit_idx, val_idx, test_idx]

@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,5 +316,25 @@ def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bo
         if n < min_labels:
             raise DataError(f"new target {t!r} has {n} training labels in {[str(x) for x in paths]}; it needs at "
                             f"least {min_labels} (collect more: `prefill-router collect --targets {t} ...`)")
+        right = sum(1 for r in rows if t in r.scores and r.split == "train" and r.scores[t] >= 0.5)
+        if right in (0, n):  # nothing to learn which prompts it answers; often a judge that always says the same
+            raise DataError(f"new target {t!r} needs right and wrong answers among its training labels to learn "
+                            f"from; it has {right} right of {n} in {[str(x) for x in paths]}. Check the judge, or "
+                            "collect labels on more (and more varied) prompts")
     _fill_prices_from_costs(prices, rows, new)
     return RoutingDataset(rows, targets, prices, ds.source + "".join(f" + {p}" for p in paths))
+
+
+def require_labels(hard: np.ndarray, rows: np.ndarray, targets: Sequence[str], fix: Callable[[str], str], *,
+                   min_labels: int = 10, both_outcomes: bool = True) -> None:
+    """Each target's head needs labels to learn from: raise :class:`DataError` for the first target with fewer
+    than ``min_labels`` binarized labels among ``rows`` or - with ``both_outcomes`` - with only one outcome;
+    ``fix(target)`` says what to do about it."""
+    for j, t in enumerate(targets):
+        y = hard[rows, j]
+        y = y[~np.isnan(y)] == 1
+        if len(y) >= min_labels and (not both_outcomes or (y.any() and not y.all())):
+            continue
+        need = "right and wrong answers" if both_outcomes else f"at least {min_labels} labels"
+        raise DataError(f"target {t!r} needs {need} among its training labels to learn from; it has "
+                        f"{int(y.sum())} right of {len(y)} in the fitting rows. {fix(t)}")

@@ -20,9 +20,10 @@ from ..bundle import Bundle, write_bundle
 from ..costs import cost_matrix
 from ..errors import PrefillRouterError
 from . import calibrate as cal
-from .data import RoutingDataset, load_dataset
+from .data import RoutingDataset, load_dataset, require_labels
 from .export import time_depths
 from .encoders import DEFAULT_ENCODER, EncoderHandle, cache_root, load_encoder
+from .evaluation import binarize
 from .features import FeatureCache, extract_features, prompt_encoder
 from .probes import ProbeResult, plot_probes, run_probes, select_layer
 from .trunk import FittedTrunk, TrunkConfig, fit_trunk
@@ -144,6 +145,9 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
             fit_idx, val_idx = train_idx, ds.indices("val")
         else:
             fit_idx, val_idx = split_validation(ds, train_idx, opts.val_fraction)
+        # a target that is always right (or wrong) still teaches its prior; one without labels teaches nothing
+        require_labels(binarize(scores), fit_idx, targets, lambda t: (
+            "Collect labels on more prompts, or leave it out with --targets"), both_outcomes=False)
     with sw.stage("encoder + features"):
         handle, cache = compute_features(ds, opts)
     import torch
@@ -171,7 +175,7 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
         expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
         costs = cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
         # accuracies use the dataset's convention: a float score counts as correct at >= 0.5
-        hard = np.where(np.isnan(scores), np.nan, (scores >= 0.5).astype(np.float32))
+        hard = binarize(scores).astype(np.float32)
         report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx)
     with sw.stage("export + parity"):
         t_export = time.perf_counter()
@@ -212,27 +216,33 @@ def _json_default(o: Any) -> Any:
 
 def _evaluate(fitted: FittedTrunk, x: np.ndarray, scores: np.ndarray, costs: np.ndarray, targets: list[str],
               val_idx: np.ndarray, test_idx: np.ndarray) -> dict[str, Any]:
+    """Presets calibrated on the validation rows, and the test metrics. Accuracies and the oracle count a cell
+    without a label at the model's predicted P(correct) (:func:`calibrate.fill_unlabelled`); AUCs use the
+    labelled cells only. ``unlabelled_cells`` says how many cells were filled."""
     report: dict[str, Any] = {"targets": targets}
     p_val = fitted.predict(x[val_idx])
-    curve = cal.sweep(p_val, costs[val_idx], scores[val_idx])
-    single = cal.singles(costs[val_idx], scores[val_idx], targets)
+    s_val = cal.fill_unlabelled(scores[val_idx], p_val)
+    curve = cal.sweep(p_val, costs[val_idx], s_val)
+    single = cal.singles(costs[val_idx], s_val, targets)
     presets = cal.presets_from_sweep(curve, single)
     report["presets"] = presets
     report["validation"] = {"n": len(val_idx), "curve": curve, "singles": single,
-                            "oracle_accuracy": float(np.nanmax(np.nan_to_num(scores[val_idx]), 1).mean()),
-                            "auc": cal.auc_per_target(p_val, scores[val_idx], targets)}
+                            "oracle_accuracy": float(np.max(s_val, 1).mean()),
+                            "auc": cal.auc_per_target(p_val, scores[val_idx], targets),
+                            "unlabelled_cells": int(np.isnan(scores[val_idx]).sum())}
     if len(test_idx):
         p_te = fitted.predict(x[test_idx])
-        s_te, c_te = scores[test_idx], costs[test_idx]
+        s_te, c_te = cal.fill_unlabelled(scores[test_idx], p_te), costs[test_idx]
         t_curve = cal.sweep(p_te, c_te, s_te)
         at_presets = {}
         for name, pr in presets.items():
             r = cal.routed(p_te, c_te, s_te, pr["kind"], pr["value"])
             at_presets[name] = {**r, **cal.gap_metrics(r["accuracy"], r["cost"], s_te, c_te)}
-        auc = cal.auc_per_target(p_te, s_te, targets)
+        auc = cal.auc_per_target(p_te, scores[test_idx], targets)
         report["test"] = {"n": len(test_idx), "curve": t_curve, "singles": cal.singles(c_te, s_te, targets),
-                          "oracle_accuracy": float(np.nanmax(np.nan_to_num(s_te), 1).mean()),
-                          "auc": auc, "mean_auc": float(np.nanmean(list(auc.values()))), "presets": at_presets}
+                          "oracle_accuracy": float(np.max(s_te, 1).mean()),
+                          "auc": auc, "mean_auc": float(np.nanmean(list(auc.values()))), "presets": at_presets,
+                          "unlabelled_cells": int(np.isnan(scores[test_idx]).sum())}
     return report
 
 
