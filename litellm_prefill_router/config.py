@@ -32,6 +32,9 @@ class PrefillStrategyArgs(BaseModel):
     decision_log_messages: bool = True
     # the answer text goes into the decision log too, so a judge can score it later (`prefill-router judge`)
     decision_log_responses: bool = False
+    # seconds between checks whether the bundle directory changed (a retrained bundle written over it, or a symlink
+    # pointed at another); a changed bundle is loaded off the request path and swapped in. None: never reload
+    reload_interval_s: float | None = Field(default=None, gt=0.0)
 
 
 class RequestOverrides(BaseModel):

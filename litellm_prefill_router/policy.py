@@ -35,6 +35,10 @@ class RoutingPolicy:
         """Index of the chosen candidate."""
         return choose(p, cost, self.kind, self.value)
 
+    def describe(self) -> str:
+        """``preset=balanced`` for a preset, else ``tolerance=0.05`` / ``lambda=0.3``."""
+        return f"preset={self.preset}" if self.preset else f"{self.kind}={self.value:g}"
+
 
 def choose(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> int:
     p = np.asarray(p, dtype=np.float64)

@@ -18,6 +18,7 @@ encoder batched (README, "Batch-invariant routes").
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import queue
@@ -92,7 +93,7 @@ class PrefillPredictor:
         if max_encoder_batch_size is None:
             max_encoder_batch_size = 1 if m.encoder.quantized else max_batch_size
         self.max_encoder_batch_size = max_encoder_batch_size
-        self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]]] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -146,26 +147,41 @@ class PrefillPredictor:
     # -- micro-batching worker ---------------------------------------------
     def _submit(self, ids: list[int]) -> Future[np.ndarray]:
         fut: Future[np.ndarray] = Future()
-        self._ensure_worker()
-        self._queue.put((ids, fut))
-        return fut
-
-    def _ensure_worker(self) -> None:
-        if self._worker is not None and self._worker.is_alive():
-            return
-        with self._lock:
+        with self._lock:  # with the worker's exit check: a request is never queued behind a worker that left
+            self._queue.put((ids, fut))
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, name="prefill-predictor", daemon=True)
                 self._worker.start()
+        return fut
+
+    def close(self) -> None:
+        """Stop the worker thread once it has answered what is queued. A later request still gets an answer (it
+        starts a worker, which exits when idle), so closing a predictor that is still referenced loses nothing."""
+        self._closed = True
+        self._queue.put(None)  # wakes a worker blocked on an empty queue
+
+    #: seconds a closed predictor's worker waits for late requests before it exits
+    IDLE_EXIT_S = 1.0
+    _closed = False
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=self.IDLE_EXIT_S if self._closed else None)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            batch = [first] if first is not None else []
             while len(batch) < self.max_batch_size:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is not None:
+                    batch.append(item)
             live = [(ids, f) for ids, f in batch if f.set_running_or_notify_cancel()]
             if not live:
                 continue
@@ -190,8 +206,10 @@ def shared_predictor(
 ) -> PrefillPredictor:
     """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
-    key = (str(bundle.directory.resolve()), bundle.manifest.files["encoder.onnx"].sha256 +
-           bundle.manifest.files["trunk.onnx"].sha256, intra_op_threads, max_batch_size, max_encoder_batch_size)
+    # the whole manifest (it pins every file's sha256, and holds the presets and prices): a bundle rewritten in place
+    # with new presets is a new predictor too
+    digest = hashlib.sha256(bundle.manifest.model_dump_json().encode()).hexdigest()
+    key = (str(bundle.directory.resolve()), digest, intra_op_threads, max_batch_size, max_encoder_batch_size)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
@@ -200,3 +218,11 @@ def shared_predictor(
             pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred
+
+
+def release_predictor(pred: PrefillPredictor) -> None:
+    """Forget ``pred`` in the shared cache (e.g. after a reload replaced its bundle) and close it."""
+    with _CACHE_LOCK:
+        for key in [k for k, v in _CACHE.items() if v is pred]:
+            del _CACHE[key]
+    pred.close()

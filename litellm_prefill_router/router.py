@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import importlib
 import json
 import logging
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,17 +35,23 @@ from litellm.router import CustomRoutingStrategyBase
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 
+from .bundle import MANIFEST_NAME, BundleManifest
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider
 from .errors import ConfigurationError, UnpricedDeploymentError
-from .policy import RoutingDecision
-from .predictor import PrefillPredictor, shared_predictor
+from .policy import RoutingDecision, RoutingPolicy
+from .predictor import PrefillPredictor, release_predictor, shared_predictor
 
 logger = logging.getLogger("litellm_prefill_router")
 
 PREFILL = "prefill"
 DECISION_KEY = "prefill_decision"
+# litellm's own per-request routing record (StandardLoggingRoutingDecision): copied into the standard logging
+# payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
+LITELLM_DECISION_KEY = "routing_decision"
+_CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classifier_fallback",
+           "fallback: the request has no text": "default_fallback"}
 DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages"}: where this router logs its decisions
 T = TypeVar("T")
 
@@ -117,6 +126,32 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     return None
 
 
+@dataclass
+class _ServedBundle:
+    """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
+
+    predictor: PrefillPredictor
+    decider: PrefillDecider
+    fingerprint: tuple[str, str] | None
+    deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
+
+
+def bundle_fingerprint(bundle: str | Path) -> tuple[str, str] | None:
+    """(resolved directory, sha256 of the manifest): the manifest pins every file's checksum, so this changes when
+    ``write_bundle`` renames a new bundle into place or a symlink is pointed at another; None if unreadable (e.g.
+    between the two renames of a rewrite)."""
+    try:
+        directory = Path(bundle).expanduser().resolve()
+        digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return str(directory), digest
+
+
+# reloads load and warm a bundle (seconds): one at a time, off the event loop and off the request path
+_RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
+
+
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     """Route each request to the deployment the bundle predicts answers correctly at the lowest cost."""
 
@@ -124,37 +159,22 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                  predictor: PrefillPredictor | None = None) -> None:
         self.router = router
         self.args = parse_strategy_args(args)
-        self.predictor = predictor or shared_predictor(
-            self.args.bundle, intra_op_threads=self.args.intra_op_threads, max_batch_size=self.args.max_batch_size,
-            max_encoder_batch_size=self.args.max_encoder_batch_size,
-        )
         warm_litellm_imports()
-        self.decider = PrefillDecider(
-            self.predictor, preset=self.args.preset, tolerance=self.args.tolerance, lambda_=self.args.lambda_,
-            fallback_target=self.args.fallback_target, on_error=self.args.on_error,
-        )
-        self.manifest = self.decider.manifest
-        self.targets = self.decider.targets
-        self.fallback_target = self.decider.fallback_target
-        self._deployments: dict[str, DeploymentTarget | None] = {}
-        self.unmapped: list[str] = []
-        for dep in router.model_list or []:
-            info = self._describe(dep)
-            if info is None:
-                self.unmapped.append(f"{dep.get('model_name')} ({dep.get('litellm_params', {}).get('model')})")
-        mapped = {d.target for d in self._deployments.values() if d is not None}
+        self._served = self._load(predictor)
+        mapped = {d.target for d in self._served.deployments.values() if d is not None}
         if not mapped:
             raise ConfigurationError(
                 f"no deployment in model_list maps to a target of bundle {self.args.bundle}. Targets: {self.targets}. "
                 "Set model_info.prefill_target on each deployment, or name the deployment after its target."
             )
+        self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"
+                         for d in router.model_list or [] if self._served.deployments.get(self._dep_id(d)) is None]
         if self.unmapped:
             logger.warning("prefill router: deployments not mapped to any bundle target (routed by simple-shuffle "
                            "when requested directly): %s", self.unmapped)
-        self.targets_without_deployment = [t for t in self.targets if t not in mapped]
-        if self.targets_without_deployment:
-            logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
-                           self.targets_without_deployment)
+        self._warn_targets_without_deployment(self._served)
+        self._next_reload_check = time.monotonic() + (self.args.reload_interval_s or 0.0)
+        self._reload_pending: Future[bool] | None = None
         self._log_target = None
         if self.args.decision_log:
             register_decision_log()
@@ -162,20 +182,106 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                 "messages": self.args.decision_log_messages,
                                 "responses": self.args.decision_log_responses}
 
+    # -- the served bundle ----------------------------------------------------
+    @property
+    def predictor(self) -> PrefillPredictor:
+        return self._served.predictor
+
+    @property
+    def decider(self) -> PrefillDecider:
+        return self._served.decider
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self._served.decider.manifest
+
+    @property
+    def targets(self) -> list[str]:
+        return self._served.decider.targets
+
+    @property
+    def fallback_target(self) -> str:
+        return self._served.decider.fallback_target
+
+    @property
+    def _deployments(self) -> dict[str, DeploymentTarget | None]:
+        return self._served.deployments
+
+    def _load(self, predictor: PrefillPredictor | None = None) -> _ServedBundle:
+        """Load (or take) the predictor, build the decider and map every deployment of the model list; raises
+        ConfigurationError / BundleError naming what is wrong."""
+        a = self.args
+        fingerprint = bundle_fingerprint(a.bundle)
+        predictor = predictor or shared_predictor(a.bundle, intra_op_threads=a.intra_op_threads,
+                                                  max_batch_size=a.max_batch_size,
+                                                  max_encoder_batch_size=a.max_encoder_batch_size)
+        decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
+                                 fallback_target=a.fallback_target, on_error=a.on_error)
+        served = _ServedBundle(predictor, decider, fingerprint, {})
+        for dep in self.router.model_list or []:
+            self._describe(dep, served)
+        return served
+
+    def _warn_targets_without_deployment(self, served: _ServedBundle) -> None:
+        mapped = {d.target for d in served.deployments.values() if d is not None}
+        self.targets_without_deployment = [t for t in served.decider.targets if t not in mapped]
+        if self.targets_without_deployment:
+            logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
+                           self.targets_without_deployment)
+
+    def _maybe_reload(self) -> None:
+        """With ``reload_interval_s``, at most once per interval: check (off the request path) whether the bundle
+        on disk changed, and if so load it and swap it in. Requests keep the bundle they started with."""
+        if self.args.reload_interval_s is None or time.monotonic() < self._next_reload_check:
+            return
+        if self._reload_pending is not None and not self._reload_pending.done():
+            return
+        self._next_reload_check = time.monotonic() + self.args.reload_interval_s
+        self._reload_pending = _RELOADER.submit(self.reload_if_changed)
+
+    def reload_if_changed(self) -> bool:
+        """Load the bundle again if its directory changed since it was loaded; True if a new one is now served.
+
+        A bundle that fails to load or validate (a target a deployment names is gone, the preset is gone, a
+        checksum does not match) is not served: the current one stays, with a warning naming the error; it is
+        tried again once the bundle on disk changes again."""
+        old = self._served
+        fingerprint = bundle_fingerprint(self.args.bundle)
+        if fingerprint is None or fingerprint == old.fingerprint or fingerprint == self._failed_fingerprint:
+            return False
+        try:
+            new = self._load()
+        except Exception as err:  # noqa: BLE001 - a bad new bundle must never take down the one being served
+            self._failed_fingerprint = fingerprint
+            logger.warning("prefill router: the bundle at %s changed but could not be loaded (%s: %s); still serving "
+                           "the bundle loaded before (trunk %s)", self.args.bundle, type(err).__name__, err,
+                           old.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12])
+            return False
+        self._served = new
+        logger.warning("prefill router: reloaded the bundle at %s (trunk %s -> %s, targets %s)", self.args.bundle,
+                       old.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12],
+                       new.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12], new.decider.targets)
+        self._warn_targets_without_deployment(new)
+        if new.predictor is not old.predictor:
+            release_predictor(old.predictor)  # its worker finishes what is queued, then exits
+        return True
+
+    _failed_fingerprint: tuple[str, str] | None = None
+
     # -- deployments --------------------------------------------------------
-    def _target_of(self, dep: dict) -> str | None:
+    def _target_of(self, dep: dict, targets: list[str]) -> str | None:
         info = dep.get("model_info") or {}
         explicit = info.get("prefill_target")
         if explicit is not None:
-            if explicit not in self.targets:
+            if explicit not in targets:
                 raise ConfigurationError(
                     f"deployment {dep.get('model_name')!r} has model_info.prefill_target={explicit!r}, which is not "
-                    f"a target of bundle {self.args.bundle}; valid targets: {self.targets}"
+                    f"a target of bundle {self.args.bundle}; valid targets: {targets}"
                 )
             return str(explicit)
         model = str((dep.get("litellm_params") or {}).get("model") or "")
         for name in (dep.get("model_name"), model, model.split("/")[-1]):
-            if name in self.targets:
+            if name in targets:
                 return str(name)
         return None
 
@@ -183,23 +289,23 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     def _dep_id(dep: dict) -> str:
         return str((dep.get("model_info") or {}).get("id") or id(dep))
 
-    def _describe(self, dep: dict) -> DeploymentTarget | None:
+    def _describe(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
         dep_id = self._dep_id(dep)
-        if dep_id in self._deployments:
-            return self._deployments[dep_id]
-        target = self._target_of(dep)
+        if dep_id in served.deployments:
+            return served.deployments[dep_id]
+        target = self._target_of(dep, served.decider.targets)
         info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
                                                              self._price(dep, dep_id))
-        self._deployments[dep_id] = info
+        served.deployments[dep_id] = info
         return info
 
-    def _describe_at_request(self, dep: dict) -> DeploymentTarget | None:
+    def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
         """Like _describe, but a deployment added after construction that cannot be mapped or priced is
         left out of prefill routing (with an error log) instead of failing the request."""
         try:
-            return self._describe(dep)
+            return self._describe(dep, served)
         except ConfigurationError as err:
-            self._deployments[self._dep_id(dep)] = None
+            served.deployments[self._dep_id(dep)] = None
             logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
             return None
 
@@ -228,6 +334,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         request_kwargs: dict | None = None,
     ) -> dict:
         request_kwargs = request_kwargs if request_kwargs is not None else {}
+        self._maybe_reload()
+        served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         healthy = await self.router.async_get_healthy_deployments(
             model=model, request_kwargs=request_kwargs, messages=messages, input=input,
             specific_deployment=specific_deployment,
@@ -237,16 +345,18 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not healthy:
             raise await async_raise_no_deployment_exception(
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
-        mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d)) is not None]
+        mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         if not mapped:
             return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
         md = _metadata(request_kwargs)
-        decision = await self.decide(messages if messages is not None else input, mapped, md, model)
+        decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider)
         chosen = [d for d, info in mapped if info.target == decision.target]
         deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
         dep_id = str((deployment.get("model_info") or {}).get("id"))
-        record = {**decision.to_dict(), "deployment_id": dep_id}
+        baseline = _savings_baseline(decision, mapped)
+        record = {**decision.to_dict(), "deployment_id": dep_id, "baseline": _baseline_record(baseline)}
         md[DECISION_KEY] = record
+        md[LITELLM_DECISION_KEY] = standard_routing_decision(decision, model, baseline[0] if baseline else None)
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
         logger.debug("prefill decision %s", json.dumps(record, default=str))
@@ -265,13 +375,70 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             request_kwargs=request_kwargs))
 
     async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
-                     model_group: str | None = None) -> RoutingDecision:
+                     model_group: str | None = None, decider: PrefillDecider | None = None) -> RoutingDecision:
         by_target: dict[str, list[Price]] = {}
         for _, info in mapped:
             by_target.setdefault(info.target, []).append(info.price)
         # the cheapest deployment's price stands for its target
         price = {t: p for t, ps in by_target.items() if (p := lowest_price(ps)) is not None}
-        return await self.decider.adecide(prompt, price, parse_overrides(metadata), model_group)
+        return await (decider or self.decider).adecide(prompt, price, parse_overrides(metadata), model_group)
+
+
+def _savings_baseline(decision: RoutingDecision,
+                      mapped: list[tuple[dict, DeploymentTarget]]) -> tuple[dict, DeploymentTarget] | None:
+    """The deployment the decision is measured against: the dearest deployment of the candidate target with the
+    highest expected cost for this prompt (per-token price when the decision has no costs: pinned, fallback)."""
+    options = [(d, info) for d, info in mapped if info.target in decision.candidates]
+    if not options:
+        return None
+
+    def dearness(item: tuple[dict, DeploymentTarget]) -> tuple[float, float]:
+        price = item[1].price
+        return (decision.cost_usd.get(item[1].target, 0.0),
+                price.input_cost_per_token + price.output_cost_per_token)
+    return max(options, key=dearness)
+
+
+def _baseline_record(baseline: tuple[dict, DeploymentTarget] | None) -> dict[str, Any] | None:
+    if baseline is None:
+        return None
+    dep, info = baseline
+    return {"target": info.target, "deployment_id": str((dep.get("model_info") or {}).get("id")),
+            "input_cost_per_token": info.price.input_cost_per_token,
+            "output_cost_per_token": info.price.output_cost_per_token}
+
+
+def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens: object,
+                 cost: object) -> float | None:
+    """USD saved by one call against sending it to the baseline deployment: the baseline's price x this call's
+    token usage, minus what the call cost (None when the cost or the usage is unknown)."""
+    if not baseline or not isinstance(cost, (int, float)):
+        return None
+    if not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int):
+        return None
+    return (baseline["input_cost_per_token"] * prompt_tokens + baseline["output_cost_per_token"] * completion_tokens
+            - float(cost))
+
+
+def standard_routing_decision(decision: RoutingDecision, model_group: str, baseline: dict | None) -> dict[str, Any]:
+    """The decision as litellm's ``StandardLoggingRoutingDecision`` (router_type "quality": the route follows the
+    predicted P(correct)); ``classifier_probabilities`` holds P(correct) per candidate target, and the savings
+    baseline is the most expensive candidate, so litellm's savings figure reads "saved vs always sending it there".
+    """
+    out: dict[str, Any] = {"router_model_name": model_group, "router_type": "quality",
+                           "routed_model": decision.target, "classifier_cost": 0.0,
+                           "signals": [decision.reason, f"policy {decision.policy.describe()}"]}
+    cause = next((c for prefix, c in _CAUSES.items() if decision.reason.startswith(prefix)), None)
+    if cause is not None:
+        out["cause"] = cause
+    if decision.p_correct:
+        out["classifier_probabilities"] = {t: round(float(v), 6) for t, v in decision.p_correct.items()}
+        if decision.target in decision.p_correct:
+            out["score"] = out["classifier_confidence"] = round(float(decision.p_correct[decision.target]), 6)
+    if baseline is not None:
+        out["savings_baseline_model"] = str((baseline.get("litellm_params") or {}).get("model") or "")
+        out["savings_baseline_deployment_id"] = str((baseline.get("model_info") or {}).get("id"))
+    return out
 
 
 # -- decision / outcome log ------------------------------------------------------
@@ -282,26 +449,49 @@ class DecisionLogger(CustomLogger):
     metadata names the file of the router that decided it.
     """
 
+    #: call ids remembered to drop litellm's second report of one call (the Responses API reports each success
+    #: twice in litellm 1.102, with the same litellm_call_id)
+    RECENT_CALLS = 4096
+
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
+        self._recent: OrderedDict[tuple[str, bool], None] = OrderedDict()
+
+    def _seen(self, call_id: object, ok: bool) -> bool:
+        if not call_id:
+            return False
+        key = (str(call_id), ok)
+        with self._lock:
+            if key in self._recent:
+                return True
+            self._recent[key] = None
+            while len(self._recent) > self.RECENT_CALLS:
+                self._recent.popitem(last=False)
+        return False
 
     def _write(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
         md = ((kwargs.get("litellm_params") or {}).get("metadata") or {})
         decision, target = md.get(DECISION_KEY), md.get(DECISION_LOG_KEY)
-        if not decision or not target:
+        if not decision or not target or self._seen(kwargs.get("litellm_call_id"), ok):
             return
         try:
             latency = (end - start).total_seconds()
         except Exception:  # noqa: BLE001
             latency = None
         exc = kwargs.get("exception")
+        slo = kwargs.get("standard_logging_object") or {}
+        cost = kwargs.get("response_cost")
         row = {
             "ts": datetime.now(timezone.utc).isoformat(),
             "litellm_call_id": kwargs.get("litellm_call_id"),
-            "response_id": getattr(response_obj, "id", None) if ok else None,
+            "response_id": (response_obj.get("id") if isinstance(response_obj, dict)
+                            else getattr(response_obj, "id", None)) if ok else None,
             "decision": decision,
-            "outcome": {"success": ok, "model": kwargs.get("model"), "response_cost": kwargs.get("response_cost"),
+            "outcome": {"success": ok, "model": kwargs.get("model"), "response_cost": cost,
+                        "prompt_tokens": slo.get("prompt_tokens"), "completion_tokens": slo.get("completion_tokens"),
+                        "savings_usd": call_savings(decision.get("baseline"), slo.get("prompt_tokens"),
+                                                    slo.get("completion_tokens"), cost) if ok else None,
                         "latency_s": latency, "error": None if ok else repr(exc)},
         }
         if target.get("messages", True):
@@ -429,8 +619,11 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
         return None
     target = str(decision["target"])
     policy = decision.get("policy") or {}
-    policy_text = (f"preset={policy['preset']}" if policy.get("preset")
-                   else f"{policy.get('kind', '')}={policy.get('value', '')}")
+    try:
+        policy_text = RoutingPolicy(policy.get("kind", "tolerance"), float(policy.get("value", 0.0)),
+                                    policy.get("preset")).describe()
+    except (ConfigurationError, TypeError, ValueError):
+        policy_text = "unknown"
     headers = {
         "x-prefill-target": target,
         "x-prefill-reason": str(decision.get("reason", "")),

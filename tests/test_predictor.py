@@ -155,3 +155,22 @@ def test_int8_embedding_table_is_4x_smaller_moves_features_by_a_rounding_step_an
     assert 0 < rel < 0.02  # per-row int8: each embedding within 1/254 of its largest entry
     # weight-only quantisation: unlike dynamic int8 activations, a prompt's features do not depend on its batch
     np.testing.assert_allclose(encode_grouped(enc, ids, pad, dim, max_prompts=4), solo, atol=1e-5)
+
+
+async def test_a_closed_predictor_answers_what_was_queued_and_late_requests_then_stops_its_worker(
+        bundle_dir: Path) -> None:
+    import asyncio
+
+    pred = PrefillPredictor(bundle_dir)
+    pred.IDLE_EXIT_S = 0.2
+    queued = [asyncio.ensure_future(pred.apredict_one(f"the integral {i}")) for i in range(20)]
+    await asyncio.sleep(0)
+    pred.close()
+    assert len(await asyncio.gather(*queued)) == 20
+    late = await pred.apredict_one("the king")  # after close: still answered
+    assert 0.0 <= float(late.p_correct[0]) <= 1.0
+    for _ in range(50):
+        if pred._worker is None:
+            break
+        await asyncio.sleep(0.05)
+    assert pred._worker is None  # idle and closed: the thread has exited

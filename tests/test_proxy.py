@@ -32,7 +32,8 @@ def _write_config(path: Path, bundle: Path) -> None:
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = model_list()
-    cfg["router_settings"]["routing_strategy_args"] = {"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"}
+    cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"})
+    cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
     path.write_text(yaml.safe_dump(cfg))
 
 
@@ -67,8 +68,10 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)
     port = _free_port()
+    spy_log = tmp_path / "spy.jsonl"
     env = {**os.environ, "PREFILL_BUNDLE": str(bundle_dir), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOG": "ERROR"}
+           "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOG": "ERROR", "PROXY_SPY_LOG": str(spy_log),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("DATABASE_URL", None)
     log = (tmp_path / "proxy.log").open("w")
     proc = subprocess.Popen([exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
@@ -98,6 +101,17 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
         assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
         assert resp_headers["x-prefill-target"] == "math-model"
+        # litellm's spend logging sees each decision, and prices its savings against the dearest candidate
+        # (generalist, 9e-7/token) with the deployments' own prices
+        deadline = time.time() + 30
+        while time.time() < deadline and (not spy_log.exists() or len(spy_log.read_text().splitlines()) < 2):
+            time.sleep(0.2)
+        logged = [json.loads(x) for x in spy_log.read_text().splitlines()]
+        first = logged[0]
+        assert first["routing_decision"]["routed_model"] == "math-model"
+        assert first["routing_decision"]["savings_baseline_model"] == "openai/generalist"
+        expected = 9e-7 * (first["prompt_tokens"] + first["completion_tokens"]) - first["response_cost"]
+        assert first["autorouter_savings"] == pytest.approx(expected) and expected > 0
     finally:
         proc.terminate()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -332,6 +333,63 @@ async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_p
     assert len(rows) == 2
     assert {r_["decision"]["target"] for r_ in rows} <= {"math-model", "history-model", "generalist"}
     assert all(r_["outcome"]["success"] and r_["outcome"]["latency_s"] is not None for r_ in rows)
+    for row in rows:  # saved vs the dearest candidate (generalist) at this call's usage
+        base, out = row["decision"]["baseline"], row["outcome"]
+        assert base["target"] == "generalist"
+        expected = (base["input_cost_per_token"] * out["prompt_tokens"]
+                    + base["output_cost_per_token"] * out["completion_tokens"] - out["response_cost"])
+        assert out["savings_usd"] == pytest.approx(expected)
+        assert (out["savings_usd"] > 0) == (row["decision"]["target"] != "generalist")
+
+
+async def test_the_decision_log_has_one_line_per_call_whatever_the_api(bundle_dir: Path, tmp_path: Path) -> None:
+    # litellm 1.102 reports each Responses API success twice (same litellm_call_id)
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log),
+                                             "preset": "max-quality"})
+    await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    await r.aresponses(model="auto", input=HIST_PROMPT)
+    await r.atext_completion(model="auto", prompt=HIST_PROMPT)
+    await r.aanthropic_messages(model="auto", max_tokens=16, messages=user(MATH_PROMPT))
+    await flush_logging()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [row["decision"]["target"] for row in rows] == ["math-model", "history-model", "history-model",
+                                                            "math-model"]
+    assert len({row["litellm_call_id"] for row in rows}) == 4
+    assert all(row["response_id"] and row["outcome"]["savings_usd"] > 0 for row in rows)
+
+
+async def test_each_decision_reaches_litellms_standard_logging_payload_as_its_routing_decision(
+        router: PrefillRouter) -> None:
+    # spend logs, Datadog LLM Observability router spans and the proxy's savings figures read this record
+    from litellm.integrations.custom_logger import CustomLogger
+
+    from litellm_prefill_router import flush_logging
+
+    seen: list[dict] = []
+
+    class Spy(CustomLogger):
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+            seen.append(kwargs["standard_logging_object"]["metadata"]["routing_decision"])
+
+    spy = Spy()
+    litellm.callbacks.append(spy)
+    try:
+        await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+        await router.acompletion(model="auto", messages=[])
+        await flush_logging()
+    finally:
+        litellm.callbacks.remove(spy)
+    routed, fallback = seen
+    assert routed["router_type"] == "quality" and routed["router_model_name"] == "auto"
+    assert routed["routed_model"] == "math-model" and routed["cause"] == "classifier_plugin"
+    assert set(routed["classifier_probabilities"]) == {"math-model", "history-model", "generalist"}
+    assert routed["score"] == routed["classifier_probabilities"]["math-model"] > 0.5
+    assert routed["savings_baseline_model"] == "openai/generalist" and routed["classifier_cost"] == 0.0
+    assert fallback["cause"] == "default_fallback" and fallback["routed_model"] == router.prefill_strategy.fallback_target
 
 
 async def test_two_routers_with_their_own_decision_logs_each_write_their_own_file(bundle_dir: Path,
@@ -420,3 +478,85 @@ def test_max_encoder_batch_size_from_routing_strategy_args_reaches_the_predictor
     with pytest.raises(ConfigurationError, match="max_encoder_batch_size"):
         PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir), "max_encoder_batch_size": 0})
+
+
+def _rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Write a bundle over ``directory`` the way `train` does (atomic rename), with ``edit`` applied to its
+    manifest fields."""
+    from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
+
+    src = directory.with_name(directory.name + ".src")
+    shutil.copytree(directory, src)
+    fields = json.loads((src / MANIFEST_NAME).read_text())
+    files = {name: src / name for name in fields.pop("files")}
+    fields.pop("schema_version")
+    edit(fields)
+    write_bundle(directory, files, fields)
+    shutil.rmtree(src)
+
+
+def _always_cheapest(fields: dict) -> None:
+    fields["presets"]["max-quality"]["value"] = 1.0  # tolerance 1: the cheapest candidate (math-model)
+
+
+async def test_a_bundle_rewritten_in_place_is_reloaded_without_losing_requests(bundle_copy: Path) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality",
+                                             "reload_interval_s": 0.05})
+    old_predictor = r.prefill_strategy.predictor
+    before = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert before.choices[0].message.content == "answer from history-model"
+    _rewrite_bundle(bundle_copy, _always_cheapest)
+    answers: list[str] = []
+    deadline = time.time() + 20
+    while time.time() < deadline and (not answers or answers[-1] != "answer from math-model"):
+        batch = await asyncio.gather(*(r.acompletion(model="auto", messages=user(HIST_PROMPT)) for _ in range(8)))
+        answers += [b.choices[0].message.content for b in batch]
+        await asyncio.sleep(0.05)
+    assert answers[-1] == "answer from math-model"  # the new presets are served
+    assert set(answers) <= {"answer from history-model", "answer from math-model"}  # every request answered
+    assert r.prefill_strategy.predictor is not old_predictor
+    assert r.prefill_strategy.reload_if_changed() is False  # nothing changed since
+
+
+def test_a_broken_new_bundle_is_not_served_and_a_fixed_one_is(bundle_copy: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality"})
+    strategy = r.prefill_strategy
+
+    def rename_a_target(fields: dict) -> None:  # the deployments name "generalist", which is gone
+        for t in fields["targets"]:
+            if t["name"] == "generalist":
+                t["name"] = "generalist-v2"
+
+    _rewrite_bundle(bundle_copy, rename_a_target)
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        assert strategy.reload_if_changed() is False
+        assert strategy.reload_if_changed() is False  # the same broken files are not retried
+    assert "could not be loaded" in caplog.text and "generalist" in caplog.text
+    assert "generalist" in strategy.targets  # still serving the old bundle
+    hist = r.completion(model="auto", messages=user(HIST_PROMPT))
+    assert hist.choices[0].message.content == "answer from history-model"
+
+    def fix(fields: dict) -> None:
+        for t in fields["targets"]:
+            t["name"] = t["name"].replace("generalist-v2", "generalist")
+        _always_cheapest(fields)
+
+    _rewrite_bundle(bundle_copy, fix)
+    assert strategy.reload_if_changed() is True
+    assert r.completion(model="auto", messages=user(HIST_PROMPT)).choices[0].message.content == \
+        "answer from math-model"
+
+
+def test_reload_is_off_unless_asked_for(bundle_copy: Path) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality"})
+    _rewrite_bundle(bundle_copy, _always_cheapest)
+    for _ in range(3):
+        assert r.completion(model="auto", messages=user(HIST_PROMPT)).choices[0].message.content == \
+            "answer from history-model"
+    with pytest.raises(ConfigurationError, match="reload_interval_s"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "reload_interval_s": 0})
