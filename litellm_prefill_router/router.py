@@ -148,6 +148,10 @@ def bundle_fingerprint(bundle: str | Path) -> tuple[str, str] | None:
     return str(directory), digest
 
 
+def _digest(fingerprint: tuple[str, str] | None) -> str:
+    return fingerprint[1][:12] if fingerprint else "unknown"
+
+
 # reloads load and warm a bundle (seconds): one at a time, off the event loop and off the request path
 _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
 
@@ -253,14 +257,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             new = self._load()
         except Exception as err:  # noqa: BLE001 - a bad new bundle must never take down the one being served
             self._failed_fingerprint = fingerprint
-            logger.warning("prefill router: the bundle at %s changed but could not be loaded (%s: %s); still serving "
-                           "the bundle loaded before (trunk %s)", self.args.bundle, type(err).__name__, err,
-                           old.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12])
+            logger.warning("prefill router: the bundle at %s changed (manifest %s) but could not be loaded (%s: %s); "
+                           "still serving the bundle loaded before (manifest %s)", self.args.bundle,
+                           fingerprint[1][:12], type(err).__name__, err, _digest(old.fingerprint))
             return False
         self._served = new
-        logger.warning("prefill router: reloaded the bundle at %s (trunk %s -> %s, targets %s)", self.args.bundle,
-                       old.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12],
-                       new.predictor.bundle.manifest.files["trunk.onnx"].sha256[:12], new.decider.targets)
+        logger.warning("prefill router: reloaded the bundle at %s (manifest %s -> %s, targets %s)", self.args.bundle,
+                       _digest(old.fingerprint), _digest(new.fingerprint), new.decider.targets)
         self._warn_targets_without_deployment(new)
         if new.predictor is not old.predictor:
             release_predictor(old.predictor)  # its worker finishes what is queued, then exits
