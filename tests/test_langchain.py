@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField
@@ -109,14 +109,16 @@ class ToolCallingFake(BaseChatModel):
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:  # type: ignore[no-untyped-def]
         tools = kwargs.get("tools") or []
-        if tools:
+        results = [m.content for m in messages if isinstance(m, ToolMessage)]
+        if tools and not results:
             msg = AIMessage(content="", tool_calls=[{"name": tools[0]["function"]["name"],
                                                      "args": {"target": self.target}, "id": "call-1"}])
         else:
-            msg = AIMessage(content=f"answer from {self.target}")
+            msg = AIMessage(content=f"answer from {self.target}" + (f" using {results[-1]}" if results else ""))
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
     def bind_tools(self, tools, **kwargs):  # type: ignore[no-untyped-def,override]
+        kwargs.pop("tool_choice", None)
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
 
@@ -142,3 +144,24 @@ def test_bind_tools_binds_every_target_and_routes_on_the_input(bundle_dir: Path)
 def test_bind_tools_on_targets_that_cannot_bind_tools_names_the_target(runnable: PrefillRouterRunnable) -> None:
     with pytest.raises(ConfigurationError, match="target 'math-model' .*FakeListChatModel.* bind_tools"):
         runnable.bind_tools([Answer])
+
+
+def test_the_router_is_the_model_of_a_langchain_tool_calling_agent(bundle_dir: Path) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(target: str) -> str:
+        """Look up notes on a topic."""
+        return f"notes for {target}"
+
+    router = PrefillRouterRunnable(runnables={t: ToolCallingFake(target=t) for t in TARGETS}, bundle=str(bundle_dir),
+                                   preset="max-quality")
+    agent = create_agent(model=router, tools=[lookup])
+    messages = agent.invoke({"messages": [HumanMessage(MATH_PROMPT)]})["messages"]
+    # model turn (routed on the question) -> tool call -> tool result -> model turn (routed on the conversation)
+    assert [type(m).__name__ for m in messages] == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert messages[1].tool_calls[0]["name"] == "lookup" and messages[1].tool_calls[0]["args"] == {
+        "target": "math-model"}
+    assert messages[2].content == "notes for math-model"
+    assert messages[3].content == "answer from math-model using notes for math-model"
