@@ -39,8 +39,11 @@ def _write_config(path: Path, bundle: Path) -> None:
 
 def _post(port: int, prompt: str, path: str = "/chat/completions") -> tuple[dict, dict[str, str]]:
     """(JSON body, lower-cased response headers) of one request to the proxy."""
-    payload = ({"model": "auto", "input": prompt} if path == "/v1/responses"
-               else {"model": "auto", "messages": [{"role": "user", "content": prompt}]})
+    payload: dict = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+    if path == "/v1/responses":
+        payload = {"model": "auto", "input": prompt}
+    elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
+        payload["max_tokens"] = 64
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -101,6 +104,9 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
         assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
         assert resp_headers["x-prefill-target"] == "math-model"
+        msg, msg_headers = _post(port, HIST_PROMPT, "/v1/messages")
+        assert msg["content"][0]["text"] == "answer from history-model"
+        assert msg_headers["x-prefill-target"] == "history-model"
         # litellm's spend logging sees each decision, and prices its savings against the dearest candidate
         # (generalist, 9e-7/token) with the deployments' own prices
         deadline = time.time() + 30
