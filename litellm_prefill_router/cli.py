@@ -240,6 +240,30 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return s.exit_code
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .log_stats import summarize_log
+
+    st = summarize_log(args.log)
+    lat = st["routing_latency_ms"]
+    print(f"{st['calls']} routed calls, {st['failures']} failed; routing latency "
+          + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
+    print(_table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)"],
+                 [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"],
+                   float("nan") if v["mean_p_correct"] is None else v["mean_p_correct"]]
+                  for t, v in st["targets"].items()]))
+    print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
+    print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
+    if st["savings_fraction"] is not None:
+        print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
+              f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "
+              f"over the {st['calls_with_savings']} calls with a known cost)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(st, indent=1))
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     from .feedback import feedback_rows
     from .jsonl import write_atomic
@@ -373,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--out", required=True)
     fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
     fb.set_defaults(func=cmd_feedback)
+
+    st = sub.add_parser("stats", help="what a router did: calls, routes, reasons, latency, cost and savings")
+    st.add_argument("--log", required=True, help="the router's decision_log JSONL")
+    st.add_argument("--json", help="also write the summary here")
+    st.set_defaults(func=cmd_stats)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
     j.add_argument("--log", required=True, help="the router's decision_log JSONL")

@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -423,10 +424,18 @@ def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens
             - float(cost))
 
 
+# litellm prices a routing_decision's savings baseline with the proxy's router (the deployments' own prices): it
+# imports litellm.proxy.proxy_server to find it. Outside the proxy that import takes ~1.7 s, on the event loop, in
+# the first request's logging (stalling the next request's routing), and the baseline is then priced from the public
+# cost map (0 for a model it does not know). So the baseline goes into the record only where the proxy runs.
+_PROXY_MODULE = "litellm.proxy.proxy_server"
+
+
 def standard_routing_decision(decision: RoutingDecision, model_group: str, baseline: dict | None) -> dict[str, Any]:
     """The decision as litellm's ``StandardLoggingRoutingDecision`` (router_type "quality": the route follows the
-    predicted P(correct)); ``classifier_probabilities`` holds P(correct) per candidate target, and the savings
-    baseline is the most expensive candidate, so litellm's savings figure reads "saved vs always sending it there".
+    predicted P(correct)); ``classifier_probabilities`` holds P(correct) per candidate target. In the proxy the
+    savings baseline is the most expensive candidate, so litellm's ``autorouter_savings`` reads "saved vs always
+    sending it there" (the SDK has the decision log's ``savings_usd`` instead, see ``_PROXY_MODULE``).
     """
     out: dict[str, Any] = {"router_model_name": model_group, "router_type": "quality",
                            "routed_model": decision.target, "classifier_cost": 0.0,
@@ -438,7 +447,7 @@ def standard_routing_decision(decision: RoutingDecision, model_group: str, basel
         out["classifier_probabilities"] = {t: round(float(v), 6) for t, v in decision.p_correct.items()}
         if decision.target in decision.p_correct:
             out["score"] = out["classifier_confidence"] = round(float(decision.p_correct[decision.target]), 6)
-    if baseline is not None:
+    if baseline is not None and _PROXY_MODULE in sys.modules:
         out["savings_baseline_model"] = str((baseline.get("litellm_params") or {}).get("model") or "")
         out["savings_baseline_deployment_id"] = str((baseline.get("model_info") or {}).get("id"))
     return out

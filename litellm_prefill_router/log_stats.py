@@ -1,0 +1,85 @@
+"""``prefill-router stats``: what a router did in production, from its decision log.
+
+Reads the JSONL that ``routing_strategy_args.decision_log`` writes (one line per call: the decision and its outcome)
+and sums it up: calls and failures, where they went and why, routing latency, what they cost and what they saved
+against each decision's baseline (the dearest candidate target, priced at the call's own token usage).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PrefillRouterError
+from .jsonl import read_log
+
+
+class LogStatsError(PrefillRouterError):
+    """The decision log cannot be summarised; the message names the file and the fix."""
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (")[0] if reason.startswith("fallback") else reason
+
+
+def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals over decision-log records (see the module docstring); costs and savings in USD."""
+    calls = failures = 0
+    per_target: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0,
+                                                                 "p_chosen": []})
+    reasons: Counter[str] = Counter()
+    presets: Counter[str] = Counter()
+    latency: list[float] = []
+    cost = saved = 0.0
+    priced = 0
+    for rec in records:
+        decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
+        target = decision.get("target")
+        if not target:
+            continue
+        calls += 1
+        t = per_target[str(target)]
+        t["calls"] += 1
+        reasons[_reason_kind(str(decision.get("reason", "")))] += 1
+        policy = decision.get("policy") or {}
+        presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
+        if isinstance(decision.get("latency_ms"), (int, float)):
+            latency.append(float(decision["latency_ms"]))
+        p = (decision.get("p_correct") or {}).get(target)
+        if isinstance(p, (int, float)):
+            t["p_chosen"].append(float(p))
+        if not outcome.get("success"):
+            failures += 1
+            t["failures"] += 1
+            continue
+        c, s = outcome.get("response_cost"), outcome.get("savings_usd")
+        if isinstance(c, (int, float)):
+            cost += float(c)
+            t["cost_usd"] += float(c)
+            if isinstance(s, (int, float)):
+                saved += float(s)
+                priced += 1
+    if not calls:
+        raise LogStatsError("no routed calls in the log: is it a decision_log written by the prefill router?")
+    targets = {name: {"calls": v["calls"], "share": v["calls"] / calls, "failures": v["failures"],
+                      "cost_usd": v["cost_usd"],
+                      "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None}
+               for name, v in sorted(per_target.items(), key=lambda kv: -kv[1]["calls"])}
+    baseline = cost + saved
+    return {"calls": calls, "failures": failures, "targets": targets, "reasons": dict(reasons.most_common()),
+            "policies": dict(presets.most_common()),
+            "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
+                                    "max": float(max(latency))} if latency else None),
+            "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,
+            "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None}
+
+
+def summarize_log(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise LogStatsError(f"decision log {p} does not exist; set routing_strategy_args.decision_log to write one")
+    return {"log": str(p), **summarize(rec for _, rec in read_log(p))}
