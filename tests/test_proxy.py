@@ -50,6 +50,18 @@ def _post(port: int, prompt: str, path: str = "/chat/completions") -> tuple[dict
         return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
 
 
+def _post_stream(port: int, prompt: str) -> tuple[str, dict[str, str]]:
+    """(the streamed answer text, lower-cased response headers) of one streamed chat request."""
+    payload = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/chat/completions", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        chunks = [json.loads(line[6:]) for line in r.read().decode().splitlines()
+                  if line.startswith("data: {")]
+        headers = {k.lower(): v for k, v in r.headers.items()}
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")), headers
+
+
 def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
     import litellm
 
@@ -104,6 +116,8 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
         assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
         assert resp_headers["x-prefill-target"] == "math-model"
+        streamed, stream_headers = _post_stream(port, HIST_PROMPT)  # headers go out before the first chunk
+        assert streamed == "answer from history-model" and stream_headers["x-prefill-target"] == "history-model"
         msg, msg_headers = _post(port, HIST_PROMPT, "/v1/messages")
         assert msg["content"][0]["text"] == "answer from history-model"
         assert msg_headers["x-prefill-target"] == "history-model"
