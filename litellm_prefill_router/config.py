@@ -47,6 +47,9 @@ class RequestOverrides(BaseModel):
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
     pin_model: str | None = None
     candidates: list[str] | None = None
+    # caps each target's expected output tokens in the cost estimate; the LiteLLM strategy fills it from the
+    # request's max_tokens / max_completion_tokens / max_output_tokens
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
 
 def parse_strategy_args(args: Any) -> PrefillStrategyArgs:

@@ -113,13 +113,18 @@ class PrefillDecider:
             return done(target, f"fallback: inference failed ({type(err).__name__}: {err})", {}, {})
         p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
         p = {t: p_all[t] for t in candidates}
-        cost = {t: estimate_cost(prices[t], pred.input_tokens, self.manifest.target(t).expected_output_tokens)
-                for t in candidates}
+        cap = overrides.max_output_tokens
+        cost = {t: estimate_cost(prices[t], pred.input_tokens, self.expected_output_tokens(t, cap)) for t in candidates}
         if not pred.has_text:
             return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
                         pred.input_tokens)
         idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])  # type: ignore[arg-type]
         return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
+
+    def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
+        """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""
+        expected = float(self.manifest.target(target).expected_output_tokens)
+        return expected if cap is None else min(expected, float(cap))
 
     def fallback(self, candidates: list[str]) -> str:
         if self.fallback_target in candidates:

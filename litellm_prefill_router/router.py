@@ -98,6 +98,16 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return ex.submit(asyncio.run, coro).result()
 
 
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat / chat (new) / Responses API
+
+
+def _output_token_cap(request_kwargs: dict) -> int | None:
+    """The request's own limit on the answer length, if it sets one (the cost estimate never assumes more)."""
+    caps = [v for k in _OUTPUT_CAPS
+            if isinstance(v := request_kwargs.get(k), int) and not isinstance(v, bool) and v > 0]
+    return min(caps) if caps else None
+
+
 def _metadata(request_kwargs: dict, default_key: str = "metadata") -> dict:
     """The request's metadata dict (created under ``default_key`` if it has none): ``litellm_metadata`` when it is a
     dict, else ``metadata``. litellm hands this same dict to the routing strategy as ``request_kwargs[...]``, so a
@@ -353,7 +363,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not mapped:
             return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
         md = _metadata(request_kwargs)
-        decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider)
+        decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider,
+                                     max_output_tokens=_output_token_cap(request_kwargs))
         chosen = [d for d, info in mapped if info.target == decision.target]
         deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
         dep_id = str((deployment.get("model_info") or {}).get("id"))
@@ -379,13 +390,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             request_kwargs=request_kwargs))
 
     async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
-                     model_group: str | None = None, decider: PrefillDecider | None = None) -> RoutingDecision:
+                     model_group: str | None = None, decider: PrefillDecider | None = None,
+                     max_output_tokens: int | None = None) -> RoutingDecision:
         by_target: dict[str, list[Price]] = {}
         for _, info in mapped:
             by_target.setdefault(info.target, []).append(info.price)
         # the cheapest deployment's price stands for its target
         price = {t: p for t, ps in by_target.items() if (p := lowest_price(ps)) is not None}
-        return await (decider or self.decider).adecide(prompt, price, parse_overrides(metadata), model_group)
+        overrides = parse_overrides(metadata)
+        if max_output_tokens is not None and overrides.max_output_tokens is None:
+            overrides = overrides.model_copy(update={"max_output_tokens": max_output_tokens})
+        return await (decider or self.decider).adecide(prompt, price, overrides, model_group)
 
 
 def _savings_baseline(decision: RoutingDecision,

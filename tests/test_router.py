@@ -600,3 +600,21 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     assert 0 < st["savings_fraction"] < 1 and "saved" in out
     assert main(["stats", "--log", str(tmp_path / "missing.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+async def test_the_cost_estimate_never_assumes_a_longer_answer_than_the_request_allows(router: PrefillRouter) -> None:
+    from conftest import PRICES
+
+    manifest = router.prefill_strategy.manifest
+    plain = (await router.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    capped = (await router.acompletion(model="auto", messages=user(MATH_PROMPT), max_tokens=3)
+              )._hidden_params["prefill_routing"]
+    responses = (await router.aresponses(model="auto", input=MATH_PROMPT, max_output_tokens=3)
+                 )._hidden_params["prefill_routing"]
+    n_in = capped["input_tokens"]
+    for t, (pin, pout) in PRICES.items():
+        expected = manifest.target(t).expected_output_tokens
+        assert expected > 3
+        assert plain["cost_usd"][t] == pytest.approx(pin * n_in + pout * expected)
+        assert capped["cost_usd"][t] == pytest.approx(pin * n_in + pout * 3)
+        assert responses["cost_usd"][t] == pytest.approx(capped["cost_usd"][t])
