@@ -259,6 +259,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
               f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "
               f"over the {st['calls_with_savings']} calls with a known cost)")
+    sh = st["shadow"]
+    if sh:
+        print(f"shadow mode: {sh['calls']} calls served as before by " +
+              ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
+              f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
+              f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
     if args.json:
         Path(args.json).write_text(json.dumps(st, indent=1))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigurationError
 
@@ -35,6 +35,17 @@ class PrefillStrategyArgs(BaseModel):
     # seconds between checks whether the bundle directory changed (a retrained bundle written over it, or a symlink
     # pointed at another); a changed bundle is loaded off the request path and swapped in. None: never reload
     reload_interval_s: float | None = Field(default=None, gt=0.0)
+    # shadow mode: decide and log every route (decision log, litellm's routing record, response headers) but serve
+    # the request as before - from shadow_target's deployments if set, else by litellm's simple-shuffle - to see
+    # what the router would do on real traffic before letting it choose
+    shadow: bool = False
+    shadow_target: str | None = None
+
+    @model_validator(mode="after")
+    def _shadow_target_needs_shadow(self) -> PrefillStrategyArgs:
+        if self.shadow_target is not None and not self.shadow:
+            raise ValueError("shadow_target is only used in shadow mode: add shadow: true")
+        return self
 
 
 class RequestOverrides(BaseModel):

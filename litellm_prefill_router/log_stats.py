@@ -2,7 +2,9 @@
 
 Reads the JSONL that ``routing_strategy_args.decision_log`` writes (one line per call: the decision and its outcome)
 and sums it up: calls and failures, where they went and why, routing latency, what they cost and what they saved
-against each decision's baseline (the dearest candidate target, priced at the call's own token usage).
+against each decision's baseline (the dearest candidate target, priced at the call's own token usage). In shadow
+mode ``targets`` counts the routes the router would have taken, ``shadow.served`` who answered, and the costs
+compare the decisions' own estimates for both.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     latency: list[float] = []
     cost = saved = 0.0
     priced = 0
+    shadow = 0
+    served: Counter[str] = Counter()
+    est_routed = est_served = 0.0  # shadow mode: the decisions' own estimates for their route and for who answered
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -52,6 +57,13 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         p = (decision.get("p_correct") or {}).get(target)
         if isinstance(p, (int, float)):
             t["p_chosen"].append(float(p))
+        if decision.get("shadow"):
+            shadow += 1
+            served[str(decision.get("served_target"))] += 1
+            est = decision.get("cost_usd") or {}
+            if target in est and decision.get("served_target") in est:
+                est_routed += float(est[target])
+                est_served += float(est[decision["served_target"]])
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
@@ -75,7 +87,10 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),
             "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,
-            "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None}
+            "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None,
+            "shadow": ({"calls": shadow, "served": dict(served.most_common()),
+                        "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served}
+                       if shadow else None)}
 
 
 def summarize_log(path: str | Path) -> dict[str, Any]:

@@ -188,6 +188,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             logger.warning("prefill router: deployments not mapped to any bundle target (routed by simple-shuffle "
                            "when requested directly): %s", self.unmapped)
         self._warn_targets_without_deployment(self._served)
+        if self.args.shadow_target is not None and self.args.shadow_target not in mapped:
+            raise ConfigurationError(
+                f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
+                f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
         self._next_reload_check = time.monotonic() + (self.args.reload_interval_s or 0.0)
         self._reload_pending: Future[bool] | None = None
         self._log_target = None
@@ -365,6 +369,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         md = _metadata(request_kwargs)
         decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider,
                                      max_output_tokens=_output_token_cap(request_kwargs))
+        if self.args.shadow:
+            return self._serve_in_shadow(decision, mapped, healthy, model, md)
         chosen = [d for d, info in mapped if info.target == decision.target]
         deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
         dep_id = str((deployment.get("model_info") or {}).get("id"))
@@ -375,6 +381,27 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
         logger.debug("prefill decision %s", json.dumps(record, default=str))
+        return deployment
+
+    def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
+                         healthy: list[dict], model: str, md: dict) -> dict:
+        """Shadow mode: the decision is recorded as usual, the request is served as without the router."""
+        pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
+            else healthy
+        if not pool:  # the shadow target's deployments are all cooling down: never lose the request
+            logger.warning("prefill router (shadow): no healthy deployment of %r; serving from any", self.args.shadow_target)
+            pool = healthy
+        deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=pool, model=model)
+        dep_id = self._dep_id(deployment)
+        info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
+        record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True, "served_target": info.target if info else None, "baseline": None}
+        md[DECISION_KEY] = record
+        routing = standard_routing_decision(decision, model, None)
+        routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
+        routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
+        md[LITELLM_DECISION_KEY] = routing
+        if self._log_target is not None:
+            md[DECISION_LOG_KEY] = self._log_target
         return deployment
 
     def get_available_deployment(  # type: ignore[override]
@@ -660,6 +687,9 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     p = (decision.get("p_correct") or {}).get(target)
     if p is not None:
         headers["x-prefill-p-correct"] = f"{float(p):.4f}"
+    if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered
+        headers["x-prefill-shadow"] = "true"
+        headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")
     # header values must be printable ASCII on one line (a fallback reason quotes an exception message)
     return {k: _HEADER_UNSAFE.sub("?", v)[:512] for k, v in headers.items()}
 

@@ -618,3 +618,45 @@ async def test_the_cost_estimate_never_assumes_a_longer_answer_than_the_request_
         assert plain["cost_usd"][t] == pytest.approx(pin * n_in + pout * expected)
         assert capped["cost_usd"][t] == pytest.approx(pin * n_in + pout * 3)
         assert responses["cost_usd"][t] == pytest.approx(capped["cost_usd"][t])
+
+
+async def test_shadow_mode_records_the_route_but_serves_as_before(bundle_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.cli import main
+    from litellm_prefill_router.router import decision_headers
+
+    log = tmp_path / "shadow.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "shadow": True,
+                                             "shadow_target": "generalist", "decision_log": str(log)})
+    for prompt, would in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+        resp = await r.acompletion(model="auto", messages=user(prompt))
+        assert resp.choices[0].message.content == "answer from generalist"  # served as before
+        d = resp._hidden_params["prefill_routing"]
+        assert d["target"] == would and d["shadow"] and d["served_target"] == "generalist"
+        headers = decision_headers({"metadata": {"prefill_decision": d}})
+        assert headers["x-prefill-target"] == would and headers["x-prefill-served-target"] == "generalist"
+    await flush_logging()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["decision"]["target"] for x in rows] == ["math-model", "history-model"]
+    assert all(x["outcome"]["savings_usd"] is None for x in rows)  # nothing was routed, so nothing was saved
+    assert main(["stats", "--log", str(log), "--json", str(tmp_path / "s.json")]) == 0
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert st["shadow"]["calls"] == 2 and st["shadow"]["served"] == {"generalist": 2}
+    assert 0 < st["shadow"]["estimated_cost_routed_usd"] < st["shadow"]["estimated_cost_served_usd"]
+    assert "shadow mode: 2 calls served as before by generalist 2" in capsys.readouterr().out
+
+    shuffled = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                             routing_strategy_args={"bundle": str(bundle_dir), "shadow": True})
+    d = (await shuffled.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    assert d["shadow"] and d["served_target"] in ("math-model", "history-model", "generalist")
+
+
+def test_shadow_settings_are_checked_at_construction(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="shadow: true"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "shadow_target": "generalist"})
+    with pytest.raises(ConfigurationError, match="shadow_target 'generalist' has no deployment"):
+        PrefillRouter(model_list=model_list(targets=("math-model", "history-model")), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "shadow": True, "shadow_target": "generalist"})
