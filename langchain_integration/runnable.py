@@ -27,6 +27,7 @@ from litellm_prefill_router.decider import PrefillDecider
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
+from litellm_prefill_router.reloading import BundleReloader
 
 _ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool",
          "chat": "user", "developer": "system"}
@@ -86,11 +87,26 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     fallback_target: str | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
     allow_partial: bool = False
+    # seconds between checks whether the bundle directory changed; a changed bundle is loaded in the background and
+    # swapped in (see litellm_prefill_router.reloading). None: never reload
+    reload_interval_s: float | None = Field(default=None, gt=0.0)
 
-    _decider: PrefillDecider = PrivateAttr()
+    _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
+        self._reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor,
+                                        self.reload_interval_s)
+        return self
+
+    @property
+    def _decider(self) -> PrefillDecider:
+        """The decider of the bundle being served (a reload swaps it whole)."""
+        self._reloader.maybe_reload()
+        return self._reloader.current
+
+    def _load_decider(self) -> PrefillDecider:
+        """A decider for the bundle, checked against ``runnables`` (raises ConfigurationError naming the targets)."""
         decider = PrefillDecider(shared_predictor(self.bundle), preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error)
         targets = decider.targets
@@ -106,8 +122,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             raise ConfigurationError("`runnables` is empty")
         if decider.fallback_target not in self.runnables:
             decider.fallback_target = decider.fallback(list(self.runnables))
-        self._decider = decider
-        return self
+        return decider
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -138,8 +153,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         return type(self)(**{**fields, "runnables": mapped})
 
     # -- decision -----------------------------------------------------------
-    def _prices(self) -> dict[str, Price]:
-        base = self._decider.manifest_prices()
+    def _prices(self, decider: PrefillDecider) -> dict[str, Price]:
+        base = decider.manifest_prices()
         if self.prices:
             base.update({t: Price(p[0], p[1], "runnable") for t, p in self.prices.items()})
         unpriced = [t for t in self.runnables if t not in base]
@@ -156,12 +171,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def decide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
         config = ensure_config(config)
-        return self._decider.decide(prompt_from_input(input), self._prices(), self._overrides(config), self.get_name())
+        decider = self._decider
+        return decider.decide(prompt_from_input(input), self._prices(decider), self._overrides(config),
+                              self.get_name())
 
     async def adecide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
         config = ensure_config(config)
-        return await self._decider.adecide(prompt_from_input(input), self._prices(), self._overrides(config),
-                                           self.get_name())
+        decider = self._decider
+        return await decider.adecide(prompt_from_input(input), self._prices(decider), self._overrides(config),
+                                     self.get_name())
 
     @staticmethod
     def _metadata(d: RoutingDecision) -> dict[str, Any]:

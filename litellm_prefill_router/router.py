@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import importlib
 import json
 import logging
 import re
 import sys
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,13 +34,14 @@ from litellm.router import CustomRoutingStrategyBase
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 
-from .bundle import MANIFEST_NAME, BundleManifest
+from .bundle import BundleManifest
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .policy import RoutingDecision, RoutingPolicy
-from .predictor import PrefillPredictor, release_predictor, shared_predictor
+from .predictor import PrefillPredictor, shared_predictor
+from .reloading import BundleReloader
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -143,28 +142,7 @@ class _ServedBundle:
 
     predictor: PrefillPredictor
     decider: PrefillDecider
-    fingerprint: tuple[str, str] | None
     deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
-
-
-def bundle_fingerprint(bundle: str | Path) -> tuple[str, str] | None:
-    """(resolved directory, sha256 of the manifest): the manifest pins every file's checksum, so this changes when
-    ``write_bundle`` renames a new bundle into place or a symlink is pointed at another; None if unreadable (e.g.
-    between the two renames of a rewrite)."""
-    try:
-        directory = Path(bundle).expanduser().resolve()
-        digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
-    except OSError:
-        return None
-    return str(directory), digest
-
-
-def _digest(fingerprint: tuple[str, str] | None) -> str:
-    return fingerprint[1][:12] if fingerprint else "unknown"
-
-
-# reloads load and warm a bundle (seconds): one at a time, off the event loop and off the request path
-_RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
 
 
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
@@ -175,7 +153,9 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self.router = router
         self.args = parse_strategy_args(args)
         warm_litellm_imports()
-        self._served = self._load(predictor)
+        self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
+                                        self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
+                                        initial=self._load(predictor))
         mapped = {d.target for d in self._served.deployments.values() if d is not None}
         if not mapped:
             raise ConfigurationError(
@@ -192,8 +172,6 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             raise ConfigurationError(
                 f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
                 f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
-        self._next_reload_check = time.monotonic() + (self.args.reload_interval_s or 0.0)
-        self._reload_pending: Future[bool] | None = None
         self._log_target = None
         if self.args.decision_log:
             register_decision_log()
@@ -202,6 +180,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                 "responses": self.args.decision_log_responses}
 
     # -- the served bundle ----------------------------------------------------
+    @property
+    def _served(self) -> _ServedBundle:
+        return self._reloader.current
+
     @property
     def predictor(self) -> PrefillPredictor:
         return self._served.predictor
@@ -230,13 +212,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         """Load (or take) the predictor, build the decider and map every deployment of the model list; raises
         ConfigurationError / BundleError naming what is wrong."""
         a = self.args
-        fingerprint = bundle_fingerprint(a.bundle)
         predictor = predictor or shared_predictor(a.bundle, intra_op_threads=a.intra_op_threads,
                                                   max_batch_size=a.max_batch_size,
                                                   max_encoder_batch_size=a.max_encoder_batch_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error)
-        served = _ServedBundle(predictor, decider, fingerprint, {})
+        served = _ServedBundle(predictor, decider, {})
         for dep in self.router.model_list or []:
             self._describe(dep, served)
         return served
@@ -248,43 +229,9 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
                            self.targets_without_deployment)
 
-    def _maybe_reload(self) -> None:
-        """With ``reload_interval_s``, at most once per interval: check (off the request path) whether the bundle
-        on disk changed, and if so load it and swap it in. Requests keep the bundle they started with."""
-        if self.args.reload_interval_s is None or time.monotonic() < self._next_reload_check:
-            return
-        if self._reload_pending is not None and not self._reload_pending.done():
-            return
-        self._next_reload_check = time.monotonic() + self.args.reload_interval_s
-        self._reload_pending = _RELOADER.submit(self.reload_if_changed)
-
     def reload_if_changed(self) -> bool:
-        """Load the bundle again if its directory changed since it was loaded; True if a new one is now served.
-
-        A bundle that fails to load or validate (a target a deployment names is gone, the preset is gone, a
-        checksum does not match) is not served: the current one stays, with a warning naming the error; it is
-        tried again once the bundle on disk changes again."""
-        old = self._served
-        fingerprint = bundle_fingerprint(self.args.bundle)
-        if fingerprint is None or fingerprint == old.fingerprint or fingerprint == self._failed_fingerprint:
-            return False
-        try:
-            new = self._load()
-        except Exception as err:  # noqa: BLE001 - a bad new bundle must never take down the one being served
-            self._failed_fingerprint = fingerprint
-            logger.warning("prefill router: the bundle at %s changed (manifest %s) but could not be loaded (%s: %s); "
-                           "still serving the bundle loaded before (manifest %s)", self.args.bundle,
-                           fingerprint[1][:12], type(err).__name__, err, _digest(old.fingerprint))
-            return False
-        self._served = new
-        logger.warning("prefill router: reloaded the bundle at %s (manifest %s -> %s, targets %s)", self.args.bundle,
-                       _digest(old.fingerprint), _digest(new.fingerprint), new.decider.targets)
-        self._warn_targets_without_deployment(new)
-        if new.predictor is not old.predictor:
-            release_predictor(old.predictor)  # its worker finishes what is queued, then exits
-        return True
-
-    _failed_fingerprint: tuple[str, str] | None = None
+        """Load the bundle again now if its directory changed (see :class:`BundleReloader`); True if swapped."""
+        return self._reloader.reload_if_changed()
 
     # -- deployments --------------------------------------------------------
     def _target_of(self, dep: dict, targets: list[str]) -> str | None:
@@ -352,7 +299,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         request_kwargs: dict | None = None,
     ) -> dict:
         request_kwargs = request_kwargs if request_kwargs is not None else {}
-        self._maybe_reload()
+        self._reloader.maybe_reload()
         served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         healthy = await self.router.async_get_healthy_deployments(
             model=model, request_kwargs=request_kwargs, messages=messages, input=input,

@@ -22,6 +22,7 @@ from .decider import PrefillDecider
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .predictor import shared_predictor
+from .reloading import BundleReloader
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,40 @@ class PrefillSemanticRouter:
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
                  tolerance: float | None = None, lambda_: float | None = None, min_score: float | None = None,
-                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
-        self.decider = PrefillDecider(shared_predictor(bundle), preset=preset, tolerance=tolerance, lambda_=lambda_)
-        targets = self.decider.targets
-        unknown = sorted(set(routes or ()) - set(targets))
+                 prices: Mapping[str, tuple[float, float]] | None = None,
+                 reload_interval_s: float | None = None) -> None:
+        self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
+        self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
+        self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
+        if reload_interval_s is not None and not reload_interval_s > 0:
+            raise ConfigurationError(f"reload_interval_s must be > 0 seconds, got {reload_interval_s!r}")
+        self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
+
+    def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
+        decider = PrefillDecider(shared_predictor(self.bundle), preset=self._preset, tolerance=self._tolerance,
+                                 lambda_=self._lambda)
+        targets = decider.targets
+        unknown = sorted(set(self._requested_routes) - set(targets))
         if unknown:
-            raise ConfigurationError(f"routes {unknown} are not targets of bundle {bundle}; targets: {targets}")
-        self.routes = list(routes or targets)
-        self.min_score = min_score
-        base = self.decider.manifest_prices()
-        base.update({t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()})
-        missing = [t for t in self.routes if t not in base]
+            raise ConfigurationError(f"routes {unknown} are not targets of bundle {self.bundle}; targets: {targets}")
+        routes = self._requested_routes or targets
+        base = {**decider.manifest_prices(), **self._user_prices}
+        missing = [t for t in routes if t not in base]
         if missing:
             raise ConfigurationError(f"no price for routes {missing}; pass prices={{target: (input, output)}}")
-        self.prices = {t: base[t] for t in self.routes}
+        return decider, {t: base[t] for t in routes}
+
+    @property
+    def decider(self) -> PrefillDecider:
+        return self._reloader.current[0]
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        return self._reloader.current[1]
+
+    @property
+    def routes(self) -> list[str]:
+        return list(self._reloader.current[1])
 
     def list_route_names(self) -> list[str]:
         return list(self.routes)
@@ -69,10 +90,14 @@ class PrefillSemanticRouter:
         return RouteChoice(name=d.target, similarity_score=score, decision=d)
 
     def __call__(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
-        return self._choice(self.decider.decide(text or "", self.prices, overrides, "semantic router"))
+        self._reloader.maybe_reload()
+        decider, prices = self._reloader.current
+        return self._choice(decider.decide(text or "", prices, overrides, "semantic router"))
 
     async def acall(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
-        return self._choice(await self.decider.adecide(text or "", self.prices, overrides, "semantic router"))
+        self._reloader.maybe_reload()
+        decider, prices = self._reloader.current
+        return self._choice(await decider.adecide(text or "", prices, overrides, "semantic router"))
 
 
 def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:

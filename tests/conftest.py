@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -79,3 +80,22 @@ def model_list(targets=("math-model", "history-model", "generalist"), group: str
 
 MATH_PROMPT = "please explain the integral and the derivative of the equation"
 HIST_PROMPT = "tell me why the empire and the king went to war with the dynasty"
+
+
+def rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Write a bundle over ``directory`` the way `train` does (atomic rename), with ``edit`` applied to its
+    manifest fields."""
+    from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
+
+    src = directory.with_name(directory.name + ".src")
+    shutil.copytree(directory, src)
+    fields = json.loads((src / MANIFEST_NAME).read_text())
+    files = {name: src / name for name in fields.pop("files")}
+    fields.pop("schema_version")
+    edit(fields)
+    write_bundle(directory, files, fields)
+    shutil.rmtree(src)
+
+
+def always_cheapest(fields: dict) -> None:
+    fields["presets"]["max-quality"]["value"] = 1.0  # tolerance 1: the cheapest candidate (math-model)

@@ -165,3 +165,20 @@ def test_the_router_is_the_model_of_a_langchain_tool_calling_agent(bundle_dir: P
         "target": "math-model"}
     assert messages[2].content == "notes for math-model"
     assert messages[3].content == "answer from math-model using notes for math-model"
+
+
+def test_a_bundle_rewritten_in_place_is_reloaded_by_the_runnable(bundle_copy: Path) -> None:
+    import time
+
+    from conftest import always_cheapest, rewrite_bundle
+
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 1000) for t in TARGETS}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_copy), preset="max-quality",
+                                   reload_interval_s=0.05)
+    assert router.invoke(HIST_PROMPT).content == "answer from history-model"
+    rewrite_bundle(bundle_copy, always_cheapest)
+    deadline, answer = time.time() + 20, ""
+    while time.time() < deadline and answer != "answer from math-model":
+        answer = router.invoke(HIST_PROMPT).content
+        time.sleep(0.05)
+    assert answer == "answer from math-model"

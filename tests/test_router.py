@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
 from litellm_prefill_router import ConfigurationError, PrefillRouter, UnpricedDeploymentError
 
 
@@ -490,25 +489,6 @@ def test_max_encoder_batch_size_from_routing_strategy_args_reaches_the_predictor
                       routing_strategy_args={"bundle": str(bundle_dir), "max_encoder_batch_size": 0})
 
 
-def _rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
-    """Write a bundle over ``directory`` the way `train` does (atomic rename), with ``edit`` applied to its
-    manifest fields."""
-    from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
-
-    src = directory.with_name(directory.name + ".src")
-    shutil.copytree(directory, src)
-    fields = json.loads((src / MANIFEST_NAME).read_text())
-    files = {name: src / name for name in fields.pop("files")}
-    fields.pop("schema_version")
-    edit(fields)
-    write_bundle(directory, files, fields)
-    shutil.rmtree(src)
-
-
-def _always_cheapest(fields: dict) -> None:
-    fields["presets"]["max-quality"]["value"] = 1.0  # tolerance 1: the cheapest candidate (math-model)
-
-
 async def test_a_bundle_rewritten_in_place_is_reloaded_without_losing_requests(bundle_copy: Path) -> None:
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality",
@@ -516,7 +496,7 @@ async def test_a_bundle_rewritten_in_place_is_reloaded_without_losing_requests(b
     old_predictor = r.prefill_strategy.predictor
     before = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
     assert before.choices[0].message.content == "answer from history-model"
-    _rewrite_bundle(bundle_copy, _always_cheapest)
+    rewrite_bundle(bundle_copy, always_cheapest)
     answers: list[str] = []
     deadline = time.time() + 20
     while time.time() < deadline and (not answers or answers[-1] != "answer from math-model"):
@@ -540,7 +520,7 @@ def test_a_broken_new_bundle_is_not_served_and_a_fixed_one_is(bundle_copy: Path,
             if t["name"] == "generalist":
                 t["name"] = "generalist-v2"
 
-    _rewrite_bundle(bundle_copy, rename_a_target)
+    rewrite_bundle(bundle_copy, rename_a_target)
     with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
         assert strategy.reload_if_changed() is False
         assert strategy.reload_if_changed() is False  # the same broken files are not retried
@@ -552,9 +532,9 @@ def test_a_broken_new_bundle_is_not_served_and_a_fixed_one_is(bundle_copy: Path,
     def fix(fields: dict) -> None:
         for t in fields["targets"]:
             t["name"] = t["name"].replace("generalist-v2", "generalist")
-        _always_cheapest(fields)
+        always_cheapest(fields)
 
-    _rewrite_bundle(bundle_copy, fix)
+    rewrite_bundle(bundle_copy, fix)
     assert strategy.reload_if_changed() is True
     assert r.completion(model="auto", messages=user(HIST_PROMPT)).choices[0].message.content == \
         "answer from math-model"
@@ -563,7 +543,7 @@ def test_a_broken_new_bundle_is_not_served_and_a_fixed_one_is(bundle_copy: Path,
 def test_reload_is_off_unless_asked_for(bundle_copy: Path) -> None:
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality"})
-    _rewrite_bundle(bundle_copy, _always_cheapest)
+    rewrite_bundle(bundle_copy, always_cheapest)
     for _ in range(3):
         assert r.completion(model="auto", messages=user(HIST_PROMPT)).choices[0].message.content == \
             "answer from history-model"

@@ -84,3 +84,18 @@ def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_p
         **cfg["router_settings"]["routing_strategy_args"], "preset": "max-quality"}})
     resp = router.completion(model="smart", messages=[{"role": "user", "content": HIST_PROMPT}])
     assert resp.choices[0].message.content == "h"
+
+
+def test_a_bundle_rewritten_in_place_is_reloaded_by_the_semantic_drop_in(bundle_copy: Path) -> None:
+    import time
+
+    from conftest import always_cheapest, rewrite_bundle
+
+    rl = PrefillSemanticRouter(bundle=str(bundle_copy), preset="max-quality", reload_interval_s=0.05)
+    assert rl(HIST_PROMPT).name == "history-model"
+    rewrite_bundle(bundle_copy, always_cheapest)
+    deadline, name = time.time() + 20, None
+    while time.time() < deadline and name != "math-model":
+        name = rl(HIST_PROMPT).name
+        time.sleep(0.05)
+    assert name == "math-model"

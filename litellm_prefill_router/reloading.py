@@ -1,0 +1,107 @@
+"""Serve a bundle and swap in a new one when its directory changes (``reload_interval_s``).
+
+:class:`BundleReloader` holds what a router builds from a bundle (a predictor and a decider, the deployment map)
+and rebuilds it when the bundle on disk changes. The check - the sha256 of the small manifest, which pins every
+file - runs at most once per interval, triggered by a request but done off the request path; a changed bundle is
+loaded, verified and warmed in a background thread and swapped in whole, so each request sees one bundle from start
+to end. `write_bundle` renames a complete bundle into place, so a half-written one is never loaded. A new bundle
+that fails to load or validate is not served: the current one stays, with a warning, until the directory changes
+again. Used by the LiteLLM strategy, the LangChain runnable and the semantic-router drop-in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from .bundle import MANIFEST_NAME
+from .predictor import PrefillPredictor, release_predictor
+
+logger = logging.getLogger("litellm_prefill_router")
+
+T = TypeVar("T")
+Fingerprint = tuple[str, str]
+
+# reloads load and warm a bundle (seconds): one at a time, off the event loop and off the request path
+_RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
+
+
+def bundle_fingerprint(bundle: str | Path) -> Fingerprint | None:
+    """(resolved directory, sha256 of the manifest): the manifest pins every file's checksum, so this changes when
+    ``write_bundle`` renames a new bundle into place or a symlink is pointed at another; None if unreadable (e.g.
+    between the two renames of a rewrite)."""
+    try:
+        directory = Path(bundle).expanduser().resolve()
+        digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return str(directory), digest
+
+
+def _digest(fingerprint: Fingerprint | None) -> str:
+    return fingerprint[1][:12] if fingerprint else "unknown"
+
+
+class BundleReloader(Generic[T]):
+    """``current``: what ``load()`` built from the bundle at ``bundle`` (or ``initial``); with ``interval_s``, :meth:`maybe_reload`
+    (call it on each request: it costs a clock read) rebuilds it when the bundle changes.
+
+    ``predictor_of`` names the predictor inside a built value: the replaced one is released (its worker answers
+    what is queued, then exits). ``on_swap`` runs after a swap (e.g. to log targets without deployments).
+    """
+
+    def __init__(self, bundle: str | Path, load: Callable[[], T], predictor_of: Callable[[T], PrefillPredictor],
+                 interval_s: float | None = None, on_swap: Callable[[T], None] | None = None,
+                 initial: T | None = None) -> None:
+        self.bundle = bundle
+        self.interval_s = interval_s
+        self._load, self._predictor_of, self._on_swap = load, predictor_of, on_swap
+        self.fingerprint = bundle_fingerprint(bundle)
+        self.current: T = initial if initial is not None else load()
+        self._failed: Fingerprint | None = None
+        self._next_check = time.monotonic() + (interval_s or 0.0)
+        self._pending: Future[bool] | None = None
+        self._lock = threading.Lock()
+
+    def maybe_reload(self) -> None:
+        """At most once per ``interval_s``: check in the background whether the bundle changed (and reload)."""
+        if self.interval_s is None or time.monotonic() < self._next_check:
+            return
+        with self._lock:
+            if time.monotonic() < self._next_check or (self._pending is not None and not self._pending.done()):
+                return
+            self._next_check = time.monotonic() + self.interval_s
+            self._pending = _RELOADER.submit(self.reload_if_changed)
+
+    def reload_if_changed(self) -> bool:
+        """Load the bundle again if its directory changed since it was loaded; True if a new one is now served.
+
+        A bundle that fails to load or validate (a checksum does not match, a target the caller maps is gone, the
+        preset is gone) is not served: the current one stays, with a warning naming the error; it is tried again
+        once the bundle on disk changes again."""
+        fingerprint = bundle_fingerprint(self.bundle)
+        if fingerprint is None or fingerprint in (self.fingerprint, self._failed):
+            return False
+        old = self.current
+        try:
+            new = self._load()
+        except Exception as err:  # noqa: BLE001 - a bad new bundle must never take down the one being served
+            self._failed = fingerprint
+            logger.warning("prefill router: the bundle at %s changed (manifest %s) but could not be loaded (%s: %s); "
+                           "still serving the bundle loaded before (manifest %s)", self.bundle, _digest(fingerprint),
+                           type(err).__name__, err, _digest(self.fingerprint))
+            return False
+        previous, self.current, self.fingerprint = self.fingerprint, new, fingerprint
+        logger.warning("prefill router: reloaded the bundle at %s (manifest %s -> %s)", self.bundle,
+                       _digest(previous), _digest(fingerprint))
+        if self._on_swap is not None:
+            self._on_swap(new)
+        if self._predictor_of(new) is not self._predictor_of(old):
+            release_predictor(self._predictor_of(old))
+        return True
