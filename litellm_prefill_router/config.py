@@ -77,13 +77,39 @@ def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
         raise ConfigurationError(f"invalid routing_strategy_args for 'prefill': {err}") from err
 
 
-def parse_overrides(metadata: Any) -> RequestOverrides:
-    raw = metadata.get("prefill") if isinstance(metadata, dict) else None
+# The LiteLLM proxy copies the calling team's and key's metadata into each request's metadata under these names; a
+# "prefill" entry there is an admin's policy for that team / key (the key's is the more specific).
+ADMIN_LAYERS = ("user_api_key_team_metadata", "user_api_key_metadata")
+_POLICY_FIELDS = ("preset", "tolerance", "lambda", "lambda_")
+
+
+def _prefill_entry(container: Any, where: str) -> dict[str, Any]:
+    raw = container.get("prefill") if isinstance(container, dict) else None
     if raw is None:
-        return RequestOverrides()
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigurationError(f"metadata['prefill'] must be a dict, got {type(raw).__name__}")
+        raise ConfigurationError(f"{where} must be a dict, got {type(raw).__name__}")
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def parse_overrides(metadata: Any) -> RequestOverrides:
+    """The overrides of one request: ``metadata["prefill"]``, then the team's and the key's ``metadata.prefill``
+    (proxy virtual keys) on top - an admin's setting wins over the request's: an admin policy (preset / tolerance /
+    lambda) replaces the request's policy, admin ``candidates`` narrow the request's (intersection), and any other
+    field the admin sets replaces the request's."""
+    merged = _prefill_entry(metadata, "metadata['prefill']")
+    for layer in ADMIN_LAYERS:
+        admin = _prefill_entry(metadata.get(layer) if isinstance(metadata, dict) else None,
+                               f"metadata['{layer}']['prefill']")
+        if any(k in admin for k in _POLICY_FIELDS):
+            merged = {k: v for k, v in merged.items() if k not in _POLICY_FIELDS}
+        if isinstance(admin.get("candidates"), list) and isinstance(merged.get("candidates"), list):
+            narrowed = [t for t in merged["candidates"] if t in admin["candidates"]]
+            admin = {**admin, "candidates": narrowed or admin["candidates"]}
+        merged.update(admin)
+    if not merged:
+        return RequestOverrides()
     try:
-        return RequestOverrides.model_validate(raw)
+        return RequestOverrides.model_validate(merged)
     except ValidationError as err:
         raise ConfigurationError(f"invalid metadata['prefill'] overrides: {err}") from err

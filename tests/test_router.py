@@ -640,3 +640,25 @@ def test_shadow_settings_are_checked_at_construction(bundle_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="shadow_target 'generalist' has no deployment"):
         PrefillRouter(model_list=model_list(targets=("math-model", "history-model")), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir), "shadow": True, "shadow_target": "generalist"})
+
+
+async def test_a_proxy_keys_and_teams_prefill_metadata_is_an_admin_policy_that_wins_over_the_request(
+        router: PrefillRouter) -> None:
+    # the LiteLLM proxy copies the calling key's and team's metadata into each request's metadata under these names
+    async def route(metadata: dict) -> dict:
+        resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT), metadata=metadata)
+        return resp._hidden_params["prefill_routing"]
+
+    free_tier = {"user_api_key_team_metadata": {"prefill": {"candidates": ["history-model", "generalist"]}}}
+    d = await route({**free_tier, "prefill": {"candidates": ["math-model", "generalist"]}})
+    assert d["candidates"] == ["generalist"]  # the request can only narrow the team's candidates
+    d = await route({"user_api_key_metadata": {"prefill": {"tolerance": 1.0}},
+                     "prefill": {"preset": "max-quality"}})
+    assert d["policy"]["kind"] == "tolerance" and d["policy"]["value"] == 1.0 and d["target"] == "math-model"
+    d = await route({"user_api_key_team_metadata": {"prefill": {"pin_model": "history-model"}},
+                     "user_api_key_metadata": {"prefill": {"pin_model": "generalist"}}})
+    assert d["target"] == "generalist" and d["reason"] == "pinned"  # the key is more specific than the team
+    d = await route({"prefill": {"pin_model": "generalist"}})  # no admin layer: the request decides
+    assert d["target"] == "generalist"
+    with pytest.raises(Exception, match="user_api_key_metadata"):
+        await route({"user_api_key_metadata": {"prefill": "min-cost"}})
