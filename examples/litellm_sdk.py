@@ -1,6 +1,7 @@
 """Route prompts through litellm.Router(routing_strategy="prefill") with offline mock deployments.
 
     python examples/litellm_sdk.py --bundle bundles/llmrouter [--models-json ../shared/datasets/llmrouter/models.json]
+        [--decision-log decisions.jsonl]
 
 Each bundle target becomes one deployment of the model group "auto" whose mock_response names the
 target, so the printed answers show where each request went. Swap litellm_params for real providers.
@@ -49,17 +50,20 @@ async def main() -> None:
     ap.add_argument("--bundle", default=os.environ.get("PREFILL_BUNDLE", "bundles/llmrouter"))
     ap.add_argument("--models-json")
     ap.add_argument("--preset", default=None)
+    ap.add_argument("--decision-log", help="append each decision and its outcome here (then: prefill-router stats "
+                                           "--log PATH)")
     args = ap.parse_args()
 
     import litellm
 
-    from litellm_prefill_router import install
+    from litellm_prefill_router import flush_logging, install
 
     install()  # a plain litellm.Router now understands routing_strategy="prefill"
     router = litellm.Router(
         model_list=model_list(args.bundle, args.models_json),
         routing_strategy="prefill",
-        routing_strategy_args={"bundle": args.bundle, **({"preset": args.preset} if args.preset else {})},
+        routing_strategy_args={"bundle": args.bundle, **({"preset": args.preset} if args.preset else {}),
+                               **({"decision_log": args.decision_log} if args.decision_log else {})},
     )
     print(f"{'prompt':<58} {'routed to':<34} {'P(correct)':>10} {'est. cost $':>11} {'route ms':>8}")
     for prompt in SAMPLES:
@@ -69,6 +73,7 @@ async def main() -> None:
         print(f"{short:<58} {resp.choices[0].message.content:<34} {d['p_correct'][d['target']]:>10.3f} "
               f"{d['cost_usd'][d['target']]:>11.2e} {d['latency_ms']:>8.1f}")
     print(f"\npolicy: {d['policy']}")
+    await flush_logging()  # litellm logs on a background worker: let it write the decision log before the loop ends
 
 
 if __name__ == "__main__":

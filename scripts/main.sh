@@ -12,4 +12,8 @@ DATA=${PREFILL_ROUTER_DATA:-../shared/datasets/llmrouter}
 BUNDLE=${BUNDLE:-bundles/llmrouter}
 prefill-router -v train --data "$DATA" --out "$BUNDLE" --encoder smollm2 ${TRAIN_ARGS:-}
 prefill-router info --bundle "$BUNDLE"
-python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.json"
+LOG="$BUNDLE-demo-decisions.jsonl"
+rm -f "$LOG"
+python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.json" --decision-log "$LOG"
+# what the router did, from its decision log: routes, latency, cost and savings against each call's baseline
+prefill-router stats --log "$LOG"

@@ -15,12 +15,19 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **env})
 
 
-def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir: Path) -> None:
-    r = _run(["examples/litellm_sdk.py", "--bundle", str(bundle_dir), "--preset", "max-quality"])
+def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir: Path, tmp_path: Path) -> None:
+    # as scripts/main.sh runs it: with a decision log, summed up by `prefill-router stats`
+    log = tmp_path / "decisions.jsonl"
+    r = _run(["examples/litellm_sdk.py", "--bundle", str(bundle_dir), "--preset", "max-quality",
+              "--decision-log", str(log)])
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(tuple("NWWFG"))]
     assert len(lines) >= 6 and all("[" in line for line in lines)
     assert "policy:" in r.stdout
+    assert len(log.read_text().splitlines()) == 6
+    stats = _run(["-m", "litellm_prefill_router.cli", "stats", "--log", str(log)])
+    assert stats.returncode == 0, stats.stderr[-2000:]
+    assert "6 routed calls, 0 failed" in stats.stdout and "saved" in stats.stdout
 
 
 def test_langchain_chain_example_routes_each_question(bundle_dir: Path) -> None:
