@@ -311,9 +311,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             raise await async_raise_no_deployment_exception(
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
-        if not mapped:
-            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
         md = _metadata(request_kwargs)
+        if not mapped:
+            # not a prefill route: a record left by an earlier attempt (a fallback from a routed group reuses the
+            # request's metadata) must not be attributed to this deployment
+            for key in (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
+                md.pop(key, None)
+            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
         decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider,
                                      max_output_tokens=_output_token_cap(request_kwargs))
         if self.args.shadow:

@@ -284,6 +284,7 @@ async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
                       routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
     first = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
     assert first.choices[0].message.content == "answer from backup"  # math-model failed -> fallback group
+    assert "prefill_routing" not in first._hidden_params  # backup's answer is not attributed to math-model
     await asyncio.sleep(0.2)
     second = await r.acompletion(model="auto", messages=user(MATH_PROMPT))  # math-model is cooling down
     d = second._hidden_params["prefill_routing"]
