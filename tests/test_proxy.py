@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
 
 
 def _free_port() -> int:
@@ -32,7 +32,8 @@ def _write_config(path: Path, bundle: Path) -> None:
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = model_list()
-    cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"})
+    cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
+                                                            "reload_interval_s": 0.2})
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
     path.write_text(yaml.safe_dump(cfg))
 
@@ -71,7 +72,8 @@ def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
     assert hook.proxy_handler_instance is not None
 
 
-def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_dir: Path, tmp_path: Path) -> None:
+def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path, tmp_path: Path) -> None:
+    bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
     exe = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
     try:
         import fastapi  # noqa: F401
@@ -121,6 +123,15 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         msg, msg_headers = _post(port, HIST_PROMPT, "/v1/messages")
         assert msg["content"][0]["text"] == "answer from history-model"
         assert msg_headers["x-prefill-target"] == "history-model"
+        # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
+        rewrite_bundle(bundle_dir, always_cheapest)
+        deadline, target = time.time() + 30, ""
+        while time.time() < deadline and target != "math-model":
+            body, headers = _post(port, HIST_PROMPT)
+            target = headers["x-prefill-target"]
+            assert body["choices"][0]["message"]["content"] == f"answer from {target}"
+            time.sleep(0.1)
+        assert target == "math-model"
         # litellm's spend logging sees each decision, and prices its savings against the dearest candidate
         # (generalist, 9e-7/token) with the deployments' own prices
         deadline = time.time() + 30
