@@ -179,6 +179,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.cv is None and (args.layers or args.encoder):
         raise PrefillRouterError("--layers/--encoder apply to --cv; a bundle already fixes its encoder and layers")
 
+    import numpy as np
+
     from .training import harness
     from .training.data import load_dataset
 
@@ -203,6 +205,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                     progress=not args.quiet)
     out = harness.write_report(report, preds, es, args.out)
     print(harness.markdown(report).split("\n\n## ")[0])
+    unlabelled = int(np.isnan(es.hard).sum())
+    if unlabelled:  # every router and baseline is scored the same way, but a route to such a cell scores 0
+        print(f"\nnote: {unlabelled} prompt x target cells of the evaluated rows have no label; a route to one "
+              "counts as a wrong answer for every router and baseline (label every target on the rows you evaluate "
+              "on for accuracies that do not depend on where the gaps are)")
     print(f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'curve.png'}"
           f"{', ' + str(out / 'oof_preds.jsonl') if args.cv is not None else ', ' + str(out / 'preds.jsonl')}")
     return 0

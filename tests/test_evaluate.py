@@ -138,6 +138,27 @@ def test_evaluate_bundle_scores_the_served_bundle_on_the_test_split_with_its_pre
     assert len((out / "preds.jsonl").read_text().splitlines()) == n_test
 
 
+def test_evaluate_says_when_evaluated_rows_have_unlabelled_cells(bundle_dir: Path, tiny_data: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "gappy"
+    shutil.copytree(tiny_data, data)
+    rows = [json.loads(x) for x in (data / "routing.jsonl").read_text().splitlines()]
+    gaps = 0
+    for r in rows:
+        if r.get("split") == "test" and gaps < 5:  # five test prompts without a generalist label
+            r["scores"].pop("generalist")
+            gaps += 1
+    (data / "routing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(data), "--baselines", "none",
+                 "--bootstrap", "20", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "note: 5 prompt x target cells of the evaluated rows have no label" in capsys.readouterr().out
+    assert main(["evaluate", "--bundle", str(bundle_dir), "--data", str(tiny_data), "--baselines", "none",
+                 "--bootstrap", "20", "--out", str(tmp_path / "out2"), "--quiet"]) == 0
+    assert "have no label" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "--out", "x"], "exactly one of --bundle"),
     (["evaluate", "--out", "x", "--cv", "3", "--bundle", "b"], "exactly one of --bundle"),
