@@ -20,7 +20,8 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from .router import decision_headers, install
+from .records import decision_headers
+from .router import install
 
 install()
 

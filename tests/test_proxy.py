@@ -153,7 +153,7 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
 
 
 def test_decision_headers_are_single_line_ascii_and_absent_for_requests_the_strategy_did_not_route() -> None:
-    from litellm_prefill_router.router import DECISION_KEY, decision_headers
+    from litellm_prefill_router.records import DECISION_KEY, decision_headers
 
     decision = {"target": "math-model", "reason": "fallback: inference failed (na\u00efve\nerror)",
                 "policy": {"kind": "lambda", "value": 0.5, "preset": None}, "p_correct": {"math-model": 0.25},

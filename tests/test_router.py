@@ -605,7 +605,7 @@ async def test_shadow_mode_records_the_route_but_serves_as_before(bundle_dir: Pa
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from litellm_prefill_router import flush_logging
     from litellm_prefill_router.cli import main
-    from litellm_prefill_router.router import decision_headers
+    from litellm_prefill_router.records import decision_headers
 
     log = tmp_path / "shadow.jsonl"
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",

@@ -1,0 +1,102 @@
+"""How a routing decision is written down - without litellm: the keys of the request-metadata records, litellm's
+``StandardLoggingRoutingDecision`` (spend logs, logging integrations, the proxy's savings figure), the proxy's
+``x-prefill-*`` response headers, and a call's savings against its baseline (decision log, ``stats``)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from .errors import ConfigurationError
+from .policy import RoutingDecision, RoutingPolicy
+
+DECISION_KEY = "prefill_decision"  # the decision record (RoutingDecision.to_dict() + deployment, baseline, shadow)
+DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages", "responses"}: where the router logs its decisions
+# litellm's own per-request routing record (StandardLoggingRoutingDecision): copied into the standard logging
+# payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
+LITELLM_DECISION_KEY = "routing_decision"
+_CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classifier_fallback",
+           "fallback: the request has no text": "default_fallback"}
+
+
+def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens: object,
+                 cost: object) -> float | None:
+    """USD saved by one call against sending it to the baseline deployment: the baseline's price x this call's
+    token usage, minus what the call cost (None when the cost or the usage is unknown)."""
+    if not baseline or not isinstance(cost, (int, float)):
+        return None
+    if not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int):
+        return None
+    return (baseline["input_cost_per_token"] * prompt_tokens + baseline["output_cost_per_token"] * completion_tokens
+            - float(cost))
+
+
+# litellm prices a routing_decision's savings baseline with the proxy's router (the deployments' own prices): it
+# imports litellm.proxy.proxy_server to find it. Outside the proxy that import takes ~1.7 s, on the event loop, in
+# the first request's logging (stalling the next request's routing), and the baseline is then priced from the public
+# cost map (0 for a model it does not know). So the baseline goes into the record only where the proxy runs.
+_PROXY_MODULE = "litellm.proxy.proxy_server"
+
+
+def standard_routing_decision(decision: RoutingDecision, model_group: str, baseline: dict | None) -> dict[str, Any]:
+    """The decision as litellm's ``StandardLoggingRoutingDecision`` (router_type "quality": the route follows the
+    predicted P(correct)); ``classifier_probabilities`` holds P(correct) per candidate target. In the proxy the
+    savings baseline is the most expensive candidate, so litellm's ``autorouter_savings`` reads "saved vs always
+    sending it there" (the SDK has the decision log's ``savings_usd`` instead, see ``_PROXY_MODULE``).
+    """
+    out: dict[str, Any] = {"router_model_name": model_group, "router_type": "quality",
+                           "routed_model": decision.target, "classifier_cost": 0.0,
+                           "signals": [decision.reason, f"policy {decision.policy.describe()}"]}
+    cause = next((c for prefix, c in _CAUSES.items() if decision.reason.startswith(prefix)), None)
+    if cause is not None:
+        out["cause"] = cause
+    if decision.p_correct:
+        out["classifier_probabilities"] = {t: round(float(v), 6) for t, v in decision.p_correct.items()}
+        if decision.target in decision.p_correct:
+            out["score"] = out["classifier_confidence"] = round(float(decision.p_correct[decision.target]), 6)
+    if baseline is not None and _PROXY_MODULE in sys.modules:
+        out["savings_baseline_model"] = str((baseline.get("litellm_params") or {}).get("model") or "")
+        out["savings_baseline_deployment_id"] = str((baseline.get("model_info") or {}).get("id"))
+    return out
+
+
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
+    """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
+    the prefill strategy): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
+    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``."""
+    decision = None
+    for key in ("litellm_metadata", "metadata"):
+        md = request_data.get(key)
+        if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
+            decision = md[DECISION_KEY]
+            break
+    if decision is None:
+        hidden = getattr(response, "_hidden_params", None)
+        decision = hidden.get("prefill_routing") if isinstance(hidden, dict) else None
+    if not isinstance(decision, dict) or not decision.get("target"):
+        return None
+    target = str(decision["target"])
+    policy = decision.get("policy") or {}
+    try:
+        policy_text = RoutingPolicy(policy.get("kind", "tolerance"), float(policy.get("value", 0.0)),
+                                    policy.get("preset")).describe()
+    except (ConfigurationError, TypeError, ValueError):
+        policy_text = "unknown"
+    headers = {
+        "x-prefill-target": target,
+        "x-prefill-reason": str(decision.get("reason", "")),
+        "x-prefill-policy": policy_text,
+        "x-prefill-latency-ms": f"{float(decision.get('latency_ms') or 0.0):.1f}",
+    }
+    p = (decision.get("p_correct") or {}).get(target)
+    if p is not None:
+        headers["x-prefill-p-correct"] = f"{float(p):.4f}"
+    if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered
+        headers["x-prefill-shadow"] = "true"
+        headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")
+    # header values must be printable ASCII on one line (a fallback reason quotes an exception message)
+    return {k: _HEADER_UNSAFE.sub("?", v)[:512] for k, v in headers.items()}
