@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .bundle import MANIFEST_NAME
+from .errors import ConfigurationError
 from .predictor import PrefillPredictor, release_predictor
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -59,6 +60,9 @@ class BundleReloader(Generic[T]):
     def __init__(self, bundle: str | Path, load: Callable[[], T], predictor_of: Callable[[T], PrefillPredictor],
                  interval_s: float | None = None, on_swap: Callable[[T], None] | None = None,
                  initial: T | None = None) -> None:
+        if interval_s is not None and not interval_s > 0:
+            raise ConfigurationError(f"reload_interval_s must be > 0 seconds (or None: never reload), got "
+                                     f"{interval_s!r}")
         self.bundle = bundle
         self.interval_s = interval_s
         self._load, self._predictor_of, self._on_swap = load, predictor_of, on_swap

@@ -138,9 +138,12 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
 class _ServedBundle:
     """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
 
-    predictor: PrefillPredictor
     decider: PrefillDecider
     deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
+
+    @property
+    def predictor(self) -> PrefillPredictor:
+        return self.decider.predictor
 
 
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
@@ -215,7 +218,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                   max_encoder_batch_size=a.max_encoder_batch_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error)
-        served = _ServedBundle(predictor, decider, {})
+        served = _ServedBundle(decider, {})
         for dep in self.router.model_list or []:
             self._describe(dep, served)
         return served
@@ -322,15 +325,19 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             return self._serve_in_shadow(decision, mapped, healthy, model, md)
         chosen = [d for d, info in mapped if info.target == decision.target]
         deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
-        dep_id = str((deployment.get("model_info") or {}).get("id"))
         baseline = _savings_baseline(decision, mapped)
-        record = {**decision.to_dict(), "deployment_id": dep_id, "baseline": _baseline_record(baseline)}
+        record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
+                  "baseline": _baseline_record(baseline)}
+        self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None))
+        return deployment
+
+    def _record(self, md: dict, record: dict, routing: dict) -> None:
+        """Write one request's decision record, litellm's routing record and (if logging) the decision log's file."""
         md[DECISION_KEY] = record
-        md[LITELLM_DECISION_KEY] = standard_routing_decision(decision, model, baseline[0] if baseline else None)
+        md[LITELLM_DECISION_KEY] = routing
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
         logger.debug("prefill decision %s", json.dumps(record, default=str))
-        return deployment
 
     def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
                          healthy: list[dict], model: str, md: dict) -> dict:
@@ -338,19 +345,18 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
             else healthy
         if not pool:  # the shadow target's deployments are all cooling down: never lose the request
-            logger.warning("prefill router (shadow): no healthy deployment of %r; serving from any", self.args.shadow_target)
+            logger.warning("prefill router (shadow): no healthy deployment of %r; serving from any",
+                           self.args.shadow_target)
             pool = healthy
         deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=pool, model=model)
         dep_id = self._dep_id(deployment)
         info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
-        record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True, "served_target": info.target if info else None, "baseline": None}
-        md[DECISION_KEY] = record
+        record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
+                  "served_target": info.target if info else None, "baseline": None}
         routing = standard_routing_decision(decision, model, None)
         routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
-        md[LITELLM_DECISION_KEY] = routing
-        if self._log_target is not None:
-            md[DECISION_LOG_KEY] = self._log_target
+        self._record(md, record, routing)
         return deployment
 
     def get_available_deployment(  # type: ignore[override]
@@ -397,8 +403,8 @@ def _savings_baseline(decision: RoutingDecision,
 def _baseline_record(baseline: tuple[dict, DeploymentTarget] | None) -> dict[str, Any] | None:
     if baseline is None:
         return None
-    dep, info = baseline
-    return {"target": info.target, "deployment_id": str((dep.get("model_info") or {}).get("id")),
+    info = baseline[1]
+    return {"target": info.target, "deployment_id": info.deployment_id,
             "input_cost_per_token": info.price.input_cost_per_token,
             "output_cost_per_token": info.price.output_cost_per_token}
 

@@ -50,8 +50,6 @@ class PrefillSemanticRouter:
         self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
-        if reload_interval_s is not None and not reload_interval_s > 0:
-            raise ConfigurationError(f"reload_interval_s must be > 0 seconds, got {reload_interval_s!r}")
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:

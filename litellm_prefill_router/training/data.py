@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PrefillRouterError
+from .evaluation import binarize
 
 VALID_SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -316,13 +317,13 @@ def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bo
         if n < min_labels:
             raise DataError(f"new target {t!r} has {n} training labels in {[str(x) for x in paths]}; it needs at "
                             f"least {min_labels} (collect more: `prefill-router collect --targets {t} ...`)")
-        right = sum(1 for r in rows if t in r.scores and r.split == "train" and r.scores[t] >= 0.5)
-        if right in (0, n):  # nothing to learn which prompts it answers; often a judge that always says the same
-            raise DataError(f"new target {t!r} needs right and wrong answers among its training labels to learn "
-                            f"from; it has {right} right of {n} in {[str(x) for x in paths]}. Check the judge, or "
-                            "collect labels on more (and more varied) prompts")
     _fill_prices_from_costs(prices, rows, new)
-    return RoutingDataset(rows, targets, prices, ds.source + "".join(f" + {p}" for p in paths))
+    out = RoutingDataset(rows, targets, prices, ds.source + "".join(f" + {p}" for p in paths))
+    if new:  # all right or all wrong: nothing to learn which prompts it answers (often a judge that says the same)
+        require_labels(binarize(out.scores(new)), out.indices("train"), new, lambda t: (
+            f"New target {t!r} comes from {[str(x) for x in paths]}: check the judge, or collect labels on more "
+            "(and more varied) prompts"), min_labels=min_labels)
+    return out
 
 
 def require_labels(hard: np.ndarray, rows: np.ndarray, targets: Sequence[str], fix: Callable[[str], str], *,

@@ -145,8 +145,10 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
             fit_idx, val_idx = train_idx, ds.indices("val")
         else:
             fit_idx, val_idx = split_validation(ds, train_idx, opts.val_fraction)
+        # accuracies use the dataset's convention: a float score counts as correct at >= 0.5
+        hard = binarize(scores).astype(np.float32)
         # a target that is always right (or wrong) still teaches its prior; one without labels teaches nothing
-        require_labels(binarize(scores), fit_idx, targets, lambda t: (
+        require_labels(hard, fit_idx, targets, lambda t: (
             "Collect labels on more prompts, or leave it out with --targets"), both_outcomes=False)
     with sw.stage("encoder + features"):
         handle, cache = compute_features(ds, opts)
@@ -174,8 +176,6 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
         prices = [ds.prices[t] for t in targets]
         expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
         costs = cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
-        # accuracies use the dataset's convention: a float score counts as correct at >= 0.5
-        hard = binarize(scores).astype(np.float32)
         report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx)
     with sw.stage("export + parity"):
         t_export = time.perf_counter()
