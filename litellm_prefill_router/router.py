@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +31,8 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import CustomRoutingStrategyBase
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+
+from litellm.router_utils.fallback_event_handlers import record_pre_routing_selection
 
 from .bundle import BundleManifest
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
@@ -117,6 +119,96 @@ def _metadata(request_kwargs: dict, default_key: str = "metadata") -> dict:
     return md
 
 
+# litellm's pre-routing step (auto_router / complexity_router / quality_router deployments, routing plugins): a
+# release without it has no such deployments to serve, and the strategy then routes the requested group directly.
+_LITELLM_CLEARS_ROUTING_RECORD = callable(getattr(litellm.Router, "async_pre_routing_hook", None))
+
+
+async def _pre_route(router: litellm.Router, model: str, messages: list[dict[str, str]] | None, input: object,
+                     specific_deployment: bool | None, request_kwargs: dict
+                     ) -> tuple[str, list[dict[str, str]] | None]:
+    """Run litellm's pre-routing hook as its own ``async_get_available_deployment`` does (the prefill strategy
+    replaces that method): a strategy router deployment may send the request to another model group (with its own
+    messages and per-tier params). Returns the model group to route and its messages."""
+    hook = getattr(router, "async_pre_routing_hook", None)
+    if hook is None:
+        return model, messages
+    responses_call = input is not None and messages is None
+    routed = await hook(model=model, request_kwargs=request_kwargs, messages=messages, input=input,
+                        specific_deployment=specific_deployment)
+    if routed is not None:
+        model, messages = routed.model, routed.messages
+        record_pre_routing_selection(request_kwargs, model)  # fallbacks key off the group it picked
+    pin = getattr(router, "_pin_tier_params_onto_request", None)
+    pinned = pin is not None and pin(model=model, tier_litellm_params=routed.litellm_params if routed else None,
+                                     request_kwargs=request_kwargs, responses_call=responses_call)
+    restore = getattr(router, "_restore_client_ceiling_no_tier_pins", None)
+    if not pinned and restore is not None:
+        restore(request_kwargs)
+    return model, messages
+
+
+def _pre_routing_of(md: dict, model: str) -> dict | None:
+    """What a litellm pre-routing strategy did to this request, from the routing record it left (litellm stamps or
+    clears that record at every routing attempt, before the deployment is chosen)."""
+    if not _LITELLM_CLEARS_ROUTING_RECORD:
+        return None
+    previous = md.get(LITELLM_DECISION_KEY)
+    if not isinstance(previous, dict) or not previous.get("router_model_name"):
+        return None
+    return {"model_group": previous["router_model_name"], "routed_to": model,
+            "router_type": previous.get("router_type"), "cause": previous.get("cause")}
+
+
+def _routing_groups(router: litellm.Router) -> list[Any]:
+    """The router's ``routing_groups`` entries as given (RoutingGroup or dict; read before litellm indexes them)."""
+    return list(getattr(router, "_routing_groups_input", None) or [])
+
+
+def _group_field(group: Any, name: str) -> Any:
+    return group.get(name) if isinstance(group, dict) else getattr(group, name, None)
+
+
+def _prefill_group_models(router: litellm.Router) -> set[str]:
+    """Model names that a ``routing_groups`` entry with ``routing_strategy: prefill`` routes with its own bundle."""
+    return {str(m) for g in _routing_groups(router) if _is_prefill(_group_field(g, "routing_strategy"))
+            for m in _group_field(g, "models") or []}
+
+
+def _routing_context(router: litellm.Router, model: str, request_kwargs: dict) -> tuple[str | None, Any]:
+    """litellm's routing strategy and selector for ``model``: its ``routing_groups`` entry, a per-request override
+    (the proxy forwards a key's or team's ``router_settings``), else the router's own (here: prefill, no selector)."""
+    context = getattr(router, "_get_routing_context", None)
+    if context is None:
+        return None, None
+    strategy, selector = context(model, request_kwargs)
+    return (getattr(strategy, "value", strategy), selector)
+
+
+def _group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,
+                messages: list[dict[str, str]] | None, input: object,
+                request_kwargs: dict) -> Callable[[list[dict]], Awaitable[dict]]:
+    """How litellm itself picks among deployments of ``model``: the group's strategy (latency-, usage-, cost-based,
+    least-busy: its selector, which also enforces rpm/tpm limits) or simple-shuffle."""
+    select = getattr(router, "_select_deployment_async", None)
+    if selector is None or select is None or strategy in (None, "simple-shuffle", PREFILL):
+        async def shuffle(deployments: list[dict]) -> dict:
+            return simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model)
+        return shuffle
+
+    async def pick(deployments: list[dict]) -> dict:
+        deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,
+                                  messages=messages, input=input, request_kwargs=request_kwargs)
+        if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
+            raise await async_raise_no_deployment_exception(litellm_router_instance=router, model=model,
+                                                            parent_otel_span=None)
+        check = getattr(router, "_async_override_selector_pre_call_check", None)
+        if check is not None:
+            await check(strategy, selector, deployment, None)
+        return cast(dict, deployment)
+    return pick
+
+
 def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | None:
     """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
     litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
@@ -150,9 +242,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     """Route each request to the deployment the bundle predicts answers correctly at the lowest cost."""
 
     def __init__(self, router: litellm.Router, args: dict | PrefillStrategyArgs,
-                 predictor: PrefillPredictor | None = None) -> None:
+                 predictor: PrefillPredictor | None = None, models: Collection[str] | None = None) -> None:
+        """``models``: the model names of the litellm ``routing_groups`` entry this strategy routes (None: the
+        router's own strategy, which leaves out the models of groups routed by a bundle of their own)."""
         self.router = router
         self.args = parse_strategy_args(args)
+        self.models = frozenset(models) if models is not None else None
         warm_litellm_imports()
         self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
                                         self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
@@ -164,10 +259,11 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 "Set model_info.prefill_target on each deployment, or name the deployment after its target."
             )
         self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"
-                         for d in router.model_list or [] if self._served.deployments.get(self._dep_id(d)) is None]
+                         for d in self._claimed(router.model_list or [])
+                         if self._served.deployments.get(self._dep_id(d)) is None]
         if self.unmapped:
-            logger.warning("prefill router: deployments not mapped to any bundle target (routed by simple-shuffle "
-                           "when requested directly): %s", self.unmapped)
+            logger.warning("prefill router: deployments not mapped to any bundle target (routed by litellm as without "
+                           "the prefill strategy: pre-routing, routing groups, else simple-shuffle): %s", self.unmapped)
         self._warn_targets_without_deployment(self._served)
         if self.args.shadow_target is not None and self.args.shadow_target not in mapped:
             raise ConfigurationError(
@@ -219,9 +315,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error)
         served = _ServedBundle(decider, {})
-        for dep in self.router.model_list or []:
+        for dep in self._claimed(self.router.model_list or []):
             self._describe(dep, served)
         return served
+
+    def _claimed(self, deployments: list[dict]) -> list[dict]:
+        """The deployments this strategy routes: its routing group's, or (the router's own strategy) all but those
+        of groups that a bundle of their own routes."""
+        if self.models is not None:
+            return [d for d in deployments if d.get("model_name") in self.models]
+        others = _prefill_group_models(self.router)
+        return [d for d in deployments if d.get("model_name") not in others]
 
     def _warn_targets_without_deployment(self, served: _ServedBundle) -> None:
         mapped = {d.target for d in served.deployments.values() if d is not None}
@@ -268,6 +372,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
         """Like _describe, but a deployment added after construction that cannot be mapped or priced is
         left out of prefill routing (with an error log) instead of failing the request."""
+        if not self._claimed([dep]):
+            return None
         try:
             return self._describe(dep, served)
         except ConfigurationError as err:
@@ -299,9 +405,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False,
         request_kwargs: dict | None = None,
     ) -> dict:
+        """The router's deployment choice for one request (``routing_strategy="prefill"``): litellm's pre-routing
+        strategies first (auto / complexity / quality routers may send the request on to another model group), then
+        the group's healthy deployments, then :meth:`select`; a group litellm routes with its own strategy
+        (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
         request_kwargs = request_kwargs if request_kwargs is not None else {}
-        self._reloader.maybe_reload()
-        served = self._served  # one bundle per request, even if a reload swaps it meanwhile
+        model, messages = await _pre_route(self.router, model, messages, input, specific_deployment, request_kwargs)
         healthy = await self.router.async_get_healthy_deployments(
             model=model, request_kwargs=request_kwargs, messages=messages, input=input,
             specific_deployment=specific_deployment,
@@ -311,36 +420,64 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not healthy:
             raise await async_raise_no_deployment_exception(
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
+        strategy, selector = _routing_context(self.router, model, request_kwargs)
+        owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
+        return await owner.select(model, healthy, messages if messages is not None else input, request_kwargs,
+                                  pick=_group_pick(self.router, strategy, selector, model, messages, input,
+                                                   request_kwargs))
+
+    async def select(self, model: str, healthy: list[dict], prompt: object, request_kwargs: dict,
+                     pick: Callable[[list[dict]], Awaitable[dict]] | None = None) -> dict:
+        """Choose among ``healthy`` (the deployments litellm found for ``model``): predict, apply the policy, then
+        ``pick`` (default: litellm's simple-shuffle) among the chosen target's deployments. A group whose deployments
+        map to no target is left to ``pick`` as a whole, with no decision recorded."""
+        pick = pick or self._shuffle(model)
+        self._reloader.maybe_reload()
+        served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = _metadata(request_kwargs)
         if not mapped:
             # not a prefill route: a record left by an earlier attempt (a fallback from a routed group reuses the
-            # request's metadata) must not be attributed to this deployment
-            for key in (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
+            # request's metadata) must not be attributed to this deployment. litellm's routing record is litellm's
+            # to clear where its pre-routing hook runs (it stamps or clears it on every attempt).
+            for key in (DECISION_KEY, DECISION_LOG_KEY) if _LITELLM_CLEARS_ROUTING_RECORD else \
+                    (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
                 md.pop(key, None)
-            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=healthy, model=model)
-        decision = await self.decide(messages if messages is not None else input, mapped, md, model, served.decider,
+            return await pick(healthy)
+        pre_routing = _pre_routing_of(md, model)
+        decision = await self.decide(prompt, mapped, md, model, served.decider,
                                      max_output_tokens=_output_token_cap(request_kwargs))
         if self.args.shadow:
-            return self._serve_in_shadow(decision, mapped, healthy, model, md)
-        chosen = [d for d, info in mapped if info.target == decision.target]
-        deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=chosen, model=model)
+            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
+        deployment = await pick([d for d, info in mapped if info.target == decision.target])
         baseline = _savings_baseline(decision, mapped)
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": _baseline_record(baseline)}
-        self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None))
+        self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
+                     pre_routing)
         return deployment
 
-    def _record(self, md: dict, record: dict, routing: dict) -> None:
-        """Write one request's decision record, litellm's routing record and (if logging) the decision log's file."""
+    def _shuffle(self, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
+        async def pick(deployments: list[dict]) -> dict:
+            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=deployments, model=model)
+        return pick
+
+    def _record(self, md: dict, record: dict, routing: dict, pre_routing: dict | None = None) -> None:
+        """Write one request's decision record, litellm's routing record and (if logging) the decision log's file.
+        A request that a litellm pre-routing strategy sent here keeps that step in both records."""
+        if pre_routing is not None:
+            record["pre_routing"] = pre_routing
+            routing["signals"] = [f"pre-routed by {pre_routing.get('router_type') or 'a litellm router'}: "
+                                  f"{pre_routing['model_group']} -> {pre_routing['routed_to']}", *routing["signals"]]
         md[DECISION_KEY] = record
         md[LITELLM_DECISION_KEY] = routing
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
         logger.debug("prefill decision %s", json.dumps(record, default=str))
 
-    def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
-                         healthy: list[dict], model: str, md: dict) -> dict:
+    async def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
+                               healthy: list[dict], pick: Callable[[list[dict]], Awaitable[dict]], md: dict,
+                               pre_routing: dict | None) -> dict:
         """Shadow mode: the decision is recorded as usual, the request is served as without the router."""
         pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
             else healthy
@@ -348,15 +485,15 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             logger.warning("prefill router (shadow): no healthy deployment of %r; serving from any",
                            self.args.shadow_target)
             pool = healthy
-        deployment = simple_shuffle(llm_router_instance=self.router, healthy_deployments=pool, model=model)
+        deployment = await pick(pool)
         dep_id = self._dep_id(deployment)
         info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
         record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
                   "served_target": info.target if info else None, "baseline": None}
-        routing = standard_routing_decision(decision, model, None)
+        routing = standard_routing_decision(decision, decision.model_group or "", None)
         routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
-        self._record(md, record, routing)
+        self._record(md, record, routing, pre_routing)
         return deployment
 
     def get_available_deployment(  # type: ignore[override]
@@ -567,33 +704,104 @@ def _decision_methods(base: type) -> dict[str, Callable[..., Any]]:
             if callable(getattr(base, name, None))}
 
 
+# -- how litellm.Router learns the strategy ------------------------------------
+# Each hook is a litellm.Router method rewritten against the original (its first argument, bound to the router):
+# PrefillRouter and install() apply the same table, so the subclass and the patched class behave alike.
+def _validate_hook(original: Callable[..., Any], self: Any, routing_strategy: Any) -> None:
+    if not _is_prefill(routing_strategy):
+        original(routing_strategy)
+
+
+def _init_hook(original: Callable[..., Any], self: Any, routing_strategy: Any, routing_strategy_args: dict) -> None:
+    if not _is_prefill(routing_strategy):
+        return original(routing_strategy, routing_strategy_args)
+    original("simple-shuffle", {})
+    apply_prefill_routing_strategy(self, routing_strategy_args)
+    return None
+
+
+def _apply_args_hook(original: Callable[..., Any], self: Any) -> None:
+    if not _is_prefill(self.routing_strategy):
+        return original()
+    apply_prefill_routing_strategy(self, self.routing_strategy_args)
+    return None
+
+
+def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any) -> None:
+    """``routing_groups`` entries with ``routing_strategy: prefill`` get a strategy of their own (their
+    ``routing_strategy_args`` name the bundle) that routes their models, whatever the router's own strategy is."""
+    original(groups_input)
+    for name, group in getattr(self, "_routing_groups", {}).items():
+        if _is_prefill(group.routing_strategy):
+            self._group_selectors[name] = {PREFILL: PrefillRoutingStrategy(
+                self, group.routing_strategy_args or {}, models=group.models)}
+
+
+def _prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name
+    return messages if messages is not None else input
+
+
+async def _select_async_hook(original: Callable[..., Any], self: Any, *, strategy: str | None, selector: Any,
+                             **kwargs: Any) -> Any:
+    if _is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy):
+        return await selector.select(kwargs["model"], kwargs["healthy_deployments"],
+                                     _prompt_of(kwargs.get("messages"), kwargs.get("input")),
+                                     kwargs.get("request_kwargs") or {})
+    return await original(strategy=strategy, selector=selector, **kwargs)
+
+
+def _select_sync_hook(original: Callable[..., Any], self: Any, *, strategy: str | None, selector: Any,
+                      **kwargs: Any) -> Any:
+    if _is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy):
+        return _run_sync(selector.select(kwargs["model"], kwargs["healthy_deployments"],
+                                         _prompt_of(kwargs.get("messages"), kwargs.get("input")),
+                                         kwargs.get("request_kwargs") or {}))
+    return original(strategy=strategy, selector=selector, **kwargs)
+
+
+_ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
+    "_validate_routing_strategy": _validate_hook,
+    "routing_strategy_init": _init_hook,
+    "_apply_updated_routing_strategy_args": _apply_args_hook,
+    "_init_routing_groups": _init_groups_hook,
+    "_select_deployment_async": _select_async_hook,
+    "_select_deployment_sync": _select_sync_hook,
+}
+
+
+def _hooked(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[..., Any]:
+    """The Router method ``original`` with ``hook`` in front of it."""
+    if asyncio.iscoroutinefunction(original):
+        @functools.wraps(original)
+        async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await hook(functools.partial(original, self), self, *args, **kwargs)
+        return acall
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return hook(functools.partial(original, self), self, *args, **kwargs)
+    return call
+
+
+def _router_methods(base: type) -> dict[str, Callable[..., Any]]:
+    """Everything the prefill strategy changes in ``base`` (a litellm.Router class): the strategy hooks and the
+    decision-carrying request methods. A litellm release without one of the hooked methods lacks that feature
+    (e.g. ``routing_groups``) and is left as it is."""
+    hooks = {name: _hooked(getattr(base, name), hook) for name, hook in _ROUTER_HOOKS.items()
+             if callable(getattr(base, name, None))}
+    return {**hooks, **_decision_methods(base)}
+
+
 class PrefillRouter(litellm.Router):
     """``litellm.Router`` with the ``prefill`` routing strategy built in.
 
-    ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``
+    ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``, or a
+    prefill ``routing_groups`` entry beside another router-wide strategy.
     """
 
-    def _validate_routing_strategy(self, routing_strategy: Any) -> None:
-        if _is_prefill(routing_strategy):
-            return None
-        return super()._validate_routing_strategy(routing_strategy)
 
-    def routing_strategy_init(self, routing_strategy: Any, routing_strategy_args: dict) -> None:
-        if _is_prefill(routing_strategy):
-            super().routing_strategy_init("simple-shuffle", {})
-            apply_prefill_routing_strategy(self, routing_strategy_args)
-            return None
-        return super().routing_strategy_init(routing_strategy, routing_strategy_args)
-
-    def _apply_updated_routing_strategy_args(self) -> None:
-        if _is_prefill(self.routing_strategy):
-            apply_prefill_routing_strategy(self, self.routing_strategy_args)
-            return None
-        return super()._apply_updated_routing_strategy_args()
-
-
-# the decision-carrying request methods, wrapping litellm.Router's own (captured before any install())
-for _name, _method in _decision_methods(litellm.Router).items():
+# written against litellm.Router's own methods (captured before any install())
+for _name, _method in _router_methods(litellm.Router).items():
     setattr(PrefillRouter, _name, _method)
 del _name, _method
 
@@ -602,7 +810,8 @@ _INSTALL_LOCK = threading.Lock()
 
 
 def install() -> None:
-    """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (idempotent).
+    """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (router-wide or in a
+    ``routing_groups`` entry) and carry decisions in its responses (idempotent).
 
     Patches ``litellm.Router`` with the methods of :class:`PrefillRouter`; used by
     the proxy hook (``litellm_prefill_router.proxy_hook``).
@@ -611,36 +820,9 @@ def install() -> None:
         base = litellm.Router
         if getattr(base, "_prefill_installed", False) or issubclass(base, PrefillRouter):
             return
-        for name in ("_validate_routing_strategy", "routing_strategy_init", "_apply_updated_routing_strategy_args"):
-            original = getattr(base, name)
-            setattr(base, name, _patched(name, original))
-        for name, method in _decision_methods(base).items():
+        for name, method in _router_methods(base).items():
             setattr(base, name, method)
         base._prefill_installed = True  # type: ignore[attr-defined]
-
-
-def _patched(name: str, original: Any) -> Any:
-    """The method ``name`` of :class:`PrefillRouter`, written against ``original`` instead of ``super()``."""
-    if name == "_validate_routing_strategy":
-        def validate(self: Any, routing_strategy: Any) -> None:
-            if not _is_prefill(routing_strategy):
-                original(self, routing_strategy)
-        return validate
-    if name == "routing_strategy_init":
-        def init(self: Any, routing_strategy: Any, routing_strategy_args: dict) -> None:
-            if not _is_prefill(routing_strategy):
-                return original(self, routing_strategy, routing_strategy_args)
-            original(self, "simple-shuffle", {})
-            apply_prefill_routing_strategy(self, routing_strategy_args)
-            return None
-        return init
-
-    def apply(self: Any) -> None:
-        if _is_prefill(self.routing_strategy):
-            apply_prefill_routing_strategy(self, self.routing_strategy_args)
-            return None
-        return original(self)
-    return apply
 
 
 async def flush_logging(timeout: float = 10.0) -> None:

@@ -82,6 +82,27 @@ MATH_PROMPT = "please explain the integral and the derivative of the equation"
 HIST_PROMPT = "tell me why the empire and the king went to war with the dynasty"
 
 
+# prompts litellm's complexity router (heuristic scorer) puts in its SIMPLE and its COMPLEX/REASONING tier
+SIMPLE_PROMPT = "hi"
+COMPLEX_PROMPT = ("Think step by step: prove the theorem, then write a python function class that implements the "
+                  "algorithm and analyze its complexity")
+
+
+def cheap_group() -> dict:
+    """A plain model group ("cheap") that no bundle target maps."""
+    return {"model_name": "cheap", "litellm_params": {"model": "openai/cheap", "api_key": "sk-test",
+                                                      "mock_response": "answer from cheap"},
+            "model_info": {"input_cost_per_token": 1e-8, "output_cost_per_token": 1e-8}}
+
+
+def complexity_router(simple: str, complex_: str) -> dict:
+    """litellm's complexity router deployment ("smart"): easy tiers to model group ``simple``, hard ones to ``complex_``."""
+    return {"model_name": "smart", "litellm_params": {
+        "model": "auto_router/complexity_router",
+        "complexity_router_config": {"tiers": {"SIMPLE": simple, "MEDIUM": simple, "COMPLEX": complex_,
+                                               "REASONING": complex_}}}}
+
+
 def rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
     """Write a bundle over ``directory`` the way `train` does (atomic rename), with ``edit`` applied to its
     manifest fields."""

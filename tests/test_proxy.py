@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
+from conftest import (
+    COMPLEX_PROMPT,
+    HIST_PROMPT,
+    MATH_PROMPT,
+    SIMPLE_PROMPT,
+    always_cheapest,
+    cheap_group,
+    complexity_router,
+    model_list,
+    rewrite_bundle,
+)
 
 
 def _free_port() -> int:
@@ -31,16 +41,20 @@ def _write_config(path: Path, bundle: Path) -> None:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
-    cfg["model_list"] = model_list()
+    cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto")]
     cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
                                                             "reload_interval_s": 0.2})
+    # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
+    cfg["router_settings"]["routing_groups"] = [
+        {"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
+         "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0}}]
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
     path.write_text(yaml.safe_dump(cfg))
 
 
-def _post(port: int, prompt: str, path: str = "/chat/completions") -> tuple[dict, dict[str, str]]:
+def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto") -> tuple[dict, dict[str, str]]:
     """(JSON body, lower-cased response headers) of one request to the proxy."""
-    payload: dict = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+    payload: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     if path == "/v1/responses":
         payload = {"model": "auto", "input": prompt}
     elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
@@ -123,6 +137,15 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         msg, msg_headers = _post(port, HIST_PROMPT, "/v1/messages")
         assert msg["content"][0]["text"] == "answer from history-model"
         assert msg_headers["x-prefill-target"] == "history-model"
+        # litellm's own routing composes: a routing_groups entry with its own bundle policy, a complexity router
+        # whose hard tier is the bundle-routed group and whose easy tier is a plain group
+        budget, budget_headers = _post(port, HIST_PROMPT, model="budget")
+        assert budget["choices"][0]["message"]["content"] == "answer from math-model"
+        assert budget_headers["x-prefill-policy"] == "tolerance=1"
+        easy, easy_headers = _post(port, SIMPLE_PROMPT, model="smart")
+        assert easy["choices"][0]["message"]["content"] == "answer from cheap" and "x-prefill-target" not in easy_headers
+        hard, hard_headers = _post(port, COMPLEX_PROMPT, model="smart")
+        assert hard["choices"][0]["message"]["content"] == f"answer from {hard_headers['x-prefill-target']}"
         # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
         rewrite_bundle(bundle_dir, always_cheapest)
         deadline, target = time.time() + 30, ""

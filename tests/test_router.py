@@ -370,9 +370,14 @@ async def test_the_decision_log_has_one_line_per_call_whatever_the_api(bundle_di
 
 
 async def test_each_decision_reaches_litellms_standard_logging_payload_as_its_routing_decision(
-        router: PrefillRouter) -> None:
+        router: PrefillRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     # spend logs, Datadog LLM Observability router spans and the proxy's savings figures read this record
+    import sys
+
     from litellm.integrations.custom_logger import CustomLogger
+
+    # a process without the proxy server (other tests' litellm complexity routers import it to price their baseline)
+    monkeypatch.delitem(sys.modules, "litellm.proxy.proxy_server", raising=False)
 
     from litellm_prefill_router import flush_logging
 

@@ -1,0 +1,139 @@
+"""The prefill strategy composes with litellm's own routing: pre-routing strategy deployments (complexity router),
+``routing_groups`` (a prefill group beside another router-wide strategy, a litellm strategy inside a prefill-routed
+group) - each in a real litellm.Router with mock_response deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import litellm
+import pytest
+from litellm.integrations.custom_logger import CustomLogger
+
+from conftest import COMPLEX_PROMPT, HIST_PROMPT, MATH_PROMPT, SIMPLE_PROMPT, cheap_group, complexity_router, model_list
+from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging, install
+
+TARGETS = {"math-model", "history-model", "generalist"}
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def plain_router(**kwargs: object) -> litellm.Router:
+    install()
+    return litellm.Router(**kwargs)
+
+
+class RoutingRecordSpy(CustomLogger):
+    """litellm's standard logging payload's routing record of each call. litellm keeps one callback per logger class
+    name for the whole process (removing it from ``litellm.callbacks`` does not unregister it): one instance serves
+    every test here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict] = []
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
+        self.records.append(kwargs["standard_logging_object"]["metadata"]["routing_decision"])
+
+
+@pytest.fixture(scope="module")
+def routing_records() -> Iterator[list[dict]]:
+    spy = RoutingRecordSpy()
+    litellm.callbacks.append(spy)
+    yield spy.records
+    litellm.callbacks.remove(spy)
+
+
+ROUTER_CLASSES = [pytest.param(PrefillRouter, id="PrefillRouter"), pytest.param(plain_router, id="install")]
+
+
+@pytest.mark.parametrize("make", ROUTER_CLASSES)
+async def test_a_complexity_router_tier_that_names_the_prefill_group_is_routed_by_the_bundle(
+        bundle_dir: Path, make, routing_records: list[dict]) -> None:
+    # before: every request to an auto_router/... deployment failed on a prefill router ("not a callable model")
+    router = make(model_list=[*model_list(), cheap_group(), complexity_router("cheap", "auto")],
+                  routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
+    routing_records.clear()
+    simple = await router.acompletion(model="smart", messages=user(SIMPLE_PROMPT))
+    hard = await router.acompletion(model="smart", messages=user(COMPLEX_PROMPT))
+    await flush_logging()
+
+    assert simple.choices[0].message.content == "answer from cheap"
+    assert "prefill_routing" not in simple._hidden_params  # the complexity router's own route, left to litellm
+    decision = hard._hidden_params["prefill_routing"]
+    assert decision["target"] in TARGETS and hard.choices[0].message.content == f"answer from {decision['target']}"
+    assert decision["model_group"] == "auto"
+    assert decision["pre_routing"] == {"model_group": "smart", "routed_to": "auto", "router_type": "complexity",
+                                       "cause": decision["pre_routing"]["cause"]}
+    simple_record, hard_record = routing_records
+    assert simple_record["router_type"] == "complexity" and simple_record["routed_model"] == "cheap"
+    assert hard_record["router_type"] == "quality" and hard_record["routed_model"] == decision["target"]
+    assert hard_record["signals"][0] == "pre-routed by complexity: smart -> auto"
+
+
+@pytest.mark.parametrize("make", ROUTER_CLASSES)
+async def test_a_routing_group_with_the_prefill_strategy_routes_beside_another_router_wide_strategy(
+        bundle_dir: Path, make) -> None:
+    others = [{"model_name": "other", "litellm_params": {"model": f"openai/other-{i}", "api_key": "sk-test",
+                                                         "mock_response": f"other {i}"},
+               "model_info": {"id": f"other-{i}", "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}}
+              for i in (1, 2)]
+    router = make(model_list=[*model_list(), *others], routing_strategy="latency-based-routing",
+                  routing_groups=[{"group_name": "routed", "models": ["auto"], "routing_strategy": "prefill",
+                                   "routing_strategy_args": {"bundle": str(bundle_dir), "preset": "max-quality"}}])
+    math = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    hist = await router.acompletion(model="routed", messages=user(HIST_PROMPT))  # the group called by its name
+    assert math.choices[0].message.content == "answer from math-model"
+    assert hist.choices[0].message.content == "answer from history-model"
+    assert math._hidden_params["prefill_routing"]["policy"]["preset"] == "max-quality"
+    other = await router.acompletion(model="other", messages=user(MATH_PROMPT))
+    assert other.choices[0].message.content in {"other 1", "other 2"}
+    assert "prefill_routing" not in other._hidden_params
+    assert router.completion(model="auto", messages=user(HIST_PROMPT)).choices[0].message.content == \
+        "answer from history-model"  # litellm's sync path asks the group's strategy too
+
+
+async def test_each_prefill_routing_group_routes_its_own_models_with_its_own_policy(bundle_dir: Path) -> None:
+    # the router-wide prefill strategy leaves the models of a prefill group to that group's strategy
+    router = PrefillRouter(
+        model_list=[*model_list(), *model_list(group="budget")], routing_strategy="prefill",
+        routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"},
+        routing_groups=[{"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
+                         "routing_strategy_args": {"bundle": str(bundle_dir), "tolerance": 1.0}}])
+    assert {d.model_name for d in router.prefill_strategy._deployments.values() if d} == {"auto"}
+    best = await router.acompletion(model="auto", messages=user(HIST_PROMPT))
+    budget = await router.acompletion(model="budget", messages=user(HIST_PROMPT))
+    assert best._hidden_params["prefill_routing"]["target"] == "history-model"
+    assert budget._hidden_params["prefill_routing"]["target"] == "math-model"  # tolerance 1: the cheapest
+    assert budget._hidden_params["prefill_routing"]["policy"] == {"kind": "tolerance", "value": 1.0, "preset": None}
+
+
+async def test_the_groups_own_litellm_strategy_picks_among_the_chosen_targets_deployments(bundle_dir: Path) -> None:
+    # math-model is served by two deployments; litellm's cost-based routing (the group's strategy) picks the cheaper
+    deployments = model_list(targets=("history-model", "generalist"))
+    for dep_id, price in (("math-dear", 3e-6), ("math-cheap", 1e-6)):
+        deployments.append({"model_name": "auto",
+                            "litellm_params": {"model": "openai/math-model", "api_key": "sk-test",
+                                               "mock_response": f"answer from {dep_id}",
+                                               "input_cost_per_token": price, "output_cost_per_token": price},
+                            "model_info": {"id": dep_id, "prefill_target": "math-model"}})
+    router = PrefillRouter(model_list=deployments, routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir)},
+                           routing_groups=[{"group_name": "g", "models": ["auto"],
+                                            "routing_strategy": "cost-based-routing"}])
+    served = set()
+    for _ in range(8):  # simple-shuffle would serve both (equal weights): 1 chance in 128 of the same one 8 times
+        resp = await router.acompletion(model="auto", messages=user(HIST_PROMPT),
+                                        metadata={"prefill": {"pin_model": "math-model"}})
+        assert resp._hidden_params["prefill_routing"]["target"] == "math-model"
+        served.add(resp._hidden_params["model_id"])
+    assert served == {"math-cheap"}
+
+
+def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="bundle"):
+        PrefillRouter(model_list=model_list(), routing_strategy="simple-shuffle",
+                      routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
