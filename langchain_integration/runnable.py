@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
-from litellm_prefill_router.decider import PrefillDecider
+from litellm_prefill_router.decider import PrefillDecider, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
@@ -66,6 +66,33 @@ def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
         return [_message_dict(m) for m in value]
     raise ConfigurationError(f"unsupported input type {type(value).__name__}; pass str, messages, a PromptValue "
                              "or a dict")
+
+
+# where LangChain chat models keep their answer-length limit: OpenAI / Anthropic / LiteLLM / Mistral, OpenAI's newer
+# name, Google, Ollama, Hugging Face
+_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict", "max_new_tokens")
+
+
+def _cap_in(values: Any) -> int | None:
+    get = values.get if isinstance(values, Mapping) else (lambda name: getattr(values, name, None))
+    return lowest_cap(*(v for name in _CAP_FIELDS
+                        if isinstance(v := get(name), int) and not isinstance(v, bool) and v > 0))
+
+
+def output_cap(runnable: Any) -> int | None:
+    """The most output tokens ``runnable`` lets its model produce, if it says: bound call arguments
+    (``.bind(max_tokens=...)``) and the chat model's own field, through bindings, sequences
+    (``with_structured_output``) and fallbacks. None: no limit found."""
+    caps: list[int | None] = []
+    node, depth = runnable, 0
+    while node is not None and depth < 16:
+        for name in ("kwargs", "model_kwargs"):  # a binding's call arguments, a chat model's extra arguments
+            if isinstance(extra := getattr(node, name, None), Mapping):
+                caps.append(_cap_in(extra))
+        caps.append(_cap_in(node))
+        node = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
+        depth += 1
+    return lowest_cap(*caps)
 
 
 class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
@@ -169,17 +196,24 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         # builds a new instance, so they are re-validated there); per-call metadata overrides them
         return parse_overrides(config.get("metadata") or {})
 
-    def decide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
+    def _output_caps(self, call_kwargs: Mapping[str, Any]) -> dict[str, int]:
+        """Per target, the answer-length limit its runnable or this call sets (the cost estimate stays under it)."""
+        call_cap = _cap_in(call_kwargs)
+        caps = {t: lowest_cap(call_cap, output_cap(r)) for t, r in self.runnables.items()}
+        return {t: c for t, c in caps.items() if c is not None}
+
+    def decide(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RoutingDecision:
+        """The route for ``input``; ``kwargs`` are the call's model arguments (e.g. ``max_tokens``)."""
         config = ensure_config(config)
         decider = self._decider
         return decider.decide(prompt_from_input(input), self._prices(decider), self._overrides(config),
-                              self.get_name())
+                              self.get_name(), self._output_caps(kwargs))
 
-    async def adecide(self, input: Any, config: RunnableConfig | None = None) -> RoutingDecision:
+    async def adecide(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RoutingDecision:
         config = ensure_config(config)
         decider = self._decider
         return await decider.adecide(prompt_from_input(input), self._prices(decider), self._overrides(config),
-                                     self.get_name())
+                                     self.get_name(), self._output_caps(kwargs))
 
     @staticmethod
     def _metadata(d: RoutingDecision) -> dict[str, Any]:
@@ -201,7 +235,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # -- Runnable API -------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
-        decision = self.decide(input, config)
+        decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
         try:
             out = self.runnables[decision.target].invoke(
@@ -214,7 +248,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
-        decision = await self.adecide(input, config)
+        decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
         try:
             out = await self.runnables[decision.target].ainvoke(
@@ -227,7 +261,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         config = ensure_config(config)
-        decision = self.decide(input, config)
+        decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
         final, ok = None, True
         try:
@@ -242,7 +276,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         config = ensure_config(config)
-        decision = await self.adecide(input, config)
+        decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
         final, ok = None, True
         try:

@@ -19,6 +19,12 @@ from .predictor import Prediction, PrefillPredictor
 logger = logging.getLogger("litellm_prefill_router")
 
 
+def lowest_cap(*caps: int | None) -> int | None:
+    """The tightest of several output-token limits (None: no limit)."""
+    given = [c for c in caps if c is not None]
+    return min(given) if given else None
+
+
 class PrefillDecider:
     """Turns a prompt into a :class:`RoutingDecision` among the targets that have a price."""
 
@@ -68,14 +74,18 @@ class PrefillDecider:
         return cands
 
     async def adecide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
-                      model_group: str | None = None) -> RoutingDecision:
-        return await self._decide(prompt, prices, overrides or RequestOverrides(), model_group, asynchronous=True)
+                      model_group: str | None = None, output_caps: Mapping[str, int] | None = None) -> RoutingDecision:
+        """``output_caps``: per target, the most output tokens its model may produce (its own ``max_tokens``); the
+        cost estimate never assumes a longer answer (nor one longer than ``overrides.max_output_tokens``)."""
+        return await self._decide(prompt, prices, overrides or RequestOverrides(), model_group, output_caps,
+                                  asynchronous=True)
 
     def decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
-               model_group: str | None = None) -> RoutingDecision:
+               model_group: str | None = None, output_caps: Mapping[str, int] | None = None) -> RoutingDecision:
         import asyncio
 
-        coro = self._decide(prompt, prices, overrides or RequestOverrides(), model_group, asynchronous=False)
+        coro = self._decide(prompt, prices, overrides or RequestOverrides(), model_group, output_caps,
+                            asynchronous=False)
         try:  # the synchronous path never awaits anything real: drive the coroutine by hand
             coro.send(None)
         except StopIteration as stop:
@@ -84,7 +94,8 @@ class PrefillDecider:
         raise asyncio.InvalidStateError("synchronous decision unexpectedly awaited")
 
     async def _decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides,
-                      model_group: str | None, asynchronous: bool) -> RoutingDecision:
+                      model_group: str | None, output_caps: Mapping[str, int] | None,
+                      asynchronous: bool) -> RoutingDecision:
         t0 = time.perf_counter()
         where = f"model group {model_group!r}" if model_group else "this router"
         policy = self.policy_for(overrides)
@@ -113,8 +124,10 @@ class PrefillDecider:
             return done(target, f"fallback: inference failed ({type(err).__name__}: {err})", {}, {})
         p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
         p = {t: p_all[t] for t in candidates}
-        cap = overrides.max_output_tokens
-        cost = {t: estimate_cost(prices[t], pred.input_tokens, self.expected_output_tokens(t, cap)) for t in candidates}
+        caps = output_caps or {}
+        cost = {t: estimate_cost(prices[t], pred.input_tokens,
+                                 self.expected_output_tokens(t, lowest_cap(overrides.max_output_tokens, caps.get(t))))
+                for t in candidates}
         if not pred.has_text:
             return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
                         pred.input_tokens)

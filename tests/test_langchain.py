@@ -128,6 +128,41 @@ class Answer(BaseModel):
     target: str
 
 
+class CappedChat(ToolCallingFake):
+    """A fake chat model with the answer-length field real chat models have (ChatOpenAI, ChatAnthropic, ...)."""
+
+    max_tokens: int | None = None
+
+
+def test_the_cost_estimate_stays_under_each_targets_own_answer_limit(bundle_dir: Path) -> None:
+    models = {"math-model": CappedChat(target="math-model", max_tokens=3),  # the model's own field
+              "history-model": ToolCallingFake(target="history-model").bind(max_tokens=5),  # a bound argument
+              "generalist": ToolCallingFake(target="generalist")}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality")
+    decider = router._decider
+    prices = router._prices(decider)
+
+    def assert_costs(decision, caps: dict) -> None:  # type: ignore[no-untyped-def]
+        for t in TARGETS:
+            out = min(decider.manifest.target(t).expected_output_tokens, caps.get(t, float("inf")))
+            assert decision.cost_usd[t] == pytest.approx(
+                prices[t].input_cost_per_token * decision.input_tokens + prices[t].output_cost_per_token * out)
+
+    assert min(decider.manifest.target(t).expected_output_tokens for t in TARGETS) > 5
+    assert_costs(router.decide(MATH_PROMPT), {"math-model": 3, "history-model": 5})
+    # a call's own limit (router.bind(max_tokens=4) or invoke(..., max_tokens=4)) caps every target
+    assert_costs(router.decide(MATH_PROMPT, max_tokens=4), {"math-model": 3, "history-model": 4, "generalist": 4})
+    with collect_runs() as cb:
+        router.bind(max_tokens=4).invoke(MATH_PROMPT)
+    (run,) = cb.traced_runs
+    decision = run.extra["metadata"]["prefill_decision"]
+    assert decision["cost_usd"]["generalist"] == pytest.approx(
+        router.decide(MATH_PROMPT, max_tokens=4).cost_usd["generalist"])
+    # through with_structured_output's sequence: the model's own field still limits its calls; langchain drops a
+    # bound max_tokens there (the structured call of history-model is not limited), so its estimate is not capped
+    assert router.with_structured_output(Answer)._output_caps({}) == {"math-model": 3}
+
+
 def test_bind_tools_binds_every_target_and_routes_on_the_input(bundle_dir: Path) -> None:
     router = PrefillRouterRunnable(runnables={t: ToolCallingFake(target=t) for t in TARGETS}, bundle=str(bundle_dir),
                                    preset="max-quality")
