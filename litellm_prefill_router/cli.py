@@ -1,4 +1,5 @@
-"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, migrate."""
+"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, judge, check,
+migrate."""
 
 from __future__ import annotations
 
@@ -342,6 +343,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .check import check_config, format_report, warnings_of
+
+    report = check_config(args.config, args.prompt)
+    print(format_report(report), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    problems = warnings_of(report)
+    if args.strict and problems:
+        print(f"--strict: {len(problems)} problem(s): " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefill-router", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -423,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
     j.add_argument("--out", required=True, help="feedback JSONL to write")
     j.set_defaults(func=cmd_judge)
+
+    ck = sub.add_parser("check", help="what a LiteLLM proxy config does with its bundles: mapping, prices, routes")
+    ck.add_argument("--config", required=True, help="the proxy config.yaml (or a bare model_list YAML)")
+    ck.add_argument("--prompt", action="append", help="route this sample prompt in every model group (repeatable)")
+    ck.add_argument("--json", help="also write the report here")
+    ck.add_argument("--strict", action="store_true", help="exit 1 when a bundle target has no deployment")
+    ck.set_defaults(func=cmd_check)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)

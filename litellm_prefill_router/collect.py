@@ -126,15 +126,15 @@ def load_router_config(path: str | Path) -> list[dict[str, Any]]:
     except ValidationError as err:
         raise CollectError(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
                            f"{err.errors()[0]['loc']})") from err
-    return [_resolve_env(d.model_dump()) for d in cfg.model_list]
+    return [resolve_env(d.model_dump()) for d in cfg.model_list]
 
 
-def _resolve_env(obj: Any) -> Any:
+def resolve_env(obj: Any) -> Any:
     """``os.environ/NAME`` values (the proxy's convention) become the variable's value."""
     if isinstance(obj, dict):
-        return {k: _resolve_env(v) for k, v in obj.items()}
+        return {k: resolve_env(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_resolve_env(v) for v in obj]
+        return [resolve_env(v) for v in obj]
     if isinstance(obj, str) and obj.startswith("os.environ/"):
         return os.environ.get(obj.split("/", 1)[1], "")
     return obj

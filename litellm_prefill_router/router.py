@@ -334,6 +334,15 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
                            self.targets_without_deployment)
 
+    def routes(self) -> dict[str, list[tuple[dict, DeploymentTarget]]]:
+        """Per model group, the deployments this strategy routes among (with their target and price)."""
+        served = self._served
+        out: dict[str, list[tuple[dict, DeploymentTarget]]] = {}
+        for dep in self._claimed(self.router.model_list or []):
+            if (info := served.deployments.get(self._dep_id(dep))) is not None:
+                out.setdefault(info.model_name, []).append((dep, info))
+        return out
+
     def reload_if_changed(self) -> bool:
         """Load the bundle again now if its directory changed (see :class:`BundleReloader`); True if swapped."""
         return self._reloader.reload_if_changed()
@@ -823,6 +832,32 @@ def install() -> None:
         for name, method in _router_methods(base).items():
             setattr(base, name, method)
         base._prefill_installed = True  # type: ignore[attr-defined]
+
+
+# keys of a proxy config's router_settings that decide how requests are routed (the rest - caches, retries, limits -
+# does not change which deployment a prefill strategy chooses)
+_ROUTING_SETTINGS = ("routing_strategy", "routing_strategy_args", "routing_groups", "model_group_alias")
+
+
+def router_from_config(model_list: list[dict], router_settings: dict | None = None) -> litellm.Router:
+    """A ``litellm.Router`` built the way the proxy builds it from a config (``install()`` first), with the
+    settings that decide routing; nothing is sent to any provider. Raises the typed error of a misconfiguration."""
+    install()
+    settings = {k: v for k, v in (router_settings or {}).items() if k in _ROUTING_SETTINGS}
+    return litellm.Router(model_list=model_list, **settings)
+
+
+def prefill_strategies(router: litellm.Router) -> dict[str, PrefillRoutingStrategy]:
+    """The prefill strategies of ``router``: ``"router"`` (``routing_strategy: prefill``) and ``"routing group
+    NAME"`` for each ``routing_groups`` entry with its own bundle."""
+    out: dict[str, PrefillRoutingStrategy] = {}
+    own = getattr(router, "prefill_strategy", None)
+    if _is_prefill(getattr(router, "routing_strategy", None)) and isinstance(own, PrefillRoutingStrategy):
+        out["router"] = own
+    for name, selectors in (getattr(router, "_group_selectors", None) or {}).items():
+        if isinstance(strategy := selectors.get(PREFILL), PrefillRoutingStrategy):
+            out[f"routing group {name}"] = strategy
+    return out
 
 
 async def flush_logging(timeout: float = 10.0) -> None:

@@ -12,6 +12,8 @@ DATA=${PREFILL_ROUTER_DATA:-../shared/datasets/llmrouter}
 BUNDLE=${BUNDLE:-bundles/llmrouter}
 prefill-router -v train --data "$DATA" --out "$BUNDLE" --encoder smollm2 ${TRAIN_ARGS:-}
 prefill-router info --bundle "$BUNDLE"
+# what the example proxy config would do with this bundle (mapping, prices, a sample route), before serving anything
+PREFILL_BUNDLE="$BUNDLE" prefill-router check --config examples/litellm_proxy/config.yaml --prompt "What is 17 * 23?"
 LOG="$BUNDLE-demo-decisions.jsonl"
 rm -f "$LOG"
 python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.json" --decision-log "$LOG"

@@ -68,3 +68,68 @@ def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_di
     assert all(0 <= p <= 1 for r in rows for p in r["p_correct"].values())
     math = next(r for r, rid in zip(rows, test_ids) if rid.endswith("0"))  # even ids are math prompts
     assert math["p_correct"]["math-model"] > math["p_correct"]["history-model"]
+
+
+def _proxy_config(path: Path, bundle: str, targets: tuple[str, ...] = ("math-model", "history-model", "generalist"),
+                  **deployment_info: object) -> Path:
+    import yaml
+
+    from conftest import cheap_group, complexity_router, model_list
+
+    deployments = [*model_list(targets), *model_list(targets, group="budget"), cheap_group(),
+                   complexity_router("cheap", "auto")]
+    deployments[0]["model_info"].update(deployment_info)
+    path.write_text(yaml.safe_dump({
+        "model_list": deployments,
+        "litellm_settings": {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"},
+        "router_settings": {"routing_strategy": "prefill",
+                            "routing_strategy_args": {"bundle": bundle, "preset": "max-quality"},
+                            "routing_groups": [{"group_name": "budget-routing", "models": ["budget"],
+                                                "routing_strategy": "prefill",
+                                                "routing_strategy_args": {"bundle": bundle, "tolerance": 1.0}}]}}))
+    return path
+
+
+def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_routes(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import MATH_PROMPT
+
+    monkeypatch.setenv("TEST_BUNDLE", str(bundle_dir))  # os.environ/ values are read as the proxy reads them
+    cfg = _proxy_config(tmp_path / "config.yaml", "os.environ/TEST_BUNDLE")
+    out = tmp_path / "check.json"
+    assert main(["check", "--config", str(cfg), "--prompt", MATH_PROMPT, "--prompt", HIST_PROMPT,
+                 "--json", str(out), "--strict"]) == 0
+    text = capsys.readouterr().out
+    assert "router: bundle" in text and "routing group budget-routing: bundle" in text and "policy tolerance=1" in text
+    report = json.loads(out.read_text())
+    router, budget = report["strategies"]
+    assert list(router["model_groups"]) == ["auto"] and list(budget["model_groups"]) == ["budget"]
+    math_dep = router["model_groups"]["auto"][0]
+    assert math_dep == {"target": "math-model", "model_name": "auto", "model": "openai/math-model",
+                        "input_usd_per_mtok": pytest.approx(0.2), "output_usd_per_mtok": pytest.approx(0.2),
+                        "price_from": "model_info"}
+    assert "smart (auto_router/complexity_router)" in router["unmapped_deployments"]
+    assert [r["target"] for r in router["routes"]] == ["math-model", "history-model"]  # max-quality
+    assert [r["target"] for r in budget["routes"]] == ["math-model", "math-model"]  # tolerance 1: the cheapest
+
+
+def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_target = _proxy_config(tmp_path / "a.yaml", str(bundle_dir), prefill_target="no-such-model")
+    assert main(["check", "--config", str(bad_target)]) == 2
+    assert "'no-such-model', which is not a target" in capsys.readouterr().err
+    unset = _proxy_config(tmp_path / "b.yaml", "os.environ/PREFILL_CHECK_UNSET_VARIABLE")
+    assert main(["check", "--config", str(unset)]) == 2
+    assert "os.environ/PREFILL_CHECK_UNSET_VARIABLE, not set" in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text("model_list: [{model_name: a, litellm_params: {model: openai/a}}]\n")
+    assert main(["check", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "no prefill strategy" in capsys.readouterr().err
+
+
+def test_check_strict_exits_1_when_a_bundle_target_has_no_deployment(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _proxy_config(tmp_path / "config.yaml", str(bundle_dir), targets=("math-model", "history-model"))
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert "no deployment serves (never chosen): generalist" in capsys.readouterr().out
+    assert main(["check", "--config", str(cfg), "--strict"]) == 1
+    assert "router: no deployment serves generalist" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+"""``prefill-router check``: what a LiteLLM proxy config will do with its bundles, before it serves traffic.
+
+Builds the config's router the way the proxy does (no provider is called) and reports, for every prefill strategy
+(router-wide and per ``routing_groups`` entry): the bundle and policy, each target's deployments and prices (and
+where each price comes from), deployments no target maps, targets no deployment serves - and, for sample prompts,
+the route each model group would take. A misconfiguration the proxy would refuse at start-up (an unknown
+``prefill_target``, an unpriced deployment, a missing or broken bundle) is the typed error it would raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .collect import resolve_env
+from .config import RequestOverrides
+from .errors import ConfigurationError
+
+
+class ProxyConfig(BaseModel):
+    """The parts of a LiteLLM proxy config (or a bare ``model_list`` file) that decide routing."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_list: list[dict[str, Any]] = Field(min_length=1)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_proxy_config(path: str | Path) -> ProxyConfig:
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigurationError(f"cannot read proxy config {p}: {err}") from err
+    if isinstance(raw, list):
+        raw = {"model_list": raw}
+    try:
+        cfg = ProxyConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigurationError(f"{p}: not a LiteLLM proxy config ({first['msg']} at {first['loc']}); it needs a "
+                                 "model_list") from err
+    # os.environ/NAME values, as the proxy reads them (a deployment's secrets are left to litellm)
+    missing = sorted(_env_names(cfg.router_settings) - set(os.environ))
+    if missing:
+        raise ConfigurationError(f"{p}: router_settings reads {', '.join('os.environ/' + n for n in missing)}, not set "
+                                 "here; export what the proxy will see (e.g. the bundle directory) and check again")
+    return cfg.model_copy(update={"router_settings": resolve_env(cfg.router_settings)})
+
+
+def _env_names(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        return set().union(*(_env_names(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(_env_names(v) for v in obj))
+    return {obj.split("/", 1)[1]} if isinstance(obj, str) and obj.startswith("os.environ/") else set()
+
+
+def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str, Any]:
+    """The report of ``prefill-router check`` (raises the typed error a misconfiguration gets at start-up)."""
+    from .router import prefill_strategies, router_from_config
+
+    cfg = load_proxy_config(path)
+    router = router_from_config(cfg.model_list, cfg.router_settings)
+    strategies = prefill_strategies(router)
+    if not strategies:
+        raise ConfigurationError(
+            f"{path}: no prefill strategy - set router_settings.routing_strategy: prefill (with routing_strategy_args."
+            "bundle), or a routing_groups entry with routing_strategy: prefill")
+    report: dict[str, Any] = {"config": str(path), "strategies": []}
+    for name, strategy in strategies.items():
+        routes = strategy.routes()
+        entry: dict[str, Any] = {
+            "name": name, "bundle": str(strategy.args.bundle),
+            "policy": strategy.decider.policy_for(RequestOverrides()).describe(),
+            "fallback_target": strategy.fallback_target,
+            "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
+                                      "model": str((dep.get("litellm_params") or {}).get("model")),
+                                      "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,
+                                      "output_usd_per_mtok": info.price.output_cost_per_token * 1e6,
+                                      "price_from": info.price.source} for dep, info in deps]
+                             for group, deps in routes.items()},
+            "unmapped_deployments": list(strategy.unmapped),
+            "targets_without_deployment": list(strategy.targets_without_deployment),
+            "routes": [],
+        }
+        for prompt in prompts or []:
+            for group, deps in routes.items():
+                d = asyncio.run(strategy.decide(prompt, deps, {}, group))
+                entry["routes"].append({"prompt": prompt, "model_group": group, "target": d.target,
+                                        "reason": d.reason, "p_correct": dict(d.p_correct),
+                                        "cost_usd": dict(d.cost_usd)})
+        report["strategies"].append(entry)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text: one section per prefill strategy."""
+    from .cli import _table
+
+    out = []
+    for s in report["strategies"]:
+        out.append(f"{s['name']}: bundle {s['bundle']}, policy {s['policy']}, fallback {s['fallback_target']}")
+        for group, deps in s["model_groups"].items():
+            out.append(f"\nmodel group {group!r}:")
+            out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from"],
+                              [[d["target"], d["model"], d["input_usd_per_mtok"], d["output_usd_per_mtok"],
+                                d["price_from"]] for d in deps]))
+        if s["targets_without_deployment"]:
+            out.append(f"\nwarning: bundle targets no deployment serves (never chosen): "
+                       f"{', '.join(s['targets_without_deployment'])}")
+        if s["unmapped_deployments"]:
+            out.append(f"note: deployments this strategy does not route (litellm routes them as usual): "
+                       f"{', '.join(s['unmapped_deployments'])}")
+        if s["routes"]:
+            out.append("")
+            out.append(_table(["prompt", "model group", "target", "reason", "P(correct)", "est. cost USD"],
+                              [[_short(r["prompt"]), r["model_group"], r["target"], r["reason"],
+                                r["p_correct"].get(r["target"], float("nan")), r["cost_usd"].get(r["target"],
+                                                                                                 float("nan"))]
+                               for r in s["routes"]]))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def warnings_of(report: dict[str, Any]) -> list[str]:
+    """What ``--strict`` refuses: bundle targets that no deployment serves."""
+    return [f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
+            for t in s["targets_without_deployment"]]
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
