@@ -14,44 +14,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from .collect import resolve_env
+from .collect import read_router_config, resolve_env
 from .config import RequestOverrides
 from .errors import ConfigurationError
 
 
-class ProxyConfig(BaseModel):
-    """The parts of a LiteLLM proxy config (or a bare ``model_list`` file) that decide routing."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model_list: list[dict[str, Any]] = Field(min_length=1)
-    router_settings: dict[str, Any] = Field(default_factory=dict)
-
-
-def load_proxy_config(path: str | Path) -> ProxyConfig:
-    import yaml
-
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigurationError(f"cannot read proxy config {p}: {err}") from err
-    if isinstance(raw, list):
-        raw = {"model_list": raw}
-    try:
-        cfg = ProxyConfig.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigurationError(f"{p}: not a LiteLLM proxy config ({first['msg']} at {first['loc']}); it needs a "
-                                 "model_list") from err
-    # os.environ/NAME values, as the proxy reads them (a deployment's secrets are left to litellm)
+def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The config's deployments and its router settings, ``os.environ/`` values in the settings read as the proxy
+    reads them (a deployment's secrets are left to litellm, which reads them itself)."""
+    cfg = read_router_config(path)
     missing = sorted(_env_names(cfg.router_settings) - set(os.environ))
     if missing:
-        raise ConfigurationError(f"{p}: router_settings reads {', '.join('os.environ/' + n for n in missing)}, not set "
-                                 "here; export what the proxy will see (e.g. the bundle directory) and check again")
-    return cfg.model_copy(update={"router_settings": resolve_env(cfg.router_settings)})
+        raise ConfigurationError(f"{path}: router_settings reads {', '.join('os.environ/' + n for n in missing)}, not "
+                                 "set here; export what the proxy will see (e.g. the bundle directory) and check again")
+    return [d.model_dump() for d in cfg.model_list], resolve_env(cfg.router_settings)
 
 
 def _env_names(obj: Any) -> set[str]:
@@ -66,8 +42,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
     """The report of ``prefill-router check`` (raises the typed error a misconfiguration gets at start-up)."""
     from .router import prefill_strategies, router_from_config
 
-    cfg = load_proxy_config(path)
-    router = router_from_config(cfg.model_list, cfg.router_settings)
+    router = router_from_config(*load_proxy_config(path))
     strategies = prefill_strategies(router)
     if not strategies:
         raise ConfigurationError(

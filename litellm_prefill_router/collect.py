@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .costs import Price, highest_price, lowest_price
-from .errors import PrefillRouterError
+from .errors import ConfigurationError, PrefillRouterError
 from .jsonl import read_log, write_atomic
 from .judges import Judge, parse_judge
 
@@ -84,8 +84,11 @@ class Deployment(BaseModel):
 
 
 class RouterConfig(BaseModel):
+    """A LiteLLM proxy config (or a bare ``model_list`` file): the deployments and the router settings."""
+
     model_config = ConfigDict(extra="allow")
     model_list: list[Deployment] = Field(min_length=1)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_prompts(path: str | Path) -> list[PromptRecord]:
@@ -111,22 +114,27 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
     return out
 
 
-def load_router_config(path: str | Path) -> list[dict[str, Any]]:
+def read_router_config(path: str | Path, error: type[PrefillRouterError] = ConfigurationError) -> RouterConfig:
+    """Parse a LiteLLM proxy config file; ``error`` is raised (naming the file and what is wrong) if it is not one."""
     import yaml
 
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
-        raise CollectError(f"cannot read router config {p}: {err}") from err
+        raise error(f"cannot read router config {p}: {err}") from err
     if isinstance(raw, list):
         raw = {"model_list": raw}
     try:
-        cfg = RouterConfig.model_validate(raw)
+        return RouterConfig.model_validate(raw)
     except ValidationError as err:
-        raise CollectError(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
-                           f"{err.errors()[0]['loc']})") from err
-    return [resolve_env(d.model_dump()) for d in cfg.model_list]
+        raise error(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
+                    f"{err.errors()[0]['loc']})") from err
+
+
+def load_router_config(path: str | Path) -> list[dict[str, Any]]:
+    """The deployments of a LiteLLM proxy config, ``os.environ/`` values resolved (raises CollectError)."""
+    return [resolve_env(d.model_dump()) for d in read_router_config(path, CollectError).model_list]
 
 
 def resolve_env(obj: Any) -> Any:
