@@ -460,7 +460,7 @@ before = loaded()
 plain = litellm.Router(model_list=model_list())
 asyncio.run(one(plain, "auto"))
 after_plain_request = loaded()
-for m in LAZY_LITELLM_MODULES: sys.modules.pop(m)
+for m in LAZY_LITELLM_MODULES: sys.modules.pop(m, None)
 r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
 print(before, after_plain_request, loaded(), sep="|")
 async def back_to_back():  # no request's logging drags in the proxy server (a 1.7 s import on the event loop)
@@ -478,7 +478,10 @@ print("litellm.proxy.proxy_server" in sys.modules)
     from litellm_prefill_router.router import LAZY_LITELLM_MODULES
 
     assert before == "[]"
-    assert after_plain_request == after_prefill_construction == str(list(LAZY_LITELLM_MODULES))
+    assert after_prefill_construction == str(list(LAZY_LITELLM_MODULES))
+    # the control: on Python 3.11 a plain router's first request imports them (on the loop); on 3.12 its logging had
+    # not imported them yet when the loop ended - either way the prefill router has them before any request
+    assert after_plain_request in ("[]", after_prefill_construction)
 
 
 def test_the_litellm_import_warm_up_tolerates_a_litellm_without_the_module() -> None:
