@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install, train a bundle on the shared routing dataset with the default offline encoder
-# (SmolLM2-135M-Instruct), then route sample prompts through litellm.Router(routing_strategy="prefill").
+# (SmolLM2-135M-Instruct), check the example proxy config against it, then route sample prompts through
+# litellm.Router(routing_strategy="prefill").
 #   PREFILL_ROUTER_DATA  dataset directory (default: ../shared/datasets/llmrouter)
 #   BUNDLE               output bundle directory (default: bundles/llmrouter)
 set -euo pipefail
