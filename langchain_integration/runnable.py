@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
-from litellm_prefill_router.decider import PrefillDecider, lowest_cap
+from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
@@ -73,12 +73,6 @@ def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
 _CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict", "max_new_tokens")
 
 
-def _cap_in(values: Any) -> int | None:
-    get = values.get if isinstance(values, Mapping) else (lambda name: getattr(values, name, None))
-    return lowest_cap(*(v for name in _CAP_FIELDS
-                        if isinstance(v := get(name), int) and not isinstance(v, bool) and v > 0))
-
-
 def output_cap(runnable: Any) -> int | None:
     """The most output tokens ``runnable`` lets its model produce, if it says: bound call arguments
     (``.bind(max_tokens=...)``) and the chat model's own field, through bindings, sequences
@@ -88,8 +82,8 @@ def output_cap(runnable: Any) -> int | None:
     while node is not None and depth < 16:
         for name in ("kwargs", "model_kwargs"):  # a binding's call arguments, a chat model's extra arguments
             if isinstance(extra := getattr(node, name, None), Mapping):
-                caps.append(_cap_in(extra))
-        caps.append(_cap_in(node))
+                caps.append(cap_in(extra, _CAP_FIELDS))
+        caps.append(cap_in(node, _CAP_FIELDS))
         node = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
         depth += 1
     return lowest_cap(*caps)
@@ -119,11 +113,13 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     reload_interval_s: float | None = Field(default=None, gt=0.0)
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
+    _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         self._reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor,
                                         self.reload_interval_s)
+        self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
         return self
 
     @property
@@ -198,8 +194,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def _output_caps(self, call_kwargs: Mapping[str, Any]) -> dict[str, int]:
         """Per target, the answer-length limit its runnable or this call sets (the cost estimate stays under it)."""
-        call_cap = _cap_in(call_kwargs)
-        caps = {t: lowest_cap(call_cap, output_cap(r)) for t, r in self.runnables.items()}
+        call_cap = cap_in(call_kwargs, _CAP_FIELDS)
+        caps = {t: lowest_cap(call_cap, cap) for t, cap in self._runnable_caps.items()}
         return {t: c for t, c in caps.items() if c is not None}
 
     def decide(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RoutingDecision:

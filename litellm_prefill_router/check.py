@@ -10,12 +10,10 @@ the route each model group would take. A misconfiguration the proxy would refuse
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 from .collect import read_router_config, resolve_env
-from .config import RequestOverrides
 from .errors import ConfigurationError
 
 
@@ -23,19 +21,13 @@ def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str,
     """The config's deployments and its router settings, ``os.environ/`` values in the settings read as the proxy
     reads them (a deployment's secrets are left to litellm, which reads them itself)."""
     cfg = read_router_config(path)
-    missing = sorted(_env_names(cfg.router_settings) - set(os.environ))
-    if missing:
-        raise ConfigurationError(f"{path}: router_settings reads {', '.join('os.environ/' + n for n in missing)}, not "
-                                 "set here; export what the proxy will see (e.g. the bundle directory) and check again")
-    return [d.model_dump() for d in cfg.model_list], resolve_env(cfg.router_settings)
-
-
-def _env_names(obj: Any) -> set[str]:
-    if isinstance(obj, dict):
-        return set().union(*(_env_names(v) for v in obj.values()))
-    if isinstance(obj, list):
-        return set().union(*(_env_names(v) for v in obj))
-    return {obj.split("/", 1)[1]} if isinstance(obj, str) and obj.startswith("os.environ/") else set()
+    unset: set[str] = set()
+    settings = resolve_env(cfg.router_settings, unset)
+    if unset:
+        names = ", ".join(f"os.environ/{n}" for n in sorted(unset))
+        raise ConfigurationError(f"{path}: router_settings reads {names}, not set here; export what the proxy will see "
+                                 "(e.g. the bundle directory) and check again")
+    return [d.model_dump() for d in cfg.model_list], settings
 
 
 def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str, Any]:
@@ -53,7 +45,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
         routes = strategy.routes()
         entry: dict[str, Any] = {
             "name": name, "bundle": str(strategy.args.bundle),
-            "policy": strategy.decider.policy_for(RequestOverrides()).describe(),
+            "policy": strategy.decider.default_policy.describe(),
             "fallback_target": strategy.fallback_target,
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
                                       "model": str((dep.get("litellm_params") or {}).get("model")),

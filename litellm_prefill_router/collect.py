@@ -137,14 +137,18 @@ def load_router_config(path: str | Path) -> list[dict[str, Any]]:
     return [resolve_env(d.model_dump()) for d in read_router_config(path, CollectError).model_list]
 
 
-def resolve_env(obj: Any) -> Any:
-    """``os.environ/NAME`` values (the proxy's convention) become the variable's value."""
+def resolve_env(obj: Any, unset: set[str] | None = None) -> Any:
+    """``os.environ/NAME`` values (the proxy's convention) become the variable's value ("" if it is not set; its
+    name is added to ``unset`` when given)."""
     if isinstance(obj, dict):
-        return {k: resolve_env(v) for k, v in obj.items()}
+        return {k: resolve_env(v, unset) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [resolve_env(v) for v in obj]
+        return [resolve_env(v, unset) for v in obj]
     if isinstance(obj, str) and obj.startswith("os.environ/"):
-        return os.environ.get(obj.split("/", 1)[1], "")
+        name = obj.split("/", 1)[1]
+        if unset is not None and name not in os.environ:
+            unset.add(name)
+        return os.environ.get(name, "")
     return obj
 
 

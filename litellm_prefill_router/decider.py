@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from .costs import Price, estimate_cost, manifest_price
@@ -23,6 +23,13 @@ def lowest_cap(*caps: int | None) -> int | None:
     """The tightest of several output-token limits (None: no limit)."""
     given = [c for c in caps if c is not None]
     return min(given) if given else None
+
+
+def cap_in(values: object, names: Sequence[str]) -> int | None:
+    """The tightest output-token limit that ``values`` (a mapping of call arguments, or an object's attributes)
+    sets under any of ``names``: positive integers only (None: no limit)."""
+    get = values.get if isinstance(values, Mapping) else (lambda name: getattr(values, name, None))
+    return lowest_cap(*(v for name in names if isinstance(v := get(name), int) and not isinstance(v, bool) and v > 0))
 
 
 class PrefillDecider:

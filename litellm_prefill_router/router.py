@@ -37,7 +37,7 @@ from litellm.router_utils.fallback_event_handlers import record_pre_routing_sele
 from .bundle import BundleManifest
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
-from .decider import PrefillDecider
+from .decider import PrefillDecider, cap_in
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
@@ -102,9 +102,7 @@ _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # c
 
 def _output_token_cap(request_kwargs: dict) -> int | None:
     """The request's own limit on the answer length, if it sets one (the cost estimate never assumes more)."""
-    caps = [v for k in _OUTPUT_CAPS
-            if isinstance(v := request_kwargs.get(k), int) and not isinstance(v, bool) and v > 0]
-    return min(caps) if caps else None
+    return cap_in(request_kwargs, _OUTPUT_CAPS)
 
 
 def _metadata(request_kwargs: dict, default_key: str = "metadata") -> dict:
@@ -185,6 +183,18 @@ def _routing_context(router: litellm.Router, model: str, request_kwargs: dict) -
     return (getattr(strategy, "value", strategy), selector)
 
 
+def _shuffle_pick(router: litellm.Router, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
+    """litellm's simple-shuffle among the deployments given (weights / rpm / tpm respected)."""
+    async def shuffle(deployments: list[dict]) -> dict:
+        return simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model)
+    return shuffle
+
+
+def _prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name
+    """What a request routes on: its messages, else its ``input`` (Responses API, text completions)."""
+    return messages if messages is not None else input
+
+
 def _group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,
                 messages: list[dict[str, str]] | None, input: object,
                 request_kwargs: dict) -> Callable[[list[dict]], Awaitable[dict]]:
@@ -192,9 +202,7 @@ def _group_pick(router: litellm.Router, strategy: str | None, selector: Any, mod
     least-busy: its selector, which also enforces rpm/tpm limits) or simple-shuffle."""
     select = getattr(router, "_select_deployment_async", None)
     if selector is None or select is None or strategy in (None, "simple-shuffle", PREFILL):
-        async def shuffle(deployments: list[dict]) -> dict:
-            return simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model)
-        return shuffle
+        return _shuffle_pick(router, model)
 
     async def pick(deployments: list[dict]) -> dict:
         deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,
@@ -381,12 +389,14 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
         """Like _describe, but a deployment added after construction that cannot be mapped or priced is
         left out of prefill routing (with an error log) instead of failing the request."""
-        if not self._claimed([dep]):
+        dep_id = self._dep_id(dep)
+        if dep_id not in served.deployments and not self._claimed([dep]):
+            served.deployments[dep_id] = None  # a deployment added later that another prefill group routes
             return None
         try:
             return self._describe(dep, served)
         except ConfigurationError as err:
-            served.deployments[self._dep_id(dep)] = None
+            served.deployments[dep_id] = None
             logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
             return None
 
@@ -431,7 +441,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
         strategy, selector = _routing_context(self.router, model, request_kwargs)
         owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
-        return await owner.select(model, healthy, messages if messages is not None else input, request_kwargs,
+        return await owner.select(model, healthy, _prompt_of(messages, input), request_kwargs,
                                   pick=_group_pick(self.router, strategy, selector, model, messages, input,
                                                    request_kwargs))
 
@@ -440,7 +450,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         """Choose among ``healthy`` (the deployments litellm found for ``model``): predict, apply the policy, then
         ``pick`` (default: litellm's simple-shuffle) among the chosen target's deployments. A group whose deployments
         map to no target is left to ``pick`` as a whole, with no decision recorded."""
-        pick = pick or self._shuffle(model)
+        pick = pick or _shuffle_pick(self.router, model)
         self._reloader.maybe_reload()
         served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
@@ -465,11 +475,6 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
                      pre_routing)
         return deployment
-
-    def _shuffle(self, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
-        async def pick(deployments: list[dict]) -> dict:
-            return simple_shuffle(llm_router_instance=self.router, healthy_deployments=deployments, model=model)
-        return pick
 
     def _record(self, md: dict, record: dict, routing: dict, pre_routing: dict | None = None) -> None:
         """Write one request's decision record, litellm's routing record and (if logging) the decision log's file.
@@ -690,27 +695,17 @@ _DECISION_METHODS: dict[str, str] = {
 }
 
 
-def _with_decision(original: Callable[..., Any], metadata_key: str) -> Callable[..., Any]:
-    """``original`` (a Router method) wrapped to copy the prefill decision into its response."""
-    if asyncio.iscoroutinefunction(original):
-        @functools.wraps(original)
-        async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
-            md = _metadata(kwargs, metadata_key)
-            return _attach_decision(await original(self, *args, **kwargs), md)
-        return acall
+def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> Any:
+    """A request method's hook (see :func:`_hooked`): the response of ``original`` with the prefill decision copied
+    into it (awaited first when ``original`` is a coroutine function)."""
+    md = _metadata(kwargs, metadata_key)
+    result = original(*args, **kwargs)
+    if not asyncio.iscoroutine(result):
+        return _attach_decision(result, md)
 
-    @functools.wraps(original)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        md = _metadata(kwargs, metadata_key)
-        return _attach_decision(original(self, *args, **kwargs), md)
-    return call
-
-
-def _decision_methods(base: type) -> dict[str, Callable[..., Any]]:
-    """The wrapped methods of ``base`` that this litellm has (a release that renames one only loses the decision
-    in that path's responses; routing itself goes through the strategy hooks)."""
-    return {name: _with_decision(getattr(base, name), key) for name, key in _DECISION_METHODS.items()
-            if callable(getattr(base, name, None))}
+    async def attach() -> Any:
+        return _attach_decision(await result, md)
+    return attach()
 
 
 # -- how litellm.Router learns the strategy ------------------------------------
@@ -746,26 +741,24 @@ def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any
                 self, group.routing_strategy_args or {}, models=group.models)}
 
 
-def _prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name
-    return messages if messages is not None else input
+def _group_select(strategy: str | None, selector: Any, kwargs: dict) -> Coroutine[Any, Any, dict] | None:
+    """A prefill routing group's choice among the deployments litellm found for it (None: not a prefill group)."""
+    if not (_is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy)):
+        return None
+    return selector.select(kwargs["model"], kwargs["healthy_deployments"],
+                           _prompt_of(kwargs.get("messages"), kwargs.get("input")), kwargs.get("request_kwargs") or {})
 
 
 async def _select_async_hook(original: Callable[..., Any], self: Any, *, strategy: str | None, selector: Any,
                              **kwargs: Any) -> Any:
-    if _is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy):
-        return await selector.select(kwargs["model"], kwargs["healthy_deployments"],
-                                     _prompt_of(kwargs.get("messages"), kwargs.get("input")),
-                                     kwargs.get("request_kwargs") or {})
-    return await original(strategy=strategy, selector=selector, **kwargs)
+    choice = _group_select(strategy, selector, kwargs)
+    return await choice if choice is not None else await original(strategy=strategy, selector=selector, **kwargs)
 
 
 def _select_sync_hook(original: Callable[..., Any], self: Any, *, strategy: str | None, selector: Any,
                       **kwargs: Any) -> Any:
-    if _is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy):
-        return _run_sync(selector.select(kwargs["model"], kwargs["healthy_deployments"],
-                                         _prompt_of(kwargs.get("messages"), kwargs.get("input")),
-                                         kwargs.get("request_kwargs") or {}))
-    return original(strategy=strategy, selector=selector, **kwargs)
+    choice = _group_select(strategy, selector, kwargs)
+    return _run_sync(choice) if choice is not None else original(strategy=strategy, selector=selector, **kwargs)
 
 
 _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
@@ -795,10 +788,11 @@ def _hooked(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[
 def _router_methods(base: type) -> dict[str, Callable[..., Any]]:
     """Everything the prefill strategy changes in ``base`` (a litellm.Router class): the strategy hooks and the
     decision-carrying request methods. A litellm release without one of the hooked methods lacks that feature
-    (e.g. ``routing_groups``) and is left as it is."""
-    hooks = {name: _hooked(getattr(base, name), hook) for name, hook in _ROUTER_HOOKS.items()
-             if callable(getattr(base, name, None))}
-    return {**hooks, **_decision_methods(base)}
+    (e.g. ``routing_groups``, or the decision in one API's responses) and is left as it is."""
+    hooks: dict[str, Callable[..., Any]] = {
+        **_ROUTER_HOOKS, **{name: functools.partial(_decision_hook, key) for name, key in _DECISION_METHODS.items()}}
+    return {name: _hooked(getattr(base, name), hook) for name, hook in hooks.items()
+            if callable(getattr(base, name, None))}
 
 
 class PrefillRouter(litellm.Router):
