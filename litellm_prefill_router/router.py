@@ -183,6 +183,22 @@ def _routing_context(router: litellm.Router, model: str, request_kwargs: dict) -
     return (getattr(strategy, "value", strategy), selector)
 
 
+def _request_override(router: litellm.Router, request_kwargs: dict) -> bool:
+    """Whether this request carries a litellm routing strategy of its own (a key's or team's ``router_settings``,
+    forwarded by the proxy; litellm ignores unknown names, with a warning). ``prefill`` there means: as configured."""
+    override = getattr(router, "_get_request_routing_strategy_override", None)
+    return (override is not None and not _is_prefill(request_kwargs.get("routing_strategy"))
+            and override(request_kwargs) is not None)
+
+
+async def _override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict
+                                   ) -> None:
+    """The rpm accounting a per-request override's selector does for the deployment served (litellm's own step)."""
+    check = getattr(router, "_async_override_selector_pre_call_check", None)
+    if check is not None:
+        await check(strategy, selector, deployment, None)
+
+
 def _shuffle_pick(router: litellm.Router, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
     """litellm's simple-shuffle among the deployments given (weights / rpm / tpm respected)."""
     async def shuffle(deployments: list[dict]) -> dict:
@@ -210,9 +226,7 @@ def _group_pick(router: litellm.Router, strategy: str | None, selector: Any, mod
         if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
             raise await async_raise_no_deployment_exception(litellm_router_instance=router, model=model,
                                                             parent_otel_span=None)
-        check = getattr(router, "_async_override_selector_pre_call_check", None)
-        if check is not None:
-            await check(strategy, selector, deployment, None)
+        await _override_pre_call_check(router, strategy, selector, deployment)
         return cast(dict, deployment)
     return pick
 
@@ -430,20 +444,24 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
         request_kwargs = request_kwargs if request_kwargs is not None else {}
         model, messages = await _pre_route(self.router, model, messages, input, specific_deployment, request_kwargs)
+        strategy, selector = _routing_context(self.router, model, request_kwargs)
         healthy = await self.router.async_get_healthy_deployments(
             model=model, request_kwargs=request_kwargs, messages=messages, input=input,
             specific_deployment=specific_deployment,
         )
-        if isinstance(healthy, dict):
+        if isinstance(healthy, dict):  # one deployment asked for by id
+            await _override_pre_call_check(self.router, strategy, selector, healthy)
             return healthy
         if not healthy:
             raise await async_raise_no_deployment_exception(
                 litellm_router_instance=self.router, model=model, parent_otel_span=None)
-        strategy, selector = _routing_context(self.router, model, request_kwargs)
+        pick = _group_pick(self.router, strategy, selector, model, messages, input, request_kwargs)
+        if _request_override(self.router, request_kwargs):
+            # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
+            # configured strategy, as litellm gives it precedence over its routing groups
+            return await self.leave_to(pick, healthy, _metadata(request_kwargs))
         owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
-        return await owner.select(model, healthy, _prompt_of(messages, input), request_kwargs,
-                                  pick=_group_pick(self.router, strategy, selector, model, messages, input,
-                                                   request_kwargs))
+        return await owner.select(model, healthy, _prompt_of(messages, input), request_kwargs, pick=pick)
 
     async def select(self, model: str, healthy: list[dict], prompt: object, request_kwargs: dict,
                      pick: Callable[[list[dict]], Awaitable[dict]] | None = None) -> dict:
@@ -456,13 +474,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = _metadata(request_kwargs)
         if not mapped:
-            # not a prefill route: a record left by an earlier attempt (a fallback from a routed group reuses the
-            # request's metadata) must not be attributed to this deployment. litellm's routing record is litellm's
-            # to clear where its pre-routing hook runs (it stamps or clears it on every attempt).
-            for key in (DECISION_KEY, DECISION_LOG_KEY) if _LITELLM_CLEARS_ROUTING_RECORD else \
-                    (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
-                md.pop(key, None)
-            return await pick(healthy)
+            return await self.leave_to(pick, healthy, md)
         pre_routing = _pre_routing_of(md, model)
         decision = await self.decide(prompt, mapped, md, model, served.decider,
                                      max_output_tokens=_output_token_cap(request_kwargs))
@@ -475,6 +487,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
                      pre_routing)
         return deployment
+
+    @staticmethod
+    async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict) -> dict:
+        """A request the bundle does not route, served by ``pick`` among all of ``healthy``. A record left by an
+        earlier attempt (a fallback from a routed group reuses the request's metadata) must not be attributed to
+        this deployment; litellm's routing record is litellm's to clear where its pre-routing hook runs (it stamps or
+        clears it on every attempt)."""
+        for key in (DECISION_KEY, DECISION_LOG_KEY) if _LITELLM_CLEARS_ROUTING_RECORD else \
+                (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
+            md.pop(key, None)
+        return await pick(healthy)
 
     def _record(self, md: dict, record: dict, routing: dict, pre_routing: dict | None = None) -> None:
         """Write one request's decision record, litellm's routing record and (if logging) the decision log's file.
@@ -761,6 +784,22 @@ def _select_sync_hook(original: Callable[..., Any], self: Any, *, strategy: str 
     return _run_sync(choice) if choice is not None else original(strategy=strategy, selector=selector, **kwargs)
 
 
+def _context_hook(original: Callable[..., Any], self: Any, model: str, request_kwargs: dict | None = None
+                  ) -> tuple[str | None, Any]:
+    """A key's or team's ``routing_strategy: prefill`` (litellm ignores names it does not know, with a warning on every
+    request) means: ``model`` as configured. Where no prefill strategy routes ``model``, that is said once."""
+    if not _is_prefill((request_kwargs or {}).get("routing_strategy")):
+        return cast(tuple[str | None, Any], original(model, request_kwargs))
+    strategy, selector = original(model, None)
+    if not _is_prefill(strategy) and model not in self.__dict__.setdefault("_prefill_unrouted_models", set()):
+        self._prefill_unrouted_models.add(model)
+        logger.warning("a request asks for prefill routing (routing_strategy: prefill in its key's or team's "
+                       "router_settings) of model group %r, which no prefill strategy routes: routed by %s. Put %r in "
+                       "a routing_groups entry with routing_strategy: prefill, or make prefill the router's strategy.",
+                       model, getattr(strategy, "value", strategy), model)
+    return strategy, selector
+
+
 _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
     "_validate_routing_strategy": _validate_hook,
     "routing_strategy_init": _init_hook,
@@ -768,6 +807,7 @@ _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
     "_init_routing_groups": _init_groups_hook,
     "_select_deployment_async": _select_async_hook,
     "_select_deployment_sync": _select_sync_hook,
+    "_get_routing_context": _context_hook,
 }
 
 

@@ -1,5 +1,6 @@
-"""A LiteLLM proxy callback for tests: appends what litellm's standard logging payload says about each call
-(its routing_decision and litellm's own savings figure) to the file named by $PROXY_SPY_LOG."""
+"""For the LiteLLM proxy in tests: a callback that appends what litellm's standard logging payload says about each
+call (its routing_decision and litellm's own savings figure) to the file named by $PROXY_SPY_LOG, and a custom auth
+that stands in for litellm's database-backed virtual keys (a key's ``router_settings``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import os
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import UserAPIKeyAuth
+
+#: virtual keys and their router_settings (what an admin sets with /key/generate on a proxy with a database)
+KEY_ROUTER_SETTINGS: dict[str, dict] = {"sk-cost-routed": {"routing_strategy": "cost-based-routing"},
+                                        "sk-prefill-routed": {"routing_strategy": "prefill"}}
 
 
 class Spy(CustomLogger):
@@ -21,3 +27,8 @@ class Spy(CustomLogger):
 
 
 spy = Spy()
+
+
+async def key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
+    """general_settings.custom_auth: every key is let in; the keys above carry their router_settings."""
+    return UserAPIKeyAuth(api_key=api_key or "anonymous", router_settings=KEY_ROUTER_SETTINGS.get(api_key))

@@ -137,3 +137,61 @@ def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_d
     with pytest.raises(ConfigurationError, match="bundle"):
         PrefillRouter(model_list=model_list(), routing_strategy="simple-shuffle",
                       routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
+
+
+PREFILL_ROUTED = {
+    "router-wide": {"routing_strategy": "prefill"},
+    "routing-group": {"routing_strategy": "latency-based-routing",
+                      "routing_groups": [{"group_name": "routed", "models": ["auto"], "routing_strategy": "prefill",
+                                          "routing_strategy_args": {}}]},
+}
+
+
+def prefill_routed_router(bundle_dir: Path, how: str, **kwargs: object) -> litellm.Router:
+    settings = PREFILL_ROUTED[how]
+    args = {"bundle": str(bundle_dir), "preset": "max-quality"}
+    if how == "router-wide":
+        return PrefillRouter(**settings, routing_strategy_args=args, **kwargs)
+    groups = [{**g, "routing_strategy_args": args} for g in settings["routing_groups"]]
+    return PrefillRouter(routing_strategy=settings["routing_strategy"], routing_groups=groups, **kwargs)
+
+
+@pytest.mark.parametrize("how", PREFILL_ROUTED)
+async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefill_strategy(
+        bundle_dir: Path, how: str) -> None:
+    # the proxy forwards a key's/team's router_settings.routing_strategy as this per-request kwarg; litellm gives it
+    # precedence over routing groups, and so does the router-wide prefill strategy (before: it ignored it)
+    router = prefill_routed_router(bundle_dir, how, model_list=model_list())
+    routed = await router.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert routed._hidden_params["prefill_routing"]["target"] == "history-model"
+    for _ in range(3):  # cost-based routing: the cheapest deployment (math-model), whatever the bundle predicts
+        cheapest = await router.acompletion(model="auto", messages=user(HIST_PROMPT),
+                                            routing_strategy="cost-based-routing")
+        assert cheapest.choices[0].message.content == "answer from math-model"
+        assert "prefill_routing" not in cheapest._hidden_params
+    # a name litellm does not know is ignored by litellm (with its warning): the request is routed as configured
+    bogus = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="fastest")
+    assert bogus._hidden_params["prefill_routing"]["target"] == "history-model"
+
+
+@pytest.mark.parametrize("how", PREFILL_ROUTED)
+async def test_a_keys_prefill_override_routes_as_configured_without_litellms_ignored_override_warning(
+        bundle_dir: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    router = prefill_routed_router(bundle_dir, how, model_list=model_list())
+    with caplog.at_level("WARNING"):
+        routed = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="prefill")
+        assert routed._hidden_params["prefill_routing"]["target"] == "history-model"
+        assert not [r for r in caplog.records if "Ignoring per-request" in r.getMessage()]
+        await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="fastest")
+    assert [r for r in caplog.records if "Ignoring per-request" in r.getMessage()]  # the capture does see litellm's
+
+
+async def test_a_keys_prefill_override_of_a_group_no_bundle_routes_is_said_once(
+        bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    router = prefill_routed_router(bundle_dir, "routing-group", model_list=[*model_list(), cheap_group()])
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            plain = await router.acompletion(model="cheap", messages=user(HIST_PROMPT), routing_strategy="prefill")
+            assert plain.choices[0].message.content == "answer from cheap"
+    said = [r.getMessage() for r in caplog.records if "which no prefill strategy routes" in r.getMessage()]
+    assert len(said) == 1 and "'cheap'" in said[0] and "routing_groups" in said[0]

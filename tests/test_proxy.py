@@ -49,18 +49,20 @@ def _write_config(path: Path, bundle: Path) -> None:
         {"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
          "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0}}]
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
+    cfg["general_settings"] = {"custom_auth": "proxy_spy.key_auth"}  # virtual keys with router_settings
     path.write_text(yaml.safe_dump(cfg))
 
 
-def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto") -> tuple[dict, dict[str, str]]:
-    """(JSON body, lower-cased response headers) of one request to the proxy."""
+def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto",
+          key: str = "sk-anything") -> tuple[dict, dict[str, str]]:
+    """(JSON body, lower-cased response headers) of one request to the proxy, made with virtual key ``key``."""
     payload: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     if path == "/v1/responses":
         payload = {"model": "auto", "input": prompt}
     elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
         payload["max_tokens"] = 64
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
 
@@ -69,7 +71,7 @@ def _post_stream(port: int, prompt: str) -> tuple[str, dict[str, str]]:
     """(the streamed answer text, lower-cased response headers) of one streamed chat request."""
     payload = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     req = urllib.request.Request(f"http://127.0.0.1:{port}/chat/completions", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer sk-anything"})
     with urllib.request.urlopen(req, timeout=30) as r:
         chunks = [json.loads(line[6:]) for line in r.read().decode().splitlines()
                   if line.startswith("data: {")]
@@ -146,6 +148,13 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert easy["choices"][0]["message"]["content"] == "answer from cheap" and "x-prefill-target" not in easy_headers
         hard, hard_headers = _post(port, COMPLEX_PROMPT, model="smart")
         assert hard["choices"][0]["message"]["content"] == f"answer from {hard_headers['x-prefill-target']}"
+        # a virtual key's router_settings.routing_strategy takes precedence (litellm's per-key override): cost-based
+        # serves the cheapest deployment, unrouted by the bundle; "prefill" there routes as configured
+        cost, cost_headers = _post(port, HIST_PROMPT, key="sk-cost-routed")
+        assert cost["choices"][0]["message"]["content"] == "answer from math-model"
+        assert "x-prefill-target" not in cost_headers
+        _, prefill_headers = _post(port, HIST_PROMPT, key="sk-prefill-routed")
+        assert prefill_headers["x-prefill-target"] == "history-model"
         # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
         rewrite_bundle(bundle_dir, always_cheapest)
         deadline, target = time.time() + 30, ""
