@@ -11,9 +11,14 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import UserAPIKeyAuth
 
-#: virtual keys and their router_settings (what an admin sets with /key/generate on a proxy with a database)
-KEY_ROUTER_SETTINGS: dict[str, dict] = {"sk-cost-routed": {"routing_strategy": "cost-based-routing"},
-                                        "sk-prefill-routed": {"routing_strategy": "prefill"}}
+#: virtual keys and what an admin set on them (/key/generate on a proxy with a database): router_settings, the key's
+#: and its team's metadata
+KEYS: dict[str, dict] = {
+    "sk-cost-routed": {"router_settings": {"routing_strategy": "cost-based-routing"}},
+    "sk-prefill-routed": {"router_settings": {"routing_strategy": "prefill"}},
+    "sk-budget-policy": {"metadata": {"prefill": {"tolerance": 1.0}}},
+    "sk-team-candidates": {"team_id": "research", "team_metadata": {"prefill": {"candidates": ["generalist"]}}},
+}
 
 
 class Spy(CustomLogger):
@@ -30,5 +35,5 @@ spy = Spy()
 
 
 async def key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
-    """general_settings.custom_auth: every key is let in; the keys above carry their router_settings."""
-    return UserAPIKeyAuth(api_key=api_key or "anonymous", router_settings=KEY_ROUTER_SETTINGS.get(api_key))
+    """general_settings.custom_auth: every key is let in; the keys above carry their settings."""
+    return UserAPIKeyAuth(api_key=api_key or "anonymous", **KEYS.get(api_key, {}))

@@ -155,6 +155,12 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert "x-prefill-target" not in cost_headers
         _, prefill_headers = _post(port, HIST_PROMPT, key="sk-prefill-routed")
         assert prefill_headers["x-prefill-target"] == "history-model"
+        # a key's metadata.prefill policy replaces the request's; a team's candidates restrict its keys' routes
+        _, budget_key_headers = _post(port, HIST_PROMPT, key="sk-budget-policy")
+        assert budget_key_headers["x-prefill-policy"] == "tolerance=1"
+        assert budget_key_headers["x-prefill-target"] == "math-model"
+        _, team_headers = _post(port, MATH_PROMPT, key="sk-team-candidates")
+        assert team_headers["x-prefill-target"] == "generalist"
         # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
         rewrite_bundle(bundle_dir, always_cheapest)
         deadline, target = time.time() + 30, ""
