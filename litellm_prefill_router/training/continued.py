@@ -47,8 +47,9 @@ class OnnxFeatureCache:
         self.dir = Path(cache_dir or cache_root() / "onnx-features") / f"v2-{sha}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keys: list[str] = []
-        self.feats = np.zeros((0, bundle.manifest.encoder.feature_dim), dtype=np.float32)
-        self.n_tokens = np.zeros(0, dtype=np.int64)
+        # plain ndarray: numpy's stubs type the shapes differently from release to release (2.2 vs 2.3)
+        self.feats: np.ndarray = np.zeros((0, bundle.manifest.encoder.feature_dim), dtype=np.float32)
+        self.n_tokens: np.ndarray = np.zeros(0, dtype=np.int64)
         files = [self.dir / n for n in ("keys.json", "features.npy", "n_tokens.npy")]
         if all(f.exists() for f in files):
             keys = json.loads(files[0].read_text())
