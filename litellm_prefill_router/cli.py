@@ -232,7 +232,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     rubric = _read_rubric(args.rubric)
     opts = CollectOptions(targets=args.targets, judge=args.judge, rubric=rubric, concurrency=args.concurrency,
                           max_retries=args.max_retries, max_cost=args.max_cost, max_tokens=args.max_tokens,
-                          progress=not args.quiet)
+                          judge_max_tokens=args.judge_max_tokens, progress=not args.quiet)
     collector = Collector(load_prompts(args.prompts), CollectionClient(load_router_config(args.config),
                                                                        timeout=args.timeout), args.out, opts)
     s = asyncio.run(collector.run())
@@ -300,7 +300,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from .jsonl import write_atomic
     from .judges import parse_judge
 
-    judge = parse_judge(args.judge, _read_rubric(args.rubric))
+    judge = parse_judge(args.judge, _read_rubric(args.rubric), args.judge_max_tokens)
     complete, client = None, None
     if judge.kind == "llm":
         from .collect import load_router_config
@@ -360,6 +360,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .judges import JUDGE_MAX_TOKENS  # stdlib only: --help stays fast
+
     p = argparse.ArgumentParser(prog="prefill-router", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-retries", type=int, default=5)
     c.add_argument("--max-cost", type=float, help="USD ceiling for this dataset (all runs together)")
     c.add_argument("--max-tokens", type=int, default=512, help="max output tokens per answer")
+    c.add_argument("--judge-max-tokens", type=int, default=JUDGE_MAX_TOKENS,
+                   help="max output tokens of an llm judge's reply (bounds its cost; --max-cost reserves it)")
     c.add_argument("--timeout", type=float, help="seconds per request")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_collect)
@@ -438,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge", required=True, help="llm:MODEL_GROUP | python:MOD:FUNC | regex:PATTERN")
     j.add_argument("--config", help="YAML model_list holding the llm judge's model group")
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
+    j.add_argument("--judge-max-tokens", type=int, default=JUDGE_MAX_TOKENS,
+                   help="max output tokens of an llm judge's reply")
     j.add_argument("--out", required=True, help="feedback JSONL to write")
     j.set_defaults(func=cmd_judge)
 

@@ -8,7 +8,8 @@ and resumability:
   a re-run skips every (prompt, target) pair that already has an answer there - nothing is sent twice. Calls
   that failed after all retries have no answer and are tried again on the next run.
 * ``--max-cost`` is a ceiling: before each call its worst case (input tokens x input price + ``--max-tokens``
-  x output price, plus the judge call for ``llm:`` judges) is reserved; a call that could cross the ceiling is
+  x output price, plus for ``llm:`` judges the judge call: the filled-in rubric with a ``--max-tokens`` answer x
+  the judge's input price + ``--judge-max-tokens`` x its output price) is reserved; a call that could cross the ceiling is
   not sent, the run stops and says so (exit status 3). A group's price for this is its dearest deployment's.
 * at the end (also after a stop or Ctrl-C) ``<out>`` is rewritten from the call log in the training format
   (``{"id", "prompt", "benchmark", "split", "scores", "costs", "output_tokens"}`` per prompt) and the targets'
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .costs import Price, highest_price, lowest_price
 from .errors import ConfigurationError, PrefillRouterError
 from .jsonl import read_log, write_atomic
-from .judges import Judge, parse_judge
+from .judges import JUDGE_MAX_TOKENS, Judge, parse_judge
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class CollectOptions:
     backoff_max_s: float = 60.0
     max_cost: float | None = None
     max_tokens: int = 512
+    judge_max_tokens: int = JUDGE_MAX_TOKENS  # an llm judge's answer limit (bounds its cost)
     completion_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0})
     progress: bool = True
 
@@ -201,9 +203,11 @@ class Collector:
         self.out = Path(out)
         self.log_path = self.out.with_name(self.out.name + ".calls.jsonl")
         groups = client.groups()
-        self.default_judge = parse_judge(self.opts.judge, self.opts.rubric) if self.opts.judge else None
+        self.default_judge = parse_judge(self.opts.judge, self.opts.rubric, self.opts.judge_max_tokens) \
+            if self.opts.judge else None
         judges = {r.judge for r in self.prompts if r.judge}
-        self.judges: dict[str, Judge] = {s: parse_judge(s, self.opts.rubric) for s in judges}
+        self.judges: dict[str, Judge] = {s: parse_judge(s, self.opts.rubric, self.opts.judge_max_tokens)
+                                         for s in judges}
         judge_groups = {j.arg for j in [*self.judges.values(), self.default_judge] if j and j.kind == "llm"}
         missing = sorted(judge_groups - set(groups))
         if missing:
@@ -257,7 +261,10 @@ class Collector:
         cost = price.input_cost_per_token * n_in + price.output_cost_per_token * self.opts.max_tokens
         judge = self._judge_for(rec)
         if judge is not None and judge.kind == "llm" and (jp := self.prices.get(judge.arg)) is not None:
-            cost += jp.input_cost_per_token * (n_in + self.opts.max_tokens + 200) + jp.output_cost_per_token * 64
+            # the judge reads the rubric with the prompt, the reference and an answer of at most --max-tokens
+            judge_in = self.client.count_tokens(judge.arg, judge.messages("", rec.reference, rec.text()))
+            cost += (jp.input_cost_per_token * (judge_in + self.opts.max_tokens)
+                     + jp.output_cost_per_token * judge.max_tokens)
         return cost
 
     def _judge_for(self, rec: PromptRecord) -> Judge | None:
@@ -344,8 +351,9 @@ class Collector:
         if judge is not None:
             judge_costs: list[float] = []
 
-            async def complete(group: str, messages: list[dict]) -> str:
-                jres = await self.client.complete(group, messages)
+            async def complete(group: str, messages: list[dict], max_tokens: int) -> str:
+                jres = await self.client.complete(group, messages, **{**self.opts.completion_params,
+                                                                      "max_tokens": max_tokens})
                 judge_costs.append(self._cost_of(jres, group) or 0.0)
                 return str(jres.text)
 

@@ -101,7 +101,11 @@ def numeric_match(answer: str, reference: str) -> float | None:
     return float(got is not None and abs(got - ref) <= 1e-6 * max(1.0, abs(ref)))
 
 
-Completer = Callable[[str, list[dict[str, str]]], Awaitable[str]]  # (model group, messages) -> reply text
+Completer = Callable[[str, list[dict[str, str]], int], Awaitable[str]]  # (model group, messages, max tokens) -> reply
+
+#: the LLM judge's answer limit: a one-line "SCORE: x" needs a few tokens; the rest is room for a model that reasons
+#: first. It bounds what a judge call can cost (``collect --max-cost`` reserves it before each call).
+JUDGE_MAX_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Judge:
     kind: str
     arg: str = ""
     rubric: str = DEFAULT_RUBRIC
+    max_tokens: int = JUDGE_MAX_TOKENS  # llm judges: the most tokens the judge may answer with
 
     @property
     def needs_reference(self) -> bool:
@@ -135,9 +140,14 @@ class Judge:
         if self.kind == "llm":
             if complete is None:
                 raise JudgeError(f"judge {self.spec!r} needs a LiteLLM router to call {self.arg!r}")
-            text = self.rubric.replace("{prompt}", prompt).replace("{reference}", ref).replace("{answer}", answer)
-            return parse_judge_score(await complete(self.arg, [{"role": "user", "content": text}]))
+            return parse_judge_score(await complete(self.arg, self.messages(answer, ref, prompt), self.max_tokens))
         raise JudgeError(f"unknown judge kind {self.kind!r}")
+
+
+    def messages(self, answer: str, reference: str | None, prompt: str) -> list[dict[str, str]]:
+        """What an llm judge sends to its model group: the rubric filled in."""
+        text = self.rubric.replace("{prompt}", prompt).replace("{reference}", reference or "")
+        return [{"role": "user", "content": text.replace("{answer}", answer)}]
 
 
 def _clip(v: Any, spec: str) -> float | None:
@@ -184,7 +194,8 @@ def _load_callable(path: str) -> Callable[..., Any]:
     return fn
 
 
-def parse_judge(spec: str, rubric: str | None = None) -> Judge:
+def parse_judge(spec: str, rubric: str | None = None, max_tokens: int = JUDGE_MAX_TOKENS) -> Judge:
+    """``max_tokens``: an llm judge's answer limit (at least 1)."""
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("exact", "choice", "numeric") and not arg:
@@ -204,6 +215,8 @@ def parse_judge(spec: str, rubric: str | None = None) -> Judge:
         missing = [k for k in ("{answer}",) if k not in r]
         if missing:
             raise JudgeError(f"judge rubric must contain {missing} (and may use {{prompt}} and {{reference}})")
-        return Judge(spec, kind, arg, r)
+        if max_tokens < 1:
+            raise JudgeError(f"judge {spec!r}: max tokens must be >= 1, got {max_tokens}")
+        return Judge(spec, kind, arg, r, max_tokens)
     raise JudgeError(f"unknown judge {spec!r}; use exact, choice, numeric, regex[:PATTERN], python:MODULE:FUNC or "
                      "llm:MODEL_GROUP")

@@ -958,8 +958,8 @@ class CollectionClient:
         return CallResult(str(text), int(getattr(usage, "prompt_tokens", 0) or 0),
                           int(getattr(usage, "completion_tokens", 0) or 0), None if cost is None else float(cost))
 
-    async def complete_text(self, group: str, messages: list[dict]) -> str:
-        return (await self.complete(group, messages)).text
+    async def complete_text(self, group: str, messages: list[dict], max_tokens: int | None = None) -> str:
+        return (await self.complete(group, messages, **({} if max_tokens is None else {"max_tokens": max_tokens}))).text
 
     async def aclose(self) -> None:
         await flush_logging()

@@ -3,6 +3,7 @@ litellm.Router with mock_response deployments that are right on some prompts and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def test_judges_without_a_reference_give_no_score_and_bad_specs_are_named() -> N
                       ("python:nowhere.mod:fn", "cannot import"), ("llm", "unknown judge")]:
         with pytest.raises(JudgeError, match=msg.replace("(", "\\(")):
             parse_judge(spec)
+    with pytest.raises(JudgeError, match="max tokens must be >= 1"):
+        parse_judge("llm:judge", max_tokens=0)
     with pytest.raises(JudgeError, match="must lie in"):
         asyncio.run(parse_judge("python:judge_funcs:out_of_range").score("a", "b", "q"))
 
@@ -214,6 +217,46 @@ def test_collect_llm_judge_grades_through_a_litellm_deployment_and_is_not_a_targ
     assert all(r["scores"] == {t: 0.75 for t in ANSWERS} for r in rows)
     # the judge's own calls are costed from their responses and count against the ceiling
     assert all(c["judge_cost"] > 0 for c in _log(out))
+
+
+class FullBillingClient(CountingClient):
+    """The real CollectionClient, but each call is billed as if the model used every token the request allows (the
+    deployment's price x (prompt tokens + max_tokens)): the most a provider can charge for it. A call without
+    max_tokens cannot be bounded and fails the test."""
+
+    def __init__(self, inner: CollectionClient) -> None:
+        super().__init__(inner)
+        self.params: list[dict] = []
+
+    async def complete(self, group: str, messages: list[dict], **params):
+        self.params.append({"group": group, **params})
+        res = await super().complete(group, messages, **params)
+        price = self.inner.prices(group)[0]
+        bill = (price.input_cost_per_token * self.inner.count_tokens(group, messages)
+                + price.output_cost_per_token * params["max_tokens"])
+        return dataclasses.replace(res, cost=bill)
+
+
+def test_the_cost_ceiling_holds_with_an_llm_judge_and_a_long_rubric_and_its_replies_are_capped(
+        tmp_path: Path) -> None:
+    # the judge reads a ~1,600-token rubric at 1e-5/token (~0.02 USD a call). Before, the reservation counted the
+    # rubric as 200 tokens and the judge's reply as 64 while its calls had no limit at all.
+    model_list = load_router_config(_config(tmp_path / "router.yaml", judge_reply="SCORE: 1"))
+    for dep in model_list:
+        if dep["model_name"] == "judge":
+            dep["model_info"] = {"input_cost_per_token": 1e-5, "output_cost_per_token": 1e-5}
+    rubric = "Grade strictly. " * 400 + "Question: {prompt}\nReference: {reference}\nAnswer: {answer}\nSCORE?"
+    client = FullBillingClient(CollectionClient(model_list))
+    out, ceiling = tmp_path / "d.jsonl", 0.1
+    s = asyncio.run(Collector(load_prompts(_prompts(tmp_path / "p.jsonl", 10)), client, out, CollectOptions(
+        judge="llm:judge", rubric=rubric, max_cost=ceiling, concurrency=2, max_tokens=64, judge_max_tokens=32,
+        progress=False)).run())
+    spent = sum((r.get("cost") or 0.0) + (r.get("judge_cost") or 0.0) for r in _log(out))
+    assert s.stopped_by_budget and s.answered >= 2 and spent == pytest.approx(s.spent_usd)
+    assert spent <= ceiling
+    judged = [kw for kw in client.params if kw["group"] == "judge"]
+    assert judged and all(kw["max_tokens"] == 32 and kw["temperature"] == 0 for kw in judged)
+    assert all(kw["max_tokens"] == 64 for kw in client.params if kw["group"] != "judge")
 
 
 @pytest.mark.parametrize("line, message", [
