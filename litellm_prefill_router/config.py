@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigurationError
+from .jsonl import LOG_PLACEHOLDERS, unknown_log_placeholders
 
 
 class PrefillStrategyArgs(BaseModel):
@@ -27,6 +28,7 @@ class PrefillStrategyArgs(BaseModel):
     # prompts per encoder call; None: 1 for an int8 encoder (its dynamic activation scales are per call, so grouping
     # would make a route depend on the other requests in flight), max_batch_size for fp32 (exact under padding)
     max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    # JSONL path; "{date}" in it starts a file per UTC day, "{pid}" one per process (proxy workers)
     decision_log: str | None = None
     # the request's messages go into the decision log (needed to retrain from it); False logs decisions only
     decision_log_messages: bool = True
@@ -40,6 +42,13 @@ class PrefillStrategyArgs(BaseModel):
     # what the router would do on real traffic before letting it choose
     shadow: bool = False
     shadow_target: str | None = None
+
+    @field_validator("decision_log")
+    @classmethod
+    def _known_placeholders(cls, v: str | None) -> str | None:
+        if v is not None and (bad := unknown_log_placeholders(v)):
+            raise ValueError(f"decision_log {v!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
+        return v
 
     @model_validator(mode="after")
     def _shadow_target_needs_shadow(self) -> PrefillStrategyArgs:

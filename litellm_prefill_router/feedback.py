@@ -10,6 +10,7 @@ labels the target that answered - the other targets stay unlabelled, which the t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import PrefillRouterError
 from .judges import Completer, Judge
-from .jsonl import read_log
+from .jsonl import read_log, read_logs
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,21 @@ class FeedbackStats:
     unknown_feedback_ids: list[str] = field(default_factory=list)
 
 
+#: one decision log, or several (the daily files of a ``{date}`` log, each proxy worker's ``{pid}`` file)
+Logs = str | Path | Sequence[str | Path]
+
+
 def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FeedbackError(f"{path} does not exist")
     return read_log(path)
+
+
+def _decisions(logs: Logs) -> list[dict[str, Any]]:
+    try:
+        return [rec for _, _, rec in read_logs(logs, "decision log")]
+    except FileNotFoundError as err:
+        raise FeedbackError(f"{err}; set routing_strategy_args.decision_log to write one") from err
 
 
 def load_feedback(path: str | Path) -> dict[str, float]:
@@ -74,14 +86,14 @@ def load_feedback(path: str | Path) -> dict[str, float]:
     return out
 
 
-def feedback_rows(decision_log: str | Path, feedback: str | Path | dict[str, float],
+def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
                   benchmark: str = "production") -> tuple[list[dict[str, Any]], FeedbackStats]:
     """Training rows (``prefill-router train`` format, split ``train``) for every logged call with feedback."""
     scores = feedback if isinstance(feedback, dict) else load_feedback(feedback)
     stats = FeedbackStats()
     rows: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
-    for n, rec in _jsonl(Path(decision_log)):
+    for rec in _decisions(decision_log):
         decision = rec.get("decision") or {}
         if not decision.get("target"):
             continue
@@ -112,7 +124,7 @@ def feedback_rows(decision_log: str | Path, feedback: str | Path | dict[str, flo
     return list(rows.values()), stats
 
 
-async def judge_log(decision_log: str | Path, judge: Judge, complete: Completer | None = None) -> list[dict[str, Any]]:
+async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None = None) -> list[dict[str, Any]]:
     """Score the answers a decision log recorded (``decision_log_responses: true``) with a judge, later.
 
     Returns feedback lines ``{"id": litellm_call_id, "score": s, "judge": spec}`` for ``feedback_rows``.
@@ -121,7 +133,7 @@ async def judge_log(decision_log: str | Path, judge: Judge, complete: Completer 
         raise FeedbackError(f"judge {judge.spec!r} needs a reference answer, which production calls do not have; "
                             "use llm:MODEL_GROUP, python:MODULE:FUNC or regex:PATTERN")
     out = []
-    for n, rec in _jsonl(Path(decision_log)):
+    for rec in _decisions(decision_log):
         if not (rec.get("outcome") or {}).get("success") or not rec.get("litellm_call_id"):
             continue
         answer = rec.get("response")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,49 @@ def read_log(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 out.append((n, json.loads(line)))
             except json.JSONDecodeError:
                 logger.warning("%s:%d: not JSON (an interrupted write?); skipped", path, n)
+    return out
+
+
+#: placeholders of an append-only log's path: ``{date}`` (UTC, 2026-11-23: one file per day) and ``{pid}`` (one
+#: file per process, e.g. per proxy worker)
+LOG_PLACEHOLDERS = ("{date}", "{pid}")
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+def unknown_log_placeholders(template: str) -> list[str]:
+    """The ``{...}`` parts of a log path that are not :data:`LOG_PLACEHOLDERS`."""
+    return [m for m in _PLACEHOLDER.findall(template) if m not in LOG_PLACEHOLDERS]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def log_path(template: str, now: datetime | None = None) -> Path:
+    """The file a log line written now goes to: ``template`` with its placeholders filled in."""
+    day = (now or _now()).astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return Path(template.replace("{date}", day).replace("{pid}", str(os.getpid())))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one JSON line with a single write to a file opened for appending, so lines that several processes
+    (proxy workers) append to one file do not interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab", buffering=0) as f:
+        f.write((line + "\n").encode("utf-8"))
+
+
+def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log") -> list[tuple[str, int, dict[str, Any]]]:
+    """(file, line number, record) of every record of one or several append-only logs, in the order given (e.g.
+    the daily files of a ``{date}`` log). A path that is not a file raises FileNotFoundError naming it."""
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(x) for x in paths]
+    if not files:
+        raise FileNotFoundError(f"no {what} file given")
+    out: list[tuple[str, int, dict[str, Any]]] = []
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{what} {f} does not exist")
+        out.extend((str(f), n, rec) for n, rec in read_log(f))
     return out
 
 

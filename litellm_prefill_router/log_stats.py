@@ -10,14 +10,14 @@ compare the decisions' own estimates for both.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import PrefillRouterError
-from .jsonl import read_log
+from .jsonl import read_logs
 
 
 class LogStatsError(PrefillRouterError):
@@ -93,8 +93,12 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                        if shadow else None)}
 
 
-def summarize_log(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise LogStatsError(f"decision log {p} does not exist; set routing_strategy_args.decision_log to write one")
-    return {"log": str(p), **summarize(rec for _, rec in read_log(p))}
+def summarize_log(path: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """:func:`summarize` over one decision log or several (the daily files of a ``{date}`` log, each proxy worker's
+    ``{pid}`` file); ``log`` names them."""
+    try:
+        records = read_logs(path, "decision log")
+    except FileNotFoundError as err:
+        raise LogStatsError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    files = [str(path)] if isinstance(path, (str, Path)) else [str(x) for x in path]
+    return {"log": files[0] if len(files) == 1 else files, **summarize(rec for _, _, rec in records)}

@@ -39,6 +39,7 @@ from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, cap_in
 from .errors import ConfigurationError, UnpricedDeploymentError
+from .jsonl import append_line, log_path
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
 from .records import (
@@ -644,11 +645,8 @@ class DecisionLogger(CustomLogger):
             except (AttributeError, IndexError, TypeError):
                 row["response"] = None
         line = json.dumps(row, default=str)
-        path = Path(target["path"])
         with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            append_line(log_path(target["path"]), line)
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, True, response_obj, start_time, end_time)

@@ -598,6 +598,44 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     assert "does not exist" in capsys.readouterr().err
 
 
+async def test_a_dated_decision_log_starts_a_file_per_utc_day_and_stats_feedback_read_them_together(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime, timezone
+
+    from litellm_prefill_router import flush_logging, jsonl
+    from litellm_prefill_router.cli import main
+
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                             "decision_log": str(tmp_path / "logs" / "decisions-{date}.jsonl")})
+    ids = []
+    for day, prompt in ((22, MATH_PROMPT), (22, HIST_PROMPT), (23, HIST_PROMPT)):  # 23:59 and 00:01 UTC
+        when = datetime(2026, 11, day, 23 if day == 22 else 0, 59 if day == 22 else 1, tzinfo=timezone.utc)
+        monkeypatch.setattr(jsonl, "_now", lambda when=when: when)
+        resp = await r.acompletion(model="auto", messages=user(prompt))
+        await flush_logging()  # the line is written by litellm's logging worker: before the clock moves on
+        ids.append(resp._hidden_params["litellm_call_id"])
+    files = sorted((tmp_path / "logs").iterdir())
+    assert [f.name for f in files] == ["decisions-2026-11-22.jsonl", "decisions-2026-11-23.jsonl"]
+    assert [len(f.read_text().splitlines()) for f in files] == [2, 1]
+    assert main(["stats", "--log", *map(str, files), "--json", str(tmp_path / "st.json")]) == 0
+    st = json.loads((tmp_path / "st.json").read_text())
+    assert st["calls"] == 3 and st["log"] == [str(f) for f in files]
+    feedback = tmp_path / "fb.jsonl"
+    feedback.write_text("".join(json.dumps({"id": i, "thumbs": "up"}) + "\n" for i in ids))
+    out = tmp_path / "rows.jsonl"
+    assert main(["feedback", "--log", *map(str, files), "--feedback", str(feedback), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3
+    assert main(["stats", "--log", str(files[0]), str(tmp_path / "logs" / "decisions-2026-11-24.jsonl")]) == 2
+    assert "decisions-2026-11-24.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_a_decision_log_path_with_an_unknown_placeholder_is_refused(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown placeholders \['\{day\}'\].*\{date\}"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": "logs/{day}.jsonl"})
+
+
 async def test_the_cost_estimate_never_assumes_a_longer_answer_than_the_request_allows(router: PrefillRouter) -> None:
     from conftest import PRICES
 
