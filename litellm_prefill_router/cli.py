@@ -359,6 +359,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+LOG_HELP = "the router's decision_log JSONL; several: e.g. the daily files of a {date} log (decisions-*.jsonl)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .judges import JUDGE_MAX_TOKENS  # stdlib only: --help stays fast
 
@@ -426,19 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_collect)
 
     fb = sub.add_parser("feedback", help="decision log + feedback -> training rows for --add")
-    fb.add_argument("--log", required=True, nargs="+", help="the router's decision_log JSONL (several: the daily files of a {date} log, e.g. decisions-*.jsonl)")
+    fb.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     fb.add_argument("--feedback", required=True, help='JSONL of {"id", "score"} or {"id", "thumbs": "up"|"down"}')
     fb.add_argument("--out", required=True)
     fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
     fb.set_defaults(func=cmd_feedback)
 
     st = sub.add_parser("stats", help="what a router did: calls, routes, reasons, latency, cost and savings")
-    st.add_argument("--log", required=True, nargs="+", help="the router's decision_log JSONL (several: the daily files of a {date} log, e.g. decisions-*.jsonl)")
+    st.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     st.add_argument("--json", help="also write the summary here")
     st.set_defaults(func=cmd_stats)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
-    j.add_argument("--log", required=True, nargs="+", help="the router's decision_log JSONL (several: the daily files of a {date} log, e.g. decisions-*.jsonl)")
+    j.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     j.add_argument("--judge", required=True, help="llm:MODEL_GROUP | python:MOD:FUNC | regex:PATTERN")
     j.add_argument("--config", help="YAML model_list holding the llm judge's model group")
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")

@@ -9,8 +9,9 @@ and resumability:
   that failed after all retries have no answer and are tried again on the next run.
 * ``--max-cost`` is a ceiling: before each call its worst case (input tokens x input price + ``--max-tokens``
   x output price, plus for ``llm:`` judges the judge call: the filled-in rubric with a ``--max-tokens`` answer x
-  the judge's input price + ``--judge-max-tokens`` x its output price) is reserved; a call that could cross the ceiling is
-  not sent, the run stops and says so (exit status 3). A group's price for this is its dearest deployment's.
+  the judge's input price + ``--judge-max-tokens`` x its output price) is reserved; a call that could cross the
+  ceiling is not sent, the run stops and says so (exit status 3). A group's price for this is its dearest
+  deployment's.
 * at the end (also after a stop or Ctrl-C) ``<out>`` is rewritten from the call log in the training format
   (``{"id", "prompt", "benchmark", "split", "scores", "costs", "output_tokens"}`` per prompt) and the targets'
   prices go to ``<out stem>.models.json``, so ``prefill-router train --data <out>`` works directly.

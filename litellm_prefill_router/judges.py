@@ -143,7 +143,6 @@ class Judge:
             return parse_judge_score(await complete(self.arg, self.messages(answer, ref, prompt), self.max_tokens))
         raise JudgeError(f"unknown judge kind {self.kind!r}")
 
-
     def messages(self, answer: str, reference: str | None, prompt: str) -> list[dict[str, str]]:
         """What an llm judge sends to its model group: the rubric filled in."""
         text = self.rubric.replace("{prompt}", prompt).replace("{reference}", reference or "")
