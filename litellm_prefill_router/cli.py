@@ -236,8 +236,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     collector = Collector(load_prompts(args.prompts), CollectionClient(load_router_config(args.config),
                                                                        timeout=args.timeout), args.out, opts)
     s = asyncio.run(collector.run())
-    print(f"answers {s.answered} (sent {s.sent} requests incl. retries), failed {s.failed}, already done "
-          f"{s.skipped_done}, not sent (cost ceiling) {s.not_sent_budget}; spent ${s.spent_usd:.4f} in total")
+    print(f"answers {s.answered} (sent {s.sent} requests incl. retries and judge calls), failed {s.failed}, already "
+          f"done {s.skipped_done}, judged again {s.rejudged}, not sent (cost ceiling) {s.not_sent_budget}; spent "
+          f"${s.spent_usd:.4f} in total")
     if s.stopped_by_budget:
         print(f"stopped: the next call could exceed --max-cost {args.max_cost}; raise it and re-run to continue",
               file=sys.stderr)

@@ -25,10 +25,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +38,7 @@ from .jsonl import read_log, write_atomic
 from .judges import JUDGE_MAX_TOKENS, Judge, parse_judge
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CollectError(PrefillRouterError):
@@ -185,6 +186,7 @@ class CollectSummary:
     answered: int = 0
     failed: int = 0
     skipped_done: int = 0
+    rejudged: int = 0  # answers whose judge failed on an earlier run, judged again
     not_sent_budget: int = 0
     spent_usd: float = 0.0
     stopped_by_budget: bool = False
@@ -244,7 +246,9 @@ class Collector:
         if not self.log_path.exists():
             return done, spent
         for _, rec in read_log(self.log_path):
-            spent += float(rec.get("cost") or 0.0) + float(rec.get("judge_cost") or 0.0)
+            # a rejudged line repeats its answer's cost, which the answer's first line counted
+            answer_cost = 0.0 if rec.get("rejudged") else float(rec.get("cost") or 0.0)
+            spent += answer_cost + float(rec.get("judge_cost") or 0.0)
             if rec.get("ok"):
                 done[(str(rec["id"]), str(rec["target"]))] = rec
         return done, spent
@@ -254,12 +258,13 @@ class Collector:
             f.write(json.dumps(rec) + "\n")
             f.flush()
 
-    def _worst_case(self, rec: PromptRecord, target: str) -> float:
-        price = self.prices.get(target)
-        if price is None:
-            return 0.0
-        n_in = self.client.count_tokens(target, rec.messages())
-        cost = price.input_cost_per_token * n_in + price.output_cost_per_token * self.opts.max_tokens
+    def _worst_case(self, rec: PromptRecord, target: str, judge_only: bool = False) -> float:
+        """The most one (prompt, target) call can cost: the target's answer (unless ``judge_only``: an answer
+        judged again) and its llm judge's call."""
+        cost = 0.0
+        if not judge_only and (price := self.prices.get(target)) is not None:
+            n_in = self.client.count_tokens(target, rec.messages())
+            cost = price.input_cost_per_token * n_in + price.output_cost_per_token * self.opts.max_tokens
         judge = self._judge_for(rec)
         if judge is not None and judge.kind == "llm" and (jp := self.prices.get(judge.arg)) is not None:
             # the judge reads the rubric with the prompt, the reference and an answer of at most --max-tokens
@@ -276,18 +281,20 @@ class Collector:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         done, spent = self._read_log()
         summary = CollectSummary(spent_usd=spent, out=self.out)
-        todo = [(r, t) for r in self.prompts for t in self.targets if (r.id, t) not in done]
+        # (prompt, target, its logged answer whose judge failed - judged again - or None: ask the target)
+        todo = [(r, t, done.get((r.id, t))) for r in self.prompts for t in self.targets
+                if (r.id, t) not in done or done[(r.id, t)].get("judge_error")]
         summary.skipped_done = len(self.prompts) * len(self.targets) - len(todo)
-        queue: asyncio.Queue[tuple[PromptRecord, str]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[PromptRecord, str, dict[str, Any] | None]] = asyncio.Queue()
         for item in todo:
             queue.put_nowait(item)
         reserved = 0.0
         stop = asyncio.Event()
         bar = _progress(len(todo), self.opts.progress)
 
-        async def one(rec: PromptRecord, target: str) -> None:
+        async def one(rec: PromptRecord, target: str, logged: dict[str, Any] | None) -> None:
             nonlocal reserved
-            worst = self._worst_case(rec, target)
+            worst = self._worst_case(rec, target, judge_only=logged is not None)
             if self.opts.max_cost is not None and summary.spent_usd + reserved + worst > self.opts.max_cost:
                 stop.set()
                 summary.stopped_by_budget = True
@@ -295,7 +302,10 @@ class Collector:
                 return
             reserved += worst
             try:
-                await self._call(rec, target, summary)
+                if logged is None:
+                    await self._call(rec, target, summary)
+                else:
+                    await self._rejudge(rec, target, logged, summary)
             finally:
                 reserved -= worst
                 bar.update(1)
@@ -303,11 +313,11 @@ class Collector:
 
         async def worker() -> None:
             while not queue.empty():
-                rec, target = queue.get_nowait()
+                rec, target, logged = queue.get_nowait()
                 if stop.is_set():
                     summary.not_sent_budget += 1
                     continue
-                await one(rec, target)
+                await one(rec, target, logged)
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.opts.concurrency, max(len(todo), 1)))))
@@ -319,57 +329,80 @@ class Collector:
                 await close()
         return summary
 
-    async def _call(self, rec: PromptRecord, target: str, summary: CollectSummary) -> None:
+    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], summary: CollectSummary
+                            ) -> tuple[T | None, BaseException | None, int]:
+        """(result, None, attempts) or (None, the last error, attempts): ``call`` retried with back-off while the
+        client calls its error worth retrying (rate limits, timeouts, 5xx), up to ``max_retries`` times."""
         o = self.opts
-        t0 = time.perf_counter()
         err: BaseException | None = None
-        res = None
-        attempt = 0
         for attempt in range(o.max_retries + 1):
             summary.sent += 1
             try:
-                res = await self.client.complete(target, rec.messages(), max_tokens=o.max_tokens,
-                                                 **o.completion_params)
-                break
+                return await call(), None, attempt + 1
             except Exception as e:  # noqa: BLE001 - classified below, recorded, never lost silently
                 err = e
                 wait = self.client.retry_after(e)
                 if wait is None or attempt == o.max_retries:
-                    break
+                    return None, err, attempt + 1
                 delay = min(o.backoff_max_s, max(wait, o.backoff_base_s * 2 ** attempt)) * (0.5 + random.random())
-                logger.info("%s -> %s: %s; retry %d/%d in %.1fs", rec.id, target, type(e).__name__, attempt + 1,
-                            o.max_retries, delay)
+                logger.info("%s: %s; retry %d/%d in %.1fs", what, type(e).__name__, attempt + 1, o.max_retries, delay)
                 await asyncio.sleep(delay)
+        return None, err, o.max_retries + 1
+
+    async def _call(self, rec: PromptRecord, target: str, summary: CollectSummary) -> None:
+        o = self.opts
+        t0 = time.perf_counter()
+        res, err, attempts = await self._with_retries(
+            f"{rec.id} -> {target}",
+            lambda: self.client.complete(target, rec.messages(), max_tokens=o.max_tokens, **o.completion_params),
+            summary)
         latency = time.perf_counter() - t0
         if res is None:
             summary.failed += 1
-            self._append({"id": rec.id, "target": target, "ok": False, "attempts": attempt + 1,
+            self._append({"id": rec.id, "target": target, "ok": False, "attempts": attempts,
                           "error": f"{type(err).__name__}: {err}"[:500], "latency_s": round(latency, 3)})
             return
         cost = self._cost_of(res, target)
-        score, judge_cost, judge_error = None, 0.0, None
-        judge = self._judge_for(rec)
-        if judge is not None:
-            judge_costs: list[float] = []
-
-            async def complete(group: str, messages: list[dict], max_tokens: int) -> str:
-                jres = await self.client.complete(group, messages, **{**self.opts.completion_params,
-                                                                      "max_tokens": max_tokens})
-                judge_costs.append(self._cost_of(jres, group) or 0.0)
-                return str(jres.text)
-
-            try:
-                score = await judge.score(res.text, rec.reference, rec.text(), complete)
-            except Exception as e:  # noqa: BLE001 - a broken judge keeps the answer, without a score
-                judge_error = f"{type(e).__name__}: {e}"[:300]
-                logger.warning("judge %s failed on %s -> %s: %s", judge.spec, rec.id, target, judge_error)
-            judge_cost = sum(judge_costs)
         summary.answered += 1
-        summary.spent_usd += float(cost or 0.0) + judge_cost
-        self._append({"id": rec.id, "target": target, "ok": True, "attempts": attempt + 1, "output": res.text,
-                      "input_tokens": res.input_tokens, "output_tokens": res.output_tokens, "cost": cost,
-                      "judge": judge.spec if judge else None, "score": score, "judge_cost": judge_cost or None,
-                      "judge_error": judge_error, "latency_s": round(latency, 3)})
+        summary.spent_usd += float(cost or 0.0)
+        answer = {"id": rec.id, "target": target, "ok": True, "attempts": attempts, "output": res.text,
+                  "input_tokens": res.input_tokens, "output_tokens": res.output_tokens, "cost": cost,
+                  "latency_s": round(latency, 3)}
+        self._append({**answer, **await self._judge(rec, target, res.text, summary)})
+
+    async def _judge(self, rec: PromptRecord, target: str, answer: str, summary: CollectSummary) -> dict[str, Any]:
+        """Score one answer: the call log's ``judge``, ``score``, ``judge_cost`` and ``judge_error`` fields. An llm
+        judge's calls are retried like the targets'; a judge that still fails leaves the answer without a score
+        and its ``judge_error`` - the next run judges it again (without asking the target again)."""
+        judge = self._judge_for(rec)
+        if judge is None:
+            return {"judge": None, "score": None, "judge_cost": None, "judge_error": None}
+        costs: list[float] = []
+
+        async def complete(group: str, messages: list[dict], max_tokens: int) -> str:
+            params = {**self.opts.completion_params, "max_tokens": max_tokens}
+            jres, err, _ = await self._with_retries(f"judge {group} on {rec.id} -> {target}",
+                                                    lambda: self.client.complete(group, messages, **params), summary)
+            if jres is None:
+                raise cast(BaseException, err)
+            costs.append(self._cost_of(jres, group) or 0.0)
+            return str(jres.text)
+
+        score, error = None, None
+        try:
+            score = await judge.score(answer, rec.reference, rec.text(), complete)
+        except Exception as e:  # noqa: BLE001 - a broken judge keeps the answer, without a score
+            error = f"{type(e).__name__}: {e}"[:300]
+            logger.warning("judge %s failed on %s -> %s: %s", judge.spec, rec.id, target, error)
+        summary.spent_usd += sum(costs)
+        return {"judge": judge.spec, "score": score, "judge_cost": sum(costs) or None, "judge_error": error}
+
+    async def _rejudge(self, rec: PromptRecord, target: str, logged: dict[str, Any], summary: CollectSummary) -> None:
+        """Judge again an answer whose judge failed on an earlier run; the new line replaces the old one in the
+        dataset (``rejudged``: its target cost was counted by the old line)."""
+        verdict = await self._judge(rec, target, str(logged.get("output") or ""), summary)
+        summary.rejudged += 1
+        self._append({**logged, **verdict, "rejudged": True})
 
     def _cost_of(self, res: Any, group: str) -> float | None:
         """litellm's cost of a call, else the group's price x the call's token usage, else None."""

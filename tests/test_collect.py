@@ -259,6 +259,57 @@ def test_the_cost_ceiling_holds_with_an_llm_judge_and_a_long_rubric_and_its_repl
     assert all(kw["max_tokens"] == 64 for kw in client.params if kw["group"] != "judge")
 
 
+class FlakyJudgeClient(CountingClient):
+    """The real CollectionClient whose judge model group fails: with ``error`` on every call while ``down``, else
+    with a rate limit on the first attempt of each judge call (``flaky``)."""
+
+    def __init__(self, inner: CollectionClient, error: type[Exception] | None = None, flaky: bool = False) -> None:
+        super().__init__(inner)
+        self.error, self.flaky, self.judge_attempts = error, flaky, 0
+
+    async def complete(self, group: str, messages: list[dict], **params):
+        if group == "judge":
+            self.judge_attempts += 1
+            if self.error is not None:
+                raise self.error(message="judge unavailable", llm_provider="openai", model=group)
+            if self.flaky and self.judge_attempts % 2 == 1:
+                raise litellm.RateLimitError(message="slow down", llm_provider="openai", model=group)
+        return await super().complete(group, messages, **params)
+
+
+def test_an_llm_judge_is_retried_on_rate_limits_like_the_targets(tmp_path: Path) -> None:
+    model_list = load_router_config(_config(tmp_path / "router.yaml", judge_reply="SCORE: 1"))
+    client = FlakyJudgeClient(CollectionClient(model_list), flaky=True)
+    out = tmp_path / "d.jsonl"
+    s = asyncio.run(Collector(load_prompts(_prompts(tmp_path / "p.jsonl", 2)), client, out, CollectOptions(
+        judge="llm:judge", backoff_base_s=0.01, backoff_max_s=0.02, progress=False)).run())
+    assert s.exit_code == 0 and client.judge_attempts == 12  # 6 answers, each judged on the second attempt
+    assert all(r["score"] == 1.0 and r["judge_error"] is None for r in _log(out))
+
+
+def test_answers_whose_judge_failed_are_judged_on_the_next_run_without_asking_the_targets_again(
+        tmp_path: Path) -> None:
+    # before: an answer whose judge failed (a wrong key, an outage) counted as done, so no run labelled it again
+    model_list = load_router_config(_config(tmp_path / "router.yaml", judge_reply="SCORE: 0.5"))
+    recs, out = load_prompts(_prompts(tmp_path / "p.jsonl", 4)), tmp_path / "d.jsonl"
+    down = FlakyJudgeClient(CollectionClient(model_list), error=litellm.AuthenticationError)
+    first = asyncio.run(Collector(recs, down, out, CollectOptions(judge="llm:judge", progress=False)).run())
+    assert first.answered == 12 and all(r["score"] is None and "AuthenticationError" in r["judge_error"]
+                                        for r in _log(out))
+    assert all(r["scores"] == {} for r in map(json.loads, out.read_text().splitlines()))
+    up = FlakyJudgeClient(CollectionClient(model_list))
+    second = asyncio.run(Collector(recs, up, out, CollectOptions(judge="llm:judge", progress=False)).run())
+    assert second.rejudged == 12 and second.answered == 0 and second.exit_code == 0
+    assert {group for group, _ in up.sent} == {"judge"}  # no target was asked again
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["scores"] == {t: 0.5 for t in ANSWERS} and set(r["costs"]) == set(ANSWERS) for r in rows)
+    log = _log(out)
+    judge_costs = sum(r["judge_cost"] for r in log if r.get("rejudged"))
+    assert second.spent_usd == pytest.approx(first.spent_usd + judge_costs) and judge_costs > 0
+    third = asyncio.run(Collector(recs, up, out, CollectOptions(judge="llm:judge", progress=False)).run())
+    assert third.rejudged == 0 and third.skipped_done == 12 and third.spent_usd == pytest.approx(second.spent_usd)
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"prompt": "hi"}', "id"), ('{"id": "a", "prompt": ""}', "prompt is empty"), ("not json", "valid"),
 ])
