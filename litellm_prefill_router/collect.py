@@ -6,7 +6,8 @@ and resumability:
 
 * each finished call is appended to ``<out>.calls.jsonl`` at once (output text, tokens, cost, latency, score);
   a re-run skips every (prompt, target) pair that already has an answer there - nothing is sent twice. Calls
-  that failed after all retries have no answer and are tried again on the next run.
+  that failed after all retries have no answer and are tried again on the next run; answers whose judge failed
+  are judged again (the target is not asked again).
 * ``--max-cost`` is a ceiling: before each call its worst case (input tokens x input price + ``--max-tokens``
   x output price, plus for ``llm:`` judges the judge call: the filled-in rubric with a ``--max-tokens`` answer x
   the judge's input price + ``--judge-max-tokens`` x its output price) is reserved; a call that could cross the
