@@ -109,13 +109,36 @@ def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:
     return [str(r["name"]) for r in cfg.get("routes", [])]
 
 
+def _with_prefill_group(settings: dict[str, Any], models: list[str], bundle: str, model_names: set[str],
+                        notes: list[str]) -> dict[str, Any]:
+    """``settings`` (a config's router_settings) with a ``routing_groups`` entry that routes ``models`` by ``bundle``;
+    an existing group that listed one of them gives it up (a model is in one group)."""
+    groups = []
+    for g in settings.get("routing_groups") or []:
+        kept = [m for m in g.get("models") or [] if m not in models]
+        if len(kept) != len(g.get("models") or []):
+            notes.append(f"routing group {g.get('group_name')!r} no longer lists {sorted(set(g['models']) - set(kept))}:"
+                         " the prefill group routes them")
+        if kept:
+            groups.append({**g, "models": kept})
+    taken = model_names | {str(g.get("group_name")) for g in groups}
+    name = next(n for n in ("prefill-routed", *(f"prefill-routed-{i}" for i in range(2, 1000))) if n not in taken)
+    groups.append({"group_name": name, "models": models, "routing_strategy": "prefill",
+                   "routing_strategy_args": {"bundle": bundle}})
+    notes.append(f"router_settings.routing_groups: {name!r} routes {models} by the bundle; the router's own strategy "
+                 f"({settings.get('routing_strategy') or 'simple-shuffle'}) still routes every other model group")
+    return {**settings, "routing_groups": groups}
+
+
 def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target_map: Mapping[str, str] | None = None,
                                config_dir: str | Path = ".") -> tuple[dict[str, Any], list[str]]:
     """Rewrite a LiteLLM proxy config using ``auto_router/`` deployments into a prefill one.
 
     Each auto-router ``model_name`` becomes a model group holding the deployments of its routes' model
     groups (and of its default model), each tagged ``model_info.prefill_target`` (from ``target_map``,
-    else by name); ``router_settings`` gets ``routing_strategy: prefill``. Returns (new config, notes).
+    else by name), and a ``router_settings.routing_groups`` entry with ``routing_strategy: prefill`` routes those
+    groups by the bundle. The router's own strategy (latency-, usage-, cost-based, ...) and its arguments are kept
+    for every other model group. Returns (new config, notes).
     """
     targets = shared_predictor(bundle).targets
     target_map = dict(target_map or {})
@@ -149,8 +172,10 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
         notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over {groups}")
     out = {k: v for k, v in config.items() if k not in ("model_list", "router_settings", "litellm_settings")}
     out["model_list"] = new_list
-    out["router_settings"] = {**(config.get("router_settings") or {}), "routing_strategy": "prefill",
-                              "routing_strategy_args": {"bundle": bundle}}
+    migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list
+                                  if str((d.get("litellm_params") or {}).get("model") or "").startswith("auto_router/")))
+    out["router_settings"] = _with_prefill_group(dict(config.get("router_settings") or {}), migrated, bundle,
+                                                 {str(d.get("model_name")) for d in new_list}, notes)
     ls = dict(config.get("litellm_settings") or {})
     cbs = ls.get("callbacks") or []
     cbs = [cbs] if isinstance(cbs, str) else list(cbs)

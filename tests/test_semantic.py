@@ -48,7 +48,10 @@ def _auto_router_config(tmp_path: Path) -> Path:
         {"model_name": "generalist", "litellm_params": {"model": "openai/generalist", "mock_response": "g"}},
         {"model_name": "smart", "litellm_params": {"model": "auto_router/smart", "auto_router_config_path":
                                                    "router.json", "auto_router_default_model": "generalist",
-                                                   "auto_router_embedding_model": "text-embedding-3-small"}}]}
+                                                   "auto_router_embedding_model": "text-embedding-3-small"}},
+        {"model_name": "other", "litellm_params": {"model": "openai/other-a", "mock_response": "o"}},
+        {"model_name": "other", "litellm_params": {"model": "openai/other-b", "mock_response": "o"}}],
+        "router_settings": {"routing_strategy": "latency-based-routing", "routing_strategy_args": {"ttl": 60}}}
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -61,7 +64,12 @@ def test_migration_rewrites_an_auto_router_config_for_prefill(bundle_dir: Path, 
     smart = [d for d in new["model_list"] if d["model_name"] == "smart"]
     assert {d["model_info"]["prefill_target"] for d in smart} == {"math-model", "history-model", "generalist"}
     assert not any(d["litellm_params"]["model"].startswith("auto_router/") for d in new["model_list"])
-    assert new["router_settings"]["routing_strategy"] == "prefill"
+    # the router's own strategy keeps routing every other group (before: the whole router switched to prefill)
+    assert new["router_settings"]["routing_strategy"] == "latency-based-routing"
+    assert new["router_settings"]["routing_strategy_args"] == {"ttl": 60}
+    assert new["router_settings"]["routing_groups"] == [
+        {"group_name": "prefill-routed", "models": ["smart"], "routing_strategy": "prefill",
+         "routing_strategy_args": {"bundle": str(bundle_dir)}}]
     assert "litellm_prefill_router.proxy_hook.proxy_handler_instance" in new["litellm_settings"]["callbacks"]
     assert any("semantic auto_router replaced" in n for n in notes)
 
@@ -80,10 +88,28 @@ def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_p
         d["litellm_params"]["api_key"] = "sk-test"
         d.setdefault("model_info", {}).update(input_cost_per_token=1e-7, output_cost_per_token=1e-7)
     install()
-    router = litellm.Router(model_list=cfg["model_list"], **{**cfg["router_settings"], "routing_strategy_args": {
-        **cfg["router_settings"]["routing_strategy_args"], "preset": "max-quality"}})
+    settings = cfg["router_settings"]
+    settings["routing_groups"][0]["routing_strategy_args"]["preset"] = "max-quality"
+    router = litellm.Router(model_list=cfg["model_list"], **settings)
     resp = router.completion(model="smart", messages=[{"role": "user", "content": HIST_PROMPT}])
-    assert resp.choices[0].message.content == "h"
+    assert resp.choices[0].message.content == "h" and resp._hidden_params["prefill_routing"]["target"] == "history-model"
+    other = router.completion(model="other", messages=[{"role": "user", "content": HIST_PROMPT}])
+    assert other.choices[0].message.content == "o" and "prefill_routing" not in other._hidden_params
+    assert router.routing_strategy == "latency-based-routing"
+
+
+def test_migration_takes_the_auto_router_out_of_a_routing_group_that_listed_it(bundle_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    old = yaml.safe_load(_auto_router_config(tmp_path).read_text())
+    old["router_settings"]["routing_groups"] = [
+        {"group_name": "prefill-routed", "models": ["smart", "other"], "routing_strategy": "least-busy"}]
+    new, notes = migrate_auto_router_config(old, str(bundle_dir), target_map={"histories": "history-model"},
+                                            config_dir=tmp_path)
+    assert new["router_settings"]["routing_groups"] == [
+        {"group_name": "prefill-routed", "models": ["other"], "routing_strategy": "least-busy"},
+        {"group_name": "prefill-routed-2", "models": ["smart"], "routing_strategy": "prefill",
+         "routing_strategy_args": {"bundle": str(bundle_dir)}}]
+    assert any("no longer lists ['smart']" in n for n in notes)
 
 
 def test_a_bundle_rewritten_in_place_is_reloaded_by_the_semantic_drop_in(bundle_copy: Path) -> None:
