@@ -169,7 +169,8 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
                     continue
                 new_list.append({**member, "model_name": dep.get("model_name"),
                                  "model_info": {**(member.get("model_info") or {}), "prefill_target": target}})
-        notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over {groups}")
+        notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over "
+                     f"{list(dict.fromkeys(g for g in groups if g))}")
     out = {k: v for k, v in config.items() if k not in ("model_list", "router_settings", "litellm_settings")}
     out["model_list"] = new_list
     migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list
