@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 DATA_ENV = "PREFILL_ROUTER_DATA"
 
@@ -295,34 +296,57 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_judge(args: argparse.Namespace) -> int:
     """Score logged production answers later -> feedback lines for `prefill-router feedback`."""
     import asyncio
+    from pathlib import Path
 
     from .errors import PrefillRouterError
-    from .feedback import judge_log
-    from .jsonl import write_atomic
-    from .judges import parse_judge
+    from .feedback import JudgedLines, judge_log
+    from .jsonl import read_log, write_atomic
+    from .judges import Completer, parse_judge
 
     judge = parse_judge(args.judge, _read_rubric(args.rubric), args.judge_max_tokens)
-    complete, client = None, None
+    complete: Completer | None = None
+    client = None
     if judge.kind == "llm":
-        from .collect import load_router_config
+        from .collect import RetryPolicy, load_router_config, with_retries
         from .router import CollectionClient
 
         if not args.config:
             raise PrefillRouterError(f"judge {args.judge!r} needs --config with the judge's model group")
         client = CollectionClient(load_router_config(args.config))
-        complete = client.complete_text
+        if judge.arg not in client.groups():
+            raise PrefillRouterError(f"judge {args.judge!r}: model group {judge.arg!r} is not in {args.config} "
+                                     f"(its groups: {client.groups()})")
+        llm = client
 
-    async def run() -> list[dict]:
+        async def complete(group: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+            text, err, _ = await with_retries(lambda: llm.complete_text(group, messages, max_tokens), llm.retry_after,
+                                              RetryPolicy(), f"judge {group}")
+            if text is None:
+                raise cast(BaseException, err)
+            return text
+
+    # an earlier run's output is kept, and the answers this judge scored there are not judged again (a run that
+    # failed on some continues where it stopped)
+    out = Path(args.out)
+    earlier = [rec for _, rec in read_log(out)] if out.is_file() else []
+    judged = {str(r.get("id")) for r in earlier if r.get("judge") == judge.spec}
+
+    async def run() -> JudgedLines:
         try:
-            return await judge_log(args.log, judge, complete)
+            return await judge_log(args.log, judge, complete, skip=judged)
         finally:
             if client is not None:
                 await client.aclose()
 
     lines = asyncio.run(run())
-    write_atomic(args.out, lines)
-    print(f"scored {len(lines)} logged answers with {args.judge}; wrote {args.out} "
-          f"(use it as --feedback for `prefill-router feedback`)")
+    write_atomic(out, [*earlier, *lines])
+    before = f" ({len(judged)} scored by an earlier run)" if judged else ""
+    print(f"scored {len(lines)} logged answers with {args.judge}{before}; wrote {out} "
+          "(use it as --feedback for `prefill-router feedback`)")
+    if lines.failed:
+        print(f"the judge failed on {len(lines.failed)} answers (first: {next(iter(lines.failed.values()))}); "
+              "run the command again to judge them", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -156,6 +156,38 @@ def resolve_env(obj: Any, unset: set[str] | None = None) -> Any:
     return obj
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call that failed for a reason worth retrying (rate limit, timeout, 5xx) is tried again: up to
+    ``max_retries`` more times, after the server's Retry-After or an exponential back-off with jitter."""
+
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], retry_after: Callable[[BaseException], float | None],
+                       policy: RetryPolicy, what: str, on_attempt: Callable[[], None] | None = None
+                       ) -> tuple[T | None, BaseException | None, int]:
+    """(result, None, attempts) or (None, the last error, attempts). ``retry_after(err)``: None when ``err`` is
+    not worth retrying, else the seconds the server asked to wait (0.0: none given)."""
+    err: BaseException | None = None
+    for attempt in range(policy.max_retries + 1):
+        if on_attempt is not None:
+            on_attempt()
+        try:
+            return await call(), None, attempt + 1
+        except Exception as e:  # noqa: BLE001 - classified below, recorded by the caller, never lost silently
+            err = e
+            wait = retry_after(e)
+            if wait is None or attempt == policy.max_retries:
+                return None, err, attempt + 1
+            delay = min(policy.backoff_max_s, max(wait, policy.backoff_base_s * 2 ** attempt)) * (0.5 + random.random())
+            logger.info("%s: %s; retry %d/%d in %.1fs", what, type(e).__name__, attempt + 1, policy.max_retries, delay)
+            await asyncio.sleep(delay)
+    return None, err, policy.max_retries + 1
+
+
 class Client(Protocol):
     def groups(self) -> list[str]: ...
     def prices(self, group: str) -> list[Price]: ...  # one per priced deployment of the group
@@ -179,6 +211,11 @@ class CollectOptions:
     judge_max_tokens: int = JUDGE_MAX_TOKENS  # an llm judge's answer limit (bounds its cost)
     completion_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0})
     progress: bool = True
+
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)
 
 
 @dataclass
@@ -332,23 +369,9 @@ class Collector:
 
     async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], summary: CollectSummary
                             ) -> tuple[T | None, BaseException | None, int]:
-        """(result, None, attempts) or (None, the last error, attempts): ``call`` retried with back-off while the
-        client calls its error worth retrying (rate limits, timeouts, 5xx), up to ``max_retries`` times."""
-        o = self.opts
-        err: BaseException | None = None
-        for attempt in range(o.max_retries + 1):
+        def sent() -> None:
             summary.sent += 1
-            try:
-                return await call(), None, attempt + 1
-            except Exception as e:  # noqa: BLE001 - classified below, recorded, never lost silently
-                err = e
-                wait = self.client.retry_after(e)
-                if wait is None or attempt == o.max_retries:
-                    return None, err, attempt + 1
-                delay = min(o.backoff_max_s, max(wait, o.backoff_base_s * 2 ** attempt)) * (0.5 + random.random())
-                logger.info("%s: %s; retry %d/%d in %.1fs", what, type(e).__name__, attempt + 1, o.max_retries, delay)
-                await asyncio.sleep(delay)
-        return None, err, o.max_retries + 1
+        return await with_retries(call, self.client.retry_after, self.opts.retry, what, on_attempt=sent)
 
     async def _call(self, rec: PromptRecord, target: str, summary: CollectSummary) -> None:
         o = self.opts

@@ -10,7 +10,7 @@ labels the target that answered - the other targets stay unlabelled, which the t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,24 +124,43 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
     return list(rows.values()), stats
 
 
-async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None = None) -> list[dict[str, Any]]:
+class JudgedLines(list[dict[str, Any]]):
+    """Feedback lines ``{"id", "score", "judge"}``; ``failed``: the ids of the answers the judge failed on (with
+    the error), which a later run can judge again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: dict[str, str] = {}
+
+
+async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None = None,
+                    skip: Collection[str] = ()) -> JudgedLines:
     """Score the answers a decision log recorded (``decision_log_responses: true``) with a judge, later.
 
     Returns feedback lines ``{"id": litellm_call_id, "score": s, "judge": spec}`` for ``feedback_rows``.
-    Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``)."""
+    Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``). A judge that fails on
+    an answer (after the completer's own retries) leaves that answer out, named in ``failed``, and goes on.
+    ``skip``: call ids judged already (a run that continues an earlier one's output)."""
     if judge.needs_reference:
         raise FeedbackError(f"judge {judge.spec!r} needs a reference answer, which production calls do not have; "
                             "use llm:MODEL_GROUP, python:MODULE:FUNC or regex:PATTERN")
-    out = []
+    out = JudgedLines()
     for rec in _decisions(decision_log):
         if not (rec.get("outcome") or {}).get("success") or not rec.get("litellm_call_id"):
+            continue
+        if str(rec["litellm_call_id"]) in skip:
             continue
         answer = rec.get("response")
         if answer is None:
             continue
         msgs = rec.get("messages") or []
         prompt = "\n".join(str(m.get("content") or "") for m in msgs if isinstance(m, dict))
-        score = await judge.score(str(answer), None, prompt, complete)
+        try:
+            score = await judge.score(str(answer), None, prompt, complete)
+        except Exception as err:  # noqa: BLE001 - one answer's judge failing must not lose the others' scores
+            out.failed[str(rec["litellm_call_id"])] = f"{type(err).__name__}: {err}"[:300]
+            logger.warning("judge %s failed on logged call %s: %s", judge.spec, rec["litellm_call_id"], err)
+            continue
         if score is not None:
             out.append({"id": rec["litellm_call_id"], "score": score, "judge": judge.spec})
     return out

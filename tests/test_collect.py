@@ -432,6 +432,35 @@ def test_judge_command_grades_logged_answers_with_an_llm_judge(tmp_path: Path) -
                      {"id": "call-1", "score": 0.8, "judge": "llm:judge"}]  # the failed call has no answer
 
 
+def test_judge_command_keeps_going_when_the_judge_fails_on_some_answers_and_a_rerun_judges_only_those(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # before: the first failing answer aborted the run with a traceback and every score so far was lost
+    log = tmp_path / "decisions.jsonl"
+    answers = ["fine", "BROKEN one", "fine again", "BROKEN two"]
+    log.write_text("".join(json.dumps({"litellm_call_id": f"call-{i}", "decision": {"target": "math-model"},
+                                       "outcome": {"success": True}, "messages": [{"role": "user", "content": "q"}],
+                                       "response": a}) + "\n" for i, a in enumerate(answers)))
+    out, judge = tmp_path / "fb.jsonl", "python:judge_funcs:fails_on_marked"
+    monkeypatch.setenv("JUDGE_BROKEN", "1")
+    assert main(["judge", "--log", str(log), "--judge", judge, "--out", str(out)]) == 4
+    assert "failed on 2 answers" in capsys.readouterr().err
+    assert [x["id"] for x in map(json.loads, out.read_text().splitlines())] == ["call-0", "call-2"]
+    monkeypatch.delenv("JUDGE_BROKEN")
+    assert main(["judge", "--log", str(log), "--judge", judge, "--out", str(out)]) == 0
+    assert "scored 2 logged answers" in capsys.readouterr().out  # only the two that failed
+    assert sorted(x["id"] for x in map(json.loads, out.read_text().splitlines())) == [f"call-{i}" for i in range(4)]
+
+
+def test_judge_command_refuses_a_judge_group_the_config_does_not_have(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("")
+    cfg = _config(tmp_path / "router.yaml", judge_reply="SCORE: 1")
+    assert main(["judge", "--log", str(log), "--judge", "llm:grader", "--config", str(cfg), "--out",
+                 str(tmp_path / "fb.jsonl")]) == 2
+    assert "model group 'grader' is not in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("headers, low, high", [({"retry-after": "7"}, 7.0, 7.0), ({}, 0.0, 0.0),
                                                  ({"retry-after": "soon"}, 0.0, 0.0)])
 def test_retry_after_reads_the_server_header_of_retryable_errors(headers: dict, low: float, high: float) -> None:
