@@ -212,7 +212,6 @@ class CollectOptions:
     completion_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0})
     progress: bool = True
 
-
     @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s)

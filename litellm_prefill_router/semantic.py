@@ -109,6 +109,10 @@ def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:
     return [str(r["name"]) for r in cfg.get("routes", [])]
 
 
+def _is_auto_router(dep: Mapping[str, Any]) -> bool:
+    return str((dep.get("litellm_params") or {}).get("model") or "").startswith("auto_router/")
+
+
 def _with_prefill_group(settings: dict[str, Any], models: list[str], bundle: str, model_names: set[str],
                         notes: list[str]) -> dict[str, Any]:
     """``settings`` (a config's router_settings) with a ``routing_groups`` entry that routes ``models`` by ``bundle``;
@@ -117,8 +121,9 @@ def _with_prefill_group(settings: dict[str, Any], models: list[str], bundle: str
     for g in settings.get("routing_groups") or []:
         kept = [m for m in g.get("models") or [] if m not in models]
         if len(kept) != len(g.get("models") or []):
-            notes.append(f"routing group {g.get('group_name')!r} no longer lists {sorted(set(g['models']) - set(kept))}:"
-                         " the prefill group routes them")
+            dropped = sorted(set(g["models"]) - set(kept))
+            notes.append(f"routing group {g.get('group_name')!r} no longer lists {dropped}: the prefill group routes "
+                         "them")
         if kept:
             groups.append({**g, "models": kept})
     taken = model_names | {str(g.get("group_name")) for g in groups}
@@ -150,12 +155,12 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
     notes: list[str] = []
     for dep in model_list:
         params = dep.get("litellm_params") or {}
-        model = str(params.get("model") or "")
-        if not model.startswith("auto_router/"):
+        if not _is_auto_router(dep):
             new_list.append(dep)
             continue
-        groups = _routes_of(params, Path(config_dir)) + [str(params.get("auto_router_default_model") or "")]
-        for group in dict.fromkeys(g for g in groups if g):
+        groups = list(dict.fromkeys(g for g in [*_routes_of(params, Path(config_dir)),
+                                                 str(params.get("auto_router_default_model") or "")] if g))
+        for group in groups:
             members = by_group.get(group)
             if not members:
                 notes.append(f"route {group!r} of {dep.get('model_name')!r} has no deployment in model_list; skipped")
@@ -169,12 +174,10 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
                     continue
                 new_list.append({**member, "model_name": dep.get("model_name"),
                                  "model_info": {**(member.get("model_info") or {}), "prefill_target": target}})
-        notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over "
-                     f"{list(dict.fromkeys(g for g in groups if g))}")
+        notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over {groups}")
     out = {k: v for k, v in config.items() if k not in ("model_list", "router_settings", "litellm_settings")}
     out["model_list"] = new_list
-    migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list
-                                  if str((d.get("litellm_params") or {}).get("model") or "").startswith("auto_router/")))
+    migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list if _is_auto_router(d)))
     out["router_settings"] = _with_prefill_group(dict(config.get("router_settings") or {}), migrated, bundle,
                                                  {str(d.get("model_name")) for d in new_list}, notes)
     ls = dict(config.get("litellm_settings") or {})
