@@ -6,6 +6,10 @@ holds the decision, and the chosen runnable's run as its child tagged ``route:<t
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -19,15 +23,20 @@ from langchain_core.runnables.config import (
     get_callback_manager_for_config,
     patch_config,
 )
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.jsonl import LOG_PLACEHOLDERS, append_line, log_path, unknown_log_placeholders
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
+from litellm_prefill_router.records import decision_log_row
 from litellm_prefill_router.reloading import BundleReloader
+
+logger = logging.getLogger("litellm_prefill_router.langchain")
+_LOG_LOCK = threading.Lock()
 
 _ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool",
          "chat": "user", "developer": "system"}
@@ -111,9 +120,22 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # seconds between checks whether the bundle directory changed; a changed bundle is loaded in the background and
     # swapped in (see litellm_prefill_router.reloading). None: never reload
     reload_interval_s: float | None = Field(default=None, gt=0.0)
+    # JSONL decision log in the LiteLLM router's format (`prefill-router stats / feedback / judge` read it; "{date}"
+    # and "{pid}" in the path as there): per call the decision, the outcome (tokens from the answer's usage_metadata,
+    # cost at the target's price), the router run's ``run_id`` (the id feedback names) and, by default, the input
+    decision_log: str | None = None
+    decision_log_messages: bool = True
+    decision_log_responses: bool = False  # the answer's text too, so a judge can score it later
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
+
+    @field_validator("decision_log")
+    @classmethod
+    def _known_placeholders(cls, v: str | None) -> str | None:
+        if v is not None and (bad := unknown_log_placeholders(v)):
+            raise ValueError(f"decision_log {v!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
+        return v
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
@@ -228,9 +250,37 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         return await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
                                        run_id=config.pop("run_id", None))
 
+    # -- decision log ---------------------------------------------------------
+    def _log(self, decision: RoutingDecision, run: Any, input: Any, started: float, out: Any = None,
+             error: BaseException | None = None) -> None:
+        """Append the call's line to ``decision_log`` (if set). A log that cannot be written is reported, never
+        allowed to fail the call."""
+        if self.decision_log is None:
+            return
+        try:
+            prices = self._prices(self._reloader.current)
+            usage = getattr(out, "usage_metadata", None) or {}
+            n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
+            price = prices[decision.target]
+            cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out
+                    if isinstance(n_in, int) and isinstance(n_out, int) else None)
+            row = decision_log_row(
+                call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
+                decision={**decision.to_dict(), "baseline": _baseline(decision, prices)}, ok=error is None,
+                model=decision.target, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
+                latency_s=round(time.perf_counter() - started, 6), error=error,
+                messages=_as_messages(prompt_from_input(input)) if self.decision_log_messages else None,
+                response=_text_of(out) if self.decision_log_responses and error is None else None)
+            line = json.dumps(row, default=str)
+            with _LOG_LOCK:
+                append_line(log_path(self.decision_log), line)
+        except Exception as err:  # noqa: BLE001 - the answer is the caller's; the log line is not worth losing it
+            logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
+
     # -- Runnable API -------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
+        started = time.perf_counter()
         decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
         try:
@@ -238,12 +288,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
         except BaseException as e:
             run.on_chain_error(e)
+            self._log(decision, run, input, started, error=e)
             raise
         run.on_chain_end(out)
+        self._log(decision, run, input, started, out)
         return out
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
+        started = time.perf_counter()
         decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
         try:
@@ -251,12 +304,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
         except BaseException as e:
             await run.on_chain_error(e)
+            self._log(decision, run, input, started, error=e)
             raise
         await run.on_chain_end(out)
+        self._log(decision, run, input, started, out)
         return out
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         config = ensure_config(config)
+        started = time.perf_counter()
         decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
         final, ok = None, True
@@ -267,11 +323,14 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 final, ok = _accumulate(final, chunk, ok)
         except BaseException as e:
             run.on_chain_error(e)
+            self._log(decision, run, input, started, error=e)
             raise
         run.on_chain_end(final)
+        self._log(decision, run, input, started, final)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         config = ensure_config(config)
+        started = time.perf_counter()
         decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
         final, ok = None, True
@@ -282,8 +341,37 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 final, ok = _accumulate(final, chunk, ok)
         except BaseException as e:
             await run.on_chain_error(e)
+            self._log(decision, run, input, started, error=e)
             raise
         await run.on_chain_end(final)
+        self._log(decision, run, input, started, final)
+
+
+def _baseline(decision: RoutingDecision, prices: Mapping[str, Price]) -> dict[str, Any] | None:
+    """The dearest candidate target (by the decision's own estimate): what each call's savings are priced against,
+    as the LiteLLM router does."""
+    options = [t for t in decision.candidates if t in prices]
+    if not options:
+        return None
+    target = max(options, key=lambda t: (decision.cost_usd.get(t, 0.0),
+                                         prices[t].input_cost_per_token + prices[t].output_cost_per_token))
+    return {"target": target, "deployment_id": None, "input_cost_per_token": prices[target].input_cost_per_token,
+            "output_cost_per_token": prices[target].output_cost_per_token}
+
+
+def _as_messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def _text_of(out: Any) -> str | None:
+    """The answer's text: a message's content (its text parts), or a string output."""
+    content = getattr(out, "content", out)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
+                       if isinstance(p, (str, dict)))
+    return None
 
 
 def _accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:

@@ -1,9 +1,9 @@
 """Production outcomes -> training rows: the runtime's decision log joined with user feedback.
 
-The decision log (``routing_strategy_args.decision_log``) has one line per routed call: the decision, the
-outcome and (by default) the request's messages. Feedback is a JSONL file of
-``{"id": <litellm_call_id or response id>, "score": 0..1}`` or ``{"id": ..., "thumbs": "up" | "down"}`` lines
-(a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row that
+The decision log (``routing_strategy_args.decision_log``, or ``PrefillRouterRunnable(decision_log=...)``) has one
+line per routed call: the decision, the outcome and (by default) the request's messages. Feedback is a JSONL file
+of ``{"id": <litellm_call_id, LangChain run_id or response id>, "score": 0..1}`` or
+``{"id": ..., "thumbs": "up" | "down"}`` lines (a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row that
 labels the target that answered - the other targets stay unlabelled, which the trunk's masked loss handles.
 """
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import PrefillRouterError
 from .judges import Completer, Judge
 from .jsonl import read_log, read_logs
+from .records import logged_call_id
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         if not decision.get("target"):
             continue
         stats.decisions += 1
-        ids = [i for i in (rec.get("litellm_call_id"), rec.get("response_id")) if i]
+        ids = [str(i) for i in (logged_call_id(rec), rec.get("response_id")) if i]
         seen.update(ids)
         label = next((scores[i] for i in ids if i in scores), None)
         if label is None:
@@ -137,7 +138,7 @@ async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None
                     skip: Collection[str] = ()) -> JudgedLines:
     """Score the answers a decision log recorded (``decision_log_responses: true``) with a judge, later.
 
-    Returns feedback lines ``{"id": litellm_call_id, "score": s, "judge": spec}`` for ``feedback_rows``.
+    Returns feedback lines ``{"id": litellm_call_id or run_id, "score": s, "judge": spec}`` for ``feedback_rows``.
     Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``). A judge that fails on
     an answer (after the completer's own retries) leaves that answer out, named in ``failed``, and goes on.
     ``skip``: call ids judged already (a run that continues an earlier one's output)."""
@@ -146,9 +147,8 @@ async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None
                             "use llm:MODEL_GROUP, python:MODULE:FUNC or regex:PATTERN")
     out = JudgedLines()
     for rec in _decisions(decision_log):
-        if not (rec.get("outcome") or {}).get("success") or not rec.get("litellm_call_id"):
-            continue
-        if str(rec["litellm_call_id"]) in skip:
+        call_id = logged_call_id(rec)
+        if not (rec.get("outcome") or {}).get("success") or not call_id or call_id in skip:
             continue
         answer = rec.get("response")
         if answer is None:
@@ -158,9 +158,9 @@ async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None
         try:
             score = await judge.score(str(answer), None, prompt, complete)
         except Exception as err:  # noqa: BLE001 - one answer's judge failing must not lose the others' scores
-            out.failed[str(rec["litellm_call_id"])] = f"{type(err).__name__}: {err}"[:300]
-            logger.warning("judge %s failed on logged call %s: %s", judge.spec, rec["litellm_call_id"], err)
+            out.failed[call_id] = f"{type(err).__name__}: {err}"[:300]
+            logger.warning("judge %s failed on logged call %s: %s", judge.spec, call_id, err)
             continue
         if score is not None:
-            out.append({"id": rec["litellm_call_id"], "score": score, "judge": judge.spec})
+            out.append({"id": call_id, "score": score, "judge": judge.spec})
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import ConfigurationError
@@ -30,6 +31,37 @@ def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens
         return None
     return (baseline["input_cost_per_token"] * prompt_tokens + baseline["output_cost_per_token"] * completion_tokens
             - float(cost))
+
+
+def decision_log_row(*, call_id: tuple[str, object], response_id: object, decision: dict[str, Any], ok: bool,
+                     model: object, cost: object, prompt_tokens: object, completion_tokens: object,
+                     latency_s: float | None, error: object, messages: object = None,
+                     response: object = None) -> dict[str, Any]:
+    """One line of a decision log (the LiteLLM router's and the LangChain runnable's): ``call_id`` is (its key,
+    its value) - ``litellm_call_id`` for LiteLLM calls, ``run_id`` for LangChain runs; ``messages`` / ``response``
+    go in when not None. ``outcome.savings_usd``: see :func:`call_savings` against ``decision["baseline"]``."""
+    row: dict[str, Any] = {
+        "ts": datetime.now(timezone.utc).isoformat(),
+        call_id[0]: call_id[1],
+        "response_id": response_id if ok else None,
+        "decision": decision,
+        "outcome": {"success": ok, "model": model, "response_cost": cost, "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "savings_usd": call_savings(decision.get("baseline"), prompt_tokens, completion_tokens, cost)
+                    if ok else None,
+                    "latency_s": latency_s, "error": None if ok else repr(error)},
+    }
+    if messages is not None:
+        row["messages"] = messages
+    if response is not None:
+        row["response"] = response
+    return row
+
+
+def logged_call_id(rec: dict[str, Any]) -> str | None:
+    """The id a decision-log line answers to (feedback, judges): its LiteLLM call id or its LangChain run id."""
+    value = rec.get("litellm_call_id") or rec.get("run_id")
+    return str(value) if value else None
 
 
 # litellm prices a routing_decision's savings baseline with the proxy's router (the deployments' own prices): it

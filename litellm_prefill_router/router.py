@@ -46,7 +46,7 @@ from .records import (
     DECISION_KEY,
     DECISION_LOG_KEY,
     LITELLM_DECISION_KEY,
-    call_savings,
+    decision_log_row,
     standard_routing_decision,
 )
 from .reloading import BundleReloader
@@ -622,28 +622,22 @@ class DecisionLogger(CustomLogger):
             latency = (end - start).total_seconds()
         except Exception:  # noqa: BLE001
             latency = None
-        exc = kwargs.get("exception")
         slo = kwargs.get("standard_logging_object") or {}
-        cost = kwargs.get("response_cost")
-        row = {
-            "ts": datetime.now(timezone.utc).isoformat(),
-            "litellm_call_id": kwargs.get("litellm_call_id"),
-            "response_id": (response_obj.get("id") if isinstance(response_obj, dict)
-                            else getattr(response_obj, "id", None)) if ok else None,
-            "decision": decision,
-            "outcome": {"success": ok, "model": kwargs.get("model"), "response_cost": cost,
-                        "prompt_tokens": slo.get("prompt_tokens"), "completion_tokens": slo.get("completion_tokens"),
-                        "savings_usd": call_savings(decision.get("baseline"), slo.get("prompt_tokens"),
-                                                    slo.get("completion_tokens"), cost) if ok else None,
-                        "latency_s": latency, "error": None if ok else repr(exc)},
-        }
-        if target.get("messages", True):
-            row["messages"] = kwargs.get("messages")
+        response = None
         if ok and target.get("responses", False):
             try:
-                row["response"] = response_obj.choices[0].message.content
+                response = response_obj.choices[0].message.content
             except (AttributeError, IndexError, TypeError):
-                row["response"] = None
+                response = None
+        row = decision_log_row(
+            call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
+            response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),
+            decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
+            prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
+            error=kwargs.get("exception"), messages=kwargs.get("messages") if target.get("messages", True) else None,
+            response=response)
+        if ok and target.get("responses", False):
+            row.setdefault("response", None)  # asked for: the key is there even when the answer has no text
         line = json.dumps(row, default=str)
         with self._lock:
             append_line(log_path(target["path"]), line)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -220,3 +222,75 @@ def test_a_bundle_rewritten_in_place_is_reloaded_by_the_runnable(bundle_copy: Pa
         answer = router.invoke(HIST_PROMPT).content
         time.sleep(0.05)
     assert answer == "answer from math-model"
+
+
+class UsageChat(BaseChatModel):
+    """A chat model that answers with a fixed text and reports token usage, as provider chat models do (or fails)."""
+
+    text: str
+    fail: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "usage-chat"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise ConnectionError("provider down")
+        message = AIMessage(self.text, id=f"resp-{len(messages)}",
+                            usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def test_the_decision_log_of_the_runnable_feeds_stats_feedback_and_judge(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.cli import main
+
+    models = {t: UsageChat(text=f"answer from {t}", fail=t == "generalist") for t in TARGETS}
+    log = tmp_path / "lc-{date}.jsonl"
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                   decision_log=str(log), decision_log_responses=True)
+    with collect_runs() as cb:
+        router.invoke(MATH_PROMPT)
+    asyncio.run(router.ainvoke([HumanMessage(HIST_PROMPT)]))  # the CLI below runs its own event loops
+    assert "".join(c.content for c in router.stream(MATH_PROMPT)) == "answer from math-model"
+    with pytest.raises(ConnectionError):
+        router.invoke(MATH_PROMPT, config={"metadata": {"prefill": {"pin_model": "generalist"}}})
+    (path,) = tmp_path.glob("lc-*.jsonl")
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["decision"]["target"] for r in rows] == ["math-model", "history-model", "math-model", "generalist"]
+    assert rows[0]["run_id"] == str(cb.traced_runs[0].id)  # the id LangSmith feedback names
+    price = router._prices(router._decider)["math-model"]
+    first = rows[0]["outcome"]
+    assert first["success"] and first["prompt_tokens"] == 10 and first["completion_tokens"] == 5
+    assert first["response_cost"] == pytest.approx(price.input_cost_per_token * 10 + price.output_cost_per_token * 5)
+    assert rows[0]["decision"]["baseline"]["target"] == "generalist" and first["savings_usd"] > 0
+    assert rows[0]["response"] == "answer from math-model" and rows[1]["messages"][0]["content"] == HIST_PROMPT
+    assert rows[0]["messages"] == [{"role": "user", "content": MATH_PROMPT}]
+    assert not rows[3]["outcome"]["success"] and "provider down" in rows[3]["outcome"]["error"]
+
+    assert main(["stats", "--log", str(path), "--json", str(tmp_path / "st.json")]) == 0
+    st = json.loads((tmp_path / "st.json").read_text())
+    assert st["calls"] == 4 and st["failures"] == 1 and st["savings_fraction"] > 0
+    fb = tmp_path / "fb.jsonl"
+    fb.write_text(json.dumps({"id": rows[1]["run_id"], "thumbs": "down"}) + "\n")
+    out = tmp_path / "rows.jsonl"
+    assert main(["feedback", "--log", str(path), "--feedback", str(fb), "--out", str(out)]) == 0
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["scores"] == {"history-model": 0.0} and row["prompt"][0]["content"] == HIST_PROMPT
+    judged = tmp_path / "judged.jsonl"
+    assert main(["judge", "--log", str(path), "--judge", "regex:from math", "--out", str(judged)]) == 0
+    assert [json.loads(x)["score"] for x in judged.read_text().splitlines()] == [1.0, 0.0, 1.0]
+
+
+def test_a_decision_log_that_cannot_be_written_does_not_fail_the_call(bundle_dir: Path, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log's directory should be")
+    models = {t: UsageChat(text=f"answer from {t}") for t in TARGETS}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                   decision_log=str(blocker / "log.jsonl"))
+    assert router.invoke(MATH_PROMPT).content == "answer from math-model"
+    assert "could not write decision log" in caplog.text
+    with pytest.raises(Exception, match="unknown placeholders"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_log="x-{hour}.jsonl")
