@@ -29,7 +29,7 @@ from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
-from litellm_prefill_router.jsonl import LOG_PLACEHOLDERS, append_line, log_path, unknown_log_placeholders
+from litellm_prefill_router.jsonl import append_line, checked_log_template, log_path
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import decision_log_row
@@ -133,9 +133,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @field_validator("decision_log")
     @classmethod
     def _known_placeholders(cls, v: str | None) -> str | None:
-        if v is not None and (bad := unknown_log_placeholders(v)):
-            raise ValueError(f"decision_log {v!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
-        return v
+        return checked_log_template(v)
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigurationError
-from .jsonl import LOG_PLACEHOLDERS, unknown_log_placeholders
+from .jsonl import checked_log_template
 
 
 class PrefillStrategyArgs(BaseModel):
@@ -46,9 +46,7 @@ class PrefillStrategyArgs(BaseModel):
     @field_validator("decision_log")
     @classmethod
     def _known_placeholders(cls, v: str | None) -> str | None:
-        if v is not None and (bad := unknown_log_placeholders(v)):
-            raise ValueError(f"decision_log {v!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
-        return v
+        return checked_log_template(v)
 
     @model_validator(mode="after")
     def _shadow_target_needs_shadow(self) -> PrefillStrategyArgs:

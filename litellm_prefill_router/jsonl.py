@@ -37,9 +37,13 @@ LOG_PLACEHOLDERS = ("{date}", "{pid}")
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
-def unknown_log_placeholders(template: str) -> list[str]:
-    """The ``{...}`` parts of a log path that are not :data:`LOG_PLACEHOLDERS`."""
-    return [m for m in _PLACEHOLDER.findall(template) if m not in LOG_PLACEHOLDERS]
+def checked_log_template(template: str | None) -> str | None:
+    """``template`` (a log path, or None); ValueError naming any ``{...}`` part not in :data:`LOG_PLACEHOLDERS`
+    (for a pydantic validator)."""
+    bad = [m for m in _PLACEHOLDER.findall(template or "") if m not in LOG_PLACEHOLDERS]
+    if bad:
+        raise ValueError(f"decision_log {template!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
+    return template
 
 
 def _now() -> datetime:
