@@ -32,7 +32,7 @@ from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.jsonl import append_line, checked_log_template, log_path
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
-from litellm_prefill_router.records import decision_log_row
+from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
 from litellm_prefill_router.reloading import BundleReloader
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
@@ -262,13 +262,18 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             price = prices[decision.target]
             cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out
                     if isinstance(n_in, int) and isinstance(n_out, int) else None)
+            base = savings_baseline(decision, list(prices), lambda t: (t, prices[t]))
+            baseline = baseline_record(base, None, prices[base]) if base is not None else None
+            extra: dict[str, object] = {}
+            if self.decision_log_messages:
+                extra["messages"] = _as_messages(prompt_from_input(input))
+            if self.decision_log_responses and error is None:
+                extra["response"] = _text_of(out)
             row = decision_log_row(
                 call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
-                decision={**decision.to_dict(), "baseline": _baseline(decision, prices)}, ok=error is None,
+                decision={**decision.to_dict(), "baseline": baseline}, ok=error is None,
                 model=decision.target, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
-                latency_s=round(time.perf_counter() - started, 6), error=error,
-                messages=_as_messages(prompt_from_input(input)) if self.decision_log_messages else None,
-                response=_text_of(out) if self.decision_log_responses and error is None else None)
+                latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra)
             line = json.dumps(row, default=str)
             with _LOG_LOCK:
                 append_line(log_path(self.decision_log), line)
@@ -343,18 +348,6 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             raise
         await run.on_chain_end(final)
         self._log(decision, run, input, started, final)
-
-
-def _baseline(decision: RoutingDecision, prices: Mapping[str, Price]) -> dict[str, Any] | None:
-    """The dearest candidate target (by the decision's own estimate): what each call's savings are priced against,
-    as the LiteLLM router does."""
-    options = [t for t in decision.candidates if t in prices]
-    if not options:
-        return None
-    target = max(options, key=lambda t: (decision.cost_usd.get(t, 0.0),
-                                         prices[t].input_cost_per_token + prices[t].output_cost_per_token))
-    return {"target": target, "deployment_id": None, "input_cost_per_token": prices[target].input_cost_per_token,
-            "output_cost_per_token": prices[target].output_cost_per_token}
 
 
 def _as_messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:

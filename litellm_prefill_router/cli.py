@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import cast
 
 DATA_ENV = "PREFILL_ROUTER_DATA"
 
@@ -307,7 +306,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     complete: Completer | None = None
     client = None
     if judge.kind == "llm":
-        from .collect import RetryPolicy, load_router_config, with_retries
+        from .collect import RetryPolicy, load_router_config, retried
         from .router import CollectionClient
 
         if not args.config:
@@ -319,11 +318,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
         llm = client
 
         async def complete(group: str, messages: list[dict[str, str]], max_tokens: int) -> str:
-            text, err, _ = await with_retries(lambda: llm.complete_text(group, messages, max_tokens), llm.retry_after,
-                                              RetryPolicy(), f"judge {group}")
-            if text is None:
-                raise cast(BaseException, err)
-            return text
+            return await retried(lambda: llm.complete_text(group, messages, max_tokens), llm.retry_after,
+                                 RetryPolicy(), f"judge {group}")
 
     # an earlier run's output is kept, and the answers this judge scored there are not judged again (a run that
     # failed on some continues where it stopped)

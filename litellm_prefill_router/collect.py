@@ -188,6 +188,15 @@ async def with_retries(call: Callable[[], Awaitable[T]], retry_after: Callable[[
     return None, err, policy.max_retries + 1
 
 
+async def retried(call: Callable[[], Awaitable[T]], retry_after: Callable[[BaseException], float | None],
+                  policy: RetryPolicy, what: str, on_attempt: Callable[[], None] | None = None) -> T:
+    """:func:`with_retries` for a caller that wants the result or the last error raised (e.g. a judge's call)."""
+    result, err, _ = await with_retries(call, retry_after, policy, what, on_attempt)
+    if err is not None:
+        raise err
+    return cast(T, result)
+
+
 class Client(Protocol):
     def groups(self) -> list[str]: ...
     def prices(self, group: str) -> list[Price]: ...  # one per priced deployment of the group
@@ -366,19 +375,19 @@ class Collector:
                 await close()
         return summary
 
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], summary: CollectSummary
-                            ) -> tuple[T | None, BaseException | None, int]:
+    @staticmethod
+    def _counter(summary: CollectSummary) -> Callable[[], None]:
+        """Counts every request sent (retries and judge calls included) in ``summary.sent``."""
         def sent() -> None:
             summary.sent += 1
-        return await with_retries(call, self.client.retry_after, self.opts.retry, what, on_attempt=sent)
+        return sent
 
     async def _call(self, rec: PromptRecord, target: str, summary: CollectSummary) -> None:
         o = self.opts
         t0 = time.perf_counter()
-        res, err, attempts = await self._with_retries(
-            f"{rec.id} -> {target}",
+        res, err, attempts = await with_retries(
             lambda: self.client.complete(target, rec.messages(), max_tokens=o.max_tokens, **o.completion_params),
-            summary)
+            self.client.retry_after, o.retry, f"{rec.id} -> {target}", self._counter(summary))
         latency = time.perf_counter() - t0
         if res is None:
             summary.failed += 1
@@ -404,10 +413,8 @@ class Collector:
 
         async def complete(group: str, messages: list[dict], max_tokens: int) -> str:
             params = {**self.opts.completion_params, "max_tokens": max_tokens}
-            jres, err, _ = await self._with_retries(f"judge {group} on {rec.id} -> {target}",
-                                                    lambda: self.client.complete(group, messages, **params), summary)
-            if jres is None:
-                raise cast(BaseException, err)
+            jres = await retried(lambda: self.client.complete(group, messages, **params), self.client.retry_after,
+                                 self.opts.retry, f"judge {group} on {rec.id} -> {target}", self._counter(summary))
             costs.append(self._cost_of(jres, group) or 0.0)
             return str(jres.text)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
+from .costs import Price
 from .errors import ConfigurationError
 from .policy import RoutingDecision, RoutingPolicy
 
@@ -19,6 +21,27 @@ DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages", "responses"}: 
 LITELLM_DECISION_KEY = "routing_decision"
 _CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classifier_fallback",
            "fallback: the request has no text": "default_fallback"}
+
+
+T = TypeVar("T")
+
+
+def savings_baseline(decision: RoutingDecision, options: Sequence[T], target_price: Callable[[T], tuple[str, Price]]
+                     ) -> T | None:
+    """What the decision is measured against: among ``options`` (deployments, targets: ``target_price`` gives each
+    one's target and price) of a candidate target, the one whose target has the highest expected cost for this prompt,
+    then the highest per-token price (the only measure when the decision has no costs: pinned, fallback)."""
+    def dearness(option: T) -> tuple[float, float]:
+        target, price = target_price(option)
+        return decision.cost_usd.get(target, 0.0), price.input_cost_per_token + price.output_cost_per_token
+    candidates = [o for o in options if target_price(o)[0] in decision.candidates]
+    return max(candidates, key=dearness) if candidates else None
+
+
+def baseline_record(target: str, deployment_id: str | None, price: Price) -> dict[str, Any]:
+    """The decision record's ``baseline``: what :func:`call_savings` prices a call's usage at."""
+    return {"target": target, "deployment_id": deployment_id, "input_cost_per_token": price.input_cost_per_token,
+            "output_cost_per_token": price.output_cost_per_token}
 
 
 def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens: object,
@@ -35,11 +58,11 @@ def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens
 
 def decision_log_row(*, call_id: tuple[str, object], response_id: object, decision: dict[str, Any], ok: bool,
                      model: object, cost: object, prompt_tokens: object, completion_tokens: object,
-                     latency_s: float | None, error: object, messages: object = None,
-                     response: object = None) -> dict[str, Any]:
+                     latency_s: float | None, error: object, extra: Mapping[str, object]) -> dict[str, Any]:
     """One line of a decision log (the LiteLLM router's and the LangChain runnable's): ``call_id`` is (its key,
-    its value) - ``litellm_call_id`` for LiteLLM calls, ``run_id`` for LangChain runs; ``messages`` / ``response``
-    go in when not None. ``outcome.savings_usd``: see :func:`call_savings` against ``decision["baseline"]``."""
+    its value) - ``litellm_call_id`` for LiteLLM calls, ``run_id`` for LangChain runs; ``extra``: what the log is
+    set to keep besides (``messages``, ``response``). ``outcome.savings_usd``: see :func:`call_savings` against
+    ``decision["baseline"]``."""
     row: dict[str, Any] = {
         "ts": datetime.now(timezone.utc).isoformat(),
         call_id[0]: call_id[1],
@@ -50,11 +73,8 @@ def decision_log_row(*, call_id: tuple[str, object], response_id: object, decisi
                     "savings_usd": call_savings(decision.get("baseline"), prompt_tokens, completion_tokens, cost)
                     if ok else None,
                     "latency_s": latency_s, "error": None if ok else repr(error)},
+        **extra,
     }
-    if messages is not None:
-        row["messages"] = messages
-    if response is not None:
-        row["response"] = response
     return row
 
 

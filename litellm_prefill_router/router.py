@@ -46,7 +46,9 @@ from .records import (
     DECISION_KEY,
     DECISION_LOG_KEY,
     LITELLM_DECISION_KEY,
+    baseline_record,
     decision_log_row,
+    savings_baseline,
     standard_routing_decision,
 )
 from .reloading import BundleReloader
@@ -482,9 +484,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if self.args.shadow:
             return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
         deployment = await pick([d for d, info in mapped if info.target == decision.target])
-        baseline = _savings_baseline(decision, mapped)
+        baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
-                  "baseline": _baseline_record(baseline)}
+                  "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
+                  if baseline else None}
         self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
                      pre_routing)
         return deployment
@@ -560,30 +563,6 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         return await (decider or self.decider).adecide(prompt, price, overrides, model_group)
 
 
-def _savings_baseline(decision: RoutingDecision,
-                      mapped: list[tuple[dict, DeploymentTarget]]) -> tuple[dict, DeploymentTarget] | None:
-    """The deployment the decision is measured against: the dearest deployment of the candidate target with the
-    highest expected cost for this prompt (per-token price when the decision has no costs: pinned, fallback)."""
-    options = [(d, info) for d, info in mapped if info.target in decision.candidates]
-    if not options:
-        return None
-
-    def dearness(item: tuple[dict, DeploymentTarget]) -> tuple[float, float]:
-        price = item[1].price
-        return (decision.cost_usd.get(item[1].target, 0.0),
-                price.input_cost_per_token + price.output_cost_per_token)
-    return max(options, key=dearness)
-
-
-def _baseline_record(baseline: tuple[dict, DeploymentTarget] | None) -> dict[str, Any] | None:
-    if baseline is None:
-        return None
-    info = baseline[1]
-    return {"target": info.target, "deployment_id": info.deployment_id,
-            "input_cost_per_token": info.price.input_cost_per_token,
-            "output_cost_per_token": info.price.output_cost_per_token}
-
-
 # -- decision / outcome log ------------------------------------------------------
 class DecisionLogger(CustomLogger):
     """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages.
@@ -623,21 +602,20 @@ class DecisionLogger(CustomLogger):
         except Exception:  # noqa: BLE001
             latency = None
         slo = kwargs.get("standard_logging_object") or {}
-        response = None
+        extra: dict[str, object] = {}
+        if target.get("messages", True):
+            extra["messages"] = kwargs.get("messages")
         if ok and target.get("responses", False):
             try:
-                response = response_obj.choices[0].message.content
+                extra["response"] = response_obj.choices[0].message.content
             except (AttributeError, IndexError, TypeError):
-                response = None
+                extra["response"] = None
         row = decision_log_row(
             call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
             response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),
             decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
             prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
-            error=kwargs.get("exception"), messages=kwargs.get("messages") if target.get("messages", True) else None,
-            response=response)
-        if ok and target.get("responses", False):
-            row.setdefault("response", None)  # asked for: the key is there even when the answer has no text
+            error=kwargs.get("exception"), extra=extra)
         line = json.dumps(row, default=str)
         with self._lock:
             append_line(log_path(target["path"]), line)
