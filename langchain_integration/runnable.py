@@ -126,6 +126,11 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     decision_log: str | None = None
     decision_log_messages: bool = True
     decision_log_responses: bool = False  # the answer's text too, so a judge can score it later
+    # when the chosen target's runnable raises one of ``reroute_on``, try up to this many other targets, the policy's
+    # next pick first (same prediction, no new inference; a pinned target is not rerouted); a stream is rerouted only
+    # before its first chunk. 0: the error is raised, as from the target
+    max_reroutes: int = Field(default=0, ge=0)
+    reroute_on: tuple[type[BaseException], ...] = (Exception,)
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
@@ -281,18 +286,37 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
 
     # -- Runnable API -------------------------------------------------------
+    def _reroute(self, decision: RoutingDecision, failed: list[str], error: BaseException) -> RoutingDecision | None:
+        """The next route after ``decision``'s target raised ``error`` (``failed`` gains it), or None: raise it."""
+        if not isinstance(error, self.reroute_on) or len(failed) >= self.max_reroutes:
+            return None
+        failed.append(decision.target)
+        nxt = self._reloader.current.reroute(decision, failed)
+        if nxt is not None:
+            logger.warning("prefill router: target %r failed (%s: %s); rerouting to %r", decision.target,
+                           type(error).__name__, error, nxt.target)
+        return nxt
+
+    @staticmethod
+    def _child(config: RunnableConfig, run: Any, decision: RoutingDecision) -> RunnableConfig:
+        return patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}"))
+
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         started = time.perf_counter()
         decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
-        try:
-            out = self.runnables[decision.target].invoke(
-                input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
-        except BaseException as e:
-            run.on_chain_error(e)
-            self._log(decision, run, input, started, error=e)
-            raise
+        failed: list[str] = []
+        while True:
+            try:
+                out = self.runnables[decision.target].invoke(input, self._child(config, run, decision), **kwargs)
+                break
+            except BaseException as e:
+                self._log(decision, run, input, started, error=e)
+                if (nxt := self._reroute(decision, failed, e)) is None:
+                    run.on_chain_error(e)
+                    raise
+                decision, started = nxt, time.perf_counter()
         run.on_chain_end(out)
         self._log(decision, run, input, started, out)
         return out
@@ -302,13 +326,18 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         started = time.perf_counter()
         decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
-        try:
-            out = await self.runnables[decision.target].ainvoke(
-                input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs)
-        except BaseException as e:
-            await run.on_chain_error(e)
-            self._log(decision, run, input, started, error=e)
-            raise
+        failed: list[str] = []
+        while True:
+            try:
+                out = await self.runnables[decision.target].ainvoke(input, self._child(config, run, decision),
+                                                                    **kwargs)
+                break
+            except BaseException as e:
+                self._log(decision, run, input, started, error=e)
+                if (nxt := self._reroute(decision, failed, e)) is None:
+                    await run.on_chain_error(e)
+                    raise
+                decision, started = nxt, time.perf_counter()
         await run.on_chain_end(out)
         self._log(decision, run, input, started, out)
         return out
@@ -319,15 +348,22 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         decision = self.decide(input, config, **kwargs)
         run = self._start_run(input, config, decision)
         final, ok = None, True
-        try:
-            for chunk in self.runnables[decision.target].stream(
-                    input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs):
-                yield chunk
-                final, ok = _accumulate(final, chunk, ok)
-        except BaseException as e:
-            run.on_chain_error(e)
-            self._log(decision, run, input, started, error=e)
-            raise
+        failed: list[str] = []
+        while True:
+            streamed = False
+            try:
+                for chunk in self.runnables[decision.target].stream(input, self._child(config, run, decision),
+                                                                    **kwargs):
+                    streamed = True
+                    yield chunk
+                    final, ok = _accumulate(final, chunk, ok)
+                break
+            except BaseException as e:
+                self._log(decision, run, input, started, error=e)
+                if streamed or (nxt := self._reroute(decision, failed, e)) is None:
+                    run.on_chain_error(e)
+                    raise
+                decision, started = nxt, time.perf_counter()
         run.on_chain_end(final)
         self._log(decision, run, input, started, final)
 
@@ -337,15 +373,22 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         decision = await self.adecide(input, config, **kwargs)
         run = await self._astart_run(input, config, decision)
         final, ok = None, True
-        try:
-            async for chunk in self.runnables[decision.target].astream(
-                    input, patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}")), **kwargs):
-                yield chunk
-                final, ok = _accumulate(final, chunk, ok)
-        except BaseException as e:
-            await run.on_chain_error(e)
-            self._log(decision, run, input, started, error=e)
-            raise
+        failed: list[str] = []
+        while True:
+            streamed = False
+            try:
+                async for chunk in self.runnables[decision.target].astream(input, self._child(config, run, decision),
+                                                                           **kwargs):
+                    streamed = True
+                    yield chunk
+                    final, ok = _accumulate(final, chunk, ok)
+                break
+            except BaseException as e:
+                self._log(decision, run, input, started, error=e)
+                if streamed or (nxt := self._reroute(decision, failed, e)) is None:
+                    await run.on_chain_error(e)
+                    raise
+                decision, started = nxt, time.perf_counter()
         await run.on_chain_end(final)
         self._log(decision, run, input, started, final)
 

@@ -42,6 +42,10 @@ class PrefillStrategyArgs(BaseModel):
     # what the router would do on real traffic before letting it choose
     shadow: bool = False
     shadow_target: str | None = None
+    # a retry of a failed request (litellm's num_retries) goes to the best deployment that has not failed it yet -
+    # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
+    # when every deployment has failed it, or the request pins a target, litellm's retry goes as without this
+    reroute_retries: bool = True
 
     @field_validator("decision_log")
     @classmethod

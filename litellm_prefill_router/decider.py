@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from .costs import Price, estimate_cost, manifest_price
@@ -30,6 +31,11 @@ def cap_in(values: object, names: Sequence[str]) -> int | None:
     sets under any of ``names``: positive integers only (None: no limit)."""
     get = values.get if isinstance(values, Mapping) else (lambda name: getattr(values, name, None))
     return lowest_cap(*(v for name in names if isinstance(v := get(name), int) and not isinstance(v, bool) and v > 0))
+
+
+def retry_reason(failed_targets: Collection[str]) -> str:
+    """A decision's ``reason`` when a retry routes away from the targets that already failed the request."""
+    return f"retry: {', '.join(sorted(failed_targets))} failed this request"
 
 
 class PrefillDecider:
@@ -138,13 +144,28 @@ class PrefillDecider:
         if not pred.has_text:
             return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
                         pred.input_tokens)
-        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])  # type: ignore[arg-type]
+        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
         return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
 
     def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
         """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""
         expected = float(self.manifest.target(target).expected_output_tokens)
         return expected if cap is None else min(expected, float(cap))
+
+    def reroute(self, decision: RoutingDecision, failed_targets: Collection[str]) -> RoutingDecision | None:
+        """``decision`` without the targets that failed the request: the policy's pick among the other candidates, on
+        the same predictions (no new inference), or the fallback rule's where the decision had none. None when no
+        candidate is left or the request pinned its target (a pin is kept, as LiteLLM keeps it)."""
+        rest = [t for t in decision.candidates if t not in failed_targets]
+        if not rest or decision.reason == "pinned":
+            return None
+        if decision.reason == "policy" or decision.reason.startswith("retry:"):
+            idx = decision.policy.choose([decision.p_correct[t] for t in rest],
+                                         [decision.cost_usd[t] for t in rest])
+            target = rest[idx]
+        else:  # a fallback decision (no text, inference failed): the fallback rule again
+            target = self.fallback(rest)
+        return replace(decision, target=target, candidates=tuple(rest), reason=retry_reason(failed_targets))
 
     def fallback(self, candidates: list[str]) -> str:
         if self.fallback_target in candidates:

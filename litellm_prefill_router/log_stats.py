@@ -25,6 +25,10 @@ class LogStatsError(PrefillRouterError):
 
 
 def _reason_kind(reason: str) -> str:
+    """The reason without its particulars: "fallback: inference failed", "retry" (a retry routed away from the
+    targets that failed it), "policy", "pinned"."""
+    if reason.startswith("retry:"):
+        return "retry"
     return reason.split(" (")[0] if reason.startswith("fallback") else reason
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import ConfigurationError
 
@@ -31,7 +32,7 @@ class RoutingPolicy:
         if not isinstance(self.value, (int, float)) or math.isnan(self.value) or self.value < 0:
             raise ConfigurationError(f"policy {self.kind} value must be a number >= 0, got {self.value!r}")
 
-    def choose(self, p: np.ndarray, cost: np.ndarray) -> int:
+    def choose(self, p: npt.ArrayLike, cost: npt.ArrayLike) -> int:
         """Index of the chosen candidate."""
         return choose(p, cost, self.kind, self.value)
 
@@ -40,7 +41,7 @@ class RoutingPolicy:
         return f"preset={self.preset}" if self.preset else f"{self.kind}={self.value:g}"
 
 
-def choose(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> int:
+def choose(p: npt.ArrayLike, cost: npt.ArrayLike, kind: str, value: float) -> int:
     p = np.asarray(p, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)
     if p.ndim != 1 or p.shape != cost.shape or p.size == 0:

@@ -19,9 +19,9 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -37,7 +37,7 @@ from litellm.router_utils.fallback_event_handlers import record_pre_routing_sele
 from .bundle import BundleManifest
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
-from .decider import PrefillDecider, cap_in
+from .decider import PrefillDecider, cap_in, retry_reason
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .jsonl import append_line, log_path
 from .policy import RoutingDecision
@@ -159,6 +159,21 @@ def _pre_routing_of(md: dict, model: str) -> dict | None:
         return None
     return {"model_group": previous["router_model_name"], "routed_to": model,
             "router_type": previous.get("router_type"), "cause": previous.get("cause")}
+
+
+def _failed_earlier(md: dict) -> dict[str, tuple[str, str]]:
+    """The deployments this strategy chose on earlier attempts of this request that failed: deployment id ->
+    (target, error type). Read from litellm's retry breadcrumbs (``previous_models``: each failed attempt's
+    metadata, our decision record included); empty on a first attempt or where litellm keeps none."""
+    crumbs = md.get("previous_models")
+    failed: dict[str, tuple[str, str]] = {}
+    for crumb in crumbs if isinstance(crumbs, (list, tuple)) else ():
+        meta = (crumb.get("metadata") or crumb.get("litellm_metadata")) if isinstance(crumb, Mapping) else None
+        record = meta.get(DECISION_KEY) if isinstance(meta, Mapping) else None
+        if isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
+            failed[str(record["deployment_id"])] = (str(record.get("target")),
+                                                    str(crumb.get("exception_type") or "error"))
+    return failed
 
 
 def _routing_groups(router: litellm.Router) -> list[Any]:
@@ -479,15 +494,25 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not mapped:
             return await self.leave_to(pick, healthy, md)
         pre_routing = _pre_routing_of(md, model)
-        decision = await self.decide(prompt, mapped, md, model, served.decider,
+        failed = _failed_earlier(md) if self.args.reroute_retries and not self.args.shadow else {}
+        untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
+        rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
+            and parse_overrides(md).pin_model is None
+        decision = await self.decide(prompt, untried if rerouted else mapped, md, model, served.decider,
                                      max_output_tokens=_output_token_cap(request_kwargs))
         if self.args.shadow:
             return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
-        deployment = await pick([d for d, info in mapped if info.target == decision.target])
+        gone = sorted({target for target, _ in failed.values()} - {info.target for _, info in untried})
+        if rerouted and gone and decision.reason == "policy":
+            decision = replace(decision, reason=retry_reason(gone))
+        deployment = await pick([d for d, info in (untried if rerouted else mapped) if info.target == decision.target])
         baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
                   if baseline else None}
+        if failed:
+            record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
+                                         for dep, (target, error) in failed.items()]
         self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
                      pre_routing)
         return deployment

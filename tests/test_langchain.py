@@ -294,3 +294,65 @@ def test_a_decision_log_that_cannot_be_written_does_not_fail_the_call(bundle_dir
     assert "could not write decision log" in caplog.text
     with pytest.raises(Exception, match="unknown placeholders"):
         PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_log="x-{hour}.jsonl")
+
+
+class BrokenStreamChat(UsageChat):
+    """Streams its first chunk, then the connection breaks."""
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def]
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        yield ChatGenerationChunk(message=AIMessageChunk(content="half an answer"))
+        raise ConnectionError("stream broke")
+
+
+def test_a_failing_target_is_rerouted_to_the_policys_next_pick_when_reroutes_are_allowed(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.log_stats import summarize
+
+    models = {t: UsageChat(text=f"answer from {t}", fail=t == "math-model") for t in TARGETS}
+    log = tmp_path / "lc.jsonl"
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", max_reroutes=1,
+                                   decision_log=str(log))
+    p = router.decide(MATH_PROMPT).p_correct
+    runner_up = max(("history-model", "generalist"), key=p.__getitem__)
+    with collect_runs() as cb:
+        assert router.invoke(MATH_PROMPT).content == f"answer from {runner_up}"
+    (root,) = cb.traced_runs
+    assert [(c.tags[-1], c.error is None) for c in root.child_runs] == [("route:math-model", False),
+                                                                      (f"route:{runner_up}", True)]
+    assert asyncio.run(router.ainvoke(MATH_PROMPT)).content == f"answer from {runner_up}"
+    assert "".join(c.content for c in router.stream(MATH_PROMPT)) == f"answer from {runner_up}"
+
+    async def astream() -> str:
+        return "".join([c.content async for c in router.astream(MATH_PROMPT)])
+    assert asyncio.run(astream()) == f"answer from {runner_up}"
+
+    rows = [json.loads(x) for x in log.read_text().splitlines()]  # per call: the failed attempt, then the reroute
+    assert [(r["decision"]["target"], r["outcome"]["success"]) for r in rows] == \
+        [("math-model", False), (runner_up, True)] * 4
+    assert rows[1]["decision"]["reason"] == "retry: math-model failed this request"
+    assert "math-model" not in rows[1]["decision"]["candidates"] and rows[1]["run_id"] == rows[0]["run_id"]
+    assert summarize(rows)["reasons"] == {"policy": 4, "retry": 4}
+
+
+def test_errors_are_raised_without_reroutes_after_a_streamed_chunk_for_a_pin_or_an_unlisted_error(
+        bundle_dir: Path) -> None:
+    models = {t: UsageChat(text=f"answer from {t}", fail=t == "math-model") for t in TARGETS}
+    with pytest.raises(ConnectionError, match="provider down"):  # max_reroutes defaults to 0
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality").invoke(MATH_PROMPT)
+    rerouting = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", max_reroutes=2)
+    with pytest.raises(ConnectionError):
+        rerouting.invoke(MATH_PROMPT, config={"metadata": {"prefill": {"pin_model": "math-model"}}})
+    with pytest.raises(ConnectionError):
+        rerouting.model_copy(update={"reroute_on": (TimeoutError,)}).invoke(MATH_PROMPT)
+    all_down = {t: UsageChat(text="", fail=True) for t in TARGETS}
+    with pytest.raises(ConnectionError):  # every target failed: the last error
+        PrefillRouterRunnable(runnables=all_down, bundle=str(bundle_dir), max_reroutes=5).invoke(MATH_PROMPT)
+    broken = {**models, "math-model": BrokenStreamChat(text="")}
+    chunks: list[str] = []
+    with pytest.raises(ConnectionError, match="stream broke"):  # the caller already has part of math-model's answer
+        for c in rerouting.model_copy(update={"runnables": broken}).stream(MATH_PROMPT):
+            chunks.append(c.content)
+    assert chunks == ["half an answer"]

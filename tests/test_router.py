@@ -304,6 +304,86 @@ async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
     assert second.choices[0].message.content in ("answer from history-model", "answer from generalist")
 
 
+def failing_math_router(bundle_dir: Path, *deployments_extra: dict, **args: object) -> PrefillRouter:
+    """math-model (the max-quality route of MATH_PROMPT) answers every call with a 500; one litellm retry."""
+    ml = model_list(**{"math-model": {"mock_response": "litellm.InternalServerError"}})
+    ml.extend(deployments_extra)
+    return PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
+                         routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", **args})
+
+
+async def test_a_retry_goes_to_the_next_best_target_instead_of_the_one_that_failed(bundle_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    healthy = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                            routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    first_choice = (await healthy.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params[
+        "prefill_routing"]
+    assert first_choice["target"] == "math-model"
+    runner_up = max(("history-model", "generalist"), key=lambda t: first_choice["p_correct"][t])
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.log_stats import summarize
+
+    log = tmp_path / "decisions.jsonl"
+    resp = await failing_math_router(bundle_dir, decision_log=str(log)).acompletion(
+        model="auto", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content == f"answer from {runner_up}"
+    d = resp._hidden_params["prefill_routing"]
+    assert d["target"] == runner_up and d["reason"] == "retry: math-model failed this request"
+    assert "math-model" not in d["candidates"]
+    assert [(f["target"], f["error"]) for f in d["failed_attempts"]] == [("math-model", "InternalServerError")]
+    await flush_logging()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]  # one line per attempt: the failure, then the retry
+    assert [(r["decision"]["target"], r["outcome"]["success"]) for r in rows] == [("math-model", False),
+                                                                                 (runner_up, True)]
+    assert summarize(rows)["reasons"] == {"policy": 1, "retry": 1}
+
+
+def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
+    resp = failing_math_router(bundle_dir).completion(model="auto", messages=user(MATH_PROMPT))
+    d = resp._hidden_params["prefill_routing"]
+    assert d["reason"] == "retry: math-model failed this request" and d["target"] != "math-model"
+    assert resp.choices[0].message.content == f"answer from {d['target']}"
+
+
+async def test_a_retry_is_rerouted_for_the_responses_and_anthropic_apis_too(bundle_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a local port nothing listens on: math-model's calls are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ml = model_list(**{"math-model": {"api_base": f"http://127.0.0.1:{port}/v1", "max_retries": 0}})
+    del ml[0]["litellm_params"]["mock_response"]
+    r = PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    resp = await r.aresponses(model="auto", input=MATH_PROMPT)
+    anthropic = await r.aanthropic_messages(model="auto", messages=user(MATH_PROMPT), max_tokens=32)
+    for d in (resp._hidden_params["prefill_routing"], anthropic["_hidden_params"]["prefill_routing"]):
+        assert d["reason"] == "retry: math-model failed this request" and d["target"] != "math-model"
+        assert [f["target"] for f in d["failed_attempts"]] == ["math-model"]
+
+
+async def test_a_retry_stays_on_the_chosen_target_when_it_has_another_deployment(bundle_dir: Path) -> None:
+    second = {"model_name": "auto", "model_info": {"prefill_target": "math-model", "id": "math-2",
+                                                   "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
+              "litellm_params": {"model": "openai/math-model-2", "api_key": "k",
+                                 "mock_response": "answer from math-model's second deployment"}}
+    for _ in range(4):  # the first attempt may already pick the second deployment (simple-shuffle)
+        resp = await failing_math_router(bundle_dir, second).acompletion(model="auto", messages=user(MATH_PROMPT))
+        assert resp.choices[0].message.content == "answer from math-model's second deployment"
+        d = resp._hidden_params["prefill_routing"]
+        assert d["target"] == "math-model" and d["reason"] == "policy" and d["deployment_id"] == "math-2"
+
+
+async def test_retries_go_to_the_same_target_when_rerouting_is_off_or_the_request_pins_it(bundle_dir: Path) -> None:
+    with pytest.raises(litellm.InternalServerError, match="LiteLLM Retried: 1 times"):
+        await failing_math_router(bundle_dir, reroute_retries=False).acompletion(
+            model="auto", messages=user(MATH_PROMPT))
+    with pytest.raises(litellm.InternalServerError, match="LiteLLM Retried: 1 times"):
+        await failing_math_router(bundle_dir).acompletion(
+            model="auto", messages=user(MATH_PROMPT), metadata={"prefill": {"pin_model": "math-model"}})
+
+
 async def test_inference_failure_sends_the_request_to_the_fallback_deployment(router: PrefillRouter,
                                                                               caplog: pytest.LogCaptureFixture,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
