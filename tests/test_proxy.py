@@ -41,7 +41,8 @@ def _write_config(path: Path, bundle: Path) -> None:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
-    cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto")]
+    cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto"),
+                         *model_list(group="flaky", **{"math-model": {"mock_response": "litellm.InternalServerError"}})]
     cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
                                                             "reload_interval_s": 0.2})
     # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
@@ -54,9 +55,9 @@ def _write_config(path: Path, bundle: Path) -> None:
 
 
 def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto",
-          key: str = "sk-anything") -> tuple[dict, dict[str, str]]:
+          key: str = "sk-anything", **params: object) -> tuple[dict, dict[str, str]]:
     """(JSON body, lower-cased response headers) of one request to the proxy, made with virtual key ``key``."""
-    payload: dict = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    payload: dict = {"model": model, "messages": [{"role": "user", "content": prompt}], **params}
     if path == "/v1/responses":
         payload = {"model": "auto", "input": prompt}
     elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
@@ -161,6 +162,11 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert budget_key_headers["x-prefill-target"] == "math-model"
         _, team_headers = _post(port, MATH_PROMPT, key="sk-team-candidates")
         assert team_headers["x-prefill-target"] == "generalist"
+        # a retry of a request whose chosen target failed goes to the next-best target, not the same one again
+        flaky, flaky_headers = _post(port, MATH_PROMPT, model="flaky", num_retries=1)
+        assert flaky_headers["x-prefill-reason"] == "retry: math-model failed this request"
+        assert flaky["choices"][0]["message"]["content"] == f"answer from {flaky_headers['x-prefill-target']}"
+        assert flaky_headers["x-prefill-target"] != "math-model"
         # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
         rewrite_bundle(bundle_dir, always_cheapest)
         deadline, target = time.time() + 30, ""
