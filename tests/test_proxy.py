@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,8 +93,8 @@ def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
     assert hook.proxy_handler_instance is not None
 
 
-def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path, tmp_path: Path) -> None:
-    bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
+def _litellm_exe() -> str:
+    """The litellm proxy's CLI, or skip where litellm[proxy] is not installed."""
     exe = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
     try:
         import fastapi  # noqa: F401
@@ -99,27 +103,47 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         exe = None
     if exe is None:
         pytest.skip("litellm[proxy] is not installed; the config-loading path is covered by the hook test")
-    cfg = tmp_path / "config.yaml"
-    _write_config(cfg, bundle_dir)
+    return exe
+
+
+@contextlib.contextmanager
+def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[int]:
+    """A litellm proxy serving ``cfg`` on a free 127.0.0.1 port (yielded) until the block ends; its workers too."""
     port = _free_port()
-    spy_log = tmp_path / "spy.jsonl"
-    env = {**os.environ, "PREFILL_BUNDLE": str(bundle_dir), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOG": "ERROR", "PROXY_SPY_LOG": str(spy_log),
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "true",
+           "LITELLM_LOG": "ERROR", **env,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("DATABASE_URL", None)
-    log = (tmp_path / "proxy.log").open("w")
-    proc = subprocess.Popen([exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    try:
-        deadline = time.time() + 120
-        while True:
+    out = tmp_path / "proxy.log"
+    with out.open("w") as log:
+        proc = subprocess.Popen([_litellm_exe(), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+                                 *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        pytest.fail(f"proxy did not start: {out.read_text()[-3000:]}")
+                    time.sleep(0.5)
+            yield port
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # the proxy and its worker processes
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"proxy did not start: {(tmp_path / 'proxy.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path, tmp_path: Path) -> None:
+    bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
+    cfg = tmp_path / "config.yaml"
+    _write_config(cfg, bundle_dir)
+    spy_log = tmp_path / "spy.jsonl"
+    with _proxy(cfg, tmp_path, {"PREFILL_BUNDLE": str(bundle_dir), "PROXY_SPY_LOG": str(spy_log)}) as port:
         math, math_headers = _post(port, MATH_PROMPT)
         hist, hist_headers = _post(port, HIST_PROMPT)
         assert math["choices"][0]["message"]["content"] == "answer from math-model"
@@ -187,13 +211,43 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert first["routing_decision"]["savings_baseline_model"] == "openai/generalist"
         expected = 9e-7 * (first["prompt_tokens"] + first["completion_tokens"]) - first["response_cost"]
         assert first["autorouter_savings"] == pytest.approx(expected) and expected > 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+
+
+def test_a_multi_worker_proxy_routes_in_every_worker_and_logs_a_file_per_process(bundle_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    import yaml
+
+    from litellm_prefill_router.log_stats import summarize
+
+    cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
+    cfg["model_list"] = model_list()
+    cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
+                                                       "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    logs = tmp_path / "logs"
+
+    def logged() -> list[dict]:
+        return [json.loads(x) for f in logs.glob("d-*.jsonl") for x in f.read_text().splitlines()]
+
+    sent = 0
+    with _proxy(tmp_path / "config.yaml", tmp_path, {}, "--num_workers", "2") as port:
+        # concurrent batches until both workers have served (the kernel hands connections to either)
+        while sent < 96 and len(list(logs.glob("d-*.jsonl"))) < 2:
+            prompts = [MATH_PROMPT, HIST_PROMPT] * 8
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda p: _post(port, p), prompts))
+            sent += len(prompts)
+            for prompt, (body, headers) in zip(prompts, answers):
+                want = "math-model" if prompt == MATH_PROMPT else "history-model"
+                assert headers["x-prefill-target"] == want and body["choices"][0]["message"]["content"] == \
+                    f"answer from {want}"
+            deadline = time.time() + 30
+            while time.time() < deadline and len(logged()) < sent:
+                time.sleep(0.2)
+    files = sorted(logs.glob("d-*.jsonl"))
+    assert len(files) == 2, f"one worker served all {sent} requests"
+    assert summarize(logged())["calls"] == sent  # every call logged once, by the worker that served it
+    assert all(f.stem[2:].isdigit() and int(f.stem[2:]) != os.getpid() for f in files)
 
 
 def test_decision_headers_are_single_line_ascii_and_absent_for_requests_the_strategy_did_not_route() -> None:
