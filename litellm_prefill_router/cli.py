@@ -299,7 +299,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     from .errors import PrefillRouterError
     from .feedback import JudgedLines, judge_log
-    from .jsonl import read_log, write_atomic
+    from .jsonl import append_line, read_log
     from .judges import Completer, parse_judge
 
     judge = parse_judge(args.judge, _read_rubric(args.rubric), args.judge_max_tokens)
@@ -321,21 +321,23 @@ def cmd_judge(args: argparse.Namespace) -> int:
             return await retried(lambda: llm.complete_text(group, messages, max_tokens), llm.retry_after,
                                  RetryPolicy(), f"judge {group}")
 
-    # an earlier run's output is kept, and the answers this judge scored there are not judged again (a run that
-    # failed on some continues where it stopped)
+    # each score is appended to --out as soon as it is known, so an interrupted run (Ctrl-C, a crash) keeps what it
+    # scored; an earlier run's lines are kept, and the answers this judge scored there are not judged again
     out = Path(args.out)
     earlier = [rec for _, rec in read_log(out)] if out.is_file() else []
     judged = {str(r.get("id")) for r in earlier if r.get("judge") == judge.spec}
+    if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        append_line(out, "")  # an earlier run cut off mid-line: start on a fresh line
 
     async def run() -> JudgedLines:
         try:
-            return await judge_log(args.log, judge, complete, skip=judged)
+            return await judge_log(args.log, judge, complete, skip=judged, concurrency=args.concurrency,
+                                   on_line=lambda line: append_line(out, json.dumps(line)), progress=not args.quiet)
         finally:
             if client is not None:
                 await client.aclose()
 
     lines = asyncio.run(run())
-    write_atomic(out, [*earlier, *lines])
     before = f" ({len(judged)} scored by an earlier run)" if judged else ""
     print(f"scored {len(lines)} logged answers with {args.judge}{before}; wrote {out} "
           "(use it as --feedback for `prefill-router feedback`)")
@@ -468,7 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
     j.add_argument("--judge-max-tokens", type=int, default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply")
-    j.add_argument("--out", required=True, help="feedback JSONL to write")
+    j.add_argument("--out", required=True, help="feedback JSONL: each score is appended as it is known; a rerun "
+                   "judges only the answers not scored there")
+    j.add_argument("--concurrency", type=int, default=8, help="answers judged at once (default 8)")
+    j.add_argument("--quiet", action="store_true", help="no progress bar")
     j.set_defaults(func=cmd_judge)
 
     ck = sub.add_parser("check", help="what a LiteLLM proxy config does with its bundles: mapping, prices, routes")

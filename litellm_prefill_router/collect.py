@@ -37,6 +37,7 @@ from .costs import Price, highest_price, lowest_price
 from .errors import ConfigurationError, PrefillRouterError
 from .jsonl import read_log, write_atomic
 from .judges import JUDGE_MAX_TOKENS, Judge, parse_judge
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -336,7 +337,7 @@ class Collector:
             queue.put_nowait(item)
         reserved = 0.0
         stop = asyncio.Event()
-        bar = _progress(len(todo), self.opts.progress)
+        bar = progress_bar(len(todo), "collect", "call", self.opts.progress)
 
         async def one(rec: PromptRecord, target: str, logged: dict[str, Any] | None) -> None:
             nonlocal reserved
@@ -466,17 +467,3 @@ class Collector:
                   for t in self.targets if (p := self.target_prices.get(t)) is not None}
         self.out.with_suffix(".models.json").write_text(json.dumps(prices, indent=1))
         return self.out
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="collect", unit="call")

@@ -9,8 +9,9 @@ labels the target that answered - the other targets stay unlabelled, which the t
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import PrefillRouterError
 from .judges import Completer, Judge
 from .jsonl import read_log, read_logs
+from .progress import progress_bar
 from .records import logged_call_id
 
 logger = logging.getLogger(__name__)
@@ -135,32 +137,55 @@ class JudgedLines(list[dict[str, Any]]):
 
 
 async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None = None,
-                    skip: Collection[str] = ()) -> JudgedLines:
+                    skip: Collection[str] = (), concurrency: int = 8,
+                    on_line: Callable[[dict[str, Any]], None] | None = None,
+                    progress: bool = False) -> JudgedLines:
     """Score the answers a decision log recorded (``decision_log_responses: true``) with a judge, later.
 
-    Returns feedback lines ``{"id": litellm_call_id or run_id, "score": s, "judge": spec}`` for ``feedback_rows``.
-    Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``). A judge that fails on
-    an answer (after the completer's own retries) leaves that answer out, named in ``failed``, and goes on.
+    Returns feedback lines ``{"id": litellm_call_id or run_id, "score": s, "judge": spec}`` for ``feedback_rows``, in
+    the log's order. Only reference-free judges make sense here (``llm:``, ``python:``, ``regex:PATTERN``). Up to
+    ``concurrency`` answers are judged at once; ``on_line`` gets each line as soon as it is scored (the CLI appends
+    it to its output, so an interrupted run keeps what it scored). A judge that fails on an answer (after the
+    completer's own retries) leaves that answer out, named in ``failed``, and goes on.
     ``skip``: call ids judged already (a run that continues an earlier one's output)."""
     if judge.needs_reference:
         raise FeedbackError(f"judge {judge.spec!r} needs a reference answer, which production calls do not have; "
                             "use llm:MODEL_GROUP, python:MODULE:FUNC or regex:PATTERN")
-    out = JudgedLines()
+    if concurrency < 1:
+        raise FeedbackError(f"concurrency must be >= 1, got {concurrency}")
+    todo: dict[str, tuple[str, str]] = {}  # call id -> (answer, prompt); a call logged twice is judged once
     for rec in _decisions(decision_log):
         call_id = logged_call_id(rec)
-        if not (rec.get("outcome") or {}).get("success") or not call_id or call_id in skip:
+        if not (rec.get("outcome") or {}).get("success") or not call_id or call_id in skip or call_id in todo:
             continue
         answer = rec.get("response")
         if answer is None:
             continue
         msgs = rec.get("messages") or []
-        prompt = "\n".join(str(m.get("content") or "") for m in msgs if isinstance(m, dict))
-        try:
-            score = await judge.score(str(answer), None, prompt, complete)
-        except Exception as err:  # noqa: BLE001 - one answer's judge failing must not lose the others' scores
-            out.failed[call_id] = f"{type(err).__name__}: {err}"[:300]
-            logger.warning("judge %s failed on logged call %s: %s", judge.spec, call_id, err)
-            continue
+        todo[call_id] = (str(answer), "\n".join(str(m.get("content") or "") for m in msgs if isinstance(m, dict)))
+    out = JudgedLines()
+    scored: dict[str, dict[str, Any]] = {}
+    gate = asyncio.Semaphore(concurrency)
+    bar = progress_bar(len(todo), "judge", "answer", progress)
+
+    async def one(call_id: str, answer: str, prompt: str) -> None:
+        async with gate:
+            try:
+                score = await judge.score(answer, None, prompt, complete)
+            except Exception as err:  # noqa: BLE001 - one answer's judge failing must not lose the others' scores
+                out.failed[call_id] = f"{type(err).__name__}: {err}"[:300]
+                logger.warning("judge %s failed on logged call %s: %s", judge.spec, call_id, err)
+                return
+            finally:
+                bar.update(1)
         if score is not None:
-            out.append({"id": call_id, "score": score, "judge": judge.spec})
+            scored[call_id] = line = {"id": call_id, "score": score, "judge": judge.spec}
+            if on_line is not None:
+                on_line(line)
+
+    try:
+        await asyncio.gather(*(one(call_id, *item) for call_id, item in todo.items()))
+    finally:
+        bar.close()
+    out.extend(scored[c] for c in todo if c in scored)
     return out

@@ -8,7 +8,7 @@ Spec strings (``--judge`` or a prompt record's ``judge`` field):
 * ``numeric`` - GSM8K style: the number after ``####`` (else the last number) of the answer vs the reference's,
   commas and units ignored, relative tolerance 1e-6.
 * ``regex`` / ``regex:PATTERN`` - 1 if the pattern (default: the reference itself) matches the answer.
-* ``python:package.module:function`` (or ``package.module.function``) - any callable
+* ``python:package.module:function`` (or ``package.module.function``) - any callable (or coroutine function)
   ``f(answer, reference, prompt) -> float | bool | None``.
 * ``llm:MODEL_GROUP`` - LLM-as-judge: a LiteLLM deployment grades the answer against a rubric (``--rubric``
   file, default :data:`DEFAULT_RUBRIC`) and replies ``SCORE: x`` with x in [0, 1] (or 0-10).
@@ -17,6 +17,7 @@ Spec strings (``--judge`` or a prompt record's ``judge`` field):
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import string
 from collections.abc import Awaitable, Callable
@@ -135,8 +136,9 @@ class Judge:
             return numeric_match(answer, ref)
         if self.kind == "regex":
             return float(re.search(self.arg or re.escape(ref), answer, re.IGNORECASE | re.DOTALL) is not None)
-        if self.kind == "python":
-            return _clip(_load_callable(self.arg)(answer, reference, prompt), self.spec)
+        if self.kind == "python":  # a plain function, or a coroutine function (awaited: it may call a service)
+            result = _load_callable(self.arg)(answer, reference, prompt)
+            return _clip(await result if inspect.isawaitable(result) else result, self.spec)
         if self.kind == "llm":
             if complete is None:
                 raise JudgeError(f"judge {self.spec!r} needs a LiteLLM router to call {self.arg!r}")

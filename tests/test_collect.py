@@ -590,3 +590,34 @@ def test_continue_from_refuses_data_that_leaves_a_bundle_target_unlabelled(
     err = capsys.readouterr().err
     assert "bundle target 'generalist'" in err and "pass the data the bundle was trained on" in err
     assert not out.exists()
+
+
+def _answers_log(path: Path, answers: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"litellm_call_id": f"call-{i}", "decision": {"target": "math-model"},
+                                        "outcome": {"success": True}, "messages": [{"role": "user", "content": "q"}],
+                                        "response": a}) + "\n" for i, a in enumerate(answers)))
+    return path
+
+
+def test_judge_command_judges_answers_concurrently_with_an_async_judge(tmp_path: Path) -> None:
+    import judge_funcs
+
+    log = _answers_log(tmp_path / "decisions.jsonl", [f"answer {i}" for i in range(12)])
+    out = tmp_path / "fb.jsonl"
+    judge_funcs.IN_FLIGHT["most"] = 0
+    assert main(["judge", "--log", str(log), "--judge", "python:judge_funcs:slow_service", "--out", str(out),
+                 "--concurrency", "4", "--quiet"]) == 0
+    assert judge_funcs.IN_FLIGHT["most"] == 4
+    assert sorted(json.loads(x)["id"] for x in out.read_text().splitlines()) == sorted(f"call-{i}" for i in range(12))
+
+
+def test_an_interrupted_judge_run_keeps_the_scores_it_had_and_a_rerun_judges_the_rest(tmp_path: Path) -> None:
+    # before: the scores were written once, at the end - Ctrl-C an hour into a judge run lost all of them
+    log = _answers_log(tmp_path / "decisions.jsonl", ["a", "b", "STOP here", "d"])
+    out, judge = tmp_path / "fb.jsonl", "python:judge_funcs:interrupted_on_marked"
+    with pytest.raises(KeyboardInterrupt):
+        main(["judge", "--log", str(log), "--judge", judge, "--out", str(out), "--concurrency", "1", "--quiet"])
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["call-0", "call-1"]
+    _answers_log(log, ["a", "b", "c", "d"])  # the same calls; this time nobody interrupts
+    assert main(["judge", "--log", str(log), "--judge", judge, "--out", str(out), "--quiet"]) == 0
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [f"call-{i}" for i in range(4)]
