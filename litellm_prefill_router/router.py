@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -266,12 +266,32 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     return None
 
 
+def _described_from(dep: dict) -> tuple[object, ...]:
+    """What a deployment's target and price are read from. A deployment updated in place (the proxy's
+    ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
+    changes."""
+    params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
+    return (dep.get("model_name"), params.get("model"), params.get("input_cost_per_token"),
+            params.get("output_cost_per_token"), info.get("prefill_target"), info.get("input_cost_per_token"),
+            info.get("output_cost_per_token"))
+
+
 @dataclass
 class _ServedBundle:
     """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
 
     decider: PrefillDecider
     deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
+    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> _described_from
+
+    def remember(self, dep_id: str, dep: dict, info: DeploymentTarget | None) -> DeploymentTarget | None:
+        self.deployments[dep_id] = info
+        self.described_from[dep_id] = _described_from(dep)
+        return info
+
+    def known(self, dep_id: str, dep: dict) -> bool:
+        """The deployment was described as it is now."""
+        return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
 
     @property
     def predictor(self) -> PrefillPredictor:
@@ -410,27 +430,26 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     def _describe(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
         dep_id = self._dep_id(dep)
-        if dep_id in served.deployments:
+        if served.known(dep_id, dep):
             return served.deployments[dep_id]
         target = self._target_of(dep, served.decider.targets)
         info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
                                                              self._price(dep, dep_id))
-        served.deployments[dep_id] = info
-        return info
+        return served.remember(dep_id, dep, info)
 
     def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
-        """Like _describe, but a deployment added after construction that cannot be mapped or priced is
-        left out of prefill routing (with an error log) instead of failing the request."""
+        """Like _describe, but a deployment added (or updated) after construction that cannot be mapped or priced
+        is left out of prefill routing (with an error log) instead of failing the request."""
         dep_id = self._dep_id(dep)
-        if dep_id not in served.deployments and not self._claimed([dep]):
-            served.deployments[dep_id] = None  # a deployment added later that another prefill group routes
-            return None
+        if served.known(dep_id, dep):
+            return served.deployments[dep_id]
+        if not self._claimed([dep]):
+            return served.remember(dep_id, dep, None)  # a deployment added later that another prefill group routes
         try:
             return self._describe(dep, served)
         except ConfigurationError as err:
-            served.deployments[dep_id] = None
             logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
-            return None
+            return served.remember(dep_id, dep, None)
 
     def _price(self, dep: dict, dep_id: str) -> Price:
         model = str((dep.get("litellm_params") or {}).get("model") or "")

@@ -523,6 +523,37 @@ async def test_an_unpriced_deployment_added_later_is_left_out_instead_of_failing
     assert "left out of prefill routing" in caplog.text
 
 
+async def test_a_deployment_updated_in_place_is_routed_at_its_new_price_and_target(
+        bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the proxy's /model/update (Router.upsert_deployment) keeps a deployment's id: before, the strategy kept routing
+    # it at the price it had when first seen - a silent wrong route after a price change
+    ml = model_list()
+    for d in ml:
+        d["model_info"]["id"] = f"id-{d['model_info']['prefill_target']}"
+    r = PrefillRouter(model_list=ml, routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "tolerance": 1.0})  # the cheapest
+
+    async def route() -> dict:
+        return (await r.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+
+    before = await route()
+    assert before["target"] == "math-model"
+    math = next(d for d in ml if d["model_info"]["prefill_target"] == "math-model")
+
+    def updated(**model_info: object) -> litellm.types.router.Deployment:
+        return litellm.types.router.Deployment(model_name="auto", litellm_params=math["litellm_params"],
+                                               model_info={**math["model_info"], **model_info})
+
+    r.upsert_deployment(updated(input_cost_per_token=1e-3, output_cost_per_token=1e-3))
+    after = await route()
+    assert after["cost_usd"]["math-model"] > 100 * before["cost_usd"]["math-model"]
+    assert after["target"] != "math-model"
+    r.upsert_deployment(updated(prefill_target="no-such-target"))
+    with caplog.at_level(logging.ERROR, logger="litellm_prefill_router"):
+        left_out = await route()
+    assert "math-model" not in left_out["candidates"] and "left out of prefill routing" in caplog.text
+
+
 def test_building_the_strategy_imports_litellms_lazy_logging_modules_so_later_requests_do_not_stall(
         bundle_dir: Path) -> None:
     # litellm imports its custom-logger registry inside the success logging of the first request, on the event
