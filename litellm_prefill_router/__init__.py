@@ -26,16 +26,18 @@ from .policy import RoutingDecision, RoutingPolicy
 from .predictor import PrefillPredictor
 
 if TYPE_CHECKING:
-    from .router import PrefillRouter, PrefillRoutingStrategy, flush_logging, install
+    from .decision_logger import flush_logging
+    from .router import PrefillRouter, install
+    from .strategy import PrefillRoutingStrategy
     from .semantic import PrefillSemanticRouter
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "PrefillRouter": "router",
-    "PrefillRoutingStrategy": "router",
+    "PrefillRoutingStrategy": "strategy",
     "install": "router",
-    "flush_logging": "router",
+    "flush_logging": "decision_logger",
     "PrefillSemanticRouter": "semantic",
 }
 

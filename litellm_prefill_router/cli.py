@@ -227,7 +227,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     import asyncio
 
     from .collect import CollectOptions, Collector, load_prompts, load_router_config
-    from .router import CollectionClient
+    from .collection_client import CollectionClient
 
     rubric = _read_rubric(args.rubric)
     opts = CollectOptions(targets=args.targets, judge=args.judge, rubric=rubric, concurrency=args.concurrency,
@@ -307,7 +307,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     client = None
     if judge.kind == "llm":
         from .collect import RetryPolicy, load_router_config, retried
-        from .router import CollectionClient
+        from .collection_client import CollectionClient
 
         if not args.config:
             raise PrefillRouterError(f"judge {args.judge!r} needs --config with the judge's model group")

@@ -18,7 +18,7 @@ from conftest import model_list as router_model_list
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
 from litellm_prefill_router.judges import JudgeError, parse_judge, parse_judge_score
-from litellm_prefill_router.router import CollectionClient
+from litellm_prefill_router.collection_client import CollectionClient
 
 ANSWERS = {"math-model": "Let me think. The result is 42.", "history-model": "It happened in 1066.",
            "generalist": "I am not sure."}
@@ -343,7 +343,7 @@ async def _route(bundle_dir: Path, log: Path, prompts: list[str]) -> list:
     router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                            routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log),
                                                   "preset": "max-quality"})
-    from litellm_prefill_router.router import flush_logging
+    from litellm_prefill_router import flush_logging
 
     out = [await router.acompletion(model="auto", messages=[{"role": "user", "content": p}]) for p in prompts]
     await flush_logging()  # success callbacks (the decision log) run after the response returns

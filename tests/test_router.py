@@ -495,7 +495,7 @@ async def test_each_decision_reaches_litellms_standard_logging_payload_as_its_ro
 async def test_two_routers_with_their_own_decision_logs_each_write_their_own_file(bundle_dir: Path,
                                                                                   tmp_path: Path) -> None:
     """litellm keeps one callback per class: the logger must still tell the routers' files apart."""
-    from litellm_prefill_router.router import flush_logging
+    from litellm_prefill_router import flush_logging
 
     logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     routers = [PrefillRouter(model_list=model_list(), routing_strategy="prefill",
@@ -566,7 +566,7 @@ def test_building_the_strategy_imports_litellms_lazy_logging_modules_so_later_re
 import asyncio, sys
 import litellm
 from litellm_prefill_router import PrefillRouter, flush_logging
-from litellm_prefill_router.router import LAZY_LITELLM_MODULES
+from litellm_prefill_router.strategy import LAZY_LITELLM_MODULES
 from conftest import model_list
 def loaded(): return [m for m in LAZY_LITELLM_MODULES if m in sys.modules]
 async def one(r, model):
@@ -591,7 +591,7 @@ print("litellm.proxy.proxy_server" in sys.modules)
     assert r.returncode == 0, r.stderr[-2000:]
     before, after_plain_request, after_prefill_construction = r.stdout.strip().splitlines()[-2].split("|")
     assert r.stdout.strip().splitlines()[-1] == "False"
-    from litellm_prefill_router.router import LAZY_LITELLM_MODULES
+    from litellm_prefill_router.strategy import LAZY_LITELLM_MODULES
 
     assert before == "[]"
     assert after_prefill_construction == str(list(LAZY_LITELLM_MODULES))
@@ -601,7 +601,7 @@ print("litellm.proxy.proxy_server" in sys.modules)
 
 
 def test_the_litellm_import_warm_up_tolerates_a_litellm_without_the_module() -> None:
-    from litellm_prefill_router.router import warm_litellm_imports
+    from litellm_prefill_router.strategy import warm_litellm_imports
 
     assert warm_litellm_imports(("litellm.no_such_module_in_this_version",)) == ["litellm.no_such_module_in_this_version"]
     assert warm_litellm_imports() == []

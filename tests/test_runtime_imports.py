@@ -35,3 +35,21 @@ def test_importing_the_package_loads_no_litellm_and_no_model() -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     litellm_loaded, _ = r.stdout.split()
     assert litellm_loaded == "False"  # litellm (and its network price-map fetch) only when a router is built
+
+
+#: the runtime modules that may import litellm: a litellm upgrade touches these and no other (see router.py)
+LITELLM_FACING = {"router", "strategy", "composition", "decision_logger", "collection_client", "proxy_hook"}
+
+
+def test_only_the_litellm_facing_modules_import_litellm() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    importers = set()
+    for path in [*(root / "litellm_prefill_router").glob("*.py"), *(root / "langchain_integration").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if any(n == "litellm" or n.startswith("litellm.") for n in names):
+                importers.add(path.stem if path.parent.name == "litellm_prefill_router" else f"lc.{path.stem}")
+    assert importers == LITELLM_FACING

@@ -1,0 +1,187 @@
+"""How a prefill decision composes with litellm's own routing: the request's metadata and limits, litellm's
+pre-routing strategies (auto / complexity / quality routers), ``routing_groups`` and their selectors, a key's or
+team's per-request ``routing_strategy`` override, and litellm's retry breadcrumbs. One of the litellm-facing
+modules (see ``router``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import litellm
+from litellm.router_strategy.simple_shuffle import simple_shuffle
+from litellm.router_utils.fallback_event_handlers import record_pre_routing_selection
+from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+
+from .decider import cap_in
+from .records import DECISION_KEY, LITELLM_DECISION_KEY
+
+logger = logging.getLogger("litellm_prefill_router")
+
+PREFILL = "prefill"
+T = TypeVar("T")
+
+def is_prefill(strategy: object) -> bool:
+    return getattr(strategy, "value", strategy) == PREFILL
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-sync") as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat / chat (new) / Responses API
+
+
+def output_token_cap(request_kwargs: dict) -> int | None:
+    """The request's own limit on the answer length, if it sets one (the cost estimate never assumes more)."""
+    return cap_in(request_kwargs, OUTPUT_CAPS)
+
+
+def request_metadata(request_kwargs: dict, default_key: str = "metadata") -> dict:
+    """The request's metadata dict (created under ``default_key`` if it has none): ``litellm_metadata`` when it is a
+    dict, else ``metadata``. litellm hands this same dict to the routing strategy as ``request_kwargs[...]``, so a
+    decision the strategy writes into it can be read back after the call."""
+    key = "litellm_metadata" if isinstance(request_kwargs.get("litellm_metadata"), dict) else default_key
+    md = request_kwargs.get(key)
+    if not isinstance(md, dict):
+        md = {}
+        request_kwargs[key] = md
+    return md
+
+
+# litellm's pre-routing step (auto_router / complexity_router / quality_router deployments, routing plugins): a
+# release without it has no such deployments to serve, and the strategy then routes the requested group directly.
+LITELLM_CLEARS_ROUTING_RECORD = callable(getattr(litellm.Router, "async_pre_routing_hook", None))
+
+
+async def pre_route(router: litellm.Router, model: str, messages: list[dict[str, str]] | None, input: object,
+                     specific_deployment: bool | None, request_kwargs: dict
+                     ) -> tuple[str, list[dict[str, str]] | None]:
+    """Run litellm's pre-routing hook as its own ``async_get_available_deployment`` does (the prefill strategy
+    replaces that method): a strategy router deployment may send the request to another model group (with its own
+    messages and per-tier params). Returns the model group to route and its messages."""
+    hook = getattr(router, "async_pre_routing_hook", None)
+    if hook is None:
+        return model, messages
+    responses_call = input is not None and messages is None
+    routed = await hook(model=model, request_kwargs=request_kwargs, messages=messages, input=input,
+                        specific_deployment=specific_deployment)
+    if routed is not None:
+        model, messages = routed.model, routed.messages
+        record_pre_routing_selection(request_kwargs, model)  # fallbacks key off the group it picked
+    pin = getattr(router, "_pin_tier_params_onto_request", None)
+    pinned = pin is not None and pin(model=model, tier_litellm_params=routed.litellm_params if routed else None,
+                                     request_kwargs=request_kwargs, responses_call=responses_call)
+    restore = getattr(router, "_restore_client_ceiling_no_tier_pins", None)
+    if not pinned and restore is not None:
+        restore(request_kwargs)
+    return model, messages
+
+
+def pre_routing_of(md: dict, model: str) -> dict | None:
+    """What a litellm pre-routing strategy did to this request, from the routing record it left (litellm stamps or
+    clears that record at every routing attempt, before the deployment is chosen)."""
+    if not LITELLM_CLEARS_ROUTING_RECORD:
+        return None
+    previous = md.get(LITELLM_DECISION_KEY)
+    if not isinstance(previous, dict) or not previous.get("router_model_name"):
+        return None
+    return {"model_group": previous["router_model_name"], "routed_to": model,
+            "router_type": previous.get("router_type"), "cause": previous.get("cause")}
+
+
+def failed_earlier(md: dict) -> dict[str, tuple[str, str]]:
+    """The deployments this strategy chose on earlier attempts of this request that failed: deployment id ->
+    (target, error type). Read from litellm's retry breadcrumbs (``previous_models``: each failed attempt's
+    metadata, our decision record included); empty on a first attempt or where litellm keeps none."""
+    crumbs = md.get("previous_models")
+    failed: dict[str, tuple[str, str]] = {}
+    for crumb in crumbs if isinstance(crumbs, (list, tuple)) else ():
+        meta = (crumb.get("metadata") or crumb.get("litellm_metadata")) if isinstance(crumb, Mapping) else None
+        record = meta.get(DECISION_KEY) if isinstance(meta, Mapping) else None
+        if isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
+            failed[str(record["deployment_id"])] = (str(record.get("target")),
+                                                    str(crumb.get("exception_type") or "error"))
+    return failed
+
+
+def configured_routing_groups(router: litellm.Router) -> list[Any]:
+    """The router's ``routing_groups`` entries as given (RoutingGroup or dict; read before litellm indexes them)."""
+    return list(getattr(router, "_routing_groups_input", None) or [])
+
+
+def group_field(group: Any, name: str) -> Any:
+    return group.get(name) if isinstance(group, dict) else getattr(group, name, None)
+
+
+def prefill_group_models(router: litellm.Router) -> set[str]:
+    """Model names that a ``routing_groups`` entry with ``routing_strategy: prefill`` routes with its own bundle."""
+    return {str(m) for g in configured_routing_groups(router) if is_prefill(group_field(g, "routing_strategy"))
+            for m in group_field(g, "models") or []}
+
+
+def routing_context(router: litellm.Router, model: str, request_kwargs: dict) -> tuple[str | None, Any]:
+    """litellm's routing strategy and selector for ``model``: its ``routing_groups`` entry, a per-request override
+    (the proxy forwards a key's or team's ``router_settings``), else the router's own (here: prefill, no selector)."""
+    context = getattr(router, "_get_routing_context", None)
+    if context is None:
+        return None, None
+    strategy, selector = context(model, request_kwargs)
+    return (getattr(strategy, "value", strategy), selector)
+
+
+def request_override(router: litellm.Router, request_kwargs: dict) -> bool:
+    """Whether this request carries a litellm routing strategy of its own (a key's or team's ``router_settings``,
+    forwarded by the proxy; litellm ignores unknown names, with a warning). ``prefill`` there means: as configured."""
+    override = getattr(router, "_get_request_routing_strategy_override", None)
+    return (override is not None and not is_prefill(request_kwargs.get("routing_strategy"))
+            and override(request_kwargs) is not None)
+
+
+async def override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict
+                                   ) -> None:
+    """The rpm accounting a per-request override's selector does for the deployment served (litellm's own step)."""
+    check = getattr(router, "_async_override_selector_pre_call_check", None)
+    if check is not None:
+        await check(strategy, selector, deployment, None)
+
+
+def shuffle_pick(router: litellm.Router, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
+    """litellm's simple-shuffle among the deployments given (weights / rpm / tpm respected)."""
+    async def shuffle(deployments: list[dict]) -> dict:
+        return simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model)
+    return shuffle
+
+
+def prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name
+    """What a request routes on: its messages, else its ``input`` (Responses API, text completions)."""
+    return messages if messages is not None else input
+
+
+def group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,
+                messages: list[dict[str, str]] | None, input: object,
+                request_kwargs: dict) -> Callable[[list[dict]], Awaitable[dict]]:
+    """How litellm itself picks among deployments of ``model``: the group's strategy (latency-, usage-, cost-based,
+    least-busy: its selector, which also enforces rpm/tpm limits) or simple-shuffle."""
+    select = getattr(router, "_select_deployment_async", None)
+    if selector is None or select is None or strategy in (None, "simple-shuffle", PREFILL):
+        return shuffle_pick(router, model)
+
+    async def pick(deployments: list[dict]) -> dict:
+        deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,
+                                  messages=messages, input=input, request_kwargs=request_kwargs)
+        if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
+            raise await async_raise_no_deployment_exception(litellm_router_instance=router, model=model,
+                                                            parent_otel_span=None)
+        await override_pre_call_check(router, strategy, selector, deployment)
+        return cast(dict, deployment)
+    return pick

@@ -1,0 +1,114 @@
+"""The decision log's writer: a litellm ``CustomLogger`` that appends one JSON line per routed call (the decision,
+its outcome, optionally the messages and the answer). One of the litellm-facing modules (see ``router``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+
+from .jsonl import append_line, log_path
+from .records import DECISION_KEY, DECISION_LOG_KEY, decision_log_row
+
+logger = logging.getLogger("litellm_prefill_router")
+
+
+# -- decision / outcome log ------------------------------------------------------
+class DecisionLogger(CustomLogger):
+    """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages.
+
+    One instance serves every router in the process (litellm keeps a single callback per class); each call's
+    metadata names the file of the router that decided it.
+    """
+
+    #: call ids remembered to drop litellm's second report of one call (the Responses API reports each success
+    #: twice in litellm 1.102, with the same litellm_call_id)
+    RECENT_CALLS = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[tuple[str, bool], None] = OrderedDict()
+
+    def _seen(self, call_id: object, ok: bool) -> bool:
+        if not call_id:
+            return False
+        key = (str(call_id), ok)
+        with self._lock:
+            if key in self._recent:
+                return True
+            self._recent[key] = None
+            while len(self._recent) > self.RECENT_CALLS:
+                self._recent.popitem(last=False)
+        return False
+
+    def _write(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
+        md = ((kwargs.get("litellm_params") or {}).get("metadata") or {})
+        decision, target = md.get(DECISION_KEY), md.get(DECISION_LOG_KEY)
+        if not decision or not target or self._seen(kwargs.get("litellm_call_id"), ok):
+            return
+        try:
+            latency = (end - start).total_seconds()
+        except Exception:  # noqa: BLE001
+            latency = None
+        slo = kwargs.get("standard_logging_object") or {}
+        extra: dict[str, object] = {}
+        if target.get("messages", True):
+            extra["messages"] = kwargs.get("messages")
+        if ok and target.get("responses", False):
+            try:
+                extra["response"] = response_obj.choices[0].message.content
+            except (AttributeError, IndexError, TypeError):
+                extra["response"] = None
+        row = decision_log_row(
+            call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
+            response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),
+            decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
+            prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
+            error=kwargs.get("exception"), extra=extra)
+        line = json.dumps(row, default=str)
+        with self._lock:
+            append_line(log_path(target["path"]), line)
+
+    def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, True, response_obj, start_time, end_time)
+
+    def log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, False, response_obj, start_time, end_time)
+
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, True, response_obj, start_time, end_time)
+
+    async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self._write(kwargs, False, response_obj, start_time, end_time)
+
+
+_DECISION_LOGGER: DecisionLogger | None = None
+
+
+def register_decision_log() -> DecisionLogger:
+    """The process-wide decision logger, registered with litellm once."""
+    global _DECISION_LOGGER
+    if _DECISION_LOGGER is None:
+        _DECISION_LOGGER = DecisionLogger()
+        litellm.logging_callback_manager.add_litellm_callback(_DECISION_LOGGER)
+    return _DECISION_LOGGER
+
+
+async def flush_logging(timeout: float = 10.0) -> None:
+    """Wait until litellm's background logging (success callbacks, the decision log) has run, then stop its
+    worker. Call it before the event loop ends (e.g. at the end of ``asyncio.run``): litellm queues callbacks on
+    a worker bound to the running loop, and what is still queued when the loop closes is run late or lost."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    try:
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout)
+    except asyncio.TimeoutError:
+        logger.warning("litellm logging did not finish within %.0fs", timeout)
+    await GLOBAL_LOGGING_WORKER.stop()

@@ -1,0 +1,440 @@
+"""The ``prefill`` routing strategy: a litellm ``CustomRoutingStrategyBase`` that asks the router for its healthy
+deployments (cooldowns, pre-call checks, tags, order, team filters all still apply), predicts P(correct) per target
+from the prompt's prefill activations and picks a deployment with a cost-aware policy. One of the litellm-facing
+modules (see ``router``)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import litellm
+from litellm.router import CustomRoutingStrategyBase
+from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+
+from .bundle import BundleManifest
+from .composition import (
+    LITELLM_CLEARS_ROUTING_RECORD,
+    failed_earlier,
+    group_pick,
+    output_token_cap,
+    override_pre_call_check,
+    pre_route,
+    pre_routing_of,
+    prefill_group_models,
+    prompt_of,
+    request_metadata,
+    request_override,
+    routing_context,
+    run_sync,
+    shuffle_pick,
+)
+from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
+from .costs import Price, lowest_price
+from .decider import PrefillDecider, retry_reason
+from .decision_logger import register_decision_log
+from .errors import ConfigurationError, UnpricedDeploymentError
+from .policy import RoutingDecision
+from .predictor import PrefillPredictor, shared_predictor
+from .records import (
+    DECISION_KEY,
+    DECISION_LOG_KEY,
+    LITELLM_DECISION_KEY,
+    baseline_record,
+    savings_baseline,
+    standard_routing_decision,
+)
+from .reloading import BundleReloader
+
+logger = logging.getLogger("litellm_prefill_router")
+
+
+# Modules litellm imports lazily inside the logging of the first finished request: litellm 1.102's
+# async_success_handler pulls in the custom-logger registry (~400 ms of imports on 2 cores), on the event loop,
+# which stalls whichever request is being routed at that moment. Importing them when the strategy is built moves
+# that cost to start-up. A litellm upgrade that moves or drops one only loses the warm-up (logged at debug level).
+LAZY_LITELLM_MODULES = ("litellm.litellm_core_utils.custom_logger_registry",)
+
+
+def warm_litellm_imports(modules: tuple[str, ...] = LAZY_LITELLM_MODULES) -> list[str]:
+    """Import litellm's lazily imported logging modules now; returns the ones that could not be imported."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - an optional warm-up must never break router construction
+            logger.debug("prefill router: could not pre-import %s (%s); the first requests may stall while "
+                         "litellm imports it", name, err)
+            missing.append(name)
+    return missing
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    deployment_id: str
+    model_name: str
+    target: str
+    price: Price
+
+
+def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | None:
+    """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
+    litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
+    price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
+    for source, src in (("litellm_params", dep.get("litellm_params") or {}), ("model_info", dep.get("model_info") or {})):
+        if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
+            return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+    try:
+        info = known_model_info()
+    except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
+        info = None
+    pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
+    if pin is not None and pout is not None and (pin > 0 or pout > 0):
+        return Price(float(pin), float(pout), "litellm")
+    return None
+
+
+def _described_from(dep: dict) -> tuple[object, ...]:
+    """What a deployment's target and price are read from. A deployment updated in place (the proxy's
+    ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
+    changes."""
+    params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
+    return (dep.get("model_name"), params.get("model"), params.get("input_cost_per_token"),
+            params.get("output_cost_per_token"), info.get("prefill_target"), info.get("input_cost_per_token"),
+            info.get("output_cost_per_token"))
+
+
+@dataclass
+class _ServedBundle:
+    """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
+
+    decider: PrefillDecider
+    deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
+    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> _described_from
+
+    def remember(self, dep_id: str, dep: dict, info: DeploymentTarget | None) -> DeploymentTarget | None:
+        self.deployments[dep_id] = info
+        self.described_from[dep_id] = _described_from(dep)
+        return info
+
+    def known(self, dep_id: str, dep: dict) -> bool:
+        """The deployment was described as it is now."""
+        return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
+
+    @property
+    def predictor(self) -> PrefillPredictor:
+        return self.decider.predictor
+
+
+class PrefillRoutingStrategy(CustomRoutingStrategyBase):
+    """Route each request to the deployment the bundle predicts answers correctly at the lowest cost."""
+
+    def __init__(self, router: litellm.Router, args: dict | PrefillStrategyArgs,
+                 predictor: PrefillPredictor | None = None, models: Collection[str] | None = None) -> None:
+        """``models``: the model names of the litellm ``routing_groups`` entry this strategy routes (None: the
+        router's own strategy, which leaves out the models of groups routed by a bundle of their own)."""
+        self.router = router
+        self.args = parse_strategy_args(args)
+        self.models = frozenset(models) if models is not None else None
+        warm_litellm_imports()
+        self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
+                                        self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
+                                        initial=self._load(predictor))
+        mapped = {d.target for d in self._served.deployments.values() if d is not None}
+        if not mapped:
+            raise ConfigurationError(
+                f"no deployment in model_list maps to a target of bundle {self.args.bundle}. Targets: {self.targets}. "
+                "Set model_info.prefill_target on each deployment, or name the deployment after its target."
+            )
+        self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"
+                         for d in self._claimed(router.model_list or [])
+                         if self._served.deployments.get(self._dep_id(d)) is None]
+        if self.unmapped:
+            logger.warning("prefill router: deployments not mapped to any bundle target (routed by litellm as without "
+                           "the prefill strategy: pre-routing, routing groups, else simple-shuffle): %s", self.unmapped)
+        self._warn_targets_without_deployment(self._served)
+        if self.args.shadow_target is not None and self.args.shadow_target not in mapped:
+            raise ConfigurationError(
+                f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
+                f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
+        self._log_target = None
+        if self.args.decision_log:
+            register_decision_log()
+            self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve()),
+                                "messages": self.args.decision_log_messages,
+                                "responses": self.args.decision_log_responses}
+
+    # -- the served bundle ----------------------------------------------------
+    @property
+    def _served(self) -> _ServedBundle:
+        return self._reloader.current
+
+    @property
+    def predictor(self) -> PrefillPredictor:
+        return self._served.predictor
+
+    @property
+    def decider(self) -> PrefillDecider:
+        return self._served.decider
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self._served.decider.manifest
+
+    @property
+    def targets(self) -> list[str]:
+        return self._served.decider.targets
+
+    @property
+    def fallback_target(self) -> str:
+        return self._served.decider.fallback_target
+
+    @property
+    def _deployments(self) -> dict[str, DeploymentTarget | None]:
+        return self._served.deployments
+
+    def _load(self, predictor: PrefillPredictor | None = None) -> _ServedBundle:
+        """Load (or take) the predictor, build the decider and map every deployment of the model list; raises
+        ConfigurationError / BundleError naming what is wrong."""
+        a = self.args
+        predictor = predictor or shared_predictor(a.bundle, intra_op_threads=a.intra_op_threads,
+                                                  max_batch_size=a.max_batch_size,
+                                                  max_encoder_batch_size=a.max_encoder_batch_size)
+        decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
+                                 fallback_target=a.fallback_target, on_error=a.on_error)
+        served = _ServedBundle(decider, {})
+        for dep in self._claimed(self.router.model_list or []):
+            self._describe(dep, served)
+        return served
+
+    def _claimed(self, deployments: list[dict]) -> list[dict]:
+        """The deployments this strategy routes: its routing group's, or (the router's own strategy) all but those
+        of groups that a bundle of their own routes."""
+        if self.models is not None:
+            return [d for d in deployments if d.get("model_name") in self.models]
+        others = prefill_group_models(self.router)
+        return [d for d in deployments if d.get("model_name") not in others]
+
+    def _warn_targets_without_deployment(self, served: _ServedBundle) -> None:
+        mapped = {d.target for d in served.deployments.values() if d is not None}
+        self.targets_without_deployment = [t for t in served.decider.targets if t not in mapped]
+        if self.targets_without_deployment:
+            logger.warning("prefill router: bundle targets with no deployment (never chosen): %s",
+                           self.targets_without_deployment)
+
+    def routes(self) -> dict[str, list[tuple[dict, DeploymentTarget]]]:
+        """Per model group, the deployments this strategy routes among (with their target and price)."""
+        served = self._served
+        out: dict[str, list[tuple[dict, DeploymentTarget]]] = {}
+        for dep in self._claimed(self.router.model_list or []):
+            if (info := served.deployments.get(self._dep_id(dep))) is not None:
+                out.setdefault(info.model_name, []).append((dep, info))
+        return out
+
+    def reload_if_changed(self) -> bool:
+        """Load the bundle again now if its directory changed (see :class:`BundleReloader`); True if swapped."""
+        return self._reloader.reload_if_changed()
+
+    # -- deployments --------------------------------------------------------
+    def _target_of(self, dep: dict, targets: list[str]) -> str | None:
+        info = dep.get("model_info") or {}
+        explicit = info.get("prefill_target")
+        if explicit is not None:
+            if explicit not in targets:
+                raise ConfigurationError(
+                    f"deployment {dep.get('model_name')!r} has model_info.prefill_target={explicit!r}, which is not "
+                    f"a target of bundle {self.args.bundle}; valid targets: {targets}"
+                )
+            return str(explicit)
+        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        for name in (dep.get("model_name"), model, model.split("/")[-1]):
+            if name in targets:
+                return str(name)
+        return None
+
+    @staticmethod
+    def _dep_id(dep: dict) -> str:
+        return str((dep.get("model_info") or {}).get("id") or id(dep))
+
+    def _describe(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
+        dep_id = self._dep_id(dep)
+        if served.known(dep_id, dep):
+            return served.deployments[dep_id]
+        target = self._target_of(dep, served.decider.targets)
+        info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
+                                                             self._price(dep, dep_id))
+        return served.remember(dep_id, dep, info)
+
+    def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
+        """Like _describe, but a deployment added (or updated) after construction that cannot be mapped or priced
+        is left out of prefill routing (with an error log) instead of failing the request."""
+        dep_id = self._dep_id(dep)
+        if served.known(dep_id, dep):
+            return served.deployments[dep_id]
+        if not self._claimed([dep]):
+            return served.remember(dep_id, dep, None)  # a deployment added later that another prefill group routes
+        try:
+            return self._describe(dep, served)
+        except ConfigurationError as err:
+            logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
+            return served.remember(dep_id, dep, None)
+
+    def _price(self, dep: dict, dep_id: str) -> Price:
+        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        price = deployment_price(dep, lambda: self.router.get_deployment_model_info(model_id=dep_id, model_name=model))
+        if price is not None:
+            return price
+        a = self.args
+        if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None:
+            return Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default")
+        raise UnpricedDeploymentError(
+            f"deployment {dep.get('model_name')!r} (model {model!r}, id {dep_id}) has no known price: set "
+            "model_info.input_cost_per_token and output_cost_per_token on it, or routing_strategy_args "
+            "default_input_cost_per_token/default_output_cost_per_token."
+        )
+
+    # -- routing --------------------------------------------------------------
+    # litellm's CustomRoutingStrategyBase annotates both hooks as returning None; Router uses the deployment returned
+    async def async_get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002 - litellm's signature
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        """The router's deployment choice for one request (``routing_strategy="prefill"``): litellm's pre-routing
+        strategies first (auto / complexity / quality routers may send the request on to another model group), then
+        the group's healthy deployments, then :meth:`select`; a group litellm routes with its own strategy
+        (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
+        request_kwargs = request_kwargs if request_kwargs is not None else {}
+        model, messages = await pre_route(self.router, model, messages, input, specific_deployment, request_kwargs)
+        strategy, selector = routing_context(self.router, model, request_kwargs)
+        healthy = await self.router.async_get_healthy_deployments(
+            model=model, request_kwargs=request_kwargs, messages=messages, input=input,
+            specific_deployment=specific_deployment,
+        )
+        if isinstance(healthy, dict):  # one deployment asked for by id
+            await override_pre_call_check(self.router, strategy, selector, healthy)
+            return healthy
+        if not healthy:
+            raise await async_raise_no_deployment_exception(
+                litellm_router_instance=self.router, model=model, parent_otel_span=None)
+        pick = group_pick(self.router, strategy, selector, model, messages, input, request_kwargs)
+        if request_override(self.router, request_kwargs):
+            # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
+            # configured strategy, as litellm gives it precedence over its routing groups
+            return await self.leave_to(pick, healthy, request_metadata(request_kwargs))
+        owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
+        return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
+
+    async def select(self, model: str, healthy: list[dict], prompt: object, request_kwargs: dict,
+                     pick: Callable[[list[dict]], Awaitable[dict]] | None = None) -> dict:
+        """Choose among ``healthy`` (the deployments litellm found for ``model``): predict, apply the policy, then
+        ``pick`` (default: litellm's simple-shuffle) among the chosen target's deployments. A group whose deployments
+        map to no target is left to ``pick`` as a whole, with no decision recorded."""
+        pick = pick or shuffle_pick(self.router, model)
+        self._reloader.maybe_reload()
+        served = self._served  # one bundle per request, even if a reload swaps it meanwhile
+        mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
+        md = request_metadata(request_kwargs)
+        if not mapped:
+            return await self.leave_to(pick, healthy, md)
+        pre_routing = pre_routing_of(md, model)
+        failed = failed_earlier(md) if self.args.reroute_retries and not self.args.shadow else {}
+        untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
+        rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
+            and parse_overrides(md).pin_model is None
+        decision = await self.decide(prompt, untried if rerouted else mapped, md, model, served.decider,
+                                     max_output_tokens=output_token_cap(request_kwargs))
+        if self.args.shadow:
+            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
+        gone = sorted({target for target, _ in failed.values()} - {info.target for _, info in untried})
+        if rerouted and gone and decision.reason == "policy":
+            decision = replace(decision, reason=retry_reason(gone))
+        deployment = await pick([d for d, info in (untried if rerouted else mapped) if info.target == decision.target])
+        baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
+        record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
+                  "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
+                  if baseline else None}
+        if failed:
+            record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
+                                         for dep, (target, error) in failed.items()]
+        self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
+                     pre_routing)
+        return deployment
+
+    @staticmethod
+    async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict) -> dict:
+        """A request the bundle does not route, served by ``pick`` among all of ``healthy``. A record left by an
+        earlier attempt (a fallback from a routed group reuses the request's metadata) must not be attributed to
+        this deployment; litellm's routing record is litellm's to clear where its pre-routing hook runs (it stamps or
+        clears it on every attempt)."""
+        for key in (DECISION_KEY, DECISION_LOG_KEY) if LITELLM_CLEARS_ROUTING_RECORD else \
+                (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
+            md.pop(key, None)
+        return await pick(healthy)
+
+    def _record(self, md: dict, record: dict, routing: dict, pre_routing: dict | None = None) -> None:
+        """Write one request's decision record, litellm's routing record and (if logging) the decision log's file.
+        A request that a litellm pre-routing strategy sent here keeps that step in both records."""
+        if pre_routing is not None:
+            record["pre_routing"] = pre_routing
+            routing["signals"] = [f"pre-routed by {pre_routing.get('router_type') or 'a litellm router'}: "
+                                  f"{pre_routing['model_group']} -> {pre_routing['routed_to']}", *routing["signals"]]
+        md[DECISION_KEY] = record
+        md[LITELLM_DECISION_KEY] = routing
+        if self._log_target is not None:
+            md[DECISION_LOG_KEY] = self._log_target
+        logger.debug("prefill decision %s", json.dumps(record, default=str))
+
+    async def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
+                               healthy: list[dict], pick: Callable[[list[dict]], Awaitable[dict]], md: dict,
+                               pre_routing: dict | None) -> dict:
+        """Shadow mode: the decision is recorded as usual, the request is served as without the router."""
+        pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
+            else healthy
+        if not pool:  # the shadow target's deployments are all cooling down: never lose the request
+            logger.warning("prefill router (shadow): no healthy deployment of %r; serving from any",
+                           self.args.shadow_target)
+            pool = healthy
+        deployment = await pick(pool)
+        dep_id = self._dep_id(deployment)
+        info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
+        record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
+                  "served_target": info.target if info else None, "baseline": None}
+        routing = standard_routing_decision(decision, decision.model_group or "", None)
+        routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
+        routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
+        self._record(md, record, routing, pre_routing)
+        return deployment
+
+    def get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        return run_sync(self.async_get_available_deployment(
+            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
+            request_kwargs=request_kwargs))
+
+    async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
+                     model_group: str | None = None, decider: PrefillDecider | None = None,
+                     max_output_tokens: int | None = None) -> RoutingDecision:
+        by_target: dict[str, list[Price]] = {}
+        for _, info in mapped:
+            by_target.setdefault(info.target, []).append(info.price)
+        # the cheapest deployment's price stands for its target
+        price = {t: p for t, ps in by_target.items() if (p := lowest_price(ps)) is not None}
+        overrides = parse_overrides(metadata)
+        if max_output_tokens is not None and overrides.max_output_tokens is None:
+            overrides = overrides.model_copy(update={"max_output_tokens": max_output_tokens})
+        return await (decider or self.decider).adecide(prompt, price, overrides, model_group)
