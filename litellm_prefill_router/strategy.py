@@ -350,14 +350,15 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
         rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
             and parse_overrides(md).pin_model is None
-        decision = await self.decide(prompt, untried if rerouted else mapped, md, model, served.decider,
+        pool = untried if rerouted else mapped  # what this attempt routes among
+        decision = await self.decide(prompt, pool, md, model, served.decider,
                                      max_output_tokens=output_token_cap(request_kwargs))
         if self.args.shadow:
             return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
-        gone = sorted({target for target, _ in failed.values()} - {info.target for _, info in untried})
-        if rerouted and gone and decision.reason == "policy":
+        if rerouted and decision.reason == "policy" and \
+                (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
-        deployment = await pick([d for d, info in (untried if rerouted else mapped) if info.target == decision.target])
+        deployment = await pick([d for d, info in pool if info.target == decision.target])
         baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
