@@ -1,11 +1,14 @@
 """For the LiteLLM proxy in tests: a callback that appends what litellm's standard logging payload says about each
 call (its routing_decision and litellm's own savings figure) to the file named by $PROXY_SPY_LOG, and a custom auth
-that stands in for litellm's database-backed virtual keys (a key's ``router_settings``)."""
+that stands in for litellm's database-backed virtual keys (a key's ``router_settings``), and a callback that holds one
+worker's event loop so that a test knows which worker the kernel hands the next connections to."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -32,6 +35,24 @@ class Spy(CustomLogger):
 
 
 spy = Spy()
+
+
+class Stall(CustomLogger):
+    """A request with ``"stall": "<dir>"`` in its body blocks the worker that accepted it (a synchronous wait, as a
+    CPU-bound handler would): it writes ``<dir>/stalled`` and returns when ``<dir>/release`` exists (at most 60 s).
+    While it waits, that worker's event loop accepts no connection, so every other request goes to another worker."""
+
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
+        where = data.pop("stall", None)
+        if where:
+            (Path(where) / "stalled").write_text(str(os.getpid()))
+            deadline = time.time() + 60
+            while not (Path(where) / "release").exists() and time.time() < deadline:
+                time.sleep(0.05)
+        return data
+
+
+stall = Stall()
 
 
 async def key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:

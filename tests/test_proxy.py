@@ -223,31 +223,39 @@ def test_a_multi_worker_proxy_routes_in_every_worker_and_logs_a_file_per_process
     cfg["model_list"] = model_list()
     cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
                                                        "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl")}
+    cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.stall"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    logs = tmp_path / "logs"
+    logs, stall = tmp_path / "logs", tmp_path / "stall"
+    stall.mkdir()
 
     def logged() -> list[dict]:
         return [json.loads(x) for f in logs.glob("d-*.jsonl") for x in f.read_text().splitlines()]
 
-    sent = 0
-    with _proxy(tmp_path / "config.yaml", tmp_path, {}, "--num_workers", "2") as port:
-        # concurrent batches until both workers have served (the kernel hands connections to either)
-        while sent < 96 and len(list(logs.glob("d-*.jsonl"))) < 2:
-            prompts = [MATH_PROMPT, HIST_PROMPT] * 8
-            with ThreadPoolExecutor(8) as pool:
-                answers = list(pool.map(lambda p: _post(port, p), prompts))
-            sent += len(prompts)
-            for prompt, (body, headers) in zip(prompts, answers):
-                want = "math-model" if prompt == MATH_PROMPT else "history-model"
-                assert headers["x-prefill-target"] == want and body["choices"][0]["message"]["content"] == \
-                    f"answer from {want}"
-            deadline = time.time() + 30
-            while time.time() < deadline and len(logged()) < sent:
-                time.sleep(0.2)
-    files = sorted(logs.glob("d-*.jsonl"))
-    assert len(files) == 2, f"one worker served all {sent} requests"
-    assert summarize(logged())["calls"] == sent  # every call logged once, by the worker that served it
-    assert all(f.stem[2:].isdigit() and int(f.stem[2:]) != os.getpid() for f in files)
+    prompts = [MATH_PROMPT, HIST_PROMPT] * 8
+    with _proxy(tmp_path / "config.yaml", tmp_path, {}, "--num_workers", "2") as port, ThreadPoolExecutor(9) as pool:
+        # the kernel hands a connection to whichever worker accepts first, and one worker may well take them all; so
+        # one request holds the worker that accepted it, and the batch sent meanwhile can only go to the other one
+        held = pool.submit(_post, port, MATH_PROMPT, stall=str(stall))
+        deadline = time.time() + 60
+        while not (stall / "stalled").exists():
+            assert time.time() < deadline and not held.done(), "the held request never reached a worker"
+            time.sleep(0.05)
+        held_pid = int((stall / "stalled").read_text())
+        answers = list(pool.map(lambda p: _post(port, p), prompts))
+        (stall / "release").touch()
+        answers.append(held.result(timeout=60))
+        for prompt, (body, headers) in zip([*prompts, MATH_PROMPT], answers):
+            want = "math-model" if prompt == MATH_PROMPT else "history-model"
+            assert headers["x-prefill-target"] == want
+            assert body["choices"][0]["message"]["content"] == f"answer from {want}"
+        deadline = time.time() + 30
+        while time.time() < deadline and len(logged()) < len(answers):
+            time.sleep(0.2)
+    # every call logged once, in the file of the worker that served it: the held one by its worker, the batch by the other
+    by_pid = {int(f.stem[2:]): len(f.read_text().splitlines()) for f in logs.glob("d-*.jsonl")}
+    assert len(by_pid) == 2 and by_pid[held_pid] == 1 and os.getpid() not in by_pid
+    assert sorted(by_pid.values()) == [1, len(prompts)]
+    assert summarize(logged())["calls"] == len(answers)
 
 
 def test_decision_headers_are_single_line_ascii_and_absent_for_requests_the_strategy_did_not_route() -> None:
