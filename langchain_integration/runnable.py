@@ -30,6 +30,7 @@ from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.jsonl import append_line, checked_log_template, log_path
+from litellm_prefill_router.metrics import observe_call, reload_observer
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
@@ -126,6 +127,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     decision_log: str | None = None
     decision_log_messages: bool = True
     decision_log_responses: bool = False  # the answer's text too, so a judge can score it later
+    # Prometheus metrics of routing in prometheus_client's default registry (see litellm_prefill_router.metrics),
+    # labelled with this runnable's name as model_group; needs the `metrics` extra
+    metrics: bool = False
     # when the chosen target's runnable raises one of ``reroute_on``, try up to this many other targets, the policy's
     # next pick first (same prediction, no new inference; a pinned target is not rerouted); a stream is rerouted only
     # before its first chunk. 0: the error is raised, as from the target
@@ -143,7 +147,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         self._reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor,
-                                        self.reload_interval_s)
+                                        self.reload_interval_s,
+                                        on_reload=reload_observer(self.bundle) if self.metrics else None)
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
         return self
 
@@ -256,9 +261,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # -- decision log ---------------------------------------------------------
     def _log(self, decision: RoutingDecision, run: Any, input: Any, started: float, out: Any = None,
              error: BaseException | None = None) -> None:
-        """Append the call's line to ``decision_log`` (if set). A log that cannot be written is reported, never
-        allowed to fail the call."""
-        if self.decision_log is None:
+        """Append the call's line to ``decision_log`` (if set) and count it in the metrics (if on). A log that cannot
+        be written is reported, never allowed to fail the call."""
+        if self.decision_log is None and not self.metrics:
             return
         try:
             prices = self._prices(self._reloader.current)
@@ -270,20 +275,28 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             base = savings_baseline(decision, list(prices), lambda t: (t, prices[t]))
             baseline = baseline_record(base, None, prices[base]) if base is not None else None
             extra: dict[str, object] = {}
-            if self.decision_log_messages:
+            if self.decision_log is not None and self.decision_log_messages:
                 extra["messages"] = _as_messages(prompt_from_input(input))
-            if self.decision_log_responses and error is None:
+            if self.decision_log is not None and self.decision_log_responses and error is None:
                 extra["response"] = _text_of(out)
             row = decision_log_row(
                 call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
                 decision={**decision.to_dict(), "baseline": baseline}, ok=error is None,
                 model=decision.target, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
                 latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra)
-            line = json.dumps(row, default=str)
-            with _LOG_LOCK:
-                append_line(log_path(self.decision_log), line)
         except Exception as err:  # noqa: BLE001 - the answer is the caller's; the log line is not worth losing it
-            logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
+            logger.error("prefill router: could not record the call (decision log %s, metrics %s): %s",
+                         self.decision_log, self.metrics, err)
+            return
+        if self.metrics:
+            observe_call(row)
+        if self.decision_log is not None:
+            try:
+                line = json.dumps(row, default=str)
+                with _LOG_LOCK:
+                    append_line(log_path(self.decision_log), line)
+            except Exception as err:  # noqa: BLE001
+                logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
 
     # -- Runnable API -------------------------------------------------------
     def _reroute(self, decision: RoutingDecision, failed: list[str], error: BaseException) -> RoutingDecision | None:

@@ -1,5 +1,6 @@
 """The decision log's writer: a litellm ``CustomLogger`` that appends one JSON line per routed call (the decision,
-its outcome, optionally the messages and the answer). One of the litellm-facing modules (see ``router``)."""
+its outcome, optionally the messages and the answer) and feeds the same line to the routing metrics. One of the
+litellm-facing modules (see ``router``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from .jsonl import append_line, log_path
+from .metrics import observe_call
 from .records import DECISION_KEY, DECISION_LOG_KEY, decision_log_row
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -21,7 +23,8 @@ logger = logging.getLogger("litellm_prefill_router")
 
 # -- decision / outcome log ------------------------------------------------------
 class DecisionLogger(CustomLogger):
-    """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages.
+    """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages; counts the
+    call in the routing metrics where the router has ``metrics`` on.
 
     One instance serves every router in the process (litellm keeps a single callback per class); each call's
     metadata names the file of the router that decided it.
@@ -58,10 +61,11 @@ class DecisionLogger(CustomLogger):
         except Exception:  # noqa: BLE001
             latency = None
         slo = kwargs.get("standard_logging_object") or {}
+        path = target.get("path")
         extra: dict[str, object] = {}
-        if target.get("messages", True):
+        if path and target.get("messages", True):
             extra["messages"] = kwargs.get("messages")
-        if ok and target.get("responses", False):
+        if path and ok and target.get("responses", False):
             try:
                 extra["response"] = response_obj.choices[0].message.content
             except (AttributeError, IndexError, TypeError):
@@ -72,9 +76,12 @@ class DecisionLogger(CustomLogger):
             decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
             prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
             error=kwargs.get("exception"), extra=extra)
-        line = json.dumps(row, default=str)
-        with self._lock:
-            append_line(log_path(target["path"]), line)
+        if target.get("metrics"):
+            observe_call(row)
+        if path:
+            line = json.dumps(row, default=str)
+            with self._lock:
+                append_line(log_path(path), line)
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, True, response_obj, start_time, end_time)

@@ -18,18 +18,11 @@ import numpy as np
 
 from .errors import PrefillRouterError
 from .jsonl import read_logs
+from .records import reason_kind
 
 
 class LogStatsError(PrefillRouterError):
     """The decision log cannot be summarised; the message names the file and the fix."""
-
-
-def _reason_kind(reason: str) -> str:
-    """The reason without its particulars: "fallback: inference failed", "retry" (a retry routed away from the
-    targets that failed it), "policy", "pinned"."""
-    if reason.startswith("retry:"):
-        return "retry"
-    return reason.split(" (")[0] if reason.startswith("fallback") else reason
 
 
 def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -53,7 +46,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         calls += 1
         t = per_target[str(target)]
         t["calls"] += 1
-        reasons[_reason_kind(str(decision.get("reason", "")))] += 1
+        reasons[reason_kind(str(decision.get("reason", "")))] += 1
         policy = decision.get("policy") or {}
         presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):

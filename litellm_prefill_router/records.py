@@ -15,7 +15,7 @@ from .errors import ConfigurationError
 from .policy import RoutingDecision, RoutingPolicy
 
 DECISION_KEY = "prefill_decision"  # the decision record (RoutingDecision.to_dict() + deployment, baseline, shadow)
-DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages", "responses"}: where the router logs its decisions
+DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages", "responses", "metrics"}: where the router logs its decisions
 # litellm's own per-request routing record (StandardLoggingRoutingDecision): copied into the standard logging
 # payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
 LITELLM_DECISION_KEY = "routing_decision"
@@ -24,6 +24,14 @@ _CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classif
 
 
 T = TypeVar("T")
+
+
+def reason_kind(reason: str) -> str:
+    """A decision's reason without its particulars: "policy", "pinned", "retry" (a retry routed away from the targets
+    that failed it), "fallback: inference failed", "fallback: the request has no text to route on"."""
+    if reason.startswith("retry:"):
+        return "retry"
+    return reason.split(" (")[0] if reason.startswith("fallback") else reason
 
 
 def savings_baseline(decision: RoutingDecision, options: Sequence[T], target_price: Callable[[T], tuple[str, Price]]

@@ -54,18 +54,19 @@ class BundleReloader(Generic[T]):
     (call it on each request: it costs a clock read) rebuilds it when the bundle changes.
 
     ``predictor_of`` names the predictor inside a built value: the replaced one is released (its worker answers
-    what is queued, then exits). ``on_swap`` runs after a swap (e.g. to log targets without deployments).
+    what is queued, then exits). ``on_swap`` runs after a swap (e.g. to log targets without deployments);
+    ``on_reload`` after each attempt to load a changed bundle, with whether it is now served (e.g. metrics).
     """
 
     def __init__(self, bundle: str | Path, load: Callable[[], T], predictor_of: Callable[[T], PrefillPredictor],
                  interval_s: float | None = None, on_swap: Callable[[T], None] | None = None,
-                 initial: T | None = None) -> None:
+                 initial: T | None = None, on_reload: Callable[[bool], None] | None = None) -> None:
         if interval_s is not None and not interval_s > 0:
             raise ConfigurationError(f"reload_interval_s must be > 0 seconds (or None: never reload), got "
                                      f"{interval_s!r}")
         self.bundle = bundle
         self.interval_s = interval_s
-        self._load, self._predictor_of, self._on_swap = load, predictor_of, on_swap
+        self._load, self._predictor_of, self._on_swap, self._on_reload = load, predictor_of, on_swap, on_reload
         self.fingerprint = bundle_fingerprint(bundle)
         self.current: T = initial if initial is not None else load()
         self._failed: Fingerprint | None = None
@@ -100,12 +101,16 @@ class BundleReloader(Generic[T]):
             logger.warning("prefill router: the bundle at %s changed (manifest %s) but could not be loaded (%s: %s); "
                            "still serving the bundle loaded before (manifest %s)", self.bundle, _digest(fingerprint),
                            type(err).__name__, err, _digest(self.fingerprint))
+            if self._on_reload is not None:
+                self._on_reload(False)
             return False
         previous, self.current, self.fingerprint = self.fingerprint, new, fingerprint
         logger.warning("prefill router: reloaded the bundle at %s (manifest %s -> %s)", self.bundle,
                        _digest(previous), _digest(fingerprint))
         if self._on_swap is not None:
             self._on_swap(new)
+        if self._on_reload is not None:
+            self._on_reload(True)
         if self._predictor_of(new) is not self._predictor_of(old):
             release_predictor(self._predictor_of(old))
         return True

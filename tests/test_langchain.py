@@ -356,3 +356,32 @@ def test_errors_are_raised_without_reroutes_after_a_streamed_chunk_for_a_pin_or_
         for c in rerouting.model_copy(update={"runnables": broken}).stream(MATH_PROMPT):
             chunks.append(c.content)
     assert chunks == ["half an answer"]
+
+
+def test_the_runnables_metrics_count_its_calls_under_its_name_reroutes_included(bundle_dir: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from conftest import PRICES
+
+    models = {t: UsageChat(text=f"answer from {t}", fail=t == "math-model") for t in TARGETS}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", max_reroutes=1,
+                                   metrics=True).with_config(run_name="ignored")  # the label is the runnable's name
+    name = "PrefillRouterRunnable"
+
+    def value(metric: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"model_group": name, **labels}) or 0.0
+
+    series = [("prefill_router_decisions_total", {"target": "history-model", "reason": "policy"}),
+              ("prefill_router_calls_total", {"target": "history-model", "outcome": "success"}),
+              ("prefill_router_calls_total", {"target": "math-model", "outcome": "failure"}),
+              ("prefill_router_decisions_total", {"target": "generalist", "reason": "retry"}),
+              ("prefill_router_decisions_total", {"target": "history-model", "reason": "retry"}),
+              ("prefill_router_cost_usd_total", {"target": "history-model"})]
+    before = [value(m, **labels) for m, labels in series]
+    assert router.invoke(HIST_PROMPT).content == "answer from history-model"
+    assert asyncio.run(router.ainvoke(MATH_PROMPT)).content != "answer from math-model"  # rerouted
+    hist, hist_ok, math_failed, retry_gen, retry_hist, hist_cost = (value(m, **labels) - b
+                                                                    for (m, labels), b in zip(series, before))
+    assert (hist, hist_ok, math_failed, retry_gen + retry_hist) == (1, 1, 1, 1)
+    one_call = PRICES["history-model"][0] * 10 + PRICES["history-model"][1] * 5  # one call's usage: 10 in, 5 out
+    assert hist_cost == pytest.approx(one_call * (1 + retry_hist))

@@ -213,7 +213,21 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert first["autorouter_savings"] == pytest.approx(expected) and expected > 0
 
 
-def test_a_multi_worker_proxy_routes_in_every_worker_and_logs_a_file_per_process(bundle_dir: Path,
+def _metric_sums(exposition: str) -> dict[str, dict[tuple[str, ...], float]]:
+    """Prometheus text exposition -> {metric: {(target, reason or outcome): value}} for prefill_router_* totals."""
+    out: dict[str, dict[tuple[str, ...], float]] = {}
+    for line in exposition.splitlines():
+        if not line.startswith("prefill_router_") or "{" not in line:
+            continue
+        name, rest = line.split("{", 1)
+        labels, value = rest.rsplit("} ", 1)
+        named = dict((k, v.strip('"')) for k, v in (kv.split("=", 1) for kv in labels.split(",") if kv))
+        key = (named.get("target", ""), named.get("reason") or named.get("outcome") or "")
+        out.setdefault(name, {})[key] = out.get(name, {}).get(key, 0.0) + float(value)
+    return out
+
+
+def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and_sums_their_metrics(bundle_dir: Path,
                                                                                  tmp_path: Path) -> None:
     import yaml
 
@@ -222,17 +236,21 @@ def test_a_multi_worker_proxy_routes_in_every_worker_and_logs_a_file_per_process
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = model_list()
     cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
-                                                       "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl")}
-    cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.stall"]
+                                                       "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl"),
+                                                       "metrics": True}
+    # litellm's prometheus callback serves /metrics; with workers, prometheus_client's multiprocess mode sums them
+    cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.stall", "prometheus"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    logs, stall = tmp_path / "logs", tmp_path / "stall"
+    logs, stall, prom = tmp_path / "logs", tmp_path / "stall", tmp_path / "prometheus"
     stall.mkdir()
+    prom.mkdir()
 
     def logged() -> list[dict]:
         return [json.loads(x) for f in logs.glob("d-*.jsonl") for x in f.read_text().splitlines()]
 
     prompts = [MATH_PROMPT, HIST_PROMPT] * 8
-    with _proxy(tmp_path / "config.yaml", tmp_path, {}, "--num_workers", "2") as port, ThreadPoolExecutor(9) as pool:
+    with _proxy(tmp_path / "config.yaml", tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(prom)}, "--num_workers", "2") \
+            as port, ThreadPoolExecutor(9) as pool:
         # the kernel hands a connection to whichever worker accepts first, and one worker may well take them all; so
         # one request holds the worker that accepted it, and the batch sent meanwhile can only go to the other one
         held = pool.submit(_post, port, MATH_PROMPT, stall=str(stall))
@@ -251,6 +269,12 @@ def test_a_multi_worker_proxy_routes_in_every_worker_and_logs_a_file_per_process
         deadline = time.time() + 30
         while time.time() < deadline and len(logged()) < len(answers):
             time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/", timeout=30) as r:
+            exposition = r.read().decode()
+    # the routing metrics of both workers on litellm's /metrics: every decision and call counted once
+    counted = _metric_sums(exposition)
+    assert counted["prefill_router_decisions_total"] == {("math-model", "policy"): 9, ("history-model", "policy"): 8}
+    assert counted["prefill_router_calls_total"] == {("math-model", "success"): 9, ("history-model", "success"): 8}
     # every call logged once, in the file of the worker that served it: the held one by its worker, the batch by the other
     by_pid = {int(f.stem[2:]): len(f.read_text().splitlines()) for f in logs.glob("d-*.jsonl")}
     assert len(by_pid) == 2 and by_pid[held_pid] == 1 and os.getpid() not in by_pid

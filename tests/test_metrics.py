@@ -1,0 +1,142 @@
+"""Prometheus metrics of routing (``metrics: true``): counted from each finished call, in the default registry."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, always_cheapest, model_list, rewrite_bundle
+from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def sample(name: str, **labels: str) -> float:
+    """The current value of one series of the default registry (0 where it does not exist yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def counting(*series: tuple[str, dict[str, str]]) -> Callable[[], list[float]]:
+    """How much each series grew since this call: the registry is process-wide, so tests compare before/after."""
+    before = [sample(name, **labels) for name, labels in series]
+    return lambda: [round(sample(name, **labels) - b, 12) for (name, labels), b in zip(series, before)]
+
+
+def metered_router(bundle_dir: Path, group: str, **args: object) -> PrefillRouter:
+    ml = model_list(group=group, **{"math-model": {"mock_response": "litellm.InternalServerError"}}) \
+        if args.pop("failing_math", False) else model_list(group=group)
+    return PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
+                         routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "metrics": True,
+                                                **args})
+
+
+async def test_routed_calls_are_counted_by_target_reason_and_outcome_with_latency_p_correct_cost_and_savings(
+        bundle_dir: Path) -> None:
+    g = {"model_group": "metered"}
+    grew = counting(
+        ("prefill_router_decisions_total", {**g, "target": "math-model", "reason": "policy"}),
+        ("prefill_router_decisions_total", {**g, "target": "history-model", "reason": "policy"}),
+        ("prefill_router_decisions_total", {**g, "target": "generalist", "reason": "pinned"}),
+        ("prefill_router_calls_total", {**g, "target": "math-model", "outcome": "success"}),
+        ("prefill_router_calls_total", {**g, "target": "history-model", "outcome": "success"}),
+        ("prefill_router_calls_total", {**g, "target": "generalist", "outcome": "success"}),
+        ("prefill_router_decision_seconds_count", g),
+        ("prefill_router_chosen_p_correct_count", {**g, "target": "math-model"}),
+        ("prefill_router_chosen_p_correct_count", {**g, "target": "generalist"}),
+        ("prefill_router_cost_usd_total", {**g, "target": "history-model"}),
+        ("prefill_router_savings_usd", g))
+    r = metered_router(bundle_dir, "metered")
+    answers = [await r.acompletion(model="metered", messages=user(p)) for p in (MATH_PROMPT, MATH_PROMPT, HIST_PROMPT)]
+    pinned = await r.acompletion(model="metered", messages=user(MATH_PROMPT),
+                                 metadata={"prefill": {"pin_model": "generalist"}})
+    await flush_logging()
+    policy_math, policy_hist, pins, math_ok, hist_ok, gen_ok, timed, p_math, p_pinned, hist_cost, saved = grew()
+    assert (policy_math, policy_hist, pins) == (2, 1, 1)
+    assert (math_ok, hist_ok, gen_ok) == (2, 1, 1)
+    assert timed == 4  # every decision's latency, the pinned one's too
+    assert p_math == 2 and p_pinned == 0  # a pinned route has no prediction
+    usage = answers[2].usage
+    assert hist_cost == pytest.approx(PRICES["history-model"][0] * usage.prompt_tokens
+                                      + PRICES["history-model"][1] * usage.completion_tokens)
+    # savings against the dearest candidate (generalist): the three policy routes saved, the pinned one (to the
+    # dearest) saved nothing
+    dear = PRICES["generalist"]
+    expected = sum((dear[0] - PRICES[t][0]) * a.usage.prompt_tokens + (dear[1] - PRICES[t][1]) * a.usage.completion_tokens
+                   for t, a in zip(("math-model", "math-model", "history-model"), answers))
+    assert saved == pytest.approx(expected) and saved > 0
+    assert pinned.choices[0].message.content == "answer from generalist"
+    assert sample("prefill_router_decision_seconds_bucket", le="+Inf", **g) >= 4
+
+
+async def test_a_retried_call_counts_a_failed_call_and_its_rerouted_retry(bundle_dir: Path) -> None:
+    g = {"model_group": "metered-retry"}
+    grew = counting(
+        ("prefill_router_decisions_total", {**g, "target": "math-model", "reason": "policy"}),
+        ("prefill_router_calls_total", {**g, "target": "math-model", "outcome": "failure"}),
+        ("prefill_router_decisions_total", {**g, "target": "history-model", "reason": "retry"}),
+        ("prefill_router_decisions_total", {**g, "target": "generalist", "reason": "retry"}),
+        ("prefill_router_calls_total", {**g, "target": "history-model", "outcome": "success"}),
+        ("prefill_router_calls_total", {**g, "target": "generalist", "outcome": "success"}))
+    resp = await metered_router(bundle_dir, "metered-retry", failing_math=True).acompletion(
+        model="metered-retry", messages=user(MATH_PROMPT))
+    await flush_logging()
+    policy, failed, retry_hist, retry_gen, ok_hist, ok_gen = grew()
+    assert (policy, failed) == (1, 1)
+    assert (retry_hist + retry_gen, ok_hist + ok_gen) == (1, 1)
+    assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
+
+
+async def test_a_router_without_metrics_counts_nothing(bundle_dir: Path) -> None:
+    g = {"model_group": "unmetered"}
+    grew = counting(("prefill_router_decisions_total", {**g, "target": "math-model", "reason": "policy"}),
+                    ("prefill_router_calls_total", {**g, "target": "math-model", "outcome": "success"}))
+    r = PrefillRouter(model_list=model_list(group="unmetered"), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    await r.acompletion(model="unmetered", messages=user(MATH_PROMPT))
+    await flush_logging()
+    assert grew() == [0, 0]
+
+
+def test_bundle_reloads_are_counted_loaded_and_failed(bundle_copy: Path) -> None:
+    r = PrefillRouter(model_list=model_list(group="metered-reload"), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality", "metrics": True})
+    labels = {"bundle": str(bundle_copy)}
+    grew = counting(("prefill_router_bundle_reloads_total", {**labels, "outcome": "loaded"}),
+                    ("prefill_router_bundle_reloads_total", {**labels, "outcome": "failed"}))
+
+    def rename_generalist(to: str) -> Callable[[dict], None]:  # a deployment maps "generalist"
+        def edit(fields: dict) -> None:
+            for t in fields["targets"]:
+                t["name"] = to if t["name"].startswith("generalist") else t["name"]
+            always_cheapest(fields)
+        return edit
+
+    rewrite_bundle(bundle_copy, rename_generalist("generalist-v2"))  # cannot be served
+    assert r.prefill_strategy.reload_if_changed() is False
+    assert grew() == [0, 1]
+    rewrite_bundle(bundle_copy, rename_generalist("generalist"))
+    assert r.prefill_strategy.reload_if_changed() is True
+    assert grew() == [1, 1]
+
+
+def test_metrics_without_prometheus_client_fail_at_construction_naming_the_extra(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import litellm_prefill_router.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_METRICS", None)  # as in a process that has not registered them yet
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
+    with pytest.raises(ConfigurationError, match=r"litellm-prefill-router\[metrics\]"):
+        metered_router(bundle_dir, "no-prometheus")
+
+
+def test_a_row_the_metrics_cannot_count_is_reported_and_the_call_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    from litellm_prefill_router.metrics import observe_call
+
+    observe_call({"decision": {}, "outcome": {}})  # no target
+    assert "could not count a call in the routing metrics" in caplog.text
