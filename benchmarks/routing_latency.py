@@ -1,4 +1,5 @@
-"""Added routing latency of `prefill` vs `simple-shuffle`, bare encoder time, MiniLM embedding time, RSS.
+"""Added routing latency of `prefill` vs `simple-shuffle`, bare encoder time, MiniLM embedding time, RSS; and the
+added latency of a prompt seen again (answered from the prediction cache).
 
     python benchmarks/routing_latency.py --bundle bundles/llmrouter [--n 30] [--out benchmarks/results]
 
@@ -130,8 +131,9 @@ async def main() -> None:
     from litellm_prefill_router.predictor import shared_predictor
 
     manifest = load_bundle(args.bundle).manifest
+    # no prediction cache: every timed request runs the encoder (the warm-up prompts are timed again below)
     router = PrefillRouter(model_list=model_list(manifest, "shuffle"), routing_strategy="prefill",
-                           routing_strategy_args={"bundle": args.bundle})
+                           routing_strategy_args={"bundle": args.bundle, "prediction_cache_size": 0})
     shuffle = litellm.Router(model_list=model_list(manifest, "shuffle"), routing_strategy="simple-shuffle")
     pred = shared_predictor(args.bundle)
     tok = pred.prompts.tokenizer
@@ -165,6 +167,19 @@ async def main() -> None:
                      "bare_encoder_p50_ms": pct(bare, 50), "trunk_p50_ms": pct(trunk_ms, 50)})
         r = rows[-1]
         r["plumbing_fraction_of_encoder"] = (r["added_p50_ms"] - r["bare_encoder_p50_ms"]) / r["bare_encoder_p50_ms"]
+    # a prompt seen again (a litellm retry of the request, a repeated question): the cached prediction
+    cached = PrefillRouter(model_list=model_list(manifest, "shuffle"), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": args.bundle})
+    seen = all_prompts[256]
+    await time_router(cached, "auto", seen)  # first sight: computed and remembered
+    again, shf = [], []
+    for p in seen:
+        again += await time_router(cached, "auto", [p])
+        shf += await time_router(shuffle, "shuffle", [p])
+    seen_again = {"prompt_tokens": 256, "added_p50_ms": pct([a - b for a, b in zip(again, shf)], 50),
+                  "added_p95_ms": pct([a - b for a, b in zip(again, shf)], 95),
+                  "first_sight_added_p50_ms": next(r["added_p50_ms"] for r in rows if r["prompt_tokens"] == 256),
+                  "cache_hits": cached.prefill_strategy.predictor.cache_hits}
     # batching: the predictor's batched path over 64 prompts of 256 tokens, and 64 concurrent acompletions
     batch_prompts = [prompt_of_tokens(tok, 256, 1000 + i) for i in range(64)]
     t0 = time.perf_counter()
@@ -184,7 +199,7 @@ async def main() -> None:
     result = {"bundle": args.bundle, "encoder": manifest.encoder.id, "layers": list(manifest.encoder.layers),
               "quantized": manifest.encoder.quantized, "cpu_count": os.cpu_count(), "rows": rows,
               "batched_routes_per_s_256tok": batched_rps, "concurrent_acompletions_per_s_256tok": concurrent_rps,
-              "peak_rss_mb": rss_mb, "serving_process_rss_mb": serving_rss,
+              "seen_again": seen_again, "peak_rss_mb": rss_mb, "serving_process_rss_mb": serving_rss,
               "torch_imported_by_runtime": torch_loaded}
     hdr = ["tokens", "added p50", "added p95", "bare enc p50", "plumbing/enc", "MiniLM p50", "added/MiniLM"]
     print(" | ".join(hdr))
@@ -192,6 +207,9 @@ async def main() -> None:
         print(f"{r['prompt_tokens']} | {r['added_p50_ms']:.1f} | {r['added_p95_ms']:.1f} | "
               f"{r['bare_encoder_p50_ms']:.1f} | {r['plumbing_fraction_of_encoder']:.1%} | "
               f"{(r['minilm_p50_ms'] or float('nan')):.1f} | {(r['added_over_minilm'] or float('nan')):.2f}")
+    print(f"a 256-token prompt seen again: added p50 {seen_again['added_p50_ms']:.2f} ms (p95 "
+          f"{seen_again['added_p95_ms']:.2f}) vs {seen_again['first_sight_added_p50_ms']:.1f} ms at first sight; "
+          f"{seen_again['cache_hits']} cache hits")
     print(f"batched: {batched_rps:.1f} routes/s; 64 concurrent acompletions: {concurrent_rps:.1f}/s; "
           f"peak RSS {rss_mb:.0f} MB (benchmark process), {serving_rss} MB (a serving process: one PrefillRouter, "
           f"20 requests); torch imported by runtime: {torch_loaded}")

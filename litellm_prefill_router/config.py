@@ -28,6 +28,9 @@ class PrefillStrategyArgs(BaseModel):
     # prompts per encoder call; None: 1 for an int8 encoder (its dynamic activation scales are per call, so grouping
     # would make a route depend on the other requests in flight), max_batch_size for fp32 (exact under padding)
     max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    # predictions remembered per process for prompts seen again (exact token ids): a litellm retry or fallback of a
+    # request, a repeated question, costs its tokenisation only. 0: every request runs the encoder
+    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000)
     # JSONL path; "{date}" in it starts a file per UTC day, "{pid}" one per process (proxy workers)
     decision_log: str | None = None
     # the request's messages go into the decision log (needed to retrain from it); False logs decisions only

@@ -13,6 +13,10 @@ tensor, i.e. per batch and including pad positions, so a prompt's P(correct) mov
 those bundles each prompt goes through the encoder alone (its own scales) and only the
 trunk is batched; measured on the SmolLM2 bundle this is still faster than the fp32
 encoder batched (README, "Batch-invariant routes").
+
+:meth:`PrefillPredictor.predict_one` remembers the last ``cache_size`` predictions by the exact token ids the encoder
+would see, so a prompt seen again (litellm's retries and fallbacks of one request, repeated questions, load tests)
+costs its tokenisation only.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import os
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -56,15 +61,19 @@ class PrefillPredictor:
         max_batch_size: int = 16,
         max_batch_tokens: int = MAX_BATCH_TOKENS,
         max_encoder_batch_size: int | None = None,
+        cache_size: int = 1024,
     ) -> None:
         """``max_batch_size``: requests grouped per worker step (and per trunk call); ``max_batch_tokens``:
         padded tokens per encoder call; ``max_encoder_batch_size``: prompts per encoder call, default
         ``max_batch_size`` for an fp32 encoder and 1 for a dynamic-int8 one (see the module docstring:
-        larger values trade batch-invariant routes for throughput)."""
+        larger values trade batch-invariant routes for throughput); ``cache_size``: predictions remembered for
+        prompts seen again (0: none)."""
         if max_batch_size < 1 or max_batch_tokens < 1 or (max_encoder_batch_size is not None
                                                           and max_encoder_batch_size < 1):
             raise ValueError(f"max_batch_size, max_batch_tokens and max_encoder_batch_size must be >= 1, got "
                              f"{max_batch_size}, {max_batch_tokens}, {max_encoder_batch_size}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0 (0: no prediction cache), got {cache_size}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
         from tokenizers import Tokenizer
@@ -93,6 +102,9 @@ class PrefillPredictor:
         if max_encoder_batch_size is None:
             max_encoder_batch_size = 1 if m.encoder.quantized else max_batch_size
         self.max_encoder_batch_size = max_encoder_batch_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()  # blake2b of the token ids -> P(correct)
+        self.cache_hits = 0
         self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -133,16 +145,47 @@ class PrefillPredictor:
         return p, n_tokens
 
     def predict_one(self, prompt: object) -> Prediction:
-        """One prompt through the shared micro-batching worker (thread-safe, blocking)."""
+        """One prompt through the shared micro-batching worker (thread-safe, blocking), or from the cache."""
         enc = self.prompts.encode(prompt)
-        p = self._submit(enc.ids).result()
+        key = self._cache_key(enc.ids)
+        p = self._cached(key)
+        if p is None:
+            p = self._remember(key, self._submit(enc.ids).result())
         return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
 
     async def apredict_one(self, prompt: object) -> Prediction:
         """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop."""
         enc = await asyncio.to_thread(self.prompts.encode, prompt)
-        p = await asyncio.wrap_future(self._submit(enc.ids))
+        key = self._cache_key(enc.ids)
+        p = self._cached(key)
+        if p is None:
+            p = self._remember(key, await asyncio.wrap_future(self._submit(enc.ids)))
         return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
+
+    # -- prediction cache ----------------------------------------------------
+    def _cache_key(self, ids: Sequence[int]) -> bytes | None:
+        if self.cache_size == 0:
+            return None
+        return hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16).digest()
+
+    def _cached(self, key: bytes | None) -> np.ndarray | None:
+        if key is None:
+            return None
+        with self._lock:
+            p = self._cache.get(key)
+            if p is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+        return p
+
+    def _remember(self, key: bytes | None, p: np.ndarray) -> np.ndarray:
+        if key is not None:
+            p.setflags(write=False)  # shared by every request of this prompt
+            with self._lock:
+                self._cache[key] = p
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return p
 
     # -- micro-batching worker ---------------------------------------------
     def _submit(self, ids: list[int]) -> Future[np.ndarray]:
@@ -196,25 +239,26 @@ class PrefillPredictor:
                 f.set_result(row)
 
 
-_CACHE: dict[tuple[str, str, int | None, int, int | None], PrefillPredictor] = {}
+_CACHE: dict[tuple[str, str, int | None, int, int | None, int], PrefillPredictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def shared_predictor(
     bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16,
-    max_encoder_batch_size: int | None = None,
+    max_encoder_batch_size: int | None = None, cache_size: int = 1024,
 ) -> PrefillPredictor:
     """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
     # the whole manifest (it pins every file's sha256, and holds the presets and prices): a bundle rewritten in place
     # with new presets is a new predictor too
     digest = hashlib.sha256(bundle.manifest.model_dump_json().encode()).hexdigest()
-    key = (str(bundle.directory.resolve()), digest, intra_op_threads, max_batch_size, max_encoder_batch_size)
+    key = (str(bundle.directory.resolve()), digest, intra_op_threads, max_batch_size, max_encoder_batch_size,
+           cache_size)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
             pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size,
-                                    max_encoder_batch_size=max_encoder_batch_size)
+                                    max_encoder_batch_size=max_encoder_batch_size, cache_size=cache_size)
             pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred

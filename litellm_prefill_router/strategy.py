@@ -207,7 +207,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         a = self.args
         predictor = predictor or shared_predictor(a.bundle, intra_op_threads=a.intra_op_threads,
                                                   max_batch_size=a.max_batch_size,
-                                                  max_encoder_batch_size=a.max_encoder_batch_size)
+                                                  max_encoder_batch_size=a.max_encoder_batch_size,
+                                                  cache_size=a.prediction_cache_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error)
         served = _ServedBundle(decider, {})

@@ -12,7 +12,7 @@ from litellm_prefill_router.predictor import PrefillPredictor, shared_predictor
 
 @pytest.fixture(scope="module")
 def predictor(bundle_dir: Path) -> PrefillPredictor:
-    return PrefillPredictor(bundle_dir, intra_op_threads=1, max_batch_size=8)
+    return PrefillPredictor(bundle_dir, intra_op_threads=1, max_batch_size=8, cache_size=0)  # every call infers
 
 
 def test_predictions_change_with_the_prompt(predictor: PrefillPredictor) -> None:
@@ -105,7 +105,7 @@ def test_int8_encoder_routes_a_prompt_the_same_whatever_shares_its_batch(int8_bu
 
 
 def test_int8_encoder_concurrent_requests_get_their_solo_prediction(int8_bundle: Path) -> None:
-    pred = PrefillPredictor(int8_bundle, intra_op_threads=1, max_batch_size=8)
+    pred = PrefillPredictor(int8_bundle, intra_op_threads=1, max_batch_size=8, cache_size=0)
     prompts = [MATH_PROMPT, HIST_PROMPT, "why", "king " * 50] * 4
     solo = np.stack([pred.predict([p])[0] for p in prompts[:4]])
     results: dict[int, np.ndarray] = {}
@@ -174,3 +174,47 @@ async def test_a_closed_predictor_answers_what_was_queued_and_late_requests_then
             break
         await asyncio.sleep(0.05)
     assert pred._worker is None  # idle and closed: the thread has exited
+
+
+def _counting_encoder_calls(pred: PrefillPredictor, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Prompts sent to ``pred``'s graphs, one entry per worker batch."""
+    calls: list[int] = []
+    real = pred.probabilities_for_ids
+
+    def counted(ids):  # type: ignore[no-untyped-def]
+        calls.append(len(ids))
+        return real(ids)
+
+    monkeypatch.setattr(pred, "probabilities_for_ids", counted)
+    return calls
+
+
+async def test_a_prompt_seen_again_is_answered_from_the_cache_without_the_graphs(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pred = PrefillPredictor(bundle_dir, intra_op_threads=1, cache_size=2)
+    calls = _counting_encoder_calls(pred, monkeypatch)
+    first = pred.predict_one(MATH_PROMPT)
+    again = pred.predict_one(MATH_PROMPT)
+    async_again = await pred.apredict_one([{"role": "user", "content": MATH_PROMPT}])  # the same text as messages
+    assert calls == [1] and pred.cache_hits == 2
+    np.testing.assert_array_equal(again.p_correct, first.p_correct)
+    np.testing.assert_array_equal(async_again.p_correct, first.p_correct)
+    assert (again.input_tokens, again.truncated, again.has_text) == (first.input_tokens, first.truncated, True)
+    with pytest.raises(ValueError, match="read-only"):  # shared by every request of the prompt: nobody may edit it
+        again.p_correct[0] = 1.0
+    # least recently used first out: two more prompts push MATH_PROMPT out of a 2-entry cache
+    pred.predict_one(HIST_PROMPT)
+    pred.predict_one("why")
+    pred.predict_one(MATH_PROMPT)
+    assert calls == [1, 1, 1, 1] and len(pred._cache) == 2
+
+
+def test_a_predictor_without_a_cache_runs_the_graphs_every_time_and_a_negative_size_is_rejected(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pred = PrefillPredictor(bundle_dir, intra_op_threads=1, cache_size=0)
+    calls = _counting_encoder_calls(pred, monkeypatch)
+    for _ in range(3):
+        pred.predict_one(MATH_PROMPT)
+    assert calls == [1, 1, 1] and pred.cache_hits == 0
+    with pytest.raises(ValueError, match="cache_size"):
+        PrefillPredictor(bundle_dir, cache_size=-1)

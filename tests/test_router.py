@@ -233,7 +233,7 @@ async def test_hundreds_of_concurrent_requests_all_succeed_with_the_right_route(
     assert [r.choices[0].message.content for r in results] == want
 
 
-async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_onnx_inference_runs_off_the_event_loop(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A slow encoder (1.5 s a batch) must not stall other coroutines.
 
     The stall threshold (0.6 s) sits well below the encoder's 1.5 s, so inference on the loop always fails the
@@ -242,6 +242,9 @@ async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, mon
     import gc
     import threading
 
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",  # every request runs the encoder
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                  "prediction_cache_size": 0})
     encoder = router.prefill_strategy.predictor.encoder
     real = type(encoder).__call__
     threads: set[int] = set()
@@ -283,7 +286,7 @@ async def test_onnx_inference_runs_off_the_event_loop(router: PrefillRouter, mon
         await tick
         gc.unfreeze()
     assert all(r.choices[0].message.content == "answer from math-model" for r in results)
-    assert threading.get_ident() not in threads
+    assert threads and threading.get_ident() not in threads
     assert len(gaps) >= 50 and max(gaps) < 0.6, f"event loop stalled for {max(gaps):.3f}s"
 
 
@@ -337,6 +340,19 @@ async def test_a_retry_goes_to_the_next_best_target_instead_of_the_one_that_fail
     assert [(r["decision"]["target"], r["outcome"]["success"]) for r in rows] == [("math-model", False),
                                                                                  (runner_up, True)]
     assert summarize(rows)["reasons"] == {"policy": 1, "retry": 1}
+
+
+async def test_a_retry_reuses_the_first_attempts_prediction_instead_of_running_the_encoder_again(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = failing_math_router(bundle_dir, prediction_cache_size=8)
+    predictor = r.prefill_strategy.predictor
+    calls: list[int] = []
+    real = predictor.probabilities_for_ids
+    monkeypatch.setattr(predictor, "probabilities_for_ids", lambda ids: calls.append(len(ids)) or real(ids))
+    prompt = f"{MATH_PROMPT} - a prompt this test alone sends"
+    resp = await r.acompletion(model="auto", messages=user(prompt))
+    assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
+    assert calls == [1]  # two decisions (the failed attempt's and the retry's), one encoder pass
 
 
 def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
