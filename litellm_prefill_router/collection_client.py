@@ -13,7 +13,7 @@ import litellm
 
 from .costs import Price
 from .decision_logger import flush_logging
-from .strategy import deployment_price
+from .deployments import deployment_price
 
 logger = logging.getLogger("litellm_prefill_router")
 

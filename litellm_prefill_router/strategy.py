@@ -9,9 +9,8 @@ import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import litellm
 from litellm.router import CustomRoutingStrategyBase
@@ -38,9 +37,10 @@ from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, retry_reason
 from .decision_logger import register_decision_log
+from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
-from .policy import RoutingDecision
 from .metrics import reload_observer
+from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
 from .records import (
     DECISION_KEY,
@@ -73,63 +73,6 @@ def warm_litellm_imports(modules: tuple[str, ...] = LAZY_LITELLM_MODULES) -> lis
                          "litellm imports it", name, err)
             missing.append(name)
     return missing
-
-
-@dataclass(frozen=True)
-class DeploymentTarget:
-    deployment_id: str
-    model_name: str
-    target: str
-    price: Price
-
-
-def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | None:
-    """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
-    litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
-    price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
-    for source, src in (("litellm_params", dep.get("litellm_params") or {}), ("model_info", dep.get("model_info") or {})):
-        if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
-            return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
-    try:
-        info = known_model_info()
-    except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
-        info = None
-    pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
-    if pin is not None and pout is not None and (pin > 0 or pout > 0):
-        return Price(float(pin), float(pout), "litellm")
-    return None
-
-
-def _described_from(dep: dict) -> tuple[object, ...]:
-    """What a deployment's target and price are read from. A deployment updated in place (the proxy's
-    ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
-    changes."""
-    params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
-    return (dep.get("model_name"), params.get("model"), params.get("input_cost_per_token"),
-            params.get("output_cost_per_token"), info.get("prefill_target"), info.get("input_cost_per_token"),
-            info.get("output_cost_per_token"))
-
-
-@dataclass
-class _ServedBundle:
-    """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
-
-    decider: PrefillDecider
-    deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
-    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> _described_from
-
-    def remember(self, dep_id: str, dep: dict, info: DeploymentTarget | None) -> DeploymentTarget | None:
-        self.deployments[dep_id] = info
-        self.described_from[dep_id] = _described_from(dep)
-        return info
-
-    def known(self, dep_id: str, dep: dict) -> bool:
-        """The deployment was described as it is now."""
-        return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
-
-    @property
-    def predictor(self) -> PrefillPredictor:
-        return self.decider.predictor
 
 
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
@@ -174,7 +117,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     # -- the served bundle ----------------------------------------------------
     @property
-    def _served(self) -> _ServedBundle:
+    def _served(self) -> ServedBundle:
         return self._reloader.current
 
     @property
@@ -201,7 +144,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     def _deployments(self) -> dict[str, DeploymentTarget | None]:
         return self._served.deployments
 
-    def _load(self, predictor: PrefillPredictor | None = None) -> _ServedBundle:
+    def _load(self, predictor: PrefillPredictor | None = None) -> ServedBundle:
         """Load (or take) the predictor, build the decider and map every deployment of the model list; raises
         ConfigurationError / BundleError naming what is wrong."""
         a = self.args
@@ -211,7 +154,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                   cache_size=a.prediction_cache_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error)
-        served = _ServedBundle(decider, {})
+        served = ServedBundle(decider, {})
         for dep in self._claimed(self.router.model_list or []):
             self._describe(dep, served)
         return served
@@ -224,7 +167,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         others = prefill_group_models(self.router)
         return [d for d in deployments if d.get("model_name") not in others]
 
-    def _warn_targets_without_deployment(self, served: _ServedBundle) -> None:
+    def _warn_targets_without_deployment(self, served: ServedBundle) -> None:
         mapped = {d.target for d in served.deployments.values() if d is not None}
         self.targets_without_deployment = [t for t in served.decider.targets if t not in mapped]
         if self.targets_without_deployment:
@@ -265,7 +208,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
     def _dep_id(dep: dict) -> str:
         return str((dep.get("model_info") or {}).get("id") or id(dep))
 
-    def _describe(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
+    def _describe(self, dep: dict, served: ServedBundle) -> DeploymentTarget | None:
         dep_id = self._dep_id(dep)
         if served.known(dep_id, dep):
             return served.deployments[dep_id]
@@ -274,7 +217,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                              self._price(dep, dep_id))
         return served.remember(dep_id, dep, info)
 
-    def _describe_at_request(self, dep: dict, served: _ServedBundle) -> DeploymentTarget | None:
+    def _describe_at_request(self, dep: dict, served: ServedBundle) -> DeploymentTarget | None:
         """Like _describe, but a deployment added (or updated) after construction that cannot be mapped or priced
         is left out of prefill routing (with an error log) instead of failing the request."""
         dep_id = self._dep_id(dep)

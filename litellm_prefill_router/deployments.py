@@ -1,0 +1,70 @@
+"""A model list's deployments as the prefill strategy sees them: which bundle target each serves and at what price,
+held per served bundle (a reload swaps the whole map) and described again when a deployment is updated in place.
+Free of litellm: litellm's cost map is reached through a callable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .costs import Price
+from .decider import PrefillDecider
+from .predictor import PrefillPredictor
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    deployment_id: str
+    model_name: str
+    target: str
+    price: Price
+
+
+def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | None:
+    """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
+    litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
+    price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
+    for source, src in (("litellm_params", dep.get("litellm_params") or {}), ("model_info", dep.get("model_info") or {})):
+        if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
+            return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+    try:
+        info = known_model_info()
+    except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models
+        info = None
+    pin, pout = (info or {}).get("input_cost_per_token"), (info or {}).get("output_cost_per_token")
+    if pin is not None and pout is not None and (pin > 0 or pout > 0):
+        return Price(float(pin), float(pout), "litellm")
+    return None
+
+
+def _described_from(dep: dict) -> tuple[object, ...]:
+    """What a deployment's target and price are read from. A deployment updated in place (the proxy's
+    ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
+    changes."""
+    params, info = dep.get("litellm_params") or {}, dep.get("model_info") or {}
+    return (dep.get("model_name"), params.get("model"), params.get("input_cost_per_token"),
+            params.get("output_cost_per_token"), info.get("prefill_target"), info.get("input_cost_per_token"),
+            info.get("output_cost_per_token"))
+
+
+@dataclass
+class ServedBundle:
+    """What one bundle serves with: swapped whole when the bundle is reloaded, read once per request."""
+
+    decider: PrefillDecider
+    deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
+    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> _described_from
+
+    def remember(self, dep_id: str, dep: dict, info: DeploymentTarget | None) -> DeploymentTarget | None:
+        self.deployments[dep_id] = info
+        self.described_from[dep_id] = _described_from(dep)
+        return info
+
+    def known(self, dep_id: str, dep: dict) -> bool:
+        """The deployment was described as it is now."""
+        return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
+
+    @property
+    def predictor(self) -> PrefillPredictor:
+        return self.decider.predictor
