@@ -4,7 +4,9 @@ Builds the config's router the way the proxy does (no provider is called) and re
 (router-wide and per ``routing_groups`` entry): the bundle and policy, each target's deployments and prices (and
 where each price comes from), deployments no target maps, targets no deployment serves - and, for sample prompts,
 the route each model group would take. A misconfiguration the proxy would refuse at start-up (an unknown
-``prefill_target``, an unpriced deployment, a missing or broken bundle) is the typed error it would raise.
+``prefill_target``, an unpriced deployment, a missing or broken bundle) is the typed error it would raise; one it
+would start with but serve wrongly (a bundle target no deployment serves, ``metrics: true`` with no ``/metrics``
+to serve them) is a warning, which ``--strict`` refuses.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from .collect import read_router_config, resolve_env
 from .errors import ConfigurationError
 
 
-def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The config's deployments and its router settings, ``os.environ/`` values in the settings read as the proxy
-    reads them (a deployment's secrets are left to litellm, which reads them itself)."""
+def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """The config's deployments, its router settings and its litellm settings, ``os.environ/`` values in the router
+    settings read as the proxy reads them (a deployment's secrets are left to litellm, which reads them itself)."""
     cfg = read_router_config(path)
     unset: set[str] = set()
     settings = resolve_env(cfg.router_settings, unset)
@@ -27,26 +29,36 @@ def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str,
         names = ", ".join(f"os.environ/{n}" for n in sorted(unset))
         raise ConfigurationError(f"{path}: router_settings reads {names}, not set here; export what the proxy will see "
                                  "(e.g. the bundle directory) and check again")
-    return [d.model_dump() for d in cfg.model_list], settings
+    return [d.model_dump() for d in cfg.model_list], settings, cfg.litellm_settings
+
+
+def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
+    """The proxy mounts ``/metrics`` (litellm's ``prometheus`` callback in ``callbacks`` or ``success_callback``)."""
+    def names(value: object) -> list[str]:
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
+    return any(n == "prometheus" for key in ("callbacks", "success_callback") for n in names(litellm_settings.get(key)))
 
 
 def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str, Any]:
     """The report of ``prefill-router check`` (raises the typed error a misconfiguration gets at start-up)."""
     from .router import prefill_strategies, router_from_config
 
-    router = router_from_config(*load_proxy_config(path))
+    model_list, router_settings, litellm_settings = load_proxy_config(path)
+    router = router_from_config(model_list, router_settings)
     strategies = prefill_strategies(router)
     if not strategies:
         raise ConfigurationError(
             f"{path}: no prefill strategy - set router_settings.routing_strategy: prefill (with routing_strategy_args."
             "bundle), or a routing_groups entry with routing_strategy: prefill")
-    report: dict[str, Any] = {"config": str(path), "strategies": []}
+    report: dict[str, Any] = {"config": str(path), "strategies": [],
+                              "serves_metrics": serves_prometheus(litellm_settings)}
     for name, strategy in strategies.items():
         routes = strategy.routes()
         entry: dict[str, Any] = {
             "name": name, "bundle": str(strategy.args.bundle),
             "policy": strategy.decider.default_policy.describe(),
             "fallback_target": strategy.fallback_target,
+            "metrics": strategy.args.metrics,
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
                                       "model": str((dep.get("litellm_params") or {}).get("model")),
                                       "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,
@@ -82,6 +94,8 @@ def format_report(report: dict[str, Any]) -> str:
         if s["targets_without_deployment"]:
             out.append(f"\nwarning: bundle targets no deployment serves (never chosen): "
                        f"{', '.join(s['targets_without_deployment'])}")
+        if s["metrics"] and not report["serves_metrics"]:
+            out.append(f"\nwarning: {_NO_METRICS_ENDPOINT}")
         if s["unmapped_deployments"]:
             out.append(f"note: deployments this strategy does not route (litellm routes them as usual): "
                        f"{', '.join(s['unmapped_deployments'])}")
@@ -96,10 +110,17 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+_NO_METRICS_ENDPOINT = ("metrics: true, but litellm_settings has no `prometheus` callback, so the proxy serves no "
+                        "/metrics; add prometheus to litellm_settings.callbacks (with --num_workers, also set "
+                        "PROMETHEUS_MULTIPROC_DIR)")
+
+
 def warnings_of(report: dict[str, Any]) -> list[str]:
-    """What ``--strict`` refuses: bundle targets that no deployment serves."""
-    return [f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
-            for t in s["targets_without_deployment"]]
+    """What ``--strict`` refuses: bundle targets that no deployment serves; metrics nothing will serve."""
+    return [*(f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
+              for t in s["targets_without_deployment"]),
+            *(f"{s['name']}: {_NO_METRICS_ENDPOINT}" for s in report["strategies"]
+              if s["metrics"] and not report["serves_metrics"])]
 
 
 def _short(text: str, width: int = 40) -> str:

@@ -94,6 +94,7 @@ class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_list: list[Deployment] = Field(min_length=1)
     router_settings: dict[str, Any] = Field(default_factory=dict)
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_prompts(path: str | Path) -> list[PromptRecord]:

@@ -126,6 +126,24 @@ def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
     assert "no prefill strategy" in capsys.readouterr().err
 
 
+def test_check_warns_when_metrics_are_on_but_the_proxy_serves_no_metrics_endpoint(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = _proxy_config(tmp_path / "config.yaml", str(bundle_dir))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["router_settings"]["routing_strategy_args"]["metrics"] = True
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert "warning: metrics: true, but litellm_settings has no `prometheus` callback" in capsys.readouterr().out
+    assert main(["check", "--config", str(cfg), "--strict"]) == 1
+    assert "router: metrics: true, but" in capsys.readouterr().err
+    raw["litellm_settings"]["callbacks"] = [raw["litellm_settings"]["callbacks"], "prometheus"]
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(cfg), "--strict"]) == 0
+    assert "metrics: true" not in capsys.readouterr().out
+
+
 def test_check_strict_exits_1_when_a_bundle_target_has_no_deployment(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _proxy_config(tmp_path / "config.yaml", str(bundle_dir), targets=("math-model", "history-model"))
