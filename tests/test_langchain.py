@@ -359,9 +359,9 @@ def test_errors_are_raised_without_reroutes_after_a_streamed_chunk_for_a_pin_or_
 
 
 def test_the_runnables_metrics_count_its_calls_under_its_name_reroutes_included(bundle_dir: Path) -> None:
-    from prometheus_client import REGISTRY
-
     from conftest import PRICES
+
+    REGISTRY = pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed").REGISTRY
 
     models = {t: UsageChat(text=f"answer from {t}", fail=t == "math-model") for t in TARGETS}
     router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", max_reroutes=1,

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, always_cheapest, model_list, rewrite_bundle
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
+
+REGISTRY = pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed").REGISTRY
 
 
 def user(text: str) -> list[dict]:

@@ -233,6 +233,7 @@ def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and
 
     from litellm_prefill_router.log_stats import summarize
 
+    pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed")
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = model_list()
     cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
