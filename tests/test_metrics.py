@@ -141,3 +141,16 @@ def test_a_row_the_metrics_cannot_count_is_reported_and_the_call_goes_on(caplog:
 
     observe_call({"decision": {}, "outcome": {}})  # no target
     assert "could not count a call in the routing metrics" in caplog.text
+
+
+async def test_a_shadow_call_counts_its_decision_under_the_would_be_target_and_its_call_under_the_served_one(
+        bundle_dir: Path) -> None:
+    g = {"model_group": "metered-shadow"}
+    grew = counting(("prefill_router_decisions_total", {**g, "target": "math-model", "reason": "policy"}),
+                    ("prefill_router_calls_total", {**g, "target": "generalist", "outcome": "success"}),
+                    ("prefill_router_calls_total", {**g, "target": "math-model", "outcome": "success"}))
+    r = metered_router(bundle_dir, "metered-shadow", shadow=True, shadow_target="generalist")
+    resp = await r.acompletion(model="metered-shadow", messages=user(MATH_PROMPT))
+    await flush_logging()
+    assert resp.choices[0].message.content == "answer from generalist"
+    assert grew() == [1, 1, 0]
