@@ -154,3 +154,25 @@ async def test_a_shadow_call_counts_its_decision_under_the_would_be_target_and_i
     await flush_logging()
     assert resp.choices[0].message.content == "answer from generalist"
     assert grew() == [1, 1, 0]
+
+
+def test_the_example_grafana_dashboard_queries_only_metrics_the_router_exports_and_shows_each_of_them() -> None:
+    import dataclasses
+    import json
+    import re
+
+    from litellm_prefill_router.metrics import router_metrics
+
+    exported: dict[str, set[str]] = {}  # metric family -> the series names a query may use
+    metrics = router_metrics()
+    for f in dataclasses.fields(metrics):
+        (family,) = getattr(metrics, f.name).describe()
+        names = {"counter": {f"{family.name}_total"}, "gauge": {family.name},
+                 "histogram": {f"{family.name}_bucket", f"{family.name}_count", f"{family.name}_sum"}}[family.type]
+        exported[family.name] = names
+    dashboard = json.loads((Path(__file__).parents[1] / "examples" / "grafana" / "prefill-router-dashboard.json")
+                           .read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for q in queries for name in re.findall(r"prefill_router_[a-z_]+", q)}
+    assert used <= set().union(*exported.values()), used - set().union(*exported.values())
+    assert [family for family, names in exported.items() if not names & used] == []  # every metric has a panel
