@@ -115,10 +115,11 @@ class PrefillDecider:
         candidates = self.candidates(prices, overrides, where)
 
         def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
-                 truncated: bool = False) -> RoutingDecision:
+                 truncated: bool = False, cached: bool = False) -> RoutingDecision:
             return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
                                    candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
-                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group)
+                                   latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group,
+                                   cached=cached)
 
         if overrides.pin_model is not None:
             if overrides.pin_model in candidates:
@@ -143,9 +144,9 @@ class PrefillDecider:
                 for t in candidates}
         if not pred.has_text:
             return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
-                        pred.input_tokens)
+                        pred.input_tokens, cached=pred.cached)
         idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
-        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated)
+        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated, pred.cached)
 
     def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
         """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""

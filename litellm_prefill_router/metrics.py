@@ -38,6 +38,7 @@ class RouterMetrics:
     decision_seconds: Any
     chosen_p_correct: Any
     truncated: Any
+    cache_hits: Any
     calls: Any
     cost: Any
     savings: Any
@@ -57,6 +58,8 @@ class RouterMetrics:
             self.chosen_p_correct.labels(group, target).observe(p)
         if decision.get("truncated"):
             self.truncated.labels(group).inc()
+        if decision.get("cached"):
+            self.cache_hits.labels(group).inc()
         served = str(decision.get("served_target") or outcome.get("model") or target) if decision.get("shadow") \
             else target
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
@@ -98,6 +101,9 @@ def router_metrics() -> RouterMetrics:
                 truncated=Counter("prefill_router_truncated_prompts",
                                   "Prompts longer than the encoder's context, routed on their truncation",
                                   ["model_group"]),
+                cache_hits=Counter("prefill_router_prediction_cache_hits",
+                                   "Decisions whose P(correct) came from the prediction cache (a prompt seen again: "
+                                   "a retry, a repeated question) instead of the encoder", ["model_group"]),
                 calls=Counter("prefill_router_calls", "Routed calls, by the target that served them and outcome",
                               ["model_group", "target", "outcome"]),
                 cost=Counter("prefill_router_cost_usd", "What routed calls cost (USD, where litellm knows)",

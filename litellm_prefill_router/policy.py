@@ -113,6 +113,7 @@ class RoutingDecision:
     latency_ms: float = 0.0
     deployment_id: str | None = None
     model_group: str | None = None
+    cached: bool = False  # P(correct) came from the predictor's cache (a prompt seen again), not the encoder
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

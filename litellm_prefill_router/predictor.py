@@ -48,6 +48,7 @@ class Prediction:
     input_tokens: int
     truncated: bool
     has_text: bool
+    cached: bool = False  # answered from the cache of prompts seen before
 
 
 class PrefillPredictor:
@@ -148,19 +149,19 @@ class PrefillPredictor:
         """One prompt through the shared micro-batching worker (thread-safe, blocking), or from the cache."""
         enc = self.prompts.encode(prompt)
         key = self._cache_key(enc.ids)
-        p = self._cached(key)
+        p = cached = self._cached(key)
         if p is None:
             p = self._remember(key, self._submit(enc.ids).result())
-        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
+        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, cached is not None)
 
     async def apredict_one(self, prompt: object) -> Prediction:
         """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop."""
         enc = await asyncio.to_thread(self.prompts.encode, prompt)
         key = self._cache_key(enc.ids)
-        p = self._cached(key)
+        p = cached = self._cached(key)
         if p is None:
             p = self._remember(key, await asyncio.wrap_future(self._submit(enc.ids)))
-        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text)
+        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, cached is not None)
 
     # -- prediction cache ----------------------------------------------------
     def _cache_key(self, ids: Sequence[int]) -> bytes | None:

@@ -83,13 +83,16 @@ async def test_a_retried_call_counts_a_failed_call_and_its_rerouted_retry(bundle
         ("prefill_router_decisions_total", {**g, "target": "history-model", "reason": "retry"}),
         ("prefill_router_decisions_total", {**g, "target": "generalist", "reason": "retry"}),
         ("prefill_router_calls_total", {**g, "target": "history-model", "outcome": "success"}),
-        ("prefill_router_calls_total", {**g, "target": "generalist", "outcome": "success"}))
-    resp = await metered_router(bundle_dir, "metered-retry", failing_math=True).acompletion(
+        ("prefill_router_calls_total", {**g, "target": "generalist", "outcome": "success"}),
+        ("prefill_router_prediction_cache_hits_total", g))
+    # a predictor of its own (a cache size no other test uses), so the first attempt is not a cache hit
+    resp = await metered_router(bundle_dir, "metered-retry", failing_math=True, prediction_cache_size=7).acompletion(
         model="metered-retry", messages=user(MATH_PROMPT))
     await flush_logging()
-    policy, failed, retry_hist, retry_gen, ok_hist, ok_gen = grew()
+    policy, failed, retry_hist, retry_gen, ok_hist, ok_gen, cache_hits = grew()
     assert (policy, failed) == (1, 1)
     assert (retry_hist + retry_gen, ok_hist + ok_gen) == (1, 1)
+    assert cache_hits == 1  # the retry's decision reused the first attempt's prediction
     assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
 
 

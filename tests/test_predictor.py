@@ -197,6 +197,7 @@ async def test_a_prompt_seen_again_is_answered_from_the_cache_without_the_graphs
     again = pred.predict_one(MATH_PROMPT)
     async_again = await pred.apredict_one([{"role": "user", "content": MATH_PROMPT}])  # the same text as messages
     assert calls == [1] and pred.cache_hits == 2
+    assert (first.cached, again.cached, async_again.cached) == (False, True, True)
     np.testing.assert_array_equal(again.p_correct, first.p_correct)
     np.testing.assert_array_equal(async_again.p_correct, first.p_correct)
     assert (again.input_tokens, again.truncated, again.has_text) == (first.input_tokens, first.truncated, True)

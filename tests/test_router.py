@@ -353,6 +353,7 @@ async def test_a_retry_reuses_the_first_attempts_prediction_instead_of_running_t
     resp = await r.acompletion(model="auto", messages=user(prompt))
     assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
     assert calls == [1]  # two decisions (the failed attempt's and the retry's), one encoder pass
+    assert resp._hidden_params["prefill_routing"]["cached"] is True
 
 
 def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
