@@ -81,6 +81,8 @@ def router_metrics() -> RouterMetrics:
     """The process's routing metrics, registered in prometheus_client's default registry on first use; raises
     :class:`ConfigurationError` where prometheus_client is not installed."""
     global _METRICS
+    if _METRICS is not None:  # every finished call asks: no lock once the metrics exist
+        return _METRICS
     with _LOCK:
         if _METRICS is None:
             try:

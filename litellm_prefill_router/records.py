@@ -15,7 +15,8 @@ from .errors import ConfigurationError
 from .policy import RoutingDecision, RoutingPolicy
 
 DECISION_KEY = "prefill_decision"  # the decision record (RoutingDecision.to_dict() + deployment, baseline, shadow)
-DECISION_LOG_KEY = "prefill_decision_log"  # {"path", "messages", "responses", "metrics"}: where the router logs its decisions
+# {"path", "messages", "responses", "metrics"}: where the router logs its decisions and whether it counts them
+DECISION_LOG_KEY = "prefill_decision_log"
 # litellm's own per-request routing record (StandardLoggingRoutingDecision): copied into the standard logging
 # payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
 LITELLM_DECISION_KEY = "routing_decision"
