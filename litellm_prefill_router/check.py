@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .collect import read_router_config, resolve_env
+from .composition import context_window
 from .errors import ConfigurationError
 
 
@@ -52,6 +53,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "bundle), or a routing_groups entry with routing_strategy: prefill")
     report: dict[str, Any] = {"config": str(path), "strategies": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
+    pre_call_checks = bool(getattr(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()
         entry: dict[str, Any] = {
@@ -63,8 +65,10 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
                                       "model": str((dep.get("litellm_params") or {}).get("model")),
                                       "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,
                                       "output_usd_per_mtok": info.price.output_cost_per_token * 1e6,
-                                      "price_from": info.price.source} for dep, info in deps]
+                                      "price_from": info.price.source,
+                                      "max_input_tokens": context_window(router, dep, group)} for dep, info in deps]
                              for group, deps in routes.items()},
+            "pre_call_checks": pre_call_checks,
             "unmapped_deployments": list(strategy.unmapped),
             "targets_without_deployment": list(strategy.targets_without_deployment),
             "routes": [],
@@ -75,6 +79,11 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
                 entry["routes"].append({"prompt": prompt, "model_group": group, "target": d.target,
                                         "reason": d.reason, "p_correct": dict(d.p_correct),
                                         "cost_usd": dict(d.cost_usd)})
+        entry["mixed_context_windows"] = {}
+        for group, deps in entry["model_groups"].items():
+            windows = {d["target"]: d["max_input_tokens"] for d in deps if d["max_input_tokens"] is not None}
+            if not pre_call_checks and len(set(windows.values())) > 1:
+                entry["mixed_context_windows"][group] = windows
         report["strategies"].append(entry)
     return report
 
@@ -88,14 +97,16 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(f"{s['name']}: bundle {s['bundle']}, policy {s['policy']}, fallback {s['fallback_target']}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")
-            out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from"],
+            out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],
                               [[d["target"], d["model"], d["input_usd_per_mtok"], d["output_usd_per_mtok"],
-                                d["price_from"]] for d in deps]))
+                                d["price_from"], d["max_input_tokens"] or "-"] for d in deps]))
         if s["targets_without_deployment"]:
             out.append(f"\nwarning: bundle targets no deployment serves (never chosen): "
                        f"{', '.join(s['targets_without_deployment'])}")
         if s["metrics"] and not report["serves_metrics"]:
             out.append(f"\nwarning: {_NO_METRICS_ENDPOINT}")
+        for group, windows in s["mixed_context_windows"].items():
+            out.append(f"\nwarning: {_mixed_windows(group, windows)}")
         if s["unmapped_deployments"]:
             out.append(f"note: deployments this strategy does not route (litellm routes them as usual): "
                        f"{', '.join(s['unmapped_deployments'])}")
@@ -115,12 +126,24 @@ _NO_METRICS_ENDPOINT = ("metrics: true, but litellm_settings has no `prometheus`
                         "PROMETHEUS_MULTIPROC_DIR)")
 
 
+def _mixed_windows(group: str, windows: dict[str, int]) -> str:
+    smallest = min(windows, key=lambda t: windows[t])
+    listed = ", ".join(f"{t} {n}" for t, n in sorted(windows.items(), key=lambda kv: kv[1]))
+    return (f"model group {group!r} mixes context windows (max input tokens: {listed}) and "
+            f"router_settings.enable_pre_call_checks is off: a prompt longer than {windows[smallest]} tokens routed "
+            f"to {smallest} fails there; set enable_pre_call_checks: true so the router chooses only among the "
+            "deployments a prompt fits")
+
+
 def warnings_of(report: dict[str, Any]) -> list[str]:
-    """What ``--strict`` refuses: bundle targets that no deployment serves; metrics nothing will serve."""
+    """What ``--strict`` refuses: bundle targets that no deployment serves; metrics nothing will serve; context
+    windows that differ within a routed group while litellm's pre-call checks are off."""
     return [*(f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
               for t in s["targets_without_deployment"]),
             *(f"{s['name']}: {_NO_METRICS_ENDPOINT}" for s in report["strategies"]
-              if s["metrics"] and not report["serves_metrics"])]
+              if s["metrics"] and not report["serves_metrics"]),
+            *(f"{s['name']}: {_mixed_windows(g, w)}" for s in report["strategies"]
+              for g, w in s["mixed_context_windows"].items())]
 
 
 def _short(text: str, width: int = 40) -> str:

@@ -155,6 +155,17 @@ async def override_pre_call_check(router: litellm.Router, strategy: str | None, 
         await check(strategy, selector, deployment, None)
 
 
+def context_window(router: litellm.Router, deployment: dict, model_group: str) -> int | None:
+    """The deployment's context window (max input tokens) as litellm's pre-call checks read it: its ``model_info``,
+    else litellm's model map; None where it declares none."""
+    try:
+        info = router.get_router_model_info(deployment=deployment, received_model_name=model_group)
+    except Exception:  # noqa: BLE001 - a model litellm does not know declares no window
+        return None
+    n = info.get("max_input_tokens")
+    return n if isinstance(n, int) else None
+
+
 def shuffle_pick(router: litellm.Router, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
     """litellm's simple-shuffle among the deployments given (weights / rpm / tpm respected)."""
     async def shuffle(deployments: list[dict]) -> dict:

@@ -226,7 +226,8 @@ def install() -> None:
 
 # keys of a proxy config's router_settings that decide how requests are routed (the rest - caches, retries, limits -
 # does not change which deployment a prefill strategy chooses)
-_ROUTING_SETTINGS = ("routing_strategy", "routing_strategy_args", "routing_groups", "model_group_alias")
+_ROUTING_SETTINGS = ("routing_strategy", "routing_strategy_args", "routing_groups", "model_group_alias",
+                     "enable_pre_call_checks")
 
 
 def router_from_config(model_list: list[dict], router_settings: dict | None = None) -> litellm.Router:

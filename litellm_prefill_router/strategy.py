@@ -310,12 +310,22 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
                   if baseline else None}
+        if unavailable := self._unavailable(model, mapped, served):
+            record["unavailable_targets"] = unavailable
         if failed:
             record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
                                          for dep, (target, error) in failed.items()]
         self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
                      pre_routing)
         return deployment
+
+    def _unavailable(self, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle
+                     ) -> list[str]:
+        """Targets of ``model``'s deployments that litellm left none of for this request: cooling down, filtered out
+        by its pre-call checks (a context window the prompt exceeds, a region) or by tags / ``order``."""
+        group = {info.target for d in self.router.model_list or [] if d.get("model_name") == model
+                 and (info := served.deployments.get(self._dep_id(d))) is not None}
+        return sorted(group - {info.target for _, info in mapped})
 
     @staticmethod
     async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict) -> dict:
@@ -356,6 +366,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
         record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
                   "served_target": info.target if info else None, "baseline": None}
+        if unavailable := self._unavailable(decision.model_group or "", mapped, self._served):
+            record["unavailable_targets"] = unavailable
         routing = standard_routing_decision(decision, decision.model_group or "", None)
         routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]

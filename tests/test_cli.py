@@ -107,7 +107,7 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
     math_dep = router["model_groups"]["auto"][0]
     assert math_dep == {"target": "math-model", "model_name": "auto", "model": "openai/math-model",
                         "input_usd_per_mtok": pytest.approx(0.2), "output_usd_per_mtok": pytest.approx(0.2),
-                        "price_from": "model_info"}
+                        "price_from": "model_info", "max_input_tokens": None}
     assert "smart (auto_router/complexity_router)" in router["unmapped_deployments"]
     assert [r["target"] for r in router["routes"]] == ["math-model", "history-model"]  # max-quality
     assert [r["target"] for r in budget["routes"]] == ["math-model", "math-model"]  # tolerance 1: the cheapest
@@ -151,3 +151,31 @@ def test_check_strict_exits_1_when_a_bundle_target_has_no_deployment(
     assert "no deployment serves (never chosen): generalist" in capsys.readouterr().out
     assert main(["check", "--config", str(cfg), "--strict"]) == 1
     assert "router: no deployment serves generalist" in capsys.readouterr().err
+
+
+def test_check_warns_when_a_routed_groups_context_windows_differ_and_pre_call_checks_are_off(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = _proxy_config(tmp_path / "config.yaml", str(bundle_dir), max_input_tokens=8192)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["model_list"][1]["model_info"]["max_input_tokens"] = 131072  # history-model, same group "auto"
+    for dep in raw["model_list"][:2]:  # litellm files a deployment's model_info under its model name, process-wide
+        dep["litellm_params"]["model"] += "-windowed"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(cfg), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: model group 'auto' mixes context windows (max input tokens: math-model 8192, history-model "
+            "131072) and router_settings.enable_pre_call_checks is off: a prompt longer than 8192 tokens routed to "
+            "math-model fails there") in out
+    router_entry = json.loads((tmp_path / "r.json").read_text())["strategies"][0]
+    assert [d["max_input_tokens"] for d in router_entry["model_groups"]["auto"]] == [8192, 131072, None]
+    assert "'budget' mixes" not in out  # the other group's deployments declare no window
+    assert router_entry["pre_call_checks"] is False
+    assert main(["check", "--config", str(cfg), "--strict"]) == 1
+    assert "router: model group 'auto' mixes context windows" in capsys.readouterr().err
+
+    raw["router_settings"]["enable_pre_call_checks"] = True  # litellm drops a deployment the prompt does not fit
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(cfg), "--strict"]) == 0
+    assert "context windows" not in capsys.readouterr().out

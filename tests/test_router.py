@@ -303,8 +303,34 @@ async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
     await asyncio.sleep(0.2)
     second = await r.acompletion(model="auto", messages=user(MATH_PROMPT))  # math-model is cooling down
     d = second._hidden_params["prefill_routing"]
-    assert "math-model" not in d["candidates"]
+    assert "math-model" not in d["candidates"] and d["unavailable_targets"] == ["math-model"]
     assert second.choices[0].message.content in ("answer from history-model", "answer from generalist")
+
+
+async def test_with_pre_call_checks_a_prompt_too_long_for_a_targets_context_window_goes_to_the_next_best(
+        bundle_dir: Path) -> None:
+    """litellm's pre-call checks drop a deployment whose max_input_tokens the prompt exceeds before the bundle
+    chooses, so a long prompt is never sent where it would fail; the decision names the target left out."""
+    long_math = " ".join([MATH_PROMPT] * 8)  # ~100 tokens, still a math prompt
+    # math-model: a small context window (under a model name of its own: litellm files a deployment's model_info
+    # under its model name, process-wide)
+    ml = model_list(**{"math-model": {"model": "openai/math-model-40-tokens"}})
+    ml[0]["model_info"]["max_input_tokens"] = 40
+    args = {"bundle": str(bundle_dir), "preset": "max-quality"}
+    checked = PrefillRouter(model_list=ml, routing_strategy="prefill", enable_pre_call_checks=True,
+                            routing_strategy_args=args)
+    unchecked = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args)
+
+    assert (await unchecked.acompletion(model="auto", messages=user(long_math))).choices[0].message.content \
+        == "answer from math-model"  # without the limit the long prompt is math-model's
+    short = await checked.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert short.choices[0].message.content == "answer from math-model"
+    assert "unavailable_targets" not in short._hidden_params["prefill_routing"]
+    long = await checked.acompletion(model="auto", messages=user(long_math))
+    d = long._hidden_params["prefill_routing"]
+    assert d["target"] != "math-model" and d["reason"] == "policy"
+    assert d["unavailable_targets"] == ["math-model"] and "math-model" not in d["candidates"]
+    assert long.choices[0].message.content == f"answer from {d['target']}"
 
 
 def failing_math_router(bundle_dir: Path, *deployments_extra: dict, **args: object) -> PrefillRouter:
