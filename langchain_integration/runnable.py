@@ -136,6 +136,10 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     max_reroutes: int = Field(default=0, ge=0)
     reroute_on: tuple[type[BaseException], ...] = (Exception,)
 
+    # predictions remembered for prompts seen again (exact token ids; per process, shared by routers of the same
+    # bundle and size): a repeated question costs its tokenisation only. 0: every call runs the encoder
+    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000)
+
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
 
@@ -160,7 +164,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def _load_decider(self) -> PrefillDecider:
         """A decider for the bundle, checked against ``runnables`` (raises ConfigurationError naming the targets)."""
-        decider = PrefillDecider(shared_predictor(self.bundle), preset=self.preset, tolerance=self.tolerance,
+        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size),
+                                 preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error)
         targets = decider.targets
         unknown = sorted(set(self.runnables) - set(targets))

@@ -385,3 +385,18 @@ def test_the_runnables_metrics_count_its_calls_under_its_name_reroutes_included(
     assert (hist, hist_ok, math_failed, retry_gen + retry_hist) == (1, 1, 1, 1)
     one_call = PRICES["history-model"][0] * 10 + PRICES["history-model"][1] * 5  # one call's usage: 10 in, 5 out
     assert hist_cost == pytest.approx(one_call * (1 + retry_hist))
+
+
+def test_a_prompt_seen_again_is_decided_from_the_prediction_cache_unless_the_cache_is_off(bundle_dir: Path) -> None:
+    from pydantic import ValidationError
+
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 10) for t in TARGETS}
+    prompt = f"{MATH_PROMPT} - asked twice by the runnable's cache test"
+    cached = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality")
+    first, again = cached.decide(prompt), cached.decide(prompt)
+    assert (first.cached, again.cached) == (False, True) and again.p_correct == first.p_correct
+    uncached = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                     prediction_cache_size=0)
+    assert [uncached.decide(prompt).cached for _ in range(2)] == [False, False]
+    with pytest.raises(ValidationError, match="prediction_cache_size"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), prediction_cache_size=-1)

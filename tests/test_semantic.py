@@ -125,3 +125,16 @@ def test_a_bundle_rewritten_in_place_is_reloaded_by_the_semantic_drop_in(bundle_
         name = rl(HIST_PROMPT).name
         time.sleep(0.05)
     assert name == "math-model"
+
+
+def test_a_prompt_seen_again_is_routed_from_the_prediction_cache_unless_the_cache_is_off(bundle_dir: Path) -> None:
+    prompt = f"{HIST_PROMPT} - asked twice by the drop-in's cache test"
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality")
+    first, again = rl(prompt), rl(prompt)
+    assert first.name == again.name == "history-model"
+    assert (first.decision.cached, again.decision.cached) == (False, True)
+    off = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", prediction_cache_size=0)
+    assert [off(prompt).decision.cached for _ in range(2)] == [False, False]
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="prediction_cache_size must be an integer"):
+            PrefillSemanticRouter(str(bundle_dir), prediction_cache_size=bad)
