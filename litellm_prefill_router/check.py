@@ -15,22 +15,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .collect import read_router_config, resolve_env
 from .composition import context_window
 from .errors import ConfigurationError
-
-
-def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """The config's deployments, its router settings and its litellm settings, ``os.environ/`` values in the router
-    settings read as the proxy reads them (a deployment's secrets are left to litellm, which reads them itself)."""
-    cfg = read_router_config(path)
-    unset: set[str] = set()
-    settings = resolve_env(cfg.router_settings, unset)
-    if unset:
-        names = ", ".join(f"os.environ/{n}" for n in sorted(unset))
-        raise ConfigurationError(f"{path}: router_settings reads {names}, not set here; export what the proxy will see "
-                                 "(e.g. the bundle directory) and check again")
-    return [d.model_dump() for d in cfg.model_list], settings, cfg.litellm_settings
+from .proxy_config import load_proxy_config
 
 
 def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:

@@ -306,8 +306,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
     complete: Completer | None = None
     client = None
     if judge.kind == "llm":
-        from .collect import RetryPolicy, load_router_config, retried
+        from .collect import load_router_config
         from .collection_client import CollectionClient
+        from .retrying import RetryPolicy, retried
 
         if not args.config:
             raise PrefillRouterError(f"judge {args.judge!r} needs --config with the judge's model group")

@@ -23,21 +23,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .costs import Price, highest_price, lowest_price
-from .errors import ConfigurationError, PrefillRouterError
+from .errors import PrefillRouterError
 from .jsonl import read_log, write_atomic
 from .judges import JUDGE_MAX_TOKENS, Judge, parse_judge
 from .progress import progress_bar
+from .proxy_config import read_router_config, resolve_env
+from .retrying import RetryPolicy, retried, with_retries
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,22 +81,6 @@ class PromptRecord(BaseModel):
         return "\n".join(str(m.get("content") or "") for m in self.prompt if isinstance(m.get("content"), str))
 
 
-class Deployment(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model_name: str
-    litellm_params: dict[str, Any]
-    model_info: dict[str, Any] = Field(default_factory=dict)
-
-
-class RouterConfig(BaseModel):
-    """A LiteLLM proxy config (or a bare ``model_list`` file): the deployments and the router settings."""
-
-    model_config = ConfigDict(extra="allow")
-    model_list: list[Deployment] = Field(min_length=1)
-    router_settings: dict[str, Any] = Field(default_factory=dict)
-    litellm_settings: dict[str, Any] = Field(default_factory=dict)
-
-
 def load_prompts(path: str | Path) -> list[PromptRecord]:
     p = Path(path)
     if not p.is_file():
@@ -120,83 +104,9 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
     return out
 
 
-def read_router_config(path: str | Path, error: type[PrefillRouterError] = ConfigurationError) -> RouterConfig:
-    """Parse a LiteLLM proxy config file; ``error`` is raised (naming the file and what is wrong) if it is not one."""
-    import yaml
-
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise error(f"cannot read router config {p}: {err}") from err
-    if isinstance(raw, list):
-        raw = {"model_list": raw}
-    try:
-        return RouterConfig.model_validate(raw)
-    except ValidationError as err:
-        raise error(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
-                    f"{err.errors()[0]['loc']})") from err
-
-
 def load_router_config(path: str | Path) -> list[dict[str, Any]]:
     """The deployments of a LiteLLM proxy config, ``os.environ/`` values resolved (raises CollectError)."""
     return [resolve_env(d.model_dump()) for d in read_router_config(path, CollectError).model_list]
-
-
-def resolve_env(obj: Any, unset: set[str] | None = None) -> Any:
-    """``os.environ/NAME`` values (the proxy's convention) become the variable's value ("" if it is not set; its
-    name is added to ``unset`` when given)."""
-    if isinstance(obj, dict):
-        return {k: resolve_env(v, unset) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [resolve_env(v, unset) for v in obj]
-    if isinstance(obj, str) and obj.startswith("os.environ/"):
-        name = obj.split("/", 1)[1]
-        if unset is not None and name not in os.environ:
-            unset.add(name)
-        return os.environ.get(name, "")
-    return obj
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a call that failed for a reason worth retrying (rate limit, timeout, 5xx) is tried again: up to
-    ``max_retries`` more times, after the server's Retry-After or an exponential back-off with jitter."""
-
-    max_retries: int = 5
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-
-
-async def with_retries(call: Callable[[], Awaitable[T]], retry_after: Callable[[BaseException], float | None],
-                       policy: RetryPolicy, what: str, on_attempt: Callable[[], None] | None = None
-                       ) -> tuple[T | None, BaseException | None, int]:
-    """(result, None, attempts) or (None, the last error, attempts). ``retry_after(err)``: None when ``err`` is
-    not worth retrying, else the seconds the server asked to wait (0.0: none given)."""
-    err: BaseException | None = None
-    for attempt in range(policy.max_retries + 1):
-        if on_attempt is not None:
-            on_attempt()
-        try:
-            return await call(), None, attempt + 1
-        except Exception as e:  # noqa: BLE001 - classified below, recorded by the caller, never lost silently
-            err = e
-            wait = retry_after(e)
-            if wait is None or attempt == policy.max_retries:
-                return None, err, attempt + 1
-            delay = min(policy.backoff_max_s, max(wait, policy.backoff_base_s * 2 ** attempt)) * (0.5 + random.random())
-            logger.info("%s: %s; retry %d/%d in %.1fs", what, type(e).__name__, attempt + 1, policy.max_retries, delay)
-            await asyncio.sleep(delay)
-    return None, err, policy.max_retries + 1
-
-
-async def retried(call: Callable[[], Awaitable[T]], retry_after: Callable[[BaseException], float | None],
-                  policy: RetryPolicy, what: str, on_attempt: Callable[[], None] | None = None) -> T:
-    """:func:`with_retries` for a caller that wants the result or the last error raised (e.g. a judge's call)."""
-    result, err, _ = await with_retries(call, retry_after, policy, what, on_attempt)
-    if err is not None:
-        raise err
-    return cast(T, result)
 
 
 class Client(Protocol):
