@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .runnable import PrefillRouterRunnable, prompt_from_input
+from .inputs import prompt_from_input
+from .runnable import PrefillRouterRunnable
 
 __all__ = ["PrefillRouterRunnable", "prompt_from_input"]

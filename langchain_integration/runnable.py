@@ -13,8 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from langchain_core.messages import BaseMessage
-from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableSerializable
 from langchain_core.runnables.config import (
     RunnableConfig,
@@ -36,68 +34,10 @@ from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
 from litellm_prefill_router.reloading import BundleReloader
 
+from .inputs import CAP_FIELDS, as_messages, output_cap, prompt_from_input, text_of
+
 logger = logging.getLogger("litellm_prefill_router.langchain")
 _LOG_LOCK = threading.Lock()
-
-_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool",
-         "chat": "user", "developer": "system"}
-
-
-def _message_dict(m: Any) -> dict[str, Any]:
-    if isinstance(m, BaseMessage):
-        d: dict[str, Any] = {"role": _ROLE.get(m.type, "user"), "content": m.content}
-        calls = getattr(m, "tool_calls", None)
-        if calls:
-            d["tool_calls"] = [{"function": {"name": c.get("name"), "arguments": str(c.get("args"))}} for c in calls]
-        return d
-    if isinstance(m, (tuple, list)) and len(m) == 2:
-        return {"role": _ROLE.get(str(m[0]), str(m[0])), "content": m[1]}
-    if isinstance(m, Mapping):
-        return dict(m)
-    return {"role": "user", "content": str(m)}
-
-
-def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
-    """What the encoder reads from a runnable input: str, messages, PromptValue or a dict."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, PromptValue):
-        return [_message_dict(m) for m in value.to_messages()]
-    if isinstance(value, BaseMessage):
-        return [_message_dict(value)]
-    if isinstance(value, Mapping):
-        for key in ("messages", "input", "question", "query", "text", "prompt"):
-            if key in value:
-                return prompt_from_input(value[key])
-        raise ConfigurationError(
-            f"cannot find the prompt in a dict input with keys {sorted(value)}; use one of "
-            "'messages', 'input', 'question', 'query', 'text', 'prompt'")
-    if isinstance(value, (list, tuple)):
-        return [_message_dict(m) for m in value]
-    raise ConfigurationError(f"unsupported input type {type(value).__name__}; pass str, messages, a PromptValue "
-                             "or a dict")
-
-
-# where LangChain chat models keep their answer-length limit: OpenAI / Anthropic / LiteLLM / Mistral, OpenAI's newer
-# name, Google, Ollama, Hugging Face
-_CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict", "max_new_tokens")
-
-
-def output_cap(runnable: Any) -> int | None:
-    """The most output tokens ``runnable`` lets its model produce, if it says: bound call arguments
-    (``.bind(max_tokens=...)``) and the chat model's own field, through bindings, sequences
-    (``with_structured_output``) and fallbacks. None: no limit found."""
-    caps: list[int | None] = []
-    node, depth = runnable, 0
-    while node is not None and depth < 16:
-        for name in ("kwargs", "model_kwargs"):  # a binding's call arguments, a chat model's extra arguments
-            if isinstance(extra := getattr(node, name, None), Mapping):
-                caps.append(cap_in(extra, _CAP_FIELDS))
-        caps.append(cap_in(node, _CAP_FIELDS))
-        node = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
-        depth += 1
-    return lowest_cap(*caps)
-
 
 class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     """Route each input to ``runnables[target]`` for the target the bundle picks.
@@ -229,7 +169,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def _output_caps(self, call_kwargs: Mapping[str, Any]) -> dict[str, int]:
         """Per target, the answer-length limit its runnable or this call sets (the cost estimate stays under it)."""
-        call_cap = cap_in(call_kwargs, _CAP_FIELDS)
+        call_cap = cap_in(call_kwargs, CAP_FIELDS)
         caps = {t: lowest_cap(call_cap, cap) for t, cap in self._runnable_caps.items()}
         return {t: c for t, c in caps.items() if c is not None}
 
@@ -281,9 +221,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             baseline = baseline_record(base, None, prices[base]) if base is not None else None
             extra: dict[str, object] = {}
             if self.decision_log is not None and self.decision_log_messages:
-                extra["messages"] = _as_messages(prompt_from_input(input))
+                extra["messages"] = as_messages(prompt_from_input(input))
             if self.decision_log is not None and self.decision_log_responses and error is None:
-                extra["response"] = _text_of(out)
+                extra["response"] = text_of(out)
             row = decision_log_row(
                 call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
                 decision={**decision.to_dict(), "baseline": baseline}, ok=error is None,
@@ -409,21 +349,6 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 decision, started = nxt, time.perf_counter()
         await run.on_chain_end(final)
         self._log(decision, run, input, started, final)
-
-
-def _as_messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-
-
-def _text_of(out: Any) -> str | None:
-    """The answer's text: a message's content (its text parts), or a string output."""
-    content = getattr(out, "content", out)
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
-                       if isinstance(p, (str, dict)))
-    return None
 
 
 def _accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:

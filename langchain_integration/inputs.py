@@ -1,0 +1,87 @@
+"""What the LangChain router reads from its inputs and its targets: the prompt of a runnable input (str, messages,
+PromptValue, dict), a target runnable's answer-length limit, and an answer's text (for the decision log)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+
+from litellm_prefill_router.decider import cap_in, lowest_cap
+from litellm_prefill_router.errors import ConfigurationError
+
+_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool",
+         "chat": "user", "developer": "system"}
+
+
+def _message_dict(m: Any) -> dict[str, Any]:
+    if isinstance(m, BaseMessage):
+        d: dict[str, Any] = {"role": _ROLE.get(m.type, "user"), "content": m.content}
+        calls = getattr(m, "tool_calls", None)
+        if calls:
+            d["tool_calls"] = [{"function": {"name": c.get("name"), "arguments": str(c.get("args"))}} for c in calls]
+        return d
+    if isinstance(m, (tuple, list)) and len(m) == 2:
+        return {"role": _ROLE.get(str(m[0]), str(m[0])), "content": m[1]}
+    if isinstance(m, Mapping):
+        return dict(m)
+    return {"role": "user", "content": str(m)}
+
+
+def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
+    """What the encoder reads from a runnable input: str, messages, PromptValue or a dict."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PromptValue):
+        return [_message_dict(m) for m in value.to_messages()]
+    if isinstance(value, BaseMessage):
+        return [_message_dict(value)]
+    if isinstance(value, Mapping):
+        for key in ("messages", "input", "question", "query", "text", "prompt"):
+            if key in value:
+                return prompt_from_input(value[key])
+        raise ConfigurationError(
+            f"cannot find the prompt in a dict input with keys {sorted(value)}; use one of "
+            "'messages', 'input', 'question', 'query', 'text', 'prompt'")
+    if isinstance(value, (list, tuple)):
+        return [_message_dict(m) for m in value]
+    raise ConfigurationError(f"unsupported input type {type(value).__name__}; pass str, messages, a PromptValue "
+                             "or a dict")
+
+
+# where LangChain chat models keep their answer-length limit: OpenAI / Anthropic / LiteLLM / Mistral, OpenAI's newer
+# name, Google, Ollama, Hugging Face
+CAP_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict", "max_new_tokens")
+
+
+def output_cap(runnable: Any) -> int | None:
+    """The most output tokens ``runnable`` lets its model produce, if it says: bound call arguments
+    (``.bind(max_tokens=...)``) and the chat model's own field, through bindings, sequences
+    (``with_structured_output``) and fallbacks. None: no limit found."""
+    caps: list[int | None] = []
+    node, depth = runnable, 0
+    while node is not None and depth < 16:
+        for name in ("kwargs", "model_kwargs"):  # a binding's call arguments, a chat model's extra arguments
+            if isinstance(extra := getattr(node, name, None), Mapping):
+                caps.append(cap_in(extra, CAP_FIELDS))
+        caps.append(cap_in(node, CAP_FIELDS))
+        node = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
+        depth += 1
+    return lowest_cap(*caps)
+
+
+def as_messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def text_of(out: Any) -> str | None:
+    """The answer's text: a message's content (its text parts), or a string output."""
+    content = getattr(out, "content", out)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
+                       if isinstance(p, (str, dict)))
+    return None
