@@ -114,8 +114,21 @@ async def flush_logging(timeout: float = 10.0) -> None:
     a worker bound to the running loop, and what is still queued when the loop closes is run late or lost."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
-        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout)
+        # litellm hands a finished call's logging to a task of its own (``_client_async_logging_helper``) that puts
+        # the callbacks on the worker's queue: until those tasks have run, the queue looks empty (or does not exist)
+        # and joining it returns at once, leaving the last calls' callbacks to be lost with the loop
+        await asyncio.sleep(0)
+        helpers = [t for t in asyncio.all_tasks() if _is_logging_helper(t)]
+        if helpers:
+            await asyncio.wait_for(asyncio.gather(*helpers, return_exceptions=True), timeout)
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), max(0.0, deadline - loop.time()))
     except asyncio.TimeoutError:
         logger.warning("litellm logging did not finish within %.0fs", timeout)
     await GLOBAL_LOGGING_WORKER.stop()
+
+
+def _is_logging_helper(task: asyncio.Task[Any]) -> bool:
+    return not task.done() and getattr(task.get_coro(), "__qualname__", "") == "_client_async_logging_helper"

@@ -13,4 +13,8 @@ if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: failing on purpose" >&2
   exit 1
 fi
+# the whole suite (no pytest arguments): the runtime's tests again on a newer Python (3.13 / 3.12), serving extras only
+if [ "$#" -eq 0 ]; then
+  bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
+fi
 exit "$rc"

@@ -28,8 +28,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def needs_training_extra() -> None:
+    """Skip a test that trains or builds a model: the runtime's tests also run on interpreters without the `train`
+    extra (scripts/test_runtime_on.sh); in the main suite torch is installed and nothing skips."""
+    pytest.importorskip("torch", reason="needs the train extra (torch), not installed on this interpreter")
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(workdir: Path) -> Path:
+    needs_training_extra()
     return tiny.build_tiny_encoder(workdir / "encoder")
 
 
@@ -41,18 +48,17 @@ def tiny_data(workdir: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained(workdir: Path, tiny_encoder: Path, tiny_data: Path):
     """(bundle, report) from the real `train` pipeline on the synthetic dataset."""
-    from litellm_prefill_router.training.pipeline import TrainOptions, train
-    from litellm_prefill_router.training.trunk import TrunkConfig
-
-    # fp32 encoder: the parity tests compare the bundle's graphs with torch; the CLI test covers --quantize
-    opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, seeds=3, keep=2, progress=False, quantize=False,
-                        probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
-    return train(tiny_data, workdir / "bundle", opts)
+    return tiny.train_test_bundle(workdir, tiny_encoder, tiny_data)
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(trained) -> Path:
-    return trained[0].directory
+def bundle_dir(request: pytest.FixtureRequest, workdir: Path) -> Path:
+    """The trained test bundle; PREFILL_TEST_BUNDLE names one built earlier (a copy is used), so the runtime's tests
+    run on an interpreter without the training extra (scripts/test_runtime_on.sh)."""
+    prebuilt = os.environ.get("PREFILL_TEST_BUNDLE")
+    if prebuilt:
+        return Path(shutil.copytree(prebuilt, workdir / "prebuilt-bundle"))
+    return request.getfixturevalue("trained")[0].directory
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT
+from conftest import HIST_PROMPT, MATH_PROMPT, needs_training_extra
 from litellm_prefill_router.predictor import PrefillPredictor, shared_predictor
 
 
@@ -74,6 +74,7 @@ def test_shared_predictor_reuses_one_session_per_bundle(bundle_dir: Path) -> Non
 @pytest.fixture(scope="module")
 def int8_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained bundle with its encoder dynamically quantised to int8, as `train --quantize` ships it."""
+    needs_training_extra()
     from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle, write_bundle
     from litellm_prefill_router.training.export import quantize_embeddings, quantize_encoder
 
@@ -128,6 +129,7 @@ def test_fp32_encoder_batches_prompts_and_bad_batch_sizes_are_rejected(bundle_di
 
 def test_int8_embedding_table_is_4x_smaller_moves_features_by_a_rounding_step_and_keeps_batching_exact(
         bundle_dir: Path, tmp_path: Path) -> None:
+    needs_training_extra()
     import onnx
 
     from litellm_prefill_router.bundle import load_bundle

@@ -257,10 +257,10 @@ async def test_onnx_inference_runs_off_the_event_loop(bundle_dir: Path, monkeypa
     # warm-up first: litellm builds the deployment's HTTP client (SSL context: ~0.3 s) on the event loop, and its
     # logging worker (a task on this loop) handles the warm-up call's success callbacks - the first time, slowly
     # (0.69 s once on CI, in the first tick measured below): let it finish before measuring
-    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    from litellm_prefill_router import flush_logging
 
     await router.acompletion(model="auto", messages=user(MATH_PROMPT))
-    await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), 30)
+    await flush_logging(timeout=30)
     # a full GC pass over everything the suite has built by now (bundles, routers, torch) pauses the whole process
     # (0.78 s once on CI): freeze what exists so the collector's passes stay short while we measure
     gc.collect()
@@ -452,6 +452,28 @@ async def test_on_error_raise_surfaces_inference_failures(bundle_dir: Path, monk
     monkeypatch.setattr(r.prefill_strategy.predictor, "apredict_one", boom)
     with pytest.raises(Exception, match="prefill routing failed"):
         await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+
+
+def test_flush_logging_at_the_end_of_each_asyncio_run_has_written_that_runs_decisions(bundle_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    """A script that routes inside ``asyncio.run`` and calls flush_logging() before returning finds its decision log
+    complete at that point - before, flush_logging returned before litellm had queued the last call's callbacks, the
+    line came late (from litellm's exit handler) or, on Python 3.13, was lost with a 10 s wait in the next run."""
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log)})
+
+    async def route_then_flush(prompt: str) -> tuple[int, float]:
+        await r.acompletion(model="auto", messages=user(prompt))
+        started = time.perf_counter()
+        await flush_logging(timeout=20)
+        return (len(log.read_text().splitlines()) if log.exists() else 0), time.perf_counter() - started
+
+    runs = [asyncio.run(route_then_flush(p)) for p in (MATH_PROMPT, HIST_PROMPT, MATH_PROMPT)]
+    assert [lines for lines, _ in runs] == [1, 2, 3]
+    assert max(waited for _, waited in runs) < 5
 
 
 async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_path: Path) -> None:

@@ -77,3 +77,22 @@ def write_dataset(directory: Path, n: int = 240) -> Path:
     (directory / "models.json").write_text(json.dumps(
         {t: {"input_cost_per_token": p[0], "output_cost_per_token": p[1]} for t, p in PRICES.items()}))
     return directory
+
+
+def train_test_bundle(workdir: Path, encoder: Path, data: Path):  # type: ignore[no-untyped-def]
+    """(bundle, report): the test bundle, from the real `train` pipeline on the synthetic dataset (needs torch).
+    fp32 encoder: the parity tests compare the bundle's graphs with torch; the CLI test covers --quantize."""
+    from litellm_prefill_router.training.pipeline import TrainOptions, train
+    from litellm_prefill_router.training.trunk import TrunkConfig
+
+    opts = TrainOptions(encoder=str(encoder), max_tokens=64, seeds=3, keep=2, progress=False, quantize=False,
+                        probe_max_rows=500, trunk=TrunkConfig(max_epochs=80))
+    return train(data, workdir / "bundle", opts)
+
+
+if __name__ == "__main__":  # python tests/tiny.py DIR: the test bundle in DIR/bundle (scripts/test_runtime_on.sh)
+    import sys
+
+    out = Path(sys.argv[1])
+    bundle, _ = train_test_bundle(out, build_tiny_encoder(out / "encoder"), write_dataset(out / "data"))
+    print(bundle.directory)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The runtime's tests on a second, newer Python with the serving extras only (no torch, no transformers): the
+# LiteLLM strategy and proxy, LangChain, the semantic drop-in, metrics, predictor, policy, bundle loading and the
+# import rules. The test bundle is trained once with .venv's Python (scripts/setup.sh) and handed over
+# (PREFILL_TEST_BUNDLE); tests that train or build a model skip there. Catches what differs between Pythons, e.g.
+# asyncio.wait_for running its coroutine inline from 3.12 on (session 11: flush_logging lost decision-log lines).
+# Usage: bash scripts/test_runtime_on.sh [PYTHON]   (default: the newest 3.13 / 3.12 found, pyenv's included)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs() { [ -n "$1" ] && "$1" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; }
+PY=${1:-}
+if [ -z "$PY" ]; then
+  for cand in python3.13 python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3 \
+              "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3; do
+    if runs "$cand"; then PY=$cand; break; fi
+  done
+fi
+if ! runs "$PY"; then
+  echo "test_runtime_on: no Python >= 3.12 on this machine: the runtime's tests ran on $(.venv/bin/python -V) only" >&2
+  exit 0
+fi
+VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+VENV=".venv-runtime-$VER"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
+if "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+  echo "test_runtime_on: torch is installed in $VENV; the serving extras must not pull it" >&2
+  exit 1
+fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
+PREFILL_ROUTER_CACHE="$WORK/cache" .venv/bin/python tests/tiny.py "$WORK" >/dev/null
+echo "runtime tests on Python $VER ($VENV):"
+set +e
+PREFILL_TEST_BUNDLE="$WORK/bundle" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
+  tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
+  tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py
+rc=$?
+set -e
+[ "$rc" -eq 5 ] && { echo "pytest collected no tests: failing on purpose" >&2; exit 1; }
+exit "$rc"
