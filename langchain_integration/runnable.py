@@ -57,6 +57,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
     fallback_target: str | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
+    # seconds a call waits for its prediction; later, it goes to the fallback target (reason "fallback: routing timed
+    # out"; with on_error="raise", an InferenceError). None: wait for the encoder
+    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0)
     allow_partial: bool = False
     # seconds between checks whether the bundle directory changed; a changed bundle is loaded in the background and
     # swapped in (see litellm_prefill_router.reloading). None: never reload
@@ -106,7 +109,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         """A decider for the bundle, checked against ``runnables`` (raises ConfigurationError naming the targets)."""
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size),
                                  preset=self.preset, tolerance=self.tolerance,
-                                 lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error)
+                                 lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
+                                 timeout_s=self.decision_timeout_s)
         targets = decider.targets
         unknown = sorted(set(self.runnables) - set(targets))
         missing = [t for t in targets if t not in self.runnables]

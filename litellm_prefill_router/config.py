@@ -21,6 +21,10 @@ class PrefillStrategyArgs(BaseModel):
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
     on_error: Literal["fallback", "raise"] = "fallback"
     fallback_target: str | None = None
+    # seconds a request waits for its prediction; later, it goes to the fallback target (reason "fallback: routing
+    # timed out"; with on_error: raise, an error) and a prediction still queued is dropped - so a burst beyond the
+    # encoder's throughput is served at once instead of queueing. None: wait for the encoder
+    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0)
     default_input_cost_per_token: float | None = Field(default=None, ge=0.0)
     default_output_cost_per_token: float | None = Field(default=None, ge=0.0)
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)

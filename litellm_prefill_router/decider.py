@@ -5,6 +5,7 @@ Shared by the LiteLLM strategy, the LangChain runnable and the semantic-router f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -50,6 +51,7 @@ class PrefillDecider:
         lambda_: float | None = None,
         fallback_target: str | None = None,
         on_error: Literal["fallback", "raise"] = "fallback",
+        timeout_s: float | None = None,
     ) -> None:
         self.predictor = predictor
         self.manifest = predictor.bundle.manifest
@@ -61,6 +63,10 @@ class PrefillDecider:
             raise ConfigurationError(f"fallback_target {self.fallback_target!r} is not a target of bundle "
                                      f"{predictor.bundle.directory}; targets: {self.targets}")
         self.on_error = on_error
+        if timeout_s is not None and not timeout_s > 0:
+            raise ConfigurationError(f"decision timeout must be > 0 seconds (None: wait for the encoder), got "
+                                     f"{timeout_s!r}")
+        self.timeout_s = timeout_s  # a prediction not ready by then: the fallback target (or InferenceError)
 
     def manifest_prices(self) -> dict[str, Price]:
         """Prices recorded in the manifest at training time (targets without one are left out)."""
@@ -95,8 +101,6 @@ class PrefillDecider:
 
     def decide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,
                model_group: str | None = None, output_caps: Mapping[str, int] | None = None) -> RoutingDecision:
-        import asyncio
-
         coro = self._decide(prompt, prices, overrides or RequestOverrides(), model_group, output_caps,
                             asynchronous=False)
         try:  # the synchronous path never awaits anything real: drive the coroutine by hand
@@ -127,8 +131,14 @@ class PrefillDecider:
             logger.warning("prefill router: pinned target %r is not available among %s; routing by policy",
                            overrides.pin_model, candidates)
         try:
-            pred: Prediction = await self.predictor.apredict_one(prompt) if asynchronous \
-                else self.predictor.predict_one(prompt)
+            pred: Prediction = await self._apredict(prompt) if asynchronous \
+                else self.predictor.predict_one(prompt, self.timeout_s)
+        except TimeoutError as err:  # the encoder is overloaded (or stuck): the request is not held any longer
+            if self.on_error == "raise":
+                raise InferenceError(f"prefill routing timed out in {where}: {err}") from err
+            target = self.fallback(candidates)
+            self._warn_timed_out(str(err), target)
+            return done(target, f"fallback: routing timed out ({err})", {}, {})
         except Exception as err:  # noqa: BLE001 - a request is never lost to a routing failure
             if self.on_error == "raise":
                 raise InferenceError(f"prefill routing failed in {where}: {err}") from err
@@ -147,6 +157,29 @@ class PrefillDecider:
                         pred.input_tokens, cached=pred.cached)
         idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
         return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated, pred.cached)
+
+    #: at most one "routing timed out" warning per this many seconds (a burst times out many requests at once)
+    TIMEOUT_WARNING_EVERY_S = 60.0
+    _timeouts_unreported = 0
+    _last_timeout_warning = float("-inf")
+
+    def _warn_timed_out(self, why: str, target: str) -> None:
+        self._timeouts_unreported += 1
+        now = time.monotonic()
+        if now - self._last_timeout_warning < self.TIMEOUT_WARNING_EVERY_S:
+            return
+        logger.warning("prefill router: routing timed out (%s) for %d request(s) since the last warning; sent to "
+                       "fallback target %r - the encoder is overloaded: add workers or CPU, or raise "
+                       "decision_timeout_s", why, self._timeouts_unreported, target)
+        self._timeouts_unreported, self._last_timeout_warning = 0, now
+
+    async def _apredict(self, prompt: object) -> Prediction:
+        if self.timeout_s is None:
+            return await self.predictor.apredict_one(prompt)
+        try:  # cancelling a prediction still queued takes it off the encoder's queue (load shedding)
+            return await asyncio.wait_for(self.predictor.apredict_one(prompt), self.timeout_s)
+        except asyncio.TimeoutError as err:  # an alias of TimeoutError from Python 3.11 on, not before
+            raise TimeoutError(f"no prediction within {self.timeout_s:g} s") from err
 
     def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
         """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""

@@ -30,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,13 +146,21 @@ class PrefillPredictor:
             logger.info("predicted %d/%d", start + len(enc), len(prompts))
         return p, n_tokens
 
-    def predict_one(self, prompt: object) -> Prediction:
-        """One prompt through the shared micro-batching worker (thread-safe, blocking), or from the cache."""
+    def predict_one(self, prompt: object, timeout_s: float | None = None) -> Prediction:
+        """One prompt through the shared micro-batching worker (thread-safe, blocking), or from the cache.
+        ``timeout_s``: raise :class:`TimeoutError` if the prediction is not ready by then (a prompt still queued is
+        dropped from the queue; one being encoded finishes, unused)."""
         enc = self.prompts.encode(prompt)
         key = self._cache_key(enc.ids)
         p = cached = self._cached(key)
         if p is None:
-            p = self._remember(key, self._submit(enc.ids).result())
+            fut = self._submit(enc.ids)
+            try:
+                result = fut.result(timeout=timeout_s)
+            except FutureTimeoutError as err:
+                fut.cancel()
+                raise TimeoutError(f"no prediction within {timeout_s:g} s") from err
+            p = self._remember(key, result)
         return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, cached is not None)
 
     async def apredict_one(self, prompt: object) -> Prediction:

@@ -21,7 +21,7 @@ DECISION_LOG_KEY = "prefill_decision_log"
 # payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
 LITELLM_DECISION_KEY = "routing_decision"
 _CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classifier_fallback",
-           "fallback: the request has no text": "default_fallback"}
+           "fallback: routing timed out": "classifier_fallback", "fallback: the request has no text": "default_fallback"}
 
 
 T = TypeVar("T")
@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 def reason_kind(reason: str) -> str:
     """A decision's reason without its particulars: "policy", "pinned", "retry" (a retry routed away from the targets
-    that failed it), "fallback: inference failed", "fallback: the request has no text to route on"."""
+    that failed it), "fallback: inference failed", "fallback: routing timed out", "fallback: the request has no text to
+    route on"."""
     if reason.startswith("retry:"):
         return "retry"
     return reason.split(" (")[0] if reason.startswith("fallback") else reason

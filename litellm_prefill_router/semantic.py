@@ -41,26 +41,28 @@ class PrefillSemanticRouter:
     ``routes`` restricts the choice to some targets; ``min_score`` makes the router decline
     (``RouteChoice(name=None)``) when the chosen target's P(correct) is below it, as a semantic router
     declines below its ``score_threshold``. ``prediction_cache_size``: predictions remembered for prompts seen
-    again (0: every call runs the encoder).
+    again (0: every call runs the encoder); ``decision_timeout_s``: a prediction not ready by then is declined, like
+    every fallback decision (``decision.reason``: ``fallback: routing timed out``).
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
                  tolerance: float | None = None, lambda_: float | None = None, min_score: float | None = None,
                  prices: Mapping[str, tuple[float, float]] | None = None,
-                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024) -> None:
+                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
+                 decision_timeout_s: float | None = None) -> None:
         if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
                 or not 0 <= prediction_cache_size <= 1_000_000:
             raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
                                      f"{prediction_cache_size!r}")
         self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
-        self._cache_size = prediction_cache_size
+        self._cache_size, self._timeout_s = prediction_cache_size, decision_timeout_s
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
-        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size), preset=self._preset, tolerance=self._tolerance,
-                                 lambda_=self._lambda)
+        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size), preset=self._preset,
+                                 tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s)
         targets = decider.targets
         unknown = sorted(set(self._requested_routes) - set(targets))
         if unknown:

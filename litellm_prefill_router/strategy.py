@@ -153,7 +153,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                   max_encoder_batch_size=a.max_encoder_batch_size,
                                                   cache_size=a.prediction_cache_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
-                                 fallback_target=a.fallback_target, on_error=a.on_error)
+                                 fallback_target=a.fallback_target, on_error=a.on_error,
+                                 timeout_s=a.decision_timeout_s)
         served = ServedBundle(decider, {})
         for dep in self._claimed(self.router.model_list or []):
             self._describe(dep, served)

@@ -400,3 +400,26 @@ def test_a_prompt_seen_again_is_decided_from_the_prediction_cache_unless_the_cac
     assert [uncached.decide(prompt).cached for _ in range(2)] == [False, False]
     with pytest.raises(ValidationError, match="prediction_cache_size"):
         PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), prediction_cache_size=-1)
+
+
+def test_a_call_whose_prediction_is_late_goes_to_the_fallback_target_at_the_decision_timeout(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pydantic import ValidationError
+
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 10) for t in TARGETS}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                   prediction_cache_size=7, decision_timeout_s=0.2)  # a predictor of its own
+    predictor = router._decider.predictor
+    real = predictor.probabilities_for_ids
+    monkeypatch.setattr(predictor, "probabilities_for_ids", lambda ids: time.sleep(1.0) or real(ids))
+    started = time.perf_counter()
+    answer = router.invoke(MATH_PROMPT)
+    d = router.decide(f"{MATH_PROMPT} again")
+    assert time.perf_counter() - started < 0.9
+    fallback = router._decider.fallback_target
+    assert answer.content == f"answer from {fallback}" and fallback != "math-model"
+    assert d.target == fallback and d.reason == "fallback: routing timed out (no prediction within 0.2 s)"
+    with pytest.raises(ValidationError, match="decision_timeout_s"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_timeout_s=0)

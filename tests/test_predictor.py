@@ -221,3 +221,35 @@ def test_a_predictor_without_a_cache_runs_the_graphs_every_time_and_a_negative_s
     assert calls == [1, 1, 1] and pred.cache_hits == 0
     with pytest.raises(ValueError, match="cache_size"):
         PrefillPredictor(bundle_dir, cache_size=-1)
+
+
+async def test_a_prediction_that_times_out_while_queued_is_dropped_from_the_encoders_queue(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision timeout sheds load: the late prompt is never encoded (sync and async), the one being encoded is."""
+    import asyncio
+    import time
+
+    pred = PrefillPredictor(bundle_dir, intra_op_threads=1, max_batch_size=1, cache_size=0)
+    real = pred.probabilities_for_ids
+    encoded: list[int] = []
+    busy = threading.Event()
+
+    def slow(ids):  # type: ignore[no-untyped-def]
+        encoded.append(len(ids))
+        busy.set()
+        time.sleep(0.6)
+        return real(ids)
+
+    monkeypatch.setattr(pred, "probabilities_for_ids", slow)
+    first = threading.Thread(target=pred.predict_one, args=(MATH_PROMPT,))
+    first.start()
+    assert busy.wait(10)  # the worker is encoding MATH_PROMPT: what comes next waits in the queue
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match="no prediction within 0.1 s"):
+        pred.predict_one(HIST_PROMPT, timeout_s=0.1)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(pred.apredict_one("why"), 0.1)
+    assert time.perf_counter() - started < 0.5
+    first.join()
+    assert pred.predict_one(HIST_PROMPT, timeout_s=5).has_text  # the worker is free again: answered in time
+    assert encoded == [1, 1]  # MATH_PROMPT, then HIST_PROMPT's last call; the two timed-out ones never ran

@@ -442,6 +442,48 @@ async def test_inference_failure_sends_the_request_to_the_fallback_deployment(ro
     assert "inference failed" in caplog.text
 
 
+def slow_encoder(router: PrefillRouter, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    encoder = router.prefill_strategy.predictor.encoder
+    real = type(encoder).__call__
+
+    def slow(self, ids, mask):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(type(encoder), "__call__", slow)
+
+
+async def test_a_request_whose_prediction_is_late_goes_to_the_fallback_target_at_the_decision_timeout(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # a predictor of its own (no other test shares these settings): its slow encoder calls may outlive the test
+    args = {"bundle": str(bundle_dir), "preset": "max-quality", "prediction_cache_size": 0, "max_batch_size": 3}
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={**args, "decision_timeout_s": 0.2})
+    fallback = r.prefill_strategy.fallback_target
+    assert fallback != "math-model"  # so the test tells a timed-out route from a predicted one
+    slow_encoder(r, monkeypatch, 1.5)
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(r.acompletion(model="auto", messages=user(MATH_PROMPT)) for _ in range(3)))
+    assert time.perf_counter() - started < 1.2  # nobody waited for the 1.5 s encoder
+    for resp in responses:
+        d = resp._hidden_params["prefill_routing"]
+        assert d["target"] == fallback and d["reason"] == "fallback: routing timed out (no prediction within 0.2 s)"
+        assert resp.choices[0].message.content == f"answer from {fallback}"
+    sync = r.completion(model="auto", messages=user(MATH_PROMPT))
+    assert sync._hidden_params["prefill_routing"]["reason"].startswith("fallback: routing timed out")
+    warned = [m for m in caplog.messages if "routing timed out" in m]  # a burst is one warning, not one per request
+    assert len(warned) == 1 and "for 1 request(s)" in warned[0] and "the encoder is overloaded" in warned[0]
+
+    strict = PrefillRouter(model_list=model_list(), routing_strategy="prefill", num_retries=0,
+                           routing_strategy_args={**args, "decision_timeout_s": 0.2, "on_error": "raise"})
+    slow_encoder(strict, monkeypatch, 1.5)
+    with pytest.raises(Exception, match="prefill routing timed out"):
+        await strict.acompletion(model="auto", messages=user(MATH_PROMPT))
+    with pytest.raises(ConfigurationError, match="decision_timeout_s"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={**args, "decision_timeout_s": 0})
+
+
 async def test_on_error_raise_surfaces_inference_failures(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", num_retries=0,
                       routing_strategy_args={"bundle": str(bundle_dir), "on_error": "raise"})

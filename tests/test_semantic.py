@@ -138,3 +138,20 @@ def test_a_prompt_seen_again_is_routed_from_the_prediction_cache_unless_the_cach
     for bad in (-1, 2.5, True):
         with pytest.raises(ConfigurationError, match="prediction_cache_size must be an integer"):
             PrefillSemanticRouter(str(bundle_dir), prediction_cache_size=bad)
+
+
+def test_a_late_prediction_is_declined_at_the_decision_timeout_like_any_fallback(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", prediction_cache_size=5,
+                               decision_timeout_s=0.2)  # a predictor of its own
+    predictor = rl.decider.predictor
+    real = predictor.probabilities_for_ids
+    monkeypatch.setattr(predictor, "probabilities_for_ids", lambda ids: time.sleep(1.0) or real(ids))
+    choice = rl(MATH_PROMPT)
+    assert choice.decision is not None and choice.decision.reason.startswith("fallback: routing timed out")
+    assert choice.name is None  # declined, as a semantic router declines: the caller's default route serves it
+    assert choice.decision.target == rl.decider.fallback_target
+    with pytest.raises(ConfigurationError, match="decision timeout must be > 0"):
+        PrefillSemanticRouter(str(bundle_dir), decision_timeout_s=0)
