@@ -95,13 +95,39 @@ class PrefillSemanticRouter:
             return RouteChoice(name=None, similarity_score=score, decision=d)
         return RouteChoice(name=d.target, similarity_score=score, decision=d)
 
-    def __call__(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
+    def _narrowed(self, overrides: RequestOverrides | None, route_filter: Sequence[str] | None,
+                  vector: object) -> RequestOverrides | None:
+        """semantic-router's call arguments: ``route_filter`` narrows the routes (as ``candidates`` does); a
+        ``vector`` cannot be routed on (the router reads the text's prefill activations, not an embedding)."""
+        if vector is not None:
+            raise ConfigurationError("PrefillSemanticRouter routes on the text (its prefill activations), not on an "
+                                     "embedding vector: pass text=... instead of vector=...")
+        if route_filter is None:
+            return overrides
+        unknown = sorted(set(route_filter) - set(self.routes))
+        if unknown:
+            raise ConfigurationError(f"route_filter names {unknown}, which are not routes of this router; its "
+                                     f"routes: {self.routes}")
+        overrides = overrides or RequestOverrides()
+        kept = [r for r in route_filter if overrides.candidates is None or r in overrides.candidates]
+        return overrides.model_copy(update={"candidates": kept})
+
+    def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
+                 route_filter: Sequence[str] | None = None, *,
+                 overrides: RequestOverrides | None = None) -> RouteChoice:
+        """Route ``text`` (semantic-router's ``__call__``: ``route_filter`` restricts the routes considered;
+        ``simulate_static`` is accepted and changes nothing - the routes are static)."""
         self._reloader.maybe_reload()
+        overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
         return self._choice(decider.decide(text or "", prices, overrides, "semantic router"))
 
-    async def acall(self, text: str | None = None, *, overrides: RequestOverrides | None = None) -> RouteChoice:
+    async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
+                    route_filter: Sequence[str] | None = None, *,
+                    overrides: RequestOverrides | None = None) -> RouteChoice:
+        """Async twin of :meth:`__call__`."""
         self._reloader.maybe_reload()
+        overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
         return self._choice(await decider.adecide(text or "", prices, overrides, "semantic router"))
 

@@ -38,6 +38,20 @@ def test_routes_restrict_the_choice_and_unknown_routes_fail(bundle_dir: Path) ->
         PrefillSemanticRouter(str(bundle_dir), routes=["nope"])
 
 
+async def test_semantic_routers_call_arguments_work_route_filter_narrows_the_routes(bundle_dir: Path) -> None:
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality")
+    assert rl(MATH_PROMPT).name == "math-model"
+    narrowed = rl(MATH_PROMPT, route_filter=["history-model", "generalist"])
+    assert narrowed.name in ("history-model", "generalist") and narrowed.decision is not None
+    assert set(narrowed.decision.candidates) == {"history-model", "generalist"}
+    assert (await rl.acall(MATH_PROMPT, route_filter=["generalist"])).name == "generalist"
+    assert rl(text=MATH_PROMPT, simulate_static=True).name == "math-model"  # static routes: the same choice
+    with pytest.raises(ConfigurationError, match=r"route_filter names \['nope'\], which are not routes"):
+        rl(MATH_PROMPT, route_filter=["nope"])
+    with pytest.raises(ConfigurationError, match="pass text=... instead of vector=..."):
+        await rl.acall(vector=[0.1, 0.2])
+
+
 def _auto_router_config(tmp_path: Path) -> Path:
     (tmp_path / "router.json").write_text(json.dumps({"routes": [
         {"name": "math-model", "utterances": ["solve the integral"], "score_threshold": 0.5},
