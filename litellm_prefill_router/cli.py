@@ -274,6 +274,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
               f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
               f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
+    if st["arms"]:
+        print("rollout arms (router: served by the router's choice; control: served as before):")
+        print(_table(["arm", "calls", "failed", "failure rate", "cost (USD)", "cost per call (USD)"],
+                     [[name, a["calls"], a["failures"], f"{a['failure_rate']:.1%}", a["cost_usd"],
+                       float("nan") if a["cost_per_call_usd"] is None else a["cost_per_call_usd"]]
+                      for name, a in st["arms"].items()]))
     if args.json:
         Path(args.json).write_text(json.dumps(st, indent=1))
     return 0

@@ -6,7 +6,9 @@ modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
@@ -153,6 +155,24 @@ async def override_pre_call_check(router: litellm.Router, strategy: str | None, 
     check = getattr(router, "_async_override_selector_pre_call_check", None)
     if check is not None:
         await check(strategy, selector, deployment, None)
+
+
+ROLLOUT_ARM_KEY = "prefill_rollout_arm"  # the request's rollout arm, kept in its metadata for its retries
+
+
+def rollout_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
+    """``"router"`` or ``"control"`` for a request of a canary rollout (None: no rollout). A request naming an end
+    user (the OpenAI ``user`` field) is assigned by a hash of it, so each user stays in one arm; others at random. A
+    retry or fallback of the request keeps the arm its first attempt got (litellm reuses the request's metadata)."""
+    if share >= 1.0:
+        return None
+    arm = md.get(ROLLOUT_ARM_KEY)
+    if arm not in ("router", "control"):
+        user = request_kwargs.get("user")
+        draw = int.from_bytes(hashlib.blake2b(str(user).encode(), digest_size=8).digest(), "big") / 2.0 ** 64 \
+            if isinstance(user, str) and user else random.random()
+        arm = md[ROLLOUT_ARM_KEY] = "router" if draw < share else "control"
+    return str(arm)
 
 
 def context_window(router: litellm.Router, deployment: dict, model_group: str) -> int | None:

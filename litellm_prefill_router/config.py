@@ -49,6 +49,11 @@ class PrefillStrategyArgs(BaseModel):
     # what the router would do on real traffic before letting it choose
     shadow: bool = False
     shadow_target: str | None = None
+    # canary rollout: the share of requests served by the router's choice; the others (the "control" arm) are
+    # decided and recorded as in shadow mode and served as before (by shadow_target if set). A request that names an
+    # end user (the OpenAI `user` field) is assigned by a hash of it - each user stays in one arm -, others at
+    # random; a retry keeps its request's arm. Decisions carry "arm": "router" | "control"; `stats` compares the arms
+    rollout: float = Field(default=1.0, ge=0.0, le=1.0)
     # a retry of a failed request (litellm's num_retries) goes to the best deployment that has not failed it yet -
     # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
     # when every deployment has failed it, or the request pins a target, litellm's retry goes as without this
@@ -65,8 +70,11 @@ class PrefillStrategyArgs(BaseModel):
 
     @model_validator(mode="after")
     def _shadow_target_needs_shadow(self) -> PrefillStrategyArgs:
-        if self.shadow_target is not None and not self.shadow:
-            raise ValueError("shadow_target is only used in shadow mode: add shadow: true")
+        if self.shadow_target is not None and not self.shadow and self.rollout == 1.0:
+            raise ValueError("shadow_target is only used in shadow mode or for the control arm of a rollout: add "
+                             "shadow: true or rollout: <share below 1>")
+        if self.shadow and self.rollout != 1.0:
+            raise ValueError("shadow: true serves every request as before; rollout applies without it - set one")
         return self
 
 

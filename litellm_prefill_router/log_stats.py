@@ -4,7 +4,9 @@ Reads the JSONL that ``routing_strategy_args.decision_log`` writes (one line per
 and sums it up: calls and failures, where they went and why, routing latency, what they cost and what they saved
 against each decision's baseline (the dearest candidate target, priced at the call's own token usage). In shadow
 mode ``targets`` counts the routes the router would have taken, ``shadow.served`` who answered, and the costs
-compare the decisions' own estimates for both.
+compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
+requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
+actual cost per call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     shadow = 0
     served: Counter[str] = Counter()
     est_routed = est_served = 0.0  # shadow mode: the decisions' own estimates for their route and for who answered
+    arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0})
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -61,14 +64,22 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             if target in est and decision.get("served_target") in est:
                 est_routed += float(est[target])
                 est_served += float(est[decision["served_target"]])
+        arm = arms[str(decision["arm"])] if decision.get("arm") else None
+        if arm is not None:
+            arm["calls"] += 1
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
+            if arm is not None:
+                arm["failures"] += 1
             continue
         c, s = outcome.get("response_cost"), outcome.get("savings_usd")
         if isinstance(c, (int, float)):
             cost += float(c)
             t["cost_usd"] += float(c)
+            if arm is not None:
+                arm["cost_usd"] += float(c)
+                arm["costed"] += 1
             if isinstance(s, (int, float)):
                 saved += float(s)
                 priced += 1
@@ -87,7 +98,11 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None,
             "shadow": ({"calls": shadow, "served": dict(served.most_common()),
                         "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served}
-                       if shadow else None)}
+                       if shadow else None),
+            "arms": ({name: {"calls": a["calls"], "failures": a["failures"], "failure_rate": a["failures"] / a["calls"],
+                             "cost_usd": a["cost_usd"],
+                             "cost_per_call_usd": a["cost_usd"] / a["costed"] if a["costed"] else None}
+                      for name, a in sorted(arms.items())} if arms else None)}
 
 
 def summarize_log(path: str | Path | Sequence[str | Path]) -> dict[str, Any]:

@@ -160,5 +160,7 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered
         headers["x-prefill-shadow"] = "true"
         headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")
+    if decision.get("arm"):  # a canary rollout: "router" (served by the route above) or "control" (served as before)
+        headers["x-prefill-arm"] = str(decision["arm"])
     # header values must be printable ASCII on one line (a fallback reason quotes an exception message)
     return {k: _HEADER_UNSAFE.sub("?", v)[:512] for k, v in headers.items()}

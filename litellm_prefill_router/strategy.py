@@ -29,6 +29,7 @@ from .composition import (
     prompt_of,
     request_metadata,
     request_override,
+    rollout_arm,
     routing_context,
     run_sync,
     shuffle_pick,
@@ -294,15 +295,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not mapped:
             return await self.leave_to(pick, healthy, md)
         pre_routing = pre_routing_of(md, model)
-        failed = failed_earlier(md) if self.args.reroute_retries and not self.args.shadow else {}
+        arm = rollout_arm(md, request_kwargs, self.args.rollout)
+        as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router
+        failed = failed_earlier(md) if self.args.reroute_retries and not as_before else {}
         untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
         rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
             and parse_overrides(md).pin_model is None
         pool = untried if rerouted else mapped  # what this attempt routes among
         decision = await self.decide(prompt, pool, md, model, served.decider,
                                      max_output_tokens=output_token_cap(request_kwargs))
-        if self.args.shadow:
-            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing)
+        if as_before:
+            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing, arm)
         if rerouted and decision.reason == "policy" and \
                 (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
@@ -311,8 +314,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
                   if baseline else None}
-        if unavailable := self._unavailable(model, mapped, served):
-            record["unavailable_targets"] = unavailable
+        self._annotate(record, model, mapped, served, arm)
         if failed:
             record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
                                          for dep, (target, error) in failed.items()]
@@ -320,13 +322,17 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                      pre_routing)
         return deployment
 
-    def _unavailable(self, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle
-                     ) -> list[str]:
-        """Targets of ``model``'s deployments that litellm left none of for this request: cooling down, filtered out
-        by its pre-call checks (a context window the prompt exceeds, a region) or by tags / ``order``."""
+    def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
+                  arm: str | None) -> None:
+        """Add to a decision record the targets of ``model``'s deployments that litellm left none of for this request
+        (cooling down, filtered out by its pre-call checks - a context window the prompt exceeds, a region - or by
+        tags / ``order``) and the request's rollout arm."""
         group = {info.target for d in self.router.model_list or [] if d.get("model_name") == model
                  and (info := served.deployments.get(self._dep_id(d))) is not None}
-        return sorted(group - {info.target for _, info in mapped})
+        if unavailable := sorted(group - {info.target for _, info in mapped}):
+            record["unavailable_targets"] = unavailable
+        if arm is not None:
+            record["arm"] = arm
 
     @staticmethod
     async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict) -> dict:
@@ -354,8 +360,9 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     async def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
                                healthy: list[dict], pick: Callable[[list[dict]], Awaitable[dict]], md: dict,
-                               pre_routing: dict | None) -> dict:
-        """Shadow mode: the decision is recorded as usual, the request is served as without the router."""
+                               pre_routing: dict | None, arm: str | None = None) -> dict:
+        """Shadow mode, or the control arm of a rollout: the decision is recorded as usual, the request is served as
+        without the router (by ``shadow_target``'s deployments if set)."""
         pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
             else healthy
         if not pool:  # the shadow target's deployments are all cooling down: never lose the request
@@ -367,8 +374,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
         record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
                   "served_target": info.target if info else None, "baseline": None}
-        if unavailable := self._unavailable(decision.model_group or "", mapped, self._served):
-            record["unavailable_targets"] = unavailable
+        self._annotate(record, decision.model_group or "", mapped, self._served, arm)
         routing = standard_routing_decision(decision, decision.model_group or "", None)
         routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]

@@ -910,10 +910,66 @@ async def test_shadow_mode_records_the_route_but_serves_as_before(bundle_dir: Pa
     assert d["shadow"] and d["served_target"] in ("math-model", "history-model", "generalist")
 
 
+async def test_a_canary_rollout_serves_its_share_by_the_router_keeps_each_user_in_one_arm_and_stats_compares_them(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.cli import main
+    from litellm_prefill_router.records import decision_headers
+
+    log = tmp_path / "rollout.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "rollout": 0.5,
+                                             "shadow_target": "generalist", "decision_log": str(log)})
+    users = [f"user-{i}" for i in range(30)]
+    resps = [await r.acompletion(model="auto", messages=user(MATH_PROMPT), user=u) for u in users]
+    arms = {u: resp._hidden_params["prefill_routing"]["arm"] for u, resp in zip(users, resps)}
+    n_router = sum(a == "router" for a in arms.values())
+    assert 5 <= n_router <= 25  # a hash of each user id: about half (fixed by the ids: 30 draws at 0.5)
+    for u, resp in zip(users, resps):
+        d = resp._hidden_params["prefill_routing"]
+        assert d["target"] == "math-model"  # decided alike in both arms
+        if arms[u] == "router":
+            assert resp.choices[0].message.content == "answer from math-model" and not d.get("shadow")
+        else:  # the control arm is served as before, and says so
+            assert resp.choices[0].message.content == "answer from generalist" and d["shadow"]
+            assert decision_headers({"metadata": {"prefill_decision": d}})["x-prefill-arm"] == "control"
+    for u in users[:6]:  # a user comes back: the same arm
+        again = await r.acompletion(model="auto", messages=user(HIST_PROMPT), user=u)
+        assert again._hidden_params["prefill_routing"]["arm"] == arms[u]
+    await flush_logging()
+    assert main(["stats", "--log", str(log), "--json", str(tmp_path / "s.json")]) == 0
+    st = json.loads((tmp_path / "s.json").read_text())
+    back = sum(arms[u] == "router" for u in users[:6])
+    assert st["arms"]["router"]["calls"] == n_router + back
+    assert st["arms"]["control"]["calls"] == 30 - n_router + 6 - back
+    assert st["arms"]["router"]["failure_rate"] == st["arms"]["control"]["failure_rate"] == 0.0
+    # the router's arm went to the cheap specialists, the control arm to generalist (0.9 USD/Mtok)
+    assert st["arms"]["router"]["cost_per_call_usd"] < st["arms"]["control"]["cost_per_call_usd"]
+    assert "rollout arms (router: served by the router's choice; control: served as before)" in capsys.readouterr().out
+
+
+def test_a_rollout_arm_is_drawn_once_per_request_and_by_user_when_one_is_named() -> None:
+    from litellm_prefill_router.composition import rollout_arm
+
+    assert rollout_arm({}, {}, 1.0) is None  # no rollout: no arm
+    md: dict = {}
+    first = rollout_arm(md, {}, 0.5)
+    assert all(rollout_arm(md, {}, 0.5) == first for _ in range(20))  # a retry reuses its request's metadata
+    assert {rollout_arm({}, {}, 0.5) for _ in range(200)} == {"router", "control"}
+    assert {rollout_arm({}, {"user": "u-7"}, 0.5) for _ in range(20)} == {rollout_arm({}, {"user": "u-7"}, 0.5)}
+    assert rollout_arm({}, {"user": "u-7"}, 0.0) == "control" and rollout_arm({}, {}, 0.0) == "control"
+
+
 def test_shadow_settings_are_checked_at_construction(bundle_dir: Path) -> None:
-    with pytest.raises(ConfigurationError, match="shadow: true"):
+    with pytest.raises(ConfigurationError, match="shadow: true or rollout"):
         PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir), "shadow_target": "generalist"})
+    with pytest.raises(ConfigurationError, match="rollout applies without it"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "shadow": True, "rollout": 0.2})
+    with pytest.raises(ConfigurationError, match="rollout"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "rollout": 1.5})
     with pytest.raises(ConfigurationError, match="shadow_target 'generalist' has no deployment"):
         PrefillRouter(model_list=model_list(targets=("math-model", "history-model")), routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir), "shadow": True, "shadow_target": "generalist"})
