@@ -101,14 +101,19 @@ def pre_routing_of(md: dict, model: str) -> dict | None:
             "router_type": previous.get("router_type"), "cause": previous.get("cause")}
 
 
-def failed_earlier(md: dict) -> dict[str, tuple[str, str]]:
+def failed_earlier(md: dict, trace_id: object = None) -> dict[str, tuple[str, str]]:
     """The deployments this strategy chose on earlier attempts of this request that failed: deployment id ->
     (target, error type). Read from litellm's retry breadcrumbs (``previous_models``: each failed attempt's
-    metadata, our decision record included); empty on a first attempt or where litellm keeps none."""
+    metadata, our decision record included); empty on a first attempt or where litellm keeps none. litellm writes
+    the breadcrumbs into the caller's metadata dict, so an application that passes one dict to every request would
+    hand a new request the last one's: a breadcrumb of another request (``litellm_trace_id``) does not count."""
     crumbs = md.get("previous_models")
     failed: dict[str, tuple[str, str]] = {}
     for crumb in crumbs if isinstance(crumbs, (list, tuple)) else ():
-        meta = (crumb.get("metadata") or crumb.get("litellm_metadata")) if isinstance(crumb, Mapping) else None
+        if not isinstance(crumb, Mapping) or (trace_id is not None and
+                                              crumb.get("litellm_trace_id") not in (None, trace_id)):
+            continue
+        meta = crumb.get("metadata") or crumb.get("litellm_metadata")
         record = meta.get(DECISION_KEY) if isinstance(meta, Mapping) else None
         if isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
             failed[str(record["deployment_id"])] = (str(record.get("target")),
@@ -157,22 +162,29 @@ async def override_pre_call_check(router: litellm.Router, strategy: str | None, 
         await check(strategy, selector, deployment, None)
 
 
-ROLLOUT_ARM_KEY = "prefill_rollout_arm"  # the request's rollout arm, kept in its metadata for its retries
+# the request's rollout arm, kept in its metadata for its retries: [litellm_trace_id, arm]
+ROLLOUT_ARM_KEY = "prefill_rollout_arm"
 
 
 def rollout_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
     """``"router"`` or ``"control"`` for a request of a canary rollout (None: no rollout). A request naming an end
-    user (the OpenAI ``user`` field) is assigned by a hash of it, so each user stays in one arm; others at random. A
-    retry or fallback of the request keeps the arm its first attempt got (litellm reuses the request's metadata)."""
+    user (the OpenAI ``user`` field) is assigned by a hash of it, so each user stays in one arm; others at random,
+    and a retry or fallback of the request keeps the arm its first attempt drew (litellm keeps the request's
+    ``litellm_trace_id`` across its attempts; the metadata dict alone would not do - litellm writes into the caller's
+    own, which an application may pass to every request)."""
     if share >= 1.0:
         return None
-    arm = md.get(ROLLOUT_ARM_KEY)
-    if arm not in ("router", "control"):
-        user = request_kwargs.get("user")
-        draw = int.from_bytes(hashlib.blake2b(str(user).encode(), digest_size=8).digest(), "big") / 2.0 ** 64 \
-            if isinstance(user, str) and user else random.random()
-        arm = md[ROLLOUT_ARM_KEY] = "router" if draw < share else "control"
-    return str(arm)
+    user = request_kwargs.get("user")
+    if isinstance(user, str) and user:
+        draw = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "big") / 2.0 ** 64
+        return "router" if draw < share else "control"
+    trace = request_kwargs.get("litellm_trace_id")
+    kept = md.get(ROLLOUT_ARM_KEY)
+    if trace is not None and isinstance(kept, list) and len(kept) == 2 and kept[0] == trace:
+        return str(kept[1])
+    arm = "router" if random.random() < share else "control"
+    md[ROLLOUT_ARM_KEY] = [trace, arm]
+    return arm
 
 
 def context_window(router: litellm.Router, deployment: dict, model_group: str) -> int | None:

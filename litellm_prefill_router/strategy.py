@@ -297,7 +297,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         pre_routing = pre_routing_of(md, model)
         arm = rollout_arm(md, request_kwargs, self.args.rollout)
         as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router
-        failed = failed_earlier(md) if self.args.reroute_retries and not as_before else {}
+        failed = failed_earlier(md, request_kwargs.get("litellm_trace_id")) \
+            if self.args.reroute_retries and not as_before else {}
         untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
         rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
             and parse_overrides(md).pin_model is None

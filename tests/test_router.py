@@ -382,6 +382,24 @@ async def test_a_retry_reuses_the_first_attempts_prediction_instead_of_running_t
     assert resp._hidden_params["prefill_routing"]["cached"] is True
 
 
+async def test_a_new_request_sharing_its_metadata_dict_with_a_retried_one_is_not_taken_for_a_retry(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """litellm writes its retry breadcrumbs into the caller's metadata dict: an application passing one dict to every
+    request must still get each request routed from scratch (before: math-model was skipped as 'failed' forever)."""
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "d.jsonl"
+    r = failing_math_router(bundle_dir, decision_log=str(log))
+    md = {"app": "chat"}
+    for _ in range(3):
+        resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata=md)
+        assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
+    await flush_logging()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["decision"]["target"] == "math-model", x["outcome"]["success"]) for x in rows] == \
+        [(True, False), (False, True)] * 3  # every request tried its best target first, then was rerouted
+
+
 def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
     resp = failing_math_router(bundle_dir).completion(model="auto", messages=user(MATH_PROMPT))
     d = resp._hidden_params["prefill_routing"]
@@ -953,11 +971,22 @@ def test_a_rollout_arm_is_drawn_once_per_request_and_by_user_when_one_is_named()
 
     assert rollout_arm({}, {}, 1.0) is None  # no rollout: no arm
     md: dict = {}
-    first = rollout_arm(md, {}, 0.5)
-    assert all(rollout_arm(md, {}, 0.5) == first for _ in range(20))  # a retry reuses its request's metadata
-    assert {rollout_arm({}, {}, 0.5) for _ in range(200)} == {"router", "control"}
+    first = rollout_arm(md, {"litellm_trace_id": "t1"}, 0.5)
+    # a retry of the request (same trace id, same metadata) keeps its arm
+    assert all(rollout_arm(md, {"litellm_trace_id": "t1"}, 0.5) == first for _ in range(20))
+    # an application that passes one metadata dict to every request: each request still draws its own arm
+    assert {rollout_arm(md, {"litellm_trace_id": f"t{i}"}, 0.5) for i in range(2, 200)} == {"router", "control"}
     assert {rollout_arm({}, {"user": "u-7"}, 0.5) for _ in range(20)} == {rollout_arm({}, {"user": "u-7"}, 0.5)}
     assert rollout_arm({}, {"user": "u-7"}, 0.0) == "control" and rollout_arm({}, {}, 0.0) == "control"
+
+
+async def test_requests_sharing_one_metadata_dict_are_still_split_between_the_rollout_arms(bundle_dir: Path) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "rollout": 0.5})
+    md = {"app": "chat"}  # litellm writes into the caller's dict; the arm must not stick to it
+    arms = {(await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata=md))
+            ._hidden_params["prefill_routing"]["arm"] for _ in range(24)}
+    assert arms == {"router", "control"}
 
 
 def test_shadow_settings_are_checked_at_construction(bundle_dir: Path) -> None:
