@@ -394,7 +394,9 @@ async def test_a_new_request_sharing_its_metadata_dict_with_a_retried_one_is_not
     for _ in range(3):
         resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata=md)
         assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
-    await flush_logging()
+        # litellm's logging reads the metadata dict later, and the next request writes into the same dict: let each
+        # request's lines be written before the next one starts (a shared dict is for this test, not for production)
+        await flush_logging()
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     assert [(x["decision"]["target"] == "math-model", x["outcome"]["success"]) for x in rows] == \
         [(True, False), (False, True)] * 3  # every request tried its best target first, then was rerouted
