@@ -48,6 +48,9 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "policy": strategy.decider.default_policy.describe(),
             "fallback_target": strategy.fallback_target,
             "metrics": strategy.args.metrics,
+            "decision_timeout_s": strategy.args.decision_timeout_s,
+            "serving": "shadow" if strategy.args.shadow else
+                       f"rollout {strategy.args.rollout:.0%}" if strategy.args.rollout < 1.0 else "routed",
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
                                       "model": str((dep.get("litellm_params") or {}).get("model")),
                                       "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,
@@ -81,7 +84,9 @@ def format_report(report: dict[str, Any]) -> str:
 
     out = []
     for s in report["strategies"]:
-        out.append(f"{s['name']}: bundle {s['bundle']}, policy {s['policy']}, fallback {s['fallback_target']}")
+        timeout = f", decision timeout {s['decision_timeout_s']:g} s" if s["decision_timeout_s"] else ""
+        out.append(f"{s['name']}: bundle {s['bundle']}, policy {s['policy']}, fallback {s['fallback_target']}"
+                   f"{timeout}, serving: {s['serving']}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")
             out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],

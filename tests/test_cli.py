@@ -101,6 +101,7 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
                  "--json", str(out), "--strict"]) == 0
     text = capsys.readouterr().out
     assert "router: bundle" in text and "routing group budget-routing: bundle" in text and "policy tolerance=1" in text
+    assert "fallback generalist, serving: routed" in text  # no decision timeout, no shadow, no rollout
     report = json.loads(out.read_text())
     router, budget = report["strategies"]
     assert list(router["model_groups"]) == ["auto"] and list(budget["model_groups"]) == ["budget"]
@@ -176,6 +177,8 @@ def test_check_warns_when_a_routed_groups_context_windows_differ_and_pre_call_ch
     assert "router: model group 'auto' mixes context windows" in capsys.readouterr().err
 
     raw["router_settings"]["enable_pre_call_checks"] = True  # litellm drops a deployment the prompt does not fit
+    raw["router_settings"]["routing_strategy_args"].update(rollout=0.25, decision_timeout_s=0.5)
     cfg.write_text(yaml.safe_dump(raw))
     assert main(["check", "--config", str(cfg), "--strict"]) == 0
-    assert "context windows" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "context windows" not in out and "decision timeout 0.5 s, serving: rollout 25%" in out
