@@ -9,7 +9,8 @@ metric here is multiprocess-safe. They are fed from the decision-log row of each
 
 Labels (bounded by the bundle's targets and the configured groups): ``model_group`` (the litellm model group, or the
 runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``fallback: ...`` without particulars)
-and ``outcome`` (``success`` / ``failure``).
+and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm`` (``router`` /
+``control``) on the two ``prefill_router_rollout_*`` counters.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class RouterMetrics:
     cost: Any
     savings: Any
     reloads: Any
+    rollout_calls: Any
+    rollout_cost: Any
 
     def observe_call(self, row: Mapping[str, Any]) -> None:
         """Count one finished call from its decision-log row (:func:`~.records.decision_log_row`). A shadow-mode
@@ -67,6 +70,10 @@ class RouterMetrics:
             self.cost.labels(group, served).inc(cost)
         if isinstance(saved := outcome.get("savings_usd"), (int, float)):
             self.savings.labels(group).inc(saved)
+        if arm := decision.get("arm"):  # a canary rollout: the arms side by side, live
+            self.rollout_calls.labels(group, str(arm), "success" if outcome.get("success") else "failure").inc()
+            if isinstance(cost, (int, float)) and cost >= 0:
+                self.rollout_cost.labels(group, str(arm)).inc(cost)
 
     def observe_reload(self, bundle: str, loaded: bool) -> None:
         """Count a changed bundle that was swapped in (``loaded``) or could not be served (still on the old one)."""
@@ -117,6 +124,11 @@ def router_metrics() -> RouterMetrics:
                 reloads=Counter("prefill_router_bundle_reloads",
                                 "Changed bundles swapped in (loaded) or refused (failed: the old one is still served)",
                                 ["bundle", "outcome"]),
+                rollout_calls=Counter("prefill_router_rollout_calls",
+                                      "Calls of a canary rollout by arm (router: served by the route; control: served "
+                                      "as before) and outcome", ["model_group", "arm", "outcome"]),
+                rollout_cost=Counter("prefill_router_rollout_cost_usd", "What a canary rollout's calls cost, by arm",
+                                     ["model_group", "arm"]),
             )
         return _METRICS
 

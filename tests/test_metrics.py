@@ -179,3 +179,19 @@ def test_the_example_grafana_dashboard_queries_only_metrics_the_router_exports_a
     used = {name for q in queries for name in re.findall(r"prefill_router_[a-z_]+", q)}
     assert used <= set().union(*exported.values()), used - set().union(*exported.values())
     assert [family for family, names in exported.items() if not names & used] == []  # every metric has a panel
+
+
+async def test_a_canary_rollouts_calls_and_cost_are_counted_by_arm(bundle_dir: Path) -> None:
+    g = {"model_group": "metered-rollout"}
+    grew = counting(("prefill_router_rollout_calls_total", {**g, "arm": "router", "outcome": "success"}),
+                    ("prefill_router_rollout_calls_total", {**g, "arm": "control", "outcome": "success"}),
+                    ("prefill_router_rollout_cost_usd_total", {**g, "arm": "router"}),
+                    ("prefill_router_rollout_cost_usd_total", {**g, "arm": "control"}))
+    r = metered_router(bundle_dir, "metered-rollout", rollout=0.5, shadow_target="generalist")
+    arms = [(await r.acompletion(model="metered-rollout", messages=user(MATH_PROMPT), user=f"u{i}"))
+            ._hidden_params["prefill_routing"]["arm"] for i in range(12)]
+    await flush_logging()
+    router_ok, control_ok, router_cost, control_cost = grew()
+    assert (router_ok, control_ok) == (arms.count("router"), arms.count("control")) and router_ok and control_ok
+    # the router's arm went to math-model (0.2 USD/Mtok), the control arm to generalist (0.9)
+    assert 0 < router_cost / router_ok < control_cost / control_ok
