@@ -46,13 +46,17 @@ def _write_config(path: Path, bundle: Path) -> None:
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto"),
-                         *model_list(group="flaky", **{"math-model": {"mock_response": "litellm.InternalServerError"}})]
+                         *model_list(group="flaky", **{"math-model": {"mock_response": "litellm.InternalServerError"}}),
+                         *model_list(group="canary")]
     cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
                                                             "reload_interval_s": 0.2})
     # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
     cfg["router_settings"]["routing_groups"] = [
         {"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
-         "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0}}]
+         "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0}},
+        {"group_name": "canary-routing", "models": ["canary"], "routing_strategy": "prefill",  # a canary rollout
+         "routing_strategy_args": {"bundle": str(bundle), "preset": "max-quality", "rollout": 0.5,
+                                   "shadow_target": "generalist"}}]
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
     cfg["general_settings"] = {"custom_auth": "proxy_spy.key_auth"}  # virtual keys with router_settings
     path.write_text(yaml.safe_dump(cfg))
@@ -191,6 +195,14 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert flaky_headers["x-prefill-reason"] == "retry: math-model failed this request"
         assert flaky["choices"][0]["message"]["content"] == f"answer from {flaky_headers['x-prefill-target']}"
         assert flaky_headers["x-prefill-target"] != "math-model"
+        # a canary rollout: the OpenAI `user` field puts each end user in one arm, named in x-prefill-arm
+        served = {}
+        for u in [f"user-{i}" for i in range(10)] + ["user-0", "user-1"]:
+            body, headers = _post(port, MATH_PROMPT, model="canary", user=u)
+            served.setdefault(u, set()).add((headers["x-prefill-arm"], body["choices"][0]["message"]["content"]))
+        assert all(len(arms) == 1 for arms in served.values())  # a returning user is served the same way
+        assert {a for arms in served.values() for a in arms} == {("router", "answer from math-model"),
+                                                                  ("control", "answer from generalist")}
         # a retrained bundle written over the served one is picked up by the running proxy (reload_interval_s)
         rewrite_bundle(bundle_dir, always_cheapest)
         deadline, target = time.time() + 30, ""
