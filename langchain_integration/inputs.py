@@ -1,5 +1,6 @@
 """What the LangChain router reads from its inputs and its targets: the prompt of a runnable input (str, messages,
-PromptValue, dict), a target runnable's answer-length limit, and an answer's text (for the decision log)."""
+PromptValue, dict), a target runnable's answer-length limit, and an answer's text (for the decision log), a stream's
+included."""
 
 from __future__ import annotations
 
@@ -85,3 +86,15 @@ def text_of(out: Any) -> str | None:
         return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
                        if isinstance(p, (str, dict)))
     return None
+
+
+def accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:
+    """A stream's chunks added up into its final output (for the decision log), while they can be added."""
+    if not ok:
+        return None, False
+    if final is None:
+        return chunk, True
+    try:
+        return final + chunk, True
+    except TypeError:
+        return None, False

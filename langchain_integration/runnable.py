@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.runnables import Runnable, RunnableSerializable
@@ -33,8 +34,9 @@ from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
 from litellm_prefill_router.reloading import BundleReloader
+from litellm_prefill_router.rollout import rollout_arm
 
-from .inputs import CAP_FIELDS, as_messages, output_cap, prompt_from_input, text_of
+from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input, text_of
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
 _LOG_LOCK = threading.Lock()
@@ -78,6 +80,14 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # before its first chunk. 0: the error is raised, as from the target
     max_reroutes: int = Field(default=0, ge=0)
     reroute_on: tuple[type[BaseException], ...] = (Exception,)
+    # shadow mode: decide and record every call (trace metadata, decision log, metrics) but serve it with
+    # ``shadow_target``'s runnable (the model serving today), to see the router on real traffic before it chooses
+    shadow: bool = False
+    shadow_target: str | None = None
+    # canary rollout: the share of calls served by the router's choice; the others (arm "control") are decided and
+    # recorded as in shadow mode and served by ``shadow_target``. A call whose config metadata names a ``user_id`` is
+    # assigned by a hash of it (each user stays in one arm), others at random
+    rollout: float = Field(default=1.0, ge=0.0, le=1.0)
 
     # predictions remembered for prompts seen again (exact token ids; per process, shared by routers of the same
     # bundle and size): a repeated question costs its tokenisation only. 0: every call runs the encoder
@@ -97,6 +107,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                                         self.reload_interval_s,
                                         on_reload=reload_observer(self.bundle) if self.metrics else None)
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
+        if self.shadow and self.rollout < 1.0:
+            raise ConfigurationError("shadow=True serves every call by shadow_target; rollout applies without it - "
+                                     "set one")
+        if self.shadow_target is not None and not self.shadow and self.rollout == 1.0:
+            raise ConfigurationError("shadow_target is only used in shadow mode or for the control arm of a rollout: "
+                                     "add shadow=True or rollout=<share below 1>")
+        if (self.shadow or self.rollout < 1.0) and self.shadow_target not in self.runnables:
+            raise ConfigurationError(f"shadow mode and a rollout serve calls by shadow_target, the runnable serving "
+                                     f"today: got {self.shadow_target!r}; pass one of {sorted(self.runnables)}")
         return self
 
     @property
@@ -190,25 +209,35 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         return await decider.adecide(prompt_from_input(input), self._prices(decider), self._overrides(config),
                                      self.get_name(), self._output_caps(kwargs))
 
-    @staticmethod
-    def _metadata(d: RoutingDecision) -> dict[str, Any]:
-        return {"prefill_route": d.target, "prefill_decision": d.to_dict()}
+    def _route(self, decision: RoutingDecision, config: RunnableConfig) -> _Route:
+        """Who serves the call: the decision's target, or - in shadow mode and a rollout's control arm - the
+        shadow target, with the decision still recorded."""
+        user = (config.get("metadata") or {}).get("user_id")
+        arm = rollout_arm(self.rollout, user if isinstance(user, str) else None)
+        if self.shadow or arm == "control":
+            extra: dict[str, Any] = {"shadow": True, "served_target": self.shadow_target}
+            return _Route(decision, str(self.shadow_target), {**extra, "arm": arm} if arm else extra)
+        return _Route(decision, decision.target, {"arm": arm} if arm else {})
 
-    def _start_run(self, input: Any, config: RunnableConfig, decision: RoutingDecision) -> Any:
+    @staticmethod
+    def _metadata(route: _Route) -> dict[str, Any]:
+        return {"prefill_route": route.decision.target, "prefill_decision": route.record()}
+
+    def _start_run(self, input: Any, config: RunnableConfig, route: _Route) -> Any:
         """The router's own run, with the decision in its (non-inherited) metadata."""
         cm = get_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
+        cm.add_metadata(self._metadata(route), inherit=False)
         return cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
                                  run_id=config.pop("run_id", None))
 
-    async def _astart_run(self, input: Any, config: RunnableConfig, decision: RoutingDecision) -> Any:
+    async def _astart_run(self, input: Any, config: RunnableConfig, route: _Route) -> Any:
         cm = get_async_callback_manager_for_config(config)
-        cm.add_metadata(self._metadata(decision), inherit=False)
+        cm.add_metadata(self._metadata(route), inherit=False)
         return await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
                                        run_id=config.pop("run_id", None))
 
     # -- decision log ---------------------------------------------------------
-    def _log(self, decision: RoutingDecision, run: Any, input: Any, started: float, out: Any = None,
+    def _log(self, route: _Route, run: Any, input: Any, started: float, out: Any = None,
              error: BaseException | None = None) -> None:
         """Append the call's line to ``decision_log`` (if set) and count it in the metrics (if on). A log that cannot
         be written is reported, never allowed to fail the call."""
@@ -218,10 +247,12 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             prices = self._prices(self._reloader.current)
             usage = getattr(out, "usage_metadata", None) or {}
             n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
-            price = prices[decision.target]
+            decision = route.decision
+            price = prices[route.served]
             cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out
                     if isinstance(n_in, int) and isinstance(n_out, int) else None)
-            base = savings_baseline(decision, list(prices), lambda t: (t, prices[t]))
+            base = None if route.extra.get("shadow") else \
+                savings_baseline(decision, list(prices), lambda t: (t, prices[t]))  # shadow: nothing was routed
             baseline = baseline_record(base, None, prices[base]) if base is not None else None
             extra: dict[str, object] = {}
             if self.decision_log is not None and self.decision_log_messages:
@@ -230,8 +261,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 extra["response"] = text_of(out)
             row = decision_log_row(
                 call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
-                decision={**decision.to_dict(), "baseline": baseline}, ok=error is None,
-                model=decision.target, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
+                decision={**route.record(), "baseline": baseline}, ok=error is None,
+                model=route.served, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
                 latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra)
         except Exception as err:  # noqa: BLE001 - the answer is the caller's; the log line is not worth losing it
             logger.error("prefill router: could not record the call (decision log %s, metrics %s): %s",
@@ -248,119 +279,123 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
 
     # -- Runnable API -------------------------------------------------------
-    def _reroute(self, decision: RoutingDecision, failed: list[str], error: BaseException) -> RoutingDecision | None:
-        """The next route after ``decision``'s target raised ``error`` (``failed`` gains it), or None: raise it."""
-        if not isinstance(error, self.reroute_on) or len(failed) >= self.max_reroutes:
+    def _reroute(self, route: _Route, failed: list[str], error: BaseException) -> _Route | None:
+        """The next route after ``route``'s target raised ``error`` (``failed`` gains it), or None: raise it. A call
+        served as before (shadow mode, a rollout's control arm) fails as it did before."""
+        if route.extra.get("shadow") or not isinstance(error, self.reroute_on) or len(failed) >= self.max_reroutes:
             return None
-        failed.append(decision.target)
-        nxt = self._reloader.current.reroute(decision, failed)
-        if nxt is not None:
-            logger.warning("prefill router: target %r failed (%s: %s); rerouting to %r", decision.target,
-                           type(error).__name__, error, nxt.target)
-        return nxt
+        failed.append(route.served)
+        nxt = self._reloader.current.reroute(route.decision, failed)
+        if nxt is None:
+            return None
+        logger.warning("prefill router: target %r failed (%s: %s); rerouting to %r", route.served,
+                       type(error).__name__, error, nxt.target)
+        return _Route(nxt, nxt.target, route.extra)
 
     @staticmethod
-    def _child(config: RunnableConfig, run: Any, decision: RoutingDecision) -> RunnableConfig:
-        return patch_config(config, callbacks=run.get_child(tag=f"route:{decision.target}"))
+    def _child(config: RunnableConfig, run: Any, route: _Route) -> RunnableConfig:
+        return patch_config(config, callbacks=run.get_child(tag=f"route:{route.served}"))
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         started = time.perf_counter()
-        decision = self.decide(input, config, **kwargs)
-        run = self._start_run(input, config, decision)
+        route = self._route(self.decide(input, config, **kwargs), config)
+        run = self._start_run(input, config, route)
         failed: list[str] = []
         while True:
             try:
-                out = self.runnables[decision.target].invoke(input, self._child(config, run, decision), **kwargs)
+                out = self.runnables[route.served].invoke(input, self._child(config, run, route), **kwargs)
                 break
             except BaseException as e:
-                self._log(decision, run, input, started, error=e)
-                if (nxt := self._reroute(decision, failed, e)) is None:
+                self._log(route, run, input, started, error=e)
+                if (nxt := self._reroute(route, failed, e)) is None:
                     run.on_chain_error(e)
                     raise
-                decision, started = nxt, time.perf_counter()
+                route, started = nxt, time.perf_counter()
         run.on_chain_end(out)
-        self._log(decision, run, input, started, out)
+        self._log(route, run, input, started, out)
         return out
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         started = time.perf_counter()
-        decision = await self.adecide(input, config, **kwargs)
-        run = await self._astart_run(input, config, decision)
+        route = self._route(await self.adecide(input, config, **kwargs), config)
+        run = await self._astart_run(input, config, route)
         failed: list[str] = []
         while True:
             try:
-                out = await self.runnables[decision.target].ainvoke(input, self._child(config, run, decision),
+                out = await self.runnables[route.served].ainvoke(input, self._child(config, run, route),
                                                                     **kwargs)
                 break
             except BaseException as e:
-                self._log(decision, run, input, started, error=e)
-                if (nxt := self._reroute(decision, failed, e)) is None:
+                self._log(route, run, input, started, error=e)
+                if (nxt := self._reroute(route, failed, e)) is None:
                     await run.on_chain_error(e)
                     raise
-                decision, started = nxt, time.perf_counter()
+                route, started = nxt, time.perf_counter()
         await run.on_chain_end(out)
-        self._log(decision, run, input, started, out)
+        self._log(route, run, input, started, out)
         return out
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         config = ensure_config(config)
         started = time.perf_counter()
-        decision = self.decide(input, config, **kwargs)
-        run = self._start_run(input, config, decision)
+        route = self._route(self.decide(input, config, **kwargs), config)
+        run = self._start_run(input, config, route)
         final, ok = None, True
         failed: list[str] = []
         while True:
             streamed = False
             try:
-                for chunk in self.runnables[decision.target].stream(input, self._child(config, run, decision),
+                for chunk in self.runnables[route.served].stream(input, self._child(config, run, route),
                                                                     **kwargs):
                     streamed = True
                     yield chunk
-                    final, ok = _accumulate(final, chunk, ok)
+                    final, ok = accumulate(final, chunk, ok)
                 break
             except BaseException as e:
-                self._log(decision, run, input, started, error=e)
-                if streamed or (nxt := self._reroute(decision, failed, e)) is None:
+                self._log(route, run, input, started, error=e)
+                if streamed or (nxt := self._reroute(route, failed, e)) is None:
                     run.on_chain_error(e)
                     raise
-                decision, started = nxt, time.perf_counter()
+                route, started = nxt, time.perf_counter()
         run.on_chain_end(final)
-        self._log(decision, run, input, started, final)
+        self._log(route, run, input, started, final)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         config = ensure_config(config)
         started = time.perf_counter()
-        decision = await self.adecide(input, config, **kwargs)
-        run = await self._astart_run(input, config, decision)
+        route = self._route(await self.adecide(input, config, **kwargs), config)
+        run = await self._astart_run(input, config, route)
         final, ok = None, True
         failed: list[str] = []
         while True:
             streamed = False
             try:
-                async for chunk in self.runnables[decision.target].astream(input, self._child(config, run, decision),
+                async for chunk in self.runnables[route.served].astream(input, self._child(config, run, route),
                                                                            **kwargs):
                     streamed = True
                     yield chunk
-                    final, ok = _accumulate(final, chunk, ok)
+                    final, ok = accumulate(final, chunk, ok)
                 break
             except BaseException as e:
-                self._log(decision, run, input, started, error=e)
-                if streamed or (nxt := self._reroute(decision, failed, e)) is None:
+                self._log(route, run, input, started, error=e)
+                if streamed or (nxt := self._reroute(route, failed, e)) is None:
                     await run.on_chain_error(e)
                     raise
-                decision, started = nxt, time.perf_counter()
+                route, started = nxt, time.perf_counter()
         await run.on_chain_end(final)
-        self._log(decision, run, input, started, final)
+        self._log(route, run, input, started, final)
 
 
-def _accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:
-    if not ok:
-        return None, False
-    if final is None:
-        return chunk, True
-    try:
-        return final + chunk, True
-    except TypeError:
-        return None, False
+@dataclass(frozen=True)
+class _Route:
+    """One attempt of a call: the decision, the target whose runnable serves it, and what the record adds (shadow,
+    served_target, arm)."""
+
+    decision: RoutingDecision
+    served: str
+    extra: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        return {**self.decision.to_dict(), **self.extra}

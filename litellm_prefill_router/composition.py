@@ -6,9 +6,7 @@ modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
@@ -20,6 +18,7 @@ from litellm.router_utils.handle_error import async_raise_no_deployment_exceptio
 
 from .decider import cap_in
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
+from .rollout import rollout_arm
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -166,23 +165,19 @@ async def override_pre_call_check(router: litellm.Router, strategy: str | None, 
 ROLLOUT_ARM_KEY = "prefill_rollout_arm"
 
 
-def rollout_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
-    """``"router"`` or ``"control"`` for a request of a canary rollout (None: no rollout). A request naming an end
-    user (the OpenAI ``user`` field) is assigned by a hash of it, so each user stays in one arm; others at random,
-    and a retry or fallback of the request keeps the arm its first attempt drew (litellm keeps the request's
-    ``litellm_trace_id`` across its attempts; the metadata dict alone would not do - litellm writes into the caller's
-    own, which an application may pass to every request)."""
-    if share >= 1.0:
-        return None
+def request_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
+    """The rollout arm of a litellm request (see :func:`~.rollout.rollout_arm`): by a hash of the OpenAI ``user``
+    field when the request names one, else drawn at random once per request - a retry or fallback keeps the arm its
+    first attempt drew (litellm keeps the request's ``litellm_trace_id`` across its attempts; the metadata dict alone
+    would not do - litellm writes into the caller's own, which an application may pass to every request)."""
     user = request_kwargs.get("user")
-    if isinstance(user, str) and user:
-        draw = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "big") / 2.0 ** 64
-        return "router" if draw < share else "control"
+    if share >= 1.0 or (isinstance(user, str) and user):
+        return rollout_arm(share, user if isinstance(user, str) else None)
     trace = request_kwargs.get("litellm_trace_id")
     kept = md.get(ROLLOUT_ARM_KEY)
     if trace is not None and isinstance(kept, list) and len(kept) == 2 and kept[0] == trace:
         return str(kept[1])
-    arm = "router" if random.random() < share else "control"
+    arm = rollout_arm(share)
     md[ROLLOUT_ARM_KEY] = [trace, arm]
     return arm
 

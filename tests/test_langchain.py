@@ -423,3 +423,51 @@ def test_a_call_whose_prediction_is_late_goes_to_the_fallback_target_at_the_deci
     assert d.target == fallback and d.reason == "fallback: routing timed out (no prediction within 0.2 s)"
     with pytest.raises(ValidationError, match="decision_timeout_s"):
         PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_timeout_s=0)
+
+
+def test_shadow_mode_records_the_route_and_serves_every_call_by_the_shadow_target(bundle_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    from litellm_prefill_router.log_stats import summarize_log
+
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 10) for t in TARGETS}
+    log = tmp_path / "shadow.jsonl"
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", shadow=True,
+                                   shadow_target="generalist", decision_log=str(log))
+    with collect_runs() as cb:
+        assert router.invoke(MATH_PROMPT).content == "answer from generalist"  # served as before
+    (root,) = cb.traced_runs
+    d = root.extra["metadata"]["prefill_decision"]
+    assert d["target"] == "math-model" and d["shadow"] and d["served_target"] == "generalist"
+    assert "route:generalist" in root.child_runs[0].tags
+    assert "".join(c.content for c in router.stream(HIST_PROMPT)) == "answer from generalist"
+    (row, streamed) = [json.loads(x) for x in log.read_text().splitlines()]
+    assert row["decision"]["target"] == "math-model" and row["outcome"]["model"] == "generalist"
+    assert row["outcome"]["savings_usd"] is None and streamed["decision"]["target"] == "history-model"
+    assert summarize_log(log)["shadow"]["served"] == {"generalist": 2}
+    with pytest.raises(ConfigurationError, match="shadow_target, the runnable serving today: got None"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), shadow=True)
+    with pytest.raises(ConfigurationError, match="shadow_target is only used in shadow mode"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), shadow_target="generalist")
+    with pytest.raises(ConfigurationError, match="rollout applies without it"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), shadow=True, shadow_target="generalist",
+                              rollout=0.5)
+
+
+async def test_a_canary_rollout_serves_each_user_from_one_arm_and_stats_compares_the_arms(bundle_dir: Path,
+                                                                                        tmp_path: Path) -> None:
+    from litellm_prefill_router.log_stats import summarize_log
+
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 100) for t in TARGETS}
+    log = tmp_path / "canary.jsonl"
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality", rollout=0.5,
+                                   shadow_target="generalist", decision_log=str(log))
+    served: dict[str, set[str]] = {}
+    for i in [*range(20), 0, 1, 2]:
+        out = await router.ainvoke(MATH_PROMPT, config={"metadata": {"user_id": f"user-{i}"}})
+        served.setdefault(f"user-{i}", set()).add(out.content)
+    assert all(len(answers) == 1 for answers in served.values())  # a returning user is served the same way
+    assert set().union(*served.values()) == {"answer from math-model", "answer from generalist"}
+    arms = summarize_log(log)["arms"]
+    routed = sum(a == {"answer from math-model"} for a in served.values())
+    assert arms["router"]["calls"] + arms["control"]["calls"] == 23 and 0 < routed < 20
+    assert arms["router"]["calls"] == routed + sum(served[f"user-{i}"] == {"answer from math-model"} for i in (0, 1, 2))
