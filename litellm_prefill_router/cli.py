@@ -254,7 +254,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from .log_stats import summarize_log
 
-    st = summarize_log(args.log)
+    st = summarize_log(args.log, args.feedback)
     lat = st["routing_latency_ms"]
     print(f"{st['calls']} routed calls, {st['failures']} failed; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
@@ -274,11 +274,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
               f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
               f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
+    fb = st["feedback"]
+    if fb:
+        print(f"feedback: {fb['scored']} calls scored, mean {fb['mean_score']:.3f}; by the target that answered: "
+              + ", ".join(f"{t} {v['mean_score']:.3f} ({v['scored']})" for t, v in fb["by_served_target"].items()))
     if st["arms"]:
         print("rollout arms (router: served by the router's choice; control: served as before):")
-        print(_table(["arm", "calls", "failed", "failure rate", "cost (USD)", "cost per call (USD)"],
+        print(_table(["arm", "calls", "failed", "failure rate", "cost (USD)", "cost per call (USD)", "scored",
+                      "mean score"],
                      [[name, a["calls"], a["failures"], f"{a['failure_rate']:.1%}", a["cost_usd"],
-                       float("nan") if a["cost_per_call_usd"] is None else a["cost_per_call_usd"]]
+                       float("nan") if a["cost_per_call_usd"] is None else a["cost_per_call_usd"], a["scored"],
+                       float("nan") if a["mean_score"] is None else a["mean_score"]]
                       for name, a in st["arms"].items()]))
     if args.json:
         Path(args.json).write_text(json.dumps(st, indent=1))
@@ -468,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="what a router did: calls, routes, reasons, latency, cost and savings")
     st.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     st.add_argument("--json", help="also write the summary here")
+    st.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): mean "
+                    "score per target that answered, and per rollout arm")
     st.set_defaults(func=cmd_stats)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")

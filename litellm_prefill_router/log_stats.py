@@ -6,7 +6,8 @@ against each decision's baseline (the dearest candidate target, priced at the ca
 mode ``targets`` counts the routes the router would have taken, ``shadow.served`` who answered, and the costs
 compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
 requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
-actual cost per call.
+actual cost per call. With feedback or judge scores (``--feedback``, joined by call id) ``feedback`` gives the mean
+score per target that answered, and ``arms`` per arm.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from typing import Any
 import numpy as np
 
 from .errors import PrefillRouterError
+from .feedback import load_feedback
 from .jsonl import read_logs
-from .records import reason_kind
+from .records import logged_call_id, reason_kind
 
 
 class LogStatsError(PrefillRouterError):
     """The decision log cannot be summarised; the message names the file and the fix."""
 
 
-def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Totals over decision-log records (see the module docstring); costs and savings in USD."""
+def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Totals over decision-log records (see the module docstring); costs and savings in USD. ``scores``: feedback
+    or judge scores (0..1) by call id (see :func:`~.feedback.load_feedback`): their mean per served target and per
+    rollout arm."""
     calls = failures = 0
     per_target: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0,
                                                                  "p_chosen": []})
@@ -40,7 +44,9 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     shadow = 0
     served: Counter[str] = Counter()
     est_routed = est_served = 0.0  # shadow mode: the decisions' own estimates for their route and for who answered
-    arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0})
+    arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0,
+                                                           "scores": []})
+    scored: dict[str, list[float]] = defaultdict(list)  # served target -> feedback scores of its answers
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -67,6 +73,12 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         arm = arms[str(decision["arm"])] if decision.get("arm") else None
         if arm is not None:
             arm["calls"] += 1
+        score = _score_of(rec, scores)
+        if score is not None:
+            answered = decision.get("served_target") or target if decision.get("shadow") else target
+            scored[str(answered)].append(score)
+            if arm is not None:
+                arm["scores"].append(score)
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
@@ -101,16 +113,37 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                        if shadow else None),
             "arms": ({name: {"calls": a["calls"], "failures": a["failures"], "failure_rate": a["failures"] / a["calls"],
                              "cost_usd": a["cost_usd"],
-                             "cost_per_call_usd": a["cost_usd"] / a["costed"] if a["costed"] else None}
-                      for name, a in sorted(arms.items())} if arms else None)}
+                             "cost_per_call_usd": a["cost_usd"] / a["costed"] if a["costed"] else None,
+                             "scored": len(a["scores"]),
+                             "mean_score": float(np.mean(a["scores"])) if a["scores"] else None}
+                      for name, a in sorted(arms.items())} if arms else None),
+            "feedback": ({"scored": sum(len(v) for v in scored.values()),
+                          "mean_score": float(np.mean([x for v in scored.values() for x in v])),
+                          "by_served_target": {t: {"scored": len(v), "mean_score": float(np.mean(v))}
+                                               for t, v in sorted(scored.items())}}
+                         if scored else None)}
 
 
-def summarize_log(path: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+def _score_of(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -> float | None:
+    if not scores:
+        return None
+    for key in (logged_call_id(dict(rec)), rec.get("response_id")):
+        if key and str(key) in scores:
+            return scores[str(key)]
+    return None
+
+
+def summarize_log(path: str | Path | Sequence[str | Path],
+                  feedback: str | Path | Sequence[str | Path] | None = None) -> dict[str, Any]:
     """:func:`summarize` over one decision log or several (the daily files of a ``{date}`` log, each proxy worker's
-    ``{pid}`` file); ``log`` names them."""
+    ``{pid}`` file); ``log`` names them. ``feedback``: feedback / judge score files joined by call id."""
     try:
         records = read_logs(path, "decision log")
     except FileNotFoundError as err:
         raise LogStatsError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    scores: dict[str, float] = {}
+    for f in [feedback] if isinstance(feedback, (str, Path)) else feedback or []:
+        scores.update(load_feedback(f))
     files = [str(path)] if isinstance(path, (str, Path)) else [str(x) for x in path]
-    return {"log": files[0] if len(files) == 1 else files, **summarize(rec for _, _, rec in records)}
+    return {"log": files[0] if len(files) == 1 else files,
+            **summarize((rec for _, _, rec in records), scores if feedback else None)}

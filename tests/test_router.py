@@ -966,6 +966,18 @@ async def test_a_canary_rollout_serves_its_share_by_the_router_keeps_each_user_i
     # the router's arm went to the cheap specialists, the control arm to generalist (0.9 USD/Mtok)
     assert st["arms"]["router"]["cost_per_call_usd"] < st["arms"]["control"]["cost_per_call_usd"]
     assert "rollout arms (router: served by the router's choice; control: served as before)" in capsys.readouterr().out
+    # users' feedback (or a judge's scores) joined by call id: quality per arm and per target that answered
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text("".join(json.dumps({"id": x["litellm_call_id"],
+                                            "thumbs": "down" if x["decision"].get("shadow") else "up"}) + "\n"
+                                for x in rows))
+    assert main(["stats", "--log", str(log), "--feedback", str(feedback), "--json", str(tmp_path / "f.json")]) == 0
+    st = json.loads((tmp_path / "f.json").read_text())
+    assert (st["arms"]["router"]["mean_score"], st["arms"]["control"]["mean_score"]) == (1.0, 0.0)
+    assert st["arms"]["router"]["scored"] + st["arms"]["control"]["scored"] == len(rows) == st["feedback"]["scored"]
+    assert st["feedback"]["by_served_target"]["generalist"]["mean_score"] == 0.0  # the control arm's answers
+    assert "feedback: 36 calls scored" in capsys.readouterr().out
 
 
 def test_a_rollout_arm_is_drawn_once_per_request_and_by_user_when_one_is_named() -> None:
