@@ -171,8 +171,9 @@ def request_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
     first attempt drew (litellm keeps the request's ``litellm_trace_id`` across its attempts; the metadata dict alone
     would not do - litellm writes into the caller's own, which an application may pass to every request)."""
     user = request_kwargs.get("user")
-    if share >= 1.0 or (isinstance(user, str) and user):
-        return rollout_arm(share, user if isinstance(user, str) else None)
+    user = str(user) if isinstance(user, (str, int)) and not isinstance(user, bool) and user != "" else None
+    if share >= 1.0 or user is not None:
+        return rollout_arm(share, user)
     trace = request_kwargs.get("litellm_trace_id")
     kept = md.get(ROLLOUT_ARM_KEY)
     if trace is not None and isinstance(kept, list) and len(kept) == 2 and kept[0] == trace:

@@ -162,5 +162,7 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
         headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")
     if decision.get("arm"):  # a canary rollout: "router" (served by the route above) or "control" (served as before)
         headers["x-prefill-arm"] = str(decision["arm"])
+    if decision.get("unavailable_targets"):  # left out by litellm for this request (cooldown, context window, ...)
+        headers["x-prefill-unavailable"] = ",".join(str(t) for t in decision["unavailable_targets"])
     # header values must be printable ASCII on one line (a fallback reason quotes an exception message)
     return {k: _HEADER_UNSAFE.sub("?", v)[:512] for k, v in headers.items()}

@@ -331,6 +331,9 @@ async def test_with_pre_call_checks_a_prompt_too_long_for_a_targets_context_wind
     assert d["target"] != "math-model" and d["reason"] == "policy"
     assert d["unavailable_targets"] == ["math-model"] and "math-model" not in d["candidates"]
     assert long.choices[0].message.content == f"answer from {d['target']}"
+    from litellm_prefill_router.records import decision_headers
+
+    assert decision_headers({"metadata": {"prefill_decision": d}})["x-prefill-unavailable"] == "math-model"
 
 
 def failing_math_router(bundle_dir: Path, *deployments_extra: dict, **args: object) -> PrefillRouter:
@@ -991,6 +994,7 @@ def test_a_rollout_arm_is_drawn_once_per_request_and_by_user_when_one_is_named()
     # an application that passes one metadata dict to every request: each request still draws its own arm
     assert {request_arm(md, {"litellm_trace_id": f"t{i}"}, 0.5) for i in range(2, 200)} == {"router", "control"}
     assert {request_arm({}, {"user": "u-7"}, 0.5) for _ in range(20)} == {request_arm({}, {"user": "u-7"}, 0.5)}
+    assert request_arm({}, {"user": 7}, 0.5) == request_arm({}, {"user": "7"}, 0.5)  # a numeric user id is an id too
     assert request_arm({}, {"user": "u-7"}, 0.0) == "control" and request_arm({}, {}, 0.0) == "control"
 
 
