@@ -298,7 +298,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
     write_atomic(args.out, rows)
     print(f"{st.decisions} logged decisions: {st.rows} rows written, {st.without_feedback} without feedback, "
-          f"{st.failed_calls} failed calls, {st.without_messages} without messages; "
+          f"{st.failed_calls} failed calls, {st.without_messages} without messages, {st.unmapped_answers} answered by "
+          f"a deployment no target maps; "
           f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
     print(f"wrote {args.out}; retrain with: prefill-router train --continue-from BUNDLE --data BASE --add {args.out}")
     return 0

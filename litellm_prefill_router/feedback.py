@@ -4,7 +4,8 @@ The decision log (``routing_strategy_args.decision_log``, or ``PrefillRouterRunn
 line per routed call: the decision, the outcome and (by default) the request's messages. Feedback is a JSONL file
 of ``{"id": <litellm_call_id, LangChain run_id or response id>, "score": 0..1}`` or
 ``{"id": ..., "thumbs": "up" | "down"}`` lines (a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row that
-labels the target that answered - the other targets stay unlabelled, which the trunk's masked loss handles.
+labels the target that answered (in shadow mode and a rollout's control arm: the served target, not the route the
+router would have taken) - the other targets stay unlabelled, which the trunk's masked loss handles.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class FeedbackStats:
     without_feedback: int = 0
     failed_calls: int = 0
     without_messages: int = 0
+    unmapped_answers: int = 0  # shadow-mode calls served by a deployment that maps to no bundle target
     unknown_feedback_ids: list[str] = field(default_factory=list)
 
 
@@ -114,10 +116,15 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         if not messages:
             stats.without_messages += 1
             continue
+        # the target that answered: in shadow mode (and a rollout's control arm) not the decision's target
+        answered = decision.get("served_target") if decision.get("shadow") else decision["target"]
+        if not answered:
+            stats.unmapped_answers += 1  # served by a deployment no bundle target maps: nothing to label
+            continue
         rid = str(ids[0])
         rows[rid] = {"id": rid, "prompt": messages, "benchmark": benchmark, "split": "train",
-                     "scores": {decision["target"]: label},
-                     "costs": {decision["target"]: c} if (c := (rec.get("outcome") or {}).get("response_cost"))
+                     "scores": {answered: label},
+                     "costs": {answered: c} if (c := (rec.get("outcome") or {}).get("response_cost"))
                      is not None else {}}
     stats.unknown_feedback_ids = sorted(set(scores) - seen)
     stats.rows = len(rows)

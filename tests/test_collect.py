@@ -385,6 +385,22 @@ async def test_feedback_on_routed_calls_retrains_the_bundle_to_avoid_a_target_us
     assert new["creator"]["continued_from"] == str(bundle_dir.resolve())
 
 
+def test_feedback_on_a_shadow_call_labels_the_target_that_answered_not_the_would_be_route(tmp_path: Path) -> None:
+    from litellm_prefill_router.feedback import feedback_rows
+
+    def row(call_id: str, served: str | None) -> dict:
+        return {"litellm_call_id": call_id, "messages": [{"role": "user", "content": "q"}],
+                "decision": {"target": "math-model", "shadow": True, "served_target": served, "arm": "control"},
+                "outcome": {"success": True, "response_cost": 0.002}}
+
+    log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in (row("c1", "generalist"), row("c2", None))))
+    fb.write_text(json.dumps({"id": "c1", "thumbs": "down"}) + "\n" + json.dumps({"id": "c2", "score": 1.0}) + "\n")
+    rows, st = feedback_rows(log, fb)
+    assert [(r["id"], r["scores"], r["costs"]) for r in rows] == [("c1", {"generalist": 0.0}, {"generalist": 0.002})]
+    assert st.unmapped_answers == 1  # served by a deployment no target maps: no label to give
+
+
 def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
     log.write_text("")
