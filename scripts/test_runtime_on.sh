@@ -19,6 +19,7 @@ if ! runs "$PY" 10; then
   echo "test_runtime_on: no Python >= 3.12 on this machine (or $PY is older than 3.10): the runtime's tests ran on $(.venv/bin/python -V) only" >&2
   exit 0
 fi
+[ -x .venv/bin/python ] || bash scripts/setup.sh  # the 3.11 venv trains the test bundle
 VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 VENV=".venv-runtime-$VER"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
