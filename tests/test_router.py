@@ -484,6 +484,7 @@ async def test_a_request_whose_prediction_is_late_goes_to_the_fallback_target_at
                       routing_strategy_args={**args, "decision_timeout_s": 0.2})
     fallback = r.prefill_strategy.fallback_target
     assert fallback != "math-model"  # so the test tells a timed-out route from a predicted one
+    await r.acompletion(model="auto", messages=user(HIST_PROMPT))  # warm-up: litellm builds its client (~0.3 s)
     slow_encoder(r, monkeypatch, 1.5)
     started = time.perf_counter()
     responses = await asyncio.gather(*(r.acompletion(model="auto", messages=user(MATH_PROMPT)) for _ in range(3)))
