@@ -347,8 +347,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         while True:
             streamed = False
             try:
-                for chunk in self.runnables[route.served].stream(input, self._child(config, run, route),
-                                                                    **kwargs):
+                for chunk in self.runnables[route.served].stream(input, self._child(config, run, route), **kwargs):
                     streamed = True
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)
@@ -373,7 +372,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             streamed = False
             try:
                 async for chunk in self.runnables[route.served].astream(input, self._child(config, run, route),
-                                                                           **kwargs):
+                                                                        **kwargs):
                     streamed = True
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)

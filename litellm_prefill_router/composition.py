@@ -161,26 +161,15 @@ async def override_pre_call_check(router: litellm.Router, strategy: str | None, 
         await check(strategy, selector, deployment, None)
 
 
-# the request's rollout arm, kept in its metadata for its retries: [litellm_trace_id, arm]
-ROLLOUT_ARM_KEY = "prefill_rollout_arm"
-
-
-def request_arm(md: dict, request_kwargs: dict, share: float) -> str | None:
+def request_arm(request_kwargs: dict, share: float) -> str | None:
     """The rollout arm of a litellm request (see :func:`~.rollout.rollout_arm`): by a hash of the OpenAI ``user``
-    field when the request names one, else drawn at random once per request - a retry or fallback keeps the arm its
-    first attempt drew (litellm keeps the request's ``litellm_trace_id`` across its attempts; the metadata dict alone
-    would not do - litellm writes into the caller's own, which an application may pass to every request)."""
+    field when the request names one (each user stays in one arm), else of the request's ``litellm_trace_id`` -
+    litellm keeps it across a request's attempts, so a retry or fallback keeps its arm, and it differs between
+    requests even when an application passes one metadata dict to all of them. Without either: at random."""
     user = request_kwargs.get("user")
     user = str(user) if isinstance(user, (str, int)) and not isinstance(user, bool) and user != "" else None
-    if share >= 1.0 or user is not None:
-        return rollout_arm(share, user)
     trace = request_kwargs.get("litellm_trace_id")
-    kept = md.get(ROLLOUT_ARM_KEY)
-    if trace is not None and isinstance(kept, list) and len(kept) == 2 and kept[0] == trace:
-        return str(kept[1])
-    arm = rollout_arm(share)
-    md[ROLLOUT_ARM_KEY] = [trace, arm]
-    return arm
+    return rollout_arm(share, user if user is not None else str(trace) if trace else None)
 
 
 def context_window(router: litellm.Router, deployment: dict, model_group: str) -> int | None:

@@ -23,7 +23,7 @@ from .errors import PrefillRouterError
 from .judges import Completer, Judge
 from .jsonl import read_log, read_logs
 from .progress import progress_bar
-from .records import logged_call_id
+from .records import answered_by, feedback_ids, logged_call_id
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         if not decision.get("target"):
             continue
         stats.decisions += 1
-        ids = [str(i) for i in (logged_call_id(rec), rec.get("response_id")) if i]
+        ids = feedback_ids(rec)
         seen.update(ids)
         label = next((scores[i] for i in ids if i in scores), None)
         if label is None:
@@ -116,8 +116,7 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         if not messages:
             stats.without_messages += 1
             continue
-        # the target that answered: in shadow mode (and a rollout's control arm) not the decision's target
-        answered = decision.get("served_target") if decision.get("shadow") else decision["target"]
+        answered = answered_by(decision)  # in shadow mode and a rollout's control arm: not the decision's target
         if not answered:
             stats.unmapped_answers += 1  # served by a deployment no bundle target maps: nothing to label
             continue

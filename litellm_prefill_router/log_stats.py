@@ -22,7 +22,7 @@ import numpy as np
 from .errors import PrefillRouterError
 from .feedback import load_feedback
 from .jsonl import read_logs
-from .records import logged_call_id, reason_kind
+from .records import answered_by, feedback_ids, reason_kind
 
 
 class LogStatsError(PrefillRouterError):
@@ -75,8 +75,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             arm["calls"] += 1
         score = _score_of(rec, scores)
         if score is not None:
-            answered = decision.get("served_target") or target if decision.get("shadow") else target
-            scored[str(answered)].append(score)
+            scored[str(answered_by(decision) or target)].append(score)
             if arm is not None:
                 arm["scores"].append(score)
         if not outcome.get("success"):
@@ -127,10 +126,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
 def _score_of(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -> float | None:
     if not scores:
         return None
-    for key in (logged_call_id(dict(rec)), rec.get("response_id")):
-        if key and str(key) in scores:
-            return scores[str(key)]
-    return None
+    return next((scores[i] for i in feedback_ids(rec) if i in scores), None)
 
 
 def summarize_log(path: str | Path | Sequence[str | Path],
@@ -146,4 +142,4 @@ def summarize_log(path: str | Path | Sequence[str | Path],
         scores.update(load_feedback(f))
     files = [str(path)] if isinstance(path, (str, Path)) else [str(x) for x in path]
     return {"log": files[0] if len(files) == 1 else files,
-            **summarize((rec for _, _, rec in records), scores if feedback else None)}
+            **summarize((rec for _, _, rec in records), scores)}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
-from .records import reason_kind
+from .records import answered_by, reason_kind
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -63,8 +63,7 @@ class RouterMetrics:
             self.truncated.labels(group).inc()
         if decision.get("cached"):
             self.cache_hits.labels(group).inc()
-        served = str(decision.get("served_target") or outcome.get("model") or target) if decision.get("shadow") \
-            else target
+        served = str(answered_by(decision) or outcome.get("model") or target)
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
             self.cost.labels(group, served).inc(cost)

@@ -61,7 +61,6 @@ def resolve_env(obj: Any, unset: set[str] | None = None) -> Any:
     return obj
 
 
-
 def load_proxy_config(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """The config's deployments, its router settings and its litellm settings, ``os.environ/`` values in the router
     settings read as the proxy reads them (a deployment's secrets are left to litellm, which reads them itself)."""

@@ -88,10 +88,22 @@ def decision_log_row(*, call_id: tuple[str, object], response_id: object, decisi
     return row
 
 
-def logged_call_id(rec: dict[str, Any]) -> str | None:
+def logged_call_id(rec: Mapping[str, Any]) -> str | None:
     """The id a decision-log line answers to (feedback, judges): its LiteLLM call id or its LangChain run id."""
     value = rec.get("litellm_call_id") or rec.get("run_id")
     return str(value) if value else None
+
+
+def feedback_ids(rec: Mapping[str, Any]) -> list[str]:
+    """The ids feedback on a decision-log line may name: its call id (LiteLLM call id / LangChain run id), then the
+    provider's response id."""
+    return [str(i) for i in (logged_call_id(rec), rec.get("response_id")) if i]
+
+
+def answered_by(decision: Mapping[str, Any]) -> str | None:
+    """The target whose model answered a logged call: the decision's target, or - in shadow mode and a rollout's
+    control arm - the served target (None: a deployment that maps to no target)."""
+    return decision.get("served_target") if decision.get("shadow") else decision.get("target")
 
 
 # litellm prices a routing_decision's savings baseline with the proxy's router (the deployments' own prices): it

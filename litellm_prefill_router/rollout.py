@@ -8,7 +8,8 @@ import random
 
 def rollout_arm(share: float, user: str | None = None) -> str | None:
     """``"router"`` with probability ``share``, else ``"control"``; None when ``share`` is 1 (no rollout). With a
-    ``user`` the draw is a hash of it, so each end user stays in one arm; without, it is random."""
+    ``user`` (or any key that should keep its arm, e.g. a request id shared by its retries) the draw is a hash of
+    it; without, it is random."""
     if share >= 1.0:
         return None
     if user:

@@ -295,7 +295,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not mapped:
             return await self.leave_to(pick, healthy, md)
         pre_routing = pre_routing_of(md, model)
-        arm = request_arm(md, request_kwargs, self.args.rollout)
+        arm = request_arm(request_kwargs, self.args.rollout)
         as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router
         failed = failed_earlier(md, request_kwargs.get("litellm_trace_id")) \
             if self.args.reroute_retries and not as_before else {}

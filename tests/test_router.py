@@ -987,16 +987,15 @@ async def test_a_canary_rollout_serves_its_share_by_the_router_keeps_each_user_i
 def test_a_rollout_arm_is_drawn_once_per_request_and_by_user_when_one_is_named() -> None:
     from litellm_prefill_router.composition import request_arm
 
-    assert request_arm({}, {}, 1.0) is None  # no rollout: no arm
-    md: dict = {}
-    first = request_arm(md, {"litellm_trace_id": "t1"}, 0.5)
-    # a retry of the request (same trace id, same metadata) keeps its arm
-    assert all(request_arm(md, {"litellm_trace_id": "t1"}, 0.5) == first for _ in range(20))
-    # an application that passes one metadata dict to every request: each request still draws its own arm
-    assert {request_arm(md, {"litellm_trace_id": f"t{i}"}, 0.5) for i in range(2, 200)} == {"router", "control"}
-    assert {request_arm({}, {"user": "u-7"}, 0.5) for _ in range(20)} == {request_arm({}, {"user": "u-7"}, 0.5)}
-    assert request_arm({}, {"user": 7}, 0.5) == request_arm({}, {"user": "7"}, 0.5)  # a numeric user id is an id too
-    assert request_arm({}, {"user": "u-7"}, 0.0) == "control" and request_arm({}, {}, 0.0) == "control"
+    assert request_arm({}, 1.0) is None  # no rollout: no arm
+    first = request_arm({"litellm_trace_id": "t1"}, 0.5)
+    # a retry of the request (same trace id) keeps its arm
+    assert all(request_arm({"litellm_trace_id": "t1"}, 0.5) == first for _ in range(20))
+    # an application that passes one metadata dict to every request: each request (trace id) draws its own arm
+    assert {request_arm({"litellm_trace_id": f"t{i}"}, 0.5) for i in range(2, 200)} == {"router", "control"}
+    assert {request_arm({"user": "u-7"}, 0.5) for _ in range(20)} == {request_arm({"user": "u-7"}, 0.5)}
+    assert request_arm({"user": 7}, 0.5) == request_arm({"user": "7"}, 0.5)  # a numeric user id is an id too
+    assert request_arm({"user": "u-7"}, 0.0) == "control" and request_arm({}, 0.0) == "control"
 
 
 async def test_requests_sharing_one_metadata_dict_are_still_split_between_the_rollout_arms(bundle_dir: Path) -> None:
