@@ -415,8 +415,9 @@ def test_a_call_whose_prediction_is_late_goes_to_the_fallback_target_at_the_deci
     real = predictor.probabilities_for_ids
     monkeypatch.setattr(predictor, "probabilities_for_ids", lambda ids: time.sleep(1.0) or real(ids))
     started = time.perf_counter()
-    answer = router.invoke(MATH_PROMPT)
-    d = router.decide(f"{MATH_PROMPT} again")
+    # prompts no other test sends: a prediction another test cached (same bundle and cache size) would be on time
+    answer = router.invoke(f"{MATH_PROMPT} - the runnable's timeout test")
+    d = router.decide(f"{MATH_PROMPT} - the runnable's timeout test, again")
     assert time.perf_counter() - started < 0.9
     fallback = router._decider.fallback_target
     assert answer.content == f"answer from {fallback}" and fallback != "math-model"

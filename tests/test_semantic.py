@@ -163,7 +163,7 @@ def test_a_late_prediction_is_declined_at_the_decision_timeout_like_any_fallback
     predictor = rl.decider.predictor
     real = predictor.probabilities_for_ids
     monkeypatch.setattr(predictor, "probabilities_for_ids", lambda ids: time.sleep(1.0) or real(ids))
-    choice = rl(MATH_PROMPT)
+    choice = rl(f"{MATH_PROMPT} - the drop-in's timeout test")  # no other test's cached prediction answers it
     assert choice.decision is not None and choice.decision.reason.startswith("fallback: routing timed out")
     assert choice.name is None  # declined, as a semantic router declines: the caller's default route serves it
     assert choice.decision.target == rl.decider.fallback_target
