@@ -51,8 +51,9 @@ class PrefillStrategyArgs(BaseModel):
     shadow_target: str | None = None
     # canary rollout: the share of requests served by the router's choice; the others (the "control" arm) are
     # decided and recorded as in shadow mode and served as before (by shadow_target if set). A request that names an
-    # end user (the OpenAI `user` field) is assigned by a hash of it - each user stays in one arm -, others at
-    # random; a retry keeps its request's arm. Decisions carry "arm": "router" | "control"; `stats` compares the arms
+    # end user (the OpenAI `user` field) is assigned by a hash of it - each user stays in one arm -, others by a hash
+    # of the request's litellm_trace_id - a retry keeps its arm. Decisions carry "arm": "router" | "control"; `stats`
+    # compares the arms
     rollout: float = Field(default=1.0, ge=0.0, le=1.0)
     # a retry of a failed request (litellm's num_retries) goes to the best deployment that has not failed it yet -
     # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
