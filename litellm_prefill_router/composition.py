@@ -19,6 +19,7 @@ from litellm.router_utils.handle_error import async_raise_no_deployment_exceptio
 from .decider import cap_in
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
 from .rollout import rollout_arm
+from .shared_metadata import SHARED, owns
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -105,18 +106,28 @@ def failed_earlier(md: dict, trace_id: object = None) -> dict[str, tuple[str, st
     (target, error type). Read from litellm's retry breadcrumbs (``previous_models``: each failed attempt's
     metadata, our decision record included); empty on a first attempt or where litellm keeps none. litellm writes
     the breadcrumbs into the caller's metadata dict, so an application that passes one dict to every request would
-    hand a new request the last one's: a breadcrumb of another request (``litellm_trace_id``) does not count."""
+    hand a new request the last one's: a breadcrumb of another request (``litellm_trace_id``) does not count, and a
+    breadcrumb of this request holding another request's record (concurrent requests sharing the dict) counts this
+    request's own attempts, kept by :mod:`.shared_metadata`."""
     crumbs = md.get("previous_models")
     failed: dict[str, tuple[str, str]] = {}
+    unattributed: list[str] = []  # error types of this request's failed attempts whose record is another request's
     for crumb in crumbs if isinstance(crumbs, (list, tuple)) else ():
         if not isinstance(crumb, Mapping) or (trace_id is not None and
                                               crumb.get("litellm_trace_id") not in (None, trace_id)):
             continue
+        error = str(crumb.get("exception_type") or "error")
         meta = crumb.get("metadata") or crumb.get("litellm_metadata")
         record = meta.get(DECISION_KEY) if isinstance(meta, Mapping) else None
-        if isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
-            failed[str(record["deployment_id"])] = (str(record.get("target")),
-                                                    str(crumb.get("exception_type") or "error"))
+        if not owns(record, trace_id):
+            unattributed.append(error)
+        elif isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
+            failed[str(record["deployment_id"])] = (str(record.get("target")), error)
+    # those attempts are this request's latest ones that no breadcrumb accounts for
+    unaccounted = [r for r in SHARED.attempts(trace_id) if r.get("deployment_id") and not r.get("shadow")
+                   and str(r["deployment_id"]) not in failed]
+    for record, error in zip(reversed(unaccounted), reversed(unattributed)):
+        failed.setdefault(str(record["deployment_id"]), (str(record.get("target")), error))
     return failed
 
 

@@ -16,7 +16,8 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from .jsonl import append_line, log_path
 from .metrics import observe_call
-from .records import DECISION_KEY, DECISION_LOG_KEY, decision_log_row
+from .records import DECISION_LOG_KEY, decision_log_row
+from .shared_metadata import decision_for
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -52,8 +53,11 @@ class DecisionLogger(CustomLogger):
         return False
 
     def _write(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
-        md = ((kwargs.get("litellm_params") or {}).get("metadata") or {})
-        decision, target = md.get(DECISION_KEY), md.get(DECISION_LOG_KEY)
+        params = kwargs.get("litellm_params") or {}
+        md = params.get("metadata") or {}
+        # this call's own record: its metadata dict may be shared with other requests (see shared_metadata)
+        decision = decision_for(md, kwargs.get("litellm_trace_id"), (params.get("model_info") or {}).get("id"))
+        target = md.get(DECISION_LOG_KEY)
         if not decision or not target or self._seen(kwargs.get("litellm_call_id"), ok):
             return
         try:

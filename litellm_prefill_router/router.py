@@ -19,13 +19,13 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import litellm
 
 from .composition import PREFILL, is_prefill, prompt_of, request_metadata, run_sync
-from .records import DECISION_KEY
+from .shared_metadata import decision_for
 from .strategy import PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -42,17 +42,21 @@ def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args
     return strategy
 
 
-def _attach_decision(response: Any, metadata: dict) -> Any:
-    """Copy the decision into the response's hidden params: a dict (chat, Responses API), litellm's
-    ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic messages).
-    Streams carry none; their decision is in the request metadata and the decision log."""
-    decision = metadata.get(DECISION_KEY)
-    if decision is None or response is None:
+def _attach_decision(response: Any, metadata: dict, trace_id: object = None) -> Any:
+    """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
+    litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
+    messages). Streams carry none; their decision is in the request metadata and the decision log."""
+    if response is None:
         return response
     if isinstance(response, dict):  # an Anthropic Messages response: litellm adds its headers to this key later
         hidden = response.setdefault("_hidden_params", {}) if response.get("type") == "message" else None
     else:
         hidden = getattr(response, "_hidden_params", None)
+    served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
+    # the request's own record: other requests may share its metadata dict (see shared_metadata)
+    decision = decision_for(metadata, trace_id, served_by)
+    if decision is None:
+        return response
     if hidden is not None and callable(getattr(hidden, "__setitem__", None)):
         try:
             hidden["prefill_routing"] = decision
@@ -77,13 +81,13 @@ _DECISION_METHODS: dict[str, str] = {
 def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> Any:
     """A request method's hook (see :func:`_hooked`): the response of ``original`` with the prefill decision copied
     into it (awaited first when ``original`` is a coroutine function)."""
-    md = request_metadata(kwargs, metadata_key)
+    md, trace = request_metadata(kwargs, metadata_key), kwargs.get("litellm_trace_id")
     result = original(*args, **kwargs)
     if not asyncio.iscoroutine(result):
-        return _attach_decision(result, md)
+        return _attach_decision(result, md, trace)
 
     async def attach() -> Any:
-        return _attach_decision(await result, md)
+        return _attach_decision(await result, md, trace)
     return attach()
 
 

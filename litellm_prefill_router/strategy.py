@@ -52,6 +52,7 @@ from .records import (
     standard_routing_decision,
 )
 from .reloading import BundleReloader
+from .shared_metadata import drop_records, store_decision
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -278,7 +279,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if request_override(self.router, request_kwargs):
             # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
             # configured strategy, as litellm gives it precedence over its routing groups
-            return await self.leave_to(pick, healthy, request_metadata(request_kwargs))
+            return await self.leave_to(pick, healthy, request_metadata(request_kwargs),
+                                       request_kwargs.get("litellm_trace_id"))
         owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
         return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
 
@@ -292,12 +294,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = request_metadata(request_kwargs)
+        trace = request_kwargs.get("litellm_trace_id")
         if not mapped:
-            return await self.leave_to(pick, healthy, md)
+            return await self.leave_to(pick, healthy, md, trace)
         pre_routing = pre_routing_of(md, model)
         arm = request_arm(request_kwargs, self.args.rollout)
         as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router
-        failed = failed_earlier(md, request_kwargs.get("litellm_trace_id")) \
+        failed = failed_earlier(md, trace) \
             if self.args.reroute_retries and not as_before else {}
         untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
         rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
@@ -306,7 +309,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         decision = await self.decide(prompt, pool, md, model, served.decider,
                                      max_output_tokens=output_token_cap(request_kwargs))
         if as_before:
-            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, pre_routing, arm)
+            return await self._serve_in_shadow(decision, mapped, healthy, pick, md, trace, pre_routing, arm)
         if rerouted and decision.reason == "policy" and \
                 (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
@@ -319,8 +322,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if failed:
             record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
                                          for dep, (target, error) in failed.items()]
-        self._record(md, record, standard_routing_decision(decision, model, baseline[0] if baseline else None),
-                     pre_routing)
+        self._record(md, trace, record,
+                     standard_routing_decision(decision, model, baseline[0] if baseline else None), pre_routing)
         return deployment
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
@@ -336,24 +339,26 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             record["arm"] = arm
 
     @staticmethod
-    async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict) -> dict:
+    async def leave_to(pick: Callable[[list[dict]], Awaitable[dict]], healthy: list[dict], md: dict,
+                       trace_id: object = None) -> dict:
         """A request the bundle does not route, served by ``pick`` among all of ``healthy``. A record left by an
         earlier attempt (a fallback from a routed group reuses the request's metadata) must not be attributed to
-        this deployment; litellm's routing record is litellm's to clear where its pre-routing hook runs (it stamps or
-        clears it on every attempt)."""
-        for key in (DECISION_KEY, DECISION_LOG_KEY) if LITELLM_CLEARS_ROUTING_RECORD else \
-                (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY):
-            md.pop(key, None)
+        this deployment (one of another request sharing the dict stays); litellm's routing record is litellm's to
+        clear where its pre-routing hook runs (it stamps or clears it on every attempt)."""
+        drop_records(md, trace_id, (DECISION_KEY, DECISION_LOG_KEY) if LITELLM_CLEARS_ROUTING_RECORD else
+                     (DECISION_KEY, LITELLM_DECISION_KEY, DECISION_LOG_KEY))
         return await pick(healthy)
 
-    def _record(self, md: dict, record: dict, routing: dict, pre_routing: dict | None = None) -> None:
-        """Write one request's decision record, litellm's routing record and (if logging) the decision log's file.
-        A request that a litellm pre-routing strategy sent here keeps that step in both records."""
+    def _record(self, md: dict, trace_id: object, record: dict, routing: dict, pre_routing: dict | None = None
+                ) -> None:
+        """Write one request's decision record (named by its ``trace_id``, see :mod:`.shared_metadata`), litellm's
+        routing record and (if logging) the decision log's file. A request that a litellm pre-routing strategy sent
+        here keeps that step in both records."""
         if pre_routing is not None:
             record["pre_routing"] = pre_routing
             routing["signals"] = [f"pre-routed by {pre_routing.get('router_type') or 'a litellm router'}: "
                                   f"{pre_routing['model_group']} -> {pre_routing['routed_to']}", *routing["signals"]]
-        md[DECISION_KEY] = record
+        store_decision(md, record, trace_id)
         md[LITELLM_DECISION_KEY] = routing
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
@@ -361,7 +366,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     async def _serve_in_shadow(self, decision: RoutingDecision, mapped: list[tuple[dict, DeploymentTarget]],
                                healthy: list[dict], pick: Callable[[list[dict]], Awaitable[dict]], md: dict,
-                               pre_routing: dict | None, arm: str | None = None) -> dict:
+                               trace_id: object, pre_routing: dict | None, arm: str | None = None) -> dict:
         """Shadow mode, or the control arm of a rollout: the decision is recorded as usual, the request is served as
         without the router (by ``shadow_target``'s deployments if set)."""
         pool = [d for d, info in mapped if info.target == self.args.shadow_target] if self.args.shadow_target \
@@ -379,7 +384,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         routing = standard_routing_decision(decision, decision.model_group or "", None)
         routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
-        self._record(md, record, routing, pre_routing)
+        self._record(md, trace_id, record, routing, pre_routing)
         return deployment
 
     def get_available_deployment(  # type: ignore[override]

@@ -397,12 +397,36 @@ async def test_a_new_request_sharing_its_metadata_dict_with_a_retried_one_is_not
     for _ in range(3):
         resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata=md)
         assert resp._hidden_params["prefill_routing"]["reason"] == "retry: math-model failed this request"
-        # litellm's logging reads the metadata dict later, and the next request writes into the same dict: let each
-        # request's lines be written before the next one starts (a shared dict is for this test, not for production)
-        await flush_logging()
+    await flush_logging()  # litellm's logging reads the shared dict after the next requests have written into it
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     assert [(x["decision"]["target"] == "math-model", x["outcome"]["success"]) for x in rows] == \
         [(True, False), (False, True)] * 3  # every request tried its best target first, then was rerouted
+
+
+async def test_concurrent_requests_sharing_one_metadata_dict_each_carry_their_own_decision(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """An application passing one metadata dict to concurrent requests (litellm writes into it, and its logging
+    reads it after the call): each response, decision-log line and retry has its own request's decision (before:
+    half the responses and log lines carried another request's, and math requests' retries avoided the deployment
+    another request had been served by)."""
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "d.jsonl"
+    r = failing_math_router(bundle_dir, decision_log=str(log), decision_log_responses=True)
+    md = {"app": "chat"}
+    prompts = [MATH_PROMPT, HIST_PROMPT] * 4  # 4 failures: math-model is not cooled down (allowed_fails=5)
+    resps = await asyncio.gather(*(r.acompletion(model="auto", messages=user(p), metadata=md) for p in prompts))
+    await flush_logging()
+    for prompt, resp in zip(prompts, resps):
+        d = resp._hidden_params["prefill_routing"]
+        assert resp.choices[0].message.content == f"answer from {d['target']}"  # the decision of who answered
+        assert d["reason"] == ("retry: math-model failed this request" if prompt == MATH_PROMPT else "policy")
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted((x["decision"]["target"], x["outcome"]["success"]) for x in rows if not x["outcome"]["success"]) \
+        == [("math-model", False)] * 4
+    answered = [x for x in rows if x["outcome"]["success"]]
+    assert len(answered) == 8 and all(x["response"] == f"answer from {x['decision']['target']}" for x in answered)
+    assert len({x["decision"]["trace_id"] for x in answered}) == 8
 
 
 def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:

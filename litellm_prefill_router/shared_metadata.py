@@ -1,0 +1,104 @@
+"""Each request's own decision record, also when an application passes one ``metadata`` dict to many requests.
+
+litellm writes per-request data into the caller's metadata dict, and its logging reads that dict after the call;
+the strategy writes its decision record there too (``records.DECISION_KEY``). An application that hands the same
+dict to concurrent requests (a module-level ``metadata={"app": "chat"}``) would otherwise have each response's
+``_hidden_params``, each decision-log line and each retry read whichever request wrote last - measured before this
+module: 10 of 20 concurrent responses and log lines carried another request's decision.
+
+So each record names its request (``trace_id``: litellm's ``litellm_trace_id``, one per request, kept across its
+retries and fallbacks), and once a dict is seen holding another request's record, the records of the requests that
+share it are also kept here, by trace id, for their readers to find their own. Without litellm (see ``router``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from .records import DECISION_KEY
+
+TRACE_FIELD = "trace_id"  # the decision record's field naming its request
+
+
+class SharedDictRecords:
+    """Decision records of requests whose metadata dict other requests share: trace id -> its attempts' records
+    (oldest first). Bounded: the oldest requests are forgotten first (their readers then find no record - no
+    decision attached or logged - rather than another request's)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._by_trace: OrderedDict[str, list[dict]] = OrderedDict()
+
+    def keep(self, trace_id: str, record: dict) -> None:
+        with self._lock:
+            attempts = self._by_trace.setdefault(trace_id, [])
+            if not any(r is record for r in attempts):
+                attempts.append(record)
+            self._by_trace.move_to_end(trace_id)
+            while len(self._by_trace) > self.capacity:
+                self._by_trace.popitem(last=False)
+
+    def knows(self, trace_id: str) -> bool:
+        with self._lock:
+            return trace_id in self._by_trace
+
+    def attempts(self, trace_id: object) -> list[dict]:
+        with self._lock:
+            return list(self._by_trace.get(str(trace_id), ())) if trace_id else []
+
+
+SHARED = SharedDictRecords()
+
+
+def _trace_of(record: object) -> object:
+    return record.get(TRACE_FIELD) if isinstance(record, Mapping) else None
+
+
+def owns(record: object, trace_id: object) -> bool:
+    """Whether ``record`` may be read as the decision of request ``trace_id`` (a record or a request that names no
+    trace - an older record, a call outside litellm's Router - is taken as the request's own, as before)."""
+    theirs = _trace_of(record)
+    return not trace_id or theirs is None or theirs == trace_id
+
+
+def store_decision(md: dict, record: dict, trace_id: object, book: SharedDictRecords = SHARED) -> None:
+    """Write request ``trace_id``'s decision record into its metadata dict; when the dict holds another request's
+    record (it is shared), keep both here too."""
+    if trace_id:
+        trace = str(trace_id)
+        record[TRACE_FIELD] = trace
+        prior = md.get(DECISION_KEY)
+        if isinstance(prior, dict) and not owns(prior, trace):
+            book.keep(str(prior[TRACE_FIELD]), prior)
+            book.keep(trace, record)
+        elif book.knows(trace):  # a retry of a request already known to share its dict
+            book.keep(trace, record)
+    md[DECISION_KEY] = record
+
+
+def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = None,
+                 book: SharedDictRecords = SHARED) -> dict | None:
+    """The decision record of request ``trace_id``'s attempt served by ``deployment_id`` (either None: not checked):
+    the one in its metadata dict unless that is another request's of a shared dict, else the latest such attempt
+    kept here; None when none matches (never another request's, nor another attempt's)."""
+    record = md.get(DECISION_KEY)
+    # a dict never seen shared holds its request's record: the proxy logs a request under a trace id of its own (its
+    # logging object exists before the Router names the request), so the trace ids need not match there
+    candidates: list[dict] = [record] if isinstance(record, dict) and (
+        owns(record, trace_id) or not book.knows(str(record[TRACE_FIELD]))) else []
+    candidates += reversed(book.attempts(trace_id))
+    for candidate in candidates:
+        if not deployment_id or candidate.get("deployment_id") in (None, str(deployment_id)):
+            return candidate
+    return None
+
+
+def drop_records(md: dict, trace_id: object, keys: tuple[str, ...]) -> None:
+    """Remove ``keys`` (the decision record and its companions) from the metadata dict of request ``trace_id``, a
+    request the strategy does not route - unless the record there is another request's (the dict is shared)."""
+    if owns(md.get(DECISION_KEY), trace_id):
+        for key in keys:
+            md.pop(key, None)

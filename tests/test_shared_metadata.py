@@ -1,0 +1,60 @@
+"""Decision records of requests that share one metadata dict: each reader gets its own request's record or none."""
+
+from __future__ import annotations
+
+from litellm_prefill_router.records import DECISION_KEY, DECISION_LOG_KEY
+from litellm_prefill_router.shared_metadata import (
+    SharedDictRecords,
+    decision_for,
+    drop_records,
+    store_decision,
+)
+
+
+def test_a_dict_used_by_one_request_holds_its_record_and_nothing_is_kept_aside() -> None:
+    book, md = SharedDictRecords(), {}
+    store_decision(md, {"target": "a", "deployment_id": "d1"}, "t1", book)
+    store_decision(md, {"target": "b", "deployment_id": "d2"}, "t1", book)  # its retry
+    assert md[DECISION_KEY]["target"] == "b" and md[DECISION_KEY]["trace_id"] == "t1"
+    assert not book.knows("t1")
+    assert decision_for(md, "t1", "d2", book)["target"] == "b"
+    assert decision_for(md, "t1", "d1", book) is None  # the first attempt's record is gone: not the retry's instead
+
+
+def test_requests_sharing_a_dict_each_read_their_own_record_whoever_wrote_last() -> None:
+    book, md = SharedDictRecords(), {"app": "chat"}
+    store_decision(md, {"target": "a", "deployment_id": "d1"}, "t1", book)
+    store_decision(md, {"target": "b", "deployment_id": "d2"}, "t2", book)
+    store_decision(md, {"target": "c", "deployment_id": "d3"}, "t1", book)  # t1's retry, after t2 wrote
+    assert decision_for(md, "t1", None, book)["target"] == "c"
+    assert decision_for(md, "t1", "d1", book)["target"] == "a"  # the failed first attempt's own record
+    assert decision_for(md, "t2", "d2", book)["target"] == "b"
+    assert decision_for(md, "t3", None, book) is None  # a request with no record of its own gets none, not t1's
+    assert decision_for(md, None, None, book)["target"] == "c"  # a reader that names no request: as before
+
+
+def test_a_request_left_unrouted_does_not_remove_another_requests_record_from_a_shared_dict() -> None:
+    book, md = SharedDictRecords(), {}
+    store_decision(md, {"target": "a"}, "t1", book)
+    md[DECISION_LOG_KEY] = {"path": "log"}
+    drop_records(md, "t2", (DECISION_KEY, DECISION_LOG_KEY))
+    assert md[DECISION_KEY]["target"] == "a" and DECISION_LOG_KEY in md
+    drop_records(md, "t1", (DECISION_KEY, DECISION_LOG_KEY))  # its own record is dropped (a fallback left unrouted)
+    assert DECISION_KEY not in md and DECISION_LOG_KEY not in md
+
+
+def test_the_records_kept_for_shared_dicts_are_bounded_oldest_request_first() -> None:
+    book, md = SharedDictRecords(capacity=3), {}
+    for i in range(6):
+        store_decision(md, {"target": str(i)}, f"t{i}", book)
+    assert [book.knows(f"t{i}") for i in range(6)] == [False, False, False, True, True, True]
+    assert decision_for(md, "t0", None, book) is None
+
+
+def test_a_dict_never_seen_shared_gives_its_record_to_a_reader_that_names_the_request_otherwise() -> None:
+    """The proxy's logging names a request by a trace id of its own (made before the Router names the request): a
+    dict only that request used still yields its record (the deployment still has to match)."""
+    book, md = SharedDictRecords(), {}
+    store_decision(md, {"target": "a", "deployment_id": "d1"}, "router-trace", book)
+    assert decision_for(md, "logging-trace", "d1", book)["target"] == "a"
+    assert decision_for(md, "logging-trace", "d9", book) is None
