@@ -45,7 +45,7 @@ def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args
 def _attach_decision(response: Any, metadata: dict, trace_id: object = None) -> Any:
     """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
     litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
-    messages). Streams carry none; their decision is in the request metadata and the decision log."""
+    messages), or of a stream (litellm's stream wrapper: known before the first chunk)."""
     if response is None:
         return response
     if isinstance(response, dict):  # an Anthropic Messages response: litellm adds its headers to this key later

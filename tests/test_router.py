@@ -47,10 +47,15 @@ async def test_sync_completion_called_inside_a_running_event_loop_still_routes(r
     assert resp.choices[0].message.content == "answer from math-model"
 
 
-async def test_streaming_passes_chunks_through_from_the_chosen_deployment(router: PrefillRouter) -> None:
+async def test_streaming_passes_chunks_through_from_the_chosen_deployment_and_the_stream_carries_the_decision(
+        router: PrefillRouter) -> None:
     stream = await router.acompletion(model="auto", messages=user(MATH_PROMPT), stream=True)
+    assert stream._hidden_params["prefill_routing"]["target"] == "math-model"  # known before the first chunk
     text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == "answer from math-model"
+    sync_stream = router.completion(model="auto", messages=user(HIST_PROMPT), stream=True)
+    assert sync_stream._hidden_params["prefill_routing"]["target"] == "history-model"
+    assert "".join(c.choices[0].delta.content or "" for c in sync_stream) == "answer from history-model"
 
 
 async def test_plain_litellm_router_accepts_prefill_after_install(bundle_dir: Path) -> None:
