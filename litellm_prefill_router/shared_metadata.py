@@ -29,11 +29,11 @@ class SharedDictRecords:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # also held by store_decision across its read of the dict and its writes
         self._by_trace: OrderedDict[str, list[dict]] = OrderedDict()
 
     def keep(self, trace_id: str, record: dict) -> None:
-        with self._lock:
+        with self.lock:
             attempts = self._by_trace.setdefault(trace_id, [])
             if not any(r is record for r in attempts):
                 attempts.append(record)
@@ -42,11 +42,11 @@ class SharedDictRecords:
                 self._by_trace.popitem(last=False)
 
     def knows(self, trace_id: str) -> bool:
-        with self._lock:
+        with self.lock:
             return trace_id in self._by_trace
 
     def attempts(self, trace_id: object) -> list[dict]:
-        with self._lock:
+        with self.lock:
             return list(self._by_trace.get(str(trace_id), ())) if trace_id else []
 
 
@@ -67,16 +67,19 @@ def owns(record: object, trace_id: object) -> bool:
 def store_decision(md: dict, record: dict, trace_id: object, book: SharedDictRecords = SHARED) -> None:
     """Write request ``trace_id``'s decision record into its metadata dict; when the dict holds another request's
     record (it is shared), keep both here too."""
-    if trace_id:
-        trace = str(trace_id)
-        record[TRACE_FIELD] = trace
+    if not trace_id:
+        md[DECISION_KEY] = record
+        return
+    trace = str(trace_id)
+    record[TRACE_FIELD] = trace
+    with book.lock:  # two threads writing into one dict at once must not both miss that it is shared
         prior = md.get(DECISION_KEY)
         if isinstance(prior, dict) and not owns(prior, trace):
             book.keep(str(prior[TRACE_FIELD]), prior)
             book.keep(trace, record)
         elif book.knows(trace):  # a retry of a request already known to share its dict
             book.keep(trace, record)
-    md[DECISION_KEY] = record
+        md[DECISION_KEY] = record  # after keeping: a reader that sees this record finds it kept if shared
 
 
 def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = None,

@@ -434,6 +434,19 @@ async def test_concurrent_requests_sharing_one_metadata_dict_each_carry_their_ow
     assert len({x["decision"]["trace_id"] for x in answered}) == 8
 
 
+def test_sync_completions_from_threads_sharing_one_metadata_dict_each_carry_their_own_decision(
+        router: PrefillRouter) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    md = {"app": "chat"}
+    prompts = [MATH_PROMPT, HIST_PROMPT] * 6
+    with ThreadPoolExecutor(6) as pool:
+        resps = list(pool.map(lambda p: router.completion(model="auto", messages=user(p), metadata=md), prompts))
+    assert [r._hidden_params["prefill_routing"]["target"] for r in resps] == ["math-model", "history-model"] * 6
+    assert all(r.choices[0].message.content == f"answer from {r._hidden_params['prefill_routing']['target']}"
+               for r in resps)
+
+
 def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
     resp = failing_math_router(bundle_dir).completion(model="auto", messages=user(MATH_PROMPT))
     d = resp._hidden_params["prefill_routing"]
