@@ -6,6 +6,7 @@ modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from litellm.router_utils.handle_error import async_raise_no_deployment_exceptio
 from .decider import cap_in
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
 from .rollout import rollout_arm
-from .shared_metadata import SHARED, owns
+from .shared_metadata import attempts_of, owns
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -103,31 +104,41 @@ def pre_routing_of(md: dict, model: str) -> dict | None:
 
 def failed_earlier(md: dict, trace_id: object = None) -> dict[str, tuple[str, str]]:
     """The deployments this strategy chose on earlier attempts of this request that failed: deployment id ->
-    (target, error type). Read from litellm's retry breadcrumbs (``previous_models``: each failed attempt's
-    metadata, our decision record included); empty on a first attempt or where litellm keeps none. litellm writes
-    the breadcrumbs into the caller's metadata dict, so an application that passes one dict to every request would
-    hand a new request the last one's: a breadcrumb of another request (``litellm_trace_id``) does not count, and a
-    breadcrumb of this request holding another request's record (concurrent requests sharing the dict) counts this
-    request's own attempts, kept by :mod:`.shared_metadata`."""
+    (target, error type). Read from litellm's retry breadcrumbs (``previous_models``); empty on a first attempt or
+    where litellm keeps none. litellm <= 1.102 keeps each failed attempt's metadata (our decision record included)
+    and its ``litellm_trace_id``; 1.103+ keeps the failed deployment's id alone. litellm writes the breadcrumbs into
+    the caller's metadata dict, so an application that passes one dict to every request would hand a new request the
+    last one's: only this request's own attempts count (those the strategy routed, kept per trace id by
+    :mod:`.shared_metadata`), also where concurrent requests sharing the dict left another request's record in a
+    breadcrumb of this one."""
     crumbs = md.get("previous_models")
+    own = attempts_of(trace_id)  # this request's earlier routed attempts, oldest first
+    targets = {str(r["deployment_id"]): str(r["target"]) for r in own}
     failed: dict[str, tuple[str, str]] = {}
-    unattributed: list[str] = []  # error types of this request's failed attempts whose record is another request's
+    # error types of failed attempts that name another request's deployment or record: this request's own, when
+    # concurrent requests sharing the dict overwrote what litellm read, else another request's
+    unattributed: list[str] = []
     for crumb in crumbs if isinstance(crumbs, (list, tuple)) else ():
         if not isinstance(crumb, Mapping) or (trace_id is not None and
                                               crumb.get("litellm_trace_id") not in (None, trace_id)):
             continue
         error = str(crumb.get("exception_type") or "error")
         meta = crumb.get("metadata") or crumb.get("litellm_metadata")
+        if meta is None and "deployment_id" in crumb:  # litellm 1.103+: read from the (maybe shared) metadata dict
+            if (dep := str(crumb["deployment_id"])) in targets:
+                failed[dep] = (targets[dep], error)
+            else:
+                unattributed.append(error)
+            continue
         record = meta.get(DECISION_KEY) if isinstance(meta, Mapping) else None
         if not owns(record, trace_id):
             unattributed.append(error)
         elif isinstance(record, Mapping) and record.get("deployment_id") and not record.get("shadow"):
             failed[str(record["deployment_id"])] = (str(record.get("target")), error)
-    # those attempts are this request's latest ones that no breadcrumb accounts for
-    unaccounted = [r for r in SHARED.attempts(trace_id) if r.get("deployment_id") and not r.get("shadow")
-                   and str(r["deployment_id"]) not in failed]
-    for record, error in zip(reversed(unaccounted), reversed(unattributed)):
-        failed.setdefault(str(record["deployment_id"]), (str(record.get("target")), error))
+    # this request is routed again, so its attempts failed: those no breadcrumb accounts for are its latest ones
+    unaccounted = [r for r in own if str(r["deployment_id"]) not in failed]
+    for attempt, error in zip(reversed(unaccounted), reversed(unattributed)):
+        failed.setdefault(str(attempt["deployment_id"]), (str(attempt["target"]), error))
     return failed
 
 
@@ -194,10 +205,19 @@ def context_window(router: litellm.Router, deployment: dict, model_group: str) -
     return n if isinstance(n, int) else None
 
 
-def shuffle_pick(router: litellm.Router, model: str) -> Callable[[list[dict]], Awaitable[dict]]:
+# litellm 1.103 changed simple_shuffle's arguments (the router's alias lookup instead of the router, and the request)
+_SHUFFLE_TAKES_ROUTER = "llm_router_instance" in inspect.signature(simple_shuffle).parameters
+_simple_shuffle: Any = simple_shuffle  # called with the arguments of the installed release
+
+
+def shuffle_pick(router: litellm.Router, model: str, request_kwargs: dict | None = None
+                 ) -> Callable[[list[dict]], Awaitable[dict]]:
     """litellm's simple-shuffle among the deployments given (weights / rpm / tpm respected)."""
     async def shuffle(deployments: list[dict]) -> dict:
-        return simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model)
+        if _SHUFFLE_TAKES_ROUTER:  # litellm <= 1.102
+            return cast(dict, _simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model))
+        return cast(dict, _simple_shuffle(resolve_model_alias=getattr(router, "get_model_from_alias"),
+                                          healthy_deployments=deployments, model=model, request_kwargs=request_kwargs))
     return shuffle
 
 
@@ -213,7 +233,7 @@ def group_pick(router: litellm.Router, strategy: str | None, selector: Any, mode
     least-busy: its selector, which also enforces rpm/tpm limits) or simple-shuffle."""
     select = getattr(router, "_select_deployment_async", None)
     if selector is None or select is None or strategy in (None, "simple-shuffle", PREFILL):
-        return shuffle_pick(router, model)
+        return shuffle_pick(router, model, request_kwargs)
 
     async def pick(deployments: list[dict]) -> dict:
         deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,

@@ -16,7 +16,10 @@ and ``proxy_hook``. ``tests/test_runtime_imports.py`` checks that no other runti
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import importlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
@@ -29,6 +32,9 @@ from .shared_metadata import decision_for
 from .strategy import PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
+
+
+_INSTALL_LOCK = threading.Lock()
 
 
 # -- Router integration --------------------------------------------------------
@@ -114,10 +120,39 @@ def _apply_args_hook(original: Callable[..., Any], self: Any) -> None:
     return None
 
 
+# litellm 1.103+ checks a routing_groups entry's strategy with a function of its routing_groups module (before: the
+# router's _validate_routing_strategy, hooked above). Wrapped once, it accepts prefill while a hooked router (a
+# PrefillRouter, or a Router after install()) builds its groups, and is unchanged for every other router.
+_BUILDING_PREFILL_GROUPS: contextvars.ContextVar[bool] = contextvars.ContextVar("building_prefill_groups",
+                                                                                default=False)
+
+
+def _let_groups_validator_accept_prefill() -> None:
+    try:
+        routing_groups = importlib.import_module("litellm.router_utils.routing_groups")
+    except ImportError:  # litellm <= 1.102
+        return
+    original = getattr(routing_groups, "validate_routing_strategy", None)
+    if original is None or getattr(original, "accepts_prefill", False):
+        return
+
+    def validate_routing_strategy(routing_strategy: Any) -> None:
+        if not (is_prefill(routing_strategy) and _BUILDING_PREFILL_GROUPS.get()):
+            original(routing_strategy)
+    validate_routing_strategy.accepts_prefill = True  # type: ignore[attr-defined]
+    setattr(routing_groups, "validate_routing_strategy", validate_routing_strategy)  # noqa: B010 - any release
+
+
 def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any) -> None:
     """``routing_groups`` entries with ``routing_strategy: prefill`` get a strategy of their own (their
     ``routing_strategy_args`` name the bundle) that routes their models, whatever the router's own strategy is."""
-    original(groups_input)
+    with _INSTALL_LOCK:
+        _let_groups_validator_accept_prefill()
+    token = _BUILDING_PREFILL_GROUPS.set(True)
+    try:
+        original(groups_input)
+    finally:
+        _BUILDING_PREFILL_GROUPS.reset(token)
     for name, group in getattr(self, "_routing_groups", {}).items():
         if is_prefill(group.routing_strategy):
             self._group_selectors[name] = {PREFILL: PrefillRoutingStrategy(
@@ -171,17 +206,21 @@ _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _hooked(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[..., Any]:
-    """The Router method ``original`` with ``hook`` in front of it."""
+def _hooked(original: Callable[..., Any], hook: Callable[..., Any], static: bool = False) -> Callable[..., Any]:
+    """The Router method ``original`` with ``hook`` in front of it (``static``: ``original`` is a staticmethod,
+    called through the router, as litellm 1.103+ declares ``_validate_routing_strategy``)."""
+    def bound(self: Any) -> Callable[..., Any]:
+        return original if static else functools.partial(original, self)
+
     if asyncio.iscoroutinefunction(original):
         @functools.wraps(original)
         async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await hook(functools.partial(original, self), self, *args, **kwargs)
+            return await hook(bound(self), self, *args, **kwargs)
         return acall
 
     @functools.wraps(original)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return hook(functools.partial(original, self), self, *args, **kwargs)
+        return hook(bound(self), self, *args, **kwargs)
     return call
 
 
@@ -191,8 +230,8 @@ def _router_methods(base: type) -> dict[str, Callable[..., Any]]:
     (e.g. ``routing_groups``, or the decision in one API's responses) and is left as it is."""
     hooks: dict[str, Callable[..., Any]] = {
         **_ROUTER_HOOKS, **{name: functools.partial(_decision_hook, key) for name, key in _DECISION_METHODS.items()}}
-    return {name: _hooked(getattr(base, name), hook) for name, hook in hooks.items()
-            if callable(getattr(base, name, None))}
+    return {name: _hooked(getattr(base, name), hook, isinstance(inspect.getattr_static(base, name), staticmethod))
+            for name, hook in hooks.items() if callable(getattr(base, name, None))}
 
 
 class PrefillRouter(litellm.Router):
@@ -208,8 +247,6 @@ for _name, _method in _router_methods(litellm.Router).items():
     setattr(PrefillRouter, _name, _method)
 del _name, _method
 
-
-_INSTALL_LOCK = threading.Lock()
 
 
 def install() -> None:

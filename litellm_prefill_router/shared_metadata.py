@@ -51,6 +51,14 @@ class SharedDictRecords:
 
 
 SHARED = SharedDictRecords()
+# every request's routed attempts ({"deployment_id", "target"}), for telling its retries which deployments failed it:
+# litellm 1.103+ breadcrumbs name the failed deployment but not the request
+ATTEMPTS = SharedDictRecords()
+
+
+def attempts_of(trace_id: object) -> list[dict]:
+    """The attempts of request ``trace_id`` the strategy routed so far (shadow and control-arm ones aside)."""
+    return ATTEMPTS.attempts(trace_id)
 
 
 def _trace_of(record: object) -> object:
@@ -72,6 +80,8 @@ def store_decision(md: dict, record: dict, trace_id: object, book: SharedDictRec
         return
     trace = str(trace_id)
     record[TRACE_FIELD] = trace
+    if record.get("deployment_id") and not record.get("shadow"):
+        ATTEMPTS.keep(trace, {"deployment_id": str(record["deployment_id"]), "target": str(record.get("target"))})
     with book.lock:  # two threads writing into one dict at once must not both miss that it is shared
         prior = md.get(DECISION_KEY)
         if isinstance(prior, dict) and not owns(prior, trace):

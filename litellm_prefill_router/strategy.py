@@ -289,7 +289,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         """Choose among ``healthy`` (the deployments litellm found for ``model``): predict, apply the policy, then
         ``pick`` (default: litellm's simple-shuffle) among the chosen target's deployments. A group whose deployments
         map to no target is left to ``pick`` as a whole, with no decision recorded."""
-        pick = pick or shuffle_pick(self.router, model)
+        pick = pick or shuffle_pick(self.router, model, request_kwargs)
         self._reloader.maybe_reload()
         served = self._served  # one bundle per request, even if a reload swaps it meanwhile
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]

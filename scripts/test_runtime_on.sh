@@ -4,6 +4,9 @@
 # import rules. The test bundle is trained once with .venv's Python (scripts/setup.sh) and handed over
 # (PREFILL_TEST_BUNDLE); tests that train or build a model skip there. Catches what differs between Pythons, e.g.
 # asyncio.wait_for running its coroutine inline from 3.12 on (session 11: flush_logging lost decision-log lines).
+# It also tests the older litellm API: .venv gets the newest litellm the pin allows (1.106.2 here), this venv
+# PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's arguments, the retry
+# breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
 # Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +27,8 @@ VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}"
 VENV=".venv-runtime-$VER"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
+LITELLM_VERSION=${PREFILL_TEST_LITELLM:-1.102.4}
+"$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]" "litellm[proxy]==$LITELLM_VERSION"
 if "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "test_runtime_on: torch is installed in $VENV; the serving extras must not pull it" >&2
   exit 1
@@ -33,11 +37,12 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
 PREFILL_ROUTER_CACHE="$WORK/cache" .venv/bin/python tests/tiny.py "$WORK" >/dev/null
-echo "runtime tests on Python $VER ($VENV):"
+echo "runtime tests on Python $VER ($VENV), litellm $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))'):"
 set +e
 PREFILL_TEST_BUNDLE="$WORK/bundle" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
   tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
-  tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py
+  tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py \
+  tests/test_shared_metadata.py tests/test_litellm_routing.py
 rc=$?
 set -e
 [ "$rc" -eq 5 ] && { echo "pytest collected no tests: failing on purpose" >&2; exit 1; }

@@ -69,6 +69,21 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture(autouse=True)
+def litellm_forgets_the_routers_of_each_test():
+    """litellm registers each Router's callbacks (its bound methods) process-wide and silently adds no more past
+    MAX_CALLBACKS (100 per list): the routers of earlier tests would crowd out a later test's logger (seen: a spy
+    that never heard of a call). Routers here live for one test, so their callbacks go with it."""
+    yield
+    import litellm
+
+    for name in ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
+                 "input_callback"):
+        callbacks = getattr(litellm, name, None)
+        if isinstance(callbacks, list):
+            callbacks[:] = [c for c in callbacks if not isinstance(getattr(c, "__self__", None), litellm.Router)]
+
+
 PRICES = tiny.PRICES
 
 

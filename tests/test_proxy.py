@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import shutil
 import socket
@@ -58,7 +59,7 @@ def _write_config(path: Path, bundle: Path) -> None:
          "routing_strategy_args": {"bundle": str(bundle), "preset": "max-quality", "rollout": 0.5,
                                    "shadow_target": "generalist"}}]
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
-    cfg["general_settings"] = {"custom_auth": "proxy_spy.key_auth"}  # virtual keys with router_settings
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # virtual keys with router_settings
     path.write_text(yaml.safe_dump(cfg))
 
 
@@ -115,7 +116,7 @@ def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterat
     """A litellm proxy serving ``cfg`` on a free 127.0.0.1 port (yielded) until the block ends; its workers too."""
     port = _free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "true",
-           "LITELLM_LOG": "ERROR", **env,
+           "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": f"sk-{secrets.token_hex(32)}", **env,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("DATABASE_URL", None)
     out = tmp_path / "proxy.log"
@@ -248,6 +249,7 @@ def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and
     pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed")
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = model_list()
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # any key is let in
     cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
                                                        "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl"),
                                                        "metrics": True}
