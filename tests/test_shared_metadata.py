@@ -58,3 +58,36 @@ def test_a_dict_never_seen_shared_gives_its_record_to_a_reader_that_names_the_re
     store_decision(md, {"target": "a", "deployment_id": "d1"}, "router-trace", book)
     assert decision_for(md, "logging-trace", "d1", book)["target"] == "a"
     assert decision_for(md, "logging-trace", "d9", book) is None
+
+
+def _attempt(md: dict, trace: str, deployment: str, target: str) -> None:
+    store_decision(md, {"target": target, "deployment_id": deployment}, trace)
+
+
+def test_retry_breadcrumbs_of_both_litellm_formats_name_only_this_requests_own_failed_deployments() -> None:
+    from litellm_prefill_router.composition import failed_earlier
+
+    md: dict = {}
+    _attempt(md, "req-1", "dep-math", "math-model")
+    # litellm 1.103+: the failed deployment's id alone (no trace id, no metadata)
+    md["previous_models"] = ({"deployment_id": "dep-math", "exception_type": "InternalServerError"},)
+    assert failed_earlier(md, "req-1") == {"dep-math": ("math-model", "InternalServerError")}
+    # a new request given the same dict: its first attempt, not a retry of the old one
+    assert failed_earlier(md, "req-2") == {}
+    # litellm <= 1.102: each failed attempt's metadata (our record in it) and its trace id
+    old = {"litellm_trace_id": "req-1", "exception_type": "Timeout", "metadata": {DECISION_KEY: md[DECISION_KEY]}}
+    assert failed_earlier({"previous_models": [old]}, "req-1") == {"dep-math": ("math-model", "Timeout")}
+    assert failed_earlier({"previous_models": [old]}, "req-2") == {}
+
+
+def test_a_breadcrumb_that_names_another_requests_deployment_marks_this_requests_own_latest_attempt_failed() -> None:
+    """Concurrent requests sharing one dict: litellm read the failed deployment from the dict after another request
+    had written its own there."""
+    from litellm_prefill_router.composition import failed_earlier
+
+    md: dict = {}
+    _attempt(md, "req-a", "dep-math", "math-model")
+    _attempt(md, "req-b", "dep-hist", "history-model")
+    md["previous_models"] = ({"deployment_id": "dep-hist", "exception_type": "InternalServerError"},)
+    assert failed_earlier(md, "req-a") == {"dep-math": ("math-model", "InternalServerError")}
+    assert failed_earlier(md, "req-c") == {}  # a request with no attempt yet has nothing to retry
