@@ -8,7 +8,9 @@ module: 10 of 20 concurrent responses and log lines carried another request's de
 
 So each record names its request (``trace_id``: litellm's ``litellm_trace_id``, one per request, kept across its
 retries and fallbacks), and once a dict is seen holding another request's record, the records of the requests that
-share it are also kept here, by trace id, for their readers to find their own. Without litellm (see ``router``).
+share it are also kept here, by trace id, for their readers to find their own. Every request's routed attempts are
+kept here too (deployment and target only): litellm 1.103+ retry breadcrumbs name the failed deployment but not the
+request. Without litellm (see ``router``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from .records import DECISION_KEY
 TRACE_FIELD = "trace_id"  # the decision record's field naming its request
 
 
-class SharedDictRecords:
-    """Decision records of requests whose metadata dict other requests share: trace id -> its attempts' records
-    (oldest first). Bounded: the oldest requests are forgotten first (their readers then find no record - no
-    decision attached or logged - rather than another request's)."""
+class RecordsByTrace:
+    """Records of requests by trace id: trace id -> its attempts' records (oldest first). Bounded: the oldest
+    requests are forgotten first (their readers then find no record - no decision attached or logged, no failed
+    attempt known - rather than another request's)."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
@@ -50,10 +52,10 @@ class SharedDictRecords:
             return list(self._by_trace.get(str(trace_id), ())) if trace_id else []
 
 
-SHARED = SharedDictRecords()
+SHARED = RecordsByTrace()  # the decision records of requests whose metadata dict other requests share
 # every request's routed attempts ({"deployment_id", "target"}), for telling its retries which deployments failed it:
 # litellm 1.103+ breadcrumbs name the failed deployment but not the request
-ATTEMPTS = SharedDictRecords()
+ATTEMPTS = RecordsByTrace()
 
 
 def attempts_of(trace_id: object) -> list[dict]:
@@ -72,7 +74,7 @@ def owns(record: object, trace_id: object) -> bool:
     return not trace_id or theirs is None or theirs == trace_id
 
 
-def store_decision(md: dict, record: dict, trace_id: object, book: SharedDictRecords = SHARED) -> None:
+def store_decision(md: dict, record: dict, trace_id: object, book: RecordsByTrace = SHARED) -> None:
     """Write request ``trace_id``'s decision record into its metadata dict; when the dict holds another request's
     record (it is shared), keep both here too."""
     if not trace_id:
@@ -93,7 +95,7 @@ def store_decision(md: dict, record: dict, trace_id: object, book: SharedDictRec
 
 
 def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = None,
-                 book: SharedDictRecords = SHARED) -> dict | None:
+                 book: RecordsByTrace = SHARED) -> dict | None:
     """The decision record of request ``trace_id``'s attempt served by ``deployment_id`` (either None: not checked):
     the one in its metadata dict unless that is another request's of a shared dict, else the latest such attempt
     kept here; None when none matches (never another request's, nor another attempt's)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litellm_prefill_router.records import DECISION_KEY, DECISION_LOG_KEY
 from litellm_prefill_router.shared_metadata import (
-    SharedDictRecords,
+    RecordsByTrace,
     decision_for,
     drop_records,
     store_decision,
@@ -12,7 +12,7 @@ from litellm_prefill_router.shared_metadata import (
 
 
 def test_a_dict_used_by_one_request_holds_its_record_and_nothing_is_kept_aside() -> None:
-    book, md = SharedDictRecords(), {}
+    book, md = RecordsByTrace(), {}
     store_decision(md, {"target": "a", "deployment_id": "d1"}, "t1", book)
     store_decision(md, {"target": "b", "deployment_id": "d2"}, "t1", book)  # its retry
     assert md[DECISION_KEY]["target"] == "b" and md[DECISION_KEY]["trace_id"] == "t1"
@@ -22,7 +22,7 @@ def test_a_dict_used_by_one_request_holds_its_record_and_nothing_is_kept_aside()
 
 
 def test_requests_sharing_a_dict_each_read_their_own_record_whoever_wrote_last() -> None:
-    book, md = SharedDictRecords(), {"app": "chat"}
+    book, md = RecordsByTrace(), {"app": "chat"}
     store_decision(md, {"target": "a", "deployment_id": "d1"}, "t1", book)
     store_decision(md, {"target": "b", "deployment_id": "d2"}, "t2", book)
     store_decision(md, {"target": "c", "deployment_id": "d3"}, "t1", book)  # t1's retry, after t2 wrote
@@ -34,7 +34,7 @@ def test_requests_sharing_a_dict_each_read_their_own_record_whoever_wrote_last()
 
 
 def test_a_request_left_unrouted_does_not_remove_another_requests_record_from_a_shared_dict() -> None:
-    book, md = SharedDictRecords(), {}
+    book, md = RecordsByTrace(), {}
     store_decision(md, {"target": "a"}, "t1", book)
     md[DECISION_LOG_KEY] = {"path": "log"}
     drop_records(md, "t2", (DECISION_KEY, DECISION_LOG_KEY))
@@ -44,7 +44,7 @@ def test_a_request_left_unrouted_does_not_remove_another_requests_record_from_a_
 
 
 def test_the_records_kept_for_shared_dicts_are_bounded_oldest_request_first() -> None:
-    book, md = SharedDictRecords(capacity=3), {}
+    book, md = RecordsByTrace(capacity=3), {}
     for i in range(6):
         store_decision(md, {"target": str(i)}, f"t{i}", book)
     assert [book.knows(f"t{i}") for i in range(6)] == [False, False, False, True, True, True]
@@ -54,7 +54,7 @@ def test_the_records_kept_for_shared_dicts_are_bounded_oldest_request_first() ->
 def test_a_dict_never_seen_shared_gives_its_record_to_a_reader_that_names_the_request_otherwise() -> None:
     """The proxy's logging names a request by a trace id of its own (made before the Router names the request): a
     dict only that request used still yields its record (the deployment still has to match)."""
-    book, md = SharedDictRecords(), {}
+    book, md = RecordsByTrace(), {}
     store_decision(md, {"target": "a", "deployment_id": "d1"}, "router-trace", book)
     assert decision_for(md, "logging-trace", "d1", book)["target"] == "a"
     assert decision_for(md, "logging-trace", "d9", book) is None
