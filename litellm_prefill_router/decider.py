@@ -131,7 +131,7 @@ class PrefillDecider:
             logger.warning("prefill router: pinned target %r is not available among %s; routing by policy",
                            overrides.pin_model, candidates)
         try:
-            pred: Prediction = await self._apredict(prompt) if asynchronous \
+            pred: Prediction = await self.predictor.apredict_one(prompt, self.timeout_s) if asynchronous \
                 else self.predictor.predict_one(prompt, self.timeout_s)
         except TimeoutError as err:  # the encoder is overloaded (or stuck): the request is not held any longer
             if self.on_error == "raise":
@@ -172,14 +172,6 @@ class PrefillDecider:
                        "fallback target %r - the encoder is overloaded: add workers or CPU, or raise "
                        "decision_timeout_s", why, self._timeouts_unreported, target)
         self._timeouts_unreported, self._last_timeout_warning = 0, now
-
-    async def _apredict(self, prompt: object) -> Prediction:
-        if self.timeout_s is None:
-            return await self.predictor.apredict_one(prompt)
-        try:  # cancelling a prediction still queued takes it off the encoder's queue (load shedding)
-            return await asyncio.wait_for(self.predictor.apredict_one(prompt), self.timeout_s)
-        except asyncio.TimeoutError as err:  # an alias of TimeoutError from Python 3.11 on, not before
-            raise TimeoutError(f"no prediction within {self.timeout_s:g} s") from err
 
     def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
         """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""

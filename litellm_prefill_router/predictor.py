@@ -52,6 +52,10 @@ class Prediction:
     cached: bool = False  # answered from the cache of prompts seen before
 
 
+def _timed_out(timeout_s: float | None) -> TimeoutError:
+    return TimeoutError(f"no prediction within {timeout_s:g} s")
+
+
 class PrefillPredictor:
     """Load a bundle's graphs and predict P(correct) for every target."""
 
@@ -159,12 +163,21 @@ class PrefillPredictor:
                 result = fut.result(timeout=timeout_s)
             except FutureTimeoutError as err:
                 fut.cancel()
-                raise TimeoutError(f"no prediction within {timeout_s:g} s") from err
+                raise _timed_out(timeout_s) from err
             p = self._remember(key, result)
         return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, cached is not None)
 
-    async def apredict_one(self, prompt: object) -> Prediction:
-        """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop."""
+    async def apredict_one(self, prompt: object, timeout_s: float | None = None) -> Prediction:
+        """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop. ``timeout_s``: as
+        there (cancelling a prediction still queued takes it off the encoder's queue)."""
+        if timeout_s is None:
+            return await self._apredict_one(prompt)
+        try:
+            return await asyncio.wait_for(self._apredict_one(prompt), timeout_s)
+        except asyncio.TimeoutError as err:  # an alias of TimeoutError from Python 3.11 on, not before
+            raise _timed_out(timeout_s) from err
+
+    async def _apredict_one(self, prompt: object) -> Prediction:
         enc = await asyncio.to_thread(self.prompts.encode, prompt)
         key = self._cache_key(enc.ids)
         p = cached = self._cached(key)

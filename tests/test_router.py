@@ -495,7 +495,7 @@ async def test_retries_go_to_the_same_target_when_rerouting_is_off_or_the_reques
 async def test_inference_failure_sends_the_request_to_the_fallback_deployment(router: PrefillRouter,
                                                                               caplog: pytest.LogCaptureFixture,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    async def boom(prompt: object) -> None:
+    async def boom(prompt: object, timeout_s: float | None = None) -> None:
         raise RuntimeError("onnxruntime exploded")
 
     monkeypatch.setattr(router.prefill_strategy.predictor, "apredict_one", boom)
@@ -554,7 +554,7 @@ async def test_on_error_raise_surfaces_inference_failures(bundle_dir: Path, monk
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", num_retries=0,
                       routing_strategy_args={"bundle": str(bundle_dir), "on_error": "raise"})
 
-    async def boom(prompt: object) -> None:
+    async def boom(prompt: object, timeout_s: float | None = None) -> None:
         raise RuntimeError("onnxruntime exploded")
 
     monkeypatch.setattr(r.prefill_strategy.predictor, "apredict_one", boom)
