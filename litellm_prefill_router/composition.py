@@ -61,9 +61,84 @@ def request_metadata(request_kwargs: dict, default_key: str = "metadata") -> dic
     return md
 
 
+# -- the Router's members, old and new -------------------------------------------------------------------------------
+# litellm 1.109 serves a Router's members through entry points - registry(), settings(), select(), register_plugin()
+# and a RoutingContext for plugins - and keeps the old names for a while, with a DeprecationWarning on each use. The
+# strategy reads the router through these functions: the entry points where the release has them, else the old names.
+
+
+def deployments_of(router: litellm.Router) -> list[dict]:
+    """The router's deployments (its live ``model_list``)."""
+    registry = getattr(router, "registry", None)
+    return list((registry().all() if registry is not None else router.model_list) or [])
+
+
+def routing_strategy_of(router: litellm.Router) -> object:
+    """The router's configured routing strategy (a name or litellm's enum)."""
+    settings = getattr(router, "settings", None)
+    return settings().routing_strategy if callable(settings) else getattr(router, "routing_strategy", None)
+
+
+def routing_groups_of(router: litellm.Router) -> dict[str, Any]:
+    """The router's ``routing_groups`` by name, as litellm indexed them (empty where it has none)."""
+    registry = getattr(router, "registry", None)
+    groups = registry().routing_groups() if registry is not None else getattr(router, "_routing_groups", None)
+    return dict(groups or {})
+
+
+def use_strategy(router: litellm.Router, strategy: Any) -> None:
+    """Make ``strategy`` (a ``CustomRoutingStrategyBase``) choose the router's deployments."""
+    register = getattr(router, "register_plugin", None)
+    (register if register is not None else router.set_custom_routing_strategy)(strategy)
+
+
+async def healthy_deployments(router: litellm.Router, model: str, request_kwargs: dict,
+                              messages: list[dict[str, str]] | None, input: str | list | None,  # noqa: A002
+                              specific_deployment: bool | None) -> list[dict] | dict:
+    """The deployments of ``model`` litellm lets this request use (cooldowns, pre-call checks, tags, order); one
+    deployment (a dict) where the request names it."""
+    select = getattr(router, "select", None)
+    if select is not None:
+        return cast("list[dict] | dict", await select(model, request_kwargs, kind="healthy", messages=messages,
+                                                      input=input, specific_deployment=specific_deployment))
+    return cast("list[dict] | dict", await router.async_get_healthy_deployments(
+        model=model, request_kwargs=request_kwargs, messages=messages, input=input,
+        specific_deployment=specific_deployment))
+
+
+def deployment_model_info(router: litellm.Router, deployment_id: str, model_name: str) -> Any:
+    """A deployment's model info merged with litellm's price map (None where litellm knows nothing of it)."""
+    registry = getattr(router, "registry", None)
+    if registry is not None:
+        return registry().deployment_model_info(deployment_id, model_name)
+    return router.get_deployment_model_info(model_id=deployment_id, model_name=model_name)
+
+
+def _routing_context_object(router: litellm.Router) -> Any:
+    """What litellm 1.109+ hands routing plugins instead of the router (None before)."""
+    return getattr(router, "_core_ctx", None)
+
+
+def _pre_routing_hook(router: litellm.Router) -> Callable[..., Awaitable[Any]] | None:
+    ctx = _routing_context_object(router)
+    if ctx is not None and callable(getattr(ctx, "pre_routing_hook", None)):
+        return cast(Callable[..., Awaitable[Any]], ctx.pre_routing_hook)
+    return getattr(router, "async_pre_routing_hook", None)
+
+
+async def raise_no_deployment(router: litellm.Router, model: str) -> None:
+    """Raise what litellm raises when no deployment of ``model`` may take the request (e.g. all over rpm/tpm)."""
+    ctx = _routing_context_object(router)
+    raise_error: Any = async_raise_no_deployment_exception  # called with the arguments of the installed release
+    if ctx is not None:
+        raise await raise_error(ctx=ctx, model=model, parent_otel_span=None)
+    raise await raise_error(litellm_router_instance=router, model=model, parent_otel_span=None)
+
+
 # litellm's pre-routing step (auto_router / complexity_router / quality_router deployments, routing plugins): a
 # release without it has no such deployments to serve, and the strategy then routes the requested group directly.
-LITELLM_CLEARS_ROUTING_RECORD = callable(getattr(litellm.Router, "async_pre_routing_hook", None))
+LITELLM_CLEARS_ROUTING_RECORD = (callable(getattr(litellm.Router, "async_pre_routing_hook", None))
+                                 or callable(getattr(litellm.Router, "_core_async_pre_routing_hook", None)))
 
 
 async def pre_route(router: litellm.Router, model: str, messages: list[dict[str, str]] | None, input: object,
@@ -72,7 +147,7 @@ async def pre_route(router: litellm.Router, model: str, messages: list[dict[str,
     """Run litellm's pre-routing hook as its own ``async_get_available_deployment`` does (the prefill strategy
     replaces that method): a strategy router deployment may send the request to another model group (with its own
     messages and per-tier params). Returns the model group to route and its messages."""
-    hook = getattr(router, "async_pre_routing_hook", None)
+    hook = _pre_routing_hook(router)
     if hook is None:
         return model, messages
     responses_call = input is not None and messages is None
@@ -239,8 +314,7 @@ def group_pick(router: litellm.Router, strategy: str | None, selector: Any, mode
         deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,
                                   messages=messages, input=input, request_kwargs=request_kwargs)
         if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
-            raise await async_raise_no_deployment_exception(litellm_router_instance=router, model=model,
-                                                            parent_otel_span=None)
+            await raise_no_deployment(router, model)
         await override_pre_call_check(router, strategy, selector, deployment)
         return cast(dict, deployment)
     return pick

@@ -39,6 +39,12 @@ def retry_reason(failed_targets: Collection[str]) -> str:
     return f"retry: {', '.join(sorted(failed_targets))} failed this request"
 
 
+def capacity_reason(full_targets: Collection[str]) -> str:
+    """A decision's ``reason`` when litellm found every deployment of the targets chosen first at its rpm/tpm limit
+    and the request went to the policy's pick among the others."""
+    return f"at capacity: {', '.join(sorted(full_targets))} (every deployment at its rpm/tpm limit)"
+
+
 class PrefillDecider:
     """Turns a prompt into a :class:`RoutingDecision` among the targets that have a price."""
 

@@ -29,10 +29,12 @@ T = TypeVar("T")
 
 def reason_kind(reason: str) -> str:
     """A decision's reason without its particulars: "policy", "pinned", "retry" (a retry routed away from the targets
-    that failed it), "fallback: inference failed", "fallback: routing timed out", "fallback: the request has no text to
+    that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "fallback: inference failed", "fallback: routing timed out", "fallback: the request has no text to
     route on"."""
     if reason.startswith("retry:"):
         return "retry"
+    if reason.startswith("at capacity:"):
+        return "at capacity"
     return reason.split(" (")[0] if reason.startswith("fallback") else reason
 
 

@@ -27,7 +27,16 @@ from typing import Any, cast
 
 import litellm
 
-from .composition import PREFILL, is_prefill, prompt_of, request_metadata, run_sync
+from .composition import (
+    PREFILL,
+    is_prefill,
+    prompt_of,
+    request_metadata,
+    routing_groups_of,
+    routing_strategy_of,
+    run_sync,
+    use_strategy,
+)
 from .shared_metadata import decision_for
 from .strategy import PrefillRoutingStrategy
 
@@ -43,7 +52,7 @@ def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args
     args = routing_strategy_args or getattr(router, "routing_strategy_args", None)
     strategy = PrefillRoutingStrategy(router, args or {})
     router.routing_strategy = PREFILL
-    router.set_custom_routing_strategy(strategy)
+    use_strategy(router, strategy)
     router.prefill_strategy = strategy  # type: ignore[attr-defined]
     return strategy
 
@@ -114,7 +123,7 @@ def _init_hook(original: Callable[..., Any], self: Any, routing_strategy: Any, r
 
 
 def _apply_args_hook(original: Callable[..., Any], self: Any) -> None:
-    if not is_prefill(self.routing_strategy):
+    if not is_prefill(routing_strategy_of(self)):
         return original()
     apply_prefill_routing_strategy(self, self.routing_strategy_args)
     return None
@@ -127,11 +136,19 @@ _BUILDING_PREFILL_GROUPS: contextvars.ContextVar[bool] = contextvars.ContextVar(
                                                                                 default=False)
 
 
+# where litellm checks each routing group's strategy: 1.103-1.106, then 1.109 (<= 1.102: no module-level check)
+_GROUPS_VALIDATOR_MODULES = ("litellm.router_utils.routing_groups", "litellm.litellm_core_utils.routing_groups")
+
+
 def _let_groups_validator_accept_prefill() -> None:
-    try:
-        routing_groups = importlib.import_module("litellm.router_utils.routing_groups")
-    except ImportError:  # litellm <= 1.102
-        return
+    for module in _GROUPS_VALIDATOR_MODULES:
+        try:
+            _accept_prefill_in(importlib.import_module(module))
+        except ImportError:
+            continue
+
+
+def _accept_prefill_in(routing_groups: Any) -> None:
     original = getattr(routing_groups, "validate_routing_strategy", None)
     if original is None or getattr(original, "accepts_prefill", False):
         return
@@ -153,7 +170,7 @@ def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any
         original(groups_input)
     finally:
         _BUILDING_PREFILL_GROUPS.reset(token)
-    for name, group in getattr(self, "_routing_groups", {}).items():
+    for name, group in routing_groups_of(self).items():
         if is_prefill(group.routing_strategy):
             self._group_selectors[name] = {PREFILL: PrefillRoutingStrategy(
                 self, group.routing_strategy_args or {}, models=group.models)}
@@ -230,8 +247,18 @@ def _router_methods(base: type) -> dict[str, Callable[..., Any]]:
     (e.g. ``routing_groups``, or the decision in one API's responses) and is left as it is."""
     hooks: dict[str, Callable[..., Any]] = {
         **_ROUTER_HOOKS, **{name: functools.partial(_decision_hook, key) for name, key in _DECISION_METHODS.items()}}
-    return {name: _hooked(getattr(base, name), hook, isinstance(inspect.getattr_static(base, name), staticmethod))
+    return {name: _hooked(getattr(base, name), hook, isinstance(_declared(base, name), staticmethod))
             for name, hook in hooks.items() if callable(getattr(base, name, None))}
+
+
+def _declared(base: type, name: str) -> Any:
+    """``name`` as ``base`` declares it (a staticmethod stays one). From litellm 1.109 ``litellm.Router`` is a facade
+    that serves its members from a core class (``_core_class``) and patches that class when its members are set."""
+    for owner in (base, getattr(base, "_core_class", None)):
+        found = inspect.getattr_static(owner, name, None) if owner is not None else None
+        if found is not None:
+            return found
+    return None
 
 
 class PrefillRouter(litellm.Router):
@@ -284,7 +311,7 @@ def prefill_strategies(router: litellm.Router) -> dict[str, PrefillRoutingStrate
     NAME"`` for each ``routing_groups`` entry with its own bundle."""
     out: dict[str, PrefillRoutingStrategy] = {}
     own = getattr(router, "prefill_strategy", None)
-    if is_prefill(getattr(router, "routing_strategy", None)) and isinstance(own, PrefillRoutingStrategy):
+    if is_prefill(routing_strategy_of(router)) and isinstance(own, PrefillRoutingStrategy):
         out["router"] = own
     for name, selectors in (getattr(router, "_group_selectors", None) or {}).items():
         if isinstance(strategy := selectors.get(PREFILL), PrefillRoutingStrategy):

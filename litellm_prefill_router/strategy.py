@@ -14,19 +14,23 @@ from pathlib import Path
 
 import litellm
 from litellm.router import CustomRoutingStrategyBase
-from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+from litellm.types.router import RouterRateLimitError
 
 from .bundle import BundleManifest
 from .composition import (
     LITELLM_CLEARS_ROUTING_RECORD,
+    deployment_model_info,
+    deployments_of,
     failed_earlier,
     group_pick,
+    healthy_deployments,
     output_token_cap,
     override_pre_call_check,
     pre_route,
     pre_routing_of,
     prefill_group_models,
     prompt_of,
+    raise_no_deployment,
     request_arm,
     request_metadata,
     request_override,
@@ -36,7 +40,7 @@ from .composition import (
 )
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
-from .decider import PrefillDecider, retry_reason
+from .decider import PrefillDecider, capacity_reason, retry_reason
 from .decision_logger import register_decision_log
 from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
@@ -99,7 +103,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 "Set model_info.prefill_target on each deployment, or name the deployment after its target."
             )
         self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"
-                         for d in self._claimed(router.model_list or [])
+                         for d in self._claimed(deployments_of(router))
                          if self._served.deployments.get(self._dep_id(d)) is None]
         if self.unmapped:
             logger.warning("prefill router: deployments not mapped to any bundle target (routed by litellm as without "
@@ -158,7 +162,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                  fallback_target=a.fallback_target, on_error=a.on_error,
                                  timeout_s=a.decision_timeout_s)
         served = ServedBundle(decider, {})
-        for dep in self._claimed(self.router.model_list or []):
+        for dep in self._claimed(deployments_of(self.router)):
             self._describe(dep, served)
         return served
 
@@ -181,7 +185,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         """Per model group, the deployments this strategy routes among (with their target and price)."""
         served = self._served
         out: dict[str, list[tuple[dict, DeploymentTarget]]] = {}
-        for dep in self._claimed(self.router.model_list or []):
+        for dep in self._claimed(deployments_of(self.router)):
             if (info := served.deployments.get(self._dep_id(dep))) is not None:
                 out.setdefault(info.model_name, []).append((dep, info))
         return out
@@ -236,7 +240,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     def _price(self, dep: dict, dep_id: str) -> Price:
         model = str((dep.get("litellm_params") or {}).get("model") or "")
-        price = deployment_price(dep, lambda: self.router.get_deployment_model_info(model_id=dep_id, model_name=model))
+        price = deployment_price(dep, lambda: deployment_model_info(self.router, dep_id, model))
         if price is not None:
             return price
         a = self.args
@@ -265,16 +269,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         request_kwargs = request_kwargs if request_kwargs is not None else {}
         model, messages = await pre_route(self.router, model, messages, input, specific_deployment, request_kwargs)
         strategy, selector = routing_context(self.router, model, request_kwargs)
-        healthy = await self.router.async_get_healthy_deployments(
-            model=model, request_kwargs=request_kwargs, messages=messages, input=input,
-            specific_deployment=specific_deployment,
-        )
+        healthy = await healthy_deployments(self.router, model, request_kwargs, messages, input, specific_deployment)
         if isinstance(healthy, dict):  # one deployment asked for by id
             await override_pre_call_check(self.router, strategy, selector, healthy)
             return healthy
         if not healthy:
-            raise await async_raise_no_deployment_exception(
-                litellm_router_instance=self.router, model=model, parent_otel_span=None)
+            await raise_no_deployment(self.router, model)
         pick = group_pick(self.router, strategy, selector, model, messages, input, request_kwargs)
         if request_override(self.router, request_kwargs):
             # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
@@ -313,7 +313,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if rerouted and decision.reason == "policy" and \
                 (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
-        deployment = await pick([d for d, info in pool if info.target == decision.target])
+        deployment, decision = await self._pick_with_capacity(pick, pool, decision, prompt, md, model, served,
+                                                              request_kwargs)
         baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
@@ -326,12 +327,37 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                      standard_routing_decision(decision, model, baseline[0] if baseline else None), pre_routing)
         return deployment
 
+    async def _pick_with_capacity(self, pick: Callable[[list[dict]], Awaitable[dict]],
+                                  pool: list[tuple[dict, DeploymentTarget]], decision: RoutingDecision,
+                                  prompt: object, md: dict, model: str, served: ServedBundle, request_kwargs: dict
+                                  ) -> tuple[dict, RoutingDecision]:
+        """``pick`` among the deployments of the decision's target. Where the group's litellm strategy (usage-based
+        routing and the like) finds every one of them at its rpm/tpm limit, the request goes to the policy's pick
+        among the other targets - as litellm would serve it from another deployment of the group with room left -
+        instead of failing with capacity left; a pinned request, or one with no other target, gets litellm's error."""
+        full: list[str] = []
+        while True:
+            try:
+                return await pick([d for d, info in pool if info.target == decision.target]), decision
+            except (litellm.RateLimitError, RouterRateLimitError):
+                rest = [(d, info) for d, info in pool if info.target != decision.target]
+                if not rest or parse_overrides(md).pin_model is not None:
+                    raise
+                full.append(decision.target)
+                logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
+                            decision.target, sorted({info.target for _, info in rest}))
+                pool = rest
+                decision = await self.decide(prompt, pool, md, model, served.decider,
+                                             max_output_tokens=output_token_cap(request_kwargs))
+                if decision.reason == "policy":
+                    decision = replace(decision, reason=capacity_reason(full))
+
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:
         """Add to a decision record the targets of ``model``'s deployments that litellm left none of for this request
         (cooling down, filtered out by its pre-call checks - a context window the prompt exceeds, a region - or by
         tags / ``order``) and the request's rollout arm."""
-        group = {info.target for d in self.router.model_list or [] if d.get("model_name") == model
+        group = {info.target for d in deployments_of(self.router) if d.get("model_name") == model
                  and (info := served.deployments.get(self._dep_id(d))) is not None}
         if unavailable := sorted(group - {info.target for _, info in mapped}):
             record["unavailable_targets"] = unavailable

@@ -7,15 +7,20 @@
 # It also tests the older litellm API: .venv gets the newest litellm the pin allows (1.106.2 here), this venv
 # PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's arguments, the retry
 # breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
-# Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included)
+# PREFILL_TEST_LITELLM_NO_DEPS=1 installs that litellm over what the package's pins resolve to, without its own
+# dependency pins: litellm 1.106.3+ pins certifi>=2026.10.19, which our package index lacks, so 1.109.1 (the newest
+# release, what a user with internet gets) is tested that way; any other unmet requirement fails the run.
+# Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included;
+#        PREFILL_TEST_PYTHON_MINORS="12" looks for 3.12 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs() { [ -n "$1" ] && "$1" -c "import sys; assert sys.version_info >= (3, ${2:-12})" >/dev/null 2>&1; }
 PY=${1:-}
 if [ -z "$PY" ]; then
-  for cand in python3.13 python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3 \
-              "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3; do
-    if runs "$cand"; then PY=$cand; break; fi
+  for minor in ${PREFILL_TEST_PYTHON_MINORS:-13 12}; do
+    for cand in "python3.$minor" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$minor".*/bin/python3; do
+      if runs "$cand" "$minor"; then PY=$cand; break 2; fi
+    done
   done
 fi
 if ! runs "$PY" 10; then
@@ -28,7 +33,18 @@ VENV=".venv-runtime-$VER"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 LITELLM_VERSION=${PREFILL_TEST_LITELLM:-1.102.4}
-"$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]" "litellm[proxy]==$LITELLM_VERSION"
+if [ "${PREFILL_TEST_LITELLM_NO_DEPS:-0}" = "1" ]; then
+  "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
+  "$VENV/bin/python" -m pip install -q --no-deps "litellm==$LITELLM_VERSION"
+  unmet=$("$VENV/bin/python" -m pip check 2>&1 | grep -v "^litellm $LITELLM_VERSION has requirement certifi" || true)
+  if [ -n "$unmet" ] && [ "$unmet" != "No broken requirements found." ]; then
+    echo "test_runtime_on: litellm $LITELLM_VERSION needs more than certifi here:" >&2
+    echo "$unmet" >&2
+    exit 1
+  fi
+else
+  "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]" "litellm[proxy]==$LITELLM_VERSION"
+fi
 if "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "test_runtime_on: torch is installed in $VENV; the serving extras must not pull it" >&2
   exit 1

@@ -4,6 +4,7 @@ group) - each in a real litellm.Router with mock_response deployments."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from conftest import COMPLEX_PROMPT, HIST_PROMPT, MATH_PROMPT, SIMPLE_PROMPT, cheap_group, complexity_router, model_list
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging, install
+from litellm_prefill_router.records import reason_kind
 
 TARGETS = {"math-model", "history-model", "generalist"}
 
@@ -109,6 +111,33 @@ async def test_each_prefill_routing_group_routes_its_own_models_with_its_own_pol
     assert best._hidden_params["prefill_routing"]["target"] == "history-model"
     assert budget._hidden_params["prefill_routing"]["target"] == "math-model"  # tolerance 1: the cheapest
     assert budget._hidden_params["prefill_routing"]["policy"] == {"kind": "tolerance", "value": 1.0, "preset": None}
+
+
+async def test_a_target_whose_deployments_are_all_at_their_rpm_limit_gives_way_to_the_policys_next_pick(
+        bundle_dir: Path) -> None:
+    """The group's usage-based strategy finds the chosen target's only deployment at its rpm limit: the request goes
+    to the policy's pick among the other targets (before: it failed with capacity left beside it, after litellm's
+    retries), and its decision says why. A request that pins the full target gets litellm's own rate-limit error."""
+    deployments = model_list()
+    for dep in deployments:
+        dep["litellm_params"]["rpm"] = 1
+    router = PrefillRouter(model_list=deployments, routing_strategy="prefill", num_retries=0,
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"},
+                           routing_groups=[{"group_name": "g", "models": ["auto"],
+                                            "routing_strategy": "usage-based-routing-v2"}])
+    first = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert first.choices[0].message.content == "answer from math-model"
+    await asyncio.sleep(0.2)  # litellm counts the first call's usage after it returns
+    second = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    decision = second._hidden_params["prefill_routing"]
+    assert second.choices[0].message.content == f"answer from {decision['target']}"
+    assert decision["target"] != "math-model" and "math-model" not in decision["candidates"]
+    assert decision["reason"] == "at capacity: math-model (every deployment at its rpm/tpm limit)"
+    assert reason_kind(decision["reason"]) == "at capacity"  # the metrics' and stats' label
+    await asyncio.sleep(0.2)
+    with pytest.raises(litellm.RateLimitError, match="No deployments available"):
+        await router.acompletion(model="auto", messages=user(MATH_PROMPT),
+                                 metadata={"prefill": {"pin_model": "math-model"}})
 
 
 async def test_the_groups_own_litellm_strategy_picks_among_the_chosen_targets_deployments(bundle_dir: Path) -> None:

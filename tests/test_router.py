@@ -68,9 +68,13 @@ async def test_plain_litellm_router_accepts_prefill_after_install(bundle_dir: Pa
     assert resp.choices[0].message.content == "answer from history-model"
     assert r.routing_strategy == "prefill"
     r.update_settings(routing_strategy="simple-shuffle")
-    assert "async_get_available_deployment" not in r.__dict__
-    r.update_settings(routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
-    assert r.__dict__["async_get_available_deployment"].__self__.__class__.__name__ == "PrefillRoutingStrategy"
+    resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert "prefill_routing" not in resp._hidden_params  # litellm's own strategy routed it
+    r.update_settings(routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert resp.choices[0].message.content == "answer from history-model"
+    assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
 
 
 @pytest.fixture(params=["PrefillRouter", "litellm.Router after install()"])
@@ -310,6 +314,24 @@ async def test_cooldown_and_fallbacks_still_work(bundle_dir: Path) -> None:
     d = second._hidden_params["prefill_routing"]
     assert "math-model" not in d["candidates"] and d["unavailable_targets"] == ["math-model"]
     assert second.choices[0].message.content in ("answer from history-model", "answer from generalist")
+
+
+async def test_with_every_deployment_cooling_down_the_request_fails_with_litellms_no_deployments_error(
+        bundle_dir: Path) -> None:
+    """The error litellm itself raises (a rate-limit error naming the model group and the cooldown, from its
+    healthy-deployments lookup, which the strategy calls through litellm 1.109's select() where it exists), not one
+    of ours and not a lost error."""
+    from litellm.types.router import RouterRateLimitError
+
+    failing = {name: {"mock_response": "litellm.RateLimitError"} for name in ("math-model", "history-model",
+                                                                               "generalist")}
+    r = PrefillRouter(model_list=model_list(**failing), routing_strategy="prefill", num_retries=2, retry_after=0,
+                      allowed_fails=0, cooldown_time=60, routing_strategy_args={"bundle": str(bundle_dir)})
+    with pytest.raises(litellm.RateLimitError):  # each attempt fails and cools its deployment down
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    await asyncio.sleep(0.2)
+    with pytest.raises(RouterRateLimitError, match="auto"):
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT))
 
 
 async def test_with_pre_call_checks_a_prompt_too_long_for_a_targets_context_window_goes_to_the_next_best(
