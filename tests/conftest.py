@@ -141,3 +141,29 @@ def rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-de
 
 def always_cheapest(fields: dict) -> None:
     fields["presets"]["max-quality"]["value"] = 1.0  # tolerance 1: the cheapest candidate (math-model)
+
+
+# litellm 1.109 deprecated update_settings / upsert_deployment / the routing_strategy attribute for apply(ChangeSet)
+# and settings(); the tests change a router the way the installed release documents (older releases: the old names)
+def change_settings(router, **settings) -> None:  # type: ignore[no-untyped-def]
+    if not callable(getattr(router, "apply", None)):
+        router.update_settings(**settings)
+        return
+    from litellm.router_api import ChangeSet
+
+    router.apply(ChangeSet(settings=settings))
+
+
+def upsert(router, deployment) -> None:  # type: ignore[no-untyped-def]
+    if not callable(getattr(router, "apply", None)):
+        router.upsert_deployment(deployment)
+        return
+    from litellm.router_api import ChangeSet
+
+    router.apply(ChangeSet(upsert=[deployment]))
+
+
+def strategy_name(router) -> object:  # type: ignore[no-untyped-def]
+    from litellm_prefill_router.composition import routing_strategy_of
+
+    return getattr(routing_strategy_of(router), "value", routing_strategy_of(router))

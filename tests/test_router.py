@@ -11,7 +11,16 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
+from conftest import (
+    HIST_PROMPT,
+    MATH_PROMPT,
+    always_cheapest,
+    change_settings,
+    model_list,
+    rewrite_bundle,
+    strategy_name,
+    upsert,
+)
 from litellm_prefill_router import ConfigurationError, PrefillRouter, UnpricedDeploymentError
 
 
@@ -66,12 +75,12 @@ async def test_plain_litellm_router_accepts_prefill_after_install(bundle_dir: Pa
                        routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
     resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
     assert resp.choices[0].message.content == "answer from history-model"
-    assert r.routing_strategy == "prefill"
-    r.update_settings(routing_strategy="simple-shuffle")
+    assert strategy_name(r) == "prefill"
+    change_settings(r, routing_strategy="simple-shuffle")
     resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
     assert "prefill_routing" not in resp._hidden_params  # litellm's own strategy routed it
-    r.update_settings(routing_strategy="prefill",
-                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    change_settings(r, routing_strategy="prefill",
+                    routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
     resp = await r.acompletion(model="auto", messages=user(HIST_PROMPT))
     assert resp.choices[0].message.content == "answer from history-model"
     assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
@@ -739,11 +748,11 @@ async def test_a_deployment_updated_in_place_is_routed_at_its_new_price_and_targ
         return litellm.types.router.Deployment(model_name="auto", litellm_params=math["litellm_params"],
                                                model_info={**math["model_info"], **model_info})
 
-    r.upsert_deployment(updated(input_cost_per_token=1e-3, output_cost_per_token=1e-3))
+    upsert(r, updated(input_cost_per_token=1e-3, output_cost_per_token=1e-3))
     after = await route()
     assert after["cost_usd"]["math-model"] > 100 * before["cost_usd"]["math-model"]
     assert after["target"] != "math-model"
-    r.upsert_deployment(updated(prefill_target="no-such-target"))
+    upsert(r, updated(prefill_target="no-such-target"))
     with caplog.at_level(logging.ERROR, logger="litellm_prefill_router"):
         left_out = await route()
     assert "math-model" not in left_out["candidates"] and "left out of prefill routing" in caplog.text
