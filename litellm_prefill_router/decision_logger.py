@@ -103,13 +103,47 @@ class DecisionLogger(CustomLogger):
 _DECISION_LOGGER: DecisionLogger | None = None
 
 
+# the lists litellm calls a CustomLogger from (it copies ``litellm.callbacks`` into them on each call, each list capped
+# at MAX_CALLBACKS)
+_CALLBACK_LISTS = ("success_callback", "failure_callback", "_async_success_callback", "_async_failure_callback")
+_WARNED_FULL = False
+
+
 def register_decision_log() -> DecisionLogger:
-    """The process-wide decision logger, registered with litellm once."""
+    """The process-wide decision logger, registered with litellm (once) and in each list litellm calls loggers from.
+
+    litellm adds no callback past ``MAX_CALLBACKS`` (100) per list and says so only in its own debug-level logger's
+    warning: every litellm Router adds its own callbacks to those lists and keeps them until ``router.discard()``
+    (``retire()`` from litellm 1.109), so a process that has built ~100 routers had no room left for this logger,
+    and the decision log and the routing metrics silently missed every call (measured: 0 of 3 calls logged after
+    120 routers). Where litellm refuses it, the logger is put in the list past the cap, with one warning."""
     global _DECISION_LOGGER
     if _DECISION_LOGGER is None:
         _DECISION_LOGGER = DecisionLogger()
         litellm.logging_callback_manager.add_litellm_callback(_DECISION_LOGGER)
+    _hold_place(_DECISION_LOGGER)
     return _DECISION_LOGGER
+
+
+def _hold_place(callback: CustomLogger) -> None:
+    global _WARNED_FULL
+    full = []
+    for name in _CALLBACK_LISTS:
+        callbacks = getattr(litellm, name, None)
+        if isinstance(callbacks, list) and callback not in callbacks:
+            add = getattr(litellm.logging_callback_manager, f"add_litellm_{name.lstrip('_')}", None)
+            if add is not None:
+                add(callback)
+            if callback not in callbacks:  # refused: the list is full
+                callbacks.append(callback)
+                full.append(f"litellm.{name} ({len(callbacks) - 1} entries)")
+    if full and not _WARNED_FULL:
+        _WARNED_FULL = True
+        logger.warning(
+            "litellm's callback lists are full (%s; litellm adds no more past MAX_CALLBACKS): the prefill router's "
+            "decision logger was added past the cap so the decision log and metrics keep every call. Each "
+            "litellm.Router keeps callbacks registered until router.discard() (retire() on litellm 1.109+): reuse "
+            "routers, or discard the ones you drop.", ", ".join(full))
 
 
 async def flush_logging(timeout: float = 10.0) -> None:

@@ -638,6 +638,32 @@ async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_p
         assert (out["savings_usd"] > 0) == (row["decision"]["target"] != "generalist")
 
 
+async def test_the_decision_log_keeps_every_call_when_litellms_callback_lists_are_full(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A process that built ~100 litellm Routers (each keeps its callbacks registered until discarded) has no room
+    left in litellm's callback lists: litellm adds no logger past MAX_CALLBACKS, so the decision log and the metrics
+    missed every call (before: 0 of 3 lines). The decision logger now holds its place past the cap, and says so."""
+    from litellm.constants import MAX_CALLBACKS
+
+    from litellm_prefill_router import decision_logger, flush_logging
+
+    def another_routers_callback(*args: object, **kwargs: object) -> None:
+        return None
+
+    for name in ("success_callback", "failure_callback", "_async_success_callback", "_async_failure_callback"):
+        monkeypatch.setattr(litellm, name, [another_routers_callback] * MAX_CALLBACKS)
+    monkeypatch.setattr(decision_logger, "_WARNED_FULL", False)
+    log = tmp_path / "decisions.jsonl"
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log)})
+    assert "litellm's callback lists are full" in caplog.text and "router.discard()" in caplog.text
+    for prompt in (MATH_PROMPT, HIST_PROMPT, MATH_PROMPT):
+        await r.acompletion(model="auto", messages=user(prompt))
+    await flush_logging()
+    assert log.exists() and len(log.read_text().splitlines()) == 3
+
+
 async def test_the_decision_log_has_one_line_per_call_whatever_the_api(bundle_dir: Path, tmp_path: Path) -> None:
     # litellm 1.102 reports each Responses API success twice (same litellm_call_id)
     from litellm_prefill_router import flush_logging
