@@ -8,8 +8,8 @@ metric here is multiprocess-safe. They are fed from the decision-log row of each
 :func:`observe_call`), the same line ``decision_log`` writes, so the two always agree; the file is optional.
 
 Labels (bounded by the bundle's targets and the configured groups): ``model_group`` (the litellm model group, or the
-runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``fallback: ...`` without particulars)
-and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm`` (``router`` /
+runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``at capacity``, ``fallback: ...``
+without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm`` (``router`` /
 ``control``) on the two ``prefill_router_rollout_*`` counters.
 """
 
