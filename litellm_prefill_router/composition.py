@@ -24,6 +24,13 @@ from .shared_metadata import attempts_of, owns
 
 logger = logging.getLogger("litellm_prefill_router")
 
+try:  # litellm 1.103+
+    from litellm.litellm_core_utils.core_helpers import get_parent_otel_span_from_kwargs
+except ImportError:  # litellm <= 1.102: the same helper, private
+    from litellm.litellm_core_utils.core_helpers import (  # type: ignore[attr-defined,no-redef]
+        _get_parent_otel_span_from_kwargs as get_parent_otel_span_from_kwargs,
+    )
+
 PREFILL = "prefill"
 T = TypeVar("T")
 
@@ -96,14 +103,17 @@ async def healthy_deployments(router: litellm.Router, model: str, request_kwargs
                               messages: list[dict[str, str]] | None, input: str | list | None,  # noqa: A002
                               specific_deployment: bool | None) -> list[dict] | dict:
     """The deployments of ``model`` litellm lets this request use (cooldowns, pre-call checks, tags, order); one
-    deployment (a dict) where the request names it."""
+    deployment (a dict) where the request names it. The request's OpenTelemetry span is passed on, as litellm's own
+    routing does, so its cooldown lookups are traced under the request."""
+    span = get_parent_otel_span_from_kwargs(request_kwargs)
     select = getattr(router, "select", None)
     if select is not None:
         return cast("list[dict] | dict", await select(model, request_kwargs, kind="healthy", messages=messages,
-                                                      input=input, specific_deployment=specific_deployment))
+                                                      input=input, specific_deployment=specific_deployment,
+                                                      parent_otel_span=span))
     return cast("list[dict] | dict", await router.async_get_healthy_deployments(
         model=model, request_kwargs=request_kwargs, messages=messages, input=input,
-        specific_deployment=specific_deployment))
+        specific_deployment=specific_deployment, parent_otel_span=span))
 
 
 def deployment_model_info(router: litellm.Router, deployment_id: str, model_name: str) -> Any:

@@ -227,3 +227,33 @@ async def test_a_keys_prefill_override_of_a_group_no_bundle_routes_is_said_once(
             assert plain.choices[0].message.content == "answer from cheap"
     said = [r.getMessage() for r in caplog.records if "which no prefill strategy routes" in r.getMessage()]
     assert len(said) == 1 and "'cheap'" in said[0] and "routing_groups" in said[0]
+
+
+@pytest.mark.parametrize("release", ["1.109 (select)", "before (async_get_healthy_deployments)"])
+async def test_the_healthy_deployment_lookup_gets_the_requests_span_and_arguments_in_either_litellm_api(
+        release: str) -> None:
+    """The strategy asks for healthy deployments the way the installed litellm offers (``select(kind="healthy")`` from
+    1.109, the old method before) and passes the request's OpenTelemetry span, as litellm's own routing does."""
+    from litellm_prefill_router.composition import healthy_deployments
+
+    seen: dict = {}
+    deployment = {"model_name": "auto", "model_info": {"id": "d1"}}
+
+    class NewRouter:
+        async def select(self, model, request_kwargs, *, kind, **kw):  # type: ignore[no-untyped-def]
+            seen.update(model=model, kind=kind, **kw)
+            return [deployment]
+
+    class OldRouter:
+        async def async_get_healthy_deployments(self, **kw):  # type: ignore[no-untyped-def]
+            seen.update(kw)
+            return [deployment]
+
+    router = NewRouter() if release.startswith("1.109") else OldRouter()
+    request = {"litellm_parent_otel_span": "span-of-the-request", "metadata": {}}
+    got = await healthy_deployments(router, "auto", request, [{"role": "user", "content": "hi"}], None,  # type: ignore[arg-type]
+                                    False)
+    assert got == [deployment]
+    assert seen["model"] == "auto" and seen["parent_otel_span"] == "span-of-the-request"
+    assert seen["messages"] == [{"role": "user", "content": "hi"}] and seen["specific_deployment"] is False
+    assert seen.get("kind", "healthy") == "healthy"
