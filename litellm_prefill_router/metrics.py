@@ -9,8 +9,8 @@ metric here is multiprocess-safe. They are fed from the decision-log row of each
 
 Labels (bounded by the bundle's targets and the configured groups): ``model_group`` (the litellm model group, or the
 runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``at capacity``, ``fallback: ...``
-without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm`` (``router`` /
-``control``) on the two ``prefill_router_rollout_*`` counters.
+without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm``
+(``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ T = TypeVar("T")
 
 def reason_kind(reason: str) -> str:
     """A decision's reason without its particulars: "policy", "pinned", "retry" (a retry routed away from the targets
-    that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "fallback: inference failed", "fallback: routing timed out", "fallback: the request has no text to
-    route on"."""
+    that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "fallback:
+    inference failed", "fallback: routing timed out", "fallback: the request has no text to route on"."""
     if reason.startswith("retry:"):
         return "retry"
     if reason.startswith("at capacity:"):
