@@ -15,7 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .composition import context_window
+from .composition import context_window, setting_of
 from .errors import ConfigurationError
 from .proxy_config import load_proxy_config
 
@@ -40,7 +40,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "bundle), or a routing_groups entry with routing_strategy: prefill")
     report: dict[str, Any] = {"config": str(path), "strategies": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
-    pre_call_checks = bool(getattr(router, "enable_pre_call_checks", False))
+    pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()
         entry: dict[str, Any] = {

@@ -80,10 +80,15 @@ def deployments_of(router: litellm.Router) -> list[dict]:
     return list((registry().all() if registry is not None else router.model_list) or [])
 
 
+def setting_of(router: litellm.Router, name: str, default: object = None) -> object:
+    """One of the router's settings (``routing_strategy``, ``enable_pre_call_checks``, ...)."""
+    settings = getattr(router, "settings", None)
+    return getattr(settings(), name, default) if callable(settings) else getattr(router, name, default)
+
+
 def routing_strategy_of(router: litellm.Router) -> object:
     """The router's configured routing strategy (a name or litellm's enum)."""
-    settings = getattr(router, "settings", None)
-    return settings().routing_strategy if callable(settings) else getattr(router, "routing_strategy", None)
+    return setting_of(router, "routing_strategy")
 
 
 def routing_groups_of(router: litellm.Router) -> dict[str, Any]:
@@ -283,7 +288,10 @@ def context_window(router: litellm.Router, deployment: dict, model_group: str) -
     """The deployment's context window (max input tokens) as litellm's pre-call checks read it: its ``model_info``,
     else litellm's model map; None where it declares none."""
     try:
-        info = router.get_router_model_info(deployment=deployment, received_model_name=model_group)
+        registry = getattr(router, "registry", None)
+        info = registry().router_model_info(deployment=deployment, received_model_name=model_group) \
+            if registry is not None else router.get_router_model_info(deployment=deployment,
+                                                                      received_model_name=model_group)
     except Exception:  # noqa: BLE001 - a model litellm does not know declares no window
         return None
     n = info.get("max_input_tokens")
