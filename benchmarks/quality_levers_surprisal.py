@@ -35,7 +35,7 @@ def surprisal_stats(handle, prompts, max_tokens: int, cache: "os.PathLike[str]")
     import torch
     from tqdm.auto import tqdm
 
-    from litellm_prefill_router.training.features import length_batches, prompt_encoder
+    from litellm_prefill_router.training.features import length_batches, padded_batch, prompt_encoder
 
     path = os.fspath(cache)
     n = len(prompts)
@@ -56,12 +56,7 @@ def surprisal_stats(handle, prompts, max_tokens: int, cache: "os.PathLike[str]")
     table = model.get_input_embeddings().weight  # tied LM head
     with torch.inference_mode(), tqdm(total=len(todo), desc="prompt surprisal", unit="prompt") as bar:
         for k, batch in enumerate(length_batches(lengths, 4096, 16)):
-            width = int(max(lengths[j] for j in batch))
-            ids = torch.full((len(batch), width), handle.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, j in enumerate(batch):
-                ids[r, : lengths[j]] = torch.tensor(encoded[j].ids)
-                mask[r, : lengths[j]] = 1
+            ids, mask = padded_batch([encoded[j].ids for j in batch], handle.pad_token_id)
             hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for r, j in enumerate(batch):
                 m = int(lengths[j])

@@ -102,6 +102,19 @@ def length_batches(lengths: np.ndarray, batch_tokens: int = 8192, max_batch: int
     return batches
 
 
+def padded_batch(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Any, Any]:
+    """torch (ids, attention mask) of token-id rows, right-padded to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 def cache_key(handle: EncoderHandle, max_tokens: int, head_fraction: float, dataset_hash: str) -> str:
     raw = json.dumps([handle.id, handle.revision, max_tokens, head_fraction, handle.chat_template, dataset_hash,
                       "v1"])
@@ -154,12 +167,7 @@ def extract_features(
     bar = tqdm(total=len(todo), desc="prefill features", unit="prompt", disable=not progress)
     with torch.inference_mode():
         for k, batch in enumerate(batches):
-            width = int(max(lengths[j] for j in batch))
-            ids = torch.full((len(batch), width), handle.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, j in enumerate(batch):
-                ids[r, : lengths[j]] = torch.tensor(encoded[j].ids)
-                mask[r, : lengths[j]] = 1
+            ids, mask = padded_batch([encoded[j].ids for j in batch], handle.pad_token_id)
             pooled = pool_hidden_states(forward_hidden_states(model, ids, mask), mask)
             rows = todo[batch]
             feats[rows] = pooled.float().numpy()
