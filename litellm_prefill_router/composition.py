@@ -74,10 +74,16 @@ def request_metadata(request_kwargs: dict, default_key: str = "metadata") -> dic
 # strategy reads the router through these functions: the entry points where the release has them, else the old names.
 
 
-def deployments_of(router: litellm.Router) -> list[dict]:
-    """The router's deployments (its live ``model_list``)."""
+def _registry(router: litellm.Router) -> Any:
+    """The router's deployment registry (litellm 1.109+: ``registry()``; None before)."""
     registry = getattr(router, "registry", None)
-    return list((registry().all() if registry is not None else router.model_list) or [])
+    return registry() if callable(registry) else None
+
+
+def deployments_of(router: litellm.Router) -> list[dict]:
+    """The router's deployments (its live ``model_list``, not a copy: read on every request)."""
+    registry = _registry(router)
+    return cast(list, (registry.all() if registry is not None else router.model_list) or [])
 
 
 def setting_of(router: litellm.Router, name: str, default: object = None) -> object:
@@ -93,8 +99,8 @@ def routing_strategy_of(router: litellm.Router) -> object:
 
 def routing_groups_of(router: litellm.Router) -> dict[str, Any]:
     """The router's ``routing_groups`` by name, as litellm indexed them (empty where it has none)."""
-    registry = getattr(router, "registry", None)
-    groups = registry().routing_groups() if registry is not None else getattr(router, "_routing_groups", None)
+    registry = _registry(router)
+    groups = registry.routing_groups() if registry is not None else getattr(router, "_routing_groups", None)
     return dict(groups or {})
 
 
@@ -123,9 +129,9 @@ async def healthy_deployments(router: litellm.Router, model: str, request_kwargs
 
 def deployment_model_info(router: litellm.Router, deployment_id: str, model_name: str) -> Any:
     """A deployment's model info merged with litellm's price map (None where litellm knows nothing of it)."""
-    registry = getattr(router, "registry", None)
+    registry = _registry(router)
     if registry is not None:
-        return registry().deployment_model_info(deployment_id, model_name)
+        return registry.deployment_model_info(deployment_id, model_name)
     return router.get_deployment_model_info(model_id=deployment_id, model_name=model_name)
 
 
@@ -288,8 +294,8 @@ def context_window(router: litellm.Router, deployment: dict, model_group: str) -
     """The deployment's context window (max input tokens) as litellm's pre-call checks read it: its ``model_info``,
     else litellm's model map; None where it declares none."""
     try:
-        registry = getattr(router, "registry", None)
-        info = registry().router_model_info(deployment=deployment, received_model_name=model_group) \
+        registry = _registry(router)
+        info = registry.router_model_info(deployment=deployment, received_model_name=model_group) \
             if registry is not None else router.get_router_model_info(deployment=deployment,
                                                                       received_model_name=model_group)
     except Exception:  # noqa: BLE001 - a model litellm does not know declares no window

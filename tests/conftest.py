@@ -166,4 +166,5 @@ def upsert(router, deployment) -> None:  # type: ignore[no-untyped-def]
 def strategy_name(router) -> object:  # type: ignore[no-untyped-def]
     from litellm_prefill_router.composition import routing_strategy_of
 
-    return getattr(routing_strategy_of(router), "value", routing_strategy_of(router))
+    strategy = routing_strategy_of(router)
+    return getattr(strategy, "value", strategy)
