@@ -13,6 +13,7 @@ from .bundle import Bundle, BundleManifest, load_bundle
 from .errors import (
     BundleChecksumError,
     BundleError,
+    BundleLocationError,
     BundleMissingFileError,
     BundlePathError,
     BundleSchemaError,
@@ -53,6 +54,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Bundle", "BundleManifest", "load_bundle", "PrefillPredictor", "RoutingDecision", "RoutingPolicy",
     "PrefillRouter", "PrefillRoutingStrategy", "install", "flush_logging", "PrefillSemanticRouter",
-    "PrefillRouterError", "BundleError", "BundleMissingFileError", "BundleChecksumError", "BundleSchemaError",
-    "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError", "PromptError",
+    "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
+    "BundleSchemaError", "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError", "PromptError",
 ]

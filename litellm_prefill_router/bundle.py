@@ -24,6 +24,7 @@ from .errors import (
     BundlePathError,
     BundleSchemaError,
 )
+from .hub import resolve_bundle
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -125,12 +126,16 @@ class BundleManifest(_Frozen):
 class Bundle:
     """A verified bundle on disk: its directory and its manifest."""
 
-    def __init__(self, directory: Path, manifest: BundleManifest) -> None:
+    def __init__(self, directory: Path, manifest: BundleManifest, *, source: str | None = None,
+                 files_root: Path | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
+        # what was loaded: the directory, or the hf:// reference with the commit served
+        self.source = source if source is not None else str(directory)
+        self._files_root = files_root
 
     def path(self, name: str) -> Path:
-        return _confined(self.directory, name)
+        return _confined(self.directory, name, self._files_root)
 
     def read_text(self, name: str) -> str:
         return self.path(name).read_text(encoding="utf-8")
@@ -152,16 +157,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _confined(directory: Path, name: str) -> Path:
-    """Resolve ``name`` inside ``directory``; refuse anything that leaves it."""
+def _confined(directory: Path, name: str, files_root: Path | None = None) -> Path:
+    """Resolve ``name`` inside ``directory``; refuse anything that leaves it (or, for a bundle in the Hugging Face
+    cache, whose files link to the repository's blobs, anything that leaves ``files_root``)."""
     if not name or os.path.isabs(name) or "\\" in name or name != os.path.normpath(name) \
             or name.startswith(".."):
         raise BundlePathError(
             f"manifest file name {name!r} in {directory} is not a plain relative path; "
             "bundle files must live directly inside the bundle directory. Re-export the bundle."
         )
-    root = directory.resolve()
-    full = (root / name).resolve()
+    root = (files_root or directory).resolve()
+    full = (directory.resolve() / name).resolve()
     if root != full.parent and root not in full.parents:
         raise BundlePathError(
             f"manifest file name {name!r} resolves to {full}, outside the bundle directory {root}; "
@@ -171,14 +177,18 @@ def _confined(directory: Path, name: str) -> Path:
 
 
 def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
-    """Load and verify a bundle directory.
+    """Load and verify a bundle: a directory, or ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub
+    (fetched into the Hugging Face cache first; see :mod:`litellm_prefill_router.hub`).
 
     Raises a subclass of :class:`BundleError` naming the file and the fix.
     """
-    root = Path(directory).expanduser()
+    where = resolve_bundle(directory)
+    root = where.directory
     if not root.is_dir():
+        hint = " (a bundle on the Hugging Face Hub is named hf://owner/name[@revision][/path])" \
+            if "huggingface.co" in str(directory) or str(directory).startswith(("http:", "https:")) else ""
         raise BundleMissingFileError(
-            f"bundle directory {root} does not exist or is not a directory; "
+            f"bundle directory {root} does not exist or is not a directory{hint}; "
             "train one with `prefill-router train --data PATH --out DIR`."
         )
     manifest_path = root / MANIFEST_NAME
@@ -202,7 +212,7 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
     if tmpl is not None and tmpl not in manifest.files:
         raise BundleSchemaError(f"{manifest_path}: chat_template {tmpl!r} is not listed in files.")
     for name, entry in manifest.files.items():
-        path = _confined(root, name)
+        path = _confined(root, name, where.files_root)
         if not path.is_file():
             raise BundleMissingFileError(
                 f"bundle file {name!r} listed in {manifest_path} is missing at {path}; "
@@ -221,7 +231,7 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
                     f"sha256 of bundle file {path} is {digest}, the manifest says {entry.sha256}; "
                     "the file was modified or corrupted. Re-copy or re-export the bundle."
                 )
-    return Bundle(root, manifest)
+    return Bundle(root, manifest, source=where.source, files_root=where.files_root)
 
 
 def write_bundle(

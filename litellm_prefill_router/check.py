@@ -45,6 +45,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
         routes = strategy.routes()
         entry: dict[str, Any] = {
             "name": name, "bundle": str(strategy.args.bundle),
+            "bundle_served": strategy.predictor.bundle.source,  # an hf:// reference with the commit it resolved to
             "policy": strategy.decider.default_policy.describe(),
             "fallback_target": strategy.fallback_target,
             "metrics": strategy.args.metrics,
@@ -85,7 +86,9 @@ def format_report(report: dict[str, Any]) -> str:
     out = []
     for s in report["strategies"]:
         timeout = f", decision timeout {s['decision_timeout_s']:g} s" if s["decision_timeout_s"] else ""
-        out.append(f"{s['name']}: bundle {s['bundle']}, policy {s['policy']}, fallback {s['fallback_target']}"
+        served = f" (serves {s['bundle_served']})" if s["bundle_served"] != s["bundle"] and \
+            s["bundle"].startswith("hf://") else ""
+        out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']}, fallback {s['fallback_target']}"
                    f"{timeout}, serving: {s['serving']}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")

@@ -1,5 +1,5 @@
 """``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, judge, check,
-migrate."""
+push, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     b = load_bundle(args.bundle)
     m = b.manifest
-    print(f"bundle     {b.directory}")
+    print(f"bundle     {b.source}")
+    if b.source != str(b.directory):
+        print(f"files      {b.directory}")
     print(f"encoder    {m.encoder.id} @ {m.encoder.revision} ({m.encoder.kind}), layers {list(m.encoder.layers)}, "
           f"pooling {list(m.encoder.pooling)}, max {m.encoder.max_prefill_tokens} tokens, "
           f"{'int8' if m.encoder.quantized else 'fp32'}")
@@ -43,6 +45,17 @@ def cmd_info(args: argparse.Namespace) -> int:
                  [[k + (" (default)" if k == m.default_preset else ""), p.kind, p.value,
                    p.validation_accuracy if p.validation_accuracy is not None else "-", p.description]
                   for k, p in m.presets.items()]))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .publish import push_bundle
+
+    result = push_bundle(args.bundle, args.repo, path_in_repo=args.path_in_repo or "", private=args.private,
+                         branch=args.branch, tag=args.tag, licence=args.license, commit_message=args.message,
+                         card=args.card)
+    print(f"pushed {len(result.files)} files to {args.repo} in commit {result.commit} ({result.commit_url})")
+    print(f"serve it with  bundle: {result.reference}" + (f"   (or @{args.tag})" if args.tag else ""))
     return 0
 
 
@@ -407,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a bundle")
-    info.add_argument("--bundle", required=True)
+    info.add_argument("--bundle", required=True, help="bundle directory or hf://owner/name[@revision][/path]")
     info.set_defaults(func=cmd_info)
 
     route = sub.add_parser("route", help="predict and route one prompt")
@@ -498,6 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--json", help="also write the report here")
     ck.add_argument("--strict", action="store_true", help="exit 1 when a bundle target has no deployment")
     ck.set_defaults(func=cmd_check)
+
+    pu = sub.add_parser("push", help="publish a bundle to the Hugging Face Hub (one commit, with a model card)")
+    pu.add_argument("--bundle", required=True, help="bundle directory to publish (verified first)")
+    pu.add_argument("--repo", required=True, help="model repository owner/name (created if missing)")
+    pu.add_argument("--path-in-repo", help="folder inside the repository (default: its root; no model card then)")
+    pu.add_argument("--branch", help="commit to this branch (created if missing; default: main)")
+    pu.add_argument("--tag", help="tag the commit (serve it as hf://owner/name@TAG)")
+    pu.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                    help="create the repository private (an existing one keeps its visibility)")
+    pu.add_argument("--license", help="Hub licence id of the encoder (needed when the encoder is not a known one)")
+    pu.add_argument("--message", help="commit message")
+    pu.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
+                    help="write README.md (model card) at the repository root (default on)")
+    pu.set_defaults(func=cmd_push)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)

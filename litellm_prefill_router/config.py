@@ -15,7 +15,8 @@ class PrefillStrategyArgs(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    bundle: str = Field(description="bundle directory written by `prefill-router train`")
+    bundle: str = Field(description="bundle directory written by `prefill-router train`, or "
+                                    "hf://owner/name[@revision][/path] on the Hugging Face Hub (`prefill-router push`)")
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
@@ -42,7 +43,8 @@ class PrefillStrategyArgs(BaseModel):
     # the answer text goes into the decision log too, so a judge can score it later (`prefill-router judge`)
     decision_log_responses: bool = False
     # seconds between checks whether the bundle directory changed (a retrained bundle written over it, or a symlink
-    # pointed at another); a changed bundle is loaded off the request path and swapped in. None: never reload
+    # pointed at another; for hf://owner/name[@branch], a new commit on the branch - each check asks the Hub); a
+    # changed bundle is loaded off the request path and swapped in. None: never reload
     reload_interval_s: float | None = Field(default=None, gt=0.0)
     # shadow mode: decide and log every route (decision log, litellm's routing record, response headers) but serve
     # the request as before - from shadow_target's deployments if set, else by litellm's simple-shuffle - to see

@@ -67,7 +67,7 @@ class PrefillDecider:
         self.fallback_target = fallback_target or self.manifest.best_prior_target()
         if self.fallback_target not in self.targets:
             raise ConfigurationError(f"fallback_target {self.fallback_target!r} is not a target of bundle "
-                                     f"{predictor.bundle.directory}; targets: {self.targets}")
+                                     f"{predictor.bundle.source}; targets: {self.targets}")
         self.on_error = on_error
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigurationError(f"decision timeout must be > 0 seconds (None: wait for the encoder), got "

@@ -27,6 +27,10 @@ class BundlePathError(BundleError):
     """A file name in the manifest would leave the bundle directory."""
 
 
+class BundleLocationError(BundleError):
+    """An ``hf://`` bundle reference is malformed, or its repository, revision or files cannot be fetched."""
+
+
 class ConfigurationError(PrefillRouterError):
     """The router, its deployments or its policy are configured inconsistently."""
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .bundle import MANIFEST_NAME
-from .errors import ConfigurationError
+from .errors import BundleError, ConfigurationError
+from .hub import resolve_bundle
 from .predictor import PrefillPredictor, release_predictor
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -35,12 +36,13 @@ _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload
 
 def bundle_fingerprint(bundle: str | Path) -> Fingerprint | None:
     """(resolved directory, sha256 of the manifest): the manifest pins every file's checksum, so this changes when
-    ``write_bundle`` renames a new bundle into place or a symlink is pointed at another; None if unreadable (e.g.
-    between the two renames of a rewrite)."""
+    ``write_bundle`` renames a new bundle into place, a symlink is pointed at another, or (``hf://``) the branch
+    names a new commit; None if unreadable (e.g. between the two renames of a rewrite, or the Hub unreachable and
+    nothing cached)."""
     try:
-        directory = Path(bundle).expanduser().resolve()
+        directory = resolve_bundle(bundle).directory.expanduser().resolve()
         digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
-    except OSError:
+    except (OSError, BundleError):
         return None
     return str(directory), digest
 

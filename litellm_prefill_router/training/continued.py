@@ -123,7 +123,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
         f"For new target {t!r}: collect labels on more (and more varied) prompts" if t in new else
         f"For bundle target {t!r}: --continue-from refits every target's head, so pass the data the bundle was "
         "trained on with --data"))
-    pred = PrefillPredictor(parent.directory)
+    pred = PrefillPredictor(parent)
     cache = OnnxFeatureCache(parent, cache_dir)
     need = np.r_[fit_idx, val_idx, test_idx]
     x = np.zeros((len(ds), m.encoder.feature_dim), dtype=np.float32)
@@ -150,7 +150,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
         diff = float(np.abs(sess.run(["p_correct"], {"features": probe})[0] - p_torch).max())
         if diff > 2e-3:
             raise PrefillRouterError(f"exported trunk differs from torch by {diff:.2e}; report a bug")
-        report["continued_from"] = str(parent.directory)
+        report["continued_from"] = parent.source
         report["rows"] = {"fit": len(fit_idx), "validation": len(val_idx), "test": len(test_idx),
                           "labels": int((~np.isnan(scores[fit_idx])).sum())}
         report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -174,7 +174,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
                               for j, t in enumerate(names) if t in new]
         fields["presets"] = {k: {kk: v[kk] for kk in ("kind", "value", "description", "validation_accuracy",
                                                       "validation_cost")} for k, v in report["presets"].items()}
-        fields["creator"] = {**fields.get("creator", {}), "continued_from": str(parent.directory),
+        fields["creator"] = {**fields.get("creator", {}), "continued_from": parent.source,
                              "parent_trunk_sha256": m.files["trunk.onnx"].sha256,
                              "continue_options": json.dumps(asdict(cfg))}
         if fields.get("parity"):
