@@ -257,16 +257,38 @@ def write_bundle(
             {**manifest_fields, "schema_version": SCHEMA_VERSION, "files": entries}
         )
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        if out.exists():
-            backup = out.with_name(out.name + ".old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup)
-        else:
-            tmp.rename(out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_bundle(out)
+
+
+def copy_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Bundle:
+    """Copy a loaded bundle (e.g. one fetched from the Hub into the Hugging Face cache, whose files are links) to a
+    plain directory, atomically (a server reloading ``out_dir`` never sees half of it), and verify the copy."""
+    out = Path(out_dir).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copyfile(bundle.directory / MANIFEST_NAME, tmp / MANIFEST_NAME)
+        for name in bundle.manifest.files:
+            shutil.copyfile(bundle.path(name), _confined(tmp, name))
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the complete bundle at ``tmp`` to ``out``, replacing what is there."""
+    if out.exists():
+        backup = out.with_name(out.name + ".old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        out.rename(backup)
+        tmp.rename(out)
+        shutil.rmtree(backup)
+    else:
+        tmp.rename(out)

@@ -1,5 +1,5 @@
 """``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, judge, check,
-push, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
+push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,15 @@ def cmd_push(args: argparse.Namespace) -> int:
                          card=args.card)
     print(f"pushed {len(result.files)} files to {args.repo} in commit {result.commit} ({result.commit_url})")
     print(f"serve it with  bundle: {result.reference}" + (f"   (or @{args.tag})" if args.tag else ""))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .bundle import copy_bundle, load_bundle
+
+    src = load_bundle(args.bundle)
+    out = copy_bundle(src, args.out)
+    print(f"copied {src.source} ({len(src.manifest.files) + 1} files, verified) to {out.directory}")
     return 0
 
 
@@ -525,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
                     help="write README.md (model card) at the repository root (default on)")
     pu.set_defaults(func=cmd_push)
+
+    pl = sub.add_parser("pull", help="copy a bundle (hf://owner/name@rev, or a directory) to a plain directory, "
+                                     "verified: for an image or a machine without the Hub")
+    pl.add_argument("--bundle", required=True, help="hf://owner/name[@revision][/path] or a bundle directory")
+    pl.add_argument("--out", required=True, help="directory to write (replaced atomically if it exists)")
+    pl.set_defaults(func=cmd_pull)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True)

@@ -17,6 +17,7 @@ from fake_hub import FakeHub
 
 from conftest import model_list
 
+from litellm_prefill_router.bundle import load_bundle
 from litellm_prefill_router.errors import BundleChecksumError, BundleLocationError
 from litellm_prefill_router.hub import HubBundleRef, parse_hub_reference
 from litellm_prefill_router.publish import push_bundle
@@ -114,6 +115,7 @@ def test_a_pushed_bundle_is_served_by_litellm_from_the_hub_and_offline_from_the_
         offline = run_py(script(served_by("hf://acme/router@v1"), f"""
         from litellm_prefill_router.cli import main
         assert main(["check", "--config", {str(config)!r}, "--json", {str(tmp_path / "check.json")!r}]) == 0
+        assert main(["pull", "--bundle", "hf://acme/router@v1", "--out", {str(tmp_path / "pulled")!r}]) == 0
         """, """
         from litellm_prefill_router import BundleError, load_bundle
         try:
@@ -128,6 +130,10 @@ def test_a_pushed_bundle_is_served_by_litellm_from_the_hub_and_offline_from_the_
                                              "Face cache")
         assert "HF_HUB_OFFLINE=1" in offline["missing"]
         assert len(hub.requests) == seen
+        pulled = tmp_path / "pulled"  # a plain copy for an image without the Hub: files, not links into the cache
+        assert not any(p.is_symlink() for p in pulled.iterdir())
+        assert sorted(p.name for p in pulled.iterdir()) == sorted(set(files) - {"README.md"})
+        assert load_bundle(pulled).manifest == load_bundle(bundle_dir).manifest
         checked = json.loads((tmp_path / "check.json").read_text())["strategies"][0]
         assert (checked["bundle"], checked["bundle_served"]) == ("hf://acme/router@v1", f"hf://acme/router@{commit}")
 
