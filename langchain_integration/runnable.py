@@ -42,7 +42,8 @@ logger = logging.getLogger("litellm_prefill_router.langchain")
 _LOG_LOCK = threading.Lock()
 
 class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
-    """Route each input to ``runnables[target]`` for the target the bundle picks.
+    """Route each input to ``runnables[target]`` for the target the bundle picks (``bundle``: a directory or
+    ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub).
 
     Policy fields (``preset``, ``tolerance``, ``lambda_``) can be made configurable per call with
     ``configurable_fields``; per-call overrides also come from ``config["metadata"]["prefill"]``

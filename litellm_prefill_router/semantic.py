@@ -36,7 +36,8 @@ class RouteChoice:
 
 
 class PrefillSemanticRouter:
-    """Semantic-router-shaped router whose routes are the bundle's targets.
+    """Semantic-router-shaped router whose routes are the bundle's targets (``bundle``: a directory or
+    ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub).
 
     ``routes`` restricts the choice to some targets; ``min_score`` makes the router decline
     (``RouteChoice(name=None)``) when the chosen target's P(correct) is below it, as a semantic router
