@@ -14,10 +14,12 @@ if [ "$rc" -eq 5 ]; then
   exit 1
 fi
 # the whole suite (no pytest arguments): the runtime's tests again on newer Pythons, serving extras only - on 3.13 (or
-# 3.12) with litellm 1.102.4, then on 3.12 (or 3.13) with the newest litellm, 1.109.1 (installed without its pins)
+# 3.12) with litellm 1.102.4, then on 3.12 (or 3.13) with the newest litellm, 1.109.1, and the newest langchain-core,
+# 1.8.2 (both installed without their pins: they need certifi>=2026.10.19, absent from our package index)
 if [ "$#" -eq 0 ]; then
   bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
-  PREFILL_TEST_LITELLM=1.109.1 PREFILL_TEST_LITELLM_NO_DEPS=1 PREFILL_TEST_PYTHON_MINORS="12 13" \
+  PREFILL_TEST_LITELLM=1.109.1 PREFILL_TEST_LITELLM_NO_DEPS=1 PREFILL_TEST_ALSO="langchain-core==1.8.2" \
+    PREFILL_TEST_PYTHON_MINORS="12 13" \
     bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
 fi
 exit "$rc"

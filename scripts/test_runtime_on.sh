@@ -35,10 +35,12 @@ VENV=".venv-runtime-$VER"
 LITELLM_VERSION=${PREFILL_TEST_LITELLM:-1.102.4}
 if [ "${PREFILL_TEST_LITELLM_NO_DEPS:-0}" = "1" ]; then
   "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
-  "$VENV/bin/python" -m pip install -q --no-deps "litellm==$LITELLM_VERSION"
-  unmet=$("$VENV/bin/python" -m pip check 2>&1 | grep -v "^litellm $LITELLM_VERSION has requirement certifi" || true)
+  # PREFILL_TEST_ALSO: more newest releases installed the same way (langchain-core 1.8 pins the same certifi)
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q --no-deps "litellm==$LITELLM_VERSION" ${PREFILL_TEST_ALSO:-}
+  unmet=$("$VENV/bin/python" -m pip check 2>&1 | grep -v " has requirement certifi>=2026.10.19" || true)
   if [ -n "$unmet" ] && [ "$unmet" != "No broken requirements found." ]; then
-    echo "test_runtime_on: litellm $LITELLM_VERSION needs more than certifi here:" >&2
+    echo "test_runtime_on: litellm $LITELLM_VERSION ${PREFILL_TEST_ALSO:-} need more than certifi here:" >&2
     echo "$unmet" >&2
     exit 1
   fi
@@ -53,7 +55,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True TOKENIZERS_PARALLELISM=false
 PREFILL_ROUTER_CACHE="$WORK/cache" .venv/bin/python tests/tiny.py "$WORK" >/dev/null
-echo "runtime tests on Python $VER ($VENV), litellm $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))'):"
+echo "runtime tests on Python $VER ($VENV), $("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("litellm", "langchain-core", "huggingface_hub")))'):"
 set +e
 PREFILL_TEST_BUNDLE="$WORK/bundle" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
   tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
