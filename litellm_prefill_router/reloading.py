@@ -40,11 +40,14 @@ def bundle_fingerprint(bundle: str | Path) -> Fingerprint | None:
     names a new commit; None if unreadable (e.g. between the two renames of a rewrite, or the Hub unreachable and
     nothing cached)."""
     try:
-        directory = resolve_bundle(bundle).directory.expanduser().resolve()
-        digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
+        return _directory_fingerprint(resolve_bundle(bundle).directory)
     except (OSError, BundleError):
         return None
-    return str(directory), digest
+
+
+def _directory_fingerprint(directory: Path) -> Fingerprint:
+    resolved = directory.expanduser().resolve()
+    return str(resolved), hashlib.sha256((resolved / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
 def _digest(fingerprint: Fingerprint | None) -> str:
@@ -69,8 +72,12 @@ class BundleReloader(Generic[T]):
         self.bundle = bundle
         self.interval_s = interval_s
         self._load, self._predictor_of, self._on_swap, self._on_reload = load, predictor_of, on_swap, on_reload
-        self.fingerprint = bundle_fingerprint(bundle)
         self.current: T = initial if initial is not None else load()
+        # the fingerprint of what was loaded (an hf:// reference is not looked up on the Hub a second time)
+        try:
+            self.fingerprint: Fingerprint | None = _directory_fingerprint(predictor_of(self.current).bundle.directory)
+        except OSError:
+            self.fingerprint = None
         self._failed: Fingerprint | None = None
         self._next_check = time.monotonic() + (interval_s or 0.0)
         self._pending: Future[bool] | None = None
