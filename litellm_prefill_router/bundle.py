@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -215,8 +217,9 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
         path = _confined(root, name, where.files_root)
         if not path.is_file():
             raise BundleMissingFileError(
-                f"bundle file {name!r} listed in {manifest_path} is missing at {path}; "
-                "copy the whole bundle directory or re-export it."
+                f"bundle file {name!r} listed in {manifest_path} is missing at {path}; " + (
+                    f"the repository of {where.source} lacks it: push the whole bundle again (`prefill-router push`)."
+                    if where.source.startswith("hf://") else "copy the whole bundle directory or re-export it.")
             )
         if verify:
             size = path.stat().st_size
@@ -244,10 +247,7 @@ def write_bundle(
     ``files`` maps bundle file names to source paths; ``manifest_fields`` holds
     every manifest field except ``files`` and ``schema_version``.
     """
-    out = Path(out_dir).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _staged(out_dir) as tmp:
         entries: dict[str, FileEntry] = {}
         for name, src in files.items():
             dst = _confined(tmp, name)
@@ -257,38 +257,37 @@ def write_bundle(
             {**manifest_fields, "schema_version": SCHEMA_VERSION, "files": entries}
         )
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return load_bundle(out)
+    return load_bundle(Path(out_dir).expanduser().resolve())
 
 
 def copy_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Bundle:
     """Copy a loaded bundle (e.g. one fetched from the Hub into the Hugging Face cache, whose files are links) to a
     plain directory, atomically (a server reloading ``out_dir`` never sees half of it), and verify the copy."""
+    with _staged(out_dir) as tmp:
+        shutil.copyfile(bundle.directory / MANIFEST_NAME, tmp / MANIFEST_NAME)
+        for name in bundle.manifest.files:
+            shutil.copyfile(bundle.path(name), _confined(tmp, name))
+    return load_bundle(Path(out_dir).expanduser().resolve())
+
+
+@contextmanager
+def _staged(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp directory beside ``out_dir`` to write a bundle into; renamed to ``out_dir`` (replacing what is there)
+    when the block ends, removed if it fails - so a reader never sees half a bundle."""
     out = Path(out_dir).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        shutil.copyfile(bundle.directory / MANIFEST_NAME, tmp / MANIFEST_NAME)
-        for name in bundle.manifest.files:
-            shutil.copyfile(bundle.path(name), _confined(tmp, name))
-        _move_into_place(tmp, out)
+        yield tmp
+        if out.exists():
+            backup = out.with_name(out.name + ".old")
+            if backup.exists():
+                shutil.rmtree(backup)
+            out.rename(backup)
+            tmp.rename(out)
+            shutil.rmtree(backup)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_bundle(out)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the complete bundle at ``tmp`` to ``out``, replacing what is there."""
-    if out.exists():
-        backup = out.with_name(out.name + ".old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        out.rename(backup)
-        tmp.rename(out)
-        shutil.rmtree(backup)
-    else:
-        tmp.rename(out)

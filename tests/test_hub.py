@@ -171,14 +171,17 @@ def test_hub_errors_name_the_repository_revision_or_folder_and_the_fix(bundle_di
         from litellm_prefill_router.publish import push_bundle
         small = push_bundle({str(bundle_dir)!r}, "acme/router", path_in_repo="routers/small", licence="apache-2.0")
         push_bundle({str(bundle_dir)!r}, "acme/gated", licence="apache-2.0")
+        push_bundle({str(bundle_dir)!r}, "acme/partial", licence="apache-2.0")
         print(json.dumps({{"small": small.reference, "files": small.files}}))
         """), hub, tmp_path / "hf")
         hub.repos["acme/gated"].gated = True
+        partial = hub.repos["acme/partial"]
+        del partial.commits[partial.refs["main"]]["trunk.onnx"]  # a repository someone uploaded part of a bundle to
         out = run_py(script("""
         from litellm_prefill_router import BundleError, load_bundle
         errors = {}
         for ref in ["hf://acme/nothing", "hf://acme/router@nope", "hf://acme/router", "hf://acme/router/routers",
-                    "hf://acme/gated"]:
+                    "hf://acme/gated", "hf://acme/partial"]:
             try:
                 load_bundle(ref)
                 errors[ref] = "loaded"
@@ -197,7 +200,10 @@ def test_hub_errors_name_the_repository_revision_or_folder_and_the_fix(bundle_di
     assert "has no manifest.json at its root" in errors["hf://acme/router"]
     assert "has no manifest.json under 'routers'" in errors["hf://acme/router/routers"]
     assert "acme/gated is a gated repository" in errors["hf://acme/gated"]
-    assert all(e.startswith("BundleLocationError: ") for e in errors.values())
+    assert errors["hf://acme/partial"].startswith("BundleMissingFileError: bundle file 'trunk.onnx' listed in")
+    assert "the repository of hf://acme/partial@" in errors["hf://acme/partial"]
+    assert "push the whole bundle again" in errors["hf://acme/partial"]
+    assert all(e.startswith("BundleLocationError: ") for ref, e in errors.items() if ref != "hf://acme/partial")
 
 
 def test_push_refuses_a_broken_bundle_or_an_unknown_licence_before_sending_anything(bundle_copy: Path) -> None:
