@@ -129,11 +129,15 @@ class Bundle:
     """A verified bundle on disk: its directory and its manifest."""
 
     def __init__(self, directory: Path, manifest: BundleManifest, *, source: str | None = None,
-                 files_root: Path | None = None) -> None:
+                 files_root: Path | None = None, version: str | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
         # what was loaded: the directory, or the hf:// reference with the commit served
         self.source = source if source is not None else str(directory)
+        # the content's identity: the first 12 hex of the manifest's sha256 (the manifest pins every file's sha256),
+        # so a bundle rewritten in place, or pushed again, is a new version only if something in it changed
+        self.version = version if version is not None else \
+            hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()[:12]
         self._files_root = files_root
 
     def path(self, name: str) -> Path:
@@ -200,7 +204,8 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
             "Re-export the bundle with `prefill-router train`."
         )
     try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest_bytes = manifest_path.read_bytes()
+        raw = json.loads(manifest_bytes.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleSchemaError(f"{manifest_path} is not valid JSON ({err}); re-export the bundle.") from err
     try:
@@ -234,7 +239,8 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
                     f"sha256 of bundle file {path} is {digest}, the manifest says {entry.sha256}; "
                     "the file was modified or corrupted. Re-copy or re-export the bundle."
                 )
-    return Bundle(root, manifest, source=where.source, files_root=where.files_root)
+    return Bundle(root, manifest, source=where.source, files_root=where.files_root,
+                  version=hashlib.sha256(manifest_bytes).hexdigest()[:12])
 
 
 def write_bundle(

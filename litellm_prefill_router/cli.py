@@ -308,6 +308,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
                        float("nan") if a["cost_per_call_usd"] is None else a["cost_per_call_usd"], a["scored"],
                        float("nan") if a["mean_score"] is None else a["mean_score"]]
                       for name, a in st["arms"].items()]))
+    if st["bundles"] and len(st["bundles"]) > 1:
+        print("by bundle version (in the order they first decided a call):")
+        print(_table(["version", "bundle", "calls", "failed", "first call", "saved", "mean P(correct)", "scored",
+                      "mean score", "top target"],
+                     [[v, b["bundle"], b["calls"], b["failures"], b["first_ts"] or "-",
+                       "-" if b["savings_fraction"] is None else f"{b['savings_fraction']:.1%}",
+                       float("nan") if b["mean_p_correct"] is None else b["mean_p_correct"], b["scored"],
+                       float("nan") if b["mean_score"] is None else b["mean_score"],
+                       next(iter(b["targets"]), "-")] for v, b in st["bundles"].items()]))
     if args.json:
         Path(args.json).write_text(json.dumps(st, indent=1))
     return 0

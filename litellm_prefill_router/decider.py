@@ -123,13 +123,14 @@ class PrefillDecider:
         where = f"model group {model_group!r}" if model_group else "this router"
         policy = self.policy_for(overrides)
         candidates = self.candidates(prices, overrides, where)
+        bundle = self.predictor.bundle
 
         def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
                  truncated: bool = False, cached: bool = False) -> RoutingDecision:
             return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
                                    candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
                                    latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group,
-                                   cached=cached)
+                                   cached=cached, bundle=bundle.source, bundle_version=bundle.version)
 
         if overrides.pin_model is not None:
             if overrides.pin_model in candidates:

@@ -7,7 +7,8 @@ mode ``targets`` counts the routes the router would have taken, ``shadow.served`
 compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
 requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
 actual cost per call. With feedback or judge scores (``--feedback``, joined by call id) ``feedback`` gives the mean
-score per target that answered, and ``arms`` per arm.
+score per target that answered, and ``arms`` per arm. ``bundles`` splits the calls by the bundle version that
+decided them (a reload, a retrained bundle, a new commit on the Hub: each version's routes, savings and scores).
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0,
                                                            "scores": []})
     scored: dict[str, list[float]] = defaultdict(list)  # served target -> feedback scores of its answers
+    versions: dict[str, dict[str, Any]] = {}  # bundle version -> its calls (a reload or a push starts a new one)
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
         if not target:
             continue
         calls += 1
+        version = _version_of(versions, decision, rec)
         t = per_target[str(target)]
         t["calls"] += 1
         reasons[reason_kind(str(decision.get("reason", "")))] += 1
@@ -78,11 +81,15 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             scored[str(answered_by(decision) or target)].append(score)
             if arm is not None:
                 arm["scores"].append(score)
+            if version is not None:
+                version["scores"].append(score)
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
             if arm is not None:
                 arm["failures"] += 1
+            if version is not None:
+                version["failures"] += 1
             continue
         c, s = outcome.get("response_cost"), outcome.get("savings_usd")
         if isinstance(c, (int, float)):
@@ -91,9 +98,14 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             if arm is not None:
                 arm["cost_usd"] += float(c)
                 arm["costed"] += 1
+            if version is not None:
+                version["cost_usd"] += float(c)
             if isinstance(s, (int, float)):
                 saved += float(s)
                 priced += 1
+                if version is not None:
+                    version["savings_usd"] += float(s)
+                    version["baseline_usd"] += float(c) + float(s)
     if not calls:
         raise LogStatsError("no routed calls in the log: is it a decision_log written by the prefill router?")
     targets = {name: {"calls": v["calls"], "share": v["calls"] / calls, "failures": v["failures"],
@@ -116,11 +128,40 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                              "scored": len(a["scores"]),
                              "mean_score": float(np.mean(a["scores"])) if a["scores"] else None}
                       for name, a in sorted(arms.items())} if arms else None),
+            "bundles": ({v: {"bundle": b["bundle"], "calls": b["calls"], "failures": b["failures"],
+                             "first_ts": b["first_ts"], "last_ts": b["last_ts"],
+                             "targets": dict(b["targets"].most_common()), "cost_usd": b["cost_usd"],
+                             "savings_fraction": b["savings_usd"] / b["baseline_usd"] if b["baseline_usd"] > 0
+                             else None,
+                             "mean_p_correct": float(np.mean(b["p_chosen"])) if b["p_chosen"] else None,
+                             "scored": len(b["scores"]),
+                             "mean_score": float(np.mean(b["scores"])) if b["scores"] else None}
+                         for v, b in versions.items()} if versions else None),
             "feedback": ({"scored": sum(len(v) for v in scored.values()),
                           "mean_score": float(np.mean([x for v in scored.values() for x in v])),
                           "by_served_target": {t: {"scored": len(v), "mean_score": float(np.mean(v))}
                                                for t, v in sorted(scored.items())}}
                          if scored else None)}
+
+
+def _version_of(versions: dict[str, dict[str, Any]], decision: Mapping[str, Any],
+                rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The running totals of the bundle version that made ``decision`` (None: a line written before versions were
+    recorded), counted with this call, in the order versions first appear."""
+    key = decision.get("bundle_version")
+    if not key:
+        return None
+    v = versions.setdefault(str(key), {"bundle": decision.get("bundle"), "calls": 0, "failures": 0,
+                                       "first_ts": rec.get("ts"), "last_ts": rec.get("ts"), "targets": Counter(),
+                                       "cost_usd": 0.0, "savings_usd": 0.0, "baseline_usd": 0.0, "p_chosen": [],
+                                       "scores": []})
+    v["calls"] += 1
+    v["last_ts"] = rec.get("ts") or v["last_ts"]
+    v["targets"][str(decision.get("target"))] += 1
+    p = (decision.get("p_correct") or {}).get(decision.get("target"))
+    if isinstance(p, (int, float)):
+        v["p_chosen"].append(float(p))
+    return v
 
 
 def _score_of(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -> float | None:

@@ -114,6 +114,8 @@ class RoutingDecision:
     deployment_id: str | None = None
     model_group: str | None = None
     cached: bool = False  # P(correct) came from the predictor's cache (a prompt seen again), not the encoder
+    bundle: str | None = None  # the bundle that decided: its directory, or hf://owner/name@<commit>[/path]
+    bundle_version: str | None = None  # its content (12 hex of the manifest's sha256): changes on a reload
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

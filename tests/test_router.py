@@ -871,6 +871,32 @@ async def test_a_bundle_rewritten_in_place_is_reloaded_without_losing_requests(b
     assert r.prefill_strategy.reload_if_changed() is False  # nothing changed since
 
 
+async def test_each_decision_names_the_bundle_version_and_stats_splits_calls_by_it_across_a_reload(
+        bundle_copy: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router import flush_logging, load_bundle
+    from litellm_prefill_router.log_stats import summarize_log
+
+    log = tmp_path / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality",
+                                             "decision_log": str(log)})
+    first = load_bundle(bundle_copy).version
+    before = [await r.acompletion(model="auto", messages=user(HIST_PROMPT)) for _ in range(3)]
+    rewrite_bundle(bundle_copy, always_cheapest)  # retrained and written over the served directory
+    assert r.prefill_strategy.reload_if_changed() is True
+    second = load_bundle(bundle_copy).version
+    after = [await r.acompletion(model="auto", messages=user(HIST_PROMPT)) for _ in range(2)]
+    await flush_logging()
+    assert first != second and len(first) == 12
+    for resp, version in [(b, first) for b in before] + [(a, second) for a in after]:
+        decision = resp._hidden_params["prefill_routing"]
+        assert (decision["bundle"], decision["bundle_version"]) == (str(bundle_copy), version)
+    bundles = summarize_log(log)["bundles"]
+    assert list(bundles) == [first, second]  # in the order they first decided a call
+    assert [(b["calls"], b["targets"]) for b in bundles.values()] == [(3, {"history-model": 3}), (2, {"math-model": 2})]
+    assert bundles[first]["last_ts"] <= bundles[second]["first_ts"]
+
+
 def test_a_broken_new_bundle_is_not_served_and_a_fixed_one_is(bundle_copy: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
