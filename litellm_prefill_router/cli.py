@@ -1,5 +1,5 @@
-"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, judge, check,
-push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
+"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, judge,
+check, push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 DATA_ENV = "PREFILL_ROUTER_DATA"
 
@@ -322,6 +323,71 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .feedback import load_feedback
+    from .jsonl import read_logs
+    from .predictor import PrefillPredictor
+    from .replay import ReplayError, policy_from_args, replay
+
+    try:
+        records = [rec for _, _, rec in read_logs(args.log, "decision log")]
+    except FileNotFoundError as err:
+        raise ReplayError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
+    scores: dict[str, float] = {}
+    for f in args.feedback or []:
+        scores.update(load_feedback(f))
+    r = replay(records, pred, policy=policy_from_args(args.preset, args.tolerance, args.lambda_, pred),
+               scores=scores or None, progress=not args.quiet)
+    print(f"replayed {r['calls']} logged calls with {r['bundle']} (version {r['bundle_version']}), policy "
+          f"{r['policy']}" + (f"; {r['pinned']} pinned calls left as they were" if r["pinned"] else "")
+          + (f"; skipped {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else ""))
+    print(f"same route for {r['kept']} ({r['agreement']:.1%}), another for {r['moved']}; estimated cost "
+          f"{r['estimated_cost_before_usd']:.6g} -> {r['estimated_cost_after_usd']:.6g} USD; mean P(correct) under "
+          f"the new bundle: new route {r['mean_p_correct_new_route']:.3f}, old route "
+          + ("-" if r["mean_p_correct_old_route"] is None else f"{r['mean_p_correct_old_route']:.3f}"))
+    print(_table(["target", "calls before", "calls after"],
+                 [[t, v["before"], v["after"]] for t, v in r["routes"].items()]))
+    if r["top_moves"]:
+        print("top moves: " + ", ".join(f"{m['from']} -> {m['to']} {m['calls']}" for m in r["top_moves"]))
+    fb = r["feedback"]
+    if fb:
+        def mean(v: dict) -> str:
+            return "-" if v["mean_score"] is None else f"{v['mean_score']:.3f}"
+        print(f"feedback: calls kept {mean(fb['kept'])} ({fb['kept']['scored']} scored), calls it would move "
+              f"{mean(fb['moved'])} ({fb['moved']['scored']} scored)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    if args.plot:
+        _plot_replay(r, Path(args.plot))
+    return 0
+
+
+def _plot_replay(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["routes"])
+    y = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
+    ax.barh([i - 0.2 for i in y], [r["routes"][t]["before"] for t in names], height=0.4, label="logged")
+    ax.barh([i + 0.2 for i in y], [r["routes"][t]["after"] for t in names], height=0.4, label="replayed")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("calls")
+    ax.set_title(f"replay with {r['bundle_version']}: {r['agreement']:.0%} same route, est. cost "
+                 f"{r['estimated_cost_before_usd']:.3g} -> {r['estimated_cost_after_usd']:.3g} USD")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     from .feedback import feedback_rows
     from .jsonl import write_atomic
@@ -509,6 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): mean "
                     "score per target that answered, and per rollout arm")
     st.set_defaults(func=cmd_stats)
+
+    rp = sub.add_parser("replay", help="what another bundle would have done with logged traffic (offline)")
+    rp.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    rp.add_argument("--bundle", required=True, help="the bundle to replay with: directory or hf://owner/name@rev")
+    rp.add_argument("--preset", help="replay with this preset (default: each call's logged policy)")
+    rp.add_argument("--tolerance", type=float)
+    rp.add_argument("--lambda", dest="lambda_", type=float)
+    rp.add_argument("--feedback", nargs="+", help="feedback / judge score files: mean score of kept and moved calls")
+    rp.add_argument("--json", help="also write the summary here")
+    rp.add_argument("--plot", help="PNG of the routes before and after")
+    rp.add_argument("--threads", type=int)
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.set_defaults(func=cmd_replay)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
     j.add_argument("--log", required=True, nargs="+", help=LOG_HELP)

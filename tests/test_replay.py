@@ -1,0 +1,91 @@
+"""`prefill-router replay`: a decision log written by a real LiteLLM router, decided again offline with the bundle
+that wrote it (every route kept), with a retrained bundle (the calls it routes differently, priced and scored), and
+with a log that has no messages (a clear error)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
+
+from litellm_prefill_router import PrefillRouter, flush_logging
+from litellm_prefill_router.cli import main
+from litellm_prefill_router.predictor import PrefillPredictor
+from litellm_prefill_router.replay import ReplayError, policy_from_args, replay
+
+
+async def served_log(bundle: Path, log: Path, **args: object) -> list[str]:
+    """Three history prompts, two maths prompts and one call pinned to generalist through a router on ``bundle``;
+    the response ids, in order."""
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle), "preset": "max-quality", "decision_log": str(log),
+                                             **args})
+    ids = []
+    for text in [HIST_PROMPT, HIST_PROMPT + " in 1450", HIST_PROMPT + " at sea", MATH_PROMPT, MATH_PROMPT + " twice"]:
+        resp = await r.acompletion(model="auto", messages=[{"role": "user", "content": text}])
+        ids.append(resp.id)
+    pinned = await r.acompletion(model="auto", messages=[{"role": "user", "content": HIST_PROMPT}],
+                                 metadata={"prefill": {"pin_model": "generalist"}})
+    ids.append(pinned.id)
+    await flush_logging()
+    return ids
+
+
+def records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+async def test_replaying_a_log_with_the_bundle_that_wrote_it_keeps_every_route(bundle_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    await served_log(bundle_dir, log)
+    logged = records(log)
+    assert [rec["decision"]["target"] for rec in logged] == ["history-model"] * 3 + ["math-model"] * 2 + ["generalist"]
+    r = replay(logged, PrefillPredictor(bundle_dir))
+    assert (r["calls"], r["pinned"], r["kept"], r["moved"], r["agreement"], r["skipped"]) == (5, 1, 5, 0, 1.0, {})
+    assert r["routes"] == {"history-model": {"before": 3, "after": 3}, "math-model": {"before": 2, "after": 2}}
+    assert r["estimated_cost_after_usd"] == pytest.approx(r["estimated_cost_before_usd"])
+    assert r["policy"] == "as logged"
+
+
+async def test_replaying_with_a_retrained_bundle_moves_the_calls_it_routes_differently_priced_and_scored(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "decisions.jsonl"
+    ids = await served_log(bundle_dir, log)
+    retrained = tmp_path / "retrained"
+    shutil.copytree(bundle_dir, retrained)
+    rewrite_bundle(retrained, always_cheapest)  # its max-quality preset now picks the cheapest: math-model
+    feedback = tmp_path / "feedback.jsonl"  # users disliked the history-model answers, liked the maths ones
+    feedback.write_text("".join(json.dumps({"id": i, "thumbs": "down" if n < 3 else "up"}) + "\n"
+                                for n, i in enumerate(ids[:5])))
+    out, plot = tmp_path / "replay.json", tmp_path / "replay.png"
+    assert main(["replay", "--log", str(log), "--bundle", str(retrained), "--feedback", str(feedback),
+                 "--json", str(out), "--plot", str(plot), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["calls"], r["pinned"], r["kept"], r["moved"]) == (5, 1, 2, 3)  # the maths calls stay
+    assert r["top_moves"] == [{"from": "history-model", "to": "math-model", "calls": 3}]
+    assert r["routes"]["math-model"] == {"before": 2, "after": 5}
+    assert r["estimated_cost_after_usd"] < r["estimated_cost_before_usd"]
+    assert r["feedback"] == {"kept": {"scored": 2, "mean_score": 1.0}, "moved": {"scored": 3, "mean_score": 0.0}}
+    assert plot.stat().st_size > 0
+    text = capsys.readouterr().out
+    assert "same route for 2 (40.0%), another for 3" in text and "history-model -> math-model 3" in text
+
+    # an explicit policy replaces each call's logged one: tolerance 1 sends every unpinned call to the cheapest
+    pred = PrefillPredictor(bundle_dir)
+    cheapest = replay(records(log), pred, policy=policy_from_args(None, 1.0, None, pred))
+    assert cheapest["routes"]["math-model"]["after"] == 5 and cheapest["policy"] == "tolerance=1"
+
+
+async def test_a_log_without_messages_cannot_be_replayed_and_the_error_says_how_to_fix_it(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "decisions.jsonl"
+    await served_log(bundle_dir, log, decision_log_messages=False)
+    with pytest.raises(ReplayError, match="decision_log_messages: true"):
+        replay(records(log), PrefillPredictor(bundle_dir))
+    assert main(["replay", "--log", str(log), "--bundle", str(bundle_dir), "--quiet"]) == 2
+    assert "no call of the decision log can be replayed" in capsys.readouterr().err
+    assert main(["replay", "--log", str(tmp_path / "missing.jsonl"), "--bundle", str(bundle_dir)]) == 2
