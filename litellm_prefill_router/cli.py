@@ -366,7 +366,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _plot_replay(r: dict, path: Path) -> None:
-    import matplotlib
+    from .replay import ReplayError
+
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ReplayError(f"--plot needs matplotlib, which the serving install leaves out: pip install matplotlib "
+                          f"(or litellm-prefill-router[train]) ({err})") from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
