@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,18 +29,50 @@ from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.hub import is_hub_reference
 from litellm_prefill_router.jsonl import append_line, checked_log_template, log_path
 from litellm_prefill_router.metrics import observe_call, reload_observer
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
-from litellm_prefill_router.reloading import BundleReloader
+from litellm_prefill_router.reloading import BundleReloader, bundle_fingerprint
 from litellm_prefill_router.rollout import rollout_arm
 
 from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input, text_of
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
 _LOG_LOCK = threading.Lock()
+
+# LangChain builds a new runnable for every call made with configurable fields (``configurable_fields(...)`` then
+# ``with_config(configurable=...)``), which loaded and verified the bundle each time (+35 ms a call for the main job's
+# bundle; a Hub lookup a call for an hf:// branch). Runnables that build the same decider share one reloader (its
+# bundle, its reload checks); a bundle directory rewritten since is loaded afresh. The least recently used go first.
+_RELOADERS: OrderedDict[tuple[Any, ...], BundleReloader[PrefillDecider]] = OrderedDict()
+_RELOADERS_LOCK = threading.Lock()
+_RELOADERS_KEPT = 64
+
+
+def _reusable_reloader(key: tuple[Any, ...], bundle: str) -> BundleReloader[PrefillDecider] | None:
+    with _RELOADERS_LOCK:
+        reloader = _RELOADERS.get(key)
+        if reloader is not None:
+            _RELOADERS.move_to_end(key)
+    if reloader is None:
+        return None
+    # an hf:// bundle changes only through its reloader (a lookup per check); a directory is checked here (a stat
+    # and the manifest's sha256: microseconds), so a runnable built after a rewrite serves the new bundle
+    if not is_hub_reference(bundle) and bundle_fingerprint(bundle) != reloader.fingerprint:
+        return None
+    return reloader
+
+
+def _remember_reloader(key: tuple[Any, ...], reloader: BundleReloader[PrefillDecider]) -> None:
+    with _RELOADERS_LOCK:
+        _RELOADERS[key] = reloader
+        _RELOADERS.move_to_end(key)
+        while len(_RELOADERS) > _RELOADERS_KEPT:
+            _RELOADERS.popitem(last=False)
+
 
 class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     """Route each input to ``runnables[target]`` for the target the bundle picks (``bundle``: a directory or
@@ -104,9 +137,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
-        self._reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor,
-                                        self.reload_interval_s,
-                                        on_reload=reload_observer(self.bundle) if self.metrics else None)
+        key = (self.bundle, self.prediction_cache_size, self.reload_interval_s, self.metrics, self.preset,
+               self.tolerance, self.lambda_, self.fallback_target, self.on_error, self.decision_timeout_s,
+               tuple(sorted(self.runnables)), self.allow_partial)
+        reloader = _reusable_reloader(key, self.bundle)
+        if reloader is None:
+            reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor, self.reload_interval_s,
+                                      on_reload=reload_observer(self.bundle) if self.metrics else None)
+            _remember_reloader(key, reloader)
+        self._reloader = reloader
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
         if self.shadow and self.rollout < 1.0:
             raise ConfigurationError("shadow=True serves every call by shadow_target; rollout applies without it - "

@@ -77,6 +77,32 @@ def test_policy_is_configurable_per_call(runnable: PrefillRouterRunnable) -> Non
         "answer from generalist"
 
 
+def test_calls_with_configurable_fields_reuse_the_loaded_bundle_and_a_rewritten_one_is_loaded_afresh(
+        bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import always_cheapest, rewrite_bundle
+
+    import litellm_prefill_router.predictor as predictor_module
+
+    loads: list[object] = []
+    real_load = predictor_module.load_bundle
+    monkeypatch.setattr(predictor_module, "load_bundle", lambda b, **kw: loads.append(b) or real_load(b, **kw))
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 100) for t in TARGETS}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_copy), preset="max-quality")
+    configurable = router.configurable_fields(tolerance=ConfigurableField(id="tolerance"))
+    assert len(loads) == 1
+    # LangChain builds a new PrefillRouterRunnable for each configured call: it must not load the bundle again
+    for _ in range(3):
+        assert configurable.invoke(HIST_PROMPT, config={"configurable": {"tolerance": 0.0}}).content == \
+            "answer from history-model"
+        assert configurable.invoke(HIST_PROMPT, config={"configurable": {"tolerance": 1.0}}).content == \
+            "answer from math-model"
+    assert len(loads) == 3  # once for each setting: the runnable's own, tolerance 0 and tolerance 1
+    rewrite_bundle(bundle_copy, always_cheapest)  # retrained: max-quality now picks the cheapest
+    fresh = PrefillRouterRunnable(runnables=models, bundle=str(bundle_copy), preset="max-quality")
+    assert fresh.invoke(HIST_PROMPT).content == "answer from math-model"
+    assert len(loads) == 4
+
+
 def test_mapping_is_validated_against_the_bundle_targets(bundle_dir: Path) -> None:
     fake = FakeListChatModel(responses=["x"])
     with pytest.raises(ConfigurationError, match=r"no runnable for bundle targets \['history-model', 'generalist'\]"
