@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install, train a bundle on the shared routing dataset with the default offline encoder
 # (SmolLM2-135M-Instruct), check the example proxy config against it, then route sample prompts through
-# litellm.Router(routing_strategy="prefill").
+# litellm.Router(routing_strategy="prefill"), sum up its decision log and replay it with a cheaper policy.
 #   PREFILL_ROUTER_DATA  dataset directory (default: ../shared/datasets/llmrouter)
 #   BUNDLE               output bundle directory (default: bundles/llmrouter)
 set -euo pipefail
@@ -20,3 +20,5 @@ rm -f "$LOG"
 python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.json" --decision-log "$LOG"
 # what the router did, from its decision log: routes, latency, cost and savings against each call's baseline
 prefill-router stats --log "$LOG"
+# what a cheaper policy (or a retrained bundle: --bundle NEW) would have done with the same calls, offline
+prefill-router replay --log "$LOG" --bundle "$BUNDLE" --preset min-cost --quiet

@@ -16,7 +16,7 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir: Path, tmp_path: Path) -> None:
-    # as scripts/main.sh runs it: with a decision log, summed up by `prefill-router stats`
+    # as scripts/main.sh runs it: with a decision log, summed up by `prefill-router stats`, replayed by `replay`
     log = tmp_path / "decisions.jsonl"
     r = _run(["examples/litellm_sdk.py", "--bundle", str(bundle_dir), "--preset", "max-quality",
               "--decision-log", str(log)])
@@ -28,6 +28,10 @@ def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir
     stats = _run(["-m", "litellm_prefill_router.cli", "stats", "--log", str(log)])
     assert stats.returncode == 0, stats.stderr[-2000:]
     assert "6 routed calls, 0 failed" in stats.stdout and "saved" in stats.stdout
+    replayed = _run(["-m", "litellm_prefill_router.cli", "replay", "--log", str(log), "--bundle", str(bundle_dir),
+                     "--preset", "min-cost", "--quiet"])  # as scripts/main.sh ends
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert "replayed 6 logged calls" in replayed.stdout and "policy preset=min-cost" in replayed.stdout
 
 
 def test_langchain_chain_example_routes_each_question(bundle_dir: Path) -> None:
