@@ -279,7 +279,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     st = summarize_log(args.log, args.feedback)
     lat = st["routing_latency_ms"]
-    print(f"{st['calls']} routed calls, {st['failures']} failed; routing latency "
+    only = f" ({st['decided_only']} decided only: served by the caller, no outcome logged)" \
+        if st["decided_only"] else ""
+    print(f"{st['calls']} routed calls{only}, {st['failures']} failed; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
     print(_table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)"],
                  [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"],

@@ -34,6 +34,10 @@ def cap_in(values: object, names: Sequence[str]) -> int | None:
     return lowest_cap(*(v for name in names if isinstance(v := get(name), int) and not isinstance(v, bool) and v > 0))
 
 
+#: a decision's ``reason`` when the request has no text (an empty prompt, images only): the fallback target
+NO_TEXT_REASON = "fallback: the request has no text to route on"
+
+
 def retry_reason(failed_targets: Collection[str]) -> str:
     """A decision's ``reason`` when a retry routes away from the targets that already failed the request."""
     return f"retry: {', '.join(sorted(failed_targets))} failed this request"
@@ -160,7 +164,7 @@ class PrefillDecider:
                                  self.expected_output_tokens(t, lowest_cap(overrides.max_output_tokens, caps.get(t))))
                 for t in candidates}
         if not pred.has_text:
-            return done(self.fallback(candidates), "fallback: the request has no text to route on", p, cost,
+            return done(self.fallback(candidates), NO_TEXT_REASON, p, cost,
                         pred.input_tokens, cached=pred.cached)
         idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
         return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated, pred.cached)

@@ -109,14 +109,16 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         if label is None:
             stats.without_feedback += 1
             continue
-        if not (rec.get("outcome") or {}).get("success", False):
+        decided_only = "outcome" in rec and rec["outcome"] is None  # the semantic-router drop-in: the caller served
+        if not decided_only and not (rec.get("outcome") or {}).get("success", False):
             stats.failed_calls += 1  # no answer was produced: feedback cannot be about it
             continue
         messages = rec.get("messages")
         if not messages:
             stats.without_messages += 1
             continue
-        answered = answered_by(decision)  # in shadow mode and a rollout's control arm: not the decision's target
+        # in shadow mode and a rollout's control arm: not the decision's target; a declined choice: the caller's model
+        answered = None if decision.get("declined") else answered_by(decision)
         if not answered:
             stats.unmapped_answers += 1  # served by a deployment no bundle target maps: nothing to label
             continue

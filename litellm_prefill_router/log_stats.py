@@ -7,7 +7,8 @@ mode ``targets`` counts the routes the router would have taken, ``shadow.served`
 compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
 requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
 actual cost per call. With feedback or judge scores (``--feedback``, joined by call id) ``feedback`` gives the mean
-score per target that answered, and ``arms`` per arm. ``bundles`` splits the calls by the bundle version that
+score per target that answered, and ``arms`` per arm. Lines of the semantic-router drop-in have no outcome (the
+caller calls the model): ``decided_only`` counts them, and a call it declined counts under ``(declined)``. ``bundles`` splits the calls by the bundle version that
 decided them (a reload, a retrained bundle, a new commit on the Hub: each version's routes, savings and scores).
 """
 
@@ -49,6 +50,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                                                            "scores": []})
     scored: dict[str, list[float]] = defaultdict(list)  # served target -> feedback scores of its answers
     versions: dict[str, dict[str, Any]] = {}  # bundle version -> its calls (a reload or a push starts a new one)
+    decided_only = 0
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -56,7 +58,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             continue
         calls += 1
         version = _version_of(versions, decision, rec)
-        t = per_target[str(target)]
+        # the semantic-router drop-in decides and the caller serves: a declined call goes to the caller's default
+        t = per_target["(declined)" if decision.get("declined") else str(target)]
         t["calls"] += 1
         reasons[reason_kind(str(decision.get("reason", "")))] += 1
         policy = decision.get("policy") or {}
@@ -83,6 +86,9 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                 arm["scores"].append(score)
             if version is not None:
                 version["scores"].append(score)
+        if "outcome" in rec and rec["outcome"] is None:  # decided only (the semantic-router drop-in's lines)
+            decided_only += 1
+            continue
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
@@ -113,7 +119,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                       "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None}
                for name, v in sorted(per_target.items(), key=lambda kv: -kv[1]["calls"])}
     baseline = cost + saved
-    return {"calls": calls, "failures": failures, "targets": targets, "reasons": dict(reasons.most_common()),
+    return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets, "reasons": dict(reasons.most_common()),
             "policies": dict(presets.most_common()),
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),

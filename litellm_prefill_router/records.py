@@ -91,8 +91,9 @@ def decision_log_row(*, call_id: tuple[str, object], response_id: object, decisi
 
 
 def logged_call_id(rec: Mapping[str, Any]) -> str | None:
-    """The id a decision-log line answers to (feedback, judges): its LiteLLM call id or its LangChain run id."""
-    value = rec.get("litellm_call_id") or rec.get("run_id")
+    """The id a decision-log line answers to (feedback, judges): its LiteLLM call id, its LangChain run id, or the
+    semantic-router drop-in's route id (``RouteChoice.id``)."""
+    value = rec.get("litellm_call_id") or rec.get("run_id") or rec.get("route_id")
     return str(value) if value else None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .decider import NO_TEXT_REASON
 from .errors import ConfigurationError, PrefillRouterError
 from .policy import RoutingPolicy, resolve_policy
 from .predictor import PrefillPredictor
@@ -61,6 +62,9 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
         costs = d.get("cost_usd") or {}
         if d.get("reason") == "pinned":
             pinned += 1  # the caller's choice, not the bundle's: the same route whatever the bundle
+            continue
+        if str(d.get("reason", "")).startswith(NO_TEXT_REASON):
+            skipped["no text to route on (any bundle falls back)"] += 1
             continue
         if not costs:
             skipped["no cost estimates logged (the old router fell back without a prediction)"] += 1

@@ -11,8 +11,12 @@ semantic deployment into the equivalent prefill setup.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,13 @@ from .config import RequestOverrides
 from .costs import Price
 from .decider import PrefillDecider
 from .errors import ConfigurationError
+from .jsonl import append_line, checked_log_template, log_path
 from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
+
+logger = logging.getLogger("litellm_prefill_router")
+_LOG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class RouteChoice:
     function_call: list[dict[str, Any]] | None = None
     similarity_score: float | None = None
     decision: RoutingDecision | None = None
+    # the decision's id in the decision log (``decision_log``): name it in feedback ({"id": ..., "score": ...})
+    id: str | None = None
 
 
 class PrefillSemanticRouter:
@@ -43,18 +53,27 @@ class PrefillSemanticRouter:
     (``RouteChoice(name=None)``) when the chosen target's P(correct) is below it, as a semantic router
     declines below its ``score_threshold``. ``prediction_cache_size``: predictions remembered for prompts seen
     again (0: every call runs the encoder); ``decision_timeout_s``: a prediction not ready by then is declined, like
-    every fallback decision (``decision.reason``: ``fallback: routing timed out``).
+    every fallback decision (``decision.reason``: ``fallback: routing timed out``). ``decision_log``: a JSONL path
+    (``{date}`` / ``{pid}`` as for the LiteLLM router) getting one line per call - the decision, ``declined``, the
+    text (``decision_log_messages``) and ``route_id`` (= ``RouteChoice.id``, for feedback) - which ``prefill-router
+    stats``, ``feedback`` and ``replay`` read.
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
                  tolerance: float | None = None, lambda_: float | None = None, min_score: float | None = None,
                  prices: Mapping[str, tuple[float, float]] | None = None,
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
-                 decision_timeout_s: float | None = None) -> None:
+                 decision_timeout_s: float | None = None, decision_log: str | None = None,
+                 decision_log_messages: bool = True) -> None:
         if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
                 or not 0 <= prediction_cache_size <= 1_000_000:
             raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
                                      f"{prediction_cache_size!r}")
+        try:
+            self.decision_log = checked_log_template(decision_log)
+        except ValueError as err:
+            raise ConfigurationError(str(err)) from err
+        self.decision_log_messages = decision_log_messages
         self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
         self._cache_size, self._timeout_s = prediction_cache_size, decision_timeout_s
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
@@ -90,11 +109,31 @@ class PrefillSemanticRouter:
     def list_route_names(self) -> list[str]:
         return list(self.routes)
 
-    def _choice(self, d: RoutingDecision) -> RouteChoice:
+    def _choice(self, d: RoutingDecision, text: str) -> RouteChoice:
         score = d.p_correct.get(d.target)
-        if d.reason != "policy" or (self.min_score is not None and (score is None or score < self.min_score)):
-            return RouteChoice(name=None, similarity_score=score, decision=d)
-        return RouteChoice(name=d.target, similarity_score=score, decision=d)
+        declined = d.reason != "policy" or (self.min_score is not None and (score is None or score < self.min_score))
+        choice = RouteChoice(name=None if declined else d.target, similarity_score=score, decision=d,
+                             id=uuid.uuid4().hex if self.decision_log is not None else None)
+        if self.decision_log is not None:
+            self._log(choice, text)
+        return choice
+
+    def _log(self, choice: RouteChoice, text: str) -> None:
+        """One decision-log line, in the LiteLLM router's format less the outcome: the caller calls the model, so
+        ``outcome`` is null and ``stats`` counts the line as decided only. ``prefill-router feedback`` (scores by
+        ``route_id``), ``replay`` and ``stats`` read it. A line that cannot be written is logged, never raised."""
+        assert choice.decision is not None and self.decision_log is not None
+        row: dict[str, Any] = {"ts": datetime.now(timezone.utc).isoformat(), "route_id": choice.id,
+                               "decision": {**choice.decision.to_dict(), "declined": choice.name is None},
+                               "outcome": None}
+        if self.decision_log_messages:
+            row["messages"] = [{"role": "user", "content": text}]
+        try:
+            line = json.dumps(row, default=str)
+            with _LOG_LOCK:
+                append_line(log_path(self.decision_log), line)
+        except Exception as err:  # noqa: BLE001 - the route is the caller's; a log line is not worth losing it
+            logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
 
     def _narrowed(self, overrides: RequestOverrides | None, route_filter: Sequence[str] | None,
                   vector: object) -> RequestOverrides | None:
@@ -121,7 +160,7 @@ class PrefillSemanticRouter:
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(decider.decide(text or "", prices, overrides, "semantic router"))
+        return self._choice(decider.decide(text or "", prices, overrides, "semantic router"), text or "")
 
     async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
                     route_filter: Sequence[str] | None = None, *,
@@ -130,7 +169,7 @@ class PrefillSemanticRouter:
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(await decider.adecide(text or "", prices, overrides, "semantic router"))
+        return self._choice(await decider.adecide(text or "", prices, overrides, "semantic router"), text or "")
 
 
 def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:

@@ -31,6 +31,49 @@ async def test_async_call_and_declining_below_min_score(bundle_dir: Path) -> Non
     assert rl("").name is None  # no text: the router declines instead of guessing
 
 
+async def test_the_drop_in_logs_each_decision_for_stats_feedback_and_replay(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    log = tmp_path / "semantic-{pid}.jsonl"
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", decision_log=str(log))
+    choices = [rl(HIST_PROMPT), await rl.acall(MATH_PROMPT), rl("")]
+    assert [c.name for c in choices] == ["history-model", "math-model", None]  # "": declined, no text
+    written = next(tmp_path.glob("semantic-*.jsonl"))
+    lines = [json.loads(x) for x in written.read_text().splitlines()]
+    assert [x["route_id"] for x in lines] == [c.id for c in choices] and all(c.id for c in choices)
+    assert [x["decision"]["target"] for x in lines[:2]] == ["history-model", "math-model"]
+    assert [x["decision"]["declined"] for x in lines] == [False, False, True]
+    assert all(x["outcome"] is None for x in lines)  # the caller calls the model
+    assert lines[0]["messages"] == [{"role": "user", "content": HIST_PROMPT}]
+
+    assert main(["stats", "--log", str(written), "--json", str(tmp_path / "st.json")]) == 0
+    st = json.loads((tmp_path / "st.json").read_text())
+    assert (st["calls"], st["decided_only"], st["failures"]) == (3, 3, 0)
+    assert set(st["targets"]) == {"history-model", "math-model", "(declined)"}
+    assert "3 routed calls (3 decided only" in capsys.readouterr().out
+
+    feedback = tmp_path / "feedback.jsonl"  # the history answer was wrong: feedback names the choice's id
+    feedback.write_text(json.dumps({"id": choices[0].id, "thumbs": "down"}) + "\n")
+    rows = tmp_path / "rows.jsonl"
+    assert main(["feedback", "--log", str(written), "--feedback", str(feedback), "--out", str(rows)]) == 0
+    [row] = [json.loads(x) for x in rows.read_text().splitlines()]
+    assert row["scores"] == {"history-model": 0.0} and row["prompt"] == lines[0]["messages"]
+
+    assert main(["replay", "--log", str(written), "--bundle", str(bundle_dir), "--json", str(tmp_path / "r.json"),
+                 "--quiet"]) == 0
+    replayed = json.loads((tmp_path / "r.json").read_text())
+    assert (replayed["calls"], replayed["kept"]) == (2, 2)
+    assert replayed["skipped"] == {"no text to route on (any bundle falls back)": 1}
+
+    # a log that cannot be written never fails the call
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    broken = PrefillSemanticRouter(str(bundle_dir), preset="max-quality",
+                                   decision_log=str(tmp_path / "blocked" / "d.jsonl"))
+    assert broken(HIST_PROMPT).name == "history-model"
+    assert "could not write decision log" in caplog.text
+    with pytest.raises(ConfigurationError, match="unknown placeholders"):
+        PrefillSemanticRouter(str(bundle_dir), decision_log=str(tmp_path / "d-{day}.jsonl"))
+
+
 def test_routes_restrict_the_choice_and_unknown_routes_fail(bundle_dir: Path) -> None:
     rl = PrefillSemanticRouter(str(bundle_dir), routes=["history-model", "generalist"], preset="max-quality")
     assert rl(MATH_PROMPT).name in ("history-model", "generalist")
