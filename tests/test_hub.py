@@ -235,3 +235,35 @@ def test_train_continue_from_a_hub_bundle_keeps_its_encoder_and_names_the_commit
     old = json.loads((bundle_dir / "manifest.json").read_text())
     assert new["creator"]["continued_from"] == done["pushed"]  # hf://acme/router@<commit>
     assert new["files"]["encoder.onnx"] == old["files"]["encoder.onnx"]  # the encoder is reused as is
+
+
+def test_a_litellm_proxy_serves_a_bundle_named_by_an_hf_reference_in_its_config(bundle_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    import yaml
+    from conftest import HIST_PROMPT, MATH_PROMPT
+    from test_proxy import _post, _proxy
+
+    with FakeHub() as hub:
+        pushed = run_py(script(f"""
+        from litellm_prefill_router.publish import push_bundle
+        print(json.dumps({{"ref": push_bundle({str(bundle_dir)!r}, "acme/router", tag="v1",
+                                             licence="apache-2.0").reference}}))
+        """), hub, tmp_path / "hf")
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "model_list": model_list(),
+            "litellm_settings": {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"},
+            "general_settings": {"custom_auth": "proxy_spy.key_auth"},  # the tests' keys, as in test_proxy
+            "router_settings": {"routing_strategy": "prefill", "routing_strategy_args": {
+                "bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"}}}))
+        env = {"PREFILL_BUNDLE": "hf://acme/router@v1", "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
+               "HF_HOME": str(tmp_path / "hf-proxy"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        with _proxy(cfg, tmp_path, env) as port:
+            math, math_headers = _post(port, MATH_PROMPT)
+            hist, hist_headers = _post(port, HIST_PROMPT)
+        fetched = [r for r in hub.requests if "/resolve/" in r and r.startswith("GET")]
+    assert math["choices"][0]["message"]["content"] == "answer from math-model"
+    assert hist["choices"][0]["message"]["content"] == "answer from history-model"
+    assert (math_headers["x-prefill-target"], hist_headers["x-prefill-target"]) == ("math-model", "history-model")
+    commit = pushed["ref"].rsplit("@", 1)[1]
+    assert fetched and all(f"/acme/router/resolve/{commit}/" in r for r in fetched)  # the tag's commit, once
