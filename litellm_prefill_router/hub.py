@@ -12,6 +12,7 @@ reference is resolved.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,6 +28,9 @@ _SPECIAL_REF = re.compile(r"^refs/(?:pr/\d+|convert/[\w.-]+)")
 _REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SYNTAX = "hf://owner/name[@revision][/path/in/repo]"
+# a cache directory that cannot be written: read-only file system, no permission, no space, a file in the way
+_CACHE_WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST,
+                                 errno.EISDIR})
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,11 @@ def _fetch(ref: HubBundleRef, location: str) -> ResolvedBundle:
             f"once with the network up (e.g. `prefill-router info --bundle {location}`), or point at a bundle "
             f"directory ({err})") from err
     except (HfHubHTTPError, ValueError) + transport_errors() as err:
+        if isinstance(err, OSError) and err.errno in _CACHE_WRITE_ERRNOS:
+            raise BundleLocationError(
+                f"bundle {location!r}: the Hugging Face cache at {HF_HUB_CACHE} cannot be written ({type(err).__name__}:"
+                f" {err}); set HF_HOME (or HF_HUB_CACHE) to a writable directory, or copy the bundle into the image at "
+                f"build time with `prefill-router pull --bundle {location} --out DIR`") from err
         raise BundleLocationError(f"bundle {location!r}: fetching {ref.repo_id} from the Hub failed: "
                                   f"{type(err).__name__}: {err}") from err
     commit = snapshot_dir.name

@@ -206,6 +206,28 @@ def test_hub_errors_name_the_repository_revision_or_folder_and_the_fix(bundle_di
     assert all(e.startswith("BundleLocationError: ") for ref, e in errors.items() if ref != "hf://acme/partial")
 
 
+def test_a_cache_that_cannot_be_written_is_named_with_the_fix(bundle_dir: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where HF_HOME should be a directory (as a read-only image would refuse it)")
+    with FakeHub() as hub:
+        run_py(script(f"""
+        from litellm_prefill_router.publish import push_bundle
+        push_bundle({str(bundle_dir)!r}, "acme/router", licence="apache-2.0")
+        print("{{}}")
+        """), hub, tmp_path / "hf")
+        out = run_py(script("""
+        from litellm_prefill_router import BundleError, load_bundle
+        try:
+            load_bundle("hf://acme/router")
+            print(json.dumps({"error": None}))
+        except BundleError as err:
+            print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+        """), hub, blocked)
+    assert out["error"].startswith(f"BundleLocationError: bundle 'hf://acme/router': the Hugging Face cache at {blocked}")
+    assert "set HF_HOME (or HF_HUB_CACHE) to a writable directory" in out["error"]
+    assert "prefill-router pull --bundle hf://acme/router --out DIR" in out["error"]
+
+
 def test_push_refuses_a_broken_bundle_or_an_unknown_licence_before_sending_anything(bundle_copy: Path) -> None:
     # HF_HUB_OFFLINE=1 in this process: a call to the Hub would fail with a connection error instead
     with pytest.raises(BundleLocationError, match="the licence of encoder .* is not known.*--license"):
