@@ -8,8 +8,9 @@ compare the decisions' own estimates for both. In a canary rollout (``rollout`` 
 requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
 actual cost per call. With feedback or judge scores (``--feedback``, joined by call id) ``feedback`` gives the mean
 score per target that answered, and ``arms`` per arm. Lines of the semantic-router drop-in have no outcome (the
-caller calls the model): ``decided_only`` counts them, and a call it declined counts under ``(declined)``. ``bundles`` splits the calls by the bundle version that
-decided them (a reload, a retrained bundle, a new commit on the Hub: each version's routes, savings and scores).
+caller calls the model): ``decided_only`` counts them, and a call it declined counts under ``(declined)``.
+``bundles`` splits the calls by the bundle version that decided them (a reload, a retrained bundle, a new commit on
+the Hub: each version's routes, savings and scores).
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                       "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None}
                for name, v in sorted(per_target.items(), key=lambda kv: -kv[1]["calls"])}
     baseline = cost + saved
-    return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets, "reasons": dict(reasons.most_common()),
-            "policies": dict(presets.most_common()),
+    return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
+            "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),
             "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,

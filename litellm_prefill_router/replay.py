@@ -5,10 +5,11 @@ again with ``bundle`` - a retrained one, a new commit on the Hub - offline: no r
 touched. Each call keeps what it had: its candidates and their cost estimates (the deployments' prices and the
 call's tokens, as logged) and its policy (the same preset name, read from the new bundle's recalibrated presets, or
 the same tolerance / lambda; ``policy`` overrides it). Pinned calls (the caller's choice) are counted apart, calls
-logged without messages or cost estimates are skipped, each with the reason. The summary: how many calls would move and where
-(route shares before and after, the top moves), the estimated cost before and after, the mean P(correct) of the
-new route and of the old one *under the new bundle*, and with feedback scores (joined by call id) the mean score
-of the calls it keeps and of those it would move - the answers it would move away from should be the worse ones.
+logged without messages or cost estimates are skipped, each with the reason. The summary: how many calls would
+move and where (route shares before and after, the top moves), the estimated cost before and after, the mean
+P(correct) of the new route and of the old one *under the new bundle*, and with feedback scores (joined by call id)
+the mean score of the calls it keeps and of those it would move - the answers it would move away from should be the
+worse ones.
 """
 
 from __future__ import annotations

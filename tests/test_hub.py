@@ -223,7 +223,8 @@ def test_a_cache_that_cannot_be_written_is_named_with_the_fix(bundle_dir: Path, 
         except BundleError as err:
             print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
         """), hub, blocked)
-    assert out["error"].startswith(f"BundleLocationError: bundle 'hf://acme/router': the Hugging Face cache at {blocked}")
+    assert out["error"].startswith(
+        f"BundleLocationError: bundle 'hf://acme/router': the Hugging Face cache at {blocked}")
     assert "set HF_HOME (or HF_HUB_CACHE) to a writable directory" in out["error"]
     assert "prefill-router pull --bundle hf://acme/router --out DIR" in out["error"]
 
