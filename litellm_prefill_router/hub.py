@@ -170,7 +170,8 @@ def _fetch(ref: HubBundleRef, location: str) -> ResolvedBundle:
         if isinstance(err, OSError) and err.errno in _CACHE_WRITE_ERRNOS:
             raise BundleLocationError(
                 f"bundle {location!r}: the Hugging Face cache at {HF_HUB_CACHE} cannot be written "
-                f"({type(err).__name__}: {err}); set HF_HOME (or HF_HUB_CACHE) to a writable directory, or copy the bundle into the image at "
+                f"({type(err).__name__}: {err}); set HF_HOME (or HF_HUB_CACHE) to a writable directory, or copy the "
+                f"bundle into the image at "
                 f"build time with `prefill-router pull --bundle {location} --out DIR`") from err
         raise BundleLocationError(f"bundle {location!r}: fetching {ref.repo_id} from the Hub failed: "
                                   f"{type(err).__name__}: {err}") from err
