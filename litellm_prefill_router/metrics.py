@@ -10,7 +10,8 @@ metric here is multiprocess-safe. They are fed from the decision-log row of each
 Labels (bounded by the bundle's targets and the configured groups): ``model_group`` (the litellm model group, or the
 runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``at capacity``, ``fallback: ...``
 without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm``
-(``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters.
+(``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters; ``bundle_version`` (one per bundle a
+process has served: a reload adds one) on ``prefill_router_bundle_decisions``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RouterMetrics:
     reloads: Any
     rollout_calls: Any
     rollout_cost: Any
+    bundle_decisions: Any
 
     def observe_call(self, row: Mapping[str, Any]) -> None:
         """Count one finished call from its decision-log row (:func:`~.records.decision_log_row`). A shadow-mode
@@ -69,6 +71,8 @@ class RouterMetrics:
             self.cost.labels(group, served).inc(cost)
         if isinstance(saved := outcome.get("savings_usd"), (int, float)):
             self.savings.labels(group).inc(saved)
+        if version := decision.get("bundle_version"):  # which bundle each worker decides with (after a push, a reload)
+            self.bundle_decisions.labels(group, str(version)).inc()
         if arm := decision.get("arm"):  # a canary rollout: the arms side by side, live
             self.rollout_calls.labels(group, str(arm), "success" if outcome.get("success") else "failure").inc()
             if isinstance(cost, (int, float)) and cost >= 0:
@@ -128,6 +132,10 @@ def router_metrics() -> RouterMetrics:
                                       "as before) and outcome", ["model_group", "arm", "outcome"]),
                 rollout_cost=Counter("prefill_router_rollout_cost_usd", "What a canary rollout's calls cost, by arm",
                                      ["model_group", "arm"]),
+                bundle_decisions=Counter("prefill_router_bundle_decisions",
+                                         "Decisions by the bundle version that made them (12 hex of its manifest's "
+                                         "sha256): a reload or a new Hub commit shows as a new version",
+                                         ["model_group", "bundle_version"]),
             )
         return _METRICS
 

@@ -129,6 +129,24 @@ def test_bundle_reloads_are_counted_loaded_and_failed(bundle_copy: Path) -> None
     assert grew() == [1, 1]
 
 
+async def test_decisions_are_counted_by_the_bundle_version_that_made_them_across_a_reload(bundle_copy: Path) -> None:
+    from litellm_prefill_router import load_bundle
+
+    r = PrefillRouter(model_list=model_list(group="metered-versions"), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_copy), "preset": "max-quality", "metrics": True})
+    first = load_bundle(bundle_copy).version
+    await r.acompletion(model="metered-versions", messages=user(HIST_PROMPT))
+    await r.acompletion(model="metered-versions", messages=user(MATH_PROMPT))
+    rewrite_bundle(bundle_copy, always_cheapest)
+    assert r.prefill_strategy.reload_if_changed() is True
+    second = load_bundle(bundle_copy).version
+    await r.acompletion(model="metered-versions", messages=user(HIST_PROMPT))
+    await flush_logging()
+    g = {"model_group": "metered-versions"}
+    assert sample("prefill_router_bundle_decisions_total", **g, bundle_version=first) == 2
+    assert sample("prefill_router_bundle_decisions_total", **g, bundle_version=second) == 1
+
+
 def test_metrics_without_prometheus_client_fail_at_construction_naming_the_extra(
         bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import litellm_prefill_router.metrics as metrics
