@@ -313,8 +313,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if rerouted and decision.reason == "policy" and \
                 (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
-        deployment, decision = await self._pick_with_capacity(pick, pool, decision, prompt, md, model, served,
-                                                              request_kwargs)
+        deployment, decision = await self._pick_with_capacity(pick, pool, decision, served, md)
         baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
         record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
@@ -327,30 +326,28 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                      standard_routing_decision(decision, model, baseline[0] if baseline else None), pre_routing)
         return deployment
 
-    async def _pick_with_capacity(self, pick: Callable[[list[dict]], Awaitable[dict]],
+    @staticmethod
+    async def _pick_with_capacity(pick: Callable[[list[dict]], Awaitable[dict]],
                                   pool: list[tuple[dict, DeploymentTarget]], decision: RoutingDecision,
-                                  prompt: object, md: dict, model: str, served: ServedBundle, request_kwargs: dict
-                                  ) -> tuple[dict, RoutingDecision]:
+                                  served: ServedBundle, md: dict) -> tuple[dict, RoutingDecision]:
         """``pick`` among the deployments of the decision's target. Where the group's litellm strategy (usage-based
         routing and the like) finds every one of them at its rpm/tpm limit, the request goes to the policy's pick
-        among the other targets - as litellm would serve it from another deployment of the group with room left -
-        instead of failing with capacity left; a pinned request, or one with no other target, gets litellm's error."""
+        among the other candidate targets, on the same prediction (the decider's ``reroute``: no second inference) -
+        as litellm would serve it from another deployment of the group with room left - instead of failing with
+        capacity left; a pinned request, or one with no other candidate, gets litellm's error."""
         full: list[str] = []
         while True:
             try:
                 return await pick([d for d, info in pool if info.target == decision.target]), decision
             except (litellm.RateLimitError, RouterRateLimitError):
-                rest = [(d, info) for d, info in pool if info.target != decision.target]
-                if not rest or parse_overrides(md).pin_model is not None:
-                    raise
                 full.append(decision.target)
+                nxt = served.decider.reroute(decision, full)
+                if nxt is None or parse_overrides(md).pin_model is not None:  # no other candidate, or pinned
+                    raise
                 logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
-                            decision.target, sorted({info.target for _, info in rest}))
-                pool = rest
-                decision = await self.decide(prompt, pool, md, model, served.decider,
-                                             max_output_tokens=output_token_cap(request_kwargs))
-                if decision.reason == "policy":
-                    decision = replace(decision, reason=capacity_reason(full))
+                            decision.target, list(nxt.candidates))
+                by_policy = decision.reason == "policy" or decision.reason.startswith("retry:")
+                decision = replace(nxt, reason=capacity_reason(full) if by_policy else decision.reason)
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:
