@@ -6,7 +6,6 @@ holds the decision, and the chosen runnable's run as its child tagged ``route:<t
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.hub import is_hub_reference
-from litellm_prefill_router.jsonl import append_line, checked_log_template, log_path
+from litellm_prefill_router.jsonl import append_log_record, checked_log_template
 from litellm_prefill_router.metrics import observe_call, reload_observer
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
@@ -41,11 +40,10 @@ from litellm_prefill_router.rollout import rollout_arm
 from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input, text_of
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
-_LOG_LOCK = threading.Lock()
 
 # LangChain builds a new runnable for every call made with configurable fields (``configurable_fields(...)`` then
-# ``with_config(configurable=...)``), which loaded and verified the bundle each time (+35 ms a call for the main job's
-# bundle; a Hub lookup a call for an hf:// branch). Runnables that build the same decider share one reloader (its
+# ``with_config(configurable=...)``), which loaded and verified the bundle each time (58-64 ms a call instead of ~11 on the
+# main job's bundle, session 14; a Hub lookup a call for an hf:// branch). Runnables that build the same decider share one reloader (its
 # bundle, its reload checks); a bundle directory rewritten since is loaded afresh. The least recently used go first.
 _RELOADERS: OrderedDict[tuple[Any, ...], BundleReloader[PrefillDecider]] = OrderedDict()
 _RELOADERS_LOCK = threading.Lock()
@@ -311,12 +309,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         if self.metrics:
             observe_call(row)
         if self.decision_log is not None:
-            try:
-                line = json.dumps(row, default=str)
-                with _LOG_LOCK:
-                    append_line(log_path(self.decision_log), line)
-            except Exception as err:  # noqa: BLE001
-                logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
+            append_log_record(self.decision_log, row)
 
     # -- Runnable API -------------------------------------------------------
     def _reroute(self, route: _Route, failed: list[str], error: BaseException) -> _Route | None:

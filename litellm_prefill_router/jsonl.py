@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,21 @@ def append_line(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab", buffering=0) as f:
         f.write((line + "\n").encode("utf-8"))
+
+
+_APPEND_LOCK = threading.Lock()
+
+
+def append_log_record(template: str, record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one JSON line to the log that ``template`` names now (placeholders filled in). A record
+    that cannot be written is logged as an error, never raised: the call it describes is the caller's, and a log line
+    is not worth losing it."""
+    try:
+        line = json.dumps(record, default=str)
+        with _APPEND_LOCK:
+            append_line(log_path(template), line)
+    except Exception as err:  # noqa: BLE001
+        logger.error("prefill router: could not write decision log %s: %s", template, err)
 
 
 def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log") -> list[tuple[str, int, dict[str, Any]]]:

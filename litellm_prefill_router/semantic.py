@@ -11,8 +11,6 @@ semantic deployment into the equivalent prefill setup.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,13 +22,10 @@ from .config import RequestOverrides
 from .costs import Price
 from .decider import PrefillDecider
 from .errors import ConfigurationError
-from .jsonl import append_line, checked_log_template, log_path
+from .jsonl import append_log_record, checked_log_template
 from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
-
-logger = logging.getLogger("litellm_prefill_router")
-_LOG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -128,12 +123,7 @@ class PrefillSemanticRouter:
                                "outcome": None}
         if self.decision_log_messages:
             row["messages"] = [{"role": "user", "content": text}]
-        try:
-            line = json.dumps(row, default=str)
-            with _LOG_LOCK:
-                append_line(log_path(self.decision_log), line)
-        except Exception as err:  # noqa: BLE001 - the route is the caller's; a log line is not worth losing it
-            logger.error("prefill router: could not write decision log %s: %s", self.decision_log, err)
+        append_log_record(self.decision_log, row)
 
     def _narrowed(self, overrides: RequestOverrides | None, route_filter: Sequence[str] | None,
                   vector: object) -> RequestOverrides | None:
