@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -138,9 +138,11 @@ class PrefillPredictor:
         enc = self.encode(prompts)
         return self.probabilities_for_ids([e.ids for e in enc])
 
-    def predict_many(self, prompts: Sequence[object], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def predict_many(self, prompts: Sequence[object], chunk: int = 64,
+                     progress: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(n, K) P(correct) and (n,) prompt token counts for a dataset, ``chunk`` prompts at a time (bounded
-        memory, progress logged); the same numbers as the runtime gives each prompt alone."""
+        memory, progress logged, and ``progress(k)`` called with each chunk's size - e.g. a bar's ``update``); the
+        same numbers as the runtime gives each prompt alone."""
         p = np.zeros((len(prompts), len(self.targets)), dtype=np.float32)
         n_tokens = np.zeros(len(prompts), dtype=np.int64)
         for start in range(0, len(prompts), chunk):
@@ -148,6 +150,8 @@ class PrefillPredictor:
             p[start : start + len(enc)] = self.probabilities_for_ids([e.ids for e in enc])
             n_tokens[start : start + len(enc)] = [e.n_tokens for e in enc]
             logger.info("predicted %d/%d", start + len(enc), len(prompts))
+            if progress is not None:
+                progress(len(enc))
         return p, n_tokens
 
     def predict_one(self, prompt: object, timeout_s: float | None = None) -> Prediction:

@@ -82,12 +82,7 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
             "log messages (routing_strategy_args.decision_log_messages: true, the default) and its targets must "
             f"overlap the bundle's ({targets})")
     bar = progress_bar(len(usable), "replaying", "call", progress)
-    p_all = np.zeros((len(usable), len(targets)), dtype=np.float64)
-    chunk = 64
-    for start in range(0, len(usable), chunk):
-        part = usable[start:start + chunk]
-        p_all[start:start + len(part)] = predictor.predict([rec["messages"] for rec, _, _ in part])
-        bar.update(len(part))
+    p_all, _ = predictor.predict_many([rec["messages"] for rec, _, _ in usable], progress=bar.update)
     bar.close()
     col = {t: i for i, t in enumerate(targets)}
     old_routes: Counter[str] = Counter()
