@@ -2,7 +2,7 @@
 
 A bundle is a directory holding ``manifest.json`` plus the files it lists
 (``encoder.onnx``, ``trunk.onnx``, ``tokenizer.json``, ``chat_template.jinja``,
-``report.json``). Loading verifies the schema version, that every file stays
+``report.json``; ``encoder.onnx.data`` when the encoder's weights sit beside its graph). Loading verifies the schema version, that every file stays
 inside the directory, and the sha256 and size of every file.
 """
 
@@ -179,7 +179,9 @@ def _confined(directory: Path, name: str, files_root: Path | None = None) -> Pat
             f"manifest file name {name!r} resolves to {full}, outside the bundle directory {root}; "
             "refusing to read it. Re-export the bundle."
         )
-    return full
+    # the path inside the bundle directory, not where a link leads: onnxruntime looks for a graph's weights file
+    # (encoder.onnx.data) beside the path it is given, and in the Hugging Face cache the blobs have other names
+    return directory.absolute() / name
 
 
 def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bundle:

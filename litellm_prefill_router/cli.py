@@ -140,13 +140,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = {} if args.max_auc_loss is None else {"max_auc_loss": args.max_auc_loss}
     opts = TrainOptions(encoder=args.encoder, targets=args.targets, layers=layers, **extra,
                         max_tokens=args.max_tokens, seeds=args.seeds, keep=min(args.keep, args.seeds),
-                        quantize=args.quantize)
+                        quantize=args.quantize, external_data=args.external_data or None)
     bundle, report = train(ds, args.out, opts)
     print()
     print(_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()] +
                  [["total", report["total_seconds"]]]))
     sel = report["probes"]["selected"]
-    print(f"\nselected layer {sel['layer']} pooling {'+'.join(sel['pooling'])} (probe AUC {sel['auc']:.3f}; best "
+    enc = bundle.manifest.encoder
+    chosen = "" if layers is None else \
+        f"\nlayers {','.join(map(str, enc.layers))} pooling {'+'.join(enc.pooling)} (given with --layers)"
+    print(f"{chosen}\n{'the probes would pick' if layers else 'selected'} layer {sel['layer']} pooling "
+          f"{'+'.join(sel['pooling'])} (probe AUC {sel['auc']:.3f}; best "
           f"L{sel['best_auc_layer']} {sel['best_auc']:.3f}; J best L{sel['best_j_layer']}; "
           f"J~AUC best-layer match {sel['j_matches_auc_within_one_layer']})")
     test = report.get("test")
@@ -668,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--keep", type=int, default=3)
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
                            help="dynamic int8 encoder, kept only if validation AUC drops < 0.005 (default on)")
+            t.add_argument("--external-data", action="store_true", default=None,
+                           help="keep the encoder's weights in encoder.onnx.data beside the graph (automatic past "
+                                "1.5 GB: one ONNX file cannot pass 2 GB)")
         else:
             t.add_argument("--out")
     return p

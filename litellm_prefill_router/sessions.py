@@ -36,6 +36,12 @@ def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.Infe
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped errors
+        if "external data" in str(err).lower():
+            raise BundleSchemaError(
+                f"onnxruntime cannot load {path}: its weights live in a file beside it that the bundle lacks ({err}). "
+                "Copy the whole bundle directory; bundles that earlier versions of litellm-prefill-router trained with an "
+                "encoder over 1.5 GB (fp32) left out encoder.onnx.data: retrain those (features are cached)."
+            ) from err
         raise BundleSchemaError(f"onnxruntime cannot load {path}: {err}. Re-export the bundle.") from err
 
 

@@ -42,7 +42,13 @@ class OnnxFeatureCache:
     atomic rewrite)."""
 
     def __init__(self, bundle: Bundle, cache_dir: Path | None = None) -> None:
-        sha = bundle.manifest.files["encoder.onnx"].sha256[:16]
+        from .export import external_data_files
+
+        # the graph and, for a large encoder, the weights beside it (the graph alone names them only by file name)
+        weights = external_data_files(bundle.path("encoder.onnx"))
+        sha = bundle.manifest.files["encoder.onnx"].sha256[:16] if not weights else hashlib.sha256(" ".join(
+            bundle.manifest.files[n].sha256 if n in bundle.manifest.files else n  # unlisted: its session says so
+            for n in ["encoder.onnx", *weights]).encode()).hexdigest()[:16]
         # v2: features as the runtime computes them (an int8 encoder sees each prompt alone); v1 batched 16
         self.dir = Path(cache_dir or cache_root() / "onnx-features") / f"v2-{sha}"
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,11 @@
 and sequence axes, emitting the pooled features in the order the trunk expects
 (for each selected layer, for each pooling). Parity against torch is checked on real
 prompts; optional dynamic int8 quantisation of the encoder (onnxruntime).
+
+An ONNX file is one protobuf, which cannot exceed 2 GB: an encoder whose weights pass ``EXTERNAL_DATA_BYTES``
+(or any encoder, with ``external_data=True``) keeps them in ``<name>.data`` beside the graph. Every step here
+that writes a graph names its weights file the same way and removes a stale one, and
+:func:`external_data_files` tells the bundle writer which files travel with a graph.
 """
 
 from __future__ import annotations
@@ -23,6 +28,56 @@ from ..sessions import pad_batch
 from .features import POOLINGS, pool_hidden_states, forward_hidden_states
 
 logger = logging.getLogger(__name__)
+
+# torch.onnx's own threshold for writing weights beside the graph (a protobuf cannot exceed 2 GB; the graph needs room)
+EXTERNAL_DATA_BYTES = 1536 * 1024 * 1024
+
+
+def external_data_files(path: Path) -> list[str]:
+    """Names of the files (beside ``path``) that hold the weights of the ONNX graph at ``path``; [] when inline."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    names = sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+    for name in names:
+        if Path(name).name != name:
+            raise ValueError(f"{path} keeps weights in {name!r}, not a file beside it; re-save the graph")
+    return names
+
+
+def initializer_bytes(model: Any) -> int:
+    """Bytes of an in-memory ONNX model's weights (without serialising it: ``ByteSize`` fails past 2 GB)."""
+    from onnx import helper
+
+    total = 0
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) if len(t.dims) else 1
+        total += n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+def save_graph(model: Any, path: Path, *, external_data: bool | None = None) -> list[str]:
+    """Save an in-memory ONNX model at ``path``: weights in ``<name>.data`` when ``external_data`` is True, or when it
+    is None and they pass ``EXTERNAL_DATA_BYTES``; inline otherwise. The weights files a graph at ``path`` used before
+    are removed first (onnx appends to an existing data file). Returns the weights files written."""
+    import onnx
+
+    if path.exists():
+        for old in external_data_files(path):
+            (path.parent / old).unlink(missing_ok=True)
+    external = external_data if external_data is not None else initializer_bytes(model) > EXTERNAL_DATA_BYTES
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{path.name}.data")
+        # onnx moved the weights out of the in-memory model into the file: read them back, so the model stays whole
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
+    else:
+        onnx.save(model, str(path))
+    return external_data_files(path)
 
 
 def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
@@ -63,16 +118,23 @@ class PooledEncoder(nn.Module):
         return pooled.reshape(pooled.shape[0], -1)
 
 
-def export_encoder(enc: PooledEncoder, path: Path, example_ids: torch.Tensor, example_mask: torch.Tensor) -> None:
+def export_encoder(enc: PooledEncoder, path: Path, example_ids: torch.Tensor, example_mask: torch.Tensor, *,
+                   external_data: bool | None = None) -> list[str]:
+    """Export ``enc`` to ``path``; returns the weights files written beside it (see the module's docstring)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("sequence", min=2, max=131072)
+    if path.exists():
+        for old in external_data_files(path):
+            (path.parent / old).unlink(missing_ok=True)
     with torch.inference_mode():
+        # external_data=False still writes the weights beside the graph past torch's threshold (1.5 GB)
         torch.onnx.export(
-            enc, (example_ids, example_mask), str(path), dynamo=True, external_data=False,
+            enc, (example_ids, example_mask), str(path), dynamo=True, external_data=bool(external_data),
             input_names=["input_ids", "attention_mask"], output_names=["features"],
             dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             optimize=True, verbose=False,
         )
+    return external_data_files(path)
 
 
 def export_trunk(trunk: nn.Module, path: Path, n_features: int) -> None:
@@ -84,34 +146,40 @@ def export_trunk(trunk: nn.Module, path: Path, n_features: int) -> None:
                           verbose=False)
 
 
-def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = None) -> list[str]:
+def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = None, *,
+                     external_data: bool | None = None) -> list[str]:
     """Dynamic int8 (per-tensor) MatMuls; MatMuls whose weight has ``keep_fp32_in_features`` rows stay fp32.
 
     SmolLM2's MLP down-projections (in_features = intermediate size) see the heavy-tailed activations
     that per-tensor int8 cannot represent: quantizing them moved probabilities by 0.13 on average in
     our measurement, keeping them fp32 by 0.02, at 1.4x the fp32 speed instead of 1.7x.
-    Returns the names of the MatMuls left in fp32.
+    Returns the names of the MatMuls left in fp32. ``dst``'s weights go beside it (``<name>.data``) when
+    ``external_data`` is True, or when it is None and the source's weights were beside the source.
     """
     import onnx
-    from onnx import numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src))
-    shapes = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    model = onnx.load(str(src), load_external_data=False)  # the weights' shapes are enough here
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
     keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and keep_fp32_in_features is not None
             and len(n.input) > 1 and shapes.get(n.input[1], (0,))[0] == keep_fp32_in_features]
+    external = external_data if external_data is not None else bool(external_data_files(src))
+    if dst.exists():
+        for old in external_data_files(dst):
+            (dst.parent / old).unlink(missing_ok=True)
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=keep, use_external_data_format=external)
     return keep
 
 
-def quantize_embeddings(src: Path, dst: Path, min_rows: int = 1024) -> list[str]:
+def quantize_embeddings(src: Path, dst: Path, min_rows: int = 1024, *, external_data: bool | None = None) -> list[str]:
     """Store each large embedding table (a ``Gather`` on a 2-D float initializer used nowhere else) as int8 with
     one fp32 scale per row, dequantised after the lookup: ``Mul(Cast(Gather(q, ids)), Gather(scale, ids))``.
 
     Weight-only, so a prompt's features never depend on the other prompts of a call (unlike dynamic int8
     activations); symmetric per-row scales keep each token's vector to within 1/254 of its largest entry.
     SmolLM2's 49,152 x 576 table shrinks from 113 MB to 28 MB. Returns the names of the tables quantised.
+    ``dst`` is saved by :func:`save_graph` (``external_data`` as there).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -148,8 +216,9 @@ def quantize_embeddings(src: Path, dst: Path, min_rows: int = 1024) -> list[str]
         done.append(table)
     del graph.node[:]
     graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
+    if initializer_bytes(model) <= EXTERNAL_DATA_BYTES:  # the checker serialises the model: not past 2 GB
+        onnx.checker.check_model(model)
+    save_graph(model, dst, external_data=external_data)
     return done
 
 

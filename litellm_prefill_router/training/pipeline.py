@@ -45,6 +45,9 @@ class TrainOptions:
     seeds: int = 5
     keep: int = 3
     quantize: bool = True
+    # the encoder's weights in encoder.onnx.data beside the graph: None = only past 1.5 GB (an ONNX file cannot
+    # pass 2 GB), True = always
+    external_data: bool | None = None
     quantize_check_rows: int = 100_000  # all validation rows: a 400-row subsample was too noisy at 0.005
     val_fraction: float = 0.15
     expected_output_tokens: float = 256.0
@@ -252,7 +255,7 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     import torch
 
     from ..sessions import pad_batch
-    from .export import PooledEncoder, export_encoder, export_trunk, parity
+    from .export import PooledEncoder, export_encoder, export_trunk, external_data_files, parity
 
     penc = prompt_encoder(handle, opts.max_tokens)
     enc = PooledEncoder(handle.model, layers, pooling, handle.num_hidden_layers).eval()
@@ -260,7 +263,7 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     sample = [ds.rows[i].prompt for i in val_idx[:: max(1, len(val_idx) // 8)][:8]]
     ids = [e.ids for e in penc.encode_batch(sample)]
     a, m = pad_batch(ids, handle.pad_token_id)
-    export_encoder(enc, work / "encoder.onnx", torch.tensor(a), torch.tensor(m))
+    export_encoder(enc, work / "encoder.onnx", torch.tensor(a), torch.tensor(m), external_data=opts.external_data)
     export_trunk(trunk, work / "trunk.onnx", fitted.mean_.shape[0])
     par = parity(enc, trunk, work / "encoder.onnx", work / "trunk.onnx", ids, handle.pad_token_id)
     # the trained-on features (computed by the full model) must agree with the cut encoder, too
@@ -276,12 +279,16 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     if worst > opts.parity_tolerance:
         raise ParityError(f"exported graphs differ from torch by {worst:.2e} in probability (tolerance "
                           f"{opts.parity_tolerance:.0e}): {par}. Try another --layers or report a bug.")
-    quantized = False
+    encoder = work / "encoder.onnx"
     if opts.quantize:
         inter = getattr(handle.model.config, "intermediate_size", None)
-        quantized = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, int(fitted.mean_.shape[0]),
-                                  report, inter, opts.quantize_check_rows)
-    files = {"encoder.onnx": work / "encoder.onnx", "trunk.onnx": work / "trunk.onnx",
+        encoder = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, int(fitted.mean_.shape[0]),
+                                report, inter, opts.quantize_check_rows, opts.external_data)
+    quantized = encoder != work / "encoder.onnx"
+    # a large encoder's weights sit beside its graph (encoder.onnx.data): they travel in the bundle with it
+    weights = {name: encoder.parent / name for name in external_data_files(encoder)}
+    report["encoder_files"] = {"graph": "encoder.onnx", "external_data": sorted(weights)}
+    files = {"encoder.onnx": encoder, **weights, "trunk.onnx": work / "trunk.onnx",
              "tokenizer.json": handle.tokenizer_json}
     if handle.chat_template:
         (work / "chat_template.jinja").write_text(handle.chat_template, encoding="utf-8")
@@ -291,34 +298,36 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
 
 def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray, scores: np.ndarray, pad_id: int,
                   feature_dim: int, report: dict[str, Any], intermediate_size: int | None,
-                  quantize_check_rows: int) -> bool:
+                  quantize_check_rows: int, external_data: bool | None) -> Path:
     """Dynamic int8 encoder (int8 MatMuls, int8 embedding table with per-row scales), kept only if the validation
     AUC drops by less than 0.005. Both encoders run through the runtime's sessions and grouping, the int8 one a
-    prompt per call as PrefillPredictor serves it."""
+    prompt per call as PrefillPredictor serves it. Returns the encoder graph to ship: ``work/int8/encoder.onnx``
+    (its own directory, so that its weights file, if any, already has the name the bundle gives it) or the fp32 one.
+    """
     from ..sessions import EncoderSession, TrunkSession, encode_grouped
     from .export import quantize_embeddings, quantize_encoder
 
-    kept = quantize_encoder(work / "encoder.onnx", work / "encoder.int8.onnx", intermediate_size)
-    tables = quantize_embeddings(work / "encoder.int8.onnx", work / "encoder.int8.onnx")
+    fp32, int8 = work / "encoder.onnx", work / "int8" / "encoder.onnx"
+    int8.parent.mkdir(exist_ok=True)
+    kept = quantize_encoder(fp32, int8, intermediate_size, external_data=external_data)
+    tables = quantize_embeddings(int8, int8, external_data=external_data)
     trunk = TrunkSession(work / "trunk.onnx", scores.shape[1], feature_dim)
     aucs = {}
     pick = np.linspace(0, len(val_idx) - 1, min(quantize_check_rows, len(val_idx))).astype(int)
     rows = val_idx[np.unique(pick)]
     ids = [e.ids for e in penc.encode_batch([ds.rows[i].prompt for i in rows])]
-    for name, max_prompts in (("encoder.onnx", 16), ("encoder.int8.onnx", 1)):
-        feats = encode_grouped(EncoderSession(work / name, feature_dim), ids, pad_id, feature_dim,
-                               max_prompts=max_prompts)
+    for name, graph, max_prompts in (("fp32", fp32, 16), ("int8", int8, 1)):
+        feats = encode_grouped(EncoderSession(graph, feature_dim), ids, pad_id, feature_dim, max_prompts=max_prompts)
         aucs[name] = float(np.nanmean(list(cal.auc_per_target(trunk(feats), scores[rows], report["targets"]).values())))
-    drop = aucs["encoder.onnx"] - aucs["encoder.int8.onnx"]
-    report["quantization"] = {"rows_checked": len(rows), "val_mean_auc_fp32": aucs["encoder.onnx"],
-                              "val_mean_auc_int8": aucs["encoder.int8.onnx"],
+    drop = aucs["fp32"] - aucs["int8"]
+    report["quantization"] = {"rows_checked": len(rows), "val_mean_auc_fp32": aucs["fp32"],
+                              "val_mean_auc_int8": aucs["int8"],
                               "auc_drop": drop, "accepted": drop < 0.005, "matmuls_kept_fp32": len(kept),
                               "embedding_tables_int8": tables}
     if drop < 0.005:
-        (work / "encoder.int8.onnx").replace(work / "encoder.onnx")
-        return True
+        return int8
     logger.warning("int8 encoder rejected: validation AUC drops by %.4f (>= 0.005)", drop)
-    return False
+    return fp32
 
 
 def _manifest(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted: FittedTrunk, targets: list[str],
