@@ -78,7 +78,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     Policy fields (``preset``, ``tolerance``, ``lambda_``) can be made configurable per call with
     ``configurable_fields``; per-call overrides also come from ``config["metadata"]["prefill"]``
-    (``preset``, ``tolerance``, ``lambda``, ``pin_model``, ``candidates``).
+    (``preset``, ``tolerance``, ``lambda``, ``pin_model``, ``candidates``, ``max_cost_usd``, ``min_p_correct``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -88,6 +88,10 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, ge=0.0, alias="lambda")
+    # limits for every call: the policy chooses among targets whose estimated cost is at most max_cost_usd and whose
+    # P(correct) is at least min_p_correct (a call's metadata may lower the cost limit or set its own floor)
+    max_cost_usd: float | None = Field(default=None, gt=0.0)
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
     prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
     fallback_target: str | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
@@ -136,7 +140,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         key = (self.bundle, self.prediction_cache_size, self.reload_interval_s, self.metrics, self.preset,
-               self.tolerance, self.lambda_, self.fallback_target, self.on_error, self.decision_timeout_s,
+               self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target, self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
         reloader = _reusable_reloader(key, self.bundle)
         if reloader is None:
@@ -167,7 +171,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size),
                                  preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
-                                 timeout_s=self.decision_timeout_s)
+                                 timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,
+                                 min_p_correct=self.min_p_correct)
         targets = decider.targets
         unknown = sorted(set(self.runnables) - set(targets))
         missing = [t for t in targets if t not in self.runnables]

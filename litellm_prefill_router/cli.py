@@ -75,18 +75,23 @@ def cmd_route(args: argparse.Namespace) -> int:
     from .predictor import PrefillPredictor
 
     decider = PrefillDecider(PrefillPredictor(args.bundle, intra_op_threads=args.threads), preset=args.preset,
-                             tolerance=args.tolerance, lambda_=args.lambda_)
+                             tolerance=args.tolerance, lambda_=args.lambda_, max_cost_usd=args.max_cost_usd,
+                             min_p_correct=args.min_p_correct)
     text = " ".join(args.text) if args.text else sys.stdin.read()
     d = decider.decide(text, decider.manifest_prices(), RequestOverrides(), "cli")
+    excluded = set((d.constraints or {}).get("excluded", ()))
     if args.json:
         print(json.dumps({"target": d.target, "reason": d.reason, "policy": d.policy.__dict__,
-                          "input_tokens": d.input_tokens, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd)}))
+                          "input_tokens": d.input_tokens, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd),
+                          "constraints": d.constraints}))
         return 0
     print(_table(["target", "P(correct)", "cost (USD)", ""],
-                 [[t, d.p_correct.get(t, "-"), d.cost_usd.get(t, "-"), "<- chosen" if t == d.target else ""]
+                 [[t, d.p_correct.get(t, "-"), d.cost_usd.get(t, "-"),
+                   "<- chosen" if t == d.target else ("outside the limits" if t in excluded else "")]
                   for t in d.candidates]))
-    print(f"\npolicy {d.policy.kind}={d.policy.value} (preset {d.policy.preset}); {d.input_tokens} prompt tokens"
-          f"{' (truncated)' if d.truncated else ''}; {d.reason} -> {d.target}")
+    limits = "".join(f"; {k} {v:g}" for k, v in (d.constraints or {}).items() if k != "excluded")
+    print(f"\npolicy {d.policy.kind}={d.policy.value} (preset {d.policy.preset}){limits}; {d.input_tokens} prompt "
+          f"tokens{' (truncated)' if d.truncated else ''}; {d.reason} -> {d.target}")
     return 0
 
 
@@ -293,6 +298,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
                   for t, v in st["targets"].items()]))
     print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
     print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
+    if st["limits"]["calls"]:
+        print(f"limits (max_cost_usd / min_p_correct): {st['limits']['calls']} calls, "
+              f"{st['limits']['excluded_a_target']} of them excluded a target")
     if st["savings_fraction"] is not None:
         print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
               f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "
@@ -525,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--preset")
     route.add_argument("--tolerance", type=float)
     route.add_argument("--lambda", dest="lambda_", type=float)
+    route.add_argument("--max-cost-usd", type=float, help="only targets whose estimated cost is at most this")
+    route.add_argument("--min-p-correct", type=float, help="only targets at least this likely to be right")
     route.add_argument("--threads", type=int)
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)

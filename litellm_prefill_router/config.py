@@ -20,6 +20,10 @@ class PrefillStrategyArgs(BaseModel):
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    # limits for every request (see RequestOverrides): a request's own max_cost_usd can only lower this one, its own
+    # min_p_correct replaces this one
+    max_cost_usd: float | None = Field(default=None, gt=0.0)
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
     on_error: Literal["fallback", "raise"] = "fallback"
     fallback_target: str | None = None
     # seconds a request waits for its prediction; later, it goes to the fallback target (reason "fallback: routing
@@ -94,6 +98,11 @@ class RequestOverrides(BaseModel):
     # caps each target's expected output tokens in the cost estimate; the LiteLLM strategy fills it from the
     # request's max_tokens / max_completion_tokens / max_output_tokens
     max_output_tokens: int | None = Field(default=None, ge=1)
+    # limits: the policy chooses among the candidates whose estimated cost for this request is at most max_cost_usd
+    # and whose P(correct) is at least min_p_correct; none qualifies -> the cheapest (over budget), or the most likely
+    # within budget (below floor): the request is served either way and the decision's reason says so
+    max_cost_usd: float | None = Field(default=None, gt=0.0)
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
@@ -128,8 +137,9 @@ def _prefill_entry(container: Any, where: str) -> dict[str, Any]:
 def parse_overrides(metadata: Any) -> RequestOverrides:
     """The overrides of one request: ``metadata["prefill"]``, then the team's and the key's ``metadata.prefill``
     (proxy virtual keys) on top - an admin's setting wins over the request's: an admin policy (preset / tolerance /
-    lambda) replaces the request's policy, admin ``candidates`` narrow the request's (intersection), and any other
-    field the admin sets replaces the request's."""
+    lambda) replaces the request's policy, admin ``candidates`` narrow the request's (intersection), an admin
+    ``max_cost_usd`` is a ceiling (the request may set a lower one), and any other field the admin sets replaces the
+    request's."""
     merged = _prefill_entry(metadata, "metadata['prefill']")
     for layer in ADMIN_LAYERS:
         admin = _prefill_entry(metadata.get(layer) if isinstance(metadata, dict) else None,
@@ -139,6 +149,10 @@ def parse_overrides(metadata: Any) -> RequestOverrides:
         if isinstance(admin.get("candidates"), list) and isinstance(merged.get("candidates"), list):
             narrowed = [t for t in merged["candidates"] if t in admin["candidates"]]
             admin = {**admin, "candidates": narrowed or admin["candidates"]}
+        caps = [c for c in (admin.get("max_cost_usd"), merged.get("max_cost_usd"))
+                if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        if "max_cost_usd" in admin and len(caps) == 2:
+            admin = {**admin, "max_cost_usd": min(caps)}
         merged.update(admin)
     if not merged:
         return RequestOverrides()

@@ -15,7 +15,7 @@ from typing import Literal
 from .costs import Price, estimate_cost, manifest_price
 from .config import RequestOverrides
 from .errors import ConfigurationError, InferenceError
-from .policy import RoutingDecision, RoutingPolicy, resolve_policy
+from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import Prediction, PrefillPredictor
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -62,8 +62,12 @@ class PrefillDecider:
         fallback_target: str | None = None,
         on_error: Literal["fallback", "raise"] = "fallback",
         timeout_s: float | None = None,
+        max_cost_usd: float | None = None,
+        min_p_correct: float | None = None,
     ) -> None:
         self.predictor = predictor
+        # every request's limits unless it sets its own (a request's max_cost_usd can only lower this one)
+        self.default_constraints = Constraints(max_cost_usd, min_p_correct)
         self.manifest = predictor.bundle.manifest
         self.targets = self.manifest.target_names
         self.default_policy = resolve_policy(self.manifest.presets, preset=preset, tolerance=tolerance,
@@ -88,6 +92,14 @@ class PrefillDecider:
             return self.default_policy
         return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
                               lambda_=overrides.lambda_)
+
+    def constraints_for(self, overrides: RequestOverrides) -> Constraints:
+        """The request's limits: the lower of its ``max_cost_usd`` and the router's; its ``min_p_correct``, else the
+        router's."""
+        base = self.default_constraints
+        caps = [c for c in (base.max_cost_usd, overrides.max_cost_usd) if c is not None]
+        floor = overrides.min_p_correct if overrides.min_p_correct is not None else base.min_p_correct
+        return Constraints(min(caps) if caps else None, floor)
 
     def candidates(self, prices: Mapping[str, Price], overrides: RequestOverrides, where: str) -> list[str]:
         cands = [t for t in self.targets if t in prices]
@@ -130,11 +142,13 @@ class PrefillDecider:
         bundle = self.predictor.bundle
 
         def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
-                 truncated: bool = False, cached: bool = False) -> RoutingDecision:
+                 truncated: bool = False, cached: bool = False,
+                 constraints: dict[str, object] | None = None) -> RoutingDecision:
             return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
                                    candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
                                    latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group,
-                                   cached=cached, bundle=bundle.source, bundle_version=bundle.version)
+                                   cached=cached, bundle=bundle.source, bundle_version=bundle.version,
+                                   constraints=constraints)
 
         if overrides.pin_model is not None:
             if overrides.pin_model in candidates:
@@ -166,8 +180,8 @@ class PrefillDecider:
         if not pred.has_text:
             return done(self.fallback(candidates), NO_TEXT_REASON, p, cost,
                         pred.input_tokens, cached=pred.cached)
-        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
-        return done(candidates[idx], "policy", p, cost, pred.input_tokens, pred.truncated, pred.cached)
+        target, reason, limits = constrained_choice(policy, candidates, p, cost, self.constraints_for(overrides))
+        return done(target, reason, p, cost, pred.input_tokens, pred.truncated, pred.cached, limits)
 
     #: at most one "routing timed out" warning per this many seconds (a burst times out many requests at once)
     TIMEOUT_WARNING_EVERY_S = 60.0
@@ -196,13 +210,16 @@ class PrefillDecider:
         rest = [t for t in decision.candidates if t not in failed_targets]
         if not rest or decision.reason == "pinned":
             return None
-        if decision.reason == "policy" or decision.reason.startswith("retry:"):
-            idx = decision.policy.choose([decision.p_correct[t] for t in rest],
-                                         [decision.cost_usd[t] for t in rest])
-            target = rest[idx]
+        limits = decision.constraints
+        if all(t in decision.p_correct and t in decision.cost_usd for t in rest) and \
+                not decision.reason.startswith("fallback"):
+            # the policy's pick among the others, within the request's limits (or their way out) again
+            target, _, limits = constrained_choice(decision.policy, rest, decision.p_correct, decision.cost_usd,
+                                                   Constraints.from_record(decision.constraints))
         else:  # a fallback decision (no text, inference failed): the fallback rule again
             target = self.fallback(rest)
-        return replace(decision, target=target, candidates=tuple(rest), reason=retry_reason(failed_targets))
+        return replace(decision, target=target, candidates=tuple(rest), reason=retry_reason(failed_targets),
+                       constraints=limits)
 
     def fallback(self, candidates: list[str]) -> str:
         if self.fallback_target in candidates:

@@ -52,6 +52,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     scored: dict[str, list[float]] = defaultdict(list)  # served target -> feedback scores of its answers
     versions: dict[str, dict[str, Any]] = {}  # bundle version -> its calls (a reload or a push starts a new one)
     decided_only = 0
+    limited = narrowed = 0  # calls with limits (max_cost_usd / min_p_correct), and those whose limits excluded a target
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -63,6 +64,9 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         t = per_target["(declined)" if decision.get("declined") else str(target)]
         t["calls"] += 1
         reasons[reason_kind(str(decision.get("reason", "")))] += 1
+        if isinstance(decision.get("constraints"), dict):
+            limited += 1
+            narrowed += bool(decision["constraints"].get("excluded"))
         policy = decision.get("policy") or {}
         presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):
@@ -122,6 +126,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     baseline = cost + saved
     return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
             "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
+            "limits": {"calls": limited, "excluded_a_target": narrowed},
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),
             "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,

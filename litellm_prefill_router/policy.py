@@ -3,6 +3,9 @@
 ``tolerance`` (tau): the cheapest target whose P(correct) is within tau of the best.
 ``lambda``: argmax of p - lambda * cost / max(cost) (costs normalised per request).
 Named presets (calibrated on validation data by training) live in the manifest.
+
+:class:`Constraints` - a cost ceiling (``max_cost_usd``, the estimated cost of this request) and a quality floor
+(``min_p_correct``) - narrow the candidates before the policy chooses (:func:`constrained_choice`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,59 @@ def choose_batch(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> np
     return np.where(best, cost, np.inf).argmin(1)
 
 
+@dataclass(frozen=True)
+class Constraints:
+    """Per-request limits on the candidates: the policy chooses among those whose estimated cost is at most
+    ``max_cost_usd`` and whose P(correct) is at least ``min_p_correct``. When none qualifies the request is still
+    served (a request is never refused by its own limits): over budget -> the cheapest candidate; within budget but
+    below the floor -> the most likely candidate within budget. The decision's reason says which."""
+
+    max_cost_usd: float | None = None
+    min_p_correct: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, v, lo, hi in (("max_cost_usd", self.max_cost_usd, 0.0, math.inf),
+                                ("min_p_correct", self.min_p_correct, 0.0, 1.0)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v)
+                                  or not lo <= v <= hi):
+                raise ConfigurationError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+
+    def __bool__(self) -> bool:
+        return self.max_cost_usd is not None or self.min_p_correct is not None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Constraints:
+        """The constraints a decision record (``RoutingDecision.constraints``) names."""
+        record = record or {}
+        return cls(record.get("max_cost_usd"), record.get("min_p_correct"))
+
+
+def constrained_choice(policy: RoutingPolicy, candidates: Sequence[str], p: Mapping[str, float],
+                       cost: Mapping[str, float], constraints: Constraints) -> tuple[str, str, dict[str, Any] | None]:
+    """(target, reason, record): the policy's pick among the candidates that meet ``constraints`` (reason
+    ``"policy"``), or the documented way out when none does (reasons ``"over budget: ..."``, ``"below floor: ..."``).
+    ``record`` (None without constraints) holds the limits and the candidates they excluded, for the decision."""
+    if not constraints:
+        idx = policy.choose([p[t] for t in candidates], [cost[t] for t in candidates])
+        return candidates[idx], "policy", None
+    cap, floor = constraints.max_cost_usd, constraints.min_p_correct
+    affordable = [t for t in candidates if cap is None or cost[t] <= cap * (1 + 1e-9)]
+    eligible = [t for t in affordable if floor is None or p[t] >= floor - 1e-12]
+    record: dict[str, Any] = {k: v for k, v in (("max_cost_usd", cap), ("min_p_correct", floor)) if v is not None}
+    record["excluded"] = [t for t in candidates if t not in eligible]
+    if eligible:
+        idx = policy.choose([p[t] for t in eligible], [cost[t] for t in eligible])
+        return eligible[idx], "policy", record
+    if not affordable:
+        target = min(candidates, key=lambda t: (cost[t], -p[t]))
+        return target, (f"over budget: no candidate's estimated cost is within max_cost_usd={cap:g} (the cheapest: "
+                        f"{cost[target]:.3g} USD); sent to the cheapest"), record
+    target = max(affordable, key=lambda t: (p[t], -cost[t]))
+    within = f" within max_cost_usd={cap:g}" if cap is not None else ""
+    return target, (f"below floor: no candidate{within} reaches min_p_correct={floor:g} (the best: "
+                    f"{p[target]:.3f}); sent to the most likely{within and ' within budget'}"), record
+
+
 def resolve_policy(
     presets: Mapping[str, Any],
     *,
@@ -103,7 +159,8 @@ class RoutingDecision:
     """What the router decided for one request, and why."""
 
     target: str
-    reason: str  # "policy", "pinned", "fallback: ...", "no-text fallback"
+    reason: str  # "policy", "pinned", "retry: ...", "at capacity: ...", "over budget: ...", "below floor: ...",
+    # "fallback: ..."
     policy: RoutingPolicy
     p_correct: Mapping[str, float] = field(default_factory=dict)
     cost_usd: Mapping[str, float] = field(default_factory=dict)
@@ -116,10 +173,14 @@ class RoutingDecision:
     cached: bool = False  # P(correct) came from the predictor's cache (a prompt seen again), not the encoder
     bundle: str | None = None  # the bundle that decided: its directory, or hf://owner/name@<commit>[/path]
     bundle_version: str | None = None  # its content (12 hex of the manifest's sha256): changes on a reload
+    # the request's limits (max_cost_usd, min_p_correct) and the candidates they excluded; None without limits
+    constraints: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["p_correct"] = {k: round(float(v), 6) for k, v in self.p_correct.items()}
         d["cost_usd"] = {k: float(v) for k, v in self.cost_usd.items()}
         d["candidates"] = list(self.candidates)
+        if self.constraints is None:
+            del d["constraints"]  # most requests set no limits: their log lines stay as they were
         return d

@@ -20,7 +20,8 @@ DECISION_LOG_KEY = "prefill_decision_log"
 # litellm's own per-request routing record (StandardLoggingRoutingDecision): copied into the standard logging
 # payload, so spend logs, Datadog LLM Observability router spans and the proxy's savings figures see our decisions
 LITELLM_DECISION_KEY = "routing_decision"
-_CAUSES = {"policy": "classifier_plugin", "fallback: inference failed": "classifier_fallback",
+_CAUSES = {"policy": "classifier_plugin", "over budget": "classifier_plugin", "below floor": "classifier_plugin",
+           "fallback: inference failed": "classifier_fallback",
            "fallback: routing timed out": "classifier_fallback", "fallback: the request has no text": "default_fallback"}
 
 
@@ -29,12 +30,12 @@ T = TypeVar("T")
 
 def reason_kind(reason: str) -> str:
     """A decision's reason without its particulars: "policy", "pinned", "retry" (a retry routed away from the targets
-    that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "fallback:
-    inference failed", "fallback: routing timed out", "fallback: the request has no text to route on"."""
-    if reason.startswith("retry:"):
-        return "retry"
-    if reason.startswith("at capacity:"):
-        return "at capacity"
+    that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "over budget"
+    / "below floor" (no candidate met the request's max_cost_usd / min_p_correct), "fallback: inference failed",
+    "fallback: routing timed out", "fallback: the request has no text to route on"."""
+    for kind in ("retry", "at capacity", "over budget", "below floor"):
+        if reason.startswith(kind + ":"):
+            return kind
     return reason.split(" (")[0] if reason.startswith("fallback") else reason
 
 

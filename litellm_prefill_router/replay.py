@@ -3,8 +3,8 @@
 Reads a decision log (with its messages: ``decision_log_messages``, on by default) and decides every logged call
 again with ``bundle`` - a retrained one, a new commit on the Hub - offline: no request is sent, nothing serving is
 touched. Each call keeps what it had: its candidates and their cost estimates (the deployments' prices and the
-call's tokens, as logged) and its policy (the same preset name, read from the new bundle's recalibrated presets, or
-the same tolerance / lambda; ``policy`` overrides it). Pinned calls (the caller's choice) are counted apart, calls
+call's tokens, as logged), its limits (``max_cost_usd``, ``min_p_correct``) and its policy (the same preset name,
+read from the new bundle's recalibrated presets, or the same tolerance / lambda; ``policy`` overrides it). Pinned calls (the caller's choice) are counted apart, calls
 logged without messages or cost estimates are skipped, each with the reason. The summary: how many calls would
 move and where (route shares before and after, the top moves), the estimated cost before and after, the mean
 P(correct) of the new route and of the old one *under the new bundle*, and with feedback scores (joined by call id)
@@ -22,7 +22,7 @@ import numpy as np
 
 from .decider import NO_TEXT_REASON
 from .errors import ConfigurationError, PrefillRouterError
-from .policy import RoutingPolicy, resolve_policy
+from .policy import Constraints, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import PrefillPredictor
 from .progress import progress_bar
 from .records import feedback_ids
@@ -98,7 +98,9 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
         old = str(d["target"])
         costs = d["cost_usd"]
         pol = policy or logged_policy(d.get("policy"), predictor)
-        new = cands[pol.choose([p[col[t]] for t in cands], [float(costs[t]) for t in cands])]
+        # within the call's own limits (max_cost_usd, min_p_correct), as logged
+        new, _, _ = constrained_choice(pol, cands, {t: float(p[col[t]]) for t in cands},
+                                       {t: float(costs[t]) for t in cands}, Constraints.from_record(d.get("constraints")))
         old_routes[old] += 1
         new_routes[new] += 1
         new_cost += float(costs[new])

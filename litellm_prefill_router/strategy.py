@@ -160,7 +160,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                   cache_size=a.prediction_cache_size)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error,
-                                 timeout_s=a.decision_timeout_s)
+                                 timeout_s=a.decision_timeout_s, max_cost_usd=a.max_cost_usd,
+                                 min_p_correct=a.min_p_correct)
         served = ServedBundle(decider, {})
         for dep in self._claimed(deployments_of(self.router)):
             self._describe(dep, served)
@@ -346,7 +347,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                     raise
                 logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
                             decision.target, list(nxt.candidates))
-                by_policy = decision.reason == "policy" or decision.reason.startswith("retry:")
+                by_policy = not decision.reason.startswith("fallback")  # a fallback stays one: no prediction
                 decision = replace(nxt, reason=capacity_reason(full) if by_policy else decision.reason)
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
