@@ -36,7 +36,8 @@ def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.Infe
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped errors
-        if "external data" in str(err).lower():
+        # onnxruntime 1.32 says "External data path does not exist: ...", 1.23 "cannot get file size: ... .data"
+        if "external data" in str(err).lower() or f"{path.name}.data" in str(err):
             raise BundleSchemaError(
                 f"onnxruntime cannot load {path}: its weights live in a file beside it that the bundle lacks ({err}). "
                 "Copy the whole bundle directory; bundles that earlier versions of litellm-prefill-router trained with an "

@@ -57,7 +57,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 PREFILL_ROUTER_CACHE="$WORK/cache" .venv/bin/python tests/tiny.py "$WORK" >/dev/null
 echo "runtime tests on Python $VER ($VENV), $("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("litellm", "langchain-core", "huggingface_hub")))'):"
 set +e
-PREFILL_TEST_BUNDLE="$WORK/bundle" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
+PREFILL_TEST_BUNDLE="$WORK/bundle" PREFILL_TEST_EXTERNAL_BUNDLE="$WORK/bundle-external" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
   tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
   tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py \
   tests/test_shared_metadata.py tests/test_litellm_routing.py tests/test_hub.py tests/test_replay.py tests/test_limits.py \

@@ -9,15 +9,17 @@ on a 487M-parameter encoder (1.9 GB fp32; see the README's "Large encoders")."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import tiny
 from conftest import HIST_PROMPT, MATH_PROMPT, needs_training_extra
 
-from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle, write_bundle
+from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle
 from litellm_prefill_router.errors import BundleMissingFileError, BundleSchemaError
 from litellm_prefill_router.predictor import PrefillPredictor
 
@@ -32,30 +34,15 @@ def _predict(bundle: Path | str) -> np.ndarray:
         pred.close()
 
 
-def externalise(bundle_dir: Path, out: Path) -> Path:
-    """The same bundle with the encoder's weights moved to encoder.onnx.data (as `train` writes a large encoder)."""
-    import onnx
-
-    from litellm_prefill_router.training.export import save_graph
-
-    src = load_bundle(bundle_dir)
-    work = out.parent / f"{out.name}-work"
-    work.mkdir(parents=True)
-    written = save_graph(onnx.load(str(src.path("encoder.onnx"))), work / "encoder.onnx", external_data=True)
-    assert written == ["encoder.onnx.data"]
-    files = {n: src.path(n) for n in src.manifest.files if n != "encoder.onnx"}
-    files.update({"encoder.onnx": work / "encoder.onnx", "encoder.onnx.data": work / "encoder.onnx.data"})
-    fields = json.loads(src.manifest.model_dump_json())
-    fields.pop("files"), fields.pop("schema_version")
-    write_bundle(out, files, fields)
-    shutil.rmtree(work)
-    return out
-
-
 @pytest.fixture(scope="module")
 def external_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test bundle with its encoder's weights beside the graph; PREFILL_TEST_EXTERNAL_BUNDLE names one built
+    earlier (by tests/tiny.py, scripts/test_runtime_on.sh), so the runtime-only interpreters serve one too."""
+    prebuilt = os.environ.get("PREFILL_TEST_EXTERNAL_BUNDLE")
+    if prebuilt:
+        return Path(shutil.copytree(prebuilt, tmp_path_factory.mktemp("external") / "bundle"))
     needs_training_extra()  # onnx (to re-save the graph) comes with the train extra
-    return externalise(bundle_dir, tmp_path_factory.mktemp("external") / "bundle")
+    return tiny.externalise(bundle_dir, tmp_path_factory.mktemp("external") / "bundle")
 
 
 def test_a_bundle_with_the_encoder_weights_beside_the_graph_predicts_exactly_as_the_inline_one(

@@ -90,9 +90,34 @@ def train_test_bundle(workdir: Path, encoder: Path, data: Path):  # type: ignore
     return train(data, workdir / "bundle", opts)
 
 
-if __name__ == "__main__":  # python tests/tiny.py DIR: the test bundle in DIR/bundle (scripts/test_runtime_on.sh)
+def externalise(bundle_dir: Path, out: Path) -> Path:
+    """The same bundle with the encoder's weights moved to encoder.onnx.data (as `train` writes a large encoder)."""
+    import shutil
+
+    import onnx
+
+    from litellm_prefill_router.bundle import load_bundle, write_bundle
+    from litellm_prefill_router.training.export import save_graph
+
+    src = load_bundle(bundle_dir)
+    work = out.parent / f"{out.name}-work"
+    work.mkdir(parents=True)
+    written = save_graph(onnx.load(str(src.path("encoder.onnx"))), work / "encoder.onnx", external_data=True)
+    assert written == ["encoder.onnx.data"]
+    files = {n: src.path(n) for n in src.manifest.files if n != "encoder.onnx"}
+    files.update({"encoder.onnx": work / "encoder.onnx", "encoder.onnx.data": work / "encoder.onnx.data"})
+    fields = json.loads(src.manifest.model_dump_json())
+    fields.pop("files"), fields.pop("schema_version")
+    write_bundle(out, files, fields)
+    shutil.rmtree(work)
+    return out
+
+
+if __name__ == "__main__":  # python tests/tiny.py DIR: the test bundles in DIR/bundle, DIR/bundle-external
+    # (scripts/test_runtime_on.sh)
     import sys
 
     out = Path(sys.argv[1])
     bundle, _ = train_test_bundle(out, build_tiny_encoder(out / "encoder"), write_dataset(out / "data"))
+    externalise(bundle.directory, out / "bundle-external")  # the same, its encoder's weights in encoder.onnx.data
     print(bundle.directory)
