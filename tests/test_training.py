@@ -182,3 +182,78 @@ def test_embedding_quantisation_dequantises_per_row_and_leaves_shared_tables_alo
     err = np.abs(got[0] - ref[0]).max(-1)
     assert np.all(err <= np.abs(own[ids]).max(-1) / 254 + 1e-7)  # within half an int8 step of each row's own scale
     assert err.max() > 0
+
+
+def _tiny_model_of(arch: str, directory: Path, tiny_encoder: Path, **config: object) -> Path:
+    """``arch`` (a transformers model class) built from a small config, beside the tiny encoder's tokenizer."""
+    import shutil
+
+    import torch
+    import transformers
+
+    shutil.copytree(tiny_encoder, directory)
+    for f in [*directory.glob("model*.safetensors"), directory / "config.json"]:
+        f.unlink()
+    vocab = json.loads((tiny_encoder / "config.json").read_text())["vocab_size"]
+    cls = getattr(transformers, arch)
+    torch.manual_seed(0)
+    cls(cls.config_class(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, pad_token_id=2, architectures=[arch], **config)).save_pretrained(
+        str(directory))
+    return directory
+
+
+@pytest.mark.parametrize(("arch", "config"), [
+    # its final norm is called final_norm: a cut model kept it, and served features that training never saw
+    ("ModernBertModel", {"bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1, "sep_token_id": 2}),
+    # mixture of experts: transformers' default experts kernel has no ONNX translation
+    ("Qwen3MoeForCausalLM", {"num_key_value_heads": 2, "moe_intermediate_size": 32, "num_experts": 4,
+                             "num_experts_per_tok": 2, "bos_token_id": 1, "eos_token_id": 2}),
+])
+def test_encoders_with_another_final_norm_name_or_experts_export_with_the_models_own_features(
+        arch: str, config: dict, tiny_encoder: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.training.encoders import load_encoder
+    from litellm_prefill_router.training.export import check_encoder_exports
+    from litellm_prefill_router.training.features import prompt_encoder
+
+    handle = load_encoder(str(_tiny_model_of(arch, tmp_path / arch, tiny_encoder, **config)))
+    ids = [e.ids for e in prompt_encoder(handle, 64).encode_batch(["what is the integral", "the king went to war"])]
+    diffs = check_encoder_exports(handle.model, handle.num_hidden_layers, ids, handle.pad_token_id, handle.id)
+    assert max(diffs.values()) < 1e-5
+
+
+def test_an_encoder_whose_cut_computes_other_features_is_refused_before_training(tiny_encoder: Path) -> None:
+    from litellm_prefill_router.training.encoders import load_encoder
+    from litellm_prefill_router.training.export import ExportCheckError, check_encoder_exports
+    from litellm_prefill_router.training.features import prompt_encoder
+
+    handle = load_encoder(str(tiny_encoder))
+    ids = [e.ids for e in prompt_encoder(handle, 64).encode_batch(["what is the integral"])]
+    # told it has one block, the cut keeps the final norm: its features are not the model's block-1 state
+    with pytest.raises(ExportCheckError, match=r"features differ from the model's .*cut_vs_full_model"):
+        check_encoder_exports(handle.model, 1, ids, handle.pad_token_id, handle.id)
+
+
+def test_an_encoder_that_does_not_export_fails_in_seconds_before_any_feature_is_computed(
+        tiny_encoder: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from litellm_prefill_router.training import pipeline
+    from litellm_prefill_router.training.export import ExportCheckError
+    from litellm_prefill_router.training.pipeline import TrainOptions, train
+
+    def no_onnx(*args: object, **kwargs: object) -> None:
+        try:
+            raise KeyError("aten::fancy_op")
+        except KeyError as inner:  # torch.onnx wraps the op's error
+            raise RuntimeError("\x1b[96mFailed to convert the exported program\x1b[0m") from inner
+
+    monkeypatch.setattr(torch.onnx, "export", no_onnx)
+    monkeypatch.setenv("PREFILL_ROUTER_CACHE", str(tmp_path / "cache"))  # no marker of an earlier pass
+    extracted: list[int] = []
+    monkeypatch.setattr(pipeline, "extract_features", lambda *a, **k: extracted.append(1))
+    opts = TrainOptions(encoder=str(tiny_encoder), max_tokens=64, progress=False)
+    with pytest.raises(ExportCheckError, match=r"cannot be served: .*\(KeyError: 'aten::fancy_op'\)\. Nothing was "
+                                               r"trained"):
+        train(tiny_data, tmp_path / "bundle", opts)
+    assert not extracted and not (tmp_path / "bundle").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import PrefillRouterError
 from ..sessions import pad_batch
-from .features import POOLINGS, pool_hidden_states, forward_hidden_states
+from .features import POOLINGS, forward_hidden_states, pool_hidden_states
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +84,24 @@ def save_graph(model: Any, path: Path, *, external_data: bool | None = None) -> 
 
 def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
     """Keep the first ``deepest`` blocks; drop the final norm unless the last layer is kept."""
-    m: Any = copy.deepcopy(base)  # HF modules: attributes checked with hasattr below
-    if hasattr(m, "layers"):
-        m.layers = m.layers[:deepest]
-        if deepest < num_layers and hasattr(m, "norm"):
-            m.norm = nn.Identity()
-    elif hasattr(m, "encoder") and hasattr(m.encoder, "layer"):
-        m.encoder.layer = m.encoder.layer[:deepest]
-    else:
+    # copy only the blocks kept (a deep copy of the whole model first would need twice its memory)
+    holder: Any = base if hasattr(base, "layers") else getattr(base, "encoder", None)
+    attr = "layers" if hasattr(base, "layers") else "layer"
+    blocks = getattr(holder, attr, None) if holder is not None else None
+    if blocks is None:
         raise NotImplementedError(f"do not know how to truncate {type(base).__name__}; it has no .layers")
+    try:
+        setattr(holder, attr, blocks[:deepest])
+        m: Any = copy.deepcopy(base)  # HF modules: attributes checked with hasattr below
+    finally:
+        setattr(holder, attr, blocks)
+    if hasattr(m, "layers"):
+        # the last hidden state transformers reports is the final norm's output: a cut model's last block is not the
+        # model's last, so its state must stay un-normed, as the full model reports it (Llama & co. name the norm
+        # "norm", ModernBERT "final_norm")
+        for name in ("norm", "final_norm", "final_layernorm"):
+            if deepest < num_layers and isinstance(getattr(m, name, None), nn.Module):
+                setattr(m, name, nn.Identity())
     for cfg in (m.config, getattr(m.config, "text_config", None)):
         if cfg is not None and hasattr(cfg, "num_hidden_layers"):
             cfg.num_hidden_layers = deepest
@@ -99,6 +110,11 @@ def _truncate(base: nn.Module, deepest: int, num_layers: int) -> nn.Module:
         # that made the SmolLM2 encoder 26% slower in onnxruntime (measured: 96.5 vs 71.8 ms, layer 6,
         # 290 tokens) for the same outputs (parity 1e-5)
         m.set_attn_implementation("eager")
+    if getattr(m, "_can_set_experts_implementation", lambda: False)():
+        # mixture-of-experts blocks: transformers' default grouped_mm is a custom op with no ONNX translation and the
+        # eager loop over the experts hit is data-dependent (nonzero); batched_mm gathers each token's experts' weights
+        # and multiplies in one batched matmul, which exports
+        m.set_experts_implementation("batched_mm")
     return m
 
 
@@ -135,6 +151,59 @@ def export_encoder(enc: PooledEncoder, path: Path, example_ids: torch.Tensor, ex
             optimize=True, verbose=False,
         )
     return external_data_files(path)
+
+
+class ExportCheckError(PrefillRouterError):
+    """The encoder cannot be served: it does not export to ONNX, or its export computes other features."""
+
+
+def _root_cause(err: BaseException) -> str:
+    """``Type: first line`` of the innermost exception of a chain (torch.onnx wraps the failing op's error in two
+    more), without terminal colour codes."""
+    while (inner := err.__cause__ or err.__context__) is not None and inner is not err:
+        err = inner
+    first = next((line for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {_ANSI.sub('', first)[:300]}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def check_encoder_exports(model: nn.Module, num_layers: int, ids: Sequence[Sequence[int]], pad_id: int,
+                          name: str, tolerance: float = 1e-3) -> dict[str, float]:
+    """Before hours of feature extraction: export the encoder cut after its first block, run it in onnxruntime, and
+    compare its features with torch's - through the cut model and through the full model (whose hidden state after
+    block 1 the training features are made of). Raises :class:`ExportCheckError` naming the encoder and the cause."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    a, m = pad_batch(ids, pad_id)
+    arch = ", ".join(getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__])
+    with tempfile.TemporaryDirectory(prefix="prefill-export-check-") as tmp:
+        try:
+            enc = PooledEncoder(model, [1], list(POOLINGS), num_layers).eval()
+            export_encoder(enc, Path(tmp) / "encoder.onnx", torch.tensor(a), torch.tensor(m))
+            sess = ort.InferenceSession(str(Path(tmp) / "encoder.onnx"), providers=["CPUExecutionProvider"])
+            got = sess.run(["features"], {"input_ids": a, "attention_mask": m})[0]
+        except Exception as err:  # torch.onnx and onnxruntime raise many kinds
+            raise ExportCheckError(
+                f"encoder {name} ({arch}) cannot be served: its first block does not export to ONNX and run in "
+                f"onnxruntime ({_root_cause(err)}). Nothing was trained; choose another encoder (dense decoder and "
+                "BERT-like architectures export) or report it with this message."
+            ) from err
+        with torch.inference_mode():
+            cut = enc(torch.tensor(a), torch.tensor(m)).numpy()
+            full = pool_hidden_states([forward_hidden_states(model, torch.tensor(a), torch.tensor(m))[1]],
+                                      torch.tensor(m)).reshape(len(ids), -1).numpy()
+    diffs = {"onnx_vs_torch": float(np.abs(got - cut).max() / (np.abs(cut).max() + 1e-6)),
+             "cut_vs_full_model": float(np.abs(cut - full).max() / (np.abs(full).max() + 1e-6))}
+    if max(diffs.values()) > tolerance:
+        raise ExportCheckError(
+            f"encoder {name} ({arch}): the exported graph's features differ from the model's (relative max "
+            f"difference {diffs}, tolerance {tolerance:g}), so a router trained on the model's would be served "
+            "other features. Nothing was trained; choose another encoder or report it with this message.")
+    return diffs
 
 
 def export_trunk(trunk: nn.Module, path: Path, n_features: int) -> None:

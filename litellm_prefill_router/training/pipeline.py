@@ -93,12 +93,42 @@ def split_validation(ds: RoutingDataset, train_idx: np.ndarray, fraction: float)
     return np.array([i for i in train_idx if i not in vs]), np.array(sorted(vs))
 
 
-def compute_features(ds: RoutingDataset, opts: TrainOptions) -> tuple[EncoderHandle, FeatureCache]:
+def compute_features(ds: RoutingDataset, opts: TrainOptions, *,
+                     check_export: bool = False) -> tuple[EncoderHandle, FeatureCache]:
+    """The encoder and the dataset's cached features; ``check_export``: first make sure the encoder can be served
+    (:func:`check_export_once`), before the long extraction."""
     handle = load_encoder(opts.encoder)
+    if check_export:
+        check_export_once(handle, opts.max_tokens)
     cache = extract_features(handle, ds.prompts(), dataset_hash=ds.content_hash(),
                              cache_dir=Path(opts.cache_dir or cache_root() / "features"),
                              max_tokens=opts.max_tokens, progress=opts.progress)
     return handle, cache
+
+
+def check_export_once(handle: EncoderHandle, max_tokens: int) -> None:
+    """:func:`~.export.check_encoder_exports` on two real prompts, once per encoder revision and library versions (a
+    marker in the cache remembers a pass): an encoder that cannot be exported fails in seconds, not after its
+    features."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    from .. import __version__
+    from .export import check_encoder_exports
+
+    key = hashlib.sha256(json.dumps([handle.id, handle.revision, torch.__version__, transformers.__version__,
+                                     onnxruntime.__version__, __version__, "v1"]).encode()).hexdigest()[:16]
+    marker = cache_root() / "export-checks" / f"{key}.json"
+    if marker.exists():
+        return
+    ids = [e.ids for e in prompt_encoder(handle, max_tokens).encode_batch(
+        ["What is the capital of France?", "Prove that the square root of two is irrational, step by step."])]
+    t0 = time.perf_counter()
+    diffs = check_encoder_exports(handle.model, handle.num_hidden_layers, ids, handle.pad_token_id, handle.id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"encoder": handle.id, "revision": handle.revision, "differences": diffs,
+                                  "seconds": round(time.perf_counter() - t0, 2)}))
 
 
 def _probe_key(scores: np.ndarray, targets: Sequence[str], rows: np.ndarray, opts: TrainOptions) -> str:
@@ -154,7 +184,7 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
         require_labels(hard, fit_idx, targets, lambda t: (
             "Collect labels on more prompts, or leave it out with --targets"), both_outcomes=False)
     with sw.stage("encoder + features"):
-        handle, cache = compute_features(ds, opts)
+        handle, cache = compute_features(ds, opts, check_export=True)
     import torch
 
     probe_ids = prompt_encoder(handle, opts.max_tokens).encode_batch([ds.rows[i].prompt for i in fit_idx[:1]])
