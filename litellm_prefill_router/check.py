@@ -47,6 +47,8 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "name": name, "bundle": str(strategy.args.bundle),
             "bundle_served": strategy.predictor.bundle.source,  # an hf:// reference with the commit it resolved to
             "policy": strategy.decider.default_policy.describe(),
+            "limits": {k: v for k, v in (("max_cost_usd", strategy.args.max_cost_usd),
+                                         ("min_p_correct", strategy.args.min_p_correct)) if v is not None},
             "fallback_target": strategy.fallback_target,
             "metrics": strategy.args.metrics,
             "decision_timeout_s": strategy.args.decision_timeout_s,
@@ -88,8 +90,9 @@ def format_report(report: dict[str, Any]) -> str:
         timeout = f", decision timeout {s['decision_timeout_s']:g} s" if s["decision_timeout_s"] else ""
         served = f" (serves {s['bundle_served']})" if s["bundle_served"] != s["bundle"] and \
             s["bundle"].startswith("hf://") else ""
-        out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']}, fallback {s['fallback_target']}"
-                   f"{timeout}, serving: {s['serving']}")
+        limits = "".join(f" {k} {v:g}," for k, v in s["limits"].items())
+        out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']},{limits} fallback "
+                   f"{s['fallback_target']}{timeout}, serving: {s['serving']}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")
             out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],

@@ -86,7 +86,8 @@ def _proxy_config(path: Path, bundle: str, targets: tuple[str, ...] = ("math-mod
                             "routing_strategy_args": {"bundle": bundle, "preset": "max-quality"},
                             "routing_groups": [{"group_name": "budget-routing", "models": ["budget"],
                                                 "routing_strategy": "prefill",
-                                                "routing_strategy_args": {"bundle": bundle, "tolerance": 1.0}}]}}))
+                                                "routing_strategy_args": {"bundle": bundle, "tolerance": 1.0,
+                                                                          "min_p_correct": 0.9}}]}}))
     return path
 
 
@@ -100,7 +101,8 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
     assert main(["check", "--config", str(cfg), "--prompt", MATH_PROMPT, "--prompt", HIST_PROMPT,
                  "--json", str(out), "--strict"]) == 0
     text = capsys.readouterr().out
-    assert "router: bundle" in text and "routing group budget-routing: bundle" in text and "policy tolerance=1" in text
+    assert "router: bundle" in text and "routing group budget-routing: bundle" in text
+    assert "policy tolerance=1, min_p_correct 0.9, fallback" in text
     assert "fallback generalist, serving: routed" in text  # no decision timeout, no shadow, no rollout
     report = json.loads(out.read_text())
     router, budget = report["strategies"]
@@ -111,7 +113,9 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
                         "price_from": "model_info", "max_input_tokens": None}
     assert "smart (auto_router/complexity_router)" in router["unmapped_deployments"]
     assert [r["target"] for r in router["routes"]] == ["math-model", "history-model"]  # max-quality
-    assert [r["target"] for r in budget["routes"]] == ["math-model", "math-model"]  # tolerance 1: the cheapest
+    # tolerance 1: the cheapest - among the targets at least 90% likely to be right
+    assert budget["limits"] == {"min_p_correct": 0.9} and router["limits"] == {}
+    assert [r["target"] for r in budget["routes"]] == ["math-model", "history-model"]
 
 
 def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
