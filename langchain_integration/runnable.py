@@ -128,6 +128,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # predictions remembered for prompts seen again (exact token ids; per process, shared by routers of the same
     # bundle and size): a repeated question costs its tokenisation only. 0: every call runs the encoder
     prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000)
+    # onnxruntime execution providers for the encoder (as routing_strategy_args.execution_providers); None: the CPU
+    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1)
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
@@ -139,7 +141,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
-        key = (self.bundle, self.prediction_cache_size, self.reload_interval_s, self.metrics, self.preset,
+        key = (self.bundle, self.prediction_cache_size, str(self.execution_providers), self.reload_interval_s,
+               self.metrics, self.preset,
                self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target, self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
         reloader = _reusable_reloader(key, self.bundle)
@@ -168,7 +171,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def _load_decider(self) -> PrefillDecider:
         """A decider for the bundle, checked against ``runnables`` (raises ConfigurationError naming the targets)."""
-        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size),
+        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size,
+                                                  execution_providers=self.execution_providers),
                                  preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
                                  timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,

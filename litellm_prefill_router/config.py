@@ -33,6 +33,10 @@ class PrefillStrategyArgs(BaseModel):
     default_input_cost_per_token: float | None = Field(default=None, ge=0.0)
     default_output_cost_per_token: float | None = Field(default=None, ge=0.0)
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    # onnxruntime execution providers for the encoder, in priority order: names, or [name, {options}] (e.g.
+    # ["CUDAExecutionProvider", "CPUExecutionProvider"] with onnxruntime-gpu). None: the CPU. A provider this
+    # onnxruntime lacks is an error unless CPUExecutionProvider is listed as the fallback
+    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1)
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     # prompts per encoder call; None: 1 for an int8 encoder (its dynamic activation scales are per call, so grouping
     # would make a route depend on the other requests in flight), max_batch_size for fp32 (exact under padding)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -38,7 +39,7 @@ import numpy as np
 from .bundle import Bundle, load_bundle
 from .errors import InferenceError
 from .prompt import EncodedPrompt, PromptEncoder
-from .sessions import MAX_BATCH_TOKENS, EncoderSession, TrunkSession, encode_grouped
+from .sessions import MAX_BATCH_TOKENS, EncoderSession, ProviderSpec, TrunkSession, encode_grouped
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,15 @@ class PrefillPredictor:
         max_batch_tokens: int = MAX_BATCH_TOKENS,
         max_encoder_batch_size: int | None = None,
         cache_size: int = 1024,
+        execution_providers: Sequence[ProviderSpec] | None = None,
     ) -> None:
         """``max_batch_size``: requests grouped per worker step (and per trunk call); ``max_batch_tokens``:
         padded tokens per encoder call; ``max_encoder_batch_size``: prompts per encoder call, default
         ``max_batch_size`` for an fp32 encoder and 1 for a dynamic-int8 one (see the module docstring:
         larger values trade batch-invariant routes for throughput); ``cache_size``: predictions remembered for
-        prompts seen again (0: none)."""
+        prompts seen again (0: none); ``execution_providers``: onnxruntime providers for the encoder, in priority order
+        (default CPU; e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` with onnxruntime-gpu, see
+        :func:`~.sessions.resolve_providers`) - the trunk, a small MLP, always runs on the CPU."""
         if max_batch_size < 1 or max_batch_tokens < 1 or (max_encoder_batch_size is not None
                                                           and max_encoder_batch_size < 1):
             raise ValueError(f"max_batch_size, max_batch_tokens and max_encoder_batch_size must be >= 1, got "
@@ -99,7 +103,11 @@ class PrefillPredictor:
             pad_token_id=m.encoder.pad_token_id,
         )
         self.encoder = EncoderSession(self.bundle.path("encoder.onnx"), m.encoder.feature_dim,
-                                      intra_op_threads=intra_op_threads)
+                                      intra_op_threads=intra_op_threads, providers=execution_providers)
+        if m.encoder.quantized and self.providers[0] != "CPUExecutionProvider":
+            logger.warning("prefill router: bundle %s has a dynamic-int8 encoder, whose quantised MatMuls %s mostly "
+                           "cannot run (they fall back to the CPU); train with --no-quantize for GPU serving",
+                           self.bundle.source, self.providers[0])
         self.trunk = TrunkSession(self.bundle.path("trunk.onnx"), len(m.targets), m.encoder.feature_dim,
                                   intra_op_threads=intra_op_threads)
         self.targets = m.target_names
@@ -114,6 +122,11 @@ class PrefillPredictor:
         self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the encoder runs on, in onnxruntime's priority order."""
+        return list(self.encoder.session.get_providers())
 
     # -- the graphs -------------------------------------------------------
     def features_for_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -266,13 +279,14 @@ class PrefillPredictor:
                 f.set_result(row)
 
 
-_CACHE: dict[tuple[str, str, int | None, int, int | None, int], PrefillPredictor] = {}
+_CACHE: dict[tuple[str, str, int | None, int, int | None, int, str], PrefillPredictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def shared_predictor(
     bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16,
     max_encoder_batch_size: int | None = None, cache_size: int = 1024,
+    execution_providers: Sequence[ProviderSpec] | None = None,
 ) -> PrefillPredictor:
     """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
@@ -280,12 +294,13 @@ def shared_predictor(
     # with new presets is a new predictor too
     digest = hashlib.sha256(bundle.manifest.model_dump_json().encode()).hexdigest()
     key = (str(bundle.directory.resolve()), digest, intra_op_threads, max_batch_size, max_encoder_batch_size,
-           cache_size)
+           cache_size, json.dumps(list(execution_providers or []), sort_keys=True, default=dict))
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
             pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size,
-                                    max_encoder_batch_size=max_encoder_batch_size, cache_size=cache_size)
+                                    max_encoder_batch_size=max_encoder_batch_size, cache_size=cache_size,
+                                    execution_providers=execution_providers)
             pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred

@@ -26,6 +26,7 @@ from .jsonl import append_log_record, checked_log_template
 from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
+from .sessions import ProviderSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class PrefillSemanticRouter:
     every fallback decision (``decision.reason``: ``fallback: routing timed out``). ``decision_log``: a JSONL path
     (``{date}`` / ``{pid}`` as for the LiteLLM router) getting one line per call - the decision, ``declined``, the
     text (``decision_log_messages``) and ``route_id`` (= ``RouteChoice.id``, for feedback) - which ``prefill-router
-    stats``, ``feedback`` and ``replay`` read.
+    stats``, ``feedback`` and ``replay`` read. ``execution_providers``: onnxruntime providers for the encoder, as
+    for :class:`~.predictor.PrefillPredictor`.
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
@@ -59,7 +61,8 @@ class PrefillSemanticRouter:
                  prices: Mapping[str, tuple[float, float]] | None = None,
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
-                 decision_log_messages: bool = True) -> None:
+                 decision_log_messages: bool = True,
+                 execution_providers: Sequence[ProviderSpec] | None = None) -> None:
         if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
                 or not 0 <= prediction_cache_size <= 1_000_000:
             raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
@@ -71,12 +74,14 @@ class PrefillSemanticRouter:
         self.decision_log_messages = decision_log_messages
         self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
         self._cache_size, self._timeout_s = prediction_cache_size, decision_timeout_s
+        self._providers = list(execution_providers) if execution_providers else None
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
-        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size), preset=self._preset,
+        decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size,
+                                                  execution_providers=self._providers), preset=self._preset,
                                  tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s)
         targets = decider.targets
         unknown = sorted(set(self._requested_routes) - set(targets))

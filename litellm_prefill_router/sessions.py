@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import BundleSchemaError, InferenceError
+from .errors import BundleSchemaError, ConfigurationError, InferenceError
+
+logger = logging.getLogger("litellm_prefill_router")
+
+#: an onnxruntime execution provider: its name, or (name, its options), e.g. ("CUDAExecutionProvider", {"device_id": 1})
+ProviderSpec = Union[str, tuple[str, Mapping[str, Any]]]
+CPU = "CPUExecutionProvider"
 
 ENCODER_INPUTS = ("input_ids", "attention_mask")
 ENCODER_OUTPUT = "features"
@@ -25,7 +33,39 @@ def _usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.InferenceSession:
+def _name(spec: ProviderSpec) -> str:
+    return spec if isinstance(spec, str) else spec[0]
+
+
+def resolve_providers(requested: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    """The execution providers to run the encoder with, in priority order (None: CPU). A name onnxruntime does not
+    know is an error; one this onnxruntime build lacks (CUDA without ``onnxruntime-gpu``) is skipped with a warning
+    when ``CPUExecutionProvider`` is listed as the fallback, and an error otherwise - a router is never moved to the CPU,
+    tens of times slower, without saying so."""
+    if not requested:
+        return [CPU]
+    names = [_name(p) for p in requested]
+    unknown = [n for n in names if n not in ort.get_all_providers()]
+    if unknown:
+        raise ConfigurationError(f"execution_providers: onnxruntime knows no {unknown}; its providers: "
+                                 f"{ort.get_all_providers()}")
+    available = ort.get_available_providers()
+    usable = [p for p in requested if _name(p) in available]
+    missing = [n for n in names if n not in available]
+    if missing and (CPU not in names or not usable):
+        hint = " (CUDA/TensorRT: install onnxruntime-gpu in place of onnxruntime)" if any(
+            n.startswith(("CUDA", "Tensorrt")) for n in missing) else ""
+        raise ConfigurationError(
+            f"execution_providers {names}: {missing} not available in this onnxruntime {ort.__version__} (available: "
+            f"{available}){hint}; or list {CPU!r} last to fall back to the CPU")
+    if missing:
+        logger.warning("prefill router: execution providers %s are not available in this onnxruntime (available: %s); "
+                       "the encoder runs on %s", missing, available, [_name(p) for p in usable])
+    return usable
+
+
+def make_session(path: Path, *, intra_op_threads: int | None = None,
+                 providers: Sequence[ProviderSpec] | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     # explicit: onnxruntime's own default (0) measured 10-20% slower here than naming the usable cores
     opts.intra_op_num_threads = int(intra_op_threads or _usable_cpus())
@@ -33,8 +73,10 @@ def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.Infe
     # the CPU memory arena stays on: without it the encoder ran 1.2-1.5x slower (measured at 256 and
     # 1024 tokens); batches are capped in tokens instead (PrefillPredictor.max_batch_tokens) to bound it
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    chosen = resolve_providers(providers)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), sess_options=opts,
+                                    providers=[p if isinstance(p, str) else (p[0], dict(p[1])) for p in chosen])
     except Exception as err:  # onnxruntime raises its own untyped errors
         # onnxruntime 1.32 says "External data path does not exist: ...", 1.23 "cannot get file size: ... .data"
         if "external data" in str(err).lower() or f"{path.name}.data" in str(err):
@@ -44,6 +86,15 @@ def make_session(path: Path, *, intra_op_threads: int | None = None) -> ort.Infe
                 "encoder over 1.5 GB (fp32) left out encoder.onnx.data: retrain those (features are cached)."
             ) from err
         raise BundleSchemaError(f"onnxruntime cannot load {path}: {err}. Re-export the bundle.") from err
+    first = _name(chosen[0])
+    if first not in sess.get_providers():  # e.g. CUDA's libraries failed to load: onnxruntime fell back on its own
+        if CPU not in [_name(p) for p in chosen]:
+            raise ConfigurationError(
+                f"onnxruntime did not start {first} for {path} (it runs on {sess.get_providers()}; its log above says "
+                f"why, e.g. missing CUDA/cuDNN libraries); fix that, or list {CPU!r} last to fall back to the CPU")
+        logger.warning("prefill router: onnxruntime did not start %s for %s; it runs on %s", first, path,
+                       sess.get_providers())
+    return sess
 
 
 def _check_io(sess: ort.InferenceSession, path: Path, inputs: tuple[str, ...], output: str, width: int | None,
@@ -65,9 +116,10 @@ def _check_io(sess: ort.InferenceSession, path: Path, inputs: tuple[str, ...], o
 class EncoderSession:
     """encoder.onnx: (input_ids, attention_mask) -> pooled features (batch, feature_dim)."""
 
-    def __init__(self, path: Path, feature_dim: int, *, intra_op_threads: int | None = None) -> None:
+    def __init__(self, path: Path, feature_dim: int, *, intra_op_threads: int | None = None,
+                 providers: Sequence[ProviderSpec] | None = None) -> None:
         self.path = path
-        self.session = make_session(path, intra_op_threads=intra_op_threads)
+        self.session = make_session(path, intra_op_threads=intra_op_threads, providers=providers)
         _check_io(self.session, path, ENCODER_INPUTS, ENCODER_OUTPUT, feature_dim, "encoder.feature_dim")
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

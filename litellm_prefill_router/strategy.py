@@ -157,7 +157,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         predictor = predictor or shared_predictor(a.bundle, intra_op_threads=a.intra_op_threads,
                                                   max_batch_size=a.max_batch_size,
                                                   max_encoder_batch_size=a.max_encoder_batch_size,
-                                                  cache_size=a.prediction_cache_size)
+                                                  cache_size=a.prediction_cache_size,
+                                                  execution_providers=a.execution_providers)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error,
                                  timeout_s=a.decision_timeout_s, max_cost_usd=a.max_cost_usd,
