@@ -34,6 +34,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"encoder    {m.encoder.id} @ {m.encoder.revision} ({m.encoder.kind}), layers {list(m.encoder.layers)}, "
           f"pooling {list(m.encoder.pooling)}, max {m.encoder.max_prefill_tokens} tokens, "
           f"{'int8' if m.encoder.quantized else 'fp32'}")
+    enc_files = sorted(n for n in m.files if n == "encoder.onnx" or n.startswith("encoder.onnx."))
+    print(f"size       {sum(m.files[n].size for n in enc_files) / 1e6:,.1f} MB encoder ({', '.join(enc_files)}), "
+          f"{sum(f.size for f in m.files.values()) / 1e6:,.1f} MB in all")
     if m.parity:
         print(f"parity     max |p_torch - p_onnx| = {m.parity.probability_max_abs_diff:.2e} "
               f"(tolerance {m.parity.tolerance:.0e}, {m.parity.prompts_checked} prompts)")

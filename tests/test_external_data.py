@@ -151,3 +151,12 @@ def test_a_hub_bundle_with_a_weights_file_is_served_from_the_hugging_face_caches
     assert out["linked"] is True
     assert "encoder.onnx.data" in out["files"]
     np.testing.assert_array_equal(_predict(tmp_path / "pulled"), _predict(external_bundle))
+
+
+def test_info_shows_the_encoders_files_and_size(external_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.cli import main
+
+    assert main(["info", "--bundle", str(external_bundle)]) == 0
+    b = load_bundle(external_bundle)
+    size = (b.manifest.files["encoder.onnx"].size + b.manifest.files["encoder.onnx.data"].size) / 1e6
+    assert f"size       {size:,.1f} MB encoder (encoder.onnx, encoder.onnx.data)" in capsys.readouterr().out
