@@ -40,24 +40,6 @@ ARCHITECTURES: dict[str, dict] = {
 }
 
 
-def build(arch: str, directory: Path, tokenizer_from: Path) -> Path:
-    import shutil
-
-    import torch
-    import transformers
-
-    shutil.copytree(tokenizer_from, directory)
-    for f in [*directory.glob("model*.safetensors"), directory / "config.json"]:
-        f.unlink()
-    vocab = json.loads((tokenizer_from / "config.json").read_text())["vocab_size"]
-    cls = getattr(transformers, arch)
-    torch.manual_seed(0)
-    cls(cls.config_class(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=4, pad_token_id=2, architectures=[arch],
-                         **ARCHITECTURES[arch])).save_pretrained(str(directory))
-    return directory
-
-
 def main(archs: list[str]) -> None:
     import os
 
@@ -82,7 +64,7 @@ def main(archs: list[str]) -> None:
         row: dict = {"architecture": arch}
         t0 = time.perf_counter()
         try:
-            enc = build(arch, work / arch, base)
+            enc = tiny.build_tiny_model(arch, work / arch, base, **ARCHITECTURES[arch])
             handle = load_encoder(str(enc))
             row["kind"] = handle.kind
             ids = [e.ids for e in prompt_encoder(handle, 64).encode_batch(["what is the integral", "the king"])]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 
 from litellm_prefill_router.training.data import DataError, load_dataset
 from litellm_prefill_router.training.features import FeatureCache
@@ -184,25 +185,6 @@ def test_embedding_quantisation_dequantises_per_row_and_leaves_shared_tables_alo
     assert err.max() > 0
 
 
-def _tiny_model_of(arch: str, directory: Path, tiny_encoder: Path, **config: object) -> Path:
-    """``arch`` (a transformers model class) built from a small config, beside the tiny encoder's tokenizer."""
-    import shutil
-
-    import torch
-    import transformers
-
-    shutil.copytree(tiny_encoder, directory)
-    for f in [*directory.glob("model*.safetensors"), directory / "config.json"]:
-        f.unlink()
-    vocab = json.loads((tiny_encoder / "config.json").read_text())["vocab_size"]
-    cls = getattr(transformers, arch)
-    torch.manual_seed(0)
-    cls(cls.config_class(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=4, pad_token_id=2, architectures=[arch], **config)).save_pretrained(
-        str(directory))
-    return directory
-
-
 @pytest.mark.parametrize(("arch", "config"), [
     # its final norm is called final_norm: a cut model kept it, and served features that training never saw
     ("ModernBertModel", {"bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1, "sep_token_id": 2}),
@@ -216,7 +198,7 @@ def test_encoders_with_another_final_norm_name_or_experts_export_with_the_models
     from litellm_prefill_router.training.export import check_encoder_exports
     from litellm_prefill_router.training.features import prompt_encoder
 
-    handle = load_encoder(str(_tiny_model_of(arch, tmp_path / arch, tiny_encoder, **config)))
+    handle = load_encoder(str(tiny.build_tiny_model(arch, tmp_path / arch, tiny_encoder, **config)))
     ids = [e.ids for e in prompt_encoder(handle, 64).encode_batch(["what is the integral", "the king went to war"])]
     diffs = check_encoder_exports(handle.model, handle.num_hidden_layers, ids, handle.pad_token_id, handle.id)
     assert max(diffs.values()) < 1e-5

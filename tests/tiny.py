@@ -47,6 +47,26 @@ def build_tiny_encoder(directory: Path, *, layers: int = 4, hidden: int = 32, se
     return directory
 
 
+def build_tiny_model(arch: str, directory: Path, tokenizer_from: Path, **config: object) -> Path:
+    """A small model of transformers architecture ``arch`` (3 blocks, hidden 64, random weights) in ``directory``,
+    with the tokenizer and chat template of the tiny encoder at ``tokenizer_from``."""
+    import shutil
+
+    import torch
+    import transformers
+
+    shutil.copytree(tokenizer_from, directory)
+    for f in [*directory.glob("model*.safetensors"), directory / "config.json"]:
+        f.unlink()
+    vocab = json.loads((tokenizer_from / "config.json").read_text())["vocab_size"]
+    cls = getattr(transformers, arch)
+    torch.manual_seed(0)
+    cls(cls.config_class(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, pad_token_id=2, architectures=[arch], **config)).save_pretrained(
+        str(directory))
+    return directory
+
+
 def synthetic_rows(n: int = 240, seed: int = 0) -> list[dict]:
     """Math prompts: only math-model is right; history prompts: only history-model; generalist right 50%."""
     rng = random.Random(seed)
