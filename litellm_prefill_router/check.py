@@ -83,7 +83,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as text: one section per prefill strategy."""
-    from .cli import _table
+    from .commands.common import table
 
     out = []
     for s in report["strategies"]:
@@ -95,7 +95,7 @@ def format_report(report: dict[str, Any]) -> str:
                    f"{s['fallback_target']}{timeout}, serving: {s['serving']}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")
-            out.append(_table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],
+            out.append(table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],
                               [[d["target"], d["model"], d["input_usd_per_mtok"], d["output_usd_per_mtok"],
                                 d["price_from"], d["max_input_tokens"] or "-"] for d in deps]))
         if s["targets_without_deployment"]:
@@ -110,7 +110,7 @@ def format_report(report: dict[str, Any]) -> str:
                        f"{', '.join(s['unmapped_deployments'])}")
         if s["routes"]:
             out.append("")
-            out.append(_table(["prompt", "model group", "target", "reason", "P(correct)", "est. cost USD"],
+            out.append(table(["prompt", "model group", "target", "reason", "P(correct)", "est. cost USD"],
                               [[_short(r["prompt"]), r["model_group"], r["target"], r["reason"],
                                 r["p_correct"].get(r["target"], float("nan")), r["cost_usd"].get(r["target"],
                                                                                                  float("nan"))]

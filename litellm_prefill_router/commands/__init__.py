@@ -1,0 +1,1 @@
+"""The `prefill-router` subcommands, by what they work on (the parser is in `litellm_prefill_router.cli`)."""

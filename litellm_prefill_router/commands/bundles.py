@@ -1,0 +1,140 @@
+"""`prefill-router` commands on bundles and configs: info, route, predict, check, push, pull, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import data_arg, table
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..bundle import load_bundle
+
+    b = load_bundle(args.bundle)
+    m = b.manifest
+    print(f"bundle     {b.source}")
+    if b.source != str(b.directory):
+        print(f"files      {b.directory}")
+    print(f"encoder    {m.encoder.id} @ {m.encoder.revision} ({m.encoder.kind}), layers {list(m.encoder.layers)}, "
+          f"pooling {list(m.encoder.pooling)}, max {m.encoder.max_prefill_tokens} tokens, "
+          f"{'int8' if m.encoder.quantized else 'fp32'}")
+    enc_files = sorted(n for n in m.files if n == "encoder.onnx" or n.startswith("encoder.onnx."))
+    print(f"size       {sum(m.files[n].size for n in enc_files) / 1e6:,.1f} MB encoder ({', '.join(enc_files)}), "
+          f"{sum(f.size for f in m.files.values()) / 1e6:,.1f} MB in all")
+    if m.parity:
+        print(f"parity     max |p_torch - p_onnx| = {m.parity.probability_max_abs_diff:.2e} "
+              f"(tolerance {m.parity.tolerance:.0e}, {m.parity.prompts_checked} prompts)")
+    print()
+    print(table(["target", "prior acc", "test AUC", "out tokens", "$/Mtok in", "$/Mtok out"],
+                 [[t.name, t.prior_accuracy, t.test_auc if t.test_auc is not None else "-", t.expected_output_tokens,
+                   (t.input_cost_per_token or 0) * 1e6, (t.output_cost_per_token or 0) * 1e6] for t in m.targets]))
+    print()
+    print(table(["preset", "kind", "value", "val acc", "description"],
+                 [[k + (" (default)" if k == m.default_preset else ""), p.kind, p.value,
+                   p.validation_accuracy if p.validation_accuracy is not None else "-", p.description]
+                  for k, p in m.presets.items()]))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from ..publish import push_bundle
+
+    result = push_bundle(args.bundle, args.repo, path_in_repo=args.path_in_repo or "", private=args.private,
+                         branch=args.branch, tag=args.tag, licence=args.license, commit_message=args.message,
+                         card=args.card)
+    print(f"pushed {len(result.files)} files to {args.repo} in commit {result.commit} ({result.commit_url})")
+    print(f"serve it with  bundle: {result.reference}" + (f"   (or @{args.tag})" if args.tag else ""))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from ..bundle import copy_bundle, load_bundle
+
+    src = load_bundle(args.bundle)
+    out = copy_bundle(src, args.out)
+    print(f"copied {src.source} ({len(src.manifest.files) + 1} files, verified) to {out.directory}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from ..config import RequestOverrides
+    from ..decider import PrefillDecider
+    from ..predictor import PrefillPredictor
+
+    decider = PrefillDecider(PrefillPredictor(args.bundle, intra_op_threads=args.threads), preset=args.preset,
+                             tolerance=args.tolerance, lambda_=args.lambda_, max_cost_usd=args.max_cost_usd,
+                             min_p_correct=args.min_p_correct)
+    text = " ".join(args.text) if args.text else sys.stdin.read()
+    d = decider.decide(text, decider.manifest_prices(), RequestOverrides(), "cli")
+    excluded = set((d.constraints or {}).get("excluded", ()))
+    if args.json:
+        print(json.dumps({"target": d.target, "reason": d.reason, "policy": d.policy.__dict__,
+                          "input_tokens": d.input_tokens, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd),
+                          "constraints": d.constraints}))
+        return 0
+    print(table(["target", "P(correct)", "cost (USD)", ""],
+                 [[t, d.p_correct.get(t, "-"), d.cost_usd.get(t, "-"),
+                   "<- chosen" if t == d.target else ("outside the limits" if t in excluded else "")]
+                  for t in d.candidates]))
+    limits = "".join(f"; {k} {v:g}" for k, v in (d.constraints or {}).items() if k != "excluded")
+    print(f"\npolicy {d.policy.kind}={d.policy.value} (preset {d.policy.preset}){limits}; {d.input_tokens} prompt "
+          f"tokens{' (truncated)' if d.truncated else ''}; {d.reason} -> {d.target}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One JSON line per prompt: {"id", "p_correct": {target: p}, "cost": {target: usd}} (ids from the data)."""
+    from ..costs import cost_matrix, manifest_price
+    from ..jsonl import write_predictions
+    from ..predictor import PrefillPredictor
+    from ..training.data import load_dataset  # numpy-only module: no torch
+
+    pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
+    m = pred.bundle.manifest
+    ds = load_dataset(data_arg(args.data), min_labels=0)
+    rows = [r for r in ds.rows if args.split in (None, "all") or r.split == args.split]
+    if not rows:
+        raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
+    p, n_tokens = pred.predict_many([r.prompt for r in rows])
+    prices = [(pr.input_cost_per_token, pr.output_cost_per_token) for pr in map(manifest_price, m.targets)]
+    cost = cost_matrix(prices, n_tokens, [t.expected_output_tokens for t in m.targets])
+    out = write_predictions(args.out, [r.id for r in rows], m.target_names, p, cost)
+    print(f"wrote {len(rows)} predictions to {out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+
+    from ..check import check_config, format_report, warnings_of
+
+    report = check_config(args.config, args.prompt)
+    print(format_report(report), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    problems = warnings_of(report)
+    if args.strict and problems:
+        print(f"--strict: {len(problems)} problem(s): " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+
+    import yaml
+
+    from ..semantic import migrate_auto_router_config
+
+    src = Path(args.config)
+    config = yaml.safe_load(src.read_text())
+    mapping = dict(m.split("=", 1) for m in args.map or [])
+    new, notes = migrate_auto_router_config(config, args.bundle, target_map=mapping, config_dir=src.parent)
+    Path(args.out).write_text(yaml.safe_dump(new, sort_keys=False))
+    for n in notes:
+        print(f"- {n}")
+    print(f"wrote {args.out}")
+    return 0

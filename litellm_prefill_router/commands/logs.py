@@ -1,0 +1,208 @@
+"""`prefill-router` commands on decision logs: stats, replay, feedback, judge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import read_rubric, table
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..log_stats import summarize_log
+
+    st = summarize_log(args.log, args.feedback)
+    lat = st["routing_latency_ms"]
+    only = f" ({st['decided_only']} decided only: served by the caller, no outcome logged)" \
+        if st["decided_only"] else ""
+    print(f"{st['calls']} routed calls{only}, {st['failures']} failed; routing latency "
+          + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
+    print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)"],
+                 [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"],
+                   float("nan") if v["mean_p_correct"] is None else v["mean_p_correct"]]
+                  for t, v in st["targets"].items()]))
+    print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
+    print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
+    if st["limits"]["calls"]:
+        print(f"limits (max_cost_usd / min_p_correct): {st['limits']['calls']} calls, "
+              f"{st['limits']['excluded_a_target']} of them excluded a target")
+    if st["savings_fraction"] is not None:
+        print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
+              f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "
+              f"over the {st['calls_with_savings']} calls with a known cost)")
+    sh = st["shadow"]
+    if sh:
+        print(f"shadow mode: {sh['calls']} calls served as before by " +
+              ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
+              f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
+              f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
+    fb = st["feedback"]
+    if fb:
+        print(f"feedback: {fb['scored']} calls scored, mean {fb['mean_score']:.3f}; by the target that answered: "
+              + ", ".join(f"{t} {v['mean_score']:.3f} ({v['scored']})" for t, v in fb["by_served_target"].items()))
+    if st["arms"]:
+        print("rollout arms (router: served by the router's choice; control: served as before):")
+        print(table(["arm", "calls", "failed", "failure rate", "cost (USD)", "cost per call (USD)", "scored",
+                      "mean score"],
+                     [[name, a["calls"], a["failures"], f"{a['failure_rate']:.1%}", a["cost_usd"],
+                       float("nan") if a["cost_per_call_usd"] is None else a["cost_per_call_usd"], a["scored"],
+                       float("nan") if a["mean_score"] is None else a["mean_score"]]
+                      for name, a in st["arms"].items()]))
+    if st["bundles"] and len(st["bundles"]) > 1:
+        print("by bundle version (in the order they first decided a call):")
+        print(table(["version", "bundle", "calls", "failed", "first call", "saved", "mean P(correct)", "scored",
+                      "mean score", "top target"],
+                     [[v, b["bundle"], b["calls"], b["failures"], b["first_ts"] or "-",
+                       "-" if b["savings_fraction"] is None else f"{b['savings_fraction']:.1%}",
+                       float("nan") if b["mean_p_correct"] is None else b["mean_p_correct"], b["scored"],
+                       float("nan") if b["mean_score"] is None else b["mean_score"],
+                       next(iter(b["targets"]), "-")] for v, b in st["bundles"].items()]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(st, indent=1))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..feedback import load_feedback
+    from ..jsonl import read_logs
+    from ..predictor import PrefillPredictor
+    from ..replay import ReplayError, policy_from_args, replay
+
+    try:
+        records = [rec for _, _, rec in read_logs(args.log, "decision log")]
+    except FileNotFoundError as err:
+        raise ReplayError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
+    scores: dict[str, float] = {}
+    for f in args.feedback or []:
+        scores.update(load_feedback(f))
+    r = replay(records, pred, policy=policy_from_args(args.preset, args.tolerance, args.lambda_, pred),
+               scores=scores or None, progress=not args.quiet)
+    print(f"replayed {r['calls']} logged calls with {r['bundle']} (version {r['bundle_version']}), policy "
+          f"{r['policy']}" + (f"; {r['pinned']} pinned calls left as they were" if r["pinned"] else "")
+          + (f"; skipped {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else ""))
+    print(f"same route for {r['kept']} ({r['agreement']:.1%}), another for {r['moved']}; estimated cost "
+          f"{r['estimated_cost_before_usd']:.6g} -> {r['estimated_cost_after_usd']:.6g} USD; mean P(correct) under "
+          f"the new bundle: new route {r['mean_p_correct_new_route']:.3f}, old route "
+          + ("-" if r["mean_p_correct_old_route"] is None else f"{r['mean_p_correct_old_route']:.3f}"))
+    print(table(["target", "calls before", "calls after"],
+                 [[t, v["before"], v["after"]] for t, v in r["routes"].items()]))
+    if r["top_moves"]:
+        print("top moves: " + ", ".join(f"{m['from']} -> {m['to']} {m['calls']}" for m in r["top_moves"]))
+    fb = r["feedback"]
+    if fb:
+        def mean(v: dict) -> str:
+            return "-" if v["mean_score"] is None else f"{v['mean_score']:.3f}"
+        print(f"feedback: calls kept {mean(fb['kept'])} ({fb['kept']['scored']} scored), calls it would move "
+              f"{mean(fb['moved'])} ({fb['moved']['scored']} scored)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    if args.plot:
+        _plot_replay(r, Path(args.plot))
+    return 0
+
+
+def _plot_replay(r: dict, path: Path) -> None:
+    from ..replay import ReplayError
+
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ReplayError(f"--plot needs matplotlib, which the serving install leaves out: pip install matplotlib "
+                          f"(or litellm-prefill-router[train]) ({err})") from err
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["routes"])
+    y = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
+    ax.barh([i - 0.2 for i in y], [r["routes"][t]["before"] for t in names], height=0.4, label="logged")
+    ax.barh([i + 0.2 for i in y], [r["routes"][t]["after"] for t in names], height=0.4, label="replayed")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("calls")
+    ax.set_title(f"replay with {r['bundle_version']}: {r['agreement']:.0%} same route, est. cost "
+                 f"{r['estimated_cost_before_usd']:.3g} -> {r['estimated_cost_after_usd']:.3g} USD")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from ..feedback import feedback_rows
+    from ..jsonl import write_atomic
+
+    rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
+    write_atomic(args.out, rows)
+    print(f"{st.decisions} logged decisions: {st.rows} rows written, {st.without_feedback} without feedback, "
+          f"{st.failed_calls} failed calls, {st.without_messages} without messages, {st.unmapped_answers} answered by "
+          f"a deployment no target maps; "
+          f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
+    print(f"wrote {args.out}; retrain with: prefill-router train --continue-from BUNDLE --data BASE --add {args.out}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    """Score logged production answers later -> feedback lines for `prefill-router feedback`."""
+    import asyncio
+    from pathlib import Path
+
+    from ..errors import PrefillRouterError
+    from ..feedback import JudgedLines, judge_log
+    from ..jsonl import append_line, read_log
+    from ..judges import Completer, parse_judge
+
+    judge = parse_judge(args.judge, read_rubric(args.rubric), args.judge_max_tokens)
+    complete: Completer | None = None
+    client = None
+    if judge.kind == "llm":
+        from ..collect import load_router_config
+        from ..collection_client import CollectionClient
+        from ..retrying import RetryPolicy, retried
+
+        if not args.config:
+            raise PrefillRouterError(f"judge {args.judge!r} needs --config with the judge's model group")
+        client = CollectionClient(load_router_config(args.config))
+        if judge.arg not in client.groups():
+            raise PrefillRouterError(f"judge {args.judge!r}: model group {judge.arg!r} is not in {args.config} "
+                                     f"(its groups: {client.groups()})")
+        llm = client
+
+        async def complete(group: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+            return await retried(lambda: llm.complete_text(group, messages, max_tokens), llm.retry_after,
+                                 RetryPolicy(), f"judge {group}")
+
+    # each score is appended to --out as soon as it is known, so an interrupted run (Ctrl-C, a crash) keeps what it
+    # scored; an earlier run's lines are kept, and the answers this judge scored there are not judged again
+    out = Path(args.out)
+    earlier = [rec for _, rec in read_log(out)] if out.is_file() else []
+    judged = {str(r.get("id")) for r in earlier if r.get("judge") == judge.spec}
+    if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        append_line(out, "")  # an earlier run cut off mid-line: start on a fresh line
+
+    async def run() -> JudgedLines:
+        try:
+            return await judge_log(args.log, judge, complete, skip=judged, concurrency=args.concurrency,
+                                   on_line=lambda line: append_line(out, json.dumps(line)), progress=not args.quiet)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    lines = asyncio.run(run())
+    before = f" ({len(judged)} scored by an earlier run)" if judged else ""
+    print(f"scored {len(lines)} logged answers with {args.judge}{before}; wrote {out} "
+          "(use it as --feedback for `prefill-router feedback`)")
+    if lines.failed:
+        print(f"the judge failed on {len(lines.failed)} answers (first: {next(iter(lines.failed.values()))}); "
+              "run the command again to judge them", file=sys.stderr)
+        return 4
+    return 0
