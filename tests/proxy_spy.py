@@ -21,6 +21,7 @@ KEYS: dict[str, dict] = {
     "sk-prefill-routed": {"router_settings": {"routing_strategy": "prefill"}},
     "sk-budget-policy": {"metadata": {"prefill": {"tolerance": 1.0}}},
     "sk-team-candidates": {"team_id": "research", "team_metadata": {"prefill": {"candidates": ["generalist"]}}},
+    "sk-free-tier": {"metadata": {"prefill": {"max_cost_usd": 6e-5}}},  # a ceiling on each request's estimated cost
 }
 
 

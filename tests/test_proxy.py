@@ -191,6 +191,12 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert budget_key_headers["x-prefill-target"] == "math-model"
         _, team_headers = _post(port, MATH_PROMPT, key="sk-team-candidates")
         assert team_headers["x-prefill-target"] == "generalist"
+        # a key's cost ceiling: history-model (8e-5 USD for this prompt) is over it, math-model (5.5e-5) within; a
+        # request asking for more gets the key's ceiling, one asking for less than anything costs goes to the cheapest
+        free = [_post(port, HIST_PROMPT, key="sk-free-tier", metadata={"prefill": {"max_cost_usd": cap}})[1]
+                for cap in (1.0, 1e-9)]
+        assert [(h["x-prefill-target"], h["x-prefill-reason"].split(":")[0]) for h in free] == \
+            [("math-model", "policy"), ("math-model", "over budget")]
         # a retry of a request whose chosen target failed goes to the next-best target, not the same one again
         flaky, flaky_headers = _post(port, MATH_PROMPT, model="flaky", num_retries=1)
         assert flaky_headers["x-prefill-reason"] == "retry: math-model failed this request"
