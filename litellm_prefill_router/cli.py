@@ -1,4 +1,4 @@
-"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, judge,
+"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, tune, judge,
 check, push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .commands.bundles import cmd_check, cmd_info, cmd_migrate, cmd_predict, cmd_pull, cmd_push, cmd_route
 from .commands.common import DATA_ENV
-from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats
+from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats, cmd_tune
 from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 
 
@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--threads", type=int)
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=cmd_replay)
+
+    tu = sub.add_parser("tune", help="the tolerance / lambda that fits a budget, on the traffic a router logged")
+    tu.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    goal = tu.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--budget-usd-per-1k", type=float, help="the most expected accuracy within this estimated "
+                                                                 "cost per 1,000 requests")
+    goal.add_argument("--savings", type=float, help="... within this fraction saved vs each call's dearest candidate")
+    goal.add_argument("--min-expected-accuracy", type=float, help="the cheapest setting reaching this mean P(correct)")
+    tu.add_argument("--json", help="also write the sweep, frontier and choice here")
+    tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
+    tu.set_defaults(func=cmd_tune)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
     j.add_argument("--log", required=True, nargs="+", help=LOG_HELP)

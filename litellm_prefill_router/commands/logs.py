@@ -1,4 +1,4 @@
-"""`prefill-router` commands on decision logs: stats, replay, feedback, judge."""
+"""`prefill-router` commands on decision logs: stats, replay, tune, feedback, judge."""
 
 from __future__ import annotations
 
@@ -206,3 +206,62 @@ def cmd_judge(args: argparse.Namespace) -> int:
               "run the command again to judge them", file=sys.stderr)
         return 4
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..jsonl import read_logs
+    from ..tuning import TuneError, tune
+
+    try:
+        records = [rec for _, _, rec in read_logs(args.log, "decision log")]
+    except FileNotFoundError as err:
+        raise TuneError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
+             min_expected_accuracy=args.min_expected_accuracy)
+    print(f"{r['calls']} logged calls decided by a policy" + (f" ({r['calls_with_limits']} with their own limits, kept)"
+                                                             if r["calls_with_limits"] else "")
+          + (f"; left out {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else "")
+          + f"; always the dearest candidate: {r['dearest_cost_per_1k_usd']:.6g} USD per 1k requests")
+    print(table(["setting", "USD per 1k requests", "saved vs dearest", "expected accuracy", "routes"],
+                [[f"{q['kind']}={q['value']:g}", q["cost_per_1k_usd"],
+                  f"{1 - q['cost_per_1k_usd'] / r['dearest_cost_per_1k_usd']:.1%}"
+                  if r["dearest_cost_per_1k_usd"] > 0 else "-", q["expected_accuracy"],
+                  ", ".join(f"{t} {v:.0%}" for t, v in sorted(q["routes"].items(), key=lambda kv: -kv[1])[:3])]
+                 for q in r["frontier"]]))
+    c = r["chosen"]
+    print(f"\nfor {r['goal']}: {c['kind']} {c['value']:g} - {c['cost_per_1k_usd']:.6g} USD per 1k requests, "
+          f"expected accuracy {c['expected_accuracy']:.4f} (the bundle's P(correct) of the routes it picks)")
+    print(f"  routing_strategy_args: {{{c['kind']}: {c['value']:g}}}    # or per request: "
+          f"metadata={{\"prefill\": {{\"{c['kind']}\": {c['value']:g}}}}}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    if args.plot:
+        _plot_tune(r, Path(args.plot))
+    return 0
+
+
+def _plot_tune(r: dict, path: Path) -> None:
+    from ..replay import ReplayError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ReplayError("--plot needs matplotlib (pip install matplotlib, or the train extra)") from err
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind, style in (("tolerance", "-"), ("lambda", "--")):
+        pts = sorted((q for q in r["points"] if q["kind"] == kind), key=lambda q: q["cost_per_1k_usd"])
+        ax.plot([q["cost_per_1k_usd"] for q in pts], [q["expected_accuracy"] for q in pts], style, label=kind)
+    c = r["chosen"]
+    ax.plot([c["cost_per_1k_usd"]], [c["expected_accuracy"]], "o", color="k",
+            label=f"chosen: {c['kind']} {c['value']:g}")
+    ax.set_xlabel("estimated USD per 1,000 requests (this traffic)")
+    ax.set_ylabel("expected accuracy (mean P(correct) of the route)")
+    ax.set_title(r["goal"])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

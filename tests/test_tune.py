@@ -1,0 +1,99 @@
+"""`prefill-router tune`: every tolerance and lambda applied to a real router's decision log, and the setting that fits
+a budget - checked against a replay of the log with that setting (which runs the bundle again)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+
+from litellm_prefill_router import PrefillRouter, flush_logging
+from litellm_prefill_router.cli import main
+from litellm_prefill_router.policy import RoutingPolicy
+from litellm_prefill_router.predictor import PrefillPredictor
+from litellm_prefill_router.replay import replay
+from litellm_prefill_router.tuning import TuneError, tune
+
+
+@pytest.fixture(scope="module")
+def log(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Ten calls through litellm.Router: maths and history prompts, one pinned, one with its own cost ceiling."""
+    import asyncio
+
+    path = tmp_path_factory.mktemp("tune") / "decisions.jsonl"
+
+    async def serve() -> None:
+        r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(path)})
+        for i in range(4):
+            for text in (MATH_PROMPT, HIST_PROMPT):
+                await r.acompletion(model="auto", messages=[{"role": "user", "content": f"{text} {'again ' * i}"}])
+        await r.acompletion(model="auto", messages=[{"role": "user", "content": HIST_PROMPT}],
+                            metadata={"prefill": {"pin_model": "generalist"}})
+        await r.acompletion(model="auto", messages=[{"role": "user", "content": HIST_PROMPT + " at sea"}],
+                            metadata={"prefill": {"max_cost_usd": 6e-5}})
+        await flush_logging()
+
+    asyncio.run(serve())
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_setting_chosen_for_a_budget_is_the_most_accurate_within_it_and_a_replay_costs_the_same(
+        log: list[dict], bundle_dir: Path) -> None:
+    free = tune(log, savings=0.0)
+    assert free["calls"] == 9 and free["calls_with_limits"] == 1
+    assert free["skipped"] == {"pinned or fallback (no policy chose them)": 1}
+    cheapest, dearest = free["frontier"][0]["cost_per_1k_usd"], free["frontier"][-1]["cost_per_1k_usd"]
+    budget = (cheapest + dearest) / 2
+    r = tune(log, budget_usd_per_1k=budget)
+    within = [q for q in r["points"] if q["cost_per_1k_usd"] <= budget]
+    assert r["chosen"]["cost_per_1k_usd"] <= budget
+    assert r["chosen"]["expected_accuracy"] == max(q["expected_accuracy"] for q in within)
+    # the same setting, decided again by the bundle on the logged messages: the same routes, the same cost
+    predictor = PrefillPredictor(bundle_dir)
+    lam = next(q for q in r["points"] if q["kind"] == "lambda" and q["value"] == 0.5)
+    for c in (r["chosen"], lam):
+        again = replay(log, predictor, policy=RoutingPolicy(c["kind"], c["value"]))
+        assert again["calls"] == 9
+        assert again["estimated_cost_after_usd"] / 9 * 1000 == pytest.approx(c["cost_per_1k_usd"], rel=1e-6)
+        assert again["mean_p_correct_new_route"] == pytest.approx(c["expected_accuracy"], abs=1e-5)
+
+
+def test_a_quality_goal_gets_the_cheapest_setting_reaching_it(log: list[dict]) -> None:
+    front = tune(log, savings=0.0)["frontier"]
+    goal = (front[0]["expected_accuracy"] + front[-1]["expected_accuracy"]) / 2
+    chosen = tune(log, min_expected_accuracy=goal)["chosen"]
+    assert chosen["expected_accuracy"] >= goal
+    assert all(q["cost_per_1k_usd"] >= chosen["cost_per_1k_usd"] for q in front if q["expected_accuracy"] >= goal)
+
+
+def test_goals_no_setting_meets_are_errors_naming_what_is_possible(log: list[dict]) -> None:
+    with pytest.raises(TuneError, match=r"no tolerance or lambda meets cost <= 1e-09 USD per 1k requests on these 9 "
+                                        r"calls: the cheapest setting costs"):
+        tune(log, budget_usd_per_1k=1e-9)
+    with pytest.raises(TuneError, match="the most any setting reaches is"):
+        tune(log, min_expected_accuracy=1.0)
+    with pytest.raises(TuneError, match="exactly one goal"):
+        tune(log, budget_usd_per_1k=1.0, savings=0.5)
+    with pytest.raises(TuneError, match="no call of the decision log was decided by a policy"):
+        tune([r for r in log if r["decision"]["reason"] == "pinned"], savings=0.5)
+
+
+def test_the_tune_command_prints_the_frontier_and_the_setting_to_configure(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in log))
+    out = tmp_path / "tune.json"
+    assert main(["tune", "--log", str(path), "--savings", "0.2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    chosen = json.loads(out.read_text())["chosen"]
+    assert f"routing_strategy_args: {{{chosen['kind']}: {chosen['value']:g}}}" in text
+    assert "saved vs dearest" in text and "(20% saved)" in text
+    assert main(["tune", "--log", str(path), "--budget-usd-per-1k", "1e-9"]) == 2  # a TuneError, said plainly
+    if importlib.util.find_spec("matplotlib"):
+        assert main(["tune", "--log", str(path), "--savings", "0.2", "--plot", str(tmp_path / "t.png")]) == 0
+        assert (tmp_path / "t.png").stat().st_size > 10_000
