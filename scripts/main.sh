@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install, train a bundle on the shared routing dataset with the default offline encoder
 # (SmolLM2-135M-Instruct), check the example proxy config against it, then route sample prompts through
-# litellm.Router(routing_strategy="prefill"), sum up its decision log and replay it with a cheaper policy.
+# litellm.Router(routing_strategy="prefill"), sum up its decision log, replay it with a cheaper policy and tune the
+# policy to a budget on it.
 #   PREFILL_ROUTER_DATA  dataset directory (default: ../shared/datasets/llmrouter)
 #   BUNDLE               output bundle directory (default: bundles/llmrouter)
 set -euo pipefail
@@ -22,3 +23,5 @@ python examples/litellm_sdk.py --bundle "$BUNDLE" --models-json "$DATA/models.js
 prefill-router stats --log "$LOG"
 # what a cheaper policy (or a retrained bundle: --bundle NEW) would have done with the same calls, offline
 prefill-router replay --log "$LOG" --bundle "$BUNDLE" --preset min-cost --quiet
+# the tolerance / lambda that halves the spend on this traffic (vs each call's dearest candidate), and its expected accuracy
+prefill-router tune --log "$LOG" --savings 0.5
