@@ -40,6 +40,26 @@ def test_modified_file_fails_with_checksum_error_naming_the_file(bundle_copy: Pa
         load_bundle(bundle_copy)
 
 
+def test_a_bundle_loaded_again_is_not_hashed_again_unless_a_file_changed_on_disk(
+        bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm_prefill_router import bundle as bundle_module
+
+    load_bundle(bundle_copy)
+    hashed: list[str] = []
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    load_bundle(bundle_copy)
+    assert hashed == []  # every file as this process verified it: same size, mtime and inode
+    with (bundle_copy / "trunk.onnx").open("r+b") as f:  # modified in place, same size
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleChecksumError, match="sha256 of bundle file .*trunk.onnx"):
+        load_bundle(bundle_copy)
+    assert hashed == ["trunk.onnx"]
+
+
 def test_truncated_file_fails_with_size_mismatch(bundle_copy: Path) -> None:
     data = (bundle_copy / "tokenizer.json").read_bytes()
     (bundle_copy / "tokenizer.json").write_bytes(data[:-10])
