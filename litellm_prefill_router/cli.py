@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--keep", type=int, default=3)
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
                            help="dynamic int8 encoder, kept only if validation AUC drops < 0.005 (default on)")
+            t.add_argument("--device", default="auto",
+                           help="where to extract features: auto (a CUDA GPU if torch has one), cpu, cuda, cuda:N")
             t.add_argument("--external-data", action="store_true", default=None,
                            help="keep the encoder's weights in encoder.onnx.data beside the graph (automatic past "
                                 "1.5 GB: one ONNX file cannot pass 2 GB)")

@@ -239,3 +239,25 @@ def test_an_encoder_that_does_not_export_fails_in_seconds_before_any_feature_is_
                                                r"trained"):
         train(tiny_data, tmp_path / "bundle", opts)
     assert not extracted and not (tmp_path / "bundle").exists()
+
+
+def test_feature_extraction_runs_where_asked_and_a_device_torch_cannot_use_fails_before_the_encoder_loads(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from litellm_prefill_router.errors import PrefillRouterError
+    from litellm_prefill_router.training import pipeline
+    from litellm_prefill_router.training.features import resolve_device
+    from litellm_prefill_router.training.pipeline import TrainOptions, train
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(PrefillRouterError, match="use auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    if torch.cuda.is_available():
+        pytest.skip("this torch has CUDA")
+    loaded: list[str] = []
+    monkeypatch.setattr(pipeline, "load_encoder", lambda name: loaded.append(name))
+    with pytest.raises(PrefillRouterError, match=r"--device cuda:1: torch .* sees no CUDA GPU .*--device cpu"):
+        train(tiny_data, tmp_path / "bundle", TrainOptions(encoder="smollm2", device="cuda:1", progress=False))
+    assert loaded == []

@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = {} if args.max_auc_loss is None else {"max_auc_loss": args.max_auc_loss}
     opts = TrainOptions(encoder=args.encoder, targets=args.targets, layers=layers, **extra,
                         max_tokens=args.max_tokens, seeds=args.seeds, keep=min(args.keep, args.seeds),
-                        quantize=args.quantize, external_data=args.external_data or None)
+                        quantize=args.quantize, external_data=args.external_data or None, device=args.device)
     bundle, report = train(ds, args.out, opts)
     print()
     print(table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()] +

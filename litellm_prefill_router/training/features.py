@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PrefillRouterError
 from ..prompt import PromptEncoder
 from .encoders import EncoderHandle
 
@@ -121,6 +122,27 @@ def cache_key(handle: EncoderHandle, max_tokens: int, head_fraction: float, data
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA GPU when torch has one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given, once
+    torch can use them. Only feature extraction runs there: export and its checks run on the CPU, as the router serves."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not device.startswith("cuda") or (device != "cuda" and not device[5:].lstrip(":").isdigit()):
+        raise PrefillRouterError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise PrefillRouterError(
+            f"--device {device}: torch {torch.__version__} sees no CUDA GPU (the train extra pins a CPU build of torch; "
+            "install a CUDA build on a GPU machine), or use --device cpu")
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if index >= torch.cuda.device_count():
+        raise PrefillRouterError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
 def extract_features(
     handle: EncoderHandle,
     prompts: Sequence[object],
@@ -132,7 +154,10 @@ def extract_features(
     batch_tokens: int = 8192,
     max_batch: int = 32,
     progress: bool = True,
+    device: str = "cpu",
 ) -> FeatureCache:
+    """Pooled hidden states of every layer for every prompt, cached (see :class:`FeatureCache`); computed on
+    ``device`` (:func:`resolve_device`), the model moved back to the CPU afterwards."""
     import torch
     from tqdm.auto import tqdm
 
@@ -162,22 +187,27 @@ def extract_features(
     encoded = penc.encode_batch([prompts[int(i)] for i in todo])
     lengths = np.array([len(e.ids) for e in encoded])
     batches = length_batches(lengths, batch_tokens, max_batch)
-    model = handle.model
+    device = resolve_device(device)
+    model = handle.model.to(device)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="prefill features", unit="prompt", disable=not progress)
-    with torch.inference_mode():
-        for k, batch in enumerate(batches):
-            ids, mask = padded_batch([encoded[j].ids for j in batch], handle.pad_token_id)
-            pooled = pool_hidden_states(forward_hidden_states(model, ids, mask), mask)
-            rows = todo[batch]
-            feats[rows] = pooled.float().numpy()
-            done[rows] = True
-            ntok[rows] = [encoded[j].n_tokens for j in batch]
-            if k % 10 == 0 or k == len(batches) - 1:
-                feats.flush()
-                np.save(dpath, done)
-                np.save(tpath, ntok)
-            bar.update(len(batch))
+    bar = tqdm(total=len(todo), desc=f"prefill features ({device})", unit="prompt", disable=not progress)
+    try:
+        with torch.inference_mode():
+            for k, batch in enumerate(batches):
+                ids, mask = padded_batch([encoded[j].ids for j in batch], handle.pad_token_id)
+                ids, mask = ids.to(device), mask.to(device)
+                pooled = pool_hidden_states(forward_hidden_states(model, ids, mask), mask)
+                rows = todo[batch]
+                feats[rows] = pooled.float().cpu().numpy()
+                done[rows] = True
+                ntok[rows] = [encoded[j].n_tokens for j in batch]
+                if k % 10 == 0 or k == len(batches) - 1:
+                    feats.flush()
+                    np.save(dpath, done)
+                    np.save(tpath, ntok)
+                bar.update(len(batch))
+    finally:
+        handle.model.to("cpu")  # export, its parity checks and the depth timings run on the CPU, as served
     bar.close()
     feats.flush()
     np.save(dpath, done)

@@ -24,7 +24,7 @@ from .data import RoutingDataset, load_dataset, require_labels
 from .export import time_depths
 from .encoders import DEFAULT_ENCODER, EncoderHandle, cache_root, load_encoder
 from .evaluation import binarize
-from .features import FeatureCache, extract_features, prompt_encoder
+from .features import FeatureCache, extract_features, prompt_encoder, resolve_device
 from .probes import ProbeResult, plot_probes, run_probes, select_layer
 from .trunk import FittedTrunk, TrunkConfig, fit_trunk
 
@@ -57,6 +57,8 @@ class TrainOptions:
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     cache_dir: Path | None = None
     progress: bool = True
+    # where features are extracted: auto (a CUDA GPU if torch has one, else the CPU), cpu, cuda, cuda:N
+    device: str = "auto"
 
 
 class Stopwatch:
@@ -97,12 +99,13 @@ def compute_features(ds: RoutingDataset, opts: TrainOptions, *,
                      check_export: bool = False) -> tuple[EncoderHandle, FeatureCache]:
     """The encoder and the dataset's cached features; ``check_export``: first make sure the encoder can be served
     (:func:`check_export_once`), before the long extraction."""
+    device = resolve_device(opts.device)  # a device torch cannot use fails before anything is loaded
     handle = load_encoder(opts.encoder)
     if check_export:
         check_export_once(handle, opts.max_tokens)
     cache = extract_features(handle, ds.prompts(), dataset_hash=ds.content_hash(),
                              cache_dir=Path(opts.cache_dir or cache_root() / "features"),
-                             max_tokens=opts.max_tokens, progress=opts.progress)
+                             max_tokens=opts.max_tokens, progress=opts.progress, device=device)
     return handle, cache
 
 
