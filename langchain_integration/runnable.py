@@ -143,7 +143,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         key = (self.bundle, self.prediction_cache_size, str(self.execution_providers), self.reload_interval_s,
                self.metrics, self.preset,
-               self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target, self.on_error, self.decision_timeout_s,
+               self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target,
+               self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
         reloader = _reusable_reloader(key, self.bundle)
         if reloader is None:

@@ -4,8 +4,9 @@ Reads a decision log (with its messages: ``decision_log_messages``, on by defaul
 again with ``bundle`` - a retrained one, a new commit on the Hub - offline: no request is sent, nothing serving is
 touched. Each call keeps what it had: its candidates and their cost estimates (the deployments' prices and the
 call's tokens, as logged), its limits (``max_cost_usd``, ``min_p_correct``) and its policy (the same preset name,
-read from the new bundle's recalibrated presets, or the same tolerance / lambda; ``policy`` overrides it). Pinned calls (the caller's choice) are counted apart, calls
-logged without messages or cost estimates are skipped, each with the reason. The summary: how many calls would
+read from the new bundle's recalibrated presets, or the same tolerance / lambda; ``policy`` overrides it). Pinned
+calls (the caller's choice) are counted apart, calls logged without messages or cost estimates are skipped, each with
+the reason. The summary: how many calls would
 move and where (route shares before and after, the top moves), the estimated cost before and after, the mean
 P(correct) of the new route and of the old one *under the new bundle*, and with feedback scores (joined by call id)
 the mean score of the calls it keeps and of those it would move - the answers it would move away from should be the
@@ -99,8 +100,9 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
         costs = d["cost_usd"]
         pol = policy or logged_policy(d.get("policy"), predictor)
         # within the call's own limits (max_cost_usd, min_p_correct), as logged
+        limits = Constraints.from_record(d.get("constraints"))
         new, _, _ = constrained_choice(pol, cands, {t: float(p[col[t]]) for t in cands},
-                                       {t: float(costs[t]) for t in cands}, Constraints.from_record(d.get("constraints")))
+                                       {t: float(costs[t]) for t in cands}, limits)
         old_routes[old] += 1
         new_routes[new] += 1
         new_cost += float(costs[new])

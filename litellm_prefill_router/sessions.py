@@ -40,8 +40,8 @@ def _name(spec: ProviderSpec) -> str:
 def resolve_providers(requested: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
     """The execution providers to run the encoder with, in priority order (None: CPU). A name onnxruntime does not
     know is an error; one this onnxruntime build lacks (CUDA without ``onnxruntime-gpu``) is skipped with a warning
-    when ``CPUExecutionProvider`` is listed as the fallback, and an error otherwise - a router is never moved to the CPU,
-    tens of times slower, without saying so."""
+    when ``CPUExecutionProvider`` is listed as the fallback, and an error otherwise - a router is never moved to the
+    CPU, tens of times slower, without saying so."""
     if not requested:
         return [CPU]
     names = [_name(p) for p in requested]
@@ -82,8 +82,8 @@ def make_session(path: Path, *, intra_op_threads: int | None = None,
         if "external data" in str(err).lower() or f"{path.name}.data" in str(err):
             raise BundleSchemaError(
                 f"onnxruntime cannot load {path}: its weights live in a file beside it that the bundle lacks ({err}). "
-                "Copy the whole bundle directory; bundles that earlier versions of litellm-prefill-router trained with an "
-                "encoder over 1.5 GB (fp32) left out encoder.onnx.data: retrain those (features are cached)."
+                "Copy the whole bundle directory; bundles that earlier versions of litellm-prefill-router trained "
+                "with an encoder over 1.5 GB (fp32) left out encoder.onnx.data: retrain those (features are cached)."
             ) from err
         raise BundleSchemaError(f"onnxruntime cannot load {path}: {err}. Re-export the bundle.") from err
     first = _name(chosen[0])

@@ -124,7 +124,8 @@ def cache_key(handle: EncoderHandle, max_tokens: int, head_fraction: float, data
 
 def resolve_device(device: str) -> str:
     """``auto``: the first CUDA GPU when torch has one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given, once
-    torch can use them. Only feature extraction runs there: export and its checks run on the CPU, as the router serves."""
+    torch can use them. Only feature extraction runs there: export and its checks run on the CPU, as the router
+    serves."""
     import torch
 
     if device == "auto":
@@ -135,8 +136,8 @@ def resolve_device(device: str) -> str:
         raise PrefillRouterError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise PrefillRouterError(
-            f"--device {device}: torch {torch.__version__} sees no CUDA GPU (the train extra pins a CPU build of torch; "
-            "install a CUDA build on a GPU machine), or use --device cpu")
+            f"--device {device}: torch {torch.__version__} sees no CUDA GPU (the train extra pins a CPU build of "
+            "torch; install a CUDA build on a GPU machine), or use --device cpu")
     index = int(device[5:]) if device.startswith("cuda:") else 0
     if index >= torch.cuda.device_count():
         raise PrefillRouterError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
