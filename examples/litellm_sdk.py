@@ -66,13 +66,24 @@ async def main() -> None:
                                **({"decision_log": args.decision_log} if args.decision_log else {})},
     )
     print(f"{'prompt':<58} {'routed to':<34} {'P(correct)':>10} {'est. cost $':>11} {'route ms':>8}")
+    dearest = (0.0, SAMPLES[0])
     for prompt in SAMPLES:
         resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": prompt}])
         d = resp._hidden_params["prefill_routing"]
+        dearest = max(dearest, (d["cost_usd"][d["target"]], prompt))
         short = prompt.replace("\n", " ")[:55] + "..."
         print(f"{short:<58} {resp.choices[0].message.content:<34} {d['p_correct'][d['target']]:>10.3f} "
               f"{d['cost_usd'][d['target']]:>11.2e} {d['latency_ms']:>8.1f}")
     print(f"\npolicy: {d['policy']}")
+    # the dearest route again, with a per-request cost ceiling (a proxy key's metadata.prefill can set one for all its
+    # requests): the policy chooses among the targets this prompt costs at most that much on
+    ceiling = 5e-5
+    resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": dearest[1]}],
+                                    metadata={"prefill": {"max_cost_usd": ceiling}})
+    d = resp._hidden_params["prefill_routing"]
+    print(f"{dearest[1][:40]}... with max_cost_usd={ceiling:g}: {resp.choices[0].message.content} (P(correct) "
+          f"{d['p_correct'][d['target']]:.3f}, est. {d['cost_usd'][d['target']]:.2e} USD; reason "
+          f"{d['reason'].split(':')[0]}; {len(d['constraints']['excluded'])} targets over the ceiling)")
     await flush_logging()  # litellm logs on a background worker: let it write the decision log before the loop ends
 
 

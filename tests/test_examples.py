@@ -24,14 +24,20 @@ def test_litellm_sdk_example_routes_every_sample_and_prints_decisions(bundle_dir
     lines = [line for line in r.stdout.splitlines() if line.strip().startswith(tuple("NWWFG"))]
     assert len(lines) >= 6 and all("[" in line for line in lines)
     assert "policy:" in r.stdout
-    assert len(log.read_text().splitlines()) == 6
+    assert "with max_cost_usd=5e-05: [" in r.stdout  # the dearest route again, under a per-request cost ceiling
+    assert len(log.read_text().splitlines()) == 7
     stats = _run(["-m", "litellm_prefill_router.cli", "stats", "--log", str(log)])
     assert stats.returncode == 0, stats.stderr[-2000:]
-    assert "6 routed calls, 0 failed" in stats.stdout and "saved" in stats.stdout
+    assert "7 routed calls, 0 failed" in stats.stdout and "saved" in stats.stdout
+    assert "limits (max_cost_usd / min_p_correct): 1 call, 1 of them excluded a target" in stats.stdout
     replayed = _run(["-m", "litellm_prefill_router.cli", "replay", "--log", str(log), "--bundle", str(bundle_dir),
-                     "--preset", "min-cost", "--quiet"])  # as scripts/main.sh ends
+                     "--preset", "min-cost", "--quiet"])  # as scripts/main.sh runs it
     assert replayed.returncode == 0, replayed.stderr[-2000:]
-    assert "replayed 6 logged calls" in replayed.stdout and "policy preset=min-cost" in replayed.stdout
+    assert "replayed 7 logged calls" in replayed.stdout and "policy preset=min-cost" in replayed.stdout
+    tuned = _run(["-m", "litellm_prefill_router.cli", "tune", "--log", str(log), "--savings", "0.5"])  # as it ends
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    assert "7 logged calls decided by a policy (1 with their own limits, kept)" in tuned.stdout
+    assert "routing_strategy_args: {" in tuned.stdout
 
 
 def test_langchain_chain_example_routes_each_question(bundle_dir: Path) -> None:

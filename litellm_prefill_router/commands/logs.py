@@ -28,7 +28,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
     print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
     if st["limits"]["calls"]:
-        print(f"limits (max_cost_usd / min_p_correct): {st['limits']['calls']} calls, "
+        n = st["limits"]["calls"]
+        print(f"limits (max_cost_usd / min_p_correct): {n} call{'' if n == 1 else 's'}, "
               f"{st['limits']['excluded_a_target']} of them excluded a target")
     if st["savings_fraction"] is not None:
         print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
