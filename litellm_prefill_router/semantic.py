@@ -23,7 +23,7 @@ from .costs import Price
 from .decider import PrefillDecider
 from .errors import ConfigurationError
 from .jsonl import append_log_record, checked_log_template
-from .policy import RoutingDecision
+from .policy import Constraints, RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
 from .sessions import ProviderSpec
@@ -53,7 +53,8 @@ class PrefillSemanticRouter:
     (``{date}`` / ``{pid}`` as for the LiteLLM router) getting one line per call - the decision, ``declined``, the
     text (``decision_log_messages``) and ``route_id`` (= ``RouteChoice.id``, for feedback) - which ``prefill-router
     stats``, ``feedback`` and ``replay`` read. ``execution_providers``: onnxruntime providers for the encoder, as
-    for :class:`~.predictor.PrefillPredictor`.
+    for :class:`~.predictor.PrefillPredictor`. ``max_cost_usd`` / ``min_p_correct``: limits for every call (a call's
+    ``overrides`` may lower the ceiling or set its own floor); a call no route meets them for is declined.
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
@@ -62,7 +63,8 @@ class PrefillSemanticRouter:
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
                  decision_log_messages: bool = True,
-                 execution_providers: Sequence[ProviderSpec] | None = None) -> None:
+                 execution_providers: Sequence[ProviderSpec] | None = None,
+                 max_cost_usd: float | None = None, min_p_correct: float | None = None) -> None:
         if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
                 or not 0 <= prediction_cache_size <= 1_000_000:
             raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
@@ -76,13 +78,15 @@ class PrefillSemanticRouter:
         self._cache_size, self._timeout_s = prediction_cache_size, decision_timeout_s
         self._providers = list(execution_providers) if execution_providers else None
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
+        self._limits = Constraints(max_cost_usd, min_p_correct)  # checked here, before the bundle loads
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size,
                                                   execution_providers=self._providers), preset=self._preset,
-                                 tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s)
+                                 tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s,
+                                 max_cost_usd=self._limits.max_cost_usd, min_p_correct=self._limits.min_p_correct)
         targets = decider.targets
         unknown = sorted(set(self._requested_routes) - set(targets))
         if unknown:

@@ -212,3 +212,19 @@ def test_a_late_prediction_is_declined_at_the_decision_timeout_like_any_fallback
     assert choice.decision.target == rl.decider.fallback_target
     with pytest.raises(ConfigurationError, match="decision timeout must be > 0"):
         PrefillSemanticRouter(str(bundle_dir), decision_timeout_s=0)
+
+
+def test_the_drop_ins_limits_narrow_its_routes_and_a_call_none_meets_is_declined(bundle_dir: Path) -> None:
+    from litellm_prefill_router.config import RequestOverrides
+
+    free = PrefillSemanticRouter(str(bundle_dir), preset="max-quality")(HIST_PROMPT)
+    assert free.name == "history-model" and free.decision is not None
+    cost = free.decision.cost_usd
+    ceiling = (cost["math-model"] + cost["history-model"]) / 2
+    capped = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", max_cost_usd=ceiling)
+    assert capped(HIST_PROMPT).name == "math-model"
+    broke = capped(HIST_PROMPT, overrides=RequestOverrides(max_cost_usd=cost["math-model"] / 10))
+    assert broke.name is None and broke.decision is not None
+    assert broke.decision.reason.startswith("over budget: ")  # served by the caller's default, as a declined call
+    with pytest.raises(ConfigurationError, match="min_p_correct must be a number in"):
+        PrefillSemanticRouter(str(bundle_dir), min_p_correct=2.0)
