@@ -349,7 +349,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
                             decision.target, list(nxt.candidates))
                 by_policy = not decision.reason.startswith("fallback")  # a fallback stays one: no prediction
-                decision = replace(nxt, reason=capacity_reason(full) if by_policy else decision.reason)
+                reason = capacity_reason(full) if by_policy else decision.reason
+                if decision.reason.startswith("retry:"):  # a retry that also met full targets says both
+                    reason = f"{decision.reason.split('; at capacity:')[0]}; {reason}"
+                decision = replace(nxt, reason=reason)
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:

@@ -257,3 +257,25 @@ async def test_the_healthy_deployment_lookup_gets_the_requests_span_and_argument
     assert seen["model"] == "auto" and seen["parent_otel_span"] == "span-of-the-request"
     assert seen["messages"] == [{"role": "user", "content": "hi"}] and seen["specific_deployment"] is False
     assert seen.get("kind", "healthy") == "healthy"
+
+
+async def test_a_retry_whose_next_pick_is_at_capacity_says_both_why_it_moved(bundle_dir: Path) -> None:
+    """math-model fails the request; the retry's next pick, generalist, has used its one request this minute: the
+    retry goes to history-model, and the reason keeps the retry's cause beside the capacity one."""
+    deployments = model_list(**{"math-model": {"mock_response": "litellm.InternalServerError"},
+                                "generalist": {"rpm": 1}})
+    router = PrefillRouter(model_list=deployments, routing_strategy="prefill", num_retries=1, retry_after=0,
+                           allowed_fails=5, routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"},
+                           routing_groups=[{"group_name": "g", "models": ["auto"],
+                                            "routing_strategy": "usage-based-routing-v2"}])
+    if (into_minute := time.time() % 60) > 50:  # litellm counts rpm per clock minute: both calls in one
+        await asyncio.sleep(60.5 - into_minute)
+    await router.acompletion(model="auto", messages=user(MATH_PROMPT), metadata={"prefill": {"pin_model": "generalist"}})
+    await asyncio.sleep(0.2)  # litellm counts the first call's usage after it returns
+    resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
+    d = resp._hidden_params["prefill_routing"]
+    assert d["p_correct"]["generalist"] > d["p_correct"]["history-model"]  # generalist is the policy's next pick
+    assert resp.choices[0].message.content == "answer from history-model"
+    assert d["reason"] == ("retry: math-model failed this request; at capacity: generalist (every deployment at its "
+                           "rpm/tpm limit)")
+    assert reason_kind(d["reason"]) == "retry"
