@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import PrefillRouterError
 from .policy import Constraints, RoutingPolicy, choose_batch, constrained_choice
+from .records import answered_by, feedback_ids
 
 TOLERANCES = tuple(round(x, 3) for x in np.linspace(0.0, 1.0, 101))
 LAMBDAS = tuple(round(x, 3) for x in np.concatenate([np.linspace(0.0, 1.0, 41), np.linspace(1.25, 5.0, 16)]))
@@ -30,12 +31,23 @@ class TuneError(PrefillRouterError):
     """A decision log cannot be tuned on, or no setting meets the goal; the message names why and the fix."""
 
 
-def _calls(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int,
-                                                           Counter[str]]:
-    """(targets, p, cost, dearest, calls with limits, skipped): one row per policy-decided call; a target the call
-    could not go to (not a candidate, or excluded by the call's limits) has p = -inf and cost 0 (never chosen, and no
-    weight in lambda's cost scale); ``dearest``: each call's dearest candidate's cost, limits or not."""
+class _Calls(NamedTuple):
+    targets: list[str]
+    p: np.ndarray  # (calls, targets): P(correct); -inf where the call could not go (not a candidate, or its limits)
+    cost: np.ndarray  # estimated cost; 0 where it could not go (no weight in lambda's cost scale)
+    dearest: np.ndarray  # each call's dearest candidate's cost, limits or not
+    served: np.ndarray  # column of the target that answered (-1: none of them)
+    score: np.ndarray  # its feedback / judge score (NaN: none)
+    p_served: np.ndarray  # the logged P(correct) of the target that answered (NaN: none)
+    limited: int  # calls with their own limits
+    skipped: Counter[str]
+
+
+def _calls(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None) -> _Calls:
+    """One row per policy-decided call (see :class:`_Calls`)."""
     rows: list[tuple[dict[str, float], dict[str, float], Any]] = []
+    served_by: list[str | None] = []
+    scored: list[float] = []
     skipped: Counter[str] = Counter()
     for rec in records:
         d = rec.get("decision") or {}
@@ -51,6 +63,9 @@ def _calls(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], np.ndarray,
             skipped["no P(correct) and cost estimates logged"] += 1
             continue
         rows.append(({t: float(p[t]) for t in cands}, {t: float(cost[t]) for t in cands}, d.get("constraints")))
+        served_by.append(answered_by(d))
+        score = next((scores[i] for i in feedback_ids(rec) if i in scores), None) if scores else None
+        scored.append(np.nan if score is None else float(score))
     targets = sorted({t for p, _, _ in rows for t in p})
     col = {t: i for i, t in enumerate(targets)}
     P = np.full((len(rows), len(targets)), -np.inf)
@@ -67,12 +82,17 @@ def _calls(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], np.ndarray,
         excluded = set((record or {}).get("excluded", ())) if reason == "policy" else set(p) - {way_out}
         for t in excluded:  # cost 0 too: lambda scales costs by the dearest of the targets it chooses among
             P[i, col[t]], C[i, col[t]] = -np.inf, 0.0
-    return targets, P, C, dearest, len(limited), skipped
+    served = np.array([col.get(t, -1) if t else -1 for t in served_by], dtype=np.int64)
+    p_served = np.array([rows[i][0].get(t, np.nan) if t else np.nan for i, t in enumerate(served_by)])
+    return _Calls(targets, P, C, dearest, served, np.array(scored, dtype=np.float64), p_served, len(limited), skipped)
 
 
-def sweep(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Every tolerance and lambda on the logged calls: cost per 1k requests, expected accuracy, route shares."""
-    targets, P, C, dearest, limited, skipped = _calls(records)
+def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Every tolerance and lambda on the logged calls: cost per 1k requests, expected accuracy, route shares; with
+    ``scores`` (feedback / judge scores by call id), the observed mean score of the calls each setting would leave
+    where they were served (the only ones whose outcome under that setting is known)."""
+    calls = _calls(records, scores)
+    targets, P, C, skipped = calls.targets, calls.p, calls.cost, calls.skipped
     n = len(P)
     if not n:
         raise TuneError(f"no call of the decision log was decided by a policy with its P(correct) and costs logged "
@@ -84,12 +104,23 @@ def sweep(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for v in values:
             pick = choose_batch(finite, C, kind, float(v))
             shares = Counter(targets[j] for j in pick)
-            points.append({"kind": kind, "value": float(v),
-                           "cost_per_1k_usd": float(C[rows, pick].mean() * 1000),
-                           "expected_accuracy": float(P[rows, pick].mean()),
-                           "routes": {t: shares[t] / n for t in targets if shares[t]}})
-    return {"calls": n, "skipped": dict(skipped), "calls_with_limits": limited, "targets": targets,
-            "dearest_cost_per_1k_usd": float(dearest.mean() * 1000), "points": points}
+            point = {"kind": kind, "value": float(v), "cost_per_1k_usd": float(C[rows, pick].mean() * 1000),
+                     "expected_accuracy": float(P[rows, pick].mean()),
+                     "routes": {t: shares[t] / n for t in targets if shares[t]}}
+            if scores is not None:
+                kept = (pick == calls.served) & ~np.isnan(calls.score)
+                point["observed_kept"] = {"calls": int(kept.sum()),
+                                          "mean_score": float(calls.score[kept].mean()) if kept.any() else None}
+            points.append(point)
+    out: dict[str, Any] = {"calls": n, "skipped": dict(skipped), "calls_with_limits": calls.limited,
+                           "targets": targets, "dearest_cost_per_1k_usd": float(calls.dearest.mean() * 1000),
+                           "points": points}
+    if scores is not None:  # how the bundle's P(correct) compares with what users said of the answers
+        has = ~np.isnan(calls.score) & ~np.isnan(calls.p_served)
+        out["calibration"] = {"scored_calls": int(has.sum()),
+                              "mean_p_correct_served": float(calls.p_served[has].mean()) if has.any() else None,
+                              "mean_score": float(calls.score[has].mean()) if has.any() else None}
+    return out
 
 
 def frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,14 +133,15 @@ def frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | None = None,
-         savings: float | None = None, min_expected_accuracy: float | None = None) -> dict[str, Any]:
+         savings: float | None = None, min_expected_accuracy: float | None = None,
+         scores: Mapping[str, float] | None = None) -> dict[str, Any]:
     """:func:`sweep`, its frontier, and the setting for the goal (exactly one of the three)."""
     goals = [g for g in (budget_usd_per_1k, savings, min_expected_accuracy) if g is not None]
     if len(goals) != 1:
         raise TuneError("give exactly one goal: --budget-usd-per-1k, --savings or --min-expected-accuracy")
     if savings is not None and not 0.0 <= savings < 1.0:
         raise TuneError(f"--savings is a fraction of the dearest candidates' cost in [0, 1), got {savings}")
-    s = sweep(records)
+    s = sweep(records, scores)
     front = frontier(s["points"])
     if min_expected_accuracy is not None:
         ok = [q for q in front if q["expected_accuracy"] >= min_expected_accuracy]

@@ -97,3 +97,28 @@ def test_the_tune_command_prints_the_frontier_and_the_setting_to_configure(
     if importlib.util.find_spec("matplotlib"):
         assert main(["tune", "--log", str(path), "--savings", "0.2", "--plot", str(tmp_path / "t.png")]) == 0
         assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_with_feedback_each_setting_shows_the_observed_score_of_the_calls_it_keeps_and_the_calibration(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.records import feedback_ids
+
+    # users liked the history-model answers and not the others; the pinned call was scored too (no policy chose it)
+    scores = {feedback_ids(r)[0]: float(r["decision"]["target"] == "history-model") for r in log}
+    r = tune(log, savings=0.0, scores=scores)
+    decided = [x for x in log if x["decision"]["reason"] != "pinned"]
+    cal = r["calibration"]
+    assert cal["scored_calls"] == len(decided) == 9
+    assert cal["mean_score"] == pytest.approx(sum(x["decision"]["target"] == "history-model" for x in decided) / 9)
+    assert cal["mean_p_correct_served"] == pytest.approx(
+        sum(x["decision"]["p_correct"][x["decision"]["target"]] for x in decided) / 9)
+    as_logged = next(q for q in r["points"] if q["kind"] == "tolerance" and q["value"] == 0.0)  # max-quality
+    assert as_logged["observed_kept"] == {"calls": 9, "mean_score": pytest.approx(cal["mean_score"])}
+    cheapest = max((q for q in r["points"] if q["kind"] == "tolerance"), key=lambda q: q["value"])
+    assert cheapest["observed_kept"]["calls"] < 9  # it moves some calls: their outcome there is unknown
+    path, fb = tmp_path / "decisions.jsonl", tmp_path / "feedback.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in log))
+    fb.write_text("".join(json.dumps({"id": i, "score": s}) + "\n" for i, s in scores.items()))
+    assert main(["tune", "--log", str(path), "--savings", "0.2", "--feedback", str(fb)]) == 0
+    out = capsys.readouterr().out
+    assert "observed score, calls kept (n)" in out and "calibration on 9 scored calls" in out

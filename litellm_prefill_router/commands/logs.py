@@ -217,18 +217,35 @@ def cmd_tune(args: argparse.Namespace) -> int:
         records = [rec for _, _, rec in read_logs(args.log, "decision log")]
     except FileNotFoundError as err:
         raise TuneError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    scores: dict[str, float] | None = None
+    if args.feedback:
+        from ..feedback import load_feedback
+
+        scores = {}
+        for f in args.feedback:
+            scores.update(load_feedback(f))
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
-             min_expected_accuracy=args.min_expected_accuracy)
+             min_expected_accuracy=args.min_expected_accuracy, scores=scores)
     print(f"{r['calls']} logged calls decided by a policy" + (f" ({r['calls_with_limits']} with their own limits, kept)"
                                                              if r["calls_with_limits"] else "")
           + (f"; left out {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else "")
           + f"; always the dearest candidate: {r['dearest_cost_per_1k_usd']:.6g} USD per 1k requests")
-    print(table(["setting", "USD per 1k requests", "saved vs dearest", "expected accuracy", "routes"],
+    def observed(q: dict) -> list[str]:
+        o = q.get("observed_kept")
+        return [] if o is None else ["-" if o["mean_score"] is None else f"{o['mean_score']:.3f} ({o['calls']})"]
+
+    print(table(["setting", "USD per 1k requests", "saved vs dearest", "expected accuracy"]
+                + (["observed score, calls kept (n)"] if scores is not None else []) + ["routes"],
                 [[f"{q['kind']}={q['value']:g}", q["cost_per_1k_usd"],
                   f"{1 - q['cost_per_1k_usd'] / r['dearest_cost_per_1k_usd']:.1%}"
-                  if r["dearest_cost_per_1k_usd"] > 0 else "-", q["expected_accuracy"],
-                  ", ".join(f"{t} {v:.0%}" for t, v in sorted(q["routes"].items(), key=lambda kv: -kv[1])[:3])]
+                  if r["dearest_cost_per_1k_usd"] > 0 else "-", q["expected_accuracy"], *observed(q),
+                  ", ".join(f"{t} {v:.0%}" for t, v in sorted(q["routes"].items(), key=lambda kv: -kv[1])[:2])]
                  for q in r["frontier"]]))
+    cal = r.get("calibration")
+    if cal and cal["scored_calls"]:
+        print(f"calibration on {cal['scored_calls']} scored calls: the bundle's mean P(correct) of the answering target "
+              f"{cal['mean_p_correct_served']:.3f}, mean feedback score {cal['mean_score']:.3f} - read expected "
+              "accuracies with that offset")
     c = r["chosen"]
     print(f"\nfor {r['goal']}: {c['kind']} {c['value']:g} - {c['cost_per_1k_usd']:.6g} USD per 1k requests, "
           f"expected accuracy {c['expected_accuracy']:.4f} (the bundle's P(correct) of the routes it picks)")
