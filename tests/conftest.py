@@ -74,14 +74,21 @@ def litellm_forgets_the_routers_of_each_test():
     """litellm registers each Router's callbacks (its bound methods) process-wide and silently adds no more past
     MAX_CALLBACKS (100 per list): the routers of earlier tests would crowd out a later test's logger (seen: a spy
     that never heard of a call). Routers here live for one test, so their callbacks go with it."""
-    yield
     import litellm
 
-    for name in ("success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
-                 "input_callback"):
+    names = ("callbacks", "success_callback", "_async_success_callback", "failure_callback", "_async_failure_callback",
+             "input_callback")
+    before = {name: {id(c) for c in getattr(litellm, name, None) or []} for name in names}
+    yield
+    for name in names:
         callbacks = getattr(litellm, name, None)
         if isinstance(callbacks, list):
-            callbacks[:] = [c for c in callbacks if not isinstance(getattr(c, "__self__", None), litellm.Router)]
+            # a test's routers' bound methods, and the usage counters of their routing strategies (usage-based
+            # routing's handler checks every later request's rpm against its own counts: a later test's deployment
+            # with the same rpm limit would be refused by an earlier test's handler)
+            callbacks[:] = [c for c in callbacks if not isinstance(getattr(c, "__self__", None), litellm.Router)
+                            and not (id(c) not in before[name]
+                                     and type(c).__module__.startswith("litellm.router_strategy."))]
 
 
 PRICES = tiny.PRICES

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,6 +265,8 @@ async def test_a_retry_whose_next_pick_is_at_capacity_says_both_why_it_moved(bun
     retry goes to history-model, and the reason keeps the retry's cause beside the capacity one."""
     deployments = model_list(**{"math-model": {"mock_response": "litellm.InternalServerError"},
                                 "generalist": {"rpm": 1}})
+    for dep in deployments:  # litellm keeps rpm usage by deployment id: ids of their own, apart from other tests'
+        dep["model_info"]["id"] = f"{dep['model_info']['prefill_target']}-{uuid.uuid4().hex[:8]}"
     router = PrefillRouter(model_list=deployments, routing_strategy="prefill", num_retries=1, retry_after=0,
                            allowed_fails=5, routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"},
                            routing_groups=[{"group_name": "g", "models": ["auto"],
