@@ -30,12 +30,17 @@ def test_trained_bundle_loads_and_lists_every_file_with_checksums(bundle_dir: Pa
     assert b.manifest.parity is not None and b.manifest.parity.probability_max_abs_diff <= b.manifest.parity.tolerance
 
 
-def test_modified_file_fails_with_checksum_error_naming_the_file(bundle_copy: Path) -> None:
-    with (bundle_copy / "trunk.onnx").open("r+b") as f:
-        f.seek(100)
+def _flip_a_byte(path: Path, offset: int = 100) -> None:
+    """Modify ``path`` in place, keeping its size."""
+    with path.open("r+b") as f:
+        f.seek(offset)
         byte = f.read(1)
-        f.seek(100)
+        f.seek(offset)
         f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_modified_file_fails_with_checksum_error_naming_the_file(bundle_copy: Path) -> None:
+    _flip_a_byte(bundle_copy / "trunk.onnx")
     with pytest.raises(BundleChecksumError, match="sha256 of bundle file .*trunk.onnx"):
         load_bundle(bundle_copy)
 
@@ -50,11 +55,7 @@ def test_a_bundle_loaded_again_is_not_hashed_again_unless_a_file_changed_on_disk
     monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
     load_bundle(bundle_copy)
     assert hashed == []  # every file as this process verified it: same size, mtime and inode
-    with (bundle_copy / "trunk.onnx").open("r+b") as f:  # modified in place, same size
-        f.seek(100)
-        byte = f.read(1)
-        f.seek(100)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    _flip_a_byte(bundle_copy / "trunk.onnx")  # modified in place, same size
     with pytest.raises(BundleChecksumError, match="sha256 of bundle file .*trunk.onnx"):
         load_bundle(bundle_copy)
     assert hashed == ["trunk.onnx"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .common import read_rubric, table
 
@@ -67,22 +69,36 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..feedback import load_feedback
+def _decision_records(paths: Sequence[str], error: type[Exception]) -> list[dict]:
+    """Every record of the decision logs at ``paths``; a missing file is ``error`` saying how to get one."""
     from ..jsonl import read_logs
+
+    try:
+        return [rec for _, _, rec in read_logs(paths, "decision log")]
+    except FileNotFoundError as err:
+        raise error(f"{err}; set routing_strategy_args.decision_log to write one") from err
+
+
+def _feedback_scores(files: Sequence[str] | None) -> dict[str, float] | None:
+    """Feedback / judge scores by call id from ``files`` (None: no files given)."""
+    if not files:
+        return None
+    from ..feedback import load_feedback
+
+    scores: dict[str, float] = {}
+    for f in files:
+        scores.update(load_feedback(f))
+    return scores
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+
     from ..predictor import PrefillPredictor
     from ..replay import ReplayError, policy_from_args, replay
 
-    try:
-        records = [rec for _, _, rec in read_logs(args.log, "decision log")]
-    except FileNotFoundError as err:
-        raise ReplayError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    records = _decision_records(args.log, ReplayError)
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
-    scores: dict[str, float] = {}
-    for f in args.feedback or []:
-        scores.update(load_feedback(f))
+    scores = _feedback_scores(args.feedback) or {}
     r = replay(records, pred, policy=policy_from_args(args.preset, args.tolerance, args.lambda_, pred),
                scores=scores or None, progress=not args.quiet)
     print(f"replayed {r['calls']} logged calls with {r['bundle']} (version {r['bundle_version']}), policy "
@@ -102,14 +118,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return "-" if v["mean_score"] is None else f"{v['mean_score']:.3f}"
         print(f"feedback: calls kept {mean(fb['kept'])} ({fb['kept']['scored']} scored), calls it would move "
               f"{mean(fb['moved'])} ({fb['moved']['scored']} scored)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
-    if args.plot:
-        _plot_replay(r, Path(args.plot))
+    _write_outputs(args, r, _plot_replay)
     return 0
 
 
-def _plot_replay(r: dict, path: Path) -> None:
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, for ``--plot``; without matplotlib, an error naming the fix."""
     from ..replay import ReplayError
 
     try:
@@ -121,6 +135,19 @@ def _plot_replay(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _write_outputs(args: argparse.Namespace, result: dict, plot: Callable[[dict, Path], None]) -> None:
+    """``--json`` and ``--plot`` of a command's result."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, Path(args.plot))
+
+
+def _plot_replay(r: dict, path: Path) -> None:
+    plt = _pyplot()
     names = list(r["routes"])
     y = list(range(len(names)))
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
@@ -210,20 +237,10 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..jsonl import read_logs
     from ..tuning import TuneError, tune
 
-    try:
-        records = [rec for _, _, rec in read_logs(args.log, "decision log")]
-    except FileNotFoundError as err:
-        raise TuneError(f"{err}; set routing_strategy_args.decision_log to write one") from err
-    scores: dict[str, float] | None = None
-    if args.feedback:
-        from ..feedback import load_feedback
-
-        scores = {}
-        for f in args.feedback:
-            scores.update(load_feedback(f))
+    records = _decision_records(args.log, TuneError)
+    scores = _feedback_scores(args.feedback)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
              min_expected_accuracy=args.min_expected_accuracy, scores=scores)
     print(f"{r['calls']} logged calls decided by a policy" + (f" ({r['calls_with_limits']} with their own limits, kept)"
@@ -251,23 +268,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"expected accuracy {c['expected_accuracy']:.4f} (the bundle's P(correct) of the routes it picks)")
     print(f"  routing_strategy_args: {{{c['kind']}: {c['value']:g}}}    # or per request: "
           f"metadata={{\"prefill\": {{\"{c['kind']}\": {c['value']:g}}}}}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
-    if args.plot:
-        _plot_tune(r, Path(args.plot))
+    _write_outputs(args, r, _plot_tune)
     return 0
 
 
 def _plot_tune(r: dict, path: Path) -> None:
-    from ..replay import ReplayError
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ReplayError("--plot needs matplotlib (pip install matplotlib, or the train extra)") from err
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind, style in (("tolerance", "-"), ("lambda", "--")):
         pts = sorted((q for q in r["points"] if q["kind"] == kind), key=lambda q: q["cost_per_1k_usd"])
