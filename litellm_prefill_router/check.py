@@ -50,6 +50,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "limits": {k: v for k, v in (("max_cost_usd", strategy.args.max_cost_usd),
                                          ("min_p_correct", strategy.args.min_p_correct)) if v is not None},
             "fallback_target": strategy.fallback_target,
+            "encoder_providers": strategy.predictor.providers,  # where onnxruntime runs the encoder (execution_providers)
             "metrics": strategy.args.metrics,
             "decision_timeout_s": strategy.args.decision_timeout_s,
             "serving": "shadow" if strategy.args.shadow else
@@ -92,7 +93,7 @@ def format_report(report: dict[str, Any]) -> str:
             s["bundle"].startswith("hf://") else ""
         limits = "".join(f" {k} {v:g}," for k, v in s["limits"].items())
         out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']},{limits} fallback "
-                   f"{s['fallback_target']}{timeout}, serving: {s['serving']}")
+                   f"{s['fallback_target']}{timeout}, serving: {s['serving']}, encoder on {s['encoder_providers'][0]}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")
             out.append(table(["target", "deployment model", "$/Mtok in", "$/Mtok out", "price from", "context"],

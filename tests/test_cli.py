@@ -103,7 +103,7 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
     text = capsys.readouterr().out
     assert "router: bundle" in text and "routing group budget-routing: bundle" in text
     assert "policy tolerance=1, min_p_correct 0.9, fallback" in text
-    assert "fallback generalist, serving: routed" in text  # no decision timeout, no shadow, no rollout
+    assert "fallback generalist, serving: routed, encoder on CPUExecutionProvider" in text  # no timeout, shadow...
     report = json.loads(out.read_text())
     router, budget = report["strategies"]
     assert list(router["model_groups"]) == ["auto"] and list(budget["model_groups"]) == ["budget"]
