@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "cost per 1,000 requests")
     goal.add_argument("--savings", type=float, help="... within this fraction saved vs each call's dearest candidate")
     goal.add_argument("--min-expected-accuracy", type=float, help="the cheapest setting reaching this mean P(correct)")
+    tu.add_argument("--model-group", help="only the calls routed in this model group")
     tu.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): the "
                                                   "observed score of the calls each setting keeps, and calibration")
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")

@@ -134,8 +134,15 @@ def frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | None = None,
          savings: float | None = None, min_expected_accuracy: float | None = None,
-         scores: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """:func:`sweep`, its frontier, and the setting for the goal (exactly one of the three)."""
+         scores: Mapping[str, float] | None = None, model_group: str | None = None) -> dict[str, Any]:
+    """:func:`sweep`, its frontier, and the setting for the goal (exactly one of the three); ``model_group``: only the
+    calls routed in that model group (a router's groups have their own prices and targets: tune each apart)."""
+    records = list(records)
+    groups = Counter(str((r.get("decision") or {}).get("model_group")) for r in records if r.get("decision"))
+    if model_group is not None:
+        if model_group not in groups:
+            raise TuneError(f"no logged call was routed in model group {model_group!r}; the log has {dict(groups)}")
+        records = [r for r in records if str((r.get("decision") or {}).get("model_group")) == model_group]
     goals = [g for g in (budget_usd_per_1k, savings, min_expected_accuracy) if g is not None]
     if len(goals) != 1:
         raise TuneError("give exactly one goal: --budget-usd-per-1k, --savings or --min-expected-accuracy")
@@ -157,4 +164,5 @@ def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | Non
         best = f"the cheapest setting costs {front[0]['cost_per_1k_usd']:.6g} USD per 1k requests"
     if chosen is None:
         raise TuneError(f"no tolerance or lambda meets {goal} on these {s['calls']} calls: {best}")
-    return {**s, "goal": goal, "frontier": front, "chosen": chosen}
+    return {**s, "goal": goal, "frontier": front, "chosen": chosen, "model_groups": dict(groups),
+            "model_group": model_group}

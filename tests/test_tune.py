@@ -122,3 +122,22 @@ def test_with_feedback_each_setting_shows_the_observed_score_of_the_calls_it_kee
     assert main(["tune", "--log", str(path), "--savings", "0.2", "--feedback", str(fb)]) == 0
     out = capsys.readouterr().out
     assert "observed score, calls kept (n)" in out and "calibration on 9 scored calls" in out
+
+
+def test_a_log_of_several_model_groups_is_tuned_one_group_at_a_time_when_asked(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = json.loads(json.dumps(log[:4]))  # the same calls, as if routed in a second group
+    for r in other:
+        r["decision"]["model_group"] = "budget"
+    both = log + other
+    assert tune(both, savings=0.5)["calls"] == 13
+    r = tune(both, savings=0.5, model_group="auto")
+    assert r["calls"] == 9 and r["model_groups"] == {"auto": 10, "budget": 4}
+    with pytest.raises(TuneError, match=r"no logged call was routed in model group 'smart'; the log has"):
+        tune(both, savings=0.5, model_group="smart")
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in both))
+    assert main(["tune", "--log", str(path), "--savings", "0.5"]) == 0
+    assert "the log spans model groups {'auto': 10, 'budget': 4}" in capsys.readouterr().err
+    assert main(["tune", "--log", str(path), "--savings", "0.5", "--model-group", "budget"]) == 0
+    assert "4 logged calls decided by a policy" in capsys.readouterr().out

@@ -242,7 +242,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     records = _decision_records(args.log, TuneError)
     scores = _feedback_scores(args.feedback)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
-             min_expected_accuracy=args.min_expected_accuracy, scores=scores)
+             min_expected_accuracy=args.min_expected_accuracy, scores=scores, model_group=args.model_group)
+    if r["model_group"] is None and len(r["model_groups"]) > 1:
+        print(f"note: the log spans model groups {r['model_groups']}, tuned together here; --model-group NAME tunes "
+              "one (each has its own prices and targets)", file=sys.stderr)
     print(f"{r['calls']} logged calls decided by a policy" + (f" ({r['calls_with_limits']} with their own limits, kept)"
                                                              if r["calls_with_limits"] else "")
           + (f"; left out {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else "")
