@@ -261,3 +261,24 @@ def test_feature_extraction_runs_where_asked_and_a_device_torch_cannot_use_fails
     with pytest.raises(PrefillRouterError, match=r"--device cuda:1: torch .* sees no CUDA GPU .*--device cpu"):
         train(tiny_data, tmp_path / "bundle", TrainOptions(encoder="smollm2", device="cuda:1", progress=False))
     assert loaded == []
+
+
+def test_the_export_check_is_remembered_once_passed_and_a_cache_it_cannot_write_only_costs_the_check_again(
+        tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm_prefill_router.training import export
+    from litellm_prefill_router.training.encoders import load_encoder
+    from litellm_prefill_router.training.pipeline import check_export_once
+
+    handle = load_encoder(str(tiny_encoder))
+    checks: list[str] = []
+    real = export.check_encoder_exports
+    monkeypatch.setattr(export, "check_encoder_exports", lambda *a, **k: checks.append("check") or real(*a, **k))
+    monkeypatch.setenv("PREFILL_ROUTER_CACHE", str(tmp_path / "cache"))
+    check_export_once(handle, 64)
+    check_export_once(handle, 64)
+    assert checks == ["check"]
+    (tmp_path / "not-a-directory").write_text("")
+    monkeypatch.setenv("PREFILL_ROUTER_CACHE", str(tmp_path / "not-a-directory"))
+    check_export_once(handle, 64)  # passes; the marker cannot be written under a file
+    check_export_once(handle, 64)
+    assert checks == ["check"] * 3
