@@ -25,7 +25,7 @@ import numpy as np
 from .errors import PrefillRouterError
 from .feedback import load_feedback
 from .jsonl import read_logs
-from .records import answered_by, feedback_ids, reason_kind
+from .records import answered_by, feedback_score, reason_kind
 
 
 class LogStatsError(PrefillRouterError):
@@ -84,7 +84,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         arm = arms[str(decision["arm"])] if decision.get("arm") else None
         if arm is not None:
             arm["calls"] += 1
-        score = _score_of(rec, scores)
+        score = feedback_score(rec, scores)
         if score is not None:
             scored[str(answered_by(decision) or target)].append(score)
             if arm is not None:
@@ -174,12 +174,6 @@ def _version_of(versions: dict[str, dict[str, Any]], decision: Mapping[str, Any]
     if isinstance(p, (int, float)):
         v["p_chosen"].append(float(p))
     return v
-
-
-def _score_of(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -> float | None:
-    if not scores:
-        return None
-    return next((scores[i] for i in feedback_ids(rec) if i in scores), None)
 
 
 def summarize_log(path: str | Path | Sequence[str | Path],

@@ -104,6 +104,13 @@ def feedback_ids(rec: Mapping[str, Any]) -> list[str]:
     return [str(i) for i in (logged_call_id(rec), rec.get("response_id")) if i]
 
 
+def feedback_score(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -> float | None:
+    """The feedback / judge score (by call id, see :func:`feedback_ids`) of a decision-log line; None without one."""
+    if not scores:
+        return None
+    return next((scores[i] for i in feedback_ids(rec) if i in scores), None)
+
+
 def answered_by(decision: Mapping[str, Any]) -> str | None:
     """The target whose model answered a logged call: the decision's target, or - in shadow mode and a rollout's
     control arm - the served target (None: a deployment that maps to no target)."""

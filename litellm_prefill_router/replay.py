@@ -26,7 +26,7 @@ from .errors import ConfigurationError, PrefillRouterError
 from .policy import Constraints, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import PrefillPredictor
 from .progress import progress_bar
-from .records import feedback_ids
+from .records import feedback_score
 
 
 class ReplayError(PrefillRouterError):
@@ -111,7 +111,7 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
         p_new_route.append(float(p[col[new]]))
         if old in col:
             p_old_route.append(float(p[col[old]]))
-        score = next((scores[i] for i in feedback_ids(rec) if i in scores), None) if scores else None
+        score = feedback_score(rec, scores)
         if new == old:
             kept += 1
             if score is not None:

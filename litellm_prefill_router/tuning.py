@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import PrefillRouterError
 from .policy import Constraints, RoutingPolicy, choose_batch, constrained_choice
-from .records import answered_by, feedback_ids
+from .records import answered_by, feedback_score
 
 TOLERANCES = tuple(round(x, 3) for x in np.linspace(0.0, 1.0, 101))
 LAMBDAS = tuple(round(x, 3) for x in np.concatenate([np.linspace(0.0, 1.0, 41), np.linspace(1.25, 5.0, 16)]))
@@ -64,7 +64,7 @@ def _calls(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | N
             continue
         rows.append(({t: float(p[t]) for t in cands}, {t: float(cost[t]) for t in cands}, d.get("constraints")))
         served_by.append(answered_by(d))
-        score = next((scores[i] for i in feedback_ids(rec) if i in scores), None) if scores else None
+        score = feedback_score(rec, scores)
         scored.append(np.nan if score is None else float(score))
     targets = sorted({t for p, _, _ in rows for t in p})
     col = {t: i for i, t in enumerate(targets)}
