@@ -49,6 +49,14 @@ def external_data_files(path: Path) -> list[str]:
     return names
 
 
+def _remove_weights_of(path: Path) -> None:
+    """Delete the weights files of the graph at ``path``, if any, before a new graph is written there: onnx appends to
+    an existing data file, and a graph now saved inline would leave a stale one beside it."""
+    if path.exists():
+        for old in external_data_files(path):
+            (path.parent / old).unlink(missing_ok=True)
+
+
 def initializer_bytes(model: Any) -> int:
     """Bytes of an in-memory ONNX model's weights (without serialising it: ``ByteSize`` fails past 2 GB)."""
     from onnx import helper
@@ -66,9 +74,7 @@ def save_graph(model: Any, path: Path, *, external_data: bool | None = None) -> 
     are removed first (onnx appends to an existing data file). Returns the weights files written."""
     import onnx
 
-    if path.exists():
-        for old in external_data_files(path):
-            (path.parent / old).unlink(missing_ok=True)
+    _remove_weights_of(path)
     external = external_data if external_data is not None else initializer_bytes(model) > EXTERNAL_DATA_BYTES
     if external:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -139,9 +145,7 @@ def export_encoder(enc: PooledEncoder, path: Path, example_ids: torch.Tensor, ex
     """Export ``enc`` to ``path``; returns the weights files written beside it (see the module's docstring)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     seq = torch.export.Dim("sequence", min=2, max=131072)
-    if path.exists():
-        for old in external_data_files(path):
-            (path.parent / old).unlink(missing_ok=True)
+    _remove_weights_of(path)
     with torch.inference_mode():
         # external_data=False still writes the weights beside the graph past torch's threshold (1.5 GB)
         torch.onnx.export(
@@ -233,9 +237,7 @@ def quantize_encoder(src: Path, dst: Path, keep_fp32_in_features: int | None = N
     keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and keep_fp32_in_features is not None
             and len(n.input) > 1 and shapes.get(n.input[1], (0,))[0] == keep_fp32_in_features]
     external = external_data if external_data is not None else bool(external_data_files(src))
-    if dst.exists():
-        for old in external_data_files(dst):
-            (dst.parent / old).unlink(missing_ok=True)
+    _remove_weights_of(dst)
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=keep, use_external_data_format=external)
     return keep
