@@ -290,10 +290,9 @@ def shared_predictor(
 ) -> PrefillPredictor:
     """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
-    # the whole manifest (it pins every file's sha256, and holds the presets and prices): a bundle rewritten in place
-    # with new presets is a new predictor too
-    digest = hashlib.sha256(bundle.manifest.model_dump_json().encode()).hexdigest()
-    key = (str(bundle.directory.resolve()), digest, intra_op_threads, max_batch_size, max_encoder_batch_size,
+    # its version is the manifest's sha256 (the manifest pins every file's sha256, and holds the presets and prices):
+    # a bundle rewritten in place with new presets is a new predictor too
+    key = (str(bundle.directory.resolve()), bundle.version, intra_op_threads, max_batch_size, max_encoder_batch_size,
            cache_size, json.dumps(list(execution_providers or []), sort_keys=True, default=dict))
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
