@@ -1,5 +1,5 @@
-"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, tune, judge,
-check, push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
+"""``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, tune, drift,
+judge, check, push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .commands.bundles import cmd_check, cmd_info, cmd_migrate, cmd_predict, cmd_pull, cmd_push, cmd_route
 from .commands.common import DATA_ENV
-from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats, cmd_tune
+from .commands.logs import cmd_drift, cmd_feedback, cmd_judge, cmd_replay, cmd_stats, cmd_tune
 from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 
 
@@ -125,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")
     tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
     tu.set_defaults(func=cmd_tune)
+
+    dr = sub.add_parser("drift", help="does the traffic a router logged still look like its bundle's training data?")
+    dr.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    ref = dr.add_mutually_exclusive_group(required=True)
+    ref.add_argument("--bundle", help="compare with this bundle's reference (its validation split); only the calls "
+                                      "its version decided count")
+    ref.add_argument("--reference-log", nargs="+", help="compare with an earlier decision log (e.g. last month's)")
+    dr.add_argument("--model-group", help="only the calls routed in this model group")
+    dr.add_argument("--feedback", nargs="+", help="feedback / judge score files: per answering target, its mean "
+                                                  "P(correct) against its mean score on this traffic")
+    dr.add_argument("--min-calls", type=int, default=200, help="calls a target needs for a verdict (default 200)")
+    dr.add_argument("--fail-on", choices=["moderate", "major"],
+                    help="exit 3 when the verdict is this shift or worse (for a scheduled check)")
+    dr.add_argument("--json", help="also write the report here")
+    dr.add_argument("--plot", help="PNG of each target's PSI and mean P(correct) against the reference")
+    dr.set_defaults(func=cmd_drift)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
     j.add_argument("--log", required=True, nargs="+", help=LOG_HELP)

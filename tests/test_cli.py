@@ -52,6 +52,22 @@ def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(tr
     q = report["quantization"]  # --quantize is on by default: int8 kept only if the AUC holds
     assert manifest["encoder"]["quantized"] == q["accepted"] == (q["auc_drop"] < 0.005)
     assert q["embedding_tables_int8"] == []  # the tiny vocabulary is below the 1,024 rows worth quantising
+    # the reference distribution `drift` compares traffic with is what the bundle serves on the validation prompts
+    import numpy as np
+
+    from litellm_prefill_router.drift import Histogram, ReferenceDistribution
+    from litellm_prefill_router.predictor import PrefillPredictor
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
+
+    ref = ReferenceDistribution.model_validate(report["reference"])
+    assert ref.n == report["validation"]["n"] and ("int8" in ref.source) == q["accepted"]
+    ds = load_dataset(tiny_data)
+    _, val = split_validation(ds, ds.indices("train"), TrainOptions().val_fraction)
+    served = PrefillPredictor(out).predict_one
+    p = np.array([served(ds.rows[i].prompt).p_correct for i in val])
+    for j, t in enumerate(report["targets"]):
+        assert ref.p_correct[t].edges == pytest.approx(Histogram.of(p[:, j]).edges, abs=1e-5)
 
 
 def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_dir: Path, tiny_data: Path,

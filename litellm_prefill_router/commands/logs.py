@@ -1,4 +1,4 @@
-"""`prefill-router` commands on decision logs: stats, replay, tune, feedback, judge."""
+"""`prefill-router` commands on decision logs: stats, replay, tune, drift, feedback, judge."""
 
 from __future__ import annotations
 
@@ -290,5 +290,81 @@ def _plot_tune(r: dict, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from ..drift import DriftError, bundle_reference, drift
+
+    records = _decision_records(args.log, DriftError)
+    if args.bundle:
+        from ..bundle import load_bundle
+
+        bundle = load_bundle(args.bundle)
+        r = drift(records, bundle_reference(bundle.report(), bundle.source), bundle_version=bundle.version,
+                  model_group=args.model_group, scores=_feedback_scores(args.feedback), min_calls=args.min_calls)
+    else:
+        r = drift(records, _decision_records(args.reference_log, DriftError),
+                  reference_name=" ".join(args.reference_log), model_group=args.model_group,
+                  scores=_feedback_scores(args.feedback), min_calls=args.min_calls)
+    ref = r["reference"]
+    print(f"{r['calls']} logged calls against {ref['source']} ({ref['n']} rows"
+          + (f", bundle version {ref['bundle_version']}" if ref["bundle_version"] else "") + ")"
+          + (f"; left out {sum(r['skipped'].values())}: {r['skipped']}" if r["skipped"] else ""))
+
+    def row(name: str, v: dict, logged: str, reference: str) -> list[object]:
+        if not v["calls"]:
+            return [name, 0, "-", "-", "-", "-", "-", v["verdict"]]
+        return [name, v["calls"], v["psi"], v["noise"], v["bound_99"], logged, reference, v["verdict"]]
+
+    rows = [row(t, v, f"{v['mean_p_correct']:.3f}" if v["calls"] else "-",
+                f"{v['reference_mean_p_correct']:.3f}" if v["calls"] else "-") for t, v in r["targets"].items()]
+    tok = r["input_tokens"]
+    if tok:
+        rows.append(row("(prompt tokens)", tok, f"median {tok['median']:g}", f"median {tok['reference_median']:g}"))
+    print(table(["P(correct) of", "calls", "PSI", "noise", "99% bound", "logged mean", "reference", "verdict"], rows))
+    if tok and tok["reference_truncated_share"] is not None:
+        print(f"prompts cut to the encoder's window: {tok['truncated_share']:.1%} (reference "
+              f"{tok['reference_truncated_share']:.1%})")
+    if r["targets_not_in_reference"]:
+        print(f"targets the reference does not know (no verdict): {r['targets_not_in_reference']}")
+    for t, c in (r["calibration"] or {}).items():
+        print(f"feedback, answered by {t}: mean P(correct) {c['mean_p_correct']:.3f}, mean score {c['mean_score']:.3f} "
+              f"({c['scored']} scored)")
+    print(f"\nverdict: {r['verdict']} - {r['advice']}")
+    _write_outputs(args, r, _plot_drift)
+    if args.fail_on and r["verdict"] in (("moderate shift", "major shift") if args.fail_on == "moderate"
+                                         else ("major shift",)):
+        return 3
+    return 0
+
+
+def _plot_drift(r: dict, path: Path) -> None:
+    from ..drift import MAJOR, MODERATE
+
+    plt = _pyplot()
+    items = [(t, v) for t, v in r["targets"].items() if v["calls"]]
+    if r["input_tokens"]:
+        items.append(("(prompt tokens)", r["input_tokens"]))
+    names = [t for t, _ in items]
+    y = list(range(len(names)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.42 * len(names) + 1.8), sharey=True)
+    left.barh(y, [max(v["psi"] - v["noise"], 0.0) for _, v in items],
+              color=["tab:red" if v["verdict"] == "major shift" else "tab:orange" if v["verdict"] == "moderate shift"
+                     else "tab:green" if v["verdict"] == "stable" else "tab:gray" for _, v in items])
+    for x, style in ((MODERATE, ":"), (MAJOR, "--")):
+        left.axvline(x, color="k", linestyle=style, linewidth=1)
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlabel("PSI above its noise level (0.1 moderate, 0.25 major)")
+    targets = [(i, v) for i, (_, v) in enumerate(items) if "mean_p_correct" in v]
+    right.plot([v["reference_mean_p_correct"] for _, v in targets], [i for i, _ in targets], "o", label="reference")
+    right.plot([v["mean_p_correct"] for _, v in targets], [i for i, _ in targets], "x", label="logged")
+    right.set_xlabel("mean P(correct)")
+    right.legend()
+    fig.suptitle(f"drift: {r['verdict']} ({r['calls']} calls vs {r['reference']['source']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

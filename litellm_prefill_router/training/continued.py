@@ -142,7 +142,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     expected = [t.expected_output_tokens for t in m.targets] + \
         [ds.mean_output_tokens(t) or TrainOptions().expected_output_tokens for t in new]
     costs = cost_matrix(prices, n_tok, expected)
-    report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx)
+    report = _evaluate(fitted, x, hard, costs, names, val_idx, test_idx, n_tok, m.encoder.max_prefill_tokens)
     work = Path(tempfile.mkdtemp(prefix="prefill-continue-"))
     try:
         trunk = fitted.module()

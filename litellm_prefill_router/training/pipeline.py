@@ -18,6 +18,7 @@ import numpy as np
 
 from ..bundle import Bundle, write_bundle
 from ..costs import cost_matrix
+from ..drift import reference_distribution
 from ..errors import PrefillRouterError
 from . import calibrate as cal
 from .data import RoutingDataset, load_dataset, require_labels
@@ -215,7 +216,7 @@ def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions
         prices = [ds.prices[t] for t in targets]
         expected = [ds.mean_output_tokens(t) or opts.expected_output_tokens for t in targets]
         costs = cost_matrix(prices, cache.n_tokens.astype(np.float64), expected)
-        report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx)
+        report = _evaluate(fitted, x, hard, costs, targets, val_idx, test_idx, cache.n_tokens, opts.max_tokens)
     with sw.stage("export + parity"):
         t_export = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix="prefill-export-"))
@@ -254,10 +255,12 @@ def _json_default(o: Any) -> Any:
 
 
 def _evaluate(fitted: FittedTrunk, x: np.ndarray, scores: np.ndarray, costs: np.ndarray, targets: list[str],
-              val_idx: np.ndarray, test_idx: np.ndarray) -> dict[str, Any]:
-    """Presets calibrated on the validation rows, and the test metrics. Accuracies and the oracle count a cell
-    without a label at the model's predicted P(correct) (:func:`calibrate.fill_unlabelled`); AUCs use the
-    labelled cells only. ``unlabelled_cells`` says how many cells were filled."""
+              val_idx: np.ndarray, test_idx: np.ndarray, n_tokens: np.ndarray, max_tokens: int) -> dict[str, Any]:
+    """Presets calibrated on the validation rows, the test metrics, and the reference distribution of the
+    predictions and prompt lengths on the validation rows (``prefill-router drift`` compares traffic with it).
+    Accuracies and the oracle count a cell without a label at the model's predicted P(correct)
+    (:func:`calibrate.fill_unlabelled`); AUCs use the labelled cells only. ``unlabelled_cells`` says how many cells
+    were filled."""
     report: dict[str, Any] = {"targets": targets}
     p_val = fitted.predict(x[val_idx])
     s_val = cal.fill_unlabelled(scores[val_idx], p_val)
@@ -269,6 +272,7 @@ def _evaluate(fitted: FittedTrunk, x: np.ndarray, scores: np.ndarray, costs: np.
                             "oracle_accuracy": float(np.max(s_val, 1).mean()),
                             "auc": cal.auc_per_target(p_val, scores[val_idx], targets),
                             "unlabelled_cells": int(np.isnan(scores[val_idx]).sum())}
+    report["reference"] = reference_distribution(p_val, targets, n_tokens[val_idx], max_tokens)
     if len(test_idx):
         p_te = fitted.predict(x[test_idx])
         s_te, c_te = cal.fill_unlabelled(scores[test_idx], p_te), costs[test_idx]
@@ -319,7 +323,7 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
     if opts.quantize:
         inter = getattr(handle.model.config, "intermediate_size", None)
         encoder = _try_quantize(work, penc, ds, val_idx, scores, handle.pad_token_id, int(fitted.mean_.shape[0]),
-                                report, inter, opts.quantize_check_rows, opts.external_data)
+                                report, inter, opts.quantize_check_rows, opts.external_data, opts.max_tokens)
     quantized = encoder != work / "encoder.onnx"
     # a large encoder's weights sit beside its graph (encoder.onnx.data): they travel in the bundle with it
     weights = {name: encoder.parent / name for name in external_data_files(encoder)}
@@ -334,11 +338,14 @@ def _export(handle: EncoderHandle, layers: list[int], pooling: list[str], fitted
 
 def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray, scores: np.ndarray, pad_id: int,
                   feature_dim: int, report: dict[str, Any], intermediate_size: int | None,
-                  quantize_check_rows: int, external_data: bool | None) -> Path:
+                  quantize_check_rows: int, external_data: bool | None, max_tokens: int) -> Path:
     """Dynamic int8 encoder (int8 MatMuls, int8 embedding table with per-row scales), kept only if the validation
     AUC drops by less than 0.005. Both encoders run through the runtime's sessions and grouping, the int8 one a
     prompt per call as PrefillPredictor serves it. Returns the encoder graph to ship: ``work/int8/encoder.onnx``
     (its own directory, so that its weights file, if any, already has the name the bundle gives it) or the fp32 one.
+    An int8 encoder shifts the predictions a little (enough for ``prefill-router drift`` to see on the validation
+    prompts themselves): when it is kept, the report's reference distribution becomes its predictions on the rows
+    checked - what serving will give on data like the training data.
     """
     from ..sessions import EncoderSession, TrunkSession, encode_grouped
     from .export import quantize_embeddings, quantize_encoder
@@ -351,16 +358,20 @@ def _try_quantize(work: Path, penc: Any, ds: RoutingDataset, val_idx: np.ndarray
     aucs = {}
     pick = np.linspace(0, len(val_idx) - 1, min(quantize_check_rows, len(val_idx))).astype(int)
     rows = val_idx[np.unique(pick)]
-    ids = [e.ids for e in penc.encode_batch([ds.rows[i].prompt for i in rows])]
+    encoded = penc.encode_batch([ds.rows[i].prompt for i in rows])
+    ids = [e.ids for e in encoded]
     for name, graph, max_prompts in (("fp32", fp32, 16), ("int8", int8, 1)):
         feats = encode_grouped(EncoderSession(graph, feature_dim), ids, pad_id, feature_dim, max_prompts=max_prompts)
-        aucs[name] = float(np.nanmean(list(cal.auc_per_target(trunk(feats), scores[rows], report["targets"]).values())))
+        p = trunk(feats)
+        aucs[name] = float(np.nanmean(list(cal.auc_per_target(p, scores[rows], report["targets"]).values())))
     drop = aucs["fp32"] - aucs["int8"]
     report["quantization"] = {"rows_checked": len(rows), "val_mean_auc_fp32": aucs["fp32"],
                               "val_mean_auc_int8": aucs["int8"],
                               "auc_drop": drop, "accepted": drop < 0.005, "matmuls_kept_fp32": len(kept),
                               "embedding_tables_int8": tables}
     if drop < 0.005:
+        report["reference"] = reference_distribution(p, report["targets"], np.array([e.n_tokens for e in encoded]),
+                                                     max_tokens, source="validation split, served by the int8 encoder")
         return int8
     logger.warning("int8 encoder rejected: validation AUC drops by %.4f (>= 0.005)", drop)
     return fp32

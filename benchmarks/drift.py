@@ -1,0 +1,149 @@
+"""`prefill-router drift` on traffic with a known shift: does it stay quiet on traffic like the training data and speak
+up when the traffic moves?
+
+    python benchmarks/drift.py --bundle bundles/llmrouter --data ../shared/datasets/llmrouter [--out benchmarks/results]
+
+Every scenario's prompts go through litellm.Router(routing_strategy="prefill") (mock deployments, the bundle's
+prices) with a decision log, and the log is compared with the bundle's reference (its validation split, stored by
+`train`). Only prompts the bundle was not fitted on are used (its validation rows, the test split):
+
+- ``validation prompts``: the reference's own prompts, served (int8 encoder) - the false-alarm baseline;
+- ``test split``: 9 of the 13 benchmarks, in other proportions (human_eval, commongen, the agentverse tasks weigh more);
+- ``80% validation + 20% code``, ``60% + 40%``: a new use case arriving;
+- ``maths only`` / ``code only`` / ``QA only``: one kind of traffic.
+
+Writes drift.json, drift.md and drift.png (PSI above noise per target and scenario).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MATHS = {"math", "gsm8k", "agentverse-mgsm"}
+CODE = {"mbpp", "human_eval"}
+QA = {"natural_qa", "trivia_qa"}
+
+
+def scenarios(data: str) -> dict[str, list[str]]:
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
+
+    ds = load_dataset(data)
+    _, val = split_validation(ds, ds.indices("train"), TrainOptions().val_fraction)
+    test = ds.indices("test")
+    held = [ds.rows[i] for i in np.r_[val, test]]
+
+    def only(kinds: set[str]) -> list[str]:
+        return [str(r.prompt) for r in held if r.benchmark in kinds]
+
+    rng = random.Random(0)
+    validation = [str(ds.rows[i].prompt) for i in val]
+    code = only(CODE)
+    out = {"validation prompts": validation, "test split": [str(ds.rows[i].prompt) for i in test]}
+    for share in (0.2, 0.4):  # a new use case arriving: part of the traffic is code
+        mixed = rng.sample(validation, round(150 * (1 - share) / share)) + rng.sample(code, 150)
+        rng.shuffle(mixed)
+        out[f"{1 - share:.0%} validation + {share:.0%} code"] = mixed
+    return {**out, "maths only": only(MATHS), "code only": code, "QA only": only(QA)}
+
+
+async def serve(bundle: str, prompts: list[str], log: Path) -> None:
+    from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
+
+    model_list = [{"model_name": "auto",
+                   "litellm_params": {"model": f"openai/{t.name}", "api_key": "sk-mock", "mock_response": "ok"},
+                   "model_info": {"prefill_target": t.name, "input_cost_per_token": t.input_cost_per_token or 1e-7,
+                                  "output_cost_per_token": t.output_cost_per_token or 1e-7}}
+                  for t in load_bundle(bundle).manifest.targets]
+    router = PrefillRouter(model_list=model_list, routing_strategy="prefill",
+                           routing_strategy_args={"bundle": bundle, "decision_log": str(log)})
+    for p in prompts:
+        await router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
+    await flush_logging()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", default="bundles/llmrouter")
+    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--min-calls", type=int, default=150)
+    args = ap.parse_args()
+
+    from litellm_prefill_router import load_bundle
+    from litellm_prefill_router.drift import bundle_reference, drift
+
+    bundle = load_bundle(args.bundle)
+    ref = bundle_reference(bundle.report(), args.bundle)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, prompts in scenarios(args.data).items():
+            log = Path(tmp) / f"{len(results)}.jsonl"
+            t0 = time.perf_counter()
+            asyncio.run(serve(args.bundle, prompts, log))
+            served_s = time.perf_counter() - t0
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            t0 = time.perf_counter()
+            r = drift(records, ref, bundle_version=bundle.version, min_calls=args.min_calls)
+            r["drift_ms"], r["served_s"] = (time.perf_counter() - t0) * 1000, served_s
+            results[name] = r
+            worst = max(((v["psi"] - v["noise"], t) for t, v in r["targets"].items() if "psi" in v), default=(0, "-"))
+            print(f"{name:<28} {r['calls']:>4} calls  {r['verdict']:<15} shifted {len(r['shifted_targets'])}/"
+                  f"{len(r['targets'])}  worst {worst[1]} PSI-noise {worst[0]:.3f}  tokens "
+                  f"{r['input_tokens']['verdict'] if r['input_tokens'] else '-'}  ({r['drift_ms']:.0f} ms)", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "drift.json").write_text(json.dumps({"bundle": args.bundle, "bundle_version": bundle.version,
+                                                "reference_rows": ref.n, "scenarios": results}, indent=1))
+    targets = list(ref.p_correct)
+    lines = ["| scenario | calls | verdict | targets shifted | worst target (PSI - noise) | prompt tokens: median "
+             "(ref) / verdict | drift check ms |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        worst = max(((v["psi"] - v["noise"], t) for t, v in r["targets"].items() if "psi" in v), default=(0, "-"))
+        tok = r["input_tokens"]
+        lines.append(f"| {name} | {r['calls']} | {r['verdict']} | {len(r['shifted_targets'])} of {len(targets)} | "
+                     f"{worst[1]} ({worst[0]:.3f}) | {tok['median']:g} ({tok['reference_median']:g}) / "
+                     f"{tok['verdict']} | {r['drift_ms']:.0f} |")
+    (out / "drift.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(results, targets, out / "drift.png")
+
+
+def plot(results: dict, targets: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = targets + ["(prompt tokens)"]
+    m = np.array([[max((r["targets"][t]["psi"] - r["targets"][t]["noise"]) if "psi" in r["targets"][t] else 0, 0)
+                   for t in targets] + [max(r["input_tokens"]["psi"] - r["input_tokens"]["noise"], 0)]
+                  for r in results.values()])
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    im = ax.imshow(m.T, cmap="Reds", vmin=0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(results)), [f"{k}\n{r['verdict']}" for k, r in results.items()], fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(i, j, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, label="PSI above its noise level (0.1 moderate, 0.25 major)")
+    ax.set_title("prefill-router drift: each scenario's decision log vs the bundle's reference")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""`prefill-router drift`: traffic a real router logged, compared with the reference distribution `train` stores in
+the bundle (its validation split) or with an earlier log. Traffic drawn like the training data is stable; a traffic of
+maths prompts only - half the training data's topics gone - is a major shift of the predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import model_list
+from tiny import synthetic_rows
+
+from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
+from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
+from litellm_prefill_router.cli import main
+from litellm_prefill_router.drift import DriftError, Histogram, ReferenceDistribution, bundle_reference, drift
+
+CALLS = 240
+
+
+def _route(bundle_dir: Path, prompts: list[str], path: Path) -> list[dict]:
+    async def serve() -> None:
+        r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(path)})
+        for text in prompts:
+            await r.acompletion(model="auto", messages=[{"role": "user", "content": text}])
+        await flush_logging()
+
+    asyncio.run(serve())
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def logs(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Decision logs of the test bundle serving new prompts: ``like_training`` (maths and history, as the training
+    data, other draws), ``like_training_later`` (more of the same) and ``maths_only``."""
+    d = tmp_path_factory.mktemp("drift")
+    fresh = [r for r in synthetic_rows(4 * CALLS, seed=7)]
+    maths = [r["prompt"] for r in fresh if r["benchmark"] == "math"][:CALLS]
+    both = [r["prompt"] for r in synthetic_rows(2 * CALLS, seed=11)]
+    out = {"like_training": both[:CALLS], "like_training_later": both[CALLS:], "maths_only": maths}
+    for name, prompts in out.items():
+        _route(bundle_dir, prompts, d / f"{name}.jsonl")
+    return {name: d / f"{name}.jsonl" for name in out}
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _against_bundle(path: Path, bundle_dir: Path, **kw: object) -> dict:
+    bundle = load_bundle(bundle_dir)
+    return drift(_records(path), bundle_reference(bundle.report(), str(bundle_dir)), bundle_version=bundle.version,
+                 **kw)
+
+
+def test_a_trained_bundle_carries_the_reference_distribution_of_its_validation_predictions(bundle_dir: Path) -> None:
+    report = load_bundle(bundle_dir).report()
+    ref = ReferenceDistribution.model_validate(report["reference"])
+    assert ref.n == report["validation"]["n"]
+    assert set(ref.p_correct) == set(report["targets"])
+    for h in ref.p_correct.values():
+        assert 1 <= len(h.edges) <= 9 and 0.0 <= h.edges[0] and h.edges[-1] <= 1.0
+        assert sum(h.shares) == pytest.approx(1.0) and 0.0 < h.mean < 1.0
+    tokens = ref.input_tokens
+    assert tokens is not None and tokens.edges[0] > 0 and tokens.median >= tokens.edges[0]
+    assert ref.truncated_share == 0.0  # the tiny prompts fit the 64-token window
+
+
+def test_traffic_drawn_like_the_training_data_is_stable_and_maths_only_traffic_is_a_major_shift(
+        logs: dict[str, Path], bundle_dir: Path) -> None:
+    same = _against_bundle(logs["like_training"], bundle_dir)
+    assert same["calls"] == CALLS and same["skipped"] == {}
+    assert same["verdict"] == "stable", same["targets"]
+    assert same["input_tokens"]["verdict"] == "stable"
+    assert "no action" in same["advice"]
+    maths = _against_bundle(logs["maths_only"], bundle_dir)
+    assert maths["verdict"] == "major shift"
+    # the topic-specific targets' predictions moved: maths-model is now sure, history-model sure of failure
+    assert {"math-model", "history-model"} <= set(maths["shifted_targets"])
+    m = maths["targets"]["math-model"]
+    assert m["mean_p_correct"] > m["reference_mean_p_correct"] + 0.2 and m["psi"] > m["bound_99"]
+    assert "math-model" in maths["advice"] and "retrain" in maths["advice"]
+
+
+def test_an_earlier_log_is_a_reference_too(logs: dict[str, Path]) -> None:
+    before = _records(logs["like_training"])
+    assert drift(_records(logs["like_training_later"]), before)["verdict"] == "stable"
+    shifted = drift(_records(logs["maths_only"]), before, reference_name="last-month.jsonl")
+    assert shifted["verdict"] == "major shift" and shifted["reference"]["source"] == "log last-month.jsonl"
+    assert shifted["reference"]["n"] == CALLS
+
+
+def test_few_calls_get_no_verdict_and_the_advice_names_the_bar(logs: dict[str, Path], bundle_dir: Path) -> None:
+    r = _against_bundle(logs["maths_only"], bundle_dir, min_calls=CALLS + 1)
+    assert r["verdict"] == "too few calls" and r["shifted_targets"] == []
+    assert all(v["verdict"] == "too few calls" for v in r["targets"].values())
+    assert str(CALLS + 1) in r["advice"]
+
+
+def test_calls_another_bundle_version_decided_are_left_out_and_none_left_is_an_error_naming_the_versions(
+        logs: dict[str, Path], bundle_dir: Path) -> None:
+    records = _records(logs["like_training"])
+    for rec in records[:40]:
+        rec["decision"]["bundle_version"] = "0ldversion00"
+    bundle = load_bundle(bundle_dir)
+    ref = bundle_reference(bundle.report(), "b")
+    r = drift(records, ref, bundle_version=bundle.version)
+    assert r["calls"] == CALLS - 40 and r["skipped"] == {"decided by another bundle version": 40}
+    with pytest.raises(DriftError, match="0ldversion00.*pass the bundle that decided them"):
+        drift(records[:40], ref, bundle_version=bundle.version)
+
+
+def test_each_request_counts_once_and_fallbacks_without_predictions_are_left_out(
+        logs: dict[str, Path], bundle_dir: Path) -> None:
+    records = _records(logs["like_training"])
+    retry = json.loads(json.dumps(records[0]))
+    retry["decision"]["reason"] = "retry: math-model failed this request"
+    fallback = {"decision": {"target": "generalist", "reason": "fallback: the request has no text to route on",
+                             "trace_id": "t-fallback"}}
+    r = _against_bundle(logs["like_training"], bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    again = drift(records + [retry, fallback], bundle_reference(bundle.report(), "b"), bundle_version=bundle.version)
+    assert again["calls"] == r["calls"] == CALLS
+    assert again["skipped"] == {"another attempt of a request counted already": 1,
+                                "no prediction logged (fallback)": 1}
+    assert again["targets"] == r["targets"]
+
+
+def test_feedback_compares_each_answering_targets_predictions_with_its_scores(
+        logs: dict[str, Path], bundle_dir: Path) -> None:
+    records = _records(logs["like_training"])
+    scores = {rec["litellm_call_id"]: 0.0 for rec in records[:50]}
+    bundle = load_bundle(bundle_dir)
+    r = drift(records, bundle_reference(bundle.report(), "b"), bundle_version=bundle.version, scores=scores)
+    cal = r["calibration"]
+    assert sum(c["scored"] for c in cal.values()) == 50
+    for t, c in cal.items():
+        served = [rec for rec in records[:50] if rec["decision"]["target"] == t]
+        assert c["scored"] == len(served) and c["mean_score"] == 0.0
+        assert c["mean_p_correct"] == pytest.approx(np.mean([rec["decision"]["p_correct"][t] for rec in served]))
+
+
+def test_psi_is_the_textbook_sum_over_the_reference_deciles_and_ties_share_a_bin() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=20_000)
+    hist = Histogram.of(ref)
+    assert len(hist.shares) == 10 and hist.shares == pytest.approx([0.1] * 10)
+    x = rng.normal(0.5, 1.0, size=3_000)
+    edges = np.quantile(ref, np.arange(1, 10) / 10, method="inverted_cdf")
+    observed = np.bincount(np.searchsorted(edges, x), minlength=10) / len(x)
+    expected = np.bincount(np.searchsorted(edges, ref), minlength=10) / len(ref)
+    assert hist.psi(x) == pytest.approx(float(np.sum((observed - expected) * np.log(observed / expected))), rel=1e-9)
+    assert hist.psi(ref) == pytest.approx(0.0, abs=1e-12)
+    # integer-valued data (prompt lengths): tied deciles merge, the shares are the data's own, no false shift
+    tokens = rng.poisson(3, size=5_000)
+    lengths = Histogram.of(tokens)
+    assert len(lengths.edges) < 9 and sum(lengths.shares) == pytest.approx(1.0)
+    assert lengths.psi(rng.poisson(3, size=5_000)) < 0.01 < lengths.psi(rng.poisson(4, size=5_000))
+
+
+def test_a_bundle_without_a_reference_is_an_error_naming_the_ways_out(bundle_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(bundle_dir, src)
+    report = json.loads((src / "report.json").read_text())
+    report.pop("reference")
+    (src / "report.json").write_text(json.dumps(report))
+    fields = json.loads((src / MANIFEST_NAME).read_text())
+    files = {name: src / name for name in fields.pop("files")}
+    fields.pop("schema_version")
+    old = write_bundle(tmp_path / "old", files, fields)
+    with pytest.raises(DriftError, match="no reference distribution.*Retrain.*--reference-log"):
+        bundle_reference(old.report(), str(old.directory))
+
+
+def test_the_cli_prints_the_table_writes_json_and_plot_and_fails_on_a_shift_when_asked(
+        logs: dict[str, Path], bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "drift.json"
+    assert main(["drift", "--log", str(logs["like_training"]), "--bundle", str(bundle_dir), "--fail-on", "moderate",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{CALLS} logged calls against validation split" in text and "verdict: stable" in text
+    assert "(prompt tokens)" in text and json.loads(out.read_text())["verdict"] == "stable"
+    plot = ["--plot", str(tmp_path / "drift.png")] if importlib.util.find_spec("matplotlib") else []
+    assert main(["drift", "--log", str(logs["maths_only"]), "--reference-log", str(logs["like_training"]),
+                 "--fail-on", "major", *plot]) == 3
+    text = capsys.readouterr().out
+    assert "verdict: major shift" in text and "math-model" in text
+    if plot:
+        assert (tmp_path / "drift.png").stat().st_size > 10_000
+    assert main(["drift", "--log", str(tmp_path / "missing.jsonl"), "--bundle", str(bundle_dir)]) == 2
+    assert "decision_log" in capsys.readouterr().err
