@@ -131,13 +131,15 @@ def plot(results: dict, targets: list[str], path: Path) -> None:
     m = np.array([[max((r["targets"][t]["psi"] - r["targets"][t]["noise"]) if "psi" in r["targets"][t] else 0, 0)
                    for t in targets] + [max(r["input_tokens"]["psi"] - r["input_tokens"]["noise"], 0)]
                   for r in results.values()])
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    fig, ax = plt.subplots(figsize=(12, 5.4))
     im = ax.imshow(m.T, cmap="Reds", vmin=0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(results)), [f"{k}\n{r['verdict']}" for k, r in results.items()], fontsize=8)
+    ax.set_xticks(range(len(results)), [f"{k.replace(' + ', chr(10) + '+ ')}\n({r['verdict']})"
+                                        for k, r in results.items()], fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(i, j, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
+            ax.text(i, j, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > 0.6 else "black")
     fig.colorbar(im, label="PSI above its noise level (0.1 moderate, 0.25 major)")
     ax.set_title("prefill-router drift: each scenario's decision log vs the bundle's reference")
     fig.tight_layout()
