@@ -15,7 +15,7 @@ freedom). So that *noise level* is subtracted before the thresholds are applied,
 reaches 1% of the time (``bound_99``) is no shift at all, whatever its size - which matters for a small reference; a
 target seen in fewer than ``min_calls`` calls gets no verdict.
 
-Calls counted: each request once (a retry or capacity re-route repeats its first attempt's prediction), every call
+Calls counted: each request once (a retry repeats its first attempt's prediction), every call
 with predictions logged (pinned ones too: the prompt is traffic all the same), none without (fallbacks); with a bundle
 as the reference, only calls that bundle's version decided (other versions' predictions come from other weights).
 """
@@ -154,7 +154,8 @@ class _Traffic:
                 self.skipped["decided by another bundle version"] += 1
                 continue
             request = d.get("trace_id")
-            if request and request in seen:
+            # a retry repeats its request's prediction (LangChain reroutes log no trace id: their reason says it)
+            if (request and request in seen) or str(d.get("reason", "")).startswith("retry:"):
                 self.skipped["another attempt of a request counted already"] += 1
                 continue
             if request:
