@@ -197,3 +197,15 @@ def test_the_cli_prints_the_table_writes_json_and_plot_and_fails_on_a_shift_when
         assert (tmp_path / "drift.png").stat().st_size > 10_000
     assert main(["drift", "--log", str(tmp_path / "missing.jsonl"), "--bundle", str(bundle_dir)]) == 2
     assert "decision_log" in capsys.readouterr().err
+
+
+def test_a_semantic_router_drop_ins_log_is_checked_the_same_way(bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.semantic import PrefillSemanticRouter
+
+    log = tmp_path / "semantic.jsonl"
+    rl = PrefillSemanticRouter(bundle=str(bundle_dir), decision_log=str(log))
+    for r in synthetic_rows(2 * CALLS, seed=7):
+        if r["benchmark"] == "math":
+            rl(r["prompt"])  # each line is written before the call returns
+    r = _against_bundle(log, bundle_dir)
+    assert r["calls"] == CALLS and r["verdict"] == "major shift" and "math-model" in r["shifted_targets"]
