@@ -9,10 +9,11 @@ prices) with a decision log, and the log is compared with the bundle's reference
 
 - ``validation prompts``: the reference's own prompts, served (int8 encoder) - the false-alarm baseline;
 - ``test split``: 9 of the 13 benchmarks, in other proportions (human_eval, commongen, the agentverse tasks weigh more);
-- ``80% validation + 20% code``, ``60% + 40%``: a new use case arriving;
+- ``80% validation + 20% code``, ``60% + 40%``: a use case the training data has, in another proportion;
+- ``80% validation + 20% long context``: a kind of prompt it has none of (four held-out prompts joined);
 - ``maths only`` / ``code only`` / ``QA only``: one kind of traffic.
 
-Writes drift.json, drift.md and drift.png (PSI above noise per target and scenario).
+Writes drift.json, drift.md and drift.png (PSI above noise per target and scenario, and the share of novel calls).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ CODE = {"mbpp", "human_eval"}
 QA = {"natural_qa", "trivia_qa"}
 
 
-def scenarios(data: str) -> dict[str, list[str]]:
+def scenarios(data: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """Each scenario's prompts, and for the mixed ones the prompts of the slice mixed in."""
     from litellm_prefill_router.training.data import load_dataset
     from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
 
@@ -52,11 +54,20 @@ def scenarios(data: str) -> dict[str, list[str]]:
     validation = [str(ds.rows[i].prompt) for i in val]
     code = only(CODE)
     out = {"validation prompts": validation, "test split": [str(ds.rows[i].prompt) for i in test]}
+    slices: dict[str, set[str]] = {}
     for share in (0.2, 0.4):  # a new use case arriving: part of the traffic is code
-        mixed = rng.sample(validation, round(150 * (1 - share) / share)) + rng.sample(code, 150)
+        part = rng.sample(code, 150)
+        mixed = rng.sample(validation, round(150 * (1 - share) / share)) + part
         rng.shuffle(mixed)
         out[f"{1 - share:.0%} validation + {share:.0%} code"] = mixed
-    return {**out, "maths only": only(MATHS), "code only": code, "QA only": only(QA)}
+        slices[f"{1 - share:.0%} validation + {share:.0%} code"] = set(part)
+    # a kind of prompt the training data has none of: long contexts (four held-out prompts joined, as a RAG context)
+    joined = ["\n\n".join(rng.sample(validation, 4)) for _ in range(150)]
+    mixed = rng.sample(validation, 600) + joined
+    rng.shuffle(mixed)
+    out["80% validation + 20% long context"] = mixed
+    slices["80% validation + 20% long context"] = set(joined)
+    return {**out, "maths only": only(MATHS), "code only": code, "QA only": only(QA)}, slices
 
 
 async def serve(bundle: str, prompts: list[str], log: Path) -> None:
@@ -89,7 +100,8 @@ def main() -> None:
     ref = bundle_reference(bundle.report(), args.bundle)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, prompts in scenarios(args.data).items():
+        prompts_of, slices = scenarios(args.data)
+        for name, prompts in prompts_of.items():
             log = Path(tmp) / f"{len(results)}.jsonl"
             t0 = time.perf_counter()
             asyncio.run(serve(args.bundle, prompts, log))
@@ -98,24 +110,32 @@ def main() -> None:
             t0 = time.perf_counter()
             r = drift(records, ref, bundle_version=bundle.version, min_calls=args.min_calls)
             r["drift_ms"], r["served_s"] = (time.perf_counter() - t0) * 1000, served_s
+            if name in slices:  # how many novel calls are the slice's, and how much of the slice is novel
+                hits = sum(c["messages"][-1]["content"] in slices[name] for c in r["novel_calls"])
+                r["novel_from_slice"] = {"novel_calls": len(r["novel_calls"]), "from_slice": hits,
+                                         "slice_calls": len(slices[name])}
+            r["novel_calls"] = [{"id": c["id"], "distance": c["distance"]} for c in r["novel_calls"][:20]]
             results[name] = r
             worst = max(((v["psi"] - v["noise"], t) for t, v in r["targets"].items() if "psi" in v), default=(0, "-"))
             print(f"{name:<28} {r['calls']:>4} calls  {r['verdict']:<15} shifted {len(r['shifted_targets'])}/"
                   f"{len(r['targets'])}  worst {worst[1]} PSI-noise {worst[0]:.3f}  tokens "
-                  f"{r['input_tokens']['verdict'] if r['input_tokens'] else '-'}  ({r['drift_ms']:.0f} ms)", flush=True)
+                  f"{r['input_tokens']['verdict'] if r['input_tokens'] else '-'}  novel {r['novelty']['share']:.1%} "
+                  f"{r['novelty']['verdict']}  ({r['drift_ms']:.0f} ms)"
+                  + (f"  novel from the slice {r['novel_from_slice']}" if "novel_from_slice" in r else ""), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps({"bundle": args.bundle, "bundle_version": bundle.version,
                                                 "reference_rows": ref.n, "scenarios": results}, indent=1))
     targets = list(ref.p_correct)
     lines = ["| scenario | calls | verdict | targets shifted | worst target (PSI - noise) | prompt tokens: median "
-             "(ref) / verdict | drift check ms |", "|---|---|---|---|---|---|---|"]
+             "(ref) / verdict | novel calls (5% expected) / verdict | drift check ms |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         worst = max(((v["psi"] - v["noise"], t) for t, v in r["targets"].items() if "psi" in v), default=(0, "-"))
         tok = r["input_tokens"]
         lines.append(f"| {name} | {r['calls']} | {r['verdict']} | {len(r['shifted_targets'])} of {len(targets)} | "
                      f"{worst[1]} ({worst[0]:.3f}) | {tok['median']:g} ({tok['reference_median']:g}) / "
-                     f"{tok['verdict']} | {r['drift_ms']:.0f} |")
+                     f"{tok['verdict']} | {r['novelty']['share']:.1%} / {r['novelty']['verdict']} | {r['drift_ms']:.0f} |")
     (out / "drift.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(results, targets, out / "drift.png")
@@ -127,9 +147,10 @@ def plot(results: dict, targets: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = targets + ["(prompt tokens)"]
+    rows = targets + ["(prompt tokens)", "(novel share - 5%)"]
     m = np.array([[max((r["targets"][t]["psi"] - r["targets"][t]["noise"]) if "psi" in r["targets"][t] else 0, 0)
-                   for t in targets] + [max(r["input_tokens"]["psi"] - r["input_tokens"]["noise"], 0)]
+                   for t in targets] + [max(r["input_tokens"]["psi"] - r["input_tokens"]["noise"], 0),
+                                        max(r["novelty"]["share"] - r["novelty"]["expected_share"], 0)]
                   for r in results.values()])
     fig, ax = plt.subplots(figsize=(12, 5.4))
     im = ax.imshow(m.T, cmap="Reds", vmin=0, vmax=1.0, aspect="auto")
@@ -140,7 +161,7 @@ def plot(results: dict, targets: list[str], path: Path) -> None:
         for j in range(m.shape[1]):
             ax.text(i, j, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] > 0.6 else "black")
-    fig.colorbar(im, label="PSI above its noise level (0.1 moderate, 0.25 major)")
+    fig.colorbar(im, label="PSI above its noise level (0.1 moderate, 0.25 major);\nnovel share above 5% (0.05, 0.15)")
     ax.set_title("prefill-router drift: each scenario's decision log vs the bundle's reference")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

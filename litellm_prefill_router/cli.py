@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--min-calls", type=int, default=200, help="calls a target needs for a verdict (default 200)")
     dr.add_argument("--fail-on", choices=["moderate", "major"],
                     help="exit 3 when the verdict is this shift or worse (for a scheduled check)")
+    dr.add_argument("--novel-out", help="write the novel calls (unlike any reference row), furthest first, here as "
+                                        "`collect` prompts: the ones to label first")
     dr.add_argument("--json", help="also write the report here")
     dr.add_argument("--plot", help="PNG of each target's PSI and mean P(correct) against the reference")
     dr.set_defaults(func=cmd_drift)

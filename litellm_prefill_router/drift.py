@@ -30,7 +30,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrefillRouterError
-from .records import answered_by, feedback_score
+from .novelty import ReferenceRows, novelty
+from .records import answered_by, feedback_score, logged_call_id
 
 BINS = 10  # PSI over the reference's deciles
 DECILES = tuple(round(0.1 * i, 1) for i in range(1, BINS))
@@ -88,13 +89,15 @@ class ReferenceDistribution(BaseModel):
     p_correct: dict[str, Histogram]  # per target
     input_tokens: Histogram | None = None  # prompt tokens, before truncation to the encoder's window
     truncated_share: float | None = None
+    rows: ReferenceRows | None = None  # the rows themselves, for the novelty of each call
 
     @classmethod
     def of(cls, p: Mapping[str, np.ndarray], n_tokens: np.ndarray | None, truncated: np.ndarray | None,
-           source: str, n: int) -> ReferenceDistribution:
+           source: str, n: int, rows: ReferenceRows | None) -> ReferenceDistribution:
         return cls(source=source, n=n, p_correct={t: Histogram.of(v) for t, v in p.items() if len(v)},
                    input_tokens=Histogram.of(n_tokens) if n_tokens is not None and len(n_tokens) else None,
-                   truncated_share=float(np.mean(truncated)) if truncated is not None and len(truncated) else None)
+                   truncated_share=float(np.mean(truncated)) if truncated is not None and len(truncated) else None,
+                   rows=rows)
 
 
 def reference_distribution(p: np.ndarray, targets: list[str], n_tokens: np.ndarray, max_tokens: int,
@@ -103,7 +106,7 @@ def reference_distribution(p: np.ndarray, targets: list[str], n_tokens: np.ndarr
     :class:`ReferenceDistribution`), as ``report.json`` stores it."""
     n_tokens = np.asarray(n_tokens, dtype=np.float64)
     ref = ReferenceDistribution.of({t: p[:, j] for j, t in enumerate(targets)}, n_tokens, n_tokens > max_tokens,
-                                   source, len(p))
+                                   source, len(p), ReferenceRows.of(p, targets, n_tokens) if len(p) > 1 else None)
     return ref.model_dump()
 
 
@@ -135,6 +138,11 @@ class _Traffic:
         self.skipped: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.calls = 0
+        # per counted call: its predictions, prompt tokens (None: not logged), call id and messages (for --novel-out)
+        self.vectors: list[dict[str, float]] = []
+        self.call_tokens: list[float | None] = []
+        self.ids: list[str | None] = []
+        self.messages: list[Any] = []
         seen: set[str] = set()
         for rec in records:
             d = rec.get("decision") or {}
@@ -161,12 +169,17 @@ class _Traffic:
             if request:
                 seen.add(str(request))
             self.calls += 1
-            for t, v in p.items():
-                if isinstance(v, (int, float)):
-                    self.p.setdefault(t, []).append(float(v))
-            if isinstance(n := d.get("input_tokens"), (int, float)):
+            vector = {t: float(v) for t, v in p.items() if isinstance(v, (int, float))}
+            for t, v in vector.items():
+                self.p.setdefault(t, []).append(v)
+            n = d.get("input_tokens")
+            if isinstance(n, (int, float)):
                 self.tokens.append(float(n))
                 self.truncated.append(bool(d.get("truncated")))
+            self.vectors.append(vector)
+            self.call_tokens.append(float(n) if isinstance(n, (int, float)) else None)
+            self.ids.append(logged_call_id(rec))
+            self.messages.append(rec.get("messages"))
             served = answered_by(d)
             score = feedback_score(rec, scores)
             if served and score is not None and isinstance(p.get(served), (int, float)):
@@ -177,8 +190,12 @@ def _reference_from_log(traffic: _Traffic, where: str) -> ReferenceDistribution:
     if not traffic.calls:
         raise DriftError(f"the reference log {where} has no call with predictions logged "
                          f"({dict(traffic.skipped) or 'it is empty'})")
+    targets = [t for t in traffic.p if all(t in v for v in traffic.vectors)]
+    tokens = np.array(traffic.call_tokens, dtype=np.float64) if None not in traffic.call_tokens else None
+    rows = ReferenceRows.of(np.array([[v[t] for t in targets] for v in traffic.vectors]), targets, tokens) \
+        if targets and traffic.calls > 1 else None
     return ReferenceDistribution.of({t: np.array(v) for t, v in traffic.p.items()}, np.array(traffic.tokens),
-                                    np.array(traffic.truncated), f"log {where}", traffic.calls)
+                                    np.array(traffic.truncated), f"log {where}", traffic.calls, rows)
 
 
 # the chi-square distribution's 99th percentile by degrees of freedom (bins - 1): PSI * n N / (n + N) follows it
@@ -233,7 +250,14 @@ def drift(records: Iterable[Mapping[str, Any]], reference: ReferenceDistribution
                   "median": float(np.median(traffic.tokens)), "reference_median": reference.input_tokens.median,
                   "truncated_share": float(np.mean(traffic.truncated)),
                   "reference_truncated_share": reference.truncated_share}
-    verdicts = [v["verdict"] for v in targets.values()] + ([tokens["verdict"]] if tokens else [])
+    novel = novelty(reference.rows, traffic.vectors, traffic.call_tokens, min_calls) if reference.rows else None
+    novel_calls: list[dict[str, Any]] = []
+    if novel is not None:
+        distances, mask = novel.pop("distances"), novel.pop("novel_mask")
+        novel_calls = [{"id": traffic.ids[i], "distance": float(distances[i]), "messages": traffic.messages[i]}
+                       for i in np.argsort(-distances) if mask[i]]
+    verdicts = [v["verdict"] for v in targets.values()] + ([tokens["verdict"]] if tokens else []) \
+        + ([novel["verdict"]] if novel else [])
     judged = [v for v in verdicts if v in _ORDER]
     overall = max(judged, key=_ORDER.index) if judged else "too few calls"
     shifted = sorted(t for t, v in targets.items() if v["verdict"] in _ORDER[1:])
@@ -245,21 +269,22 @@ def drift(records: Iterable[Mapping[str, Any]], reference: ReferenceDistribution
     return {"reference": {"source": reference.source, "n": reference.n, "bundle_version": bundle_version},
             "calls": traffic.calls, "skipped": dict(traffic.skipped), "model_group": model_group,
             "min_calls": min_calls, "targets": targets, "targets_not_in_reference": unknown,
-            "input_tokens": tokens, "calibration": calibration, "verdict": overall, "shifted_targets": shifted,
-            "advice": _advice(overall, shifted, tokens, min_calls)}
+            "input_tokens": tokens, "novelty": novel, "novel_calls": novel_calls, "calibration": calibration,
+            "verdict": overall, "shifted_targets": shifted, "advice": _advice(overall, shifted, tokens, novel, min_calls)}
 
 
-def _advice(overall: str, shifted: list[str], tokens: Mapping[str, Any] | None, min_calls: int) -> str:
+def _advice(overall: str, shifted: list[str], tokens: Mapping[str, Any] | None, novel: Mapping[str, Any] | None,
+            min_calls: int) -> str:
     if overall == "too few calls":
         return f"log at least {min_calls} calls (--min-calls sets the bar) for a verdict"
     if overall == "stable":
         return "the traffic looks like the reference: no action"
-    what = []
-    if shifted:
-        what.append(f"the predictions for {', '.join(shifted)}")
-    if tokens and tokens["verdict"] in _ORDER[1:]:
-        what.append("the prompts' lengths")
-    return (f"{' and '.join(what)} moved away from the reference ({overall}): the bundle is routing prompts unlike its "
-            "training data. Label some of this traffic (`prefill-router feedback` from users' scores, `judge`, or "
-            "`collect`) and retrain with it (`train --add ...` / `--continue-from`); `replay` the log with the new "
-            "bundle before deploying it")
+    what = ([f"the predictions for {', '.join(shifted)}"] if shifted else []) \
+        + (["the prompts' lengths"] if tokens and tokens["verdict"] in _ORDER[1:] else [])
+    parts = [f"{' and '.join(what)} moved away from the reference"] if what else []
+    if novel and novel["verdict"] in _ORDER[1:]:
+        parts.append(f"{novel['share']:.0%} of the calls are unlike any reference row (about 5% are on traffic like it)")
+    return (f"{'; '.join(parts)} ({overall}): the bundle is routing prompts unlike its training data. Label some of "
+            "this traffic - the novel calls first: --novel-out writes them as `collect` prompts - (`prefill-router "
+            "collect`, `judge`, or users' scores through `feedback`) and retrain with it (`train --add ...` / "
+            "`--continue-from`); `replay` the log with the new bundle before deploying it")

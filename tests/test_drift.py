@@ -38,12 +38,16 @@ def _route(bundle_dir: Path, prompts: list[str], path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def logs(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Decision logs of the test bundle serving new prompts: ``like_training`` (maths and history, as the training
-    data, other draws), ``like_training_later`` (more of the same) and ``maths_only``."""
+    data, other draws), ``like_training_later`` (more of the same), ``maths_only`` and ``long_slice`` (a fifth of the
+    calls four times as long: the last ones)."""
     d = tmp_path_factory.mktemp("drift")
     fresh = [r for r in synthetic_rows(4 * CALLS, seed=7)]
     maths = [r["prompt"] for r in fresh if r["benchmark"] == "math"][:CALLS]
     both = [r["prompt"] for r in synthetic_rows(2 * CALLS, seed=11)]
-    out = {"like_training": both[:CALLS], "like_training_later": both[CALLS:], "maths_only": maths}
+    # a new kind of traffic: a fifth of the calls are prompts four times as long as any the bundle was trained on
+    longer = both[: CALLS - CALLS // 5] + [" ".join([p] * 4) for p in both[CALLS: CALLS + CALLS // 5]]
+    out = {"like_training": both[:CALLS], "like_training_later": both[CALLS:], "maths_only": maths,
+           "long_slice": longer}
     for name, prompts in out.items():
         _route(bundle_dir, prompts, d / f"{name}.jsonl")
     return {name: d / f"{name}.jsonl" for name in out}
@@ -70,6 +74,7 @@ def test_a_trained_bundle_carries_the_reference_distribution_of_its_validation_p
     tokens = ref.input_tokens
     assert tokens is not None and tokens.edges[0] > 0 and tokens.median >= tokens.edges[0]
     assert ref.truncated_share == 0.0  # the tiny prompts fit the 64-token window
+    assert ref.rows is not None and len(ref.rows.p_correct) == ref.n and ref.rows.targets == report["targets"]
 
 
 def test_traffic_drawn_like_the_training_data_is_stable_and_maths_only_traffic_is_a_major_shift(
@@ -209,3 +214,32 @@ def test_a_semantic_router_drop_ins_log_is_checked_the_same_way(bundle_dir: Path
             rl(r["prompt"])  # each line is written before the call returns
     r = _against_bundle(log, bundle_dir)
     assert r["calls"] == CALLS and r["verdict"] == "major shift" and "math-model" in r["shifted_targets"]
+
+
+def test_novelty_finds_a_new_slice_of_traffic_and_ranks_its_calls_first(logs: dict[str, Path], bundle_dir: Path) -> None:
+    same = _against_bundle(logs["like_training"], bundle_dir)["novelty"]
+    assert same["verdict"] == "stable" and same["share"] < 0.1  # about 5% on traffic like the reference
+    assert same["features"] == [*load_bundle(bundle_dir).report()["targets"], "input tokens"]
+    r = _against_bundle(logs["long_slice"], bundle_dir)
+    nov, slice_ids = r["novelty"], {rec["litellm_call_id"] for rec in _records(logs["long_slice"])[-(CALLS // 5):]}
+    assert nov["verdict"] in ("moderate shift", "major shift") and nov["z"] > 3.09
+    assert nov["share"] >= 0.15 and nov["novel"] == len(r["novel_calls"])
+    top = [c["id"] for c in r["novel_calls"][: CALLS // 5]]
+    assert len(set(top) & slice_ids) >= 0.8 * len(top)  # the novel calls are the new slice's
+    assert [c["distance"] for c in r["novel_calls"]] == sorted((c["distance"] for c in r["novel_calls"]), reverse=True)
+    assert "unlike any reference row" in r["advice"] and "--novel-out" in r["advice"]
+
+
+def test_novel_out_writes_the_novel_calls_as_collect_prompts(logs: dict[str, Path], bundle_dir: Path,
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.collect import load_prompts
+
+    out = tmp_path / "novel.jsonl"
+    assert main(["drift", "--log", str(logs["long_slice"]), "--bundle", str(bundle_dir), "--novel-out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "novel calls" in text and f"to {out} as collect prompts" in text
+    prompts = load_prompts(out)
+    r = _against_bundle(logs["long_slice"], bundle_dir)
+    assert [p.id for p in prompts] == [c["id"] for c in r["novel_calls"]]
+    by_id = {rec["litellm_call_id"]: rec["messages"] for rec in _records(logs["long_slice"])}
+    assert all(p.prompt == by_id[p.id] for p in prompts)

@@ -327,6 +327,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if tok and tok["reference_truncated_share"] is not None:
         print(f"prompts cut to the encoder's window: {tok['truncated_share']:.1%} (reference "
               f"{tok['reference_truncated_share']:.1%})")
+    nov = r["novelty"]
+    if nov:
+        print(f"novel calls (further from every reference row than 95% of the reference rows are from theirs): "
+              f"{nov['novel']} of {nov['calls']} ({nov['share']:.1%}; about 5% on traffic like the reference, z "
+              f"{nov['z']:.1f}) - {nov['verdict']}" + (f"; furthest: {', '.join(str(c['id']) for c in r['novel_calls'][:3])}"
+                                                     if r["novel_calls"] else ""))
+    if args.novel_out:
+        _write_novel(r["novel_calls"], Path(args.novel_out))
     if r["targets_not_in_reference"]:
         print(f"targets the reference does not know (no verdict): {r['targets_not_in_reference']}")
     for t, c in (r["calibration"] or {}).items():
@@ -338,6 +346,20 @@ def cmd_drift(args: argparse.Namespace) -> int:
                                          else ("major shift",)):
         return 3
     return 0
+
+
+def _write_novel(calls: list[dict], path: Path) -> None:
+    """The novel calls, furthest first, as `collect` prompt lines (``{"id", "prompt": messages, "benchmark"}``): label
+    them and train with them. Calls logged without messages (``decision_log_messages: false``) cannot be written."""
+    from ..jsonl import write_atomic
+
+    rows = [{"id": c["id"] or f"novel-{i}", "prompt": c["messages"], "benchmark": "drift-novel"}
+            for i, c in enumerate(calls) if c["messages"]]
+    write_atomic(path, rows)
+    missing = len(calls) - len(rows)
+    print(f"wrote {len(rows)} novel calls to {path} as collect prompts (then: prefill-router collect --prompts {path} "
+          "--config ...)" + (f"; {missing} logged without messages left out (decision_log_messages: true keeps them)"
+                             if missing else ""))
 
 
 def _plot_drift(r: dict, path: Path) -> None:
