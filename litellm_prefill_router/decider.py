@@ -81,6 +81,7 @@ class PrefillDecider:
             raise ConfigurationError(f"decision timeout must be > 0 seconds (None: wait for the encoder), got "
                                      f"{timeout_s!r}")
         self.timeout_s = timeout_s  # a prediction not ready by then: the fallback target (or InferenceError)
+        self.novelty = predictor.novelty  # built now (once per predictor), not on the first request
 
     def manifest_prices(self) -> dict[str, Price]:
         """Prices recorded in the manifest at training time (targets without one are left out)."""
@@ -142,13 +143,13 @@ class PrefillDecider:
         bundle = self.predictor.bundle
 
         def done(target: str, reason: str, p: dict[str, float], cost: dict[str, float], n_tok: int = 0,
-                 truncated: bool = False, cached: bool = False,
-                 constraints: dict[str, object] | None = None) -> RoutingDecision:
+                 truncated: bool = False, cached: bool = False, constraints: dict[str, object] | None = None,
+                 novelty: float | None = None) -> RoutingDecision:
             return RoutingDecision(target=target, reason=reason, policy=policy, p_correct=p, cost_usd=cost,
                                    candidates=tuple(candidates), input_tokens=n_tok, truncated=truncated,
                                    latency_ms=(time.perf_counter() - t0) * 1000.0, model_group=model_group,
                                    cached=cached, bundle=bundle.source, bundle_version=bundle.version,
-                                   constraints=constraints)
+                                   constraints=constraints, novelty=novelty)
 
         if overrides.pin_model is not None:
             if overrides.pin_model in candidates:
@@ -181,7 +182,8 @@ class PrefillDecider:
             return done(self.fallback(candidates), NO_TEXT_REASON, p, cost,
                         pred.input_tokens, cached=pred.cached)
         target, reason, limits = constrained_choice(policy, candidates, p, cost, self.constraints_for(overrides))
-        return done(target, reason, p, cost, pred.input_tokens, pred.truncated, pred.cached, limits)
+        novelty = self.novelty.score(pred.p_correct, pred.input_tokens) if self.novelty is not None else None
+        return done(target, reason, p, cost, pred.input_tokens, pred.truncated, pred.cached, limits, novelty)
 
     #: at most one "routing timed out" warning per this many seconds (a burst times out many requests at once)
     TIMEOUT_WARNING_EVERY_S = 60.0

@@ -53,6 +53,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     versions: dict[str, dict[str, Any]] = {}  # bundle version -> its calls (a reload or a push starts a new one)
     decided_only = 0
     limited = narrowed = 0  # calls with limits (max_cost_usd / min_p_correct), and those whose limits excluded a target
+    with_novelty = novel = 0  # calls whose decision says how novel the prompt is, and the novel ones
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -67,6 +68,9 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         if isinstance(decision.get("constraints"), dict):
             limited += 1
             narrowed += bool(decision["constraints"].get("excluded"))
+        if isinstance(decision.get("novelty"), (int, float)):
+            with_novelty += 1
+            novel += decision["novelty"] > 1.0
         policy = decision.get("policy") or {}
         presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):
@@ -127,6 +131,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
             "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
             "limits": {"calls": limited, "excluded_a_target": narrowed},
+            "novel": ({"calls": with_novelty, "novel": novel, "share": novel / with_novelty} if with_novelty else None),
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),
             "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,

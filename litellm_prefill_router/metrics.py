@@ -48,6 +48,7 @@ class RouterMetrics:
     rollout_calls: Any
     rollout_cost: Any
     bundle_decisions: Any
+    novel: Any
 
     def observe_call(self, row: Mapping[str, Any]) -> None:
         """Count one finished call from its decision-log row (:func:`~.records.decision_log_row`). A shadow-mode
@@ -65,6 +66,8 @@ class RouterMetrics:
             self.truncated.labels(group).inc()
         if decision.get("cached"):
             self.cache_hits.labels(group).inc()
+        if isinstance(novelty := decision.get("novelty"), (int, float)) and novelty > 1.0:
+            self.novel.labels(group, target).inc()
         served = str(answered_by(decision) or outcome.get("model") or target)
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
@@ -136,6 +139,10 @@ def router_metrics() -> RouterMetrics:
                                          "Decisions by the bundle version that made them (12 hex of its manifest's "
                                          "sha256): a reload or a new Hub commit shows as a new version",
                                          ["model_group", "bundle_version"]),
+                novel=Counter("prefill_router_novel_prompts",
+                              "Decisions on prompts unlike any the bundle was validated on (novelty above 1; about 5% "
+                              "of decisions on traffic like the training data: more is a new kind of traffic)",
+                              ["model_group", "target"]),
             )
         return _METRICS
 

@@ -71,31 +71,67 @@ def _nearest(a: np.ndarray, b: np.ndarray, *, leave_one_out: bool = False) -> np
     return out
 
 
+class NoveltyScorer:
+    """Each call's distance to its nearest reference row, over the reference ``targets`` given (every target of the
+    rows by default) and the prompt length (``use_tokens``, where the rows have it), in units of the novelty
+    threshold: above 1, the call is novel. Built once per bundle (a leave-one-out pass over the rows, O(rows^2));
+    then a call costs one pass over the rows."""
+
+    def __init__(self, reference: ReferenceRows, targets: Sequence[str] | None = None, use_tokens: bool = True) -> None:
+        self.targets = list(targets if targets is not None else reference.targets)
+        cols = [reference.targets.index(t) for t in self.targets]
+        self.use_tokens = use_tokens and reference.input_tokens is not None
+        ref = _features(np.asarray(reference.p_correct, dtype=np.float64)[:, cols],
+                        np.asarray(reference.input_tokens) if self.use_tokens else None)
+        self._mean, self._std = ref.mean(0), np.maximum(ref.std(0), 1e-6)
+        self._ref = (ref - self._mean) / self._std
+        self.threshold = float(np.quantile(_nearest(self._ref, self._ref, leave_one_out=True), 1 - EXPECTED_SHARE))
+
+    @property
+    def features(self) -> list[str]:
+        return self.targets + (["input tokens"] if self.use_tokens else [])
+
+    def distances(self, p: np.ndarray, tokens: np.ndarray | None) -> np.ndarray:
+        """Distances of calls (``p``: calls x ``targets``; ``tokens``: their prompt tokens) to their nearest
+        reference rows, in units of the threshold."""
+        x = (_features(np.asarray(p, dtype=np.float64), tokens if self.use_tokens else None) - self._mean) / self._std
+        return _nearest(x, self._ref) / max(self.threshold, 1e-12)
+
+    def score(self, p: np.ndarray, tokens: int) -> float:
+        """One call's distance (``p``: its P(correct) per ``targets``), in units of the threshold."""
+        return float(self.distances(np.asarray(p, dtype=np.float64)[None, :], np.array([float(tokens)]))[0])
+
+
+def serving_scorer(reference: object, targets: Sequence[str]) -> NoveltyScorer | None:
+    """The scorer a router uses on every call, from a bundle report's ``reference`` (None: the bundle has no rows, or
+    not for every one of its ``targets``)."""
+    rows = reference.get("rows") if isinstance(reference, Mapping) else None
+    if rows is None:
+        return None
+    parsed = ReferenceRows.model_validate(rows)
+    if set(targets) - set(parsed.targets):
+        return None
+    return NoveltyScorer(parsed, targets)
+
+
 def novelty(reference: ReferenceRows, calls: Sequence[Mapping[str, float]], tokens: Sequence[float | None],
             min_calls: int) -> dict[str, Any] | None:
     """The novel calls among ``calls`` (each one's P(correct) by target, and its prompt's ``tokens``) against the
-    reference's rows: their share, its z-score against the 5% expected, a verdict, and each call's distance (in
-    ``distances``, the order of ``calls``) and whether it is novel (``novel_mask``). None when no target is predicted
-    for every call."""
+    reference's rows: their share, its z-score against the 5% expected, a verdict, and each call's distance in units
+    of the threshold (in ``distances``, the order of ``calls``) and whether it is novel (``novel_mask``). None when no
+    target is predicted for every call."""
     targets = [t for t in reference.targets if all(t in c for c in calls)]
     if not targets or not calls:
         return None
-    cols = [reference.targets.index(t) for t in targets]
-    use_tokens = reference.input_tokens is not None and all(n is not None for n in tokens)
-    ref = _features(np.asarray(reference.p_correct)[:, cols],
-                    np.asarray(reference.input_tokens) if use_tokens else None)
-    logged = _features(np.array([[c[t] for t in targets] for c in calls], dtype=np.float64),
-                       np.array(tokens, dtype=np.float64) if use_tokens else None)
-    mean, std = ref.mean(0), np.maximum(ref.std(0), 1e-6)
-    ref, logged = (ref - mean) / std, (logged - mean) / std
-    threshold = float(np.quantile(_nearest(ref, ref, leave_one_out=True), 1 - EXPECTED_SHARE))
-    distances = _nearest(logged, ref)
-    novel = distances > threshold
+    scorer = NoveltyScorer(reference, targets, use_tokens=all(n is not None for n in tokens))
+    distances = scorer.distances(np.array([[c[t] for t in targets] for c in calls], dtype=np.float64),
+                                 np.array(tokens, dtype=np.float64) if scorer.use_tokens else None)
+    novel = distances > 1.0
     n, share = len(calls), float(novel.mean())
     z = (share - EXPECTED_SHARE) / np.sqrt(EXPECTED_SHARE * (1 - EXPECTED_SHARE) / n)
     excess = share - EXPECTED_SHARE
     verdict = ("too few calls" if n < min_calls else "stable" if z < Z_BOUND or excess < MODERATE
                else "major shift" if excess >= MAJOR else "moderate shift")
-    return {"features": targets + (["input tokens"] if use_tokens else []), "calls": n, "novel": int(novel.sum()),
-            "share": share, "expected_share": EXPECTED_SHARE, "z": float(z), "threshold": threshold,
-            "verdict": verdict, "distances": distances, "novel_mask": novel}
+    return {"features": scorer.features, "calls": n, "novel": int(novel.sum()), "share": share,
+            "expected_share": EXPECTED_SHARE, "z": float(z), "threshold": scorer.threshold, "verdict": verdict,
+            "distances": distances, "novel_mask": novel}

@@ -175,6 +175,14 @@ class RoutingDecision:
     bundle_version: str | None = None  # its content (12 hex of the manifest's sha256): changes on a reload
     # the request's limits (max_cost_usd, min_p_correct) and the candidates they excluded; None without limits
     constraints: Mapping[str, Any] | None = None
+    # the prediction's distance to the bundle's nearest validation row, in units of the novelty threshold: above 1
+    # the prompt is unlike the training data (see `prefill-router drift`); None: no prediction, or an older bundle
+    novelty: float | None = None
+
+    @property
+    def novel(self) -> bool:
+        """Whether the prompt is unlike any the bundle was validated on (its novelty above 1)."""
+        return self.novelty is not None and self.novelty > 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -183,4 +191,8 @@ class RoutingDecision:
         d["candidates"] = list(self.candidates)
         if self.constraints is None:
             del d["constraints"]  # most requests set no limits: their log lines stay as they were
+        if self.novelty is None:
+            del d["novelty"]
+        else:
+            d["novelty"] = round(float(self.novelty), 4)
         return d

@@ -22,6 +22,7 @@ costs its tokenisation only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .errors import InferenceError
+from .novelty import NoveltyScorer, serving_scorer
 from .prompt import EncodedPrompt, PromptEncoder
 from .sessions import MAX_BATCH_TOKENS, EncoderSession, ProviderSpec, TrunkSession, encode_grouped
 
@@ -122,6 +124,19 @@ class PrefillPredictor:
         self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def novelty(self) -> NoveltyScorer | None:
+        """How far a prediction lies from the bundle's validation rows (``report.json`` ``reference.rows``, stored by
+        `train` since session 16), in units of the novelty threshold; None for a bundle without them. Built on first
+        use (deciders ask at construction), once per predictor."""
+        try:
+            return serving_scorer(self.bundle.report().get("reference"), self.targets)
+        except Exception as err:  # noqa: BLE001 - a malformed reference costs the novelty flag, never routing
+            logger.warning("prefill router: bundle %s has a reference the novelty check cannot read (%s: %s); "
+                           "decisions carry no novelty - retrain the bundle to restore it", self.bundle.source,
+                           type(err).__name__, err)
+            return None
 
     @property
     def providers(self) -> list[str]:

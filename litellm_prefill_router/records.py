@@ -152,7 +152,8 @@ _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
 def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
     the prefill strategy): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
-    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``."""
+    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-novelty`` (above 1: a prompt
+    unlike the bundle's training data)."""
     decision = None
     for key in ("litellm_metadata", "metadata"):
         md = request_data.get(key)
@@ -180,6 +181,8 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     p = (decision.get("p_correct") or {}).get(target)
     if p is not None:
         headers["x-prefill-p-correct"] = f"{float(p):.4f}"
+    if isinstance(novelty := decision.get("novelty"), (int, float)):  # above 1: unlike the bundle's training data
+        headers["x-prefill-novelty"] = f"{float(novelty):.3f}"
     if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered
         headers["x-prefill-shadow"] = "true"
         headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")

@@ -243,3 +243,39 @@ def test_novel_out_writes_the_novel_calls_as_collect_prompts(logs: dict[str, Pat
     assert [p.id for p in prompts] == [c["id"] for c in r["novel_calls"]]
     by_id = {rec["litellm_call_id"]: rec["messages"] for rec in _records(logs["long_slice"])}
     assert all(p.prompt == by_id[p.id] for p in prompts)
+
+
+def test_each_decision_carries_its_novelty_as_drift_computes_it_and_stats_and_headers_show_it(
+        logs: dict[str, Path], bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.records import DECISION_KEY, decision_headers
+
+    records = _records(logs["long_slice"])
+    logged = {rec["litellm_call_id"]: rec["decision"]["novelty"] for rec in records}
+    r = _against_bundle(logs["long_slice"], bundle_dir)
+    # the same distance (the log rounds P(correct) to 6 decimals and the novelty to 4)
+    assert r["novel_calls"] and all(logged[c["id"]] == pytest.approx(c["distance"], abs=1e-3)
+                                    for c in r["novel_calls"])
+    assert sum(v > 1 for v in logged.values()) == r["novelty"]["novel"]
+    assert main(["stats", "--log", str(logs["long_slice"])]) == 0
+    assert "novel prompts (unlike any the bundle was validated on" in capsys.readouterr().out
+    top = max(records, key=lambda rec: rec["decision"]["novelty"])
+    headers = decision_headers({"metadata": {DECISION_KEY: top["decision"]}})
+    assert headers is not None and float(headers["x-prefill-novelty"]) > 1.0
+
+
+def test_a_bundle_without_reference_rows_routes_as_before_without_novelty(bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.predictor import PrefillPredictor
+
+    src = tmp_path / "src"
+    shutil.copytree(bundle_dir, src)
+    report = json.loads((src / "report.json").read_text())
+    report["reference"].pop("rows")
+    (src / "report.json").write_text(json.dumps(report))
+    fields = json.loads((src / MANIFEST_NAME).read_text())
+    files = {name: src / name for name in fields.pop("files")}
+    fields.pop("schema_version")
+    old = write_bundle(tmp_path / "old", files, fields)
+    log = tmp_path / "old.jsonl"
+    records = _route(old.directory, [r["prompt"] for r in synthetic_rows(4, seed=3)], log)
+    assert PrefillPredictor(old.directory).novelty is None
+    assert all("novelty" not in rec["decision"] for rec in records)  # log lines as they were

@@ -213,3 +213,19 @@ async def test_a_canary_rollouts_calls_and_cost_are_counted_by_arm(bundle_dir: P
     assert (router_ok, control_ok) == (arms.count("router"), arms.count("control")) and router_ok and control_ok
     # the router's arm went to math-model (0.2 USD/Mtok), the control arm to generalist (0.9)
     assert 0 < router_cost / router_ok < control_cost / control_ok
+
+
+async def test_prompts_unlike_the_training_data_are_counted_as_novel(bundle_dir: Path) -> None:
+    g = {"model_group": "metered-novel"}
+    r = metered_router(bundle_dir, "metered-novel")
+    long_prompt = " ".join([MATH_PROMPT] * 4)  # four times as long as any training prompt
+    before = sum(sample("prefill_router_novel_prompts_total", **g, target=t)
+                 for t in ("math-model", "history-model", "generalist"))
+    novelty = []
+    for text in (MATH_PROMPT, long_prompt):
+        resp = await r.acompletion(model="metered-novel", messages=user(text))
+        novelty.append(resp._hidden_params["prefill_routing"]["novelty"])
+    await flush_logging()
+    after = sum(sample("prefill_router_novel_prompts_total", **g, target=t)
+                for t in ("math-model", "history-model", "generalist"))
+    assert novelty[0] <= 1.0 < novelty[1] and after - before == 1

@@ -33,6 +33,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         n = st["limits"]["calls"]
         print(f"limits (max_cost_usd / min_p_correct): {n} call{'' if n == 1 else 's'}, "
               f"{st['limits']['excluded_a_target']} of them excluded a target")
+    if st["novel"]:
+        nv = st["novel"]
+        print(f"novel prompts (unlike any the bundle was validated on; about 5% on traffic like its training data): "
+              f"{nv['novel']} of {nv['calls']} ({nv['share']:.1%}) - `prefill-router drift` says whether that is a shift")
     if st["savings_fraction"] is not None:
         print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
               f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "
