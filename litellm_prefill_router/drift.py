@@ -4,8 +4,9 @@ A bundle's P(correct) is only as good as its training data is like the prompts i
 judges), but the bundle's own predictions are logged for every call, and they move when the traffic moves: more code
 questions than in the training data, longer prompts, another language. So each bundle carries a *reference
 distribution* (``report.json`` ``reference``: every target's P(correct) on its validation split and the prompts' token
-counts, each as the share of rows between its deciles), and this module compares a decision log against it - or against an earlier log
-(``reference_log``: last month's traffic against this week's, for a bundle trained before references existed).
+counts, each as the share of rows between its deciles, and the rows themselves), and this module compares a decision
+log against it - or against an earlier log (``reference_log``: last month's traffic against this week's, for a bundle
+trained before references existed).
 
 The measure is the population stability index over the reference's decile bins:
 ``PSI = sum_bins (logged - reference) * ln(logged / reference)``, the usual reading being < 0.1 stable, 0.1-0.25 a
@@ -13,11 +14,12 @@ moderate shift, >= 0.25 a major one. Finite samples give PSI > 0 with no shift a
 1 / N)`` for n logged calls and N reference rows (PSI * nN / (n + N) is then about chi-square with bins - 1 degrees of
 freedom). So that *noise level* is subtracted before the thresholds are applied, and a PSI that sampling alone
 reaches 1% of the time (``bound_99``) is no shift at all, whatever its size - which matters for a small reference; a
-target seen in fewer than ``min_calls`` calls gets no verdict.
+target seen in fewer than ``min_calls`` calls gets no verdict. PSI sees the bulk of the traffic move; a new kind of
+prompt that is a minority of it is found by :mod:`.novelty` (the share of calls unlike any reference row).
 
-Calls counted: each request once (a retry repeats its first attempt's prediction), every call
-with predictions logged (pinned ones too: the prompt is traffic all the same), none without (fallbacks); with a bundle
-as the reference, only calls that bundle's version decided (other versions' predictions come from other weights).
+Calls counted: each request once (a retry repeats its first attempt's prediction), every call the policy decided on a
+prediction; not pinned calls (no prediction) nor fallbacks (none, or one of a prompt without text); with a bundle as
+the reference, only calls that bundle's version decided (other versions' predictions come from other weights).
 """
 
 from __future__ import annotations
@@ -152,8 +154,8 @@ class _Traffic:
             if model_group is not None and d.get("model_group") != model_group:
                 self.skipped["another model group"] += 1
                 continue
-            if not p:
-                self.skipped["no prediction logged (fallback)"] += 1
+            if not p or str(d.get("reason", "")).startswith("fallback"):
+                self.skipped["pinned or fallback (no prediction to compare)"] += 1
                 continue
             logged_version = d.get("bundle_version")
             if logged_version:
@@ -223,8 +225,10 @@ def drift(records: Iterable[Mapping[str, Any]], reference: ReferenceDistribution
     """The drift of the calls in ``records`` (a decision log) from ``reference``: a bundle's
     :class:`ReferenceDistribution` (``bundle_version``: only calls that version decided), or another decision log's
     records. Per target: PSI of its P(correct), the noise level, the means and a verdict; the same for the prompts'
-    token counts; with ``scores`` (feedback / judge scores by call id), per answering target its mean P(correct)
-    against its mean score on this traffic; and the worst verdict of all."""
+    token counts; the share of novel calls (:func:`.novelty.novelty`) and those calls, furthest first (``id``,
+    ``distance`` in units of the novelty threshold, ``messages``); with ``scores`` (feedback / judge scores by call
+    id), per answering target its mean P(correct) against its mean score on this traffic; and the worst verdict of
+    all, with the advice that goes with it."""
     if not isinstance(reference, ReferenceDistribution):
         reference = _reference_from_log(_Traffic(reference, version=None, model_group=model_group, scores=None),
                                         reference_name)

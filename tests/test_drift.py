@@ -121,21 +121,23 @@ def test_calls_another_bundle_version_decided_are_left_out_and_none_left_is_an_e
         drift(records[:40], ref, bundle_version=bundle.version)
 
 
-def test_each_request_counts_once_and_fallbacks_without_predictions_are_left_out(
+def test_each_request_counts_once_and_pinned_calls_and_fallbacks_are_left_out(
         logs: dict[str, Path], bundle_dir: Path) -> None:
     records = _records(logs["like_training"])
     retry = json.loads(json.dumps(records[0]))
     retry["decision"]["reason"] = "retry: math-model failed this request"
     reroute = json.loads(json.dumps(retry))  # a LangChain reroute: no trace id
     reroute["decision"].pop("trace_id")
-    fallback = {"decision": {"target": "generalist", "reason": "fallback: the request has no text to route on",
-                             "trace_id": "t-fallback"}}
+    pinned = {"decision": {"target": "generalist", "reason": "pinned", "p_correct": {}, "trace_id": "t-pinned"}}
+    no_text = json.loads(json.dumps(records[1]))  # predicted, on a prompt without text: not traffic to compare
+    no_text["decision"].update(reason="fallback: the request has no text to route on", trace_id="t-no-text")
     r = _against_bundle(logs["like_training"], bundle_dir)
     bundle = load_bundle(bundle_dir)
-    again = drift(records + [retry, reroute, fallback], bundle_reference(bundle.report(), "b"), bundle_version=bundle.version)
+    again = drift(records + [retry, reroute, pinned, no_text], bundle_reference(bundle.report(), "b"),
+                  bundle_version=bundle.version)
     assert again["calls"] == r["calls"] == CALLS
     assert again["skipped"] == {"another attempt of a request counted already": 2,
-                                "no prediction logged (fallback)": 1}
+                                "pinned or fallback (no prediction to compare)": 2}
     assert again["targets"] == r["targets"]
 
 
