@@ -8,6 +8,7 @@ import asyncio
 import importlib.util
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -173,16 +174,21 @@ def test_psi_is_the_textbook_sum_over_the_reference_deciles_and_ties_share_a_bin
     assert lengths.psi(rng.poisson(3, size=5_000)) < 0.01 < lengths.psi(rng.poisson(4, size=5_000))
 
 
-def test_a_bundle_without_a_reference_is_an_error_naming_the_ways_out(bundle_dir: Path, tmp_path: Path) -> None:
+def _with_report(bundle_dir: Path, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of the bundle whose report.json ``edit`` changed (written as `train` writes bundles: hashes and all)."""
     src = tmp_path / "src"
     shutil.copytree(bundle_dir, src)
     report = json.loads((src / "report.json").read_text())
-    report.pop("reference")
+    edit(report)
     (src / "report.json").write_text(json.dumps(report))
     fields = json.loads((src / MANIFEST_NAME).read_text())
     files = {name: src / name for name in fields.pop("files")}
     fields.pop("schema_version")
-    old = write_bundle(tmp_path / "old", files, fields)
+    return write_bundle(tmp_path / "edited", files, fields).directory
+
+
+def test_a_bundle_without_a_reference_is_an_error_naming_the_ways_out(bundle_dir: Path, tmp_path: Path) -> None:
+    old = load_bundle(_with_report(bundle_dir, tmp_path, lambda report: report.pop("reference")))
     with pytest.raises(DriftError, match="no reference distribution.*Retrain.*--reference-log"):
         bundle_reference(old.report(), str(old.directory))
 
@@ -268,16 +274,21 @@ def test_each_decision_carries_its_novelty_as_drift_computes_it_and_stats_and_he
 def test_a_bundle_without_reference_rows_routes_as_before_without_novelty(bundle_dir: Path, tmp_path: Path) -> None:
     from litellm_prefill_router.predictor import PrefillPredictor
 
-    src = tmp_path / "src"
-    shutil.copytree(bundle_dir, src)
-    report = json.loads((src / "report.json").read_text())
-    report["reference"].pop("rows")
-    (src / "report.json").write_text(json.dumps(report))
-    fields = json.loads((src / MANIFEST_NAME).read_text())
-    files = {name: src / name for name in fields.pop("files")}
-    fields.pop("schema_version")
-    old = write_bundle(tmp_path / "old", files, fields)
-    log = tmp_path / "old.jsonl"
-    records = _route(old.directory, [r["prompt"] for r in synthetic_rows(4, seed=3)], log)
-    assert PrefillPredictor(old.directory).novelty is None
+    old = _with_report(bundle_dir, tmp_path, lambda report: report["reference"].pop("rows"))
+    records = _route(old, [r["prompt"] for r in synthetic_rows(4, seed=3)], tmp_path / "old.jsonl")
+    assert PrefillPredictor(old).novelty is None
     assert all("novelty" not in rec["decision"] for rec in records)  # log lines as they were
+
+
+def test_malformed_reference_rows_cost_the_novelty_with_a_warning_never_a_route(
+        bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def short_row(report: dict) -> None:
+        report["reference"]["rows"]["p_correct"][3] = [0.5]
+
+    broken = _with_report(bundle_dir, tmp_path, short_row)
+    with caplog.at_level("WARNING", logger="litellm_prefill_router"):
+        records = _route(broken, [r["prompt"] for r in synthetic_rows(4, seed=3)], tmp_path / "broken.jsonl")
+    assert len(records) == 4 and all("novelty" not in rec["decision"] for rec in records)
+    assert "cannot read" in caplog.text and "row 3 has 1 values for 3 targets" in caplog.text
+    with pytest.raises(DriftError, match="'reference' is malformed.*retrain"):
+        bundle_reference(load_bundle(broken).report(), str(broken))
