@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -236,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrefillRouterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `prefill-router stats ... | head`: the reader left; no traceback, as other tools
+        try:  # what is still buffered goes nowhere, instead of failing again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a file descriptor (embedded): nothing to redirect
+            pass
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

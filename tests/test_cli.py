@@ -13,6 +13,7 @@ def test_info_prints_targets_presets_and_parity(bundle_dir: Path, capsys: pytest
     assert main(["info", "--bundle", str(bundle_dir)]) == 0
     out = capsys.readouterr().out
     assert "history-model" in out and "balanced (default)" in out and "parity" in out
+    assert "rows (validation split): `prefill-router drift` compares traffic with it; each decision's novelty" in out
 
 
 def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,3 +203,17 @@ def test_check_warns_when_a_routed_groups_context_windows_differ_and_pre_call_ch
     assert main(["check", "--config", str(cfg), "--strict"]) == 0
     out = capsys.readouterr().out
     assert "context windows" not in out and "decision timeout 0.5 s, serving: rollout 25%" in out
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(bundle_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -1` has read its line and left: every write now fails with EPIPE
+    closed = io.TextIOWrapper(io.FileIO(write_end, "w"), line_buffering=True)
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert main(["info", "--bundle", str(bundle_dir)]) == 141  # no BrokenPipeError traceback
+    closed.close()

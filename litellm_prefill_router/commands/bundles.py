@@ -27,6 +27,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     if m.parity:
         print(f"parity     max |p_torch - p_onnx| = {m.parity.probability_max_abs_diff:.2e} "
               f"(tolerance {m.parity.tolerance:.0e}, {m.parity.prompts_checked} prompts)")
+    ref = b.report().get("reference")
+    if isinstance(ref, dict):
+        print(f"reference  {ref.get('n')} rows ({ref.get('source')}): `prefill-router drift` compares traffic with it"
+              + ("; each decision's novelty is measured against them" if ref.get("rows") else ""))
+    else:
+        print("reference  none (trained before session 16): `drift` needs --reference-log, decisions carry no novelty")
     print()
     print(table(["target", "prior acc", "test AUC", "out tokens", "$/Mtok in", "$/Mtok out"],
                  [[t.name, t.prior_accuracy, t.test_auc if t.test_auc is not None else "-", t.expected_output_tokens,
