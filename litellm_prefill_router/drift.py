@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .bundle import Bundle, load_bundle
 from .errors import PrefillRouterError
 from .novelty import ReferenceRows, novelty
 from .records import answered_by, feedback_score, logged_call_id
@@ -275,6 +277,14 @@ def drift(records: Iterable[Mapping[str, Any]], reference: ReferenceDistribution
             "min_calls": min_calls, "targets": targets, "targets_not_in_reference": unknown,
             "input_tokens": tokens, "novelty": novel, "novel_calls": novel_calls, "calibration": calibration,
             "verdict": overall, "shifted_targets": shifted, "advice": _advice(overall, shifted, tokens, novel, min_calls)}
+
+
+def drift_from_bundle(records: Iterable[Mapping[str, Any]], bundle: str | Path | Bundle, **options: Any) -> dict[str, Any]:
+    """:func:`drift` of a decision log's ``records`` against ``bundle``'s reference (a directory, ``hf://...`` or a
+    loaded :class:`~.bundle.Bundle`), counting only the calls that bundle's version decided; ``options``: those of
+    :func:`drift` (``model_group``, ``scores``, ``min_calls``)."""
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    return drift(records, bundle_reference(loaded.report(), loaded.source), bundle_version=loaded.version, **options)
 
 
 def _advice(overall: str, shifted: list[str], tokens: Mapping[str, Any] | None, novel: Mapping[str, Any] | None,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install, train a bundle on the shared routing dataset with the default offline encoder
 # (SmolLM2-135M-Instruct), check the example proxy config against it, then route sample prompts through
-# litellm.Router(routing_strategy="prefill"), sum up its decision log, replay it with a cheaper policy and tune the
-# policy to a budget on it.
+# litellm.Router(routing_strategy="prefill"), sum up its decision log, replay it with a cheaper policy, tune the
+# policy to a budget on it and check it for drift from the training data.
 #   PREFILL_ROUTER_DATA  dataset directory (default: ../shared/datasets/llmrouter)
 #   BUNDLE               output bundle directory (default: bundles/llmrouter)
 set -euo pipefail
@@ -25,3 +25,6 @@ prefill-router stats --log "$LOG"
 prefill-router replay --log "$LOG" --bundle "$BUNDLE" --preset min-cost --quiet
 # the tolerance / lambda that halves the spend on this traffic (vs each call's dearest candidate), and its expected accuracy
 prefill-router tune --log "$LOG" --savings 0.5
+# does the traffic still look like the training data? (7 calls are too few for a verdict: it says so; on real traffic
+# it compares each target's P(correct), the prompt lengths and the share of novel prompts with the bundle's reference)
+prefill-router drift --log "$LOG" --bundle "$BUNDLE"

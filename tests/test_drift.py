@@ -19,7 +19,8 @@ from tiny import synthetic_rows
 from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
 from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
 from litellm_prefill_router.cli import main
-from litellm_prefill_router.drift import DriftError, Histogram, ReferenceDistribution, bundle_reference, drift
+from litellm_prefill_router.drift import (DriftError, Histogram, ReferenceDistribution, bundle_reference, drift,
+                                          drift_from_bundle)
 
 CALLS = 240
 
@@ -59,9 +60,7 @@ def _records(path: Path) -> list[dict]:
 
 
 def _against_bundle(path: Path, bundle_dir: Path, **kw: object) -> dict:
-    bundle = load_bundle(bundle_dir)
-    return drift(_records(path), bundle_reference(bundle.report(), str(bundle_dir)), bundle_version=bundle.version,
-                 **kw)
+    return drift_from_bundle(_records(path), bundle_dir, **kw)
 
 
 def test_a_trained_bundle_carries_the_reference_distribution_of_its_validation_predictions(bundle_dir: Path) -> None:

@@ -299,19 +299,15 @@ def _plot_tune(r: dict, path: Path) -> None:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from ..drift import DriftError, bundle_reference, drift
+    from ..drift import DriftError, drift, drift_from_bundle
 
     records = _decision_records(args.log, DriftError)
+    options = {"model_group": args.model_group, "scores": _feedback_scores(args.feedback), "min_calls": args.min_calls}
     if args.bundle:
-        from ..bundle import load_bundle
-
-        bundle = load_bundle(args.bundle)
-        r = drift(records, bundle_reference(bundle.report(), bundle.source), bundle_version=bundle.version,
-                  model_group=args.model_group, scores=_feedback_scores(args.feedback), min_calls=args.min_calls)
+        r = drift_from_bundle(records, args.bundle, **options)
     else:
         r = drift(records, _decision_records(args.reference_log, DriftError),
-                  reference_name=" ".join(args.reference_log), model_group=args.model_group,
-                  scores=_feedback_scores(args.feedback), min_calls=args.min_calls)
+                  reference_name=" ".join(args.reference_log), **options)
     ref = r["reference"]
     print(f"{r['calls']} logged calls against {ref['source']} ({ref['n']} rows"
           + (f", bundle version {ref['bundle_version']}" if ref["bundle_version"] else "") + ")"
