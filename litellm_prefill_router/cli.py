@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--model-group", help="only the calls routed in this model group")
     tu.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): the "
                                                   "observed score of the calls each setting keeps, and calibration")
+    tu.add_argument("--recalibrate", action="store_true",
+                    help="with --feedback (30+ scored calls): expected accuracies from P(correct) recalibrated to the "
+                         "scores (a logistic fit); the routes stay the router's")
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")
     tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
     tu.set_defaults(func=cmd_tune)

@@ -87,10 +87,51 @@ def _calls(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | N
     return _Calls(targets, P, C, dearest, served, np.array(scored, dtype=np.float64), p_served, len(limited), skipped)
 
 
-def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None = None) -> dict[str, Any]:
+#: scored calls a recalibration needs (two parameters, fitted on the answering targets' P(correct) and scores)
+MIN_RECALIBRATION_CALLS = 30
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def recalibrated(p: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(correct) recalibrated by (a, b) of :func:`fit_recalibration`."""
+    return 0.5 * (1.0 + np.tanh(0.5 * (a * _logit(p) + b)))  # the sigmoid, without overflow
+
+
+def fit_recalibration(p: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(a, b) of P'(correct) = sigmoid(a * logit(P) + b) that best predicts ``score`` (0..1, soft labels) from the
+    logged ``p`` of the target that answered: a logistic fit by Newton's method with step halving (each step lowers
+    the loss), from the identity; a weak ridge keeps it finite when the scores are all one value."""
+    x = np.stack([_logit(p), np.ones_like(p)], 1)
+
+    def loss(w: np.ndarray) -> float:
+        z = x @ w  # cross-entropy with soft labels, written stably: log(1 + e^z) - y z
+        return float(np.sum(np.logaddexp(0.0, z) - score * z) + 5e-4 * w @ w)
+
+    w = np.array([1.0, 0.0])
+    for _ in range(100):
+        q = recalibrated(p, w[0], w[1])
+        grad = x.T @ (q - score) + 1e-3 * w
+        hess = (x * (q * (1 - q))[:, None]).T @ x + 1e-3 * np.eye(2)
+        step, before = np.linalg.solve(hess, grad), loss(w)
+        while loss(w - step) > before and np.abs(step).max() > 1e-12:
+            step = step / 2
+        w = w - step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(w[0]), float(w[1])
+
+
+def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None = None,
+          recalibrate: bool = False) -> dict[str, Any]:
     """Every tolerance and lambda on the logged calls: cost per 1k requests, expected accuracy, route shares; with
     ``scores`` (feedback / judge scores by call id), the observed mean score of the calls each setting would leave
-    where they were served (the only ones whose outcome under that setting is known)."""
+    where they were served (the only ones whose outcome under that setting is known). ``recalibrate``: expected
+    accuracies use P(correct) recalibrated to the scores (:func:`fit_recalibration`); the routes stay those the
+    router picks with the bundle's own P(correct)."""
     calls = _calls(records, scores)
     targets, P, C, skipped = calls.targets, calls.p, calls.cost, calls.skipped
     n = len(P)
@@ -99,13 +140,28 @@ def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | No
                         f"({dict(skipped) or 'the log is empty'}); point --log at a prefill router's decision_log")
     rows = np.arange(n)
     finite = np.where(np.isfinite(P), P, -1e9)  # below any P(correct) minus any tolerance or cost penalty
+    accuracy_of = P  # what a route's P(correct) is taken to be worth in expected accuracy
+    recalibration = None
+    if recalibrate:
+        has = ~np.isnan(calls.score) & ~np.isnan(calls.p_served)
+        if scores is None or has.sum() < MIN_RECALIBRATION_CALLS:
+            raise TuneError(f"--recalibrate needs feedback / judge scores on at least {MIN_RECALIBRATION_CALLS} of "
+                            f"the logged calls ({int(has.sum())} scored); pass --feedback SCORES.jsonl (from users' "
+                            "scores or `prefill-router judge`)")
+        a, b = fit_recalibration(calls.p_served[has], calls.score[has])
+        accuracy_of = np.where(np.isfinite(P), recalibrated(np.where(np.isfinite(P), P, 0.5), a, b), P)
+        served_after = recalibrated(calls.p_served[has], a, b)
+        recalibration = {"a": a, "b": b, "scored_calls": int(has.sum()),
+                         "mean_p_correct_served": float(calls.p_served[has].mean()),
+                         "mean_recalibrated_served": float(served_after.mean()),
+                         "mean_score": float(calls.score[has].mean())}
     points = []
     for kind, values in (("tolerance", TOLERANCES), ("lambda", LAMBDAS)):
         for v in values:
             pick = choose_batch(finite, C, kind, float(v))
             shares = Counter(targets[j] for j in pick)
             point = {"kind": kind, "value": float(v), "cost_per_1k_usd": float(C[rows, pick].mean() * 1000),
-                     "expected_accuracy": float(P[rows, pick].mean()),
+                     "expected_accuracy": float(accuracy_of[rows, pick].mean()),
                      "routes": {t: shares[t] / n for t in targets if shares[t]}}
             if scores is not None:
                 kept = (pick == calls.served) & ~np.isnan(calls.score)
@@ -114,7 +170,7 @@ def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | No
             points.append(point)
     out: dict[str, Any] = {"calls": n, "skipped": dict(skipped), "calls_with_limits": calls.limited,
                            "targets": targets, "dearest_cost_per_1k_usd": float(calls.dearest.mean() * 1000),
-                           "points": points}
+                           "points": points, "recalibration": recalibration}
     if scores is not None:  # how the bundle's P(correct) compares with what users said of the answers
         has = ~np.isnan(calls.score) & ~np.isnan(calls.p_served)
         out["calibration"] = {"scored_calls": int(has.sum()),
@@ -134,7 +190,8 @@ def frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | None = None,
          savings: float | None = None, min_expected_accuracy: float | None = None,
-         scores: Mapping[str, float] | None = None, model_group: str | None = None) -> dict[str, Any]:
+         scores: Mapping[str, float] | None = None, model_group: str | None = None,
+         recalibrate: bool = False) -> dict[str, Any]:
     """:func:`sweep`, its frontier, and the setting for the goal (exactly one of the three); ``model_group``: only the
     calls routed in that model group (a router's groups have their own prices and targets: tune each apart)."""
     records = list(records)
@@ -148,7 +205,7 @@ def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | Non
         raise TuneError("give exactly one goal: --budget-usd-per-1k, --savings or --min-expected-accuracy")
     if savings is not None and not 0.0 <= savings < 1.0:
         raise TuneError(f"--savings is a fraction of the dearest candidates' cost in [0, 1), got {savings}")
-    s = sweep(records, scores)
+    s = sweep(records, scores, recalibrate)
     front = frontier(s["points"])
     if min_expected_accuracy is not None:
         ok = [q for q in front if q["expected_accuracy"] >= min_expected_accuracy]

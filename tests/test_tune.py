@@ -141,3 +141,48 @@ def test_a_log_of_several_model_groups_is_tuned_one_group_at_a_time_when_asked(
     assert "the log spans model groups {'auto': 10, 'budget': 4}" in capsys.readouterr().err
     assert main(["tune", "--log", str(path), "--savings", "0.5", "--model-group", "budget"]) == 0
     assert "4 logged calls decided by a policy" in capsys.readouterr().out
+
+
+def _repeated(log: list[dict], times: int) -> list[dict]:
+    """The log's calls ``times`` over, each copy with its own call id (enough scored calls to recalibrate on)."""
+    out = []
+    for k in range(times):
+        for r in json.loads(json.dumps(log)):
+            r["litellm_call_id"] = f"{r['litellm_call_id']}-{k}"
+            out.append(r)
+    return out
+
+
+def test_recalibration_to_feedback_changes_expected_accuracy_not_routes(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.records import feedback_ids
+
+    calls = _repeated([r for r in log if r["decision"]["reason"] != "pinned"], 4)
+    served_p = {feedback_ids(r)[0]: r["decision"]["p_correct"][r["decision"]["target"]] for r in calls}
+    raw = tune(calls, savings=0.0)
+    # scores equal to the bundle's own P(correct): it is calibrated, the fit is the identity
+    same = tune(calls, savings=0.0, scores=served_p, recalibrate=True)
+    assert same["recalibration"]["a"] == pytest.approx(1.0, abs=0.02)
+    assert same["recalibration"]["b"] == pytest.approx(0.0, abs=0.02)
+    for q, p in zip(raw["points"], same["points"]):
+        assert q["expected_accuracy"] == pytest.approx(p["expected_accuracy"], abs=0.01)
+    # users scored the answers half as good as the bundle expected: every expected accuracy falls, no route moves
+    halved = {i: p / 2 for i, p in served_p.items()}
+    low = tune(calls, savings=0.0, scores=halved, recalibrate=True)
+    rc = low["recalibration"]
+    assert rc["scored_calls"] == 36 and rc["mean_recalibrated_served"] == pytest.approx(rc["mean_score"], abs=0.01)
+    for q, p in zip(raw["points"], low["points"]):
+        assert (p["kind"], p["value"], p["routes"], p["cost_per_1k_usd"]) == \
+            (q["kind"], q["value"], q["routes"], q["cost_per_1k_usd"])
+        assert p["expected_accuracy"] < q["expected_accuracy"]
+    with pytest.raises(TuneError, match=r"--recalibrate needs feedback / judge scores on at least 30 of the logged "
+                                        r"calls \(9 scored\)"):
+        tune(_repeated(log, 1), savings=0.0, scores=served_p, recalibrate=True)
+    path, fb = tmp_path / "decisions.jsonl", tmp_path / "feedback.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in calls))
+    fb.write_text("".join(json.dumps({"id": i, "score": s}) + "\n" for i, s in halved.items()))
+    assert main(["tune", "--log", str(path), "--savings", "0.2", "--feedback", str(fb), "--recalibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "recalibrated to the feedback (36 scored calls)" in out and "(recalibrated P(correct) of the routes" in out
+    assert main(["tune", "--log", str(path), "--savings", "0.2", "--recalibrate"]) == 2  # no feedback: said plainly
+    assert "pass --feedback" in capsys.readouterr().err

@@ -246,7 +246,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     records = _decision_records(args.log, TuneError)
     scores = _feedback_scores(args.feedback)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
-             min_expected_accuracy=args.min_expected_accuracy, scores=scores, model_group=args.model_group)
+             min_expected_accuracy=args.min_expected_accuracy, scores=scores, model_group=args.model_group,
+             recalibrate=args.recalibrate)
     if r["model_group"] is None and len(r["model_groups"]) > 1:
         print(f"note: the log spans model groups {r['model_groups']}, tuned together here; --model-group NAME tunes "
               "one (each has its own prices and targets)", file=sys.stderr)
@@ -270,9 +271,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"calibration on {cal['scored_calls']} scored calls: the bundle's mean P(correct) of the answering target "
               f"{cal['mean_p_correct_served']:.3f}, mean feedback score {cal['mean_score']:.3f} - read expected "
               "accuracies with that offset")
+    rc = r.get("recalibration")
+    if rc:
+        print(f"expected accuracies recalibrated to the feedback ({rc['scored_calls']} scored calls): P'(correct) = "
+              f"sigmoid({rc['a']:.3g} * logit(P) + {rc['b']:.3g}); on the scored calls the answering targets' mean "
+              f"P(correct) {rc['mean_p_correct_served']:.3f} -> {rc['mean_recalibrated_served']:.3f}, mean score "
+              f"{rc['mean_score']:.3f}")
     c = r["chosen"]
     print(f"\nfor {r['goal']}: {c['kind']} {c['value']:g} - {c['cost_per_1k_usd']:.6g} USD per 1k requests, "
-          f"expected accuracy {c['expected_accuracy']:.4f} (the bundle's P(correct) of the routes it picks)")
+          f"expected accuracy {c['expected_accuracy']:.4f} ("
+          + ("recalibrated P(correct)" if rc else "the bundle's P(correct)") + " of the routes it picks)")
     print(f"  routing_strategy_args: {{{c['kind']}: {c['value']:g}}}    # or per request: "
           f"metadata={{\"prefill\": {{\"{c['kind']}\": {c['value']:g}}}}}")
     _write_outputs(args, r, _plot_tune)
