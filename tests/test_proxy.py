@@ -160,6 +160,7 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert hist_headers["x-prefill-policy"] == "preset=max-quality"
         assert 0.0 <= float(hist_headers["x-prefill-p-correct"]) <= 1.0
         assert float(hist_headers["x-prefill-latency-ms"]) > 0
+        assert 0.0 <= float(hist_headers["x-prefill-novelty"]) < 1.0  # a prompt like the training data's
         # the Responses API endpoint routes too
         resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
         assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
