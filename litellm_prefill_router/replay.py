@@ -83,8 +83,14 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
             "log messages (routing_strategy_args.decision_log_messages: true, the default) and its targets must "
             f"overlap the bundle's ({targets})")
     bar = progress_bar(len(usable), "replaying", "call", progress)
-    p_all, _ = predictor.predict_many([rec["messages"] for rec, _, _ in usable], progress=bar.update)
+    p_all, n_tokens = predictor.predict_many([rec["messages"] for rec, _, _ in usable], progress=bar.update)
     bar.close()
+    # prompts unlike the reference: as the log says (the logging bundle), and for this bundle (after a retrain on
+    # them, fewer should be)
+    logged_novelty = [float(n) for _, d, _ in usable if isinstance(n := d.get("novelty"), (int, float))]
+    novel = {"before": float(np.mean(np.array(logged_novelty) > 1.0)) if logged_novelty else None,
+             "after": float(np.mean(predictor.novelty.distances(p_all, n_tokens) > 1.0))
+             if predictor.novelty is not None else None}
     col = {t: i for i, t in enumerate(targets)}
     old_routes: Counter[str] = Counter()
     new_routes: Counter[str] = Counter()
@@ -132,6 +138,7 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
         "estimated_cost_before_usd": old_cost, "estimated_cost_after_usd": new_cost,
         "mean_p_correct_new_route": float(np.mean(p_new_route)),
         "mean_p_correct_old_route": float(np.mean(p_old_route)) if p_old_route else None,
+        "novel_share": novel,
         "feedback": ({"kept": {"scored": len(kept_scores),
                                "mean_score": float(np.mean(kept_scores)) if kept_scores else None},
                       "moved": {"scored": len(moved_scores),

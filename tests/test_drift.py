@@ -291,3 +291,18 @@ def test_malformed_reference_rows_cost_the_novelty_with_a_warning_never_a_route(
     assert "cannot read" in caplog.text and "row 3 has 1 values for 3 targets" in caplog.text
     with pytest.raises(DriftError, match="'reference' is malformed.*retrain"):
         bundle_reference(load_bundle(broken).report(), str(broken))
+
+
+def test_replay_reports_the_novel_share_as_logged_and_with_the_replaying_bundle(
+        logs: dict[str, Path], bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.predictor import PrefillPredictor
+    from litellm_prefill_router.replay import replay
+
+    records = _records(logs["long_slice"])
+    r = replay(records, PrefillPredictor(bundle_dir), progress=False)
+    logged = sum(rec["decision"]["novelty"] > 1 for rec in records) / len(records)
+    assert r["novel_share"] == {"before": pytest.approx(logged), "after": pytest.approx(logged)}  # the same bundle
+    assert logged >= 0.15
+    assert main(["replay", "--log", str(logs["long_slice"]), "--bundle", str(bundle_dir), "--quiet"]) == 0
+    assert f"novel prompts (unlike the bundle's validation data): {logged:.1%} as logged -> {logged:.1%}" in \
+        capsys.readouterr().out

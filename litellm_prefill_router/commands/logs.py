@@ -112,6 +112,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f"{r['estimated_cost_before_usd']:.6g} -> {r['estimated_cost_after_usd']:.6g} USD; mean P(correct) under "
           f"the new bundle: new route {r['mean_p_correct_new_route']:.3f}, old route "
           + ("-" if r["mean_p_correct_old_route"] is None else f"{r['mean_p_correct_old_route']:.3f}"))
+    nv = r["novel_share"]
+    if nv["before"] is not None or nv["after"] is not None:
+        def share(x: float | None) -> str:
+            return "-" if x is None else f"{x:.1%}"
+        print(f"novel prompts (unlike the bundle's validation data): {share(nv['before'])} as logged -> "
+              f"{share(nv['after'])} with this bundle")
     print(table(["target", "calls before", "calls after"],
                  [[t, v["before"], v["after"]] for t, v in r["routes"].items()]))
     if r["top_moves"]:
