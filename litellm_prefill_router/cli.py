@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 from .commands.bundles import cmd_check, cmd_info, cmd_migrate, cmd_predict, cmd_pull, cmd_push, cmd_route
 from .commands.common import DATA_ENV
@@ -16,6 +17,22 @@ from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 
 
 LOG_HELP = "the router's decision_log JSONL; several: e.g. the daily files of a {date} log (decisions-*.jsonl)"
+
+
+def _time(value: str) -> datetime:
+    from .jsonl import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _add_window(p: argparse.ArgumentParser) -> None:
+    """--since / --until: only the logged calls of a time window (e.g. this week against --reference-log)."""
+    p.add_argument("--since", type=_time, help="only calls logged at or after this ISO date / date-time (UTC unless "
+                                              "it names a zone)")
+    p.add_argument("--until", type=_time, help="only calls logged before this ISO date / date-time")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stats", help="what a router did: calls, routes, reasons, latency, cost and savings")
     st.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    _add_window(st)
     st.add_argument("--json", help="also write the summary here")
     st.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): mean "
                     "score per target that answered, and per rollout arm")
@@ -102,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="what another bundle would have done with logged traffic (offline)")
     rp.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    _add_window(rp)
     rp.add_argument("--bundle", required=True, help="the bundle to replay with: directory or hf://owner/name@rev")
     rp.add_argument("--preset", help="replay with this preset (default: each call's logged policy)")
     rp.add_argument("--tolerance", type=float)
@@ -115,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tu = sub.add_parser("tune", help="the tolerance / lambda that fits a budget, on the traffic a router logged")
     tu.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    _add_window(tu)
     goal = tu.add_mutually_exclusive_group(required=True)
     goal.add_argument("--budget-usd-per-1k", type=float, help="the most expected accuracy within this estimated "
                                                                  "cost per 1,000 requests")
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dr = sub.add_parser("drift", help="does the traffic a router logged still look like its bundle's training data?")
     dr.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
+    _add_window(dr)
     ref = dr.add_mutually_exclusive_group(required=True)
     ref.add_argument("--bundle", help="compare with this bundle's reference (its validation split); only the calls "
                                       "its version decided count")

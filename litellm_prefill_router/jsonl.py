@@ -80,9 +80,29 @@ def append_log_record(template: str, record: Mapping[str, Any]) -> None:
         logger.error("prefill router: could not write decision log %s: %s", template, err)
 
 
-def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log") -> list[tuple[str, int, dict[str, Any]]]:
+def parse_time(value: str) -> datetime:
+    """An ISO date (``2026-11-16``) or date-time (``2026-11-16T08:00``, ``...+02:00``); without a zone, UTC."""
+    try:
+        t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not an ISO date or date-time (e.g. 2026-11-16 or 2026-11-16T08:00:00+00:00)") \
+            from err
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+def _logged_at(rec: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_time(str(rec["ts"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log", *, since: datetime | None = None,
+              until: datetime | None = None) -> list[tuple[str, int, dict[str, Any]]]:
     """(file, line number, record) of every record of one or several append-only logs, in the order given (e.g.
-    the daily files of a ``{date}`` log). A path that is not a file raises FileNotFoundError naming it."""
+    the daily files of a ``{date}`` log). A path that is not a file raises FileNotFoundError naming it. ``since`` /
+    ``until``: only the records logged (``ts``) from ``since`` and before ``until``; a record without a readable
+    ``ts`` is then left out (a warning counts them)."""
     files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(x) for x in paths]
     if not files:
         raise FileNotFoundError(f"no {what} file given")
@@ -91,7 +111,18 @@ def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log") -> li
         if not f.is_file():
             raise FileNotFoundError(f"{what} {f} does not exist")
         out.extend((str(f), n, rec) for n, rec in read_log(f))
-    return out
+    if since is None and until is None:
+        return out
+    kept, undated = [], 0
+    for item in out:
+        t = _logged_at(item[2])
+        if t is None:
+            undated += 1
+        elif (since is None or t >= since) and (until is None or t < until):
+            kept.append(item)
+    if undated:
+        logger.warning("%d %s records have no readable timestamp (ts): left out of the time window", undated, what)
+    return kept
 
 
 def write_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:

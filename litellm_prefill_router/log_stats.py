@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +183,13 @@ def _version_of(versions: dict[str, dict[str, Any]], decision: Mapping[str, Any]
 
 
 def summarize_log(path: str | Path | Sequence[str | Path],
-                  feedback: str | Path | Sequence[str | Path] | None = None) -> dict[str, Any]:
+                  feedback: str | Path | Sequence[str | Path] | None = None, *, since: datetime | None = None,
+                  until: datetime | None = None) -> dict[str, Any]:
     """:func:`summarize` over one decision log or several (the daily files of a ``{date}`` log, each proxy worker's
-    ``{pid}`` file); ``log`` names them. ``feedback``: feedback / judge score files joined by call id."""
+    ``{pid}`` file); ``log`` names them. ``feedback``: feedback / judge score files joined by call id. ``since`` /
+    ``until``: only the calls logged in that window."""
     try:
-        records = read_logs(path, "decision log")
+        records = read_logs(path, "decision log", since=since, until=until)
     except FileNotFoundError as err:
         raise LogStatsError(f"{err}; set routing_strategy_args.decision_log to write one") from err
     scores: dict[str, float] = {}

@@ -186,3 +186,28 @@ def test_recalibration_to_feedback_changes_expected_accuracy_not_routes(
     assert "recalibrated to the feedback (36 scored calls)" in out and "(recalibrated P(correct) of the routes" in out
     assert main(["tune", "--log", str(path), "--savings", "0.2", "--recalibrate"]) == 2  # no feedback: said plainly
     assert "pass --feedback" in capsys.readouterr().err
+
+
+def test_a_time_window_narrows_stats_tune_and_drift_to_the_calls_logged_in_it(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    dated = json.loads(json.dumps(log))
+    for i, r in enumerate(dated):
+        r["ts"] = "2026-01-01T00:00:00+00:00" if i < 4 else "2026-02-01T12:00:00+00:00"
+    del dated[-1]["ts"]  # a line without a timestamp cannot be placed in a window
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in dated))
+    with caplog.at_level("WARNING"):
+        assert main(["stats", "--log", str(path), "--since", "2026-01-15"]) == 0
+    assert capsys.readouterr().out.startswith("5 routed calls")  # 4 by the policy and the pinned one
+    assert "1 decision log records have no readable timestamp" in caplog.text
+    assert main(["tune", "--log", str(path), "--until", "2026-01-15T00:00:00Z", "--savings", "0"]) == 0
+    assert "4 logged calls decided by a policy" in capsys.readouterr().out
+    # this month's calls against the whole log as the reference (the window applies to --log only)
+    assert main(["drift", "--log", str(path), "--reference-log", str(path), "--since", "2026-01-15",
+                 "--min-calls", "1"]) == 0
+    assert "4 logged calls against log" in capsys.readouterr().out  # the pinned call has no prediction to compare
+    assert main(["stats", "--log", str(path), "--since", "2026-03-01"]) == 2  # nothing in the window: said plainly
+    assert "no routed calls" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["tune", "--log", str(path), "--since", "last tuesday", "--savings", "0"])
+    assert bad.value.code == 2 and "'last tuesday' is not an ISO date" in capsys.readouterr().err

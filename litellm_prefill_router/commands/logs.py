@@ -17,7 +17,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from ..log_stats import summarize_log
 
-    st = summarize_log(args.log, args.feedback)
+    st = summarize_log(args.log, args.feedback, since=args.since, until=args.until)
     lat = st["routing_latency_ms"]
     only = f" ({st['decided_only']} decided only: served by the caller, no outcome logged)" \
         if st["decided_only"] else ""
@@ -73,12 +73,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decision_records(paths: Sequence[str], error: type[Exception]) -> list[dict]:
-    """Every record of the decision logs at ``paths``; a missing file is ``error`` saying how to get one."""
+def _decision_records(paths: Sequence[str], error: type[Exception], args: argparse.Namespace | None = None) -> list[dict]:
+    """Every record of the decision logs at ``paths`` (within ``args.since`` / ``args.until`` when given); a missing
+    file is ``error`` saying how to get one."""
     from ..jsonl import read_logs
 
+    window = {"since": getattr(args, "since", None), "until": getattr(args, "until", None)}
     try:
-        return [rec for _, _, rec in read_logs(paths, "decision log")]
+        return [rec for _, _, rec in read_logs(paths, "decision log", **window)]
     except FileNotFoundError as err:
         raise error(f"{err}; set routing_strategy_args.decision_log to write one") from err
 
@@ -100,7 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..predictor import PrefillPredictor
     from ..replay import ReplayError, policy_from_args, replay
 
-    records = _decision_records(args.log, ReplayError)
+    records = _decision_records(args.log, ReplayError, args)
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
     scores = _feedback_scores(args.feedback) or {}
     r = replay(records, pred, policy=policy_from_args(args.preset, args.tolerance, args.lambda_, pred),
@@ -249,7 +251,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..tuning import TuneError, tune
 
-    records = _decision_records(args.log, TuneError)
+    records = _decision_records(args.log, TuneError, args)
     scores = _feedback_scores(args.feedback)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
              min_expected_accuracy=args.min_expected_accuracy, scores=scores, model_group=args.model_group,
@@ -315,7 +317,7 @@ def _plot_tune(r: dict, path: Path) -> None:
 def cmd_drift(args: argparse.Namespace) -> int:
     from ..drift import DriftError, drift, drift_from_bundle
 
-    records = _decision_records(args.log, DriftError)
+    records = _decision_records(args.log, DriftError, args)
     options = {"model_group": args.model_group, "scores": _feedback_scores(args.feedback), "min_calls": args.min_calls}
     if args.bundle:
         r = drift_from_bundle(records, args.bundle, **options)
