@@ -24,6 +24,7 @@ the reference, only calls that bundle's version decided (other versions' predict
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -130,23 +131,20 @@ def bundle_reference(report: Mapping[str, Any], where: str) -> ReferenceDistribu
 
 
 class _Traffic:
-    """The calls of a log that count (see the module's docstring): their P(correct) per target, token counts,
-    truncation, and (with scores) the answering target's P(correct) and score."""
+    """The calls of a log that count (see the module's docstring), each with its P(correct) per target, prompt tokens
+    (None: not logged), truncation, call id and messages (for --novel-out); with scores, per answering target its
+    P(correct) and score. ``p``, ``tokens`` and ``truncated`` regroup the calls' values by variable."""
 
     def __init__(self, records: Iterable[Mapping[str, Any]], *, version: str | None, model_group: str | None,
                  scores: Mapping[str, float] | None) -> None:
-        self.p: dict[str, list[float]] = {}
-        self.tokens: list[float] = []
-        self.truncated: list[bool] = []
+        self.vectors: list[dict[str, float]] = []
+        self.call_tokens: list[float | None] = []
+        self.call_truncated: list[bool] = []
+        self.ids: list[str | None] = []
+        self.messages: list[Any] = []
         self.scored: dict[str, list[tuple[float, float]]] = {}
         self.skipped: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
-        self.calls = 0
-        # per counted call: its predictions, prompt tokens (None: not logged), call id and messages (for --novel-out)
-        self.vectors: list[dict[str, float]] = []
-        self.call_tokens: list[float | None] = []
-        self.ids: list[str | None] = []
-        self.messages: list[Any] = []
         seen: set[str] = set()
         for rec in records:
             d = rec.get("decision") or {}
@@ -172,22 +170,39 @@ class _Traffic:
                 continue
             if request:
                 seen.add(str(request))
-            self.calls += 1
-            vector = {t: float(v) for t, v in p.items() if isinstance(v, (int, float))}
-            for t, v in vector.items():
-                self.p.setdefault(t, []).append(v)
             n = d.get("input_tokens")
-            if isinstance(n, (int, float)):
-                self.tokens.append(float(n))
-                self.truncated.append(bool(d.get("truncated")))
-            self.vectors.append(vector)
+            self.vectors.append({t: float(v) for t, v in p.items() if isinstance(v, (int, float))})
             self.call_tokens.append(float(n) if isinstance(n, (int, float)) else None)
+            self.call_truncated.append(bool(d.get("truncated")))
             self.ids.append(logged_call_id(rec))
             self.messages.append(rec.get("messages"))
             served = answered_by(d)
             score = feedback_score(rec, scores)
             if served and score is not None and isinstance(p.get(served), (int, float)):
                 self.scored.setdefault(served, []).append((float(p[served]), float(score)))
+
+    @property
+    def calls(self) -> int:
+        return len(self.vectors)
+
+    @functools.cached_property
+    def p(self) -> dict[str, list[float]]:
+        """Each target's P(correct) over the calls that have one."""
+        out: dict[str, list[float]] = {}
+        for vector in self.vectors:
+            for t, v in vector.items():
+                out.setdefault(t, []).append(v)
+        return out
+
+    @functools.cached_property
+    def tokens(self) -> list[float]:
+        """The prompt tokens of the calls that logged them."""
+        return [n for n in self.call_tokens if n is not None]
+
+    @functools.cached_property
+    def truncated(self) -> list[bool]:
+        """Whether each of those (the calls in ``tokens``) was cut to the encoder's window."""
+        return [cut for n, cut in zip(self.call_tokens, self.call_truncated) if n is not None]
 
 
 def _reference_from_log(traffic: _Traffic, where: str) -> ReferenceDistribution:
