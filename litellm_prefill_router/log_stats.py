@@ -26,6 +26,7 @@ import numpy as np
 from .errors import PrefillRouterError
 from .feedback import load_feedback
 from .jsonl import read_logs
+from .novelty import NOVEL_ABOVE
 from .records import answered_by, feedback_score, reason_kind
 
 
@@ -71,7 +72,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             narrowed += bool(decision["constraints"].get("excluded"))
         if isinstance(decision.get("novelty"), (int, float)):
             with_novelty += 1
-            novel += decision["novelty"] > 1.0
+            novel += decision["novelty"] > NOVEL_ABOVE
         policy = decision.get("policy") or {}
         presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):

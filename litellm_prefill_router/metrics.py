@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
+from .novelty import NOVEL_ABOVE
 from .records import answered_by, reason_kind
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -66,7 +67,7 @@ class RouterMetrics:
             self.truncated.labels(group).inc()
         if decision.get("cached"):
             self.cache_hits.labels(group).inc()
-        if isinstance(novelty := decision.get("novelty"), (int, float)) and novelty > 1.0:
+        if isinstance(novelty := decision.get("novelty"), (int, float)) and novelty > NOVEL_ABOVE:
             self.novel.labels(group, target).inc()
         served = str(answered_by(decision) or outcome.get("model") or target)
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()

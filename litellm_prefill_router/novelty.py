@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
+NOVEL_ABOVE = 1.0  # novelty is a distance in units of the novelty threshold: beyond it, a prompt is novel
 EXPECTED_SHARE = 0.05  # novel calls on traffic like the reference: the 95th percentile's complement
 Z_BOUND = 3.09  # one-sided normal bound at p = 0.001: a share within it is sampling noise
 MODERATE, MAJOR = 0.05, 0.15  # novel share above the expected one: a new slice of 5% / 15% of the traffic
@@ -126,7 +127,7 @@ def novelty(reference: ReferenceRows, calls: Sequence[Mapping[str, float]], toke
     scorer = NoveltyScorer(reference, targets, use_tokens=all(n is not None for n in tokens))
     distances = scorer.distances(np.array([[c[t] for t in targets] for c in calls], dtype=np.float64),
                                  np.array(tokens, dtype=np.float64) if scorer.use_tokens else None)
-    novel = distances > 1.0
+    novel = distances > NOVEL_ABOVE
     n, share = len(calls), float(novel.mean())
     z = (share - EXPECTED_SHARE) / np.sqrt(EXPECTED_SHARE * (1 - EXPECTED_SHARE) / n)
     excess = share - EXPECTED_SHARE

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ConfigurationError
+from .novelty import NOVEL_ABOVE
 
 PolicyKind = Literal["tolerance", "lambda"]
 
@@ -182,7 +183,7 @@ class RoutingDecision:
     @property
     def novel(self) -> bool:
         """Whether the prompt is unlike any the bundle was validated on (its novelty above 1)."""
-        return self.novelty is not None and self.novelty > 1.0
+        return self.novelty is not None and self.novelty > NOVEL_ABOVE
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .decider import NO_TEXT_REASON
 from .errors import ConfigurationError, PrefillRouterError
+from .novelty import NOVEL_ABOVE
 from .policy import Constraints, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import PrefillPredictor
 from .progress import progress_bar
@@ -88,8 +89,8 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
     # prompts unlike the reference: as the log says (the logging bundle), and for this bundle (after a retrain on
     # them, fewer should be)
     logged_novelty = [float(n) for _, d, _ in usable if isinstance(n := d.get("novelty"), (int, float))]
-    novel = {"before": float(np.mean(np.array(logged_novelty) > 1.0)) if logged_novelty else None,
-             "after": float(np.mean(predictor.novelty.distances(p_all, n_tokens) > 1.0))
+    novel = {"before": float(np.mean(np.array(logged_novelty) > NOVEL_ABOVE)) if logged_novelty else None,
+             "after": float(np.mean(predictor.novelty.distances(p_all, n_tokens) > NOVEL_ABOVE))
              if predictor.novelty is not None else None}
     col = {t: i for i, t in enumerate(targets)}
     old_routes: Counter[str] = Counter()
