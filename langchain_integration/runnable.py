@@ -24,6 +24,7 @@ from langchain_core.runnables.config import (
 )
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from litellm_prefill_router.autotune import AutotuneSettings, Autotuner
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
@@ -92,6 +93,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # P(correct) is at least min_p_correct (a call's metadata may lower the cost limit or set its own floor)
     max_cost_usd: float | None = Field(default=None, gt=0.0)
     min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
+    # tune the policy to a goal on the calls this router decides, as it serves (e.g. {"savings": 0.5}; see
+    # litellm_prefill_router.autotune); the policy above decides until the first tune
+    autotune: AutotuneSettings | None = None
     prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
     fallback_target: str | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
@@ -132,6 +136,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1)
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
+    _autotuner: Autotuner | None = PrivateAttr(default=None)
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
 
     @field_validator("decision_log")
@@ -142,12 +147,14 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         key = (self.bundle, self.prediction_cache_size, str(self.execution_providers), self.reload_interval_s,
-               self.metrics, self.preset,
+               self.metrics, self.preset, self.autotune,
                self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target,
                self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
         reloader = _reusable_reloader(key, self.bundle)
         if reloader is None:
+            # one per reloader: routers sharing a bundle and settings share their window; kept across reloads
+            self._autotuner = Autotuner(self.autotune) if self.autotune is not None else None
             reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor, self.reload_interval_s,
                                       on_reload=reload_observer(self.bundle) if self.metrics else None)
             _remember_reloader(key, reloader)
@@ -165,6 +172,11 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         return self
 
     @property
+    def autotuner(self) -> Autotuner | None:
+        """The tuner of ``autotune`` (its ``status()``: the setting and what it found); None without it."""
+        return self._reloader.current.autotuner
+
+    @property
     def _decider(self) -> PrefillDecider:
         """The decider of the bundle being served (a reload swaps it whole)."""
         self._reloader.maybe_reload()
@@ -177,7 +189,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                                  preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
                                  timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,
-                                 min_p_correct=self.min_p_correct)
+                                 min_p_correct=self.min_p_correct, autotuner=self._autotuner)
         targets = decider.targets
         unknown = sorted(set(self.runnables) - set(targets))
         missing = [t for t in targets if t not in self.runnables]

@@ -47,6 +47,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "name": name, "bundle": str(strategy.args.bundle),
             "bundle_served": strategy.predictor.bundle.source,  # an hf:// reference with the commit it resolved to
             "policy": strategy.decider.default_policy.describe(),
+            "autotune": strategy.args.autotune.describe() if strategy.args.autotune is not None else None,
             "limits": {k: v for k, v in (("max_cost_usd", strategy.args.max_cost_usd),
                                          ("min_p_correct", strategy.args.min_p_correct)) if v is not None},
             "fallback_target": strategy.fallback_target,
@@ -92,7 +93,8 @@ def format_report(report: dict[str, Any]) -> str:
         served = f" (serves {s['bundle_served']})" if s["bundle_served"] != s["bundle"] and \
             s["bundle"].startswith("hf://") else ""
         limits = "".join(f" {k} {v:g}," for k, v in s["limits"].items())
-        out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']},{limits} fallback "
+        autotune = f" autotuned to {s['autotune']}," if s["autotune"] else ""
+        out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']},{autotune}{limits} fallback "
                    f"{s['fallback_target']}{timeout}, serving: {s['serving']}, encoder on {s['encoder_providers'][0]}")
         for group, deps in s["model_groups"].items():
             out.append(f"\nmodel group {group!r}:")

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .autotune import AutotuneSettings
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
 
@@ -24,6 +25,10 @@ class PrefillStrategyArgs(BaseModel):
     # min_p_correct replaces this one
     max_cost_usd: float | None = Field(default=None, gt=0.0)
     min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
+    # tune the policy to a goal on the calls the router decides, as it serves (`prefill-router tune`, online): e.g.
+    # {savings: 0.5} or {budget_usd_per_1k: 0.2} or {min_expected_accuracy: 0.7}; the policy above decides until the
+    # first tune (see litellm_prefill_router.autotune)
+    autotune: AutotuneSettings | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
     fallback_target: str | None = None
     # seconds a request waits for its prediction; later, it goes to the fallback target (reason "fallback: routing

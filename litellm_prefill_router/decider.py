@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
+from .autotune import Autotuner
 from .costs import Price, estimate_cost, manifest_price
 from .config import RequestOverrides
 from .errors import ConfigurationError, InferenceError
@@ -64,8 +65,11 @@ class PrefillDecider:
         timeout_s: float | None = None,
         max_cost_usd: float | None = None,
         min_p_correct: float | None = None,
+        autotuner: Autotuner | None = None,
     ) -> None:
         self.predictor = predictor
+        # tunes the router's policy on the calls it decides (kept by the caller across bundle reloads); None: off
+        self.autotuner = autotuner
         # every request's limits unless it sets its own (a request's max_cost_usd can only lower this one)
         self.default_constraints = Constraints(max_cost_usd, min_p_correct)
         self.manifest = predictor.bundle.manifest
@@ -88,9 +92,17 @@ class PrefillDecider:
         return {t.name: manifest_price(t) for t in self.manifest.targets
                 if t.input_cost_per_token is not None and t.output_cost_per_token is not None}
 
-    def policy_for(self, overrides: RequestOverrides) -> RoutingPolicy:
-        if overrides.preset is None and overrides.tolerance is None and overrides.lambda_ is None:
-            return self.default_policy
+    @staticmethod
+    def sets_policy(overrides: RequestOverrides) -> bool:
+        """Whether the request (or its proxy key or team) chose its own policy."""
+        return overrides.preset is not None or overrides.tolerance is not None or overrides.lambda_ is not None
+
+    def policy_for(self, overrides: RequestOverrides, model_group: str | None = None) -> RoutingPolicy:
+        """The request's own policy, else the router's: the autotuned setting for ``model_group`` once there is one,
+        else the configured one."""
+        if not self.sets_policy(overrides):
+            tuned = self.autotuner.policy(model_group) if self.autotuner is not None else None
+            return tuned or self.default_policy
         return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
                               lambda_=overrides.lambda_)
 
@@ -138,7 +150,7 @@ class PrefillDecider:
                       asynchronous: bool) -> RoutingDecision:
         t0 = time.perf_counter()
         where = f"model group {model_group!r}" if model_group else "this router"
-        policy = self.policy_for(overrides)
+        policy = self.policy_for(overrides, model_group)
         candidates = self.candidates(prices, overrides, where)
         bundle = self.predictor.bundle
 
@@ -183,7 +195,10 @@ class PrefillDecider:
                         pred.input_tokens, cached=pred.cached)
         target, reason, limits = constrained_choice(policy, candidates, p, cost, self.constraints_for(overrides))
         novelty = self.novelty.score(pred.p_correct, pred.input_tokens) if self.novelty is not None else None
-        return done(target, reason, p, cost, pred.input_tokens, pred.truncated, pred.cached, limits, novelty)
+        decision = done(target, reason, p, cost, pred.input_tokens, pred.truncated, pred.cached, limits, novelty)
+        if self.autotuner is not None and not self.sets_policy(overrides):
+            self.autotuner.observe(decision)
+        return decision
 
     #: at most one "routing timed out" warning per this many seconds (a burst times out many requests at once)
     TIMEOUT_WARNING_EVERY_S = 60.0

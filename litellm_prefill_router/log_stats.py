@@ -74,7 +74,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             with_novelty += 1
             novel += decision["novelty"] > NOVEL_ABOVE
         policy = decision.get("policy") or {}
-        presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}")] += 1
+        presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}"
+                    + (" (autotuned)" if policy.get("autotuned") else ""))] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):
             latency.append(float(decision["latency_ms"]))
         p = (decision.get("p_correct") or {}).get(target)

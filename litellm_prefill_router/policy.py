@@ -29,6 +29,7 @@ class RoutingPolicy:
     kind: PolicyKind = "tolerance"
     value: float = 0.0
     preset: str | None = None
+    autotuned: bool = False  # chosen by the router's autotune (see litellm_prefill_router.autotune)
 
     def __post_init__(self) -> None:
         if self.kind not in ("tolerance", "lambda"):
@@ -41,8 +42,10 @@ class RoutingPolicy:
         return choose(p, cost, self.kind, self.value)
 
     def describe(self) -> str:
-        """``preset=balanced`` for a preset, else ``tolerance=0.05`` / ``lambda=0.3``."""
-        return f"preset={self.preset}" if self.preset else f"{self.kind}={self.value:g}"
+        """``preset=balanced`` for a preset, else ``tolerance=0.05`` / ``lambda=0.3`` (``... (autotuned)``)."""
+        if self.preset:
+            return f"preset={self.preset}"
+        return f"{self.kind}={self.value:g}" + (" (autotuned)" if self.autotuned else "")
 
 
 def choose(p: npt.ArrayLike, cost: npt.ArrayLike, kind: str, value: float) -> int:
@@ -185,11 +188,17 @@ class RoutingDecision:
         """Whether the prompt is unlike any the bundle was validated on (its novelty above 1)."""
         return self.novelty is not None and self.novelty > NOVEL_ABOVE
 
+    def logged_p_correct(self) -> dict[str, float]:
+        """P(correct) per candidate as the decision log writes it (6 decimals): what `tune` reads back."""
+        return {k: round(float(v), 6) for k, v in self.p_correct.items()}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["p_correct"] = {k: round(float(v), 6) for k, v in self.p_correct.items()}
+        d["p_correct"] = self.logged_p_correct()
         d["cost_usd"] = {k: float(v) for k, v in self.cost_usd.items()}
         d["candidates"] = list(self.candidates)
+        if not self.policy.autotuned:
+            del d["policy"]["autotuned"]  # log lines of routers without autotune stay as they were
         if self.constraints is None:
             del d["constraints"]  # most requests set no limits: their log lines stay as they were
         if self.novelty is None:

@@ -169,7 +169,7 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     policy = decision.get("policy") or {}
     try:
         policy_text = RoutingPolicy(policy.get("kind", "tolerance"), float(policy.get("value", 0.0)),
-                                    policy.get("preset")).describe()
+                                    policy.get("preset"), bool(policy.get("autotuned"))).describe()
     except (ConfigurationError, TypeError, ValueError):
         policy_text = "unknown"
     headers = {

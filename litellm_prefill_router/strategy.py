@@ -45,6 +45,7 @@ from .decision_logger import register_decision_log
 from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .metrics import reload_observer
+from .autotune import Autotuner
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
 from .records import (
@@ -92,6 +93,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self.args = parse_strategy_args(args)
         self.models = frozenset(models) if models is not None else None
         warm_litellm_imports()
+        # tunes the policy to a goal on the calls it decides; outlives the deciders of reloaded bundles
+        self.autotuner = Autotuner(self.args.autotune) if self.args.autotune is not None else None
         on_reload = reload_observer(self.args.bundle) if self.args.metrics else None  # checks prometheus_client
         self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
                                         self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
@@ -162,7 +165,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error,
                                  timeout_s=a.decision_timeout_s, max_cost_usd=a.max_cost_usd,
-                                 min_p_correct=a.min_p_correct)
+                                 min_p_correct=a.min_p_correct, autotuner=self.autotuner)
         served = ServedBundle(decider, {})
         for dep in self._claimed(deployments_of(self.router)):
             self._describe(dep, served)

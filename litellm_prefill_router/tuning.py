@@ -159,10 +159,10 @@ def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | No
     for kind, values in (("tolerance", TOLERANCES), ("lambda", LAMBDAS)):
         for v in values:
             pick = choose_batch(finite, C, kind, float(v))
-            shares = Counter(targets[j] for j in pick)
+            shares = np.bincount(pick, minlength=len(targets))
             point = {"kind": kind, "value": float(v), "cost_per_1k_usd": float(C[rows, pick].mean() * 1000),
                      "expected_accuracy": float(accuracy_of[rows, pick].mean()),
-                     "routes": {t: shares[t] / n for t in targets if shares[t]}}
+                     "routes": {t: int(c) / n for t, c in zip(targets, shares) if c}}
             if scores is not None:
                 kept = (pick == calls.served) & ~np.isnan(calls.score)
                 point["observed_kept"] = {"calls": int(kept.sum()),
@@ -207,19 +207,27 @@ def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | Non
         raise TuneError(f"--savings is a fraction of the dearest candidates' cost in [0, 1), got {savings}")
     s = sweep(records, scores, recalibrate)
     front = frontier(s["points"])
-    if min_expected_accuracy is not None:
-        ok = [q for q in front if q["expected_accuracy"] >= min_expected_accuracy]
-        goal = f"expected accuracy >= {min_expected_accuracy:g}"
-        chosen = ok[0] if ok else None
-        best = f"the most any setting reaches is {front[-1]['expected_accuracy']:.4f}"
-    else:
-        cap = budget_usd_per_1k if budget_usd_per_1k is not None else \
-            (1.0 - float(savings or 0.0)) * s["dearest_cost_per_1k_usd"]
-        ok = [q for q in front if q["cost_per_1k_usd"] <= cap * (1 + 1e-9)]
-        goal = f"cost <= {cap:.6g} USD per 1k requests" + (f" ({savings:.0%} saved)" if savings is not None else "")
-        chosen = ok[-1] if ok else None
-        best = f"the cheapest setting costs {front[0]['cost_per_1k_usd']:.6g} USD per 1k requests"
+    chosen, goal, best = pick_setting(front, s["dearest_cost_per_1k_usd"], budget_usd_per_1k=budget_usd_per_1k,
+                                      savings=savings, min_expected_accuracy=min_expected_accuracy)
     if chosen is None:
         raise TuneError(f"no tolerance or lambda meets {goal} on these {s['calls']} calls: {best}")
     return {**s, "goal": goal, "frontier": front, "chosen": chosen, "model_groups": dict(groups),
             "model_group": model_group}
+
+
+def pick_setting(front: list[dict[str, Any]], dearest_cost_per_1k_usd: float, *, budget_usd_per_1k: float | None,
+                 savings: float | None, min_expected_accuracy: float | None,
+                 ) -> tuple[dict[str, Any] | None, str, str]:
+    """(setting, goal, what is possible) for one goal on a :func:`frontier` (cheapest first): the cheapest setting
+    reaching ``min_expected_accuracy``, else the most accurate within the budget (``budget_usd_per_1k``, or
+    ``savings`` below always sending each call to its dearest candidate); None when no setting meets the goal."""
+    if min_expected_accuracy is not None:
+        ok = [q for q in front if q["expected_accuracy"] >= min_expected_accuracy]
+        return (ok[0] if ok else None, f"expected accuracy >= {min_expected_accuracy:g}",
+                f"the most any setting reaches is {front[-1]['expected_accuracy']:.4f}")
+    cap = budget_usd_per_1k if budget_usd_per_1k is not None else \
+        (1.0 - float(savings or 0.0)) * dearest_cost_per_1k_usd
+    ok = [q for q in front if q["cost_per_1k_usd"] <= cap * (1 + 1e-9)]
+    goal = f"cost <= {cap:.6g} USD per 1k requests" + (f" ({savings:.0%} saved)" if savings is not None else "")
+    cheapest = f"the cheapest setting costs {front[0]['cost_per_1k_usd']:.6g} USD per 1k requests"
+    return ok[-1] if ok else None, goal, cheapest

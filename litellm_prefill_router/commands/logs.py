@@ -291,6 +291,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
           + ("recalibrated P(correct)" if rc else "the bundle's P(correct)") + " of the routes it picks)")
     print(f"  routing_strategy_args: {{{c['kind']}: {c['value']:g}}}    # or per request: "
           f"metadata={{\"prefill\": {{\"{c['kind']}\": {c['value']:g}}}}}")
+    goal = next(f"{k}: {v:g}" for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
+                                          ("min_expected_accuracy", args.min_expected_accuracy)) if v is not None)
+    print(f"  or let the router keep tuning it on its latest calls: routing_strategy_args: {{autotune: {{{goal}}}}}")
     _write_outputs(args, r, _plot_tune)
     return 0
 

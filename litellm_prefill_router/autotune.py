@@ -1,0 +1,177 @@
+"""Online policy tuning (``autotune``): the router tunes its own policy to a goal on the calls it just decided.
+
+``prefill-router tune`` finds, on a decision log, the tolerance or lambda that meets a budget; a router set with
+``autotune: {savings: 0.5}`` (or ``budget_usd_per_1k`` / ``min_expected_accuracy``) does the same as it serves: it
+keeps its latest ``window`` policy-decided calls per model group and, every ``every`` calls once it has
+``min_calls``, runs the same sweep on them off the request path (a background thread) and routes the following calls
+by the setting chosen. Each call's candidates' P(correct) and cost estimates do not depend on the policy, so the
+setting does not feed back into what it is tuned on: it follows the traffic (its prompt lengths, its mix, the prices)
+and nothing else.
+
+Only the calls the router's own policy decides are tuned on and follow the tuned setting: a request (or a proxy key or
+team) that sets its own preset / tolerance / lambda keeps it; pinned calls and fallbacks have no policy. Until the
+first tune the configured policy (preset / tolerance / lambda, else the bundle's default) decides. A goal no setting
+meets on the window gets the nearest setting (the cheapest for a budget, the most accurate for an accuracy goal),
+with a warning. After a bundle reload the window starts again (P(correct) changed) and the last setting stays until
+it is full enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .policy import RoutingDecision, RoutingPolicy
+from .tuning import frontier, pick_setting, sweep
+
+logger = logging.getLogger("litellm_prefill_router")
+
+
+class AutotuneSettings(BaseModel):
+    """``autotune`` of ``routing_strategy_args`` / ``PrefillRouterRunnable``: exactly one goal, and how often."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_usd_per_1k: float | None = Field(default=None, gt=0.0)  # estimated USD per 1,000 calls
+    savings: float | None = Field(default=None, ge=0.0, lt=1.0)  # share below each call's dearest candidate
+    min_expected_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)  # mean P(correct) of the routes
+    window: int = Field(default=2000, ge=20, le=1_000_000)  # the latest calls tuned on, per model group
+    every: int = Field(default=100, ge=1, le=1_000_000)  # calls between two tunes
+    min_calls: int = Field(default=200, ge=20, le=1_000_000)  # calls before the first tune
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> AutotuneSettings:
+        goals = [g for g in (self.budget_usd_per_1k, self.savings, self.min_expected_accuracy) if g is not None]
+        if len(goals) != 1:
+            raise ValueError("autotune needs exactly one goal: budget_usd_per_1k (USD per 1,000 calls), savings "
+                             "(e.g. 0.5: half the cost of sending each call to its dearest candidate) or "
+                             "min_expected_accuracy (e.g. 0.7)")
+        if self.min_calls > self.window:
+            raise ValueError(f"autotune min_calls ({self.min_calls}) is more than window ({self.window}) holds: "
+                             "raise window or lower min_calls")
+        return self
+
+    def describe(self) -> str:
+        goal = (f"budget_usd_per_1k={self.budget_usd_per_1k:g}" if self.budget_usd_per_1k is not None else
+                f"savings={self.savings:g}" if self.savings is not None else
+                f"min_expected_accuracy={self.min_expected_accuracy:g}")
+        return f"{goal} (window {self.window}, every {self.every} calls, from {self.min_calls})"
+
+
+def _record(d: RoutingDecision) -> dict[str, Any]:
+    """What :func:`sweep` reads of a decision, as its log line has it (so `prefill-router tune` on the decision log
+    picks the same setting)."""
+    return {"decision": {"target": d.target, "reason": d.reason, "p_correct": d.logged_p_correct(),
+                         "cost_usd": d.cost_usd,
+                         "candidates": list(d.candidates), "constraints": d.constraints}}
+
+
+class _Group:
+    """One model group's window, tuned setting and what the last tune found."""
+
+    def __init__(self, window: int) -> None:
+        self.calls: deque[RoutingDecision] = deque(maxlen=window)
+        self.since_tune = 0
+        self.bundle_version: str | None = None
+        self.policy: RoutingPolicy | None = None
+        self.tuning = False
+        self.last: dict[str, Any] | None = None
+
+
+class Autotuner:
+    """Keeps each model group's latest decisions and the setting tuned on them (see the module's docstring)."""
+
+    def __init__(self, settings: AutotuneSettings | Mapping[str, Any]) -> None:
+        self.settings = settings if isinstance(settings, AutotuneSettings) else \
+            AutotuneSettings.model_validate(settings)
+        self._groups: dict[str | None, _Group] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def policy(self, model_group: str | None) -> RoutingPolicy | None:
+        """The setting tuned for ``model_group``; None before its first tune."""
+        group = self._groups.get(model_group)
+        return group.policy if group is not None else None
+
+    def observe(self, decision: RoutingDecision) -> None:
+        """Add a call the router's policy decided; every ``every`` calls (from ``min_calls`` on) tune again in the
+        background."""
+        if decision.reason == "pinned" or decision.reason.startswith("fallback") or not decision.cost_usd:
+            return
+        s = self.settings
+        with self._lock:
+            group = self._groups.get(decision.model_group)
+            if group is None:
+                group = self._groups[decision.model_group] = _Group(s.window)
+            if group.bundle_version != decision.bundle_version:  # another bundle: other P(correct), start again
+                group.calls.clear()
+                group.since_tune, group.bundle_version = 0, decision.bundle_version
+            group.calls.append(decision)
+            group.since_tune += 1
+            due = len(group.calls) >= s.min_calls and not group.tuning and \
+                (group.policy is None or group.since_tune >= s.every)
+            if not due:
+                return
+            group.tuning, group.since_tune = True, 0
+            calls = list(group.calls)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            thread = threading.Thread(target=self._tune, args=(decision.model_group, group, calls),
+                                      name="prefill-router-autotune", daemon=True)
+            self._threads.append(thread)
+        thread.start()
+
+    def wait(self, timeout_s: float = 30.0) -> None:
+        """Wait for the tunes running now (tests, and a clean shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def status(self) -> dict[str | None, dict[str, Any] | None]:
+        """Per model group, what the last tune found (None before the first)."""
+        return {name: group.last for name, group in self._groups.items()}
+
+    def _tune(self, model_group: str | None, group: _Group, calls: list[RoutingDecision]) -> None:
+        try:
+            policy, last = self._setting(calls)
+        except Exception as err:  # noqa: BLE001 - a failed tune keeps the setting routing now, never a request
+            logger.warning("prefill router: autotune of model group %r failed (%s: %s); routing stays %s",
+                           model_group, type(err).__name__, err,
+                           group.policy.describe() if group.policy else "the configured policy")
+            with self._lock:
+                group.tuning = False
+            return
+        with self._lock:
+            before, group.policy, group.last, group.tuning = group.policy, policy, last, False
+        if policy != before:
+            logger.info("prefill router: autotune of model group %r (%s): %s -> %s on the last %d calls: est. %.6g "
+                        "USD per 1k calls, expected accuracy %.4f", model_group, last["goal"],
+                        before.describe() if before else "the configured policy", policy.describe(), len(calls),
+                        last["cost_per_1k_usd"], last["expected_accuracy"])
+
+    def _setting(self, calls: list[RoutingDecision]) -> tuple[RoutingPolicy, dict[str, Any]]:
+        s = self.settings
+        swept = sweep([_record(d) for d in calls])
+        front = frontier(swept["points"])
+        chosen, goal, best = pick_setting(front, swept["dearest_cost_per_1k_usd"],
+                                          budget_usd_per_1k=s.budget_usd_per_1k, savings=s.savings,
+                                          min_expected_accuracy=s.min_expected_accuracy)
+        met = chosen is not None
+        if chosen is None:  # the nearest: the cheapest setting for a budget, the most accurate for an accuracy goal
+            chosen = front[-1] if s.min_expected_accuracy is not None else front[0]
+            logger.warning("prefill router: autotune: no tolerance or lambda meets %s on the last %d calls (%s); "
+                           "routing by the nearest, %s=%g", goal, swept["calls"], best, chosen["kind"],
+                           chosen["value"])
+        policy = RoutingPolicy(chosen["kind"], float(chosen["value"]), autotuned=True)
+        return policy, {"policy": policy.describe(), "goal": goal, "goal_met": met, "calls": swept["calls"],
+                        "cost_per_1k_usd": chosen["cost_per_1k_usd"],
+                        "expected_accuracy": chosen["expected_accuracy"],
+                        "dearest_cost_per_1k_usd": swept["dearest_cost_per_1k_usd"], "tuned_at": time.time()}
+
+
+__all__ = ["AutotuneSettings", "Autotuner"]

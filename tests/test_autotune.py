@@ -1,0 +1,197 @@
+"""``autotune``: a router that tunes its own policy to a goal on the calls it decides, as it serves - the same setting
+`prefill-router tune` picks on its decision log, used for the calls that follow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from langchain_integration import PrefillRouterRunnable
+from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
+from litellm_prefill_router.autotune import Autotuner
+from litellm_prefill_router.log_stats import summarize
+from litellm_prefill_router.policy import RoutingDecision, RoutingPolicy
+from litellm_prefill_router.records import DECISION_KEY, decision_headers
+from litellm_prefill_router.router import prefill_strategies
+from litellm_prefill_router.tuning import tune
+
+WORDS = "the of and integral king war equation empire derivative dynasty sum river".split()
+
+
+def prompts(n: int) -> list[str]:
+    """``n`` different maths and history prompts (P(correct) and costs vary from one to the next)."""
+    return [(MATH_PROMPT if i % 2 else HIST_PROMPT) + " " + " ".join(WORDS[(i * 7 + j) % 12] for j in range(i % 9))
+            for i in range(n)]
+
+
+def serve(bundle_dir: Path, log: Path, texts: list[str], autotune: dict | None, metadata: dict | None = None,
+          wait_after: int | None = None) -> tuple[list[dict], PrefillRouter]:
+    """Send ``texts`` through a PrefillRouter (mock deployments) one after the other; the decisions, in order. With
+    ``wait_after``, the autotune started by that call is waited for before the next call."""
+    args = {"bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log)}
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={**args, **({"autotune": autotune} if autotune else {})})
+    tuner = prefill_strategies(router)["router"].autotuner
+
+    async def run() -> list[dict]:
+        out = []
+        for i, text in enumerate(texts, 1):
+            resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": text}],
+                                            metadata=dict(metadata or {}))
+            out.append(resp._hidden_params["prefill_routing"])
+            if i == wait_after and tuner is not None:
+                tuner.wait()
+        await flush_logging()
+        return out
+
+    return asyncio.run(run()), router
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_router_tunes_its_policy_on_its_own_calls_and_routes_the_next_calls_by_the_setting_tune_picks(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    texts = prompts(30)
+    # what the 20 first calls cost at every setting: a budget between the cheapest and the dearest setting
+    serve(bundle_dir, tmp_path / "plain.jsonl", texts[:20], None)
+    front = tune(lines(tmp_path / "plain.jsonl"), savings=0.0)["frontier"]
+    assert len(front) > 1, "the test prompts should leave settings to choose between"
+    budget = (front[0]["cost_per_1k_usd"] + front[-1]["cost_per_1k_usd"]) / 2
+    decisions, router = serve(bundle_dir, tmp_path / "auto.jsonl", texts,
+                              {"budget_usd_per_1k": budget, "min_calls": 20, "every": 50, "window": 20},
+                              wait_after=20)
+    logged = lines(tmp_path / "auto.jsonl")
+    assert len(logged) == 30
+    expected = tune(logged[:20], budget_usd_per_1k=budget)["chosen"]
+    assert expected["cost_per_1k_usd"] < front[-1]["cost_per_1k_usd"]  # cheaper than max-quality on these calls
+    # the first 20 calls by the configured preset, the next ones by the setting tune picks on those 20
+    assert all(d["policy"] == {"kind": "tolerance", "value": 0.0, "preset": "max-quality"} for d in decisions[:20])
+    tuned = {"kind": expected["kind"], "value": expected["value"], "preset": None, "autotuned": True}
+    assert all(d["policy"] == tuned for d in decisions[20:])
+    assert [rec["decision"]["policy"] for rec in logged[20:]] == [tuned] * 10
+    status = prefill_strategies(router)["router"].autotuner.status()["auto"]
+    assert status["goal_met"] and status["calls"] == 20
+    assert status["cost_per_1k_usd"] == pytest.approx(expected["cost_per_1k_usd"], rel=1e-6)
+    # each call routed by that setting goes where that setting sends it
+    policy = RoutingPolicy(expected["kind"], expected["value"])
+    for d in decisions[20:]:
+        cands = list(d["candidates"])
+        assert d["target"] == cands[policy.choose([d["p_correct"][t] for t in cands],
+                                                  [d["cost_usd"][t] for t in cands])]
+    # the proxy header and `stats` say the setting was autotuned
+    headers = decision_headers({"metadata": {DECISION_KEY: decisions[25]}})
+    assert headers is not None and headers["x-prefill-policy"] == f"{expected['kind']}={expected['value']:g} (autotuned)"
+    assert summarize(logged)["policies"] == {"max-quality": 20,
+                                             f"{expected['kind']}={expected['value']} (autotuned)": 10}
+
+
+def test_requests_that_set_their_own_policy_keep_it_and_are_not_tuned_on(bundle_dir: Path, tmp_path: Path) -> None:
+    decisions, router = serve(bundle_dir, tmp_path / "d.jsonl", prompts(25),
+                              {"savings": 0.5, "min_calls": 20, "every": 5, "window": 50},
+                              metadata={"prefill": {"preset": "min-cost"}})
+    tuner = prefill_strategies(router)["router"].autotuner
+    tuner.wait()
+    assert tuner.status() == {} and tuner.policy("auto") is None
+    assert all(d["policy"]["preset"] == "min-cost" and "autotuned" not in d["policy"] for d in decisions)
+
+
+def test_a_goal_no_setting_meets_routes_by_the_nearest_setting_and_warns(
+        bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        decisions, router = serve(bundle_dir, tmp_path / "d.jsonl", prompts(22),
+                                  {"budget_usd_per_1k": 1e-9, "min_calls": 20, "window": 20}, wait_after=20)
+    cheapest = tune(lines(tmp_path / "d.jsonl")[:20], savings=0.0)["frontier"][0]
+    status = prefill_strategies(router)["router"].autotuner.status()["auto"]
+    assert not status["goal_met"]
+    assert status["cost_per_1k_usd"] == pytest.approx(cheapest["cost_per_1k_usd"], rel=1e-6)
+    assert decisions[-1]["policy"]["autotuned"] and decisions[-1]["policy"]["kind"] == cheapest["kind"]
+    assert "autotune: no tolerance or lambda meets cost <= 1e-09 USD per 1k requests on the last 20 calls" in \
+        caplog.text
+
+
+def decision(version: str, p: float, group: str = "auto") -> RoutingDecision:
+    return RoutingDecision(target="cheap", reason="policy", policy=RoutingPolicy(),
+                           p_correct={"cheap": p, "dear": min(1.0, p + 0.2)}, cost_usd={"cheap": 1e-5, "dear": 1e-4},
+                           candidates=("cheap", "dear"), model_group=group, bundle_version=version)
+
+
+def test_each_model_group_is_tuned_apart_and_a_reloaded_bundle_starts_a_new_window_keeping_the_last_setting() -> None:
+    tuner = Autotuner({"min_expected_accuracy": 0.55, "min_calls": 20, "every": 10, "window": 40})
+    for i in range(20):
+        tuner.observe(decision("v1", 0.3 + i / 100))
+    tuner.wait()
+    first = tuner.policy("auto")
+    assert first is not None and first.autotuned and tuner.policy("other") is None
+    assert tuner.status()["auto"]["goal_met"]
+    for i in range(19):  # another bundle version: the window starts again and is not full enough to tune
+        tuner.observe(decision("v2", 0.9))
+    tuner.wait()
+    assert tuner.policy("auto") == first and tuner.status()["auto"]["calls"] == 20
+    tuner.observe(decision("v2", 0.9))  # 20 calls of the new version: tuned on them alone
+    tuner.wait()
+    assert tuner.status()["auto"]["calls"] == 20 and tuner.status()["auto"]["expected_accuracy"] == pytest.approx(0.9)
+    for reason in ("pinned", "fallback: routing timed out"):  # no policy chose these: never tuned on
+        tuner.observe(RoutingDecision(target="dear", reason=reason, policy=RoutingPolicy(), model_group="x"))
+    assert "x" not in tuner.status()
+
+
+@pytest.mark.parametrize("autotune, error", [
+    ({"savings": 0.5, "budget_usd_per_1k": 1.0}, "autotune needs exactly one goal"),
+    ({}, "autotune needs exactly one goal"),
+    ({"savings": 1.0}, "savings"),
+    ({"savings": 0.5, "min_calls": 500, "window": 100}, r"min_calls \(500\) is more than window \(100\) holds"),
+    ({"savings": 0.5, "every": 0}, "every"),
+])
+def test_autotune_settings_are_checked_at_construction(bundle_dir: Path, autotune: dict, error: str) -> None:
+    with pytest.raises(ConfigurationError, match=error):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "autotune": autotune})
+
+
+def test_a_langchain_runnable_tunes_its_policy_on_its_calls_too(bundle_dir: Path) -> None:
+    models = {t: FakeListChatModel(responses=["ok"] * 100) for t in ("math-model", "history-model", "generalist")}
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                   autotune={"savings": 0.3, "min_calls": 20, "window": 20})
+    texts = prompts(22)
+    first = [router.decide(t) for t in texts[:20]]
+    assert router.autotuner is not None
+    router.autotuner.wait()
+    after = [router.decide(t) for t in texts[20:]]
+    assert not any(d.policy.autotuned for d in first) and all(d.policy.autotuned for d in after)
+    assert router.autotuner.status()[router.get_name()]["calls"] == 20
+
+
+
+def test_a_failed_tune_keeps_the_setting_routing_now_and_the_next_calls_tune_again(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import litellm_prefill_router.autotune as autotune
+
+    tuner = Autotuner({"savings": 0.5, "min_calls": 20, "every": 5, "window": 40})
+    for i in range(20):
+        tuner.observe(decision("v1", 0.5))
+    tuner.wait()
+    first = tuner.policy("auto")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(autotune, "sweep", broken)
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        for i in range(5):
+            tuner.observe(decision("v1", 0.5))
+        tuner.wait()
+    assert "autotune of model group 'auto' failed (ValueError: boom); routing stays tolerance=" in caplog.text
+    assert tuner.policy("auto") == first
+    monkeypatch.undo()
+    for i in range(5):
+        tuner.observe(decision("v1", 0.7))
+    tuner.wait()
+    assert tuner.status()["auto"]["expected_accuracy"] > 0.5  # tuned again, on the newer calls
