@@ -104,7 +104,8 @@ def _proxy_config(path: Path, bundle: str, targets: tuple[str, ...] = ("math-mod
                             "routing_groups": [{"group_name": "budget-routing", "models": ["budget"],
                                                 "routing_strategy": "prefill",
                                                 "routing_strategy_args": {"bundle": bundle, "tolerance": 1.0,
-                                                                          "min_p_correct": 0.9}}]}}))
+                                                                          "min_p_correct": 0.9,
+                                                                          "autotune": {"savings": 0.3}}}]}}))
     return path
 
 
@@ -119,7 +120,8 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
                  "--json", str(out), "--strict"]) == 0
     text = capsys.readouterr().out
     assert "router: bundle" in text and "routing group budget-routing: bundle" in text
-    assert "policy tolerance=1, min_p_correct 0.9, fallback" in text
+    assert "policy tolerance=1, autotuned to savings=0.3 (window 2000, every 100 calls, from 200), min_p_correct 0.9, " \
+        "fallback" in text
     assert "fallback generalist, serving: routed, encoder on CPUExecutionProvider" in text  # no timeout, shadow...
     report = json.loads(out.read_text())
     router, budget = report["strategies"]
@@ -132,6 +134,7 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
     assert [r["target"] for r in router["routes"]] == ["math-model", "history-model"]  # max-quality
     # tolerance 1: the cheapest - among the targets at least 90% likely to be right
     assert budget["limits"] == {"min_p_correct": 0.9} and router["limits"] == {}
+    assert router["autotune"] is None and budget["autotune"].startswith("savings=0.3")
     assert [r["target"] for r in budget["routes"]] == ["math-model", "history-model"]
 
 

@@ -93,6 +93,7 @@ def test_the_tune_command_prints_the_frontier_and_the_setting_to_configure(
     chosen = json.loads(out.read_text())["chosen"]
     assert f"routing_strategy_args: {{{chosen['kind']}: {chosen['value']:g}}}" in text
     assert "saved vs dearest" in text and "(20% saved)" in text
+    assert "let the router keep tuning it on its latest calls: routing_strategy_args: {autotune: {savings: 0.2}}" in text
     assert main(["tune", "--log", str(path), "--budget-usd-per-1k", "1e-9"]) == 2  # a TuneError, said plainly
     if importlib.util.find_spec("matplotlib"):
         assert main(["tune", "--log", str(path), "--savings", "0.2", "--plot", str(tmp_path / "t.png")]) == 0
