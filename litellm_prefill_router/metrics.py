@@ -11,7 +11,8 @@ Labels (bounded by the bundle's targets and the configured groups): ``model_grou
 runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``at capacity``, ``fallback: ...``
 without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm``
 (``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters; ``bundle_version`` (one per bundle a
-process has served: a reload adds one) on ``prefill_router_bundle_decisions``.
+process has served: a reload adds one) on ``prefill_router_bundle_decisions``; ``policy`` (a preset's name, or a
+tolerance / lambda value from autotune's grid of 158 or a request's own) on ``prefill_router_policy_decisions``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .novelty import NOVEL_ABOVE
-from .records import answered_by, reason_kind
+from .records import answered_by, policy_label, reason_kind
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -50,6 +51,7 @@ class RouterMetrics:
     rollout_cost: Any
     bundle_decisions: Any
     novel: Any
+    policies: Any
 
     def observe_call(self, row: Mapping[str, Any]) -> None:
         """Count one finished call from its decision-log row (:func:`~.records.decision_log_row`). A shadow-mode
@@ -69,6 +71,8 @@ class RouterMetrics:
             self.cache_hits.labels(group).inc()
         if isinstance(novelty := decision.get("novelty"), (int, float)) and novelty > NOVEL_ABOVE:
             self.novel.labels(group, target).inc()
+        if policy := decision.get("policy"):  # which setting routes now: a preset, a key's own, autotune's latest
+            self.policies.labels(group, policy_label(policy)).inc()
         served = str(answered_by(decision) or outcome.get("model") or target)
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
@@ -144,6 +148,10 @@ def router_metrics() -> RouterMetrics:
                               "Decisions on prompts unlike any the bundle was validated on (novelty above 1; about 5% "
                               "of decisions on traffic like the training data: more is a new kind of traffic)",
                               ["model_group", "target"]),
+                policies=Counter("prefill_router_policy_decisions",
+                                 "Decisions by the policy that made them (preset=balanced, tolerance=0.05, "
+                                 "lambda=0.3 (autotuned), ...): autotune's setting as it changes",
+                                 ["model_group", "policy"]),
             )
         return _METRICS
 

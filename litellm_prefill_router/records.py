@@ -149,6 +149,18 @@ def standard_routing_decision(decision: RoutingDecision, model_group: str, basel
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
+def policy_label(policy: object) -> str:
+    """A logged decision's policy as :meth:`RoutingPolicy.describe` words it (``preset=balanced``, ``lambda=0.05
+    (autotuned)``); ``unknown`` for a record that names none."""
+    if not isinstance(policy, Mapping):
+        return "unknown"
+    try:
+        return RoutingPolicy(policy.get("kind", "tolerance"), float(policy.get("value", 0.0)), policy.get("preset"),
+                             bool(policy.get("autotuned"))).describe()
+    except (ConfigurationError, TypeError, ValueError):
+        return "unknown"
+
+
 def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
     the prefill strategy): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
@@ -166,12 +178,7 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     if not isinstance(decision, dict) or not decision.get("target"):
         return None
     target = str(decision["target"])
-    policy = decision.get("policy") or {}
-    try:
-        policy_text = RoutingPolicy(policy.get("kind", "tolerance"), float(policy.get("value", 0.0)),
-                                    policy.get("preset"), bool(policy.get("autotuned"))).describe()
-    except (ConfigurationError, TypeError, ValueError):
-        policy_text = "unknown"
+    policy_text = policy_label(decision.get("policy"))
     headers = {
         "x-prefill-target": target,
         "x-prefill-reason": str(decision.get("reason", "")),

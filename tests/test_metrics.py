@@ -229,3 +229,24 @@ async def test_prompts_unlike_the_training_data_are_counted_as_novel(bundle_dir:
     after = sum(sample("prefill_router_novel_prompts_total", **g, target=t)
                 for t in ("math-model", "history-model", "generalist"))
     assert novelty[0] <= 1.0 < novelty[1] and after - before == 1
+
+
+async def test_decisions_are_counted_by_policy_so_a_dashboard_shows_autotunes_setting_as_it_changes(
+        bundle_dir: Path) -> None:
+    g = {"model_group": "metered-policy"}
+    r = metered_router(bundle_dir, "metered-policy", autotune={"savings": 0.2, "min_calls": 20, "window": 20})
+    tuner = r.prefill_strategy.autotuner
+    for i in range(20):
+        await r.acompletion(model="metered-policy", messages=user(f"{MATH_PROMPT} {'again ' * i}"))
+    await flush_logging()  # the 20 calls counted before the counts are read
+    tuner.wait()
+    tuned = tuner.policy("metered-policy")
+    assert tuned is not None
+    grew = counting(("prefill_router_policy_decisions_total", {**g, "policy": "preset=max-quality"}),
+                    ("prefill_router_policy_decisions_total", {**g, "policy": tuned.describe()}),
+                    ("prefill_router_policy_decisions_total", {**g, "policy": "preset=min-cost"}))
+    await r.acompletion(model="metered-policy", messages=user(HIST_PROMPT))
+    await r.acompletion(model="metered-policy", messages=user(HIST_PROMPT),
+                        metadata={"prefill": {"preset": "min-cost"}})
+    await flush_logging()
+    assert tuned.describe().endswith(" (autotuned)") and grew() == [0, 1, 1]
