@@ -157,6 +157,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             self._autotuner = Autotuner(self.autotune) if self.autotune is not None else None
             reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor, self.reload_interval_s,
                                       on_reload=reload_observer(self.bundle) if self.metrics else None)
+            if self._autotuner is not None:  # a restarted router starts from its latest logged calls' setting
+                self._autotuner.seed_from_log(self.decision_log, reloader.current.predictor.bundle.version,
+                                              [self.get_name()], reloader.current.default_policy)
             _remember_reloader(key, reloader)
         self._reloader = reloader
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables

@@ -22,11 +22,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .jsonl import logs_of, records_from_end
 from .policy import RoutingDecision, RoutingPolicy
 from .tuning import frontier, pick_setting, sweep
 
@@ -44,6 +45,9 @@ class AutotuneSettings(BaseModel):
     window: int = Field(default=2000, ge=20, le=1_000_000)  # the latest calls tuned on, per model group
     every: int = Field(default=100, ge=1, le=1_000_000)  # calls between two tunes
     min_calls: int = Field(default=200, ge=20, le=1_000_000)  # calls before the first tune
+    # at start, fill the window from the end of the decision log (the calls the same bundle version decided by the
+    # router's policy), so a restarted router routes by a tuned setting from its first call; needs decision_log
+    seed_from_log: bool = True
 
     @model_validator(mode="after")
     def _one_goal(self) -> AutotuneSettings:
@@ -64,19 +68,30 @@ class AutotuneSettings(BaseModel):
         return f"{goal} (window {self.window}, every {self.every} calls, from {self.min_calls})"
 
 
-def _record(d: RoutingDecision) -> dict[str, Any]:
+#: what :func:`sweep` reads of a logged decision
+_SWEPT = ("target", "reason", "p_correct", "cost_usd", "candidates", "constraints")
+
+
+def _record(d: RoutingDecision | Mapping[str, Any]) -> Mapping[str, Any]:
     """What :func:`sweep` reads of a decision, as its log line has it (so `prefill-router tune` on the decision log
-    picks the same setting)."""
+    picks the same setting); a record read from the log (:meth:`Autotuner.seed`) already is."""
+    if not isinstance(d, RoutingDecision):
+        return d
     return {"decision": {"target": d.target, "reason": d.reason, "p_correct": d.logged_p_correct(),
-                         "cost_usd": d.cost_usd,
-                         "candidates": list(d.candidates), "constraints": d.constraints}}
+                         "cost_usd": d.cost_usd, "candidates": list(d.candidates), "constraints": d.constraints}}
+
+
+def _decided_by_policy(reason: str) -> bool:
+    """Whether a decision with this reason was the policy's choice, as :meth:`Autotuner.observe` sees them (retries and
+    capacity fallbacks re-decide a call already counted; pinned calls and fallbacks have no policy)."""
+    return reason == "policy" or reason.startswith(("over budget", "below floor"))
 
 
 class _Group:
     """One model group's window, tuned setting and what the last tune found."""
 
     def __init__(self, window: int) -> None:
-        self.calls: deque[RoutingDecision] = deque(maxlen=window)
+        self.calls: deque[RoutingDecision | Mapping[str, Any]] = deque(maxlen=window)
         self.since_tune = 0
         self.bundle_version: str | None = None
         self.policy: RoutingPolicy | None = None
@@ -102,7 +117,7 @@ class Autotuner:
     def observe(self, decision: RoutingDecision) -> None:
         """Add a call the router's policy decided; every ``every`` calls (from ``min_calls`` on) tune again in the
         background."""
-        if decision.reason == "pinned" or decision.reason.startswith("fallback") or not decision.cost_usd:
+        if not _decided_by_policy(decision.reason) or not decision.cost_usd:
             return
         s = self.settings
         with self._lock:
@@ -126,6 +141,59 @@ class Autotuner:
             self._threads.append(thread)
         thread.start()
 
+    def seed(self, records: Iterable[Mapping[str, Any]], bundle_version: str | None, model_groups: Collection[str],
+             default_policy: RoutingPolicy) -> dict[str, int]:
+        """Fill each model group's window from logged calls, the newest first (:func:`~.jsonl.records_from_end`): those
+        the same bundle version decided by the router's own policy (``default_policy`` or an autotuned setting), and
+        tune each group that has ``min_calls`` of them now, before its first request. Returns the calls seeded per
+        group."""
+        want = self.settings.window
+        found: dict[str, list[Mapping[str, Any]]] = {str(g): [] for g in model_groups}
+        configured = {"kind": default_policy.kind, "value": default_policy.value, "preset": default_policy.preset}
+        for read, rec in enumerate(records):
+            if read >= 20 * want * max(1, len(found)) or all(len(v) >= want for v in found.values()):
+                break  # enough, or as far back as is worth reading
+            d = rec.get("decision")
+            if not isinstance(d, Mapping) or d.get("bundle_version") != bundle_version:
+                continue
+            calls = found.get(str(d.get("model_group")))
+            if calls is None or len(calls) >= want or not d.get("cost_usd") or \
+                    not _decided_by_policy(str(d.get("reason", ""))):
+                continue
+            policy = d.get("policy")
+            if not isinstance(policy, Mapping):
+                continue
+            if policy.get("autotuned") or {k: policy.get(k) for k in configured} == configured:
+                calls.append({"decision": {k: d.get(k) for k in _SWEPT}})
+        seeded = {name: len(calls) for name, calls in found.items() if calls}
+        for name in seeded:
+            with self._lock:
+                group = self._groups.setdefault(name, _Group(want))
+                group.bundle_version = bundle_version
+                group.calls.extendleft(found[name])  # newest first: the oldest ends up leftmost
+                due = len(group.calls) >= self.settings.min_calls and not group.tuning
+                group.tuning = group.tuning or due
+            if due:
+                self._tune(name, group, list(group.calls))
+        if seeded:
+            logger.info("prefill router: autotune seeded from the decision log: %s logged calls per model group",
+                        seeded)
+        return seeded
+
+    def seed_from_log(self, template: str | None, bundle_version: str | None, model_groups: Collection[str],
+                      default_policy: RoutingPolicy) -> dict[str, int]:
+        """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes, the latest
+        first), unless ``seed_from_log`` is off; a log that cannot be read is a warning - the router then tunes once
+        it has ``min_calls`` new calls."""
+        if not template or not self.settings.seed_from_log:
+            return {}
+        try:
+            return self.seed(records_from_end(logs_of(template)), bundle_version, model_groups, default_policy)
+        except OSError as err:
+            logger.warning("prefill router: autotune could not read decision log %s to start from (%s: %s); it tunes "
+                           "once it has %d new calls", template, type(err).__name__, err, self.settings.min_calls)
+            return {}
+
     def wait(self, timeout_s: float = 30.0) -> None:
         """Wait for the tunes running now (tests, and a clean shutdown)."""
         deadline = time.monotonic() + timeout_s
@@ -136,7 +204,7 @@ class Autotuner:
         """Per model group, what the last tune found (None before the first)."""
         return {name: group.last for name, group in self._groups.items()}
 
-    def _tune(self, model_group: str | None, group: _Group, calls: list[RoutingDecision]) -> None:
+    def _tune(self, model_group: str | None, group: _Group, calls: list[RoutingDecision | Mapping[str, Any]]) -> None:
         try:
             policy, last = self._setting(calls)
         except Exception as err:  # noqa: BLE001 - a failed tune keeps the setting routing now, never a request
@@ -154,7 +222,7 @@ class Autotuner:
                         before.describe() if before else "the configured policy", policy.describe(), len(calls),
                         last["cost_per_1k_usd"], last["expected_accuracy"])
 
-    def _setting(self, calls: list[RoutingDecision]) -> tuple[RoutingPolicy, dict[str, Any]]:
+    def _setting(self, calls: list[RoutingDecision | Mapping[str, Any]]) -> tuple[RoutingPolicy, dict[str, Any]]:
         s = self.settings
         swept = sweep([_record(d) for d in calls])
         front = frontier(swept["points"])

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,42 @@ def log_path(template: str, now: datetime | None = None) -> Path:
     """The file a log line written now goes to: ``template`` with its placeholders filled in."""
     day = (now or _now()).astimezone(timezone.utc).strftime("%Y-%m-%d")
     return Path(template.replace("{date}", day).replace("{pid}", str(os.getpid())))
+
+
+def logs_of(template: str) -> list[Path]:
+    """Every file an append-only log ``template`` has written (each placeholder matching anything: all days, all
+    processes), the most recently written first."""
+    pattern = Path(_PLACEHOLDER.sub("*", template)).expanduser()
+    files = [f for f in pattern.parent.glob(pattern.name) if f.is_file()] if pattern.parent.is_dir() else []
+    return sorted(files, key=lambda f: f.stat().st_mtime_ns, reverse=True)
+
+
+def records_from_end(paths: Iterable[Path], block: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """The JSON records of append-only logs, the last line of each file first (files in the order given), read
+    backwards a block at a time - so the latest records of a large log cost what they hold, not the whole file. A
+    line that is not JSON (an interrupted write) is skipped."""
+    for path in paths:
+        with path.open("rb") as f:
+            pos, rest = f.seek(0, os.SEEK_END), b""
+            while pos > 0:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                lines = (f.read(step) + rest).split(b"\n")
+                rest = lines[0]
+                yield from _parsed(reversed(lines[1:]))
+            yield from _parsed([rest])
+
+
+def _parsed(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict):
+                yield rec
 
 
 def append_line(path: Path, line: str) -> None:

@@ -123,6 +123,9 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                 if self.args.decision_log else None,
                                 "messages": self.args.decision_log_messages,
                                 "responses": self.args.decision_log_responses, "metrics": self.args.metrics}
+        if self.autotuner is not None:  # a restarted router starts from the setting its latest logged calls give
+            self.autotuner.seed_from_log(self.args.decision_log, self.predictor.bundle.version, list(self.routes()),
+                                         self.decider.default_policy)
 
     # -- the served bundle ----------------------------------------------------
     @property

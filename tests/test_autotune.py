@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,52 @@ def test_a_failed_tune_keeps_the_setting_routing_now_and_the_next_calls_tune_aga
         tuner.observe(decision("v1", 0.7))
     tuner.wait()
     assert tuner.status()["auto"]["expected_accuracy"] > 0.5  # tuned again, on the newer calls
+
+
+def test_a_restarted_router_starts_from_the_setting_its_latest_logged_calls_give(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "decisions-{pid}.jsonl"
+    settings = {"savings": 0.3, "min_calls": 20, "every": 100, "window": 20}
+    serve(bundle_dir, log, prompts(25), settings)
+    (written,) = tmp_path.glob("decisions-*.jsonl")
+    logged = lines(written)
+    expected = tune(logged[-20:], savings=0.3)["chosen"]  # the last 20 calls, as the restarted router reads them
+    # lines the window leaves out: another bundle version's, a request's own policy, a pinned call
+    other = [{**rec, "decision": {**rec["decision"], **change}} for rec, change in zip(logged[:3], (
+        {"bundle_version": "0123456789ab"}, {"policy": {"kind": "tolerance", "value": 0.5, "preset": None}},
+        {"reason": "pinned"}))]
+    (tmp_path / "decisions-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    os.utime(tmp_path / "decisions-1.jsonl", ns=(0, 0))  # an older file: read after the newest one
+    decisions, router = serve(bundle_dir, log, prompts(1), settings)
+    status = prefill_strategies(router)["router"].autotuner.status()["auto"]
+    assert status["calls"] == 20 and status["cost_per_1k_usd"] == pytest.approx(expected["cost_per_1k_usd"], rel=1e-6)
+    assert decisions[0]["policy"] == {"kind": expected["kind"], "value": expected["value"], "preset": None,
+                                      "autotuned": True}  # from the first call on
+    # 26 logged calls of this version now: a window of 60 takes every one of them and none of the other lines
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={
+        "bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log),
+        "autotune": {**settings, "window": 60}})
+    assert prefill_strategies(router)["router"].autotuner.status()["auto"]["calls"] == 26
+    # seed_from_log: false starts from the configured policy
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={
+        "bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log),
+        "autotune": {**settings, "seed_from_log": False}})
+    assert prefill_strategies(router)["router"].autotuner.status() == {}
+
+
+def test_a_langchain_runnable_starts_from_its_logged_calls_too(bundle_dir: Path, tmp_path: Path) -> None:
+    models = {t: FakeListChatModel(responses=["ok"] * 100) for t in ("math-model", "history-model", "generalist")}
+
+    def runnable(cache_size: int) -> PrefillRouterRunnable:  # another cache size: not the first one's shared loader
+        return PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                     decision_log=str(tmp_path / "lc.jsonl"), prediction_cache_size=cache_size,
+                                     autotune={"savings": 0.3, "min_calls": 20, "window": 20, "every": 100})
+
+    first = runnable(7)
+    for text in prompts(20):
+        first.invoke(text)
+    assert len(lines(tmp_path / "lc.jsonl")) == 20
+    restarted = runnable(8)
+    assert restarted.autotuner is not None and restarted.autotuner is not first.autotuner
+    assert restarted.autotuner.status()[restarted.get_name()]["calls"] == 20
+    assert restarted.decide(MATH_PROMPT).policy.autotuned
