@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from .autotune import Autotuner, AutotuneSettings
 from .config import RequestOverrides
 from .costs import Price
 from .decider import PrefillDecider
@@ -27,6 +30,9 @@ from .policy import Constraints, RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
 from .sessions import ProviderSpec
+
+#: the model group of the drop-in's decisions (decision log, metrics, autotune)
+MODEL_GROUP = "semantic router"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class PrefillSemanticRouter:
     stats``, ``feedback`` and ``replay`` read. ``execution_providers``: onnxruntime providers for the encoder, as
     for :class:`~.predictor.PrefillPredictor`. ``max_cost_usd`` / ``min_p_correct``: limits for every call (a call's
     ``overrides`` may lower the ceiling or set its own floor); a call no route meets them for is declined.
+    ``autotune``: tune the policy to a goal on the calls it decides (e.g. ``{"savings": 0.5}``; see
+    :mod:`litellm_prefill_router.autotune`), from the end of ``decision_log`` at start.
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
@@ -64,7 +72,8 @@ class PrefillSemanticRouter:
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
                  decision_log_messages: bool = True,
                  execution_providers: Sequence[ProviderSpec] | None = None,
-                 max_cost_usd: float | None = None, min_p_correct: float | None = None) -> None:
+                 max_cost_usd: float | None = None, min_p_correct: float | None = None,
+                 autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
         if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
                 or not 0 <= prediction_cache_size <= 1_000_000:
             raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
@@ -80,13 +89,21 @@ class PrefillSemanticRouter:
         self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
         self._limits = Constraints(max_cost_usd, min_p_correct)  # checked here, before the bundle loads
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
+        try:  # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
+            self.autotuner = Autotuner(autotune) if autotune is not None else None
+        except ValidationError as err:
+            raise ConfigurationError(f"invalid autotune settings: {err}") from err
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
+        if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
+            self.autotuner.seed_from_log(decision_log, self.decider.predictor.bundle.version, [MODEL_GROUP],
+                                         self.decider.default_policy)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size,
                                                   execution_providers=self._providers), preset=self._preset,
                                  tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s,
-                                 max_cost_usd=self._limits.max_cost_usd, min_p_correct=self._limits.min_p_correct)
+                                 max_cost_usd=self._limits.max_cost_usd, min_p_correct=self._limits.min_p_correct,
+                                 autotuner=self.autotuner)
         targets = decider.targets
         unknown = sorted(set(self._requested_routes) - set(targets))
         if unknown:
@@ -159,7 +176,7 @@ class PrefillSemanticRouter:
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(decider.decide(text or "", prices, overrides, "semantic router"), text or "")
+        return self._choice(decider.decide(text or "", prices, overrides, MODEL_GROUP), text or "")
 
     async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
                     route_filter: Sequence[str] | None = None, *,
@@ -168,7 +185,7 @@ class PrefillSemanticRouter:
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(await decider.adecide(text or "", prices, overrides, "semantic router"), text or "")
+        return self._choice(await decider.adecide(text or "", prices, overrides, MODEL_GROUP), text or "")
 
 
 def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:

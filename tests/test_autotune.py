@@ -245,3 +245,19 @@ def test_a_langchain_runnable_starts_from_its_logged_calls_too(bundle_dir: Path,
     assert restarted.autotuner is not None and restarted.autotuner is not first.autotuner
     assert restarted.autotuner.status()[restarted.get_name()]["calls"] == 20
     assert restarted.decide(MATH_PROMPT).policy.autotuned
+
+
+def test_the_semantic_router_drop_in_tunes_its_policy_and_starts_from_its_log(bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router import PrefillSemanticRouter
+
+    settings = {"savings": 0.3, "min_calls": 20, "window": 20, "every": 100}
+    log = str(tmp_path / "semantic.jsonl")
+    router = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", decision_log=log, autotune=settings)
+    first = [router(t).decision for t in prompts(20)]
+    assert router.autotuner is not None
+    router.autotuner.wait()
+    assert not any(d.policy.autotuned for d in first if d) and router(MATH_PROMPT).decision.policy.autotuned
+    restarted = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", decision_log=log, autotune=settings)
+    assert restarted.autotuner.status()["semantic router"]["calls"] == 20
+    with pytest.raises(ConfigurationError, match="exactly one goal"):
+        PrefillSemanticRouter(str(bundle_dir), autotune={"window": 100})
