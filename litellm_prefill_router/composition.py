@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import litellm
+from litellm.responses.utils import ResponsesAPIRequestUtils
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.fallback_event_handlers import record_pre_routing_selection
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
@@ -318,6 +319,19 @@ def shuffle_pick(router: litellm.Router, model: str, request_kwargs: dict | None
         return cast(dict, _simple_shuffle(resolve_model_alias=getattr(router, "get_model_from_alias"),
                                           healthy_deployments=deployments, model=model, request_kwargs=request_kwargs))
     return shuffle
+
+
+def response_deployment(request_kwargs: Mapping[str, Any]) -> str | None:
+    """The deployment id litellm encoded in a Responses API request's ``previous_response_id`` (the deployment that
+    answered the response it continues), or None: no such id, or one litellm did not issue."""
+    previous = request_kwargs.get("previous_response_id")
+    if not isinstance(previous, str) or not previous:
+        return None
+    try:
+        model_id = ResponsesAPIRequestUtils.get_model_id_from_response_id(previous)
+    except Exception:  # noqa: BLE001 - an id litellm cannot decode continues nothing we know of
+        return None
+    return str(model_id) if model_id else None
 
 
 def prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name

@@ -74,6 +74,10 @@ class PrefillStrategyArgs(BaseModel):
     # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
     # when every deployment has failed it, or the request pins a target, litellm's retry goes as without this
     reroute_retries: bool = True
+    # a Responses API request that continues a response (previous_response_id) goes to the deployment that answered it,
+    # when that deployment is available (reason "pinned: continues ..."; no encoder pass): another model does not
+    # have the conversation the id stands for. False: every turn is routed on its own input
+    responses_affinity: bool = True
     # Prometheus metrics of routing (decisions, latency, P(correct) of the chosen target, calls, cost, savings,
     # bundle reloads) in prometheus_client's default registry: litellm's /metrics serves them with its prometheus
     # callback. Needs the `metrics` extra (prometheus_client)

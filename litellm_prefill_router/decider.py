@@ -225,7 +225,7 @@ class PrefillDecider:
         the same predictions (no new inference), or the fallback rule's where the decision had none. None when no
         candidate is left or the request pinned its target (a pin is kept, as LiteLLM keeps it)."""
         rest = [t for t in decision.candidates if t not in failed_targets]
-        if not rest or decision.reason == "pinned":
+        if not rest or decision.reason.startswith("pinned"):
             return None
         limits = decision.constraints
         if all(t in decision.p_correct and t in decision.cost_usd for t in rest) and \

@@ -163,7 +163,7 @@ class RoutingDecision:
     """What the router decided for one request, and why."""
 
     target: str
-    reason: str  # "policy", "pinned", "retry: ...", "at capacity: ...", "over budget: ...", "below floor: ...",
+    reason: str  # "policy", "pinned" (or "pinned: continues a response ..."), "retry: ...", "at capacity: ...", "over budget: ...", "below floor: ...",
     # "fallback: ..."
     policy: RoutingPolicy
     p_correct: Mapping[str, float] = field(default_factory=dict)

@@ -63,7 +63,7 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
             skipped["no messages (decision_log_messages was off)"] += 1
             continue
         costs = d.get("cost_usd") or {}
-        if d.get("reason") == "pinned":
+        if str(d.get("reason", "")).startswith("pinned"):
             pinned += 1  # the caller's choice, not the bundle's: the same route whatever the bundle
             continue
         if str(d.get("reason", "")).startswith(NO_TEXT_REASON):

@@ -34,6 +34,7 @@ from .composition import (
     request_arm,
     request_metadata,
     request_override,
+    response_deployment,
     routing_context,
     run_sync,
     shuffle_pick,
@@ -308,14 +309,19 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         pre_routing = pre_routing_of(md, model)
         arm = request_arm(request_kwargs, self.args.rollout)
         as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router
+        continued = self._continued(request_kwargs, mapped)
         failed = failed_earlier(md, trace) \
-            if self.args.reroute_retries and not as_before else {}
+            if self.args.reroute_retries and not as_before and continued is None else {}
         untried = [(d, info) for d, info in mapped if info.deployment_id not in failed]
         rerouted = bool(failed) and bool(untried) and len(untried) < len(mapped) \
             and parse_overrides(md).pin_model is None
-        pool = untried if rerouted else mapped  # what this attempt routes among
+        pool = [continued] if continued else untried if rerouted else mapped  # what this attempt routes among
         decision = await self.decide(prompt, pool, md, model, served.decider,
-                                     max_output_tokens=output_token_cap(request_kwargs))
+                                     max_output_tokens=output_token_cap(request_kwargs),
+                                     pin=continued[1].target if continued else None)
+        if continued is not None:
+            decision = replace(decision, reason=f"pinned: continues a response of {decision.target} "
+                                                "(previous_response_id)")
         if as_before:
             return await self._serve_in_shadow(decision, mapped, healthy, pick, md, trace, pre_routing, arm)
         if rerouted and decision.reason == "policy" and \
@@ -433,9 +439,22 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             model=model, messages=messages, input=input, specific_deployment=specific_deployment,
             request_kwargs=request_kwargs))
 
+    def _continued(self, request_kwargs: dict, mapped: list[tuple[dict, DeploymentTarget]]
+                   ) -> tuple[dict, DeploymentTarget] | None:
+        """For a Responses API request continuing a response (``previous_response_id``), the deployment that answered
+        it, when it is among ``mapped`` (``responses_affinity``); None otherwise - logged when that deployment is not
+        available, since the request then goes to a model that may not have the conversation."""
+        if not self.args.responses_affinity or (dep_id := response_deployment(request_kwargs)) is None:
+            return None
+        found = next(((d, info) for d, info in mapped if info.deployment_id == dep_id), None)
+        if found is None and dep_id in self._served.deployments:
+            logger.warning("prefill router: a Responses API request continues a response of deployment %s, which is "
+                           "not available now (cooling down, or filtered out); routing it by the policy", dep_id)
+        return found
+
     async def decide(self, prompt: object, mapped: list[tuple[dict, DeploymentTarget]], metadata: dict,
                      model_group: str | None = None, decider: PrefillDecider | None = None,
-                     max_output_tokens: int | None = None) -> RoutingDecision:
+                     max_output_tokens: int | None = None, pin: str | None = None) -> RoutingDecision:
         by_target: dict[str, list[Price]] = {}
         for _, info in mapped:
             by_target.setdefault(info.target, []).append(info.price)
@@ -444,4 +463,6 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         overrides = parse_overrides(metadata)
         if max_output_tokens is not None and overrides.max_output_tokens is None:
             overrides = overrides.model_copy(update={"max_output_tokens": max_output_tokens})
+        if pin is not None:  # the strategy's own pin (a continued response), over the request's
+            overrides = overrides.model_copy(update={"pin_model": pin})
         return await (decider or self.decider).adecide(prompt, price, overrides, model_group)

@@ -55,7 +55,7 @@ def _calls(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | N
         p, cost = d.get("p_correct") or {}, d.get("cost_usd") or {}
         if not d.get("target"):
             continue
-        if reason == "pinned" or reason.startswith("fallback"):
+        if reason.startswith(("pinned", "fallback")):
             skipped["pinned or fallback (no policy chose them)"] += 1
             continue
         cands = [t for t in (d.get("candidates") or p) if t in p and t in cost]

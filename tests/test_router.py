@@ -119,6 +119,45 @@ async def test_responses_api_requests_route_on_their_input_and_carry_the_decisio
     assert _decision(sync)["target"] == "history-model"
 
 
+async def test_a_responses_api_request_continuing_a_response_goes_to_the_deployment_that_answered_it(
+        bundle_dir: Path) -> None:
+    def router(**args: object) -> PrefillRouter:
+        return PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                             routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", **args})
+
+    r = router()
+    first = await r.aresponses(model="auto", input=MATH_PROMPT)
+    assert _decision(first)["target"] == "math-model"
+    # the history question alone would go to history-model, which does not have the conversation the id stands for
+    follow = await r.aresponses(model="auto", input=HIST_PROMPT, previous_response_id=first.id)
+    assert follow.output[0].content[0].text == "answer from math-model"
+    d = _decision(follow)
+    assert d["reason"] == "pinned: continues a response of math-model (previous_response_id)"
+    assert d["deployment_id"] == _decision(first)["deployment_id"] and d["p_correct"] == {}  # no encoder pass
+    sync = r.responses(model="auto", input=HIST_PROMPT, previous_response_id=first.id)
+    assert sync.output[0].content[0].text == "answer from math-model"
+    # an id no deployment of this router answered continues nothing known: routed by the policy
+    foreign = await r.aresponses(model="auto", input=HIST_PROMPT, previous_response_id="resp_not_from_litellm")
+    assert _decision(foreign)["target"] == "history-model" and _decision(foreign)["reason"] == "policy"
+    # responses_affinity: false routes every turn on its own input
+    off = await router(responses_affinity=False).aresponses(model="auto", input=HIST_PROMPT,
+                                                            previous_response_id=first.id)
+    assert _decision(off)["target"] == "history-model"
+
+
+async def test_litellms_session_affinity_keeps_a_chat_session_on_the_deployment_of_its_first_request(
+        bundle_dir: Path) -> None:
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", optional_pre_call_checks=["session_affinity"],
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    targets = []
+    for text, session in ((MATH_PROMPT, "s1"), (HIST_PROMPT, "s1"), (HIST_PROMPT, "s2"), (MATH_PROMPT, "s2")):
+        resp = await r.acompletion(model="auto", messages=user(text), metadata={"session_id": session})
+        targets.append(resp._hidden_params["prefill_routing"]["target"])
+    assert targets == ["math-model", "math-model", "history-model", "history-model"]
+    d = resp._hidden_params["prefill_routing"]
+    assert d["candidates"] == ["history-model"] and d["unavailable_targets"] == ["generalist", "math-model"]
+
+
 async def test_text_completions_route_on_the_prompt_and_carry_the_decision(any_router: litellm.Router) -> None:
     resp = await any_router.atext_completion(model="auto", prompt=HIST_PROMPT)
     assert resp.choices[0].text == "answer from history-model"
