@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _serving import serve_logged
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,23 +59,6 @@ def traffic(data: str) -> tuple[list[str], np.ndarray, list[str]]:
     order = knowledge[:PHASE] + phase_b
     scores = ds.scores()
     return [str(ds.rows[i].prompt) for i in order], scores[order], list(ds.targets)
-
-
-async def serve(bundle: str, prompts: list[str], log: Path, args: dict) -> float:
-    from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
-
-    model_list = [{"model_name": "auto",
-                   "litellm_params": {"model": f"openai/{t.name}", "api_key": "sk-mock", "mock_response": "ok"},
-                   "model_info": {"prefill_target": t.name, "input_cost_per_token": t.input_cost_per_token or 1e-7,
-                                  "output_cost_per_token": t.output_cost_per_token or 1e-7}}
-                  for t in load_bundle(bundle).manifest.targets]
-    router = PrefillRouter(model_list=model_list, routing_strategy="prefill",
-                           routing_strategy_args={"bundle": bundle, "decision_log": str(log), **args})
-    t0 = time.perf_counter()
-    for p in prompts:
-        await router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
-    await flush_logging()
-    return time.perf_counter() - t0
 
 
 def measure(records: list[dict], scores: np.ndarray, targets: list[str]) -> dict:
@@ -112,7 +96,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         def run(name: str, strategy_args: dict) -> list[dict]:
             log = Path(tmp) / f"{len(results)}.jsonl"
-            served_s = asyncio.run(serve(args.bundle, prompts, log, strategy_args))
+            t0 = time.perf_counter()
+            asyncio.run(serve_logged(args.bundle, prompts, log, **strategy_args))
+            served_s = time.perf_counter() - t0
             records = [json.loads(line) for line in log.read_text().splitlines()]
             results[name] = {**measure(records, scores, targets), "served_s": served_s, "args": strategy_args}
             ph = results[name]["phases"]

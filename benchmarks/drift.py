@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _serving import serve_logged
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,21 +71,6 @@ def scenarios(data: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
     return {**out, "maths only": only(MATHS), "code only": code, "QA only": only(QA)}, slices
 
 
-async def serve(bundle: str, prompts: list[str], log: Path) -> None:
-    from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
-
-    model_list = [{"model_name": "auto",
-                   "litellm_params": {"model": f"openai/{t.name}", "api_key": "sk-mock", "mock_response": "ok"},
-                   "model_info": {"prefill_target": t.name, "input_cost_per_token": t.input_cost_per_token or 1e-7,
-                                  "output_cost_per_token": t.output_cost_per_token or 1e-7}}
-                  for t in load_bundle(bundle).manifest.targets]
-    router = PrefillRouter(model_list=model_list, routing_strategy="prefill",
-                           routing_strategy_args={"bundle": bundle, "decision_log": str(log)})
-    for p in prompts:
-        await router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
-    await flush_logging()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", default="bundles/llmrouter")
@@ -104,7 +90,7 @@ def main() -> None:
         for name, prompts in prompts_of.items():
             log = Path(tmp) / f"{len(results)}.jsonl"
             t0 = time.perf_counter()
-            asyncio.run(serve(args.bundle, prompts, log))
+            asyncio.run(serve_logged(args.bundle, prompts, log))
             served_s = time.perf_counter() - t0
             records = [json.loads(line) for line in log.read_text().splitlines()]
             t0 = time.perf_counter()
