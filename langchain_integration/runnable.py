@@ -24,6 +24,7 @@ from langchain_core.runnables.config import (
 )
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from litellm_prefill_router.answer_lengths import AnswerLengths
 from litellm_prefill_router.autotune import AutotuneSettings, Autotuner
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
@@ -96,6 +97,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # tune the policy to a goal on the calls this router decides, as it serves (e.g. {"savings": 0.5}; see
     # litellm_prefill_router.autotune); the policy above decides until the first tune
     autotune: AutotuneSettings | None = None
+    # estimate each target's answer length from its latest answers (usage_metadata output tokens) instead of the bundle's
+    # training-data lengths (see litellm_prefill_router.answer_lengths); read from decision_log at start
+    learn_output_tokens: bool = False
     prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
     fallback_target: str | None = None
     on_error: Literal["fallback", "raise"] = "fallback"
@@ -137,6 +141,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _autotuner: Autotuner | None = PrivateAttr(default=None)
+    _answer_lengths: AnswerLengths | None = PrivateAttr(default=None)
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
 
     @field_validator("decision_log")
@@ -147,7 +152,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     @model_validator(mode="after")
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         key = (self.bundle, self.prediction_cache_size, str(self.execution_providers), self.reload_interval_s,
-               self.metrics, self.preset, self.autotune,
+               self.metrics, self.preset, self.autotune, self.learn_output_tokens,
                self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target,
                self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
@@ -155,8 +160,11 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         if reloader is None:
             # one per reloader: routers sharing a bundle and settings share their window; kept across reloads
             self._autotuner = Autotuner(self.autotune) if self.autotune is not None else None
+            self._answer_lengths = AnswerLengths() if self.learn_output_tokens else None
             reloader = BundleReloader(self.bundle, self._load_decider, lambda d: d.predictor, self.reload_interval_s,
                                       on_reload=reload_observer(self.bundle) if self.metrics else None)
+            if self._answer_lengths is not None:  # a restarted router keeps the answer lengths it learned
+                self._answer_lengths.seed_from_log(self.decision_log, [self.get_name()])
             if self._autotuner is not None:  # a restarted router starts from its latest logged calls' setting
                 self._autotuner.seed_from_log(self.decision_log, reloader.current.predictor.bundle.version,
                                               [self.get_name()], reloader.current.default_policy)
@@ -192,7 +200,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                                  preset=self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
                                  timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,
-                                 min_p_correct=self.min_p_correct, autotuner=self._autotuner)
+                                 min_p_correct=self.min_p_correct, autotuner=self._autotuner,
+                                 answer_lengths=self._answer_lengths)
         targets = decider.targets
         unknown = sorted(set(self.runnables) - set(targets))
         missing = [t for t in targets if t not in self.runnables]
@@ -304,12 +313,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
              error: BaseException | None = None) -> None:
         """Append the call's line to ``decision_log`` (if set) and count it in the metrics (if on). A log that cannot
         be written is reported, never allowed to fail the call."""
+        usage = getattr(out, "usage_metadata", None) or {}
+        n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
+        lengths = self._reloader.current.answer_lengths
+        if lengths is not None and error is None:
+            lengths.observe(self.get_name(), route.served, n_out)
         if self.decision_log is None and not self.metrics:
             return
         try:
             prices = self._prices(self._reloader.current)
-            usage = getattr(out, "usage_metadata", None) or {}
-            n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
             decision = route.decision
             price = prices[route.served]
             cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out

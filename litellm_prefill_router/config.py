@@ -74,6 +74,9 @@ class PrefillStrategyArgs(BaseModel):
     # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
     # when every deployment has failed it, or the request pins a target, litellm's retry goes as without this
     reroute_retries: bool = True
+    # estimate each target's answer length from its latest answers (their completion tokens) instead of the bundle's
+    # training-data lengths (see litellm_prefill_router.answer_lengths); read from the decision log at start
+    learn_output_tokens: bool = False
     # a Responses API request that continues a response (previous_response_id) goes to the deployment that answered it,
     # when that deployment is available (reason "pinned: continues ..."; no encoder pass): another model does not
     # have the conversation the id stands for. False: every turn is routed on its own input

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
+from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
 from .costs import Price, estimate_cost, manifest_price
 from .config import RequestOverrides
@@ -26,6 +27,11 @@ def lowest_cap(*caps: int | None) -> int | None:
     """The tightest of several output-token limits (None: no limit)."""
     given = [c for c in caps if c is not None]
     return min(given) if given else None
+
+
+def capped(expected: float, cap: int | None) -> float:
+    """An expected answer length, at most ``cap`` (the request's own output-token limit; None: no limit)."""
+    return expected if cap is None else min(expected, float(cap))
 
 
 def cap_in(values: object, names: Sequence[str]) -> int | None:
@@ -66,14 +72,18 @@ class PrefillDecider:
         max_cost_usd: float | None = None,
         min_p_correct: float | None = None,
         autotuner: Autotuner | None = None,
+        answer_lengths: AnswerLengths | None = None,
     ) -> None:
         self.predictor = predictor
+        # each target's answer length learned from its answers (kept by the caller across reloads); None: the bundle's
+        self.answer_lengths = answer_lengths
         # tunes the router's policy on the calls it decides (kept by the caller across bundle reloads); None: off
         self.autotuner = autotuner
         # every request's limits unless it sets its own (a request's max_cost_usd can only lower this one)
         self.default_constraints = Constraints(max_cost_usd, min_p_correct)
         self.manifest = predictor.bundle.manifest
         self.targets = self.manifest.target_names
+        self.bundle_lengths = {t.name: float(t.expected_output_tokens) for t in self.manifest.targets}
         self.default_policy = resolve_policy(self.manifest.presets, preset=preset, tolerance=tolerance,
                                              lambda_=lambda_, default_preset=self.manifest.default_preset)
         self.fallback_target = fallback_target or self.manifest.best_prior_target()
@@ -187,8 +197,10 @@ class PrefillDecider:
         p_all = dict(zip(self.targets, (float(x) for x in pred.p_correct)))
         p = {t: p_all[t] for t in candidates}
         caps = output_caps or {}
+        lengths = self.answer_lengths.lengths_for(model_group, self.bundle_lengths) \
+            if self.answer_lengths is not None else self.bundle_lengths
         cost = {t: estimate_cost(prices[t], pred.input_tokens,
-                                 self.expected_output_tokens(t, lowest_cap(overrides.max_output_tokens, caps.get(t))))
+                                 capped(lengths[t], lowest_cap(overrides.max_output_tokens, caps.get(t))))
                 for t in candidates}
         if not pred.has_text:
             return done(self.fallback(candidates), NO_TEXT_REASON, p, cost,
@@ -214,11 +226,6 @@ class PrefillDecider:
                        "fallback target %r - the encoder is overloaded: add workers or CPU, or raise "
                        "decision_timeout_s", why, self._timeouts_unreported, target)
         self._timeouts_unreported, self._last_timeout_warning = 0, now
-
-    def expected_output_tokens(self, target: str, cap: int | None = None) -> float:
-        """The target's expected answer length (from the training data), at most ``cap`` (the request's limit)."""
-        expected = float(self.manifest.target(target).expected_output_tokens)
-        return expected if cap is None else min(expected, float(cap))
 
     def reroute(self, decision: RoutingDecision, failed_targets: Collection[str]) -> RoutingDecision | None:
         """``decision`` without the targets that failed the request: the policy's pick among the other candidates, on

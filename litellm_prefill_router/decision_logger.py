@@ -14,9 +14,10 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
+from .answer_lengths import learner
 from .jsonl import append_line, log_path
 from .metrics import observe_call
-from .records import DECISION_LOG_KEY, decision_log_row
+from .records import DECISION_LOG_KEY, answered_by, decision_log_row
 from .shared_metadata import decision_for
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -82,6 +83,9 @@ class DecisionLogger(CustomLogger):
             error=kwargs.get("exception"), extra=extra)
         if target.get("metrics"):
             observe_call(row)
+        if ok and (lengths := learner(target.get("answer_lengths"))) is not None:
+            lengths.observe(decision.get("model_group"), str(answered_by(decision) or decision.get("target")),
+                            slo.get("completion_tokens"))
         if path:
             line = json.dumps(row, default=str)
             with self._lock:

@@ -40,7 +40,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     rollout arm."""
     calls = failures = 0
     per_target: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0,
-                                                                 "p_chosen": []})
+                                                                 "p_chosen": [], "answer_tokens": [],
+                                                                 "estimated_usd": 0.0, "actual_usd": 0.0})
     reasons: Counter[str] = Counter()
     presets: Counter[str] = Counter()
     latency: list[float] = []
@@ -110,6 +111,13 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                 version["failures"] += 1
             continue
         c, s = outcome.get("response_cost"), outcome.get("savings_usd")
+        if isinstance(tokens := outcome.get("completion_tokens"), int):
+            t["answer_tokens"].append(tokens)
+        # the decision's cost estimate for the target that answered, against what the call cost
+        est = (decision.get("cost_usd") or {}).get(answered_by(decision) or target)
+        if isinstance(c, (int, float)) and c > 0 and isinstance(est, (int, float)):
+            t["estimated_usd"] += float(est)
+            t["actual_usd"] += float(c)
         if isinstance(c, (int, float)):
             cost += float(c)
             t["cost_usd"] += float(c)
@@ -128,8 +136,11 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         raise LogStatsError("no routed calls in the log: is it a decision_log written by the prefill router?")
     targets = {name: {"calls": v["calls"], "share": v["calls"] / calls, "failures": v["failures"],
                       "cost_usd": v["cost_usd"],
-                      "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None}
+                      "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None,
+                      "mean_answer_tokens": float(np.mean(v["answer_tokens"])) if v["answer_tokens"] else None,
+                      "estimate_to_actual_cost": v["estimated_usd"] / v["actual_usd"] if v["actual_usd"] > 0 else None}
                for name, v in sorted(per_target.items(), key=lambda kv: -kv[1]["calls"])}
+    estimated, actual = (sum(v[k] for v in per_target.values()) for k in ("estimated_usd", "actual_usd"))
     baseline = cost + saved
     return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
             "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
@@ -138,6 +149,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),
             "cost_usd": cost, "calls_with_savings": priced, "savings_usd": saved,
+            "estimate_to_actual_cost": estimated / actual if actual > 0 else None,
             "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None,
             "shadow": ({"calls": shadow, "served": dict(served.most_common()),
                         "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served}

@@ -46,6 +46,7 @@ from .decision_logger import register_decision_log
 from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .metrics import reload_observer
+from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
@@ -96,6 +97,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         warm_litellm_imports()
         # tunes the policy to a goal on the calls it decides; outlives the deciders of reloaded bundles
         self.autotuner = Autotuner(self.args.autotune) if self.args.autotune is not None else None
+        # the targets' answer lengths, learned from their answers (learn_output_tokens); outlives reloads too
+        self.answer_lengths = AnswerLengths() if self.args.learn_output_tokens else None
         on_reload = reload_observer(self.args.bundle) if self.args.metrics else None  # checks prometheus_client
         self._reloader = BundleReloader(self.args.bundle, self._load, lambda served: served.predictor,
                                         self.args.reload_interval_s, on_swap=self._warn_targets_without_deployment,
@@ -118,12 +121,15 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                 f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
                 f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
         self._log_target = None
-        if self.args.decision_log or self.args.metrics:  # both fed per finished call by the decision logger
-            register_decision_log()
+        if self.args.decision_log or self.args.metrics or self.answer_lengths is not None:
+            register_decision_log()  # all three fed per finished call by the decision logger
             self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve())
                                 if self.args.decision_log else None,
                                 "messages": self.args.decision_log_messages,
-                                "responses": self.args.decision_log_responses, "metrics": self.args.metrics}
+                                "responses": self.args.decision_log_responses, "metrics": self.args.metrics,
+                                "answer_lengths": self.answer_lengths.key if self.answer_lengths else None}
+        if self.answer_lengths is not None:  # a restarted router keeps the answer lengths it learned
+            self.answer_lengths.seed_from_log(self.args.decision_log, list(self.routes()))
         if self.autotuner is not None:  # a restarted router starts from the setting its latest logged calls give
             self.autotuner.seed_from_log(self.args.decision_log, self.predictor.bundle.version, list(self.routes()),
                                          self.decider.default_policy)
@@ -169,7 +175,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  fallback_target=a.fallback_target, on_error=a.on_error,
                                  timeout_s=a.decision_timeout_s, max_cost_usd=a.max_cost_usd,
-                                 min_p_correct=a.min_p_correct, autotuner=self.autotuner)
+                                 min_p_correct=a.min_p_correct, autotuner=self.autotuner,
+                                 answer_lengths=self.answer_lengths)
         served = ServedBundle(decider, {})
         for dep in self._claimed(deployments_of(self.router)):
             self._describe(dep, served)

@@ -23,10 +23,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if st["decided_only"] else ""
     print(f"{st['calls']} routed calls{only}, {st['failures']} failed; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
-    print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)"],
-                 [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"],
-                   float("nan") if v["mean_p_correct"] is None else v["mean_p_correct"]]
-                  for t, v in st["targets"].items()]))
+    def maybe(x: float | None, fmt: str = "{:.3f}") -> str:
+        return "-" if x is None else fmt.format(x)
+
+    print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)", "answer tokens (mean)",
+                 "estimated / actual cost"],
+                [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"], maybe(v["mean_p_correct"]),
+                  maybe(v["mean_answer_tokens"], "{:.0f}"), maybe(v["estimate_to_actual_cost"], "{:.2f}")]
+                 for t, v in st["targets"].items()]))
+    ratio = st["estimate_to_actual_cost"]
+    if ratio is not None and not 0.8 <= ratio <= 1.25:
+        print(f"the decisions' cost estimates are {ratio:.2f} x what the calls cost (answer lengths unlike the training "
+              "data's, or prices): routing_strategy_args learn_output_tokens: true estimates each target's answer "
+              "length from its latest answers")
     print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
     print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
     if st["limits"]["calls"]:
