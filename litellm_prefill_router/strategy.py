@@ -16,6 +16,8 @@ import litellm
 from litellm.router import CustomRoutingStrategyBase
 from litellm.types.router import RouterRateLimitError
 
+from .answer_lengths import AnswerLengths
+from .autotune import Autotuner
 from .bundle import BundleManifest
 from .composition import (
     LITELLM_CLEARS_ROUTING_RECORD,
@@ -46,8 +48,6 @@ from .decision_logger import register_decision_log
 from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .metrics import reload_observer
-from .answer_lengths import AnswerLengths
-from .autotune import Autotuner
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
 from .records import (
