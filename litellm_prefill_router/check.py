@@ -74,6 +74,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
                 entry["routes"].append({"prompt": prompt, "model_group": group, "target": d.target,
                                         "reason": d.reason, "p_correct": dict(d.p_correct),
                                         "cost_usd": dict(d.cost_usd)})
+        entry["notes"] = _setting_notes(strategy.args)
         entry["mixed_context_windows"] = {}
         for group, deps in entry["model_groups"].items():
             windows = {d["target"]: d["max_input_tokens"] for d in deps if d["max_input_tokens"] is not None}
@@ -108,6 +109,7 @@ def format_report(report: dict[str, Any]) -> str:
             out.append(f"\nwarning: {_NO_METRICS_ENDPOINT}")
         for group, windows in s["mixed_context_windows"].items():
             out.append(f"\nwarning: {_mixed_windows(group, windows)}")
+        out.extend(f"note: {n}" for n in s["notes"])
         if s["unmapped_deployments"]:
             out.append(f"note: deployments this strategy does not route (litellm routes them as usual): "
                        f"{', '.join(s['unmapped_deployments'])}")
@@ -120,6 +122,19 @@ def format_report(report: dict[str, Any]) -> str:
                                for r in s["routes"]]))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _setting_notes(args: Any) -> list[str]:
+    """Advice on how the strategy's settings work together (not errors: ``--strict`` does not refuse them)."""
+    notes = []
+    if args.autotune is not None and args.autotune.seed_from_log and not args.decision_log:
+        notes.append(f"autotune has no decision_log to start from: after each restart the configured policy decides "
+                     f"the first {args.autotune.min_calls} calls; set decision_log to keep the tuned setting")
+    if args.autotune is not None and args.autotune.budget_usd_per_1k is not None and not args.learn_output_tokens:
+        notes.append("autotune's budget_usd_per_1k is met on the decisions' cost estimates, which use the bundle's "
+                     "answer lengths; with learn_output_tokens: true they use the answers' own (`prefill-router stats` "
+                     "shows how far the estimates are from what calls cost)")
+    return notes
 
 
 _NO_METRICS_ENDPOINT = ("metrics: true, but litellm_settings has no `prometheus` callback, so the proxy serves no "

@@ -135,6 +135,7 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
     # tolerance 1: the cheapest - among the targets at least 90% likely to be right
     assert budget["limits"] == {"min_p_correct": 0.9} and router["limits"] == {}
     assert router["autotune"] is None and budget["autotune"].startswith("savings=0.3")
+    assert "note: autotune has no decision_log to start from" in text and router["notes"] == []
     assert [r["target"] for r in budget["routes"]] == ["math-model", "history-model"]
 
 
