@@ -114,16 +114,9 @@ class AnswerLengths:
         return taken
 
     def seed_from_log(self, template: str | None, model_groups: Collection[str]) -> int:
-        """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes); a log that
-        cannot be read is a warning (the lengths are then learned from the next answers)."""
-        if not template:
-            return 0
-        try:
-            taken = self.seed(records_from_end(logs_of(template)), model_groups)
-        except OSError as err:
-            logger.warning("prefill router: could not read decision log %s for the targets' answer lengths (%s: %s); "
-                           "learning them from the next answers", template, type(err).__name__, err)
-            return 0
+        """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes); a file that
+        cannot be read is skipped with a warning."""
+        taken = self.seed(records_from_end(logs_of(template)), model_groups) if template else 0
         if taken:
             logger.info("prefill router: answer lengths seeded from the decision log: %s", self.status())
         return taken

@@ -183,16 +183,10 @@ class Autotuner:
     def seed_from_log(self, template: str | None, bundle_version: str | None, model_groups: Collection[str],
                       default_policy: RoutingPolicy) -> dict[str, int]:
         """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes, the latest
-        first), unless ``seed_from_log`` is off; a log that cannot be read is a warning - the router then tunes once
-        it has ``min_calls`` new calls."""
+        first), unless ``seed_from_log`` is off; a file that cannot be read is skipped with a warning."""
         if not template or not self.settings.seed_from_log:
             return {}
-        try:
-            return self.seed(records_from_end(logs_of(template)), bundle_version, model_groups, default_policy)
-        except OSError as err:
-            logger.warning("prefill router: autotune could not read decision log %s to start from (%s: %s); it tunes "
-                           "once it has %d new calls", template, type(err).__name__, err, self.settings.min_calls)
-            return {}
+        return self.seed(records_from_end(logs_of(template)), bundle_version, model_groups, default_policy)
 
     def wait(self, timeout_s: float = 30.0) -> None:
         """Wait for the tunes running now (tests, and a clean shutdown)."""

@@ -68,18 +68,21 @@ def logs_of(template: str) -> list[Path]:
 def records_from_end(paths: Iterable[Path], block: int = 1 << 20) -> Iterator[dict[str, Any]]:
     """The JSON records of append-only logs, the last line of each file first (files in the order given), read
     backwards a block at a time - so the latest records of a large log cost what they hold, not the whole file. A
-    line that is not JSON (an interrupted write) is skipped."""
+    line that is not JSON (an interrupted write) is skipped; so is a file that cannot be read, with a warning."""
     for path in paths:
-        with path.open("rb") as f:
-            pos, rest = f.seek(0, os.SEEK_END), b""
-            while pos > 0:
-                step = min(block, pos)
-                pos -= step
-                f.seek(pos)
-                lines = (f.read(step) + rest).split(b"\n")
-                rest = lines[0]
-                yield from _parsed(reversed(lines[1:]))
-            yield from _parsed([rest])
+        try:
+            with path.open("rb") as f:
+                pos, rest = f.seek(0, os.SEEK_END), b""
+                while pos > 0:
+                    step = min(block, pos)
+                    pos -= step
+                    f.seek(pos)
+                    lines = (f.read(step) + rest).split(b"\n")
+                    rest = lines[0]
+                    yield from _parsed(reversed(lines[1:]))
+                yield from _parsed([rest])
+        except OSError as err:
+            logger.warning("%s: could not be read (%s: %s); skipped", path, type(err).__name__, err)
 
 
 def _parsed(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:

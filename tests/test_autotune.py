@@ -261,3 +261,16 @@ def test_the_semantic_router_drop_in_tunes_its_policy_and_starts_from_its_log(bu
     assert restarted.autotuner.status()["semantic router"]["calls"] == 20
     with pytest.raises(ConfigurationError, match="exactly one goal"):
         PrefillSemanticRouter(str(bundle_dir), autotune={"window": 100})
+
+
+def test_logs_are_read_from_their_last_line_back_skipping_broken_lines_and_missing_files(tmp_path: Path) -> None:
+    from litellm_prefill_router.jsonl import logs_of, records_from_end
+
+    old, new = tmp_path / "d-1.jsonl", tmp_path / "d-2.jsonl"
+    old.write_text("".join(json.dumps({"i": i, "pad": "x" * (i * 7 % 300)}) + "\n" for i in range(200)) + '{"cut sh')
+    new.write_text('{"i": 1000}\n\n')
+    os.utime(old, ns=(0, 0))
+    files = logs_of(str(tmp_path / "d-{pid}.jsonl"))
+    assert files == [new, old]  # the latest written first
+    got = [r["i"] for r in records_from_end([tmp_path / "missing.jsonl", *files], block=97)]
+    assert got == [1000, *range(199, -1, -1)]
