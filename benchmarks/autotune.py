@@ -1,6 +1,7 @@
 """``autotune`` against a fixed policy when the traffic changes: does the router keep to its budget?
 
-    python benchmarks/autotune.py --bundle bundles/llmrouter --data ../shared/datasets/llmrouter [--out benchmarks/results]
+    python benchmarks/autotune.py --bundle bundles/llmrouter --data ../shared/datasets/llmrouter \
+        [--out benchmarks/results]
 
 Traffic (prompts the bundle was not fitted on: its validation rows and the test split, with every target's score):
 phase A, 400 knowledge / QA prompts (natural_qa, trivia_qa, mmlu, commonsense_qa, arc, openbook_qa, commongen,
@@ -15,7 +16,8 @@ deployments at the bundle's prices):
 - ``autotune savings 0.5``: ``autotune: {savings: 0.5, window: 300, every: 50, min_calls: 200}`` (the configured
   preset decides the first 200 calls).
 
-Per phase (and phase B's halves: how soon the tuned setting follows): the savings against the dearest candidates (estimated costs, as the router sees them), the cost per 1,000
+Per phase (and phase B's halves: how soon the tuned setting follows): the savings against the dearest candidates
+(estimated costs, as the router sees them), the cost per 1,000
 calls, and the accuracy of the routes (the dataset's scores of the targets chosen; >= 0.5 counts as right). Writes
 autotune.json, autotune.md and autotune.png (savings over a sliding window of 100 calls).
 """
@@ -119,8 +121,9 @@ def main() -> None:
     lines = ["| variant | " + " | ".join(f"phase {n}: savings / USD per 1k / accuracy" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['phases'][n]['savings']:.1%} / {r['phases'][n]['cost_per_1k_usd']:.4f}"
-                                                 f" / {r['phases'][n]['accuracy']:.3f}" for n in names) + " |")
+        cells = [f"{r['phases'][n]['savings']:.1%} / {r['phases'][n]['cost_per_1k_usd']:.4f} / "
+                 f"{r['phases'][n]['accuracy']:.3f}" for n in names]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     (out / "autotune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(results, out / "autotune.png")

@@ -78,9 +78,10 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     """Route each input to ``runnables[target]`` for the target the bundle picks (``bundle``: a directory or
     ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub).
 
-    Policy fields (``preset``, ``tolerance``, ``lambda_``) can be made configurable per call with
+    Policy fields (``preset``, ``tolerance``, ``lambda_``, ``value_usd``) can be made configurable per call with
     ``configurable_fields``; per-call overrides also come from ``config["metadata"]["prefill"]``
-    (``preset``, ``tolerance``, ``lambda``, ``pin_model``, ``candidates``, ``max_cost_usd``, ``min_p_correct``).
+    (``preset``, ``tolerance``, ``lambda``, ``value_usd``, ``pin_model``, ``candidates``, ``max_cost_usd``,
+    ``min_p_correct``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -90,6 +91,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, ge=0.0, alias="lambda")
+    value_usd: float | None = Field(default=None, ge=0.0)  # what a right answer is worth: max P(correct) x it - cost
     # limits for every call: the policy chooses among targets whose estimated cost is at most max_cost_usd and whose
     # P(correct) is at least min_p_correct (a call's metadata may lower the cost limit or set its own floor)
     max_cost_usd: float | None = Field(default=None, gt=0.0)
@@ -97,8 +99,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     # tune the policy to a goal on the calls this router decides, as it serves (e.g. {"savings": 0.5}; see
     # litellm_prefill_router.autotune); the policy above decides until the first tune
     autotune: AutotuneSettings | None = None
-    # estimate each target's answer length from its latest answers (usage_metadata output tokens) instead of the bundle's
-    # training-data lengths (see litellm_prefill_router.answer_lengths); read from decision_log at start
+    # estimate each target's answer length from its latest answers (usage_metadata output tokens) instead of the
+    # bundle's training-data lengths (see litellm_prefill_router.answer_lengths); read from decision_log at start
     learn_output_tokens: bool = False
     prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
     fallback_target: str | None = None
@@ -153,7 +155,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     def _check_against_bundle(self) -> PrefillRouterRunnable:
         key = (self.bundle, self.prediction_cache_size, str(self.execution_providers), self.reload_interval_s,
                self.metrics, self.preset, self.autotune, self.learn_output_tokens,
-               self.tolerance, self.lambda_, self.max_cost_usd, self.min_p_correct, self.fallback_target,
+               self.tolerance, self.lambda_, self.value_usd, self.max_cost_usd, self.min_p_correct,
+               self.fallback_target,
                self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
         reloader = _reusable_reloader(key, self.bundle)
@@ -198,7 +201,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size,
                                                   execution_providers=self.execution_providers),
                                  preset=self.preset, tolerance=self.tolerance,
-                                 lambda_=self.lambda_, fallback_target=self.fallback_target, on_error=self.on_error,
+                                 lambda_=self.lambda_, value_usd=self.value_usd, fallback_target=self.fallback_target,
+                                 on_error=self.on_error,
                                  timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,
                                  min_p_correct=self.min_p_correct, autotuner=self._autotuner,
                                  answer_lengths=self._answer_lengths)

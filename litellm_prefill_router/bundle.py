@@ -76,7 +76,7 @@ class TargetSpec(_Frozen):
 
 
 class PolicyPreset(_Frozen):
-    kind: Literal["tolerance", "lambda"]
+    kind: Literal["tolerance", "lambda", "value_usd"]
     value: float = Field(ge=0.0)
     description: str = ""
     validation_accuracy: float | None = None

@@ -21,6 +21,8 @@ class PrefillStrategyArgs(BaseModel):
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    # what a right answer is worth (USD): the router maximises P(correct) x value_usd - cost (see policy.py)
+    value_usd: float | None = Field(default=None, ge=0.0)
     # limits for every request (see RequestOverrides): a request's own max_cost_usd can only lower this one, its own
     # min_p_correct replaces this one
     max_cost_usd: float | None = Field(default=None, gt=0.0)
@@ -109,6 +111,7 @@ class RequestOverrides(BaseModel):
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
     lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
+    value_usd: float | None = Field(default=None, ge=0.0)
     pin_model: str | None = None
     candidates: list[str] | None = None
     # caps each target's expected output tokens in the cost estimate; the LiteLLM strategy fills it from the
@@ -138,7 +141,7 @@ def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
 # The LiteLLM proxy copies the calling team's and key's metadata into each request's metadata under these names; a
 # "prefill" entry there is an admin's policy for that team / key (the key's is the more specific).
 ADMIN_LAYERS = ("user_api_key_team_metadata", "user_api_key_metadata")
-_POLICY_FIELDS = ("preset", "tolerance", "lambda", "lambda_")
+_POLICY_FIELDS = ("preset", "tolerance", "lambda", "lambda_", "value_usd")
 
 
 def _prefill_entry(container: Any, where: str) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class PrefillDecider:
         preset: str | None = None,
         tolerance: float | None = None,
         lambda_: float | None = None,
+        value_usd: float | None = None,
         fallback_target: str | None = None,
         on_error: Literal["fallback", "raise"] = "fallback",
         timeout_s: float | None = None,
@@ -85,7 +86,8 @@ class PrefillDecider:
         self.targets = self.manifest.target_names
         self.bundle_lengths = {t.name: float(t.expected_output_tokens) for t in self.manifest.targets}
         self.default_policy = resolve_policy(self.manifest.presets, preset=preset, tolerance=tolerance,
-                                             lambda_=lambda_, default_preset=self.manifest.default_preset)
+                                             lambda_=lambda_, default_preset=self.manifest.default_preset,
+                                             value_usd=value_usd)
         self.fallback_target = fallback_target or self.manifest.best_prior_target()
         if self.fallback_target not in self.targets:
             raise ConfigurationError(f"fallback_target {self.fallback_target!r} is not a target of bundle "
@@ -105,7 +107,8 @@ class PrefillDecider:
     @staticmethod
     def sets_policy(overrides: RequestOverrides) -> bool:
         """Whether the request (or its proxy key or team) chose its own policy."""
-        return overrides.preset is not None or overrides.tolerance is not None or overrides.lambda_ is not None
+        return any(v is not None for v in (overrides.preset, overrides.tolerance, overrides.lambda_,
+                                           overrides.value_usd))
 
     def policy_for(self, overrides: RequestOverrides, model_group: str | None = None) -> RoutingPolicy:
         """The request's own policy, else the router's: the autotuned setting for ``model_group`` once there is one,
@@ -114,7 +117,7 @@ class PrefillDecider:
             tuned = self.autotuner.policy(model_group) if self.autotuner is not None else None
             return tuned or self.default_policy
         return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
-                              lambda_=overrides.lambda_)
+                              lambda_=overrides.lambda_, value_usd=overrides.value_usd)
 
     def constraints_for(self, overrides: RequestOverrides) -> Constraints:
         """The request's limits: the lower of its ``max_cost_usd`` and the router's; its ``min_p_correct``, else the

@@ -2,6 +2,9 @@
 
 ``tolerance`` (tau): the cheapest target whose P(correct) is within tau of the best.
 ``lambda``: argmax of p - lambda * cost / max(cost) (costs normalised per request).
+``value_usd`` (V): argmax of p * V - cost - the expected value of the answer, when a right one is worth V USD, minus
+its cost. Unlike lambda it weighs costs in USD, so it spends less on an expensive (long) prompt than on a cheap one:
+for a total budget, the most right answers per USD (the budget's Lagrangian optimum, with calibrated P(correct)).
 Named presets (calibrated on validation data by training) live in the manifest.
 
 :class:`Constraints` - a cost ceiling (``max_cost_usd``, the estimated cost of this request) and a quality floor
@@ -21,7 +24,8 @@ import numpy.typing as npt
 from .errors import ConfigurationError
 from .novelty import NOVEL_ABOVE
 
-PolicyKind = Literal["tolerance", "lambda"]
+PolicyKind = Literal["tolerance", "lambda", "value_usd"]
+POLICY_KINDS = ("tolerance", "lambda", "value_usd")
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class RoutingPolicy:
     autotuned: bool = False  # chosen by the router's autotune (see litellm_prefill_router.autotune)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("tolerance", "lambda"):
-            raise ConfigurationError(f"unknown policy kind {self.kind!r}; valid kinds: 'tolerance', 'lambda'")
+        if self.kind not in POLICY_KINDS:
+            raise ConfigurationError(f"unknown policy kind {self.kind!r}; valid kinds: {', '.join(POLICY_KINDS)}")
         if not isinstance(self.value, (int, float)) or math.isnan(self.value) or self.value < 0:
             raise ConfigurationError(f"policy {self.kind} value must be a number >= 0, got {self.value!r}")
 
@@ -42,7 +46,8 @@ class RoutingPolicy:
         return choose(p, cost, self.kind, self.value)
 
     def describe(self) -> str:
-        """``preset=balanced`` for a preset, else ``tolerance=0.05`` / ``lambda=0.3`` (``... (autotuned)``)."""
+        """``preset=balanced`` for a preset, else ``tolerance=0.05`` / ``lambda=0.3`` / ``value_usd=0.001``
+        (``... (autotuned)``)."""
         if self.preset:
             return f"preset={self.preset}"
         return f"{self.kind}={self.value:g}" + (" (autotuned)" if self.autotuned else "")
@@ -58,8 +63,11 @@ def choose(p: npt.ArrayLike, cost: npt.ArrayLike, kind: str, value: float) -> in
         idx = np.flatnonzero(ok)
         # cheapest; among equal cost the more likely to be right
         return int(idx[np.lexsort((-p[idx], cost[idx]))[0]])
-    scale = cost.max() if cost.max() > 0 else 1.0
-    score = p - value * cost / scale
+    if kind == "value_usd":  # the expected value of the answer (P(correct) x what a right one is worth) minus its cost
+        score = p * value - cost
+    else:
+        scale = cost.max() if cost.max() > 0 else 1.0
+        score = p - value * cost / scale
     best = np.flatnonzero(score >= score.max() - 1e-12)
     return int(best[np.argmin(cost[best])])
 
@@ -73,8 +81,11 @@ def choose_batch(p: np.ndarray, cost: np.ndarray, kind: str, value: float) -> np
         c = np.where(ok, cost, np.inf)
         cheapest = ok & (c <= c.min(1, keepdims=True))
         return np.where(cheapest, p, -np.inf).argmax(1)
-    scale = cost.max(1, keepdims=True)
-    score = p - value * cost / np.where(scale > 0, scale, 1.0)
+    if kind == "value_usd":
+        score = p * value - cost
+    else:
+        scale = cost.max(1, keepdims=True)
+        score = p - value * cost / np.where(scale > 0, scale, 1.0)
     best = score >= score.max(1, keepdims=True) - 1e-12
     return np.where(best, cost, np.inf).argmin(1)
 
@@ -139,14 +150,15 @@ def resolve_policy(
     tolerance: float | None = None,
     lambda_: float | None = None,
     default_preset: str | None = None,
+    value_usd: float | None = None,
 ) -> RoutingPolicy:
     """Pick the policy from explicit parameters, a named preset, or the bundle's default."""
-    if tolerance is not None and lambda_ is not None:
-        raise ConfigurationError("give either 'tolerance' or 'lambda', not both")
-    if tolerance is not None:
-        return RoutingPolicy("tolerance", float(tolerance))
-    if lambda_ is not None:
-        return RoutingPolicy("lambda", float(lambda_))
+    given = [(k, v) for k, v in (("tolerance", tolerance), ("lambda", lambda_), ("value_usd", value_usd))
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"give one of 'tolerance', 'lambda' and 'value_usd', not {[k for k, _ in given]}")
+    if given:
+        return RoutingPolicy(given[0][0], float(given[0][1]))  # type: ignore[arg-type]
     name = preset or default_preset
     if name is None:
         return RoutingPolicy("tolerance", 0.0)
@@ -163,8 +175,9 @@ class RoutingDecision:
     """What the router decided for one request, and why."""
 
     target: str
-    reason: str  # "policy", "pinned" (or "pinned: continues a response ..."), "retry: ...", "at capacity: ...", "over budget: ...", "below floor: ...",
-    # "fallback: ..."
+    # "policy", "pinned" (or "pinned: continues a response ..."), "retry: ...", "at capacity: ...", "over budget: ...",
+    # "below floor: ...", "fallback: ..."
+    reason: str
     policy: RoutingPolicy
     p_correct: Mapping[str, float] = field(default_factory=dict)
     cost_usd: Mapping[str, float] = field(default_factory=dict)

@@ -30,9 +30,10 @@ T = TypeVar("T")
 
 def reason_kind(reason: str) -> str:
     """A decision's reason without its particulars: "policy", "pinned" (a request's pin_model, or a continued Responses
-    API response), "retry" (a retry routed away from the targets that failed it), "at capacity" (the chosen target's deployments were all at their rpm/tpm limits), "over budget"
-    / "below floor" (no candidate met the request's max_cost_usd / min_p_correct), "fallback: inference failed",
-    "fallback: routing timed out", "fallback: the request has no text to route on"."""
+    API response), "retry" (a retry routed away from the targets that failed it), "at capacity" (the chosen target's
+    deployments were all at their rpm/tpm limits), "over budget" / "below floor" (no candidate met the request's
+    max_cost_usd / min_p_correct), "fallback: inference failed", "fallback: routing timed out", "fallback: the request
+    has no text to route on"."""
     for kind in ("pinned", "retry", "at capacity", "over budget", "below floor"):
         if reason.startswith(kind + ":"):
             return kind

@@ -24,7 +24,7 @@ import numpy as np
 from .decider import NO_TEXT_REASON
 from .errors import ConfigurationError, PrefillRouterError
 from .novelty import NOVEL_ABOVE
-from .policy import Constraints, RoutingPolicy, constrained_choice, resolve_policy
+from .policy import POLICY_KINDS, Constraints, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import PrefillPredictor
 from .progress import progress_bar
 from .records import feedback_score
@@ -42,7 +42,7 @@ def logged_policy(logged: Mapping[str, Any] | None, predictor: PrefillPredictor)
     preset = logged.get("preset")
     if preset and preset in m.presets:
         return resolve_policy(m.presets, preset=str(preset))
-    if logged.get("kind") in ("tolerance", "lambda") and isinstance(logged.get("value"), (int, float)):
+    if logged.get("kind") in POLICY_KINDS and isinstance(logged.get("value"), (int, float)):
         return RoutingPolicy(logged["kind"], float(logged["value"]))  # the same setting (or a preset it lacks)
     return resolve_policy(m.presets, default_preset=m.default_preset)
 
@@ -149,11 +149,12 @@ def replay(records: Iterable[Mapping[str, Any]], predictor: PrefillPredictor, *,
 
 
 def policy_from_args(preset: str | None, tolerance: float | None, lambda_: float | None,
-                     predictor: PrefillPredictor) -> RoutingPolicy | None:
+                     predictor: PrefillPredictor, value_usd: float | None = None) -> RoutingPolicy | None:
     """An explicit replay policy (None: each call's logged one)."""
-    if preset is None and tolerance is None and lambda_ is None:
+    if preset is None and tolerance is None and lambda_ is None and value_usd is None:
         return None
     try:
-        return resolve_policy(predictor.bundle.manifest.presets, preset=preset, tolerance=tolerance, lambda_=lambda_)
+        return resolve_policy(predictor.bundle.manifest.presets, preset=preset, tolerance=tolerance, lambda_=lambda_,
+                              value_usd=value_usd)
     except ConfigurationError as err:
         raise ReplayError(f"replay policy: {err}") from err

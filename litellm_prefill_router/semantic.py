@@ -66,7 +66,8 @@ class PrefillSemanticRouter:
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
-                 tolerance: float | None = None, lambda_: float | None = None, min_score: float | None = None,
+                 tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
+                 min_score: float | None = None,
                  prices: Mapping[str, tuple[float, float]] | None = None,
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
@@ -86,7 +87,7 @@ class PrefillSemanticRouter:
         self.bundle, self._requested_routes, self.min_score = bundle, list(routes or ()), min_score
         self._cache_size, self._timeout_s = prediction_cache_size, decision_timeout_s
         self._providers = list(execution_providers) if execution_providers else None
-        self._preset, self._tolerance, self._lambda = preset, tolerance, lambda_
+        self._preset, self._tolerance, self._lambda, self._value_usd = preset, tolerance, lambda_, value_usd
         self._limits = Constraints(max_cost_usd, min_p_correct)  # checked here, before the bundle loads
         self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
         try:  # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
@@ -101,7 +102,8 @@ class PrefillSemanticRouter:
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self._cache_size,
                                                   execution_providers=self._providers), preset=self._preset,
-                                 tolerance=self._tolerance, lambda_=self._lambda, timeout_s=self._timeout_s,
+                                 tolerance=self._tolerance, lambda_=self._lambda, value_usd=self._value_usd,
+                                 timeout_s=self._timeout_s,
                                  max_cost_usd=self._limits.max_cost_usd, min_p_correct=self._limits.min_p_correct,
                                  autotuner=self.autotuner)
         targets = decider.targets

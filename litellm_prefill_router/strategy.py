@@ -173,6 +173,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                                   cache_size=a.prediction_cache_size,
                                                   execution_providers=a.execution_providers)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
+                                 value_usd=a.value_usd,
                                  fallback_target=a.fallback_target, on_error=a.on_error,
                                  timeout_s=a.decision_timeout_s, max_cost_usd=a.max_cost_usd,
                                  min_p_correct=a.min_p_correct, autotuner=self.autotuner,

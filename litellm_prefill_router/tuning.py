@@ -1,8 +1,8 @@
 """``prefill-router tune``: the policy setting that fits a budget, measured on the traffic a router already served.
 
 Each logged decision holds P(correct) and the estimated cost of every candidate target for that call. Those are all a
-policy looks at, so every tolerance and lambda can be applied to the logged calls again without the bundle or the
-messages: for each setting, the estimated cost per 1,000 requests and the expected accuracy (the mean P(correct) of
+policy looks at, so every tolerance, lambda and value_usd can be applied to the logged calls again without the bundle or
+the messages: for each setting, the estimated cost per 1,000 requests and the expected accuracy (the mean P(correct) of
 the targets it would choose - the bundle's own estimate, no labels needed) on *this* traffic, with its own prompt
 lengths, price list and candidates. A call's logged limits (``max_cost_usd`` / ``min_p_correct``) are kept. Pinned
 calls and fallbacks (no prediction) are left out: no policy chose them.
@@ -25,6 +25,8 @@ from .records import answered_by, feedback_score
 
 TOLERANCES = tuple(round(x, 3) for x in np.linspace(0.0, 1.0, 101))
 LAMBDAS = tuple(round(x, 3) for x in np.concatenate([np.linspace(0.0, 1.0, 41), np.linspace(1.25, 5.0, 16)]))
+#: what a right answer is worth, USD: 10 settings a decade from 1e-7 to 10 (calls cost ~1e-6 to 1e-1 USD)
+VALUES_USD = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-7, 10.0, 81))
 
 
 class TuneError(PrefillRouterError):
@@ -156,7 +158,7 @@ def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | No
                          "mean_recalibrated_served": float(served_after.mean()),
                          "mean_score": float(calls.score[has].mean())}
     points = []
-    for kind, values in (("tolerance", TOLERANCES), ("lambda", LAMBDAS)):
+    for kind, values in (("tolerance", TOLERANCES), ("lambda", LAMBDAS), ("value_usd", VALUES_USD)):
         for v in values:
             pick = choose_batch(finite, C, kind, float(v))
             shares = np.bincount(pick, minlength=len(targets))

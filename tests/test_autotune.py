@@ -89,7 +89,8 @@ def test_the_router_tunes_its_policy_on_its_own_calls_and_routes_the_next_calls_
                                                   [d["cost_usd"][t] for t in cands])]
     # the proxy header and `stats` say the setting was autotuned
     headers = decision_headers({"metadata": {DECISION_KEY: decisions[25]}})
-    assert headers is not None and headers["x-prefill-policy"] == f"{expected['kind']}={expected['value']:g} (autotuned)"
+    assert headers is not None
+    assert headers["x-prefill-policy"] == f"{expected['kind']}={expected['value']:g} (autotuned)"
     assert summarize(logged)["policies"] == {"max-quality": 20,
                                              f"{expected['kind']}={expected['value']} (autotuned)": 10}
 

@@ -22,6 +22,9 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
     assert "<- chosen" in out and out.strip().endswith("history-model")
     assert main(["route", "--bundle", str(bundle_dir), "--json", "--tolerance", "0", HIST_PROMPT]) == 0
     assert json.loads(capsys.readouterr().out)["target"] == "history-model"
+    assert main(["route", "--bundle", str(bundle_dir), "--json", "--value-usd", "0", HIST_PROMPT]) == 0
+    d = json.loads(capsys.readouterr().out)  # a right answer worth nothing: the cheapest target
+    assert d["policy"]["kind"] == "value_usd" and d["target"] == min(d["cost_usd"], key=d["cost_usd"].get)
 
 
 def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,8 +123,8 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
                  "--json", str(out), "--strict"]) == 0
     text = capsys.readouterr().out
     assert "router: bundle" in text and "routing group budget-routing: bundle" in text
-    assert "policy tolerance=1, autotuned to savings=0.3 (window 2000, every 100 calls, from 200), min_p_correct 0.9, " \
-        "fallback" in text
+    assert "policy tolerance=1, autotuned to savings=0.3 (window 2000, every 100 calls, from 200), " \
+        "min_p_correct 0.9, fallback" in text
     assert "fallback generalist, serving: routed, encoder on CPUExecutionProvider" in text  # no timeout, shadow...
     report = json.loads(out.read_text())
     router, budget = report["strategies"]

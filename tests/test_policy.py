@@ -29,8 +29,10 @@ def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
     assert resolve_policy(presets, lambda_=0.3) == RoutingPolicy("lambda", 0.3)
     with pytest.raises(ConfigurationError, match="balanced"):
         resolve_policy(presets, preset="nope")
-    with pytest.raises(ConfigurationError, match="not both"):
+    with pytest.raises(ConfigurationError, match=r"give one of 'tolerance', 'lambda' and 'value_usd', not \['tolerance', "
+                                                 r"'lambda'\]"):
         resolve_policy(presets, tolerance=0.1, lambda_=0.1)
+    assert resolve_policy(presets, value_usd=0.002) == RoutingPolicy("value_usd", 0.002)
 
 
 @pytest.mark.parametrize("value", [-0.1, float("nan")])
@@ -39,7 +41,20 @@ def test_invalid_policy_values_are_rejected(value: float) -> None:
         RoutingPolicy("tolerance", value)
 
 
-@pytest.mark.parametrize("kind", ["tolerance", "lambda"])
+def test_value_usd_maximises_expected_value_minus_cost_and_spends_less_on_a_dearer_prompt() -> None:
+    p = np.array([0.6, 0.9])
+    cheap_prompt, dear_prompt = np.array([1e-4, 1e-3]), np.array([1e-3, 1e-2])  # the same targets, 10x the tokens
+    assert choose(p, cheap_prompt, "value_usd", 0.0) == 0  # a right answer worth nothing: the cheapest
+    assert choose(p, cheap_prompt, "value_usd", 1.0) == 1  # worth 1 USD: 0.3 x 1 USD beats 0.0009 USD
+    # worth 0.01 USD: +0.3 P(correct) buys 0.003 USD of value - more than the cheap prompt's 0.0009 USD difference,
+    # less than the dear prompt's 0.009 USD
+    assert choose(p, cheap_prompt, "value_usd", 0.01) == 1 and choose(p, dear_prompt, "value_usd", 0.01) == 0
+    # lambda normalises each request's costs: it chooses alike for both prompts at every setting
+    for lam in (0.0, 0.2, 0.4, 1.0):
+        assert choose(p, cheap_prompt, "lambda", lam) == choose(p, dear_prompt, "lambda", lam)
+
+
+@pytest.mark.parametrize("kind", ["tolerance", "lambda", "value_usd"])
 def test_vectorised_choices_match_the_per_row_policy(kind: str) -> None:
     from litellm_prefill_router.policy import choose_batch
 

@@ -10,10 +10,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, always_cheapest, model_list, rewrite_bundle
+from conftest import (
+    HIST_PROMPT,
+    MATH_PROMPT,
+    always_cheapest,
+    model_list,
+    rewrite_bundle,
+)
 
 from litellm_prefill_router import PrefillRouter, flush_logging
 from litellm_prefill_router.cli import main
+from litellm_prefill_router.policy import RoutingPolicy
 from litellm_prefill_router.predictor import PrefillPredictor
 from litellm_prefill_router.replay import ReplayError, policy_from_args, replay
 
@@ -50,6 +57,13 @@ async def test_replaying_a_log_with_the_bundle_that_wrote_it_keeps_every_route(b
     assert r["routes"] == {"history-model": {"before": 3, "after": 3}, "math-model": {"before": 2, "after": 2}}
     assert r["estimated_cost_after_usd"] == pytest.approx(r["estimated_cost_before_usd"])
     assert r["policy"] == "as logged"
+
+    # --value-usd 0 (a right answer worth nothing): every replayed call goes to its cheapest candidate
+    predictor = PrefillPredictor(bundle_dir)
+    policy = policy_from_args(None, None, None, predictor, value_usd=0.0)  # as `replay --value-usd 0` reads it
+    assert policy == RoutingPolicy("value_usd", 0.0)
+    cheapest = replay(logged, predictor, policy=policy)
+    assert cheapest["policy"] == "value_usd=0" and cheapest["routes"]["math-model"]["after"] == 5  # the cheapest
 
 
 async def test_replaying_with_a_retrained_bundle_moves_the_calls_it_routes_differently_priced_and_scored(

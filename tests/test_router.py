@@ -119,6 +119,24 @@ async def test_responses_api_requests_route_on_their_input_and_carry_the_decisio
     assert _decision(sync)["target"] == "history-model"
 
 
+async def test_a_value_usd_policy_routes_by_expected_value_minus_cost_router_wide_and_per_request(
+        bundle_dir: Path) -> None:
+    def router(**args: object) -> PrefillRouter:
+        return PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                             routing_strategy_args={"bundle": str(bundle_dir), **args})
+
+    worthless = await router(value_usd=0.0).acompletion(model="auto", messages=user(HIST_PROMPT))
+    d = worthless._hidden_params["prefill_routing"]
+    assert d["policy"] == {"kind": "value_usd", "value": 0.0, "preset": None}
+    assert d["target"] == min(d["cost_usd"], key=d["cost_usd"].get)  # a right answer worth nothing: the cheapest
+    precious = await router(value_usd=0.0).acompletion(model="auto", messages=user(HIST_PROMPT),
+                                                       metadata={"prefill": {"value_usd": 100.0}})
+    d = precious._hidden_params["prefill_routing"]
+    assert d["target"] == max(d["p_correct"], key=d["p_correct"].get) == "history-model"
+    with pytest.raises(ConfigurationError, match="give one of"):
+        router(value_usd=0.01, tolerance=0.1)
+
+
 async def test_a_responses_api_request_continuing_a_response_goes_to_the_deployment_that_answered_it(
         bundle_dir: Path) -> None:
     def router(**args: object) -> PrefillRouter:
@@ -147,7 +165,8 @@ async def test_a_responses_api_request_continuing_a_response_goes_to_the_deploym
 
 async def test_litellms_session_affinity_keeps_a_chat_session_on_the_deployment_of_its_first_request(
         bundle_dir: Path) -> None:
-    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", optional_pre_call_checks=["session_affinity"],
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      optional_pre_call_checks=["session_affinity"],
                       routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
     targets = []
     for text, session in ((MATH_PROMPT, "s1"), (HIST_PROMPT, "s1"), (HIST_PROMPT, "s2"), (MATH_PROMPT, "s2")):

@@ -56,7 +56,10 @@ def test_the_setting_chosen_for_a_budget_is_the_most_accurate_within_it_and_a_re
     # the same setting, decided again by the bundle on the logged messages: the same routes, the same cost
     predictor = PrefillPredictor(bundle_dir)
     lam = next(q for q in r["points"] if q["kind"] == "lambda" and q["value"] == 0.5)
-    for c in (r["chosen"], lam):
+    values = [q for q in r["points"] if q["kind"] == "value_usd"]  # what a right answer is worth, USD
+    assert len({q["cost_per_1k_usd"] for q in values}) > 1  # the grid spans these calls' costs
+    val = values[len(values) // 2]
+    for c in (r["chosen"], lam, val):
         again = replay(log, predictor, policy=RoutingPolicy(c["kind"], c["value"]))
         assert again["calls"] == 9
         assert again["estimated_cost_after_usd"] / 9 * 1000 == pytest.approx(c["cost_per_1k_usd"], rel=1e-6)
@@ -93,7 +96,8 @@ def test_the_tune_command_prints_the_frontier_and_the_setting_to_configure(
     chosen = json.loads(out.read_text())["chosen"]
     assert f"routing_strategy_args: {{{chosen['kind']}: {chosen['value']:g}}}" in text
     assert "saved vs dearest" in text and "(20% saved)" in text
-    assert "let the router keep tuning it on its latest calls: routing_strategy_args: {autotune: {savings: 0.2}}" in text
+    assert "let the router keep tuning it on its latest calls: routing_strategy_args: " \
+        "{autotune: {savings: 0.2}}" in text
     assert main(["tune", "--log", str(path), "--budget-usd-per-1k", "1e-9"]) == 2  # a TuneError, said plainly
     if importlib.util.find_spec("matplotlib"):
         assert main(["tune", "--log", str(path), "--savings", "0.2", "--plot", str(tmp_path / "t.png")]) == 0

@@ -71,7 +71,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     from ..predictor import PrefillPredictor
 
     decider = PrefillDecider(PrefillPredictor(args.bundle, intra_op_threads=args.threads), preset=args.preset,
-                             tolerance=args.tolerance, lambda_=args.lambda_, max_cost_usd=args.max_cost_usd,
+                             tolerance=args.tolerance, lambda_=args.lambda_, value_usd=args.value_usd,
+                             max_cost_usd=args.max_cost_usd,
                              min_p_correct=args.min_p_correct)
     text = " ".join(args.text) if args.text else sys.stdin.read()
     d = decider.decide(text, decider.manifest_prices(), RequestOverrides(), "cli")

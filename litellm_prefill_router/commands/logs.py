@@ -33,9 +33,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
                  for t, v in st["targets"].items()]))
     ratio = st["estimate_to_actual_cost"]
     if ratio is not None and not 0.8 <= ratio <= 1.25:
-        print(f"the decisions' cost estimates are {ratio:.2f} x what the calls cost (answer lengths unlike the training "
-              "data's, or prices): routing_strategy_args learn_output_tokens: true estimates each target's answer "
-              "length from its latest answers")
+        print(f"the decisions' cost estimates are {ratio:.2f} x what the calls cost (answer lengths unlike the "
+              "training data's, or prices): routing_strategy_args learn_output_tokens: true estimates each target's "
+              "answer length from its latest answers")
     print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
     print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
     if st["limits"]["calls"]:
@@ -114,7 +114,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     records = _decision_records(args.log, ReplayError, args)
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
     scores = _feedback_scores(args.feedback) or {}
-    r = replay(records, pred, policy=policy_from_args(args.preset, args.tolerance, args.lambda_, pred),
+    policy = policy_from_args(args.preset, args.tolerance, args.lambda_, pred, args.value_usd)
+    r = replay(records, pred, policy=policy,
                scores=scores or None, progress=not args.quiet)
     print(f"replayed {r['calls']} logged calls with {r['bundle']} (version {r['bundle_version']}), policy "
           f"{r['policy']}" + (f"; {r['pinned']} pinned calls left as they were" if r["pinned"] else "")
@@ -310,7 +311,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _plot_tune(r: dict, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind, style in (("tolerance", "-"), ("lambda", "--")):
+    for kind, style in (("tolerance", "-"), ("lambda", "--"), ("value_usd", ":")):
         pts = sorted((q for q in r["points"] if q["kind"] == kind), key=lambda q: q["cost_per_1k_usd"])
         ax.plot([q["cost_per_1k_usd"] for q in pts], [q["expected_accuracy"] for q in pts], style, label=kind)
     c = r["chosen"]
