@@ -54,7 +54,8 @@ def _write_config(path: Path, bundle: Path) -> None:
     # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
     cfg["router_settings"]["routing_groups"] = [
         {"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
-         "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0}},
+         "routing_strategy_args": {"bundle": str(bundle), "tolerance": 1.0, "learn_output_tokens": True,
+                                   "autotune": {"savings": 0.5}}},
         {"group_name": "canary-routing", "models": ["canary"], "routing_strategy": "prefill",  # a canary rollout
          "routing_strategy_args": {"bundle": str(bundle), "preset": "max-quality", "rollout": 0.5,
                                    "shadow_target": "generalist"}}]
@@ -68,7 +69,7 @@ def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = 
     """(JSON body, lower-cased response headers) of one request to the proxy, made with virtual key ``key``."""
     payload: dict = {"model": model, "messages": [{"role": "user", "content": prompt}], **params}
     if path == "/v1/responses":
-        payload = {"model": "auto", "input": prompt}
+        payload = {"model": "auto", "input": prompt, **params}
     elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
         payload["max_tokens"] = 64
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
@@ -165,6 +166,10 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         resp, resp_headers = _post(port, MATH_PROMPT, "/v1/responses")
         assert resp["output"][0]["content"][0]["text"] == "answer from math-model"
         assert resp_headers["x-prefill-target"] == "math-model"
+        # a history question continuing that response stays with the deployment that has the conversation
+        follow, follow_headers = _post(port, HIST_PROMPT, "/v1/responses", previous_response_id=resp["id"])
+        assert follow["output"][0]["content"][0]["text"] == "answer from math-model"
+        assert follow_headers["x-prefill-reason"] == "pinned: continues a response of math-model (previous_response_id)"
         streamed, stream_headers = _post_stream(port, HIST_PROMPT)  # headers go out before the first chunk
         assert streamed == "answer from history-model" and stream_headers["x-prefill-target"] == "history-model"
         msg, msg_headers = _post(port, HIST_PROMPT, "/v1/messages")
