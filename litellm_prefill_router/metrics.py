@@ -32,6 +32,7 @@ logger = logging.getLogger("litellm_prefill_router")
 #: seconds: the encoder + scorer pass of a decision is ~5-50 ms on a CPU
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 P_CORRECT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ANSWER_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class RouterMetrics:
     bundle_decisions: Any
     novel: Any
     policies: Any
+    answer_tokens: Any
+    estimated_cost: Any
 
     def observe_call(self, row: Mapping[str, Any]) -> None:
         """Count one finished call from its decision-log row (:func:`~.records.decision_log_row`). A shadow-mode
@@ -77,6 +80,12 @@ class RouterMetrics:
         self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
             self.cost.labels(group, served).inc(cost)
+            # the decision's own estimate for the target that answered, beside what it cost: their ratio on a
+            # dashboard says how far to trust cost estimates (learn_output_tokens closes most of a gap)
+            if isinstance(est := (decision.get("cost_usd") or {}).get(served), (int, float)):
+                self.estimated_cost.labels(group, served).inc(est)
+        if outcome.get("success") and isinstance(tokens := outcome.get("completion_tokens"), int):
+            self.answer_tokens.labels(group, served).observe(tokens)
         if isinstance(saved := outcome.get("savings_usd"), (int, float)):
             self.savings.labels(group).inc(saved)
         if version := decision.get("bundle_version"):  # which bundle each worker decides with (after a push, a reload)
@@ -152,6 +161,14 @@ def router_metrics() -> RouterMetrics:
                                  "Decisions by the policy that made them (preset=balanced, tolerance=0.05, "
                                  "lambda=0.3 (autotuned), ...): autotune's setting as it changes",
                                  ["model_group", "policy"]),
+                answer_tokens=Histogram("prefill_router_answer_tokens",
+                                        "Completion tokens of each successful answer, by the target that answered "
+                                        "(the bundle assumes its training data's lengths; see learn_output_tokens)",
+                                        ["model_group", "target"], buckets=ANSWER_TOKEN_BUCKETS),
+                estimated_cost=Counter("prefill_router_estimated_cost_usd",
+                                       "The decisions' cost estimates (USD) for the target that answered, of the calls "
+                                       "counted in prefill_router_cost_usd: divide the two for the estimate's error",
+                                       ["model_group", "target"]),
             )
         return _METRICS
 

@@ -250,3 +250,20 @@ async def test_decisions_are_counted_by_policy_so_a_dashboard_shows_autotunes_se
                         metadata={"prefill": {"preset": "min-cost"}})
     await flush_logging()
     assert tuned.describe().endswith(" (autotuned)") and grew() == [0, 1, 1]
+
+
+async def test_answer_lengths_and_cost_estimates_are_counted_beside_what_calls_cost(bundle_dir: Path) -> None:
+    g = {"model_group": "metered-lengths", "target": "math-model"}
+    grew = counting(("prefill_router_answer_tokens_count", g), ("prefill_router_answer_tokens_sum", g),
+                    ("prefill_router_estimated_cost_usd_total", g), ("prefill_router_cost_usd_total", g))
+    r = PrefillRouter(model_list=model_list(group="metered-lengths", **{"math-model": {"mock_response": "word " * 40}}),
+                      routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "metrics": True})
+    resp = await r.acompletion(model="metered-lengths", messages=user(MATH_PROMPT))
+    await flush_logging()
+    n, tokens, estimated, actual = grew()
+    d = resp._hidden_params["prefill_routing"]
+    assert (n, tokens) == (1, 20)  # the mock answer's completion tokens
+    assert estimated == pytest.approx(d["cost_usd"]["math-model"]) and actual == pytest.approx(resp._hidden_params[
+        "response_cost"])
+    assert estimated / actual > 5  # the bundle assumes 256-token answers
