@@ -25,11 +25,12 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .jsonl import logs_of, records_from_end
-from .policy import RoutingDecision, RoutingPolicy
-from .tuning import frontier, pick_setting, sweep
+from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice
+from .tuning import TuneError, frontier, pick_setting, sweep
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -236,4 +237,65 @@ class Autotuner:
                         "dearest_cost_per_1k_usd": swept["dearest_cost_per_1k_usd"], "tuned_at": time.time()}
 
 
-__all__ = ["AutotuneSettings", "Autotuner"]
+
+
+def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | Mapping[str, Any],
+             model_group: str | None = None) -> dict[str, Any]:
+    """What ``autotune`` with ``settings`` would have done on a decision log (``prefill-router tune
+    --simulate-autotune``): the calls its policy decided (pinned calls, fallbacks, retries and capacity re-decisions
+    left out), in logged order, each routed as logged until the first tune and then by the setting the latest tune
+    chose - on the logged P(correct) and cost estimates, within each call's own limits - with the tunes at the calls a
+    router would run them (synchronously here, where a router tunes beside its calls). Returns the setting changes,
+    and the estimated cost, savings against each call's dearest candidate and expected accuracy (mean P(correct) of the
+    route) overall, after the first tune and per tenth of the calls. Requests that set their own policy cannot be told
+    apart in the log and are simulated as if they followed autotune."""
+    try:
+        s = settings if isinstance(settings, AutotuneSettings) else AutotuneSettings.model_validate(settings)
+    except ValidationError as err:
+        raise TuneError(f"invalid autotune settings to simulate: {err}") from err
+    tuner = Autotuner(s)
+    calls = [rec for rec in records if isinstance(d := rec.get("decision"), Mapping) and d.get("target")
+             and _decided_by_policy(str(d.get("reason", ""))) and d.get("cost_usd") and d.get("p_correct")
+             and (model_group is None or d.get("model_group") == model_group)]
+    if len(calls) < s.min_calls:
+        raise TuneError(f"autotune needs min_calls={s.min_calls} policy-decided calls before its first tune; the log "
+                        f"has {len(calls)}: lower --min-calls, or simulate on a longer log")
+    window: deque[Mapping[str, Any]] = deque(maxlen=s.window)
+    setting: RoutingPolicy | None = None
+    since = 0
+    changes: list[dict[str, Any]] = []
+    cost, dearest, expected = np.zeros(len(calls)), np.zeros(len(calls)), np.zeros(len(calls))
+    first = None
+    for i, rec in enumerate(calls):
+        d = rec["decision"]
+        p, c = d["p_correct"], d["cost_usd"]
+        cands = [t for t in (d.get("candidates") or p) if t in p and t in c]
+        target = str(d["target"]) if setting is None else \
+            constrained_choice(setting, cands, p, c, Constraints.from_record(d.get("constraints")))[0]
+        cost[i], dearest[i], expected[i] = c[target], max(c[t] for t in cands), p[target]
+        window.append({"decision": {k: d.get(k) for k in _SWEPT}})
+        since += 1
+        if len(window) >= s.min_calls and (setting is None or since >= s.every):
+            new, found = tuner._setting(list(window))
+            since = 0
+            if first is None:
+                first = i + 1
+            if new != setting:
+                changes.append({"after_call": i + 1, "setting": new.describe(), "goal_met": found["goal_met"],
+                                "window_cost_per_1k_usd": found["cost_per_1k_usd"],
+                                "window_expected_accuracy": found["expected_accuracy"]})
+                setting = new
+
+    def summary(part: slice) -> dict[str, float]:
+        return {"calls": int(len(cost[part])), "cost_per_1k_usd": float(cost[part].mean() * 1000),
+                "savings": float(1 - cost[part].sum() / dearest[part].sum()) if dearest[part].sum() > 0 else 0.0,
+                "expected_accuracy": float(expected[part].mean())}
+
+    n = len(calls)
+    tenths = [summary(slice(round(k * n / 10), round((k + 1) * n / 10))) for k in range(10) if n >= 10]
+    return {"settings": s.model_dump(), "calls": n, "first_tune_after_call": first, "changes": changes,
+            "overall": summary(slice(0, n)), "after_first_tune": summary(slice(first, n)) if first and first < n
+            else None, "by_tenth": tenths}
+
+
+__all__ = ["AutotuneSettings", "Autotuner", "simulate"]

@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--recalibrate", action="store_true",
                     help="with --feedback (30+ scored calls): expected accuracies from P(correct) recalibrated to the "
                          "scores (a logistic fit); the routes stay the router's")
+    tu.add_argument("--simulate-autotune", action="store_true",
+                    help="also replay the log through autotune with this goal: its setting changes and what it would "
+                         "have spent, call by call in logged order")
+    tu.add_argument("--window", type=int, help="--simulate-autotune: the calls each tune looks at (default 2000)")
+    tu.add_argument("--every", type=int, help="--simulate-autotune: calls between tunes (default 100)")
+    tu.add_argument("--min-calls", type=int, help="--simulate-autotune: calls before the first tune (default 200)")
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")
     tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
     tu.set_defaults(func=cmd_tune)

@@ -32,9 +32,10 @@ def prompts(n: int) -> list[str]:
 
 
 def serve(bundle_dir: Path, log: Path, texts: list[str], autotune: dict | None, metadata: dict | None = None,
-          wait_after: int | None = None) -> tuple[list[dict], PrefillRouter]:
+          wait_after: int | None = None, wait_each: bool = False) -> tuple[list[dict], PrefillRouter]:
     """Send ``texts`` through a PrefillRouter (mock deployments) one after the other; the decisions, in order. With
-    ``wait_after``, the autotune started by that call is waited for before the next call."""
+    ``wait_after`` (or ``wait_each``), the autotune started by that call (by any call) is waited for before the next
+    call."""
     args = {"bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log)}
     router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                            routing_strategy_args={**args, **({"autotune": autotune} if autotune else {})})
@@ -46,7 +47,7 @@ def serve(bundle_dir: Path, log: Path, texts: list[str], autotune: dict | None, 
             resp = await router.acompletion(model="auto", messages=[{"role": "user", "content": text}],
                                             metadata=dict(metadata or {}))
             out.append(resp._hidden_params["prefill_routing"])
-            if i == wait_after and tuner is not None:
+            if (i == wait_after or wait_each) and tuner is not None:
                 tuner.wait()
         await flush_logging()
         return out
@@ -275,3 +276,37 @@ def test_logs_are_read_from_their_last_line_back_skipping_broken_lines_and_missi
     assert files == [new, old]  # the latest written first
     got = [r["i"] for r in records_from_end([tmp_path / "missing.jsonl", *files], block=97)]
     assert got == [1000, *range(199, -1, -1)]
+
+
+def test_simulating_autotune_on_a_log_replays_what_the_live_router_did(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.autotune import simulate
+    from litellm_prefill_router.cli import main
+
+    texts = prompts(40)
+    serve(bundle_dir, tmp_path / "plain.jsonl", texts[:20], None)
+    front = tune(lines(tmp_path / "plain.jsonl"), savings=0.0)["frontier"]
+    settings = {"budget_usd_per_1k": (front[0]["cost_per_1k_usd"] + front[-1]["cost_per_1k_usd"]) / 2,
+                "min_calls": 20, "every": 10, "window": 20}
+    decisions, _ = serve(bundle_dir, tmp_path / "live.jsonl", texts, settings, wait_each=True)
+    logged = lines(tmp_path / "live.jsonl")
+    sim = simulate(logged, settings)
+    assert sim["calls"] == 40 and sim["first_tune_after_call"] == 20 and sim["changes"]
+    for change in sim["changes"]:  # the live router routed the next call by the same setting
+        policy = decisions[change["after_call"]]["policy"]
+        assert change["setting"] == f"{policy['kind']}={policy['value']:g} (autotuned)"
+    # and every call where the live router sent it: the simulated cost is the logged routes' cost
+    live_cost = sum(d["cost_usd"][d["target"]] for d in decisions) / 40 * 1000
+    assert sim["overall"]["cost_per_1k_usd"] == pytest.approx(live_cost, rel=1e-9)
+    assert len(sim["by_tenth"]) == 10 and sim["after_first_tune"]["calls"] == 20
+    (tmp_path / "cli.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    assert main(["tune", "--log", str(tmp_path / "cli.jsonl"), "--budget-usd-per-1k",
+                 str(settings["budget_usd_per_1k"]), "--simulate-autotune", "--min-calls", "20", "--every", "10",
+                 "--window", "20"]) == 0
+    assert "over the 40 logged calls, in order: first tune after call 20" in capsys.readouterr().out
+    # too few calls for a first tune, or settings autotune refuses: an error naming the fix (exit 2)
+    assert main(["tune", "--log", str(tmp_path / "cli.jsonl"), "--savings", "0.5", "--simulate-autotune"]) == 2
+    assert "needs min_calls=200 policy-decided calls before its first tune; the log has 40" in \
+        capsys.readouterr().err
+    assert main(["tune", "--log", str(tmp_path / "cli.jsonl"), "--savings", "0.5", "--simulate-autotune",
+                 "--min-calls", "30", "--window", "20"]) == 2

@@ -304,8 +304,34 @@ def cmd_tune(args: argparse.Namespace) -> int:
     goal = next(f"{k}: {v:g}" for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
                                           ("min_expected_accuracy", args.min_expected_accuracy)) if v is not None)
     print(f"  or let the router keep tuning it on its latest calls: routing_strategy_args: {{autotune: {{{goal}}}}}")
+    if args.simulate_autotune:
+        r["autotune_simulation"] = _simulate_autotune(args, records)
     _write_outputs(args, r, _plot_tune)
     return 0
+
+
+def _simulate_autotune(args: argparse.Namespace, records: list[dict]) -> dict:
+    """``tune --simulate-autotune``: what autotune with this goal would have done on the log, printed."""
+    from ..autotune import simulate
+
+    settings = {k: v for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
+                                  ("min_expected_accuracy", args.min_expected_accuracy), ("window", args.window),
+                                  ("every", args.every), ("min_calls", args.min_calls)) if v is not None}
+    sim = simulate(records, settings, args.model_group)
+    st = sim["settings"]
+    print(f"\nautotune (window {st['window']}, every {st['every']}, from {st['min_calls']}) over the {sim['calls']} "
+          f"logged calls, in order: first tune after call {sim['first_tune_after_call']}, "
+          f"{len(sim['changes'])} setting change(s): "
+          + ", ".join(f"{c['setting']} after call {c['after_call']}" + ("" if c["goal_met"] else " (goal not met)")
+                      for c in sim["changes"][:8]) + (" ..." if len(sim["changes"]) > 8 else ""))
+    rows = [("all calls (logged routes until the first tune)", sim["overall"])]
+    if sim["after_first_tune"]:
+        rows.append(("after the first tune", sim["after_first_tune"]))
+    rows += [(f"tenth {k + 1}", t) for k, t in enumerate(sim["by_tenth"])]
+    print(table(["calls", "n", "USD per 1k requests", "saved vs dearest", "expected accuracy"],
+                [[name, v["calls"], v["cost_per_1k_usd"], f"{v['savings']:.1%}", v["expected_accuracy"]]
+                 for name, v in rows]))
+    return sim
 
 
 def _plot_tune(r: dict, path: Path) -> None:
