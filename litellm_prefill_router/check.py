@@ -48,6 +48,10 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "bundle_served": strategy.predictor.bundle.source,  # an hf:// reference with the commit it resolved to
             "policy": strategy.decider.default_policy.describe(),
             "autotune": strategy.args.autotune.describe() if strategy.args.autotune is not None else None,
+            # what a (re)started router routes by: the setting tuned on the calls read back from its decision log
+            "autotune_start": ({str(g): (st["policy"] if st else None)
+                                for g, st in strategy.autotuner.status().items()} if strategy.autotuner else None),
+            "answer_lengths_start": strategy.answer_lengths.status() if strategy.answer_lengths else None,
             "limits": {k: v for k, v in (("max_cost_usd", strategy.args.max_cost_usd),
                                          ("min_p_correct", strategy.args.min_p_correct)) if v is not None},
             "fallback_target": strategy.fallback_target,
@@ -95,6 +99,9 @@ def format_report(report: dict[str, Any]) -> str:
             s["bundle"].startswith("hf://") else ""
         limits = "".join(f" {k} {v:g}," for k, v in s["limits"].items())
         autotune = f" autotuned to {s['autotune']}," if s["autotune"] else ""
+        if s.get("autotune_start"):
+            autotune += " starting from " + ", ".join(f"{p or 'the configured policy'} in {g!r}"
+                                                      for g, p in s["autotune_start"].items()) + " (decision log),"
         out.append(f"{s['name']}: bundle {s['bundle']}{served}, policy {s['policy']},{autotune}{limits} fallback "
                    f"{s['fallback_target']}{timeout}, serving: {s['serving']}, encoder on {s['encoder_providers'][0]}")
         for group, deps in s["model_groups"].items():

@@ -310,3 +310,24 @@ def test_simulating_autotune_on_a_log_replays_what_the_live_router_did(
         capsys.readouterr().err
     assert main(["tune", "--log", str(tmp_path / "cli.jsonl"), "--savings", "0.5", "--simulate-autotune",
                  "--min-calls", "30", "--window", "20"]) == 2
+
+
+def test_check_shows_the_setting_a_restarted_router_starts_from(bundle_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from litellm_prefill_router.cli import main
+
+    log = tmp_path / "d.jsonl"
+    settings = {"savings": 0.3, "min_calls": 20, "every": 100, "window": 20}
+    serve(bundle_dir, log, prompts(20), settings)
+    expected = tune(lines(log), savings=0.3)["chosen"]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"model_list": model_list(), "router_settings": {
+        "routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir), "preset": "max-quality",
+                                                                 "decision_log": str(log), "autotune": settings}}}))
+    assert main(["check", "--config", str(cfg), "--json", str(tmp_path / "check.json")]) == 0
+    setting = f"{expected['kind']}={expected['value']:g} (autotuned)"
+    assert f"starting from {setting} in 'auto' (decision log)" in capsys.readouterr().out
+    (strategy,) = json.loads((tmp_path / "check.json").read_text())["strategies"]
+    assert strategy["autotune_start"] == {"auto": setting} and strategy["answer_lengths_start"] is None
