@@ -62,6 +62,11 @@ class AutotuneSettings(BaseModel):
                              "raise window or lower min_calls")
         return self
 
+    def tune_due(self, calls: int, tuned: bool, since_tune: int) -> bool:
+        """Whether a window holding ``calls`` calls is tuned now: from ``min_calls`` on, first at once, then every
+        ``every`` calls since the last tune (one rule for the router and for :func:`simulate`)."""
+        return calls >= self.min_calls and (not tuned or since_tune >= self.every)
+
     def describe(self) -> str:
         goal = (f"budget_usd_per_1k={self.budget_usd_per_1k:g}" if self.budget_usd_per_1k is not None else
                 f"savings={self.savings:g}" if self.savings is not None else
@@ -130,8 +135,7 @@ class Autotuner:
                 group.since_tune, group.bundle_version = 0, decision.bundle_version
             group.calls.append(decision)
             group.since_tune += 1
-            due = len(group.calls) >= s.min_calls and not group.tuning and \
-                (group.policy is None or group.since_tune >= s.every)
+            due = not group.tuning and s.tune_due(len(group.calls), group.policy is not None, group.since_tune)
             if not due:
                 return
             group.tuning, group.since_tune = True, 0
@@ -275,7 +279,7 @@ def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | 
         cost[i], dearest[i], expected[i] = c[target], max(c[t] for t in cands), p[target]
         window.append({"decision": {k: d.get(k) for k in _SWEPT}})
         since += 1
-        if len(window) >= s.min_calls and (setting is None or since >= s.every):
+        if s.tune_due(len(window), setting is not None, since):
             new, found = tuner._setting(list(window))
             since = 0
             if first is None:
