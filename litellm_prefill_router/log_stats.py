@@ -27,7 +27,7 @@ from .errors import PrefillRouterError
 from .feedback import load_feedback
 from .jsonl import read_logs
 from .novelty import NOVEL_ABOVE
-from .records import answered_by, feedback_score, reason_kind
+from .records import answered_by, feedback_score, policy_label, reason_kind
 
 
 class LogStatsError(PrefillRouterError):
@@ -57,6 +57,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     decided_only = 0
     limited = narrowed = 0  # calls with limits (max_cost_usd / min_p_correct), and those whose limits excluded a target
     with_novelty = novel = 0  # calls whose decision says how novel the prompt is, and the novel ones
+    autotuned: dict[str, list[dict[str, Any]]] = {}  # model group -> autotune's settings, in logged order
     for rec in records:
         decision, outcome = rec.get("decision") or {}, rec.get("outcome") or {}
         target = decision.get("target")
@@ -75,6 +76,12 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             with_novelty += 1
             novel += decision["novelty"] > NOVEL_ABOVE
         policy = decision.get("policy") or {}
+        if policy.get("autotuned"):  # consecutive calls by one setting are one entry
+            runs = autotuned.setdefault(str(decision.get("model_group")), [])
+            label = policy_label(policy)
+            if not runs or runs[-1]["policy"] != label:
+                runs.append({"policy": label, "first_ts": rec.get("ts"), "calls": 0})
+            runs[-1]["calls"] += 1
         presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}"
                     + (" (autotuned)" if policy.get("autotuned") else ""))] += 1
         if isinstance(decision.get("latency_ms"), (int, float)):
@@ -145,6 +152,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
             "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
             "limits": {"calls": limited, "excluded_a_target": narrowed},
+            "autotune": autotuned or None,
             "novel": ({"calls": with_novelty, "novel": novel, "share": novel / with_novelty} if with_novelty else None),
             "routing_latency_ms": ({"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95)),
                                     "max": float(max(latency))} if latency else None),

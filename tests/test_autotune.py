@@ -60,7 +60,9 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_the_router_tunes_its_policy_on_its_own_calls_and_routes_the_next_calls_by_the_setting_tune_picks(
-        bundle_dir: Path, tmp_path: Path) -> None:
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.cli import main
+
     texts = prompts(30)
     # what the 20 first calls cost at every setting: a budget between the cheapest and the dearest setting
     serve(bundle_dir, tmp_path / "plain.jsonl", texts[:20], None)
@@ -94,6 +96,12 @@ def test_the_router_tunes_its_policy_on_its_own_calls_and_routes_the_next_calls_
     assert headers["x-prefill-policy"] == f"{expected['kind']}={expected['value']:g} (autotuned)"
     assert summarize(logged)["policies"] == {"max-quality": 20,
                                              f"{expected['kind']}={expected['value']} (autotuned)": 10}
+    runs = summarize(logged)["autotune"]  # `stats` lists the settings in logged order
+    assert runs == {"auto": [{"policy": headers["x-prefill-policy"], "first_ts": logged[20]["ts"], "calls": 10}]}
+    (tmp_path / "cli.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    assert main(["stats", "--log", str(tmp_path / "cli.jsonl")]) == 0
+    assert f"autotune in 'auto', in logged order: {expected['kind']}={expected['value']:g} from " in \
+        capsys.readouterr().out
 
 
 def test_requests_that_set_their_own_policy_keep_it_and_are_not_tuned_on(bundle_dir: Path, tmp_path: Path) -> None:

@@ -38,6 +38,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
               "answer length from its latest answers")
     print("reasons: " + ", ".join(f"{k} {v}" for k, v in st["reasons"].items()))
     print("policies: " + ", ".join(f"{k} {v}" for k, v in st["policies"].items()))
+    for group, runs in (st["autotune"] or {}).items():
+        shown = runs[-10:]  # the latest; proxy workers tune apart, so their interleaved lines may alternate
+        last = f" (the last 10 of {len(runs)})" if len(runs) > 10 else ""
+        print(f"autotune in {group!r}, in logged order{last}: "
+              + ", ".join(f"{r['policy'].removesuffix(' (autotuned)')} from {r['first_ts'] or '?'} "
+                          f"({r['calls']} calls)" for r in shown))
     if st["limits"]["calls"]:
         n = st["limits"]["calls"]
         print(f"limits (max_cost_usd / min_p_correct): {n} call{'' if n == 1 else 's'}, "
