@@ -205,7 +205,7 @@ class Autotuner:
 
     def _tune(self, model_group: str | None, group: _Group, calls: list[RoutingDecision | Mapping[str, Any]]) -> None:
         try:
-            policy, last = self._setting(calls)
+            policy, last = tuned_setting(self.settings, calls)
         except Exception as err:  # noqa: BLE001 - a failed tune keeps the setting routing now, never a request
             logger.warning("prefill router: autotune of model group %r failed (%s: %s); routing stays %s",
                            model_group, type(err).__name__, err,
@@ -221,26 +221,28 @@ class Autotuner:
                         before.describe() if before else "the configured policy", policy.describe(), len(calls),
                         last["cost_per_1k_usd"], last["expected_accuracy"])
 
-    def _setting(self, calls: list[RoutingDecision | Mapping[str, Any]]) -> tuple[RoutingPolicy, dict[str, Any]]:
-        s = self.settings
-        swept = sweep([_record(d) for d in calls])
-        front = frontier(swept["points"])
-        chosen, goal, best = pick_setting(front, swept["dearest_cost_per_1k_usd"],
-                                          budget_usd_per_1k=s.budget_usd_per_1k, savings=s.savings,
-                                          min_expected_accuracy=s.min_expected_accuracy)
-        met = chosen is not None
-        if chosen is None:  # the nearest: the cheapest setting for a budget, the most accurate for an accuracy goal
-            chosen = front[-1] if s.min_expected_accuracy is not None else front[0]
-            logger.warning("prefill router: autotune: no tolerance or lambda meets %s on the last %d calls (%s); "
-                           "routing by the nearest, %s=%g", goal, swept["calls"], best, chosen["kind"],
-                           chosen["value"])
-        policy = RoutingPolicy(chosen["kind"], float(chosen["value"]), autotuned=True)
-        return policy, {"policy": policy.describe(), "goal": goal, "goal_met": met, "calls": swept["calls"],
-                        "cost_per_1k_usd": chosen["cost_per_1k_usd"],
-                        "expected_accuracy": chosen["expected_accuracy"],
-                        "dearest_cost_per_1k_usd": swept["dearest_cost_per_1k_usd"], "tuned_at": time.time()}
 
 
+def tuned_setting(s: AutotuneSettings, calls: list[RoutingDecision | Mapping[str, Any]]
+                  ) -> tuple[RoutingPolicy, dict[str, Any]]:
+    """The setting for goal ``s`` on a window of ``calls`` (tune's sweep and choice), and what it found; a goal no
+    setting meets gets the nearest one, with a warning."""
+    swept = sweep([_record(d) for d in calls])
+    front = frontier(swept["points"])
+    chosen, goal, best = pick_setting(front, swept["dearest_cost_per_1k_usd"],
+                                      budget_usd_per_1k=s.budget_usd_per_1k, savings=s.savings,
+                                      min_expected_accuracy=s.min_expected_accuracy)
+    met = chosen is not None
+    if chosen is None:  # the nearest: the cheapest setting for a budget, the most accurate for an accuracy goal
+        chosen = front[-1] if s.min_expected_accuracy is not None else front[0]
+        logger.warning("prefill router: autotune: no tolerance or lambda meets %s on the last %d calls (%s); "
+                       "routing by the nearest, %s=%g", goal, swept["calls"], best, chosen["kind"],
+                       chosen["value"])
+    policy = RoutingPolicy(chosen["kind"], float(chosen["value"]), autotuned=True)
+    return policy, {"policy": policy.describe(), "goal": goal, "goal_met": met, "calls": swept["calls"],
+                    "cost_per_1k_usd": chosen["cost_per_1k_usd"],
+                    "expected_accuracy": chosen["expected_accuracy"],
+                    "dearest_cost_per_1k_usd": swept["dearest_cost_per_1k_usd"], "tuned_at": time.time()}
 
 
 def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | Mapping[str, Any],
@@ -257,7 +259,6 @@ def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | 
         s = settings if isinstance(settings, AutotuneSettings) else AutotuneSettings.model_validate(settings)
     except ValidationError as err:
         raise TuneError(f"invalid autotune settings to simulate: {err}") from err
-    tuner = Autotuner(s)
     calls = [rec for rec in records if isinstance(d := rec.get("decision"), Mapping) and d.get("target")
              and _decided_by_policy(str(d.get("reason", ""))) and d.get("cost_usd") and d.get("p_correct")
              and (model_group is None or d.get("model_group") == model_group)]
@@ -280,7 +281,7 @@ def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | 
         window.append({"decision": {k: d.get(k) for k in _SWEPT}})
         since += 1
         if s.tune_due(len(window), setting is not None, since):
-            new, found = tuner._setting(list(window))
+            new, found = tuned_setting(s, list(window))
             since = 0
             if first is None:
                 first = i + 1
@@ -302,4 +303,4 @@ def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | 
             else None, "by_tenth": tenths}
 
 
-__all__ = ["AutotuneSettings", "Autotuner", "simulate"]
+__all__ = ["AutotuneSettings", "Autotuner", "simulate", "tuned_setting"]

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=cmd_replay)
 
-    tu = sub.add_parser("tune", help="the tolerance / lambda that fits a budget, on the traffic a router logged")
+    tu = sub.add_parser("tune", help="the policy setting that fits a budget, on the traffic a router logged")
     tu.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     _add_window(tu)
     goal = tu.add_mutually_exclusive_group(required=True)

@@ -12,7 +12,7 @@ runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``a
 without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm``
 (``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters; ``bundle_version`` (one per bundle a
 process has served: a reload adds one) on ``prefill_router_bundle_decisions``; ``policy`` (a preset's name, or a
-tolerance / lambda value from autotune's grid of 158 or a request's own) on ``prefill_router_policy_decisions``.
+tolerance / lambda / value_usd value from tune's grids or a request's own) on ``prefill_router_policy_decisions``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ from .errors import ConfigurationError
 from .novelty import NOVEL_ABOVE
 
 PolicyKind = Literal["tolerance", "lambda", "value_usd"]
-POLICY_KINDS = ("tolerance", "lambda", "value_usd")
+POLICY_KINDS: tuple[str, ...] = get_args(PolicyKind)
 
 
 @dataclass(frozen=True)

@@ -128,10 +128,11 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                 "messages": self.args.decision_log_messages,
                                 "responses": self.args.decision_log_responses, "metrics": self.args.metrics,
                                 "answer_lengths": self.answer_lengths.key if self.answer_lengths else None}
-        if self.answer_lengths is not None:  # a restarted router keeps the answer lengths it learned
-            self.answer_lengths.seed_from_log(self.args.decision_log, list(self.routes()))
-        if self.autotuner is not None:  # a restarted router starts from the setting its latest logged calls give
-            self.autotuner.seed_from_log(self.args.decision_log, self.predictor.bundle.version, list(self.routes()),
+        groups = list(self.routes())  # a restarted router keeps what it learned: answer lengths, autotune's setting
+        if self.answer_lengths is not None:
+            self.answer_lengths.seed_from_log(self.args.decision_log, groups)
+        if self.autotuner is not None:
+            self.autotuner.seed_from_log(self.args.decision_log, self.predictor.bundle.version, groups,
                                          self.decider.default_policy)
 
     # -- the served bundle ----------------------------------------------------

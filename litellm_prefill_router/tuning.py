@@ -129,11 +129,11 @@ def fit_recalibration(p: np.ndarray, score: np.ndarray) -> tuple[float, float]:
 
 def sweep(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] | None = None,
           recalibrate: bool = False) -> dict[str, Any]:
-    """Every tolerance and lambda on the logged calls: cost per 1k requests, expected accuracy, route shares; with
-    ``scores`` (feedback / judge scores by call id), the observed mean score of the calls each setting would leave
-    where they were served (the only ones whose outcome under that setting is known). ``recalibrate``: expected
-    accuracies use P(correct) recalibrated to the scores (:func:`fit_recalibration`); the routes stay those the
-    router picks with the bundle's own P(correct)."""
+    """Every tolerance, lambda and value_usd setting on the logged calls: cost per 1k requests, expected accuracy, route
+    shares; with ``scores`` (feedback / judge scores by call id), the observed mean score of the calls each
+    setting would leave where they were served (the only ones whose outcome under that setting is known).
+    ``recalibrate``: expected accuracies use P(correct) recalibrated to the scores (:func:`fit_recalibration`);
+    the routes stay those the router picks with the bundle's own P(correct)."""
     calls = _calls(records, scores)
     targets, P, C, skipped = calls.targets, calls.p, calls.cost, calls.skipped
     n = len(P)

@@ -23,13 +23,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if st["decided_only"] else ""
     print(f"{st['calls']} routed calls{only}, {st['failures']} failed; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
-    def maybe(x: float | None, fmt: str = "{:.3f}") -> str:
-        return "-" if x is None else fmt.format(x)
-
     print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)", "answer tokens (mean)",
                  "estimated / actual cost"],
-                [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"], maybe(v["mean_p_correct"]),
-                  maybe(v["mean_answer_tokens"], "{:.0f}"), maybe(v["estimate_to_actual_cost"], "{:.2f}")]
+                [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"], _or_dash(v["mean_p_correct"]),
+                  _or_dash(v["mean_answer_tokens"], "{:.0f}"), _or_dash(v["estimate_to_actual_cost"], "{:.2f}")]
                  for t, v in st["targets"].items()]))
     ratio = st["estimate_to_actual_cost"]
     if ratio is not None and not 0.8 <= ratio <= 1.25:
@@ -88,6 +85,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _or_dash(x: float | None, fmt: str = "{:.3f}") -> str:
+    """``x`` formatted, or "-" where there is none."""
+    return "-" if x is None else fmt.format(x)
+
+
 def _decision_records(paths: Sequence[str], error: type[Exception], args: argparse.Namespace | None = None) -> list[dict]:
     """Every record of the decision logs at ``paths`` (within ``args.since`` / ``args.until`` when given); a missing
     file is ``error`` saying how to get one."""
@@ -132,10 +134,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
           + ("-" if r["mean_p_correct_old_route"] is None else f"{r['mean_p_correct_old_route']:.3f}"))
     nv = r["novel_share"]
     if nv["before"] is not None or nv["after"] is not None:
-        def share(x: float | None) -> str:
-            return "-" if x is None else f"{x:.1%}"
-        print(f"novel prompts (unlike the bundle's validation data): {share(nv['before'])} as logged -> "
-              f"{share(nv['after'])} with this bundle")
+        print(f"novel prompts (unlike the bundle's validation data): {_or_dash(nv['before'], '{:.1%}')} as logged -> "
+              f"{_or_dash(nv['after'], '{:.1%}')} with this bundle")
     print(table(["target", "calls before", "calls after"],
                  [[t, v["before"], v["after"]] for t, v in r["routes"].items()]))
     if r["top_moves"]:
@@ -307,8 +307,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
           + ("recalibrated P(correct)" if rc else "the bundle's P(correct)") + " of the routes it picks)")
     print(f"  routing_strategy_args: {{{c['kind']}: {c['value']:g}}}    # or per request: "
           f"metadata={{\"prefill\": {{\"{c['kind']}\": {c['value']:g}}}}}")
-    goal = next(f"{k}: {v:g}" for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
-                                          ("min_expected_accuracy", args.min_expected_accuracy)) if v is not None)
+    goal = ", ".join(f"{k}: {v:g}" for k, v in _autotune_goal(args).items())
     print(f"  or let the router keep tuning it on its latest calls: routing_strategy_args: {{autotune: {{{goal}}}}}")
     if args.simulate_autotune:
         r["autotune_simulation"] = _simulate_autotune(args, records)
@@ -316,13 +315,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _autotune_goal(args: argparse.Namespace) -> dict[str, float]:
+    """`tune`'s goal as autotune settings (the one of the three given)."""
+    return {k: v for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
+                              ("min_expected_accuracy", args.min_expected_accuracy)) if v is not None}
+
+
 def _simulate_autotune(args: argparse.Namespace, records: list[dict]) -> dict:
     """``tune --simulate-autotune``: what autotune with this goal would have done on the log, printed."""
     from ..autotune import simulate
 
-    settings = {k: v for k, v in (("budget_usd_per_1k", args.budget_usd_per_1k), ("savings", args.savings),
-                                  ("min_expected_accuracy", args.min_expected_accuracy), ("window", args.window),
-                                  ("every", args.every), ("min_calls", args.min_calls)) if v is not None}
+    settings = {**_autotune_goal(args), **{k: v for k, v in (("window", args.window), ("every", args.every),
+                                                            ("min_calls", args.min_calls)) if v is not None}}
     sim = simulate(records, settings, args.model_group)
     st = sim["settings"]
     print(f"\nautotune (window {st['window']}, every {st['every']}, from {st['min_calls']}) over the {sim['calls']} "
