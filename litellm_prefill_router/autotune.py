@@ -1,7 +1,7 @@
 """Online policy tuning (``autotune``): the router tunes its own policy to a goal on the calls it just decided.
 
-``prefill-router tune`` finds, on a decision log, the tolerance or lambda that meets a budget; a router set with
-``autotune: {savings: 0.5}`` (or ``budget_usd_per_1k`` / ``min_expected_accuracy``) does the same as it serves: it
+``prefill-router tune`` finds, on a decision log, the setting (tolerance, lambda or value_usd) that meets a budget; a
+router set with ``autotune: {savings: 0.5}`` (or ``budget_usd_per_1k`` / ``min_expected_accuracy``) does the same as it serves: it
 keeps its latest ``window`` policy-decided calls per model group and, every ``every`` calls once it has
 ``min_calls``, runs the same sweep on them off the request path (a background thread) and routes the following calls
 by the setting chosen. Each call's candidates' P(correct) and cost estimates do not depend on the policy, so the
@@ -235,8 +235,8 @@ def tuned_setting(s: AutotuneSettings, calls: list[RoutingDecision | Mapping[str
     met = chosen is not None
     if chosen is None:  # the nearest: the cheapest setting for a budget, the most accurate for an accuracy goal
         chosen = front[-1] if s.min_expected_accuracy is not None else front[0]
-        logger.warning("prefill router: autotune: no tolerance or lambda meets %s on the last %d calls (%s); "
-                       "routing by the nearest, %s=%g", goal, swept["calls"], best, chosen["kind"],
+        logger.warning("prefill router: autotune: no setting (tolerance, lambda or value_usd) meets %s on the last "
+                       "%d calls (%s); routing by the nearest, %s=%g", goal, swept["calls"], best, chosen["kind"],
                        chosen["value"])
     policy = RoutingPolicy(chosen["kind"], float(chosen["value"]), autotuned=True)
     return policy, {"policy": policy.describe(), "goal": goal, "goal_met": met, "calls": swept["calls"],

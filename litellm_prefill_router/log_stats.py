@@ -68,11 +68,13 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         # the semantic-router drop-in decides and the caller serves: a declined call goes to the caller's default
         t = per_target["(declined)" if decision.get("declined") else str(target)]
         t["calls"] += 1
-        reasons[reason_kind(str(decision.get("reason", "")))] += 1
-        if isinstance(decision.get("constraints"), dict):
+        kind = reason_kind(str(decision.get("reason", "")))
+        reasons[kind] += 1
+        # a retry repeats its request's limits and prediction: limits and novelty are counted once per request
+        if kind != "retry" and isinstance(decision.get("constraints"), dict):
             limited += 1
             narrowed += bool(decision["constraints"].get("excluded"))
-        if isinstance(decision.get("novelty"), (int, float)):
+        if kind != "retry" and isinstance(decision.get("novelty"), (int, float)):
             with_novelty += 1
             novel += decision["novelty"] > NOVEL_ABOVE
         policy = decision.get("policy") or {}

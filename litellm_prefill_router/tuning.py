@@ -212,7 +212,7 @@ def tune(records: Iterable[Mapping[str, Any]], *, budget_usd_per_1k: float | Non
     chosen, goal, best = pick_setting(front, s["dearest_cost_per_1k_usd"], budget_usd_per_1k=budget_usd_per_1k,
                                       savings=savings, min_expected_accuracy=min_expected_accuracy)
     if chosen is None:
-        raise TuneError(f"no tolerance or lambda meets {goal} on these {s['calls']} calls: {best}")
+        raise TuneError(f"no setting (tolerance, lambda or value_usd) meets {goal} on these {s['calls']} calls: {best}")
     return {**s, "goal": goal, "frontier": front, "chosen": chosen, "model_groups": dict(groups),
             "model_group": model_group}
 

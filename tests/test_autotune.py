@@ -124,8 +124,8 @@ def test_a_goal_no_setting_meets_routes_by_the_nearest_setting_and_warns(
     assert not status["goal_met"]
     assert status["cost_per_1k_usd"] == pytest.approx(cheapest["cost_per_1k_usd"], rel=1e-6)
     assert decisions[-1]["policy"]["autotuned"] and decisions[-1]["policy"]["kind"] == cheapest["kind"]
-    assert "autotune: no tolerance or lambda meets cost <= 1e-09 USD per 1k requests on the last 20 calls" in \
-        caplog.text
+    assert ("autotune: no setting (tolerance, lambda or value_usd) meets cost <= 1e-09 USD per 1k requests on the "
+            "last 20 calls") in caplog.text
 
 
 def decision(version: str, p: float, group: str = "auto") -> RoutingDecision:

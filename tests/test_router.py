@@ -462,7 +462,10 @@ async def test_a_retry_goes_to_the_next_best_target_instead_of_the_one_that_fail
     rows = [json.loads(x) for x in log.read_text().splitlines()]  # one line per attempt: the failure, then the retry
     assert [(r["decision"]["target"], r["outcome"]["success"]) for r in rows] == [("math-model", False),
                                                                                  (runner_up, True)]
-    assert summarize(rows)["reasons"] == {"policy": 1, "retry": 1}
+    stats = summarize(rows)
+    assert stats["reasons"] == {"policy": 1, "retry": 1}
+    # the retry repeats the request's prediction: its novelty is counted once, for the request
+    assert all(isinstance(r["decision"]["novelty"], float) for r in rows) and stats["novel"]["calls"] == 1
 
 
 async def test_a_retry_reuses_the_first_attempts_prediction_instead_of_running_the_encoder_again(

@@ -75,8 +75,8 @@ def test_a_quality_goal_gets_the_cheapest_setting_reaching_it(log: list[dict]) -
 
 
 def test_goals_no_setting_meets_are_errors_naming_what_is_possible(log: list[dict]) -> None:
-    with pytest.raises(TuneError, match=r"no tolerance or lambda meets cost <= 1e-09 USD per 1k requests on these 9 "
-                                        r"calls: the cheapest setting costs"):
+    with pytest.raises(TuneError, match=r"no setting \(tolerance, lambda or value_usd\) meets cost <= 1e-09 USD per 1k "
+                                        r"requests on these 9 calls: the cheapest setting costs"):
         tune(log, budget_usd_per_1k=1e-9)
     with pytest.raises(TuneError, match="the most any setting reaches is"):
         tune(log, min_expected_accuracy=1.0)
