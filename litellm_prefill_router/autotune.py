@@ -146,14 +146,14 @@ class Autotuner:
             self._threads.append(thread)
         thread.start()
 
-    def seed(self, records: Iterable[Mapping[str, Any]], bundle_version: str | None, model_groups: Collection[str],
-             default_policy: RoutingPolicy) -> dict[str, int]:
-        """Fill each model group's window from logged calls, the newest first (:func:`~.jsonl.records_from_end`): those
-        the same bundle version decided by the router's own policy (``default_policy`` or an autotuned setting), and
-        tune each group that has ``min_calls`` of them now, before its first request. Returns the calls seeded per
-        group."""
+    def seed(self, records: Iterable[Mapping[str, Any]], bundle_version: str | None,
+             model_groups: Collection[str] | None, default_policy: RoutingPolicy) -> dict[str, int]:
+        """Fill each model group's window (``model_groups``; None: every group the log names) from logged calls, the
+        newest first (:func:`~.jsonl.records_from_end`): those the same bundle version decided by the router's own
+        policy (``default_policy`` or an autotuned setting), and tune each group that has ``min_calls`` of them now,
+        before its first request. Returns the calls seeded per group."""
         want = self.settings.window
-        found: dict[str, list[Mapping[str, Any]]] = {str(g): [] for g in model_groups}
+        found: dict[str, list[Mapping[str, Any]]] = {str(g): [] for g in model_groups or ()}
         configured = {"kind": default_policy.kind, "value": default_policy.value, "preset": default_policy.preset}
         for read, rec in enumerate(records):
             if read >= 20 * want * max(1, len(found)) or all(len(v) >= want for v in found.values()):
@@ -161,7 +161,8 @@ class Autotuner:
             d = rec.get("decision")
             if not isinstance(d, Mapping) or d.get("bundle_version") != bundle_version:
                 continue
-            calls = found.get(str(d.get("model_group")))
+            calls = found.get(str(d.get("model_group"))) if model_groups is not None else \
+                found.setdefault(str(d.get("model_group")), [])
             if calls is None or len(calls) >= want or not d.get("cost_usd") or \
                     not _decided_by_policy(str(d.get("reason", ""))):
                 continue
@@ -185,7 +186,7 @@ class Autotuner:
                         seeded)
         return seeded
 
-    def seed_from_log(self, template: str | None, bundle_version: str | None, model_groups: Collection[str],
+    def seed_from_log(self, template: str | None, bundle_version: str | None, model_groups: Collection[str] | None,
                       default_policy: RoutingPolicy) -> dict[str, int]:
         """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes, the latest
         first), unless ``seed_from_log`` is off; a file that cannot be read is skipped with a warning."""

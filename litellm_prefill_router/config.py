@@ -124,6 +124,14 @@ class RequestOverrides(BaseModel):
     min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+def checked_cache_size(value: object) -> int:
+    """A ``prediction_cache_size`` given to a constructor (the strategy's arguments check theirs as a field)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
+                                 f"{value!r}")
+    return value
+
+
 def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
     if isinstance(args, PrefillStrategyArgs):
         return args

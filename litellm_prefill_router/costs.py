@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,19 @@ class Price:
             v = getattr(self, name)
             if not (v >= 0.0) or v == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r} (price source: {self.source})")
+
+
+def given_prices(prices: Mapping[str, Sequence[float]] | None, source: str) -> dict[str, Price]:
+    """Prices as a caller gives them, ``{target: (input, output)}`` in USD per token, checked."""
+    out: dict[str, Price] = {}
+    for target, pair in (prices or {}).items():
+        try:
+            given_in, given_out = pair
+            out[str(target)] = Price(float(given_in), float(given_out), source)
+        except (TypeError, ValueError) as err:
+            raise ConfigurationError(f"prices[{target!r}] must be (input, output) USD per token, two numbers >= 0; "
+                                     f"got {pair!r}") from err
+    return out
 
 
 def _per_token(price: Price) -> float:

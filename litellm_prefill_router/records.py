@@ -164,9 +164,9 @@ def policy_label(policy: object) -> str:
 
 def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
-    the prefill strategy): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
-    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-novelty`` (above 1: a prompt
-    unlike the bundle's training data)."""
+    the prefill strategy or the tier classifier): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
+    ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-tier`` (the tier classifier's
+    tier), ``x-prefill-novelty`` (above 1: a prompt unlike the bundle's training data)."""
     decision = None
     for key in ("litellm_metadata", "metadata"):
         md = request_data.get(key)
@@ -189,6 +189,8 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     p = (decision.get("p_correct") or {}).get(target)
     if p is not None:
         headers["x-prefill-p-correct"] = f"{float(p):.4f}"
+    if decision.get("tier"):  # a complexity router's tier, chosen by the tier classifier
+        headers["x-prefill-tier"] = str(decision["tier"])
     if isinstance(novelty := decision.get("novelty"), (int, float)):  # above 1: unlike the bundle's training data
         headers["x-prefill-novelty"] = f"{float(novelty):.3f}"
     if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered

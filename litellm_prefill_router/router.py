@@ -37,7 +37,7 @@ from .composition import (
     run_sync,
     use_strategy,
 )
-from .shared_metadata import decision_for
+from .shared_metadata import decision_for, routing_request
 from .strategy import PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -97,12 +97,14 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     """A request method's hook (see :func:`_hooked`): the response of ``original`` with the prefill decision copied
     into it (awaited first when ``original`` is a coroutine function)."""
     md, trace = request_metadata(kwargs, metadata_key), kwargs.get("litellm_trace_id")
-    result = original(*args, **kwargs)
+    with routing_request(md, trace):  # the request a tier classifier plugin decides for (see shared_metadata)
+        result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
         return _attach_decision(result, md, trace)
 
     async def attach() -> Any:
-        return _attach_decision(await result, md, trace)
+        with routing_request(md, trace):
+            return _attach_decision(await result, md, trace)
     return attach()
 
 

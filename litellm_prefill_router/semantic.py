@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .autotune import Autotuner, AutotuneSettings
-from .config import RequestOverrides
-from .costs import Price
+from .config import RequestOverrides, checked_cache_size
+from .costs import Price, given_prices
 from .decider import PrefillDecider
 from .errors import ConfigurationError
 from .jsonl import append_log_record, checked_log_template
@@ -75,10 +75,7 @@ class PrefillSemanticRouter:
                  execution_providers: Sequence[ProviderSpec] | None = None,
                  max_cost_usd: float | None = None, min_p_correct: float | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
-        if isinstance(prediction_cache_size, bool) or not isinstance(prediction_cache_size, int) \
-                or not 0 <= prediction_cache_size <= 1_000_000:
-            raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
-                                     f"{prediction_cache_size!r}")
+        checked_cache_size(prediction_cache_size)
         try:
             self.decision_log = checked_log_template(decision_log)
         except ValueError as err:
@@ -89,7 +86,7 @@ class PrefillSemanticRouter:
         self._providers = list(execution_providers) if execution_providers else None
         self._preset, self._tolerance, self._lambda, self._value_usd = preset, tolerance, lambda_, value_usd
         self._limits = Constraints(max_cost_usd, min_p_correct)  # checked here, before the bundle loads
-        self._user_prices = {t: Price(p[0], p[1], "user") for t, p in (prices or {}).items()}
+        self._user_prices = given_prices(prices, "user")
         try:  # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
             self.autotuner = Autotuner(autotune) if autotune is not None else None
         except ValidationError as err:

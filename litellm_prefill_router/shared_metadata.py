@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
-from .records import DECISION_KEY
+from .records import DECISION_KEY, LITELLM_DECISION_KEY
 
 TRACE_FIELD = "trace_id"  # the decision record's field naming its request
 
@@ -61,6 +63,29 @@ ATTEMPTS = RecordsByTrace()
 def attempts_of(trace_id: object) -> list[dict]:
     """The attempts of request ``trace_id`` the strategy routed so far (shadow and control-arm ones aside)."""
     return ATTEMPTS.attempts(trace_id)
+
+
+#: the request a Router method is serving now: its metadata dict and trace id (set by ``router``'s request hooks).
+#: litellm hands a pre-routing classifier plugin (the complexity router's ``classifier_plugin``) a copy of the
+#: request's metadata; the classifier reads the request's own dict here, to leave its decision where the decision
+#: log, the response's ``_hidden_params`` and the proxy's headers read it.
+_ROUTED_REQUEST: ContextVar[tuple[dict, object] | None] = ContextVar("prefill_routed_request", default=None)
+
+
+@contextmanager
+def routing_request(md: dict, trace_id: object) -> Iterator[None]:
+    """While the block runs (one request's routing and call), :func:`current_request` is this request."""
+    token = _ROUTED_REQUEST.set((md, trace_id))
+    try:
+        yield
+    finally:
+        _ROUTED_REQUEST.reset(token)
+
+
+def current_request() -> tuple[dict, object] | None:
+    """(metadata dict, trace id) of the request being routed in this task (or the task that started this one), None
+    outside a Router request."""
+    return _ROUTED_REQUEST.get()
 
 
 def _trace_of(record: object) -> object:
@@ -107,13 +132,27 @@ def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = N
     candidates += reversed(book.attempts(trace_id))
     for candidate in candidates:
         if not deployment_id or candidate.get("deployment_id") in (None, str(deployment_id)):
-            return candidate
+            return candidate if not _classified_earlier(candidate, md) else None
     return None
+
+
+def _classified_earlier(record: dict, md: Mapping) -> bool:
+    """Whether ``record`` is a tier classifier's decision (see ``tier_classifier``) that the attempt now served did
+    not follow: litellm stamps its routing record at every attempt and clears it when an attempt was not pre-routed
+    (a fallback to another model group), so a classifier's decision stands only while that record names the
+    classifier's complexity router."""
+    if "tier" not in record:
+        return False
+    routing = md.get(LITELLM_DECISION_KEY)
+    return not (isinstance(routing, Mapping) and routing.get("router_model_name") == record.get("model_group"))
 
 
 def drop_records(md: dict, trace_id: object, keys: tuple[str, ...]) -> None:
     """Remove ``keys`` (the decision record and its companions) from the metadata dict of request ``trace_id``, a
-    request the strategy does not route - unless the record there is another request's (the dict is shared)."""
-    if owns(md.get(DECISION_KEY), trace_id):
+    request the strategy does not route - unless the record there is another request's (the dict is shared), or the
+    decision of the tier classifier that sent this attempt to the model group."""
+    record = md.get(DECISION_KEY)
+    if owns(record, trace_id) and not (isinstance(record, dict) and "tier" in record
+                                       and not _classified_earlier(record, md)):
         for key in keys:
             md.pop(key, None)

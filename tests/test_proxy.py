@@ -48,7 +48,7 @@ def _write_config(path: Path, bundle: Path) -> None:
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto"),
                          *model_list(group="flaky", **{"math-model": {"mock_response": "litellm.InternalServerError"}}),
-                         *model_list(group="canary")]
+                         *model_list(group="canary"), *tier_groups()]
     cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
                                                             "reload_interval_s": 0.2})
     # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
@@ -62,6 +62,25 @@ def _write_config(path: Path, bundle: Path) -> None:
     cfg["litellm_settings"]["callbacks"] = [cfg["litellm_settings"]["callbacks"], "proxy_spy.spy"]
     cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # virtual keys with router_settings
     path.write_text(yaml.safe_dump(cfg))
+
+
+TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generalist"}
+
+
+def tier_groups() -> list[dict]:
+    """A complexity router ("tiered") whose classifier is the bundle (tests/proxy_tiers.py), and a model group per
+    tier answering as its target (the classifier's tiers: TIERS there)."""
+    tiered = {"model_name": "tiered", "litellm_params": {"model": "auto_router/complexity_router",
+                                                         "complexity_router_config": {
+                                                             "classifier_type": "custom",
+                                                             "classifier_plugin": "proxy_tiers.classifier",
+                                                             "tiers": {**{t: f"tier-{t}" for t in TIERS},
+                                                                       "REASONING": "tier-COMPLEX"}}}}
+    # named after no target: the router-wide prefill strategy leaves these groups to litellm (it would otherwise
+    # route within the tier's group, with a decision of its own)
+    return [tiered, *({"model_name": f"tier-{tier}", "litellm_params": {
+        "model": f"openai/tier-{tier.lower()}", "api_key": "sk-test", "mock_response": f"answer from {target}"}}
+        for tier, target in TIERS.items())]
 
 
 def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto",
@@ -184,6 +203,11 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert easy["choices"][0]["message"]["content"] == "answer from cheap" and "x-prefill-target" not in easy_headers
         hard, hard_headers = _post(port, COMPLEX_PROMPT, model="smart")
         assert hard["choices"][0]["message"]["content"] == f"answer from {hard_headers['x-prefill-target']}"
+        # the bundle as the complexity router's classifier (classifier_type: custom): it picks the tier
+        tier_body, tier_headers = _post(port, MATH_PROMPT, model="tiered")
+        assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
+        assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
+        assert tier_headers["x-litellm-complexity-router-cause"] == "classifier_plugin"
         # a virtual key's router_settings.routing_strategy takes precedence (litellm's per-key override): cost-based
         # serves the cheapest deployment, unrouted by the bundle; "prefill" there routes as configured
         cost, cost_headers = _post(port, HIST_PROMPT, key="sk-cost-routed")

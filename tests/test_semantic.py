@@ -197,6 +197,12 @@ def test_a_prompt_seen_again_is_routed_from_the_prediction_cache_unless_the_cach
             PrefillSemanticRouter(str(bundle_dir), prediction_cache_size=bad)
 
 
+def test_prices_that_are_not_an_input_and_output_price_are_configuration_errors(bundle_dir: Path) -> None:
+    for bad in ((1e-7,), (-1e-7, 1e-7), "cheap"):
+        with pytest.raises(ConfigurationError, match=r"prices\['math-model'\] must be \(input, output\) USD per token"):
+            PrefillSemanticRouter(str(bundle_dir), prices={"math-model": bad})  # type: ignore[dict-item]
+
+
 def test_a_late_prediction_is_declined_at_the_decision_timeout_like_any_fallback(
         bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time

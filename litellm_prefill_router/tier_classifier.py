@@ -1,0 +1,186 @@
+"""The prefill router as the classifier of litellm's complexity router (``classifier_type: custom``).
+
+litellm's complexity router - a ``model_list`` deployment with ``model: auto_router/complexity_router`` - sends each
+request to the model group of a tier (SIMPLE / MEDIUM / COMPLEX / REASONING, or an operator's own tiers) that a
+classifier picks: keyword heuristics, an LLM call, or a plugin. :class:`PrefillTierClassifier` is such a plugin
+(litellm's ``ClassifierPlugin``: ``async classify(context) -> tier | None``): each tier is a bundle target; it
+predicts from the prompt's prefill activations which tier's model answers correctly and picks the tier by the
+bundle's policy and the targets' prices - the decision the ``prefill`` routing strategy takes among deployments,
+made here for a router whose tiers, escalation and headers stay litellm's::
+
+    # tiers.py, beside the proxy's config.yaml
+    from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+    classifier = PrefillTierClassifier("bundles/llmrouter", tiers={"SIMPLE": "llama-3.1-8b-instruct",
+                                                                  "COMPLEX": "llama-3.1-nemotron-51b-instruct"})
+
+    # config.yaml
+    model_list:
+      - model_name: smart
+        litellm_params:
+          model: auto_router/complexity_router
+          complexity_router_config:
+            classifier_type: custom
+            classifier_plugin: tiers.classifier
+            tiers: {SIMPLE: llama-8b, COMPLEX: nemotron-51b}
+
+The decision is written into the request's metadata as the strategy writes its own, so the decision log (with the
+call's outcome), ``_hidden_params["prefill_routing"]``, the proxy's ``x-prefill-*`` headers (``x-prefill-tier``
+too), the metrics, ``autotune`` and per-request / per-key ``metadata.prefill`` overrides work as for the strategy.
+A request the classifier cannot decide (inference failed or timed out, no text) is declined (``None``): litellm's
+``classifier_fallback`` decides it, and the log line says ``declined``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .autotune import Autotuner, AutotuneSettings
+from .config import checked_cache_size, parse_overrides
+from .costs import Price, given_prices
+from .decider import PrefillDecider
+from .errors import ConfigurationError
+from .jsonl import checked_log_template
+from .metrics import reload_observer
+from .policy import RoutingDecision
+from .predictor import shared_predictor
+from .records import DECISION_LOG_KEY, baseline_record, savings_baseline
+from .reloading import BundleReloader
+from .sessions import ProviderSpec
+from .shared_metadata import current_request, store_decision
+
+logger = logging.getLogger("litellm_prefill_router")
+
+#: the model group of a decision made outside a litellm request (the complexity router's own name otherwise)
+MODEL_GROUP = "complexity router"
+
+
+def _checked_tiers(tiers: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(tiers, Mapping) or not tiers:
+        raise ConfigurationError("tiers must map each complexity-router tier to a bundle target, e.g. "
+                                 "{'SIMPLE': 'llama-3.1-8b-instruct', 'COMPLEX': 'llama-3.1-nemotron-51b-instruct'}; "
+                                 f"got {tiers!r}")
+    bad = [f"{k!r}: {v!r}" for k, v in tiers.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
+    if bad:
+        raise ConfigurationError(f"tiers maps tier names to target names (strings); not: {', '.join(bad)}")
+    seen: dict[str, str] = {}
+    for tier, target in tiers.items():
+        if target in seen:
+            raise ConfigurationError(f"tiers {seen[target]!r} and {tier!r} both name target {target!r}: the "
+                                     "classifier picks a target, so each target may stand for one tier")
+        seen[target] = tier
+    return dict(tiers)
+
+
+class PrefillTierClassifier:
+    """litellm ``ClassifierPlugin`` for the complexity router: ``tiers`` maps each tier name (as litellm's
+    ``complexity_router_config.tiers`` names it) to the bundle target its model is (``bundle``: a directory or
+    ``hf://owner/name[@revision][/path]``). The classifier chooses among those targets only.
+
+    Policy: ``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd`` (default: the bundle's ``balanced``), a request's
+    or a proxy key's ``metadata.prefill`` on top; ``max_cost_usd`` / ``min_p_correct`` limits; ``autotune``. Costs
+    use ``prices`` ({target: (input, output) USD per token}, the tiers' model prices), else the bundle's.
+    ``decision_log`` (``{date}`` / ``{pid}``), ``decision_log_messages``, ``decision_log_responses``, ``metrics``,
+    ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (keep it below litellm's
+    ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged rather than
+    cancelled) and ``execution_providers`` as for the ``prefill`` strategy's ``routing_strategy_args``.
+    """
+
+    def __init__(self, bundle: str, tiers: Mapping[str, str], *, preset: str | None = None,
+                 tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
+                 prices: Mapping[str, tuple[float, float]] | None = None,
+                 max_cost_usd: float | None = None, min_p_correct: float | None = None,
+                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
+                 decision_timeout_s: float | None = None, decision_log: str | None = None,
+                 decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
+                 execution_providers: Sequence[ProviderSpec] | None = None,
+                 autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
+        from .decision_logger import register_decision_log  # litellm-facing: imported with the classifier only
+        from .router import install
+
+        self.tiers = _checked_tiers(tiers)
+        self._tier_of = {target: tier for tier, target in self.tiers.items()}
+        try:
+            log = checked_log_template(decision_log)
+        except ValueError as err:
+            raise ConfigurationError(str(err)) from err
+        self.bundle = bundle
+        self._policy: dict[str, Any] = {"preset": preset, "tolerance": tolerance, "lambda_": lambda_,
+                                        "value_usd": value_usd, "max_cost_usd": max_cost_usd,
+                                        "min_p_correct": min_p_correct}
+        self._predictor_args: dict[str, Any] = {
+            "cache_size": checked_cache_size(prediction_cache_size),
+            "execution_providers": list(execution_providers) if execution_providers else None}
+        self._timeout_s = decision_timeout_s
+        self._user_prices = given_prices(prices, "user")
+        try:
+            self.autotuner = Autotuner(autotune) if autotune is not None else None
+        except ValidationError as err:
+            raise ConfigurationError(f"invalid autotune settings: {err}") from err
+        self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s,
+                                        on_reload=reload_observer(bundle) if metrics else None)
+        install()  # the Router's request methods name the request being classified (see shared_metadata)
+        self._log_target: dict[str, Any] | None = None
+        if log is not None or metrics:
+            register_decision_log()
+            self._log_target = {"path": str(Path(log).expanduser().resolve()) if log else None,
+                                "messages": decision_log_messages, "responses": decision_log_responses,
+                                "metrics": metrics, "answer_lengths": None}
+        if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
+            self.autotuner.seed_from_log(log, self.decider.predictor.bundle.version, None,
+                                         self.decider.default_policy)
+
+    def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
+        decider = PrefillDecider(shared_predictor(self.bundle, **self._predictor_args), timeout_s=self._timeout_s,
+                                 autotuner=self.autotuner, **self._policy)
+        unknown = sorted(set(self.tiers.values()) - set(decider.targets))
+        if unknown:
+            raise ConfigurationError(f"tiers name {unknown}, which are not targets of bundle {self.bundle}; its "
+                                     f"targets: {decider.targets}")
+        base = {**decider.manifest_prices(), **self._user_prices}
+        missing = [t for t in self.tiers.values() if t not in base]
+        if missing:
+            raise ConfigurationError(f"no price for targets {missing}; pass prices={{target: (input, output)}}")
+        return decider, {t: base[t] for t in self.tiers.values()}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrefillTierClassifier:
+        """Itself: litellm deep-copies its ``model_list``, config and all; a classifier (a loaded bundle, its worker
+        thread, autotune's window) is shared by the copies, not duplicated (nor could its sessions be copied)."""
+        return self
+
+    @property
+    def decider(self) -> PrefillDecider:
+        return self._reloader.current[0]
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        return self._reloader.current[1]
+
+    async def classify(self, context: Any) -> str | None:
+        """The tier for one request (litellm's ``RoutingContext``: its messages and metadata), or None to decline."""
+        self._reloader.maybe_reload()
+        decider, prices = self._reloader.current  # one bundle per request, even if a reload swaps it meanwhile
+        request = current_request()  # the request's own metadata dict; litellm hands the plugin a copy
+        md = request[0] if request is not None else dict(getattr(context, "metadata", None) or {})
+        group = str(md.get("model_group") or MODEL_GROUP)
+        messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
+        decision = await decider.adecide(list(messages), prices, parse_overrides(md), group)
+        tier = None if decision.reason.startswith("fallback") else self._tier_of[decision.target]
+        if request is not None:
+            self._record(md, request[1], decision, tier, prices)
+        return tier
+
+    def _record(self, md: dict, trace_id: object, decision: RoutingDecision, tier: str | None,
+                prices: Mapping[str, Price]) -> None:
+        """Leave the decision in the request's metadata, where the decision log, the response's hidden params and
+        the proxy's headers read it; savings are measured against the dearest candidate tier."""
+        baseline = savings_baseline(decision, list(prices.items()), lambda option: option)
+        record = {**decision.to_dict(), "tier": tier, "declined": tier is None,
+                  "baseline": baseline_record(baseline[0], None, baseline[1]) if baseline else None}
+        store_decision(md, record, trace_id)
+        if self._log_target is not None:
+            md[DECISION_LOG_KEY] = self._log_target

@@ -1,0 +1,13 @@
+"""For the LiteLLM proxy in tests: the tier classifier a complexity router's ``classifier_plugin: proxy_tiers.classifier``
+names (the proxy imports this module at start; the bundle is $PREFILL_BUNDLE, as in the proxy config)."""
+
+from __future__ import annotations
+
+import os
+
+from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+
+#: tier -> bundle target; the config's complexity router maps each tier to a model group serving that target
+TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generalist"}
+
+classifier = PrefillTierClassifier(os.environ["PREFILL_BUNDLE"], TIERS, preset="max-quality")

@@ -1,0 +1,188 @@
+"""The prefill router as litellm's complexity-router classifier (classifier_type: custom), through a real litellm
+Router with mock deployments."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from pathlib import Path
+
+import litellm
+import pytest
+from conftest import HIST_PROMPT, MATH_PROMPT
+
+from litellm_prefill_router import flush_logging
+from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.log_stats import summarize
+from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+
+TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generalist"}
+# the complexity router's tiers name model groups; each serves one bundle target
+GROUPS = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen", "REASONING": "gen"}
+SERVED_BY = {"hist": "history-model", "maths": "math-model", "gen": "generalist", "other": "generalist"}
+
+
+def router(classifier: PrefillTierClassifier, failing: tuple[str, ...] = (), **config: object) -> litellm.Router:
+    deployments = [{"model_name": g, "litellm_params": {
+        "model": f"openai/{SERVED_BY[g]}", "api_key": "sk-test",
+        "mock_response": "litellm.InternalServerError" if g in failing else f"answer from {g}"}}
+        for g in ("hist", "maths", "gen", "other")]
+    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
+                                                       "complexity_router_config": {
+                                                           "classifier_type": "custom", "classifier_plugin": classifier,
+                                                           "tiers": GROUPS, **config}}}
+    return litellm.Router(model_list=[*deployments, smart], fallbacks=[{"smart": ["other"]}])
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_the_complexity_router_sends_each_prompt_to_the_tier_whose_model_the_bundle_picks(
+        bundle_dir: Path) -> None:
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality"))
+    for prompt, tier, group in ((MATH_PROMPT, "MEDIUM", "maths"), (HIST_PROMPT, "SIMPLE", "hist")):
+        resp = await r.acompletion(model="smart", messages=user(prompt))
+        assert resp.choices[0].message.content == f"answer from {group}"
+        headers = resp._hidden_params["additional_headers"]
+        assert headers["x-litellm-complexity-router-tier"] == tier
+        assert headers["x-litellm-complexity-router-cause"] == "classifier_plugin"
+        d = resp._hidden_params["prefill_routing"]
+        assert (d["tier"], d["target"], d["model_group"], d["reason"]) == (tier, TIERS[tier], "smart", "policy")
+        assert set(d["p_correct"]) == set(TIERS.values())
+    # the Responses API routes on its input
+    resp = await r.aresponses(model="smart", input=MATH_PROMPT)
+    assert resp.output[0].content[0].text == "answer from maths"
+    assert resp._hidden_params["prefill_routing"]["tier"] == "MEDIUM"
+
+
+async def test_each_classified_call_is_logged_with_its_outcome_and_stats_sums_it_up(bundle_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    log = tmp_path / "tiers.jsonl"
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log)))
+    for prompt in (MATH_PROMPT, HIST_PROMPT, MATH_PROMPT):
+        await r.acompletion(model="smart", messages=user(prompt))
+    await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(x["decision"]["tier"], x["outcome"]["success"], x["outcome"]["model"]) for x in rows] == \
+        [("MEDIUM", True, "math-model"), ("SIMPLE", True, "history-model"), ("MEDIUM", True, "math-model")]
+    assert rows[0]["litellm_call_id"] and rows[0]["messages"] == user(MATH_PROMPT)
+    # savings against the dearest candidate tier's target (generalist) at the bundle's prices
+    assert rows[0]["decision"]["baseline"]["target"] == "generalist" and rows[0]["outcome"]["savings_usd"] > 0
+    stats = summarize(rows)
+    assert stats["calls"] == 3 and stats["targets"]["math-model"]["calls"] == 2 and stats["savings_usd"] > 0
+
+
+async def test_a_router_wide_prefill_strategy_leaves_the_classifiers_decision_on_the_tier_groups_it_does_not_route(
+        bundle_dir: Path) -> None:
+    from conftest import model_list
+
+    from litellm_prefill_router import PrefillRouter
+
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality")
+    # the tier groups' deployments are named after no bundle target: the strategy leaves them to litellm
+    tier_groups = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test",
+                                                        "mock_response": f"answer from {g}"}} for g in set(GROUPS.values())]
+    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
+                                                       "complexity_router_config": {
+                                                           "classifier_type": "custom", "classifier_plugin": classifier,
+                                                           "tiers": GROUPS}}}
+    r = PrefillRouter(model_list=[*model_list(), *tier_groups, smart], routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir)})
+    resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content == "answer from maths"
+    assert resp._hidden_params["prefill_routing"]["tier"] == "MEDIUM"
+    plain = await r.acompletion(model="auto", messages=user(MATH_PROMPT))  # the strategy's own group
+    assert "tier" not in plain._hidden_params["prefill_routing"]
+
+
+async def test_a_requests_metadata_prefill_overrides_the_classifiers_policy(bundle_dir: Path) -> None:
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality"))
+    pinned = await r.acompletion(model="smart", messages=user(MATH_PROMPT),
+                                 metadata={"prefill": {"pin_model": "generalist"}})
+    assert pinned.choices[0].message.content == "answer from gen"
+    assert pinned._hidden_params["prefill_routing"]["reason"] == "pinned"
+    cheapest = await r.acompletion(model="smart", messages=user(HIST_PROMPT), metadata={"prefill": {"tolerance": 1.0}})
+    assert cheapest._hidden_params["prefill_routing"]["tier"] == "MEDIUM"  # math-model, the cheapest target
+    narrowed = await r.acompletion(model="smart", messages=user(MATH_PROMPT),
+                                   metadata={"prefill": {"candidates": ["history-model", "generalist"]}})
+    assert narrowed._hidden_params["prefill_routing"]["tier"] == "COMPLEX"
+
+
+async def test_a_failed_prediction_is_declined_and_litellms_classifier_fallback_serves_the_request(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, decision_log=str(log))
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("encoder exploded")
+    monkeypatch.setattr(classifier.decider.predictor, "apredict_one", broken)
+    r = router(classifier)  # classifier_fallback: litellm's heuristic scorer
+    resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content.startswith("answer from ")  # the request was served
+    assert resp._hidden_params["additional_headers"]["x-litellm-complexity-router-cause"] != "classifier_plugin"
+    await flush_logging()
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["decision"]["declined"] is True and row["decision"]["tier"] is None
+    assert row["decision"]["reason"].startswith("fallback: inference failed (RuntimeError: encoder exploded)")
+    assert summarize([row])["targets"]["(declined)"]["calls"] == 1
+
+
+async def test_a_fallback_to_another_model_group_is_not_logged_as_the_classifiers_decision(bundle_dir: Path,
+                                                                                          tmp_path: Path) -> None:
+    log = tmp_path / "tiers.jsonl"
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log)),
+               failing=("maths",))
+    resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content == "answer from other"  # litellm's fallbacks: smart -> other
+    assert "prefill_routing" not in resp._hidden_params  # "other" was not chosen by the classifier
+    await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(x["decision"]["tier"], x["outcome"]["success"]) for x in rows] == [("MEDIUM", False)]
+
+
+def test_tiers_that_do_not_map_one_to_one_onto_bundle_targets_are_errors(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"tiers name \['gpt-9'\], which are not targets of bundle .*; its "
+                                                 r"targets: \['generalist', 'history-model', 'math-model'\]"):
+        PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "math-model", "COMPLEX": "gpt-9"})
+    with pytest.raises(ConfigurationError, match="tiers 'SIMPLE' and 'MEDIUM' both name target 'math-model'"):
+        PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "math-model", "MEDIUM": "math-model"})
+    with pytest.raises(ConfigurationError, match="tiers must map each complexity-router tier to a bundle target"):
+        PrefillTierClassifier(str(bundle_dir), {})
+    with pytest.raises(ConfigurationError, match="tiers maps tier names to target names"):
+        PrefillTierClassifier(str(bundle_dir), {"SIMPLE": ["math-model"]})  # type: ignore[dict-item]
+
+
+def test_bad_prices_cache_sizes_and_policies_are_configuration_errors(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"prices\['math-model'\] must be \(input, output\) USD per token"):
+        PrefillTierClassifier(str(bundle_dir), TIERS, prices={"math-model": (1e-7,)})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match="prediction_cache_size must be an integer from 0"):
+        PrefillTierClassifier(str(bundle_dir), TIERS, prediction_cache_size=-1)
+    with pytest.raises(ConfigurationError, match="unknown policy preset 'nope'"):
+        PrefillTierClassifier(str(bundle_dir), TIERS, preset="nope")
+    with pytest.raises(ConfigurationError, match="invalid autotune settings"):
+        PrefillTierClassifier(str(bundle_dir), TIERS, autotune={"savings": 2})
+
+
+def test_it_is_a_litellm_classifier_plugin_that_litellms_config_copies_share(bundle_dir: Path) -> None:
+    from litellm.types.router import ClassifierPlugin
+
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS)
+    # what the proxy checks when it resolves `classifier_plugin: module.instance`
+    assert isinstance(classifier, ClassifierPlugin) and inspect.iscoroutinefunction(classifier.classify)
+    assert copy.deepcopy({"plugin": classifier})["plugin"] is classifier  # litellm deep-copies its model_list
+
+
+async def test_autotune_tunes_the_classifiers_policy_per_complexity_router(bundle_dir: Path) -> None:
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality",
+                                       autotune={"savings": 0.3, "window": 20, "min_calls": 20, "every": 10})
+    assert classifier.autotuner is not None
+    r = router(classifier)
+    for i in range(20):
+        await r.acompletion(model="smart", messages=user((MATH_PROMPT, HIST_PROMPT)[i % 2]))
+    classifier.autotuner.wait()
+    status = classifier.autotuner.status()["smart"]
+    assert status is not None and status["calls"] == 20
+    resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert resp._hidden_params["prefill_routing"]["policy"]["autotuned"] is True
