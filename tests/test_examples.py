@@ -60,3 +60,23 @@ def test_proxy_example_config_enables_the_prefill_strategy() -> None:
     assert cfg["router_settings"]["routing_strategy"] == "prefill"
     assert cfg["litellm_settings"]["callbacks"] == "litellm_prefill_router.proxy_hook.proxy_handler_instance"
     assert all(d["model_info"]["prefill_target"] and d["litellm_params"]["mock_response"] for d in cfg["model_list"])
+
+
+def test_complexity_router_example_gives_each_tier_a_model_group_and_a_bundle_target() -> None:
+    import ast
+
+    import yaml
+
+    here = ROOT / "examples/litellm_complexity_router"
+    cfg = yaml.safe_load((here / "config.yaml").read_text())
+    router_cfg = next(d for d in cfg["model_list"] if d["litellm_params"]["model"] == "auto_router/complexity_router")
+    complexity = router_cfg["litellm_params"]["complexity_router_config"]
+    assert (complexity["classifier_type"], complexity["classifier_plugin"]) == ("custom", "tiers.classifier")
+    tree = ast.parse((here / "tiers.py").read_text())
+    tiers = next(ast.literal_eval(n.value) for n in ast.walk(tree)
+                 if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "TIERS" for t in n.targets))
+    assert set(tiers) == set(complexity["tiers"])
+    groups = {d["model_name"]: d["litellm_params"]["model"] for d in cfg["model_list"]}
+    # each tier's model group serves the model the classifier takes it for
+    assert all(groups[complexity["tiers"][t]] == f"openai/{target}" for t, target in tiers.items())
+    assert cfg["litellm_settings"]["callbacks"] == "litellm_prefill_router.proxy_hook.proxy_handler_instance"
