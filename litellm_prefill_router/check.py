@@ -12,6 +12,8 @@ to serve them) is a warning, which ``--strict`` refuses.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +29,84 @@ def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
     return any(n == "prometheus" for key in ("callbacks", "success_callback") for n in names(litellm_settings.get(key)))
 
 
+def _complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
+    params = deployment.get("litellm_params") or {}
+    cfg = params.get("complexity_router_config")
+    return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
+
+
+def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> dict[str, Any]:
+    """Replace each complexity router's ``classifier_plugin`` dotted path (``module.attribute``) by the object it names,
+    imported as the proxy imports it: the module from the config's directory, else from the installed packages.
+    Returns model name -> the :class:`~.tier_classifier.PrefillTierClassifier` of those that are one."""
+    from .tier_classifier import PrefillTierClassifier
+
+    found: dict[str, Any] = {}
+    for dep in model_list:
+        cfg = _complexity_config(dep)
+        path = cfg.get("classifier_plugin") if cfg is not None else None
+        if cfg is None or not isinstance(path, str):
+            continue
+        module, _, attribute = path.rpartition(".")
+        where = f"complexity router {dep.get('model_name')!r}: classifier_plugin {path!r}"
+        if not module:
+            raise ConfigurationError(f"{where} is not a dotted path module.attribute (e.g. tiers.classifier)")
+        sys.path.insert(0, str(config_dir))
+        try:
+            cfg["classifier_plugin"] = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ConfigurationError(f"{where} cannot be imported ({type(err).__name__}: {err}); the proxy looks for "
+                                     f"{module.replace('.', '/')}.py beside the config, then in the installed "
+                                     "packages") from err
+        finally:
+            sys.path.remove(str(config_dir))
+        if isinstance(cfg["classifier_plugin"], PrefillTierClassifier):
+            found[str(dep.get("model_name"))] = cfg["classifier_plugin"]
+    return found
+
+
+def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
+                      prompts: list[str]) -> dict[str, Any]:
+    """A tier classifier's part of the report: its bundle, policy, and each tier's target, model group and price."""
+    groups = complexity.get("tiers") or {}
+    entry: dict[str, Any] = {
+        "name": f"complexity router {name!r} (tier classifier)", "bundle": str(classifier.bundle),
+        "bundle_served": classifier.decider.predictor.bundle.source,
+        "policy": classifier.decider.default_policy.describe(),
+        "tiers": [{"tier": tier, "target": target, "model_group": groups.get(tier),
+                   "input_usd_per_mtok": classifier.prices[target].input_cost_per_token * 1e6,
+                   "output_usd_per_mtok": classifier.prices[target].output_cost_per_token * 1e6,
+                   "price_from": classifier.prices[target].source} for tier, target in classifier.tiers.items()],
+        # tiers the classifier returns that the router does not have: litellm falls back on every such request
+        "unknown_tiers": sorted(t for t in classifier.tiers if groups and t not in groups),
+        "routes": []}
+    for prompt in prompts:
+        d = asyncio.run(classifier.decider.adecide([{"role": "user", "content": prompt}], classifier.prices, None,
+                                                   name))
+        entry["routes"].append({"prompt": prompt, "model_group": name, "tier": classifier.tier_for(d),
+                                "target": d.target,
+                                "reason": d.reason, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd)})
+    return entry
+
+
 def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str, Any]:
     """The report of ``prefill-router check`` (raises the typed error a misconfiguration gets at start-up)."""
     from .router import prefill_strategies, router_from_config
 
     model_list, router_settings, litellm_settings = load_proxy_config(path)
+    classifiers = resolve_classifiers(model_list, Path(path).resolve().parent)
     router = router_from_config(model_list, router_settings)
     strategies = prefill_strategies(router)
-    if not strategies:
+    if not strategies and not classifiers:
         raise ConfigurationError(
             f"{path}: no prefill strategy - set router_settings.routing_strategy: prefill (with routing_strategy_args."
-            "bundle), or a routing_groups entry with routing_strategy: prefill")
-    report: dict[str, Any] = {"config": str(path), "strategies": [],
+            "bundle), or a routing_groups entry with routing_strategy: prefill, or a complexity router whose "
+            "classifier_plugin is a PrefillTierClassifier")
+    report: dict[str, Any] = {"config": str(path), "strategies": [], "classifiers": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
+    complexity = {str(d.get("model_name")): _complexity_config(d) or {} for d in model_list}
+    for name, classifier in classifiers.items():
+        report["classifiers"].append(_classifier_entry(name, classifier, complexity[name], prompts or []))
     pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()
@@ -89,10 +156,24 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The report as text: one section per prefill strategy."""
+    """The report as text: one section per prefill strategy, then one per tier classifier."""
     from .commands.common import table
 
     out = []
+    for c in report.get("classifiers") or []:
+        out.append(f"{c['name']}: bundle {c['bundle']}, policy {c['policy']}")
+        out.append(table(["tier", "target", "model group", "$/Mtok in", "$/Mtok out", "price from"],
+                         [[t["tier"], t["target"], t["model_group"] or "-", t["input_usd_per_mtok"],
+                           t["output_usd_per_mtok"], t["price_from"]] for t in c["tiers"]]))
+        if c["unknown_tiers"]:
+            out.append(f"\nwarning: {_unknown_tiers(c)}")
+        if c["routes"]:
+            out.append("")
+            out.append(table(["prompt", "tier", "target", "reason", "P(correct)", "est. cost USD"],
+                             [[_short(r["prompt"]), r["tier"] or "(declined)", r["target"], r["reason"],
+                               r["p_correct"].get(r["target"], float("nan")),
+                               r["cost_usd"].get(r["target"], float("nan"))] for r in c["routes"]]))
+        out.append("")
     for s in report["strategies"]:
         timeout = f", decision timeout {s['decision_timeout_s']:g} s" if s["decision_timeout_s"] else ""
         served = f" (serves {s['bundle_served']})" if s["bundle_served"] != s["bundle"] and \
@@ -160,13 +241,20 @@ def _mixed_windows(group: str, windows: dict[str, int]) -> str:
 
 def warnings_of(report: dict[str, Any]) -> list[str]:
     """What ``--strict`` refuses: bundle targets that no deployment serves; metrics nothing will serve; context
-    windows that differ within a routed group while litellm's pre-call checks are off."""
+    windows that differ within a routed group while litellm's pre-call checks are off; tier classifier tiers the
+    complexity router does not have."""
     return [*(f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
               for t in s["targets_without_deployment"]),
             *(f"{s['name']}: {_NO_METRICS_ENDPOINT}" for s in report["strategies"]
               if s["metrics"] and not report["serves_metrics"]),
             *(f"{s['name']}: {_mixed_windows(g, w)}" for s in report["strategies"]
-              for g, w in s["mixed_context_windows"].items())]
+              for g, w in s["mixed_context_windows"].items()),
+            *(f"{c['name']}: {_unknown_tiers(c)}" for c in report.get("classifiers") or [] if c["unknown_tiers"])]
+
+
+def _unknown_tiers(classifier: dict[str, Any]) -> str:
+    return (f"the classifier's tiers {classifier['unknown_tiers']} are not in complexity_router_config.tiers: litellm "
+            "refuses such a verdict and its classifier_fallback decides those requests")
 
 
 def _short(text: str, width: int = 40) -> str:

@@ -169,10 +169,14 @@ class PrefillTierClassifier:
         group = str(md.get("model_group") or MODEL_GROUP)
         messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
         decision = await decider.adecide(list(messages), prices, parse_overrides(md), group)
-        tier = None if decision.reason.startswith("fallback") else self._tier_of[decision.target]
+        tier = self.tier_for(decision)
         if request is not None:
             self._record(md, request[1], decision, tier, prices)
         return tier
+
+    def tier_for(self, decision: RoutingDecision) -> str | None:
+        """The tier of a decision's target; None (declined) for a fallback decision, which no prediction made."""
+        return None if decision.reason.startswith("fallback") else self._tier_of[decision.target]
 
     def _record(self, md: dict, trace_id: object, decision: RoutingDecision, tier: str | None,
                 prices: Mapping[str, Price]) -> None:

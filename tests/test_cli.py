@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT
+from conftest import HIST_PROMPT, MATH_PROMPT
 from litellm_prefill_router.cli import main
 
 
@@ -114,8 +114,6 @@ def _proxy_config(path: Path, bundle: str, targets: tuple[str, ...] = ("math-mod
 
 def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_routes(
         bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import MATH_PROMPT
-
     monkeypatch.setenv("TEST_BUNDLE", str(bundle_dir))  # os.environ/ values are read as the proxy reads them
     cfg = _proxy_config(tmp_path / "config.yaml", "os.environ/TEST_BUNDLE")
     out = tmp_path / "check.json"
@@ -224,3 +222,54 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(bundle_dir: Pa
     monkeypatch.setattr(sys, "stdout", closed)
     assert main(["info", "--bundle", str(bundle_dir)]) == 141  # no BrokenPipeError traceback
     closed.close()
+
+
+def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], module: str) -> Path:
+    """A proxy config whose complexity router's classifier is a PrefillTierClassifier defined in ``module``.py beside
+    it (the proxy imports it from the config's directory)."""
+    import yaml
+
+    (directory / f"{module}.py").write_text(
+        "from litellm_prefill_router.tier_classifier import PrefillTierClassifier\n"
+        f"classifier = PrefillTierClassifier({str(bundle)!r}, {tiers!r}, preset='max-quality')\n")
+    groups = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen"}
+    deployments = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test"}}
+                   for g in groups.values()]
+    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
+                                                       "complexity_router_config": {
+                                                           "classifier_type": "custom",
+                                                           "classifier_plugin": f"{module}.classifier",
+                                                           "tiers": groups}}}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump({"model_list": [*deployments, smart]}))
+    return path
+
+
+def test_check_reports_a_complexity_routers_tier_classifier_its_tiers_and_sample_tiers(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiers = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generalist"}
+    cfg = _classifier_config(tmp_path, bundle_dir, tiers, "tiers_check_ok")
+    out = tmp_path / "check.json"
+    assert main(["check", "--config", str(cfg), "--prompt", MATH_PROMPT, "--prompt", HIST_PROMPT,
+                 "--json", str(out), "--strict"]) == 0
+    text = capsys.readouterr().out
+    assert "complexity router 'smart' (tier classifier): bundle" in text and "policy preset=max-quality" in text
+    (entry,) = json.loads(out.read_text())["classifiers"]
+    assert [(t["tier"], t["target"], t["model_group"]) for t in entry["tiers"]] == \
+        [("SIMPLE", "history-model", "hist"), ("MEDIUM", "math-model", "maths"), ("COMPLEX", "generalist", "gen")]
+    assert [(r["tier"], r["target"]) for r in entry["routes"]] == [("MEDIUM", "math-model"),
+                                                                   ("SIMPLE", "history-model")]
+
+
+def test_check_warns_of_classifier_tiers_the_complexity_router_lacks_and_names_a_plugin_it_cannot_import(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiers = {"SIMPLE": "history-model", "EXPERT": "generalist"}  # the router's tiers: SIMPLE, MEDIUM, COMPLEX
+    cfg = _classifier_config(tmp_path, bundle_dir, tiers, "tiers_check_unknown")
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert "warning: the classifier's tiers ['EXPERT'] are not in complexity_router_config.tiers" in \
+        capsys.readouterr().out
+    assert main(["check", "--config", str(cfg), "--strict"]) == 1
+    cfg.write_text(cfg.read_text().replace("tiers_check_unknown.classifier", "tiers_check_missing.classifier"))
+    assert main(["check", "--config", str(cfg)]) == 2
+    assert "classifier_plugin 'tiers_check_missing.classifier' cannot be imported (ModuleNotFoundError" in \
+        capsys.readouterr().err
