@@ -47,7 +47,36 @@ class RouteChoice:
     id: str | None = None
 
 
-class PrefillSemanticRouter:
+def priced_routes(decider: PrefillDecider, bundle: str, routes: Sequence[str], user_prices: Mapping[str, Price],
+                  what: str) -> dict[str, Price]:
+    """The price of each of ``routes`` (bundle targets named by a caller as ``what``): the caller's, else the
+    bundle's; an unknown target or one without a price is an error naming it."""
+    unknown = sorted(set(routes) - set(decider.targets))
+    if unknown:
+        raise ConfigurationError(f"{what} {unknown} are not targets of bundle {bundle}; its targets: {decider.targets}")
+    base = {**decider.manifest_prices(), **user_prices}
+    missing = [t for t in routes if t not in base]
+    if missing:
+        raise ConfigurationError(f"no price for {what} {missing}; pass prices={{target: (input, output)}}")
+    return {t: base[t] for t in routes}
+
+
+class ServedRoutes:
+    """What a router built from its bundle (a decider, and the prices of the targets it routes among), reloaded
+    with the bundle (``_reloader``); shared by the semantic-router drop-in and the tier classifier."""
+
+    _reloader: BundleReloader[tuple[PrefillDecider, dict[str, Price]]]
+
+    @property
+    def decider(self) -> PrefillDecider:
+        return self._reloader.current[0]
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        return self._reloader.current[1]
+
+
+class PrefillSemanticRouter(ServedRoutes):
     """Semantic-router-shaped router whose routes are the bundle's targets (``bundle``: a directory or
     ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub).
 
@@ -103,24 +132,8 @@ class PrefillSemanticRouter:
                                  timeout_s=self._timeout_s,
                                  max_cost_usd=self._limits.max_cost_usd, min_p_correct=self._limits.min_p_correct,
                                  autotuner=self.autotuner)
-        targets = decider.targets
-        unknown = sorted(set(self._requested_routes) - set(targets))
-        if unknown:
-            raise ConfigurationError(f"routes {unknown} are not targets of bundle {self.bundle}; targets: {targets}")
-        routes = self._requested_routes or targets
-        base = {**decider.manifest_prices(), **self._user_prices}
-        missing = [t for t in routes if t not in base]
-        if missing:
-            raise ConfigurationError(f"no price for routes {missing}; pass prices={{target: (input, output)}}")
-        return decider, {t: base[t] for t in routes}
-
-    @property
-    def decider(self) -> PrefillDecider:
-        return self._reloader.current[0]
-
-    @property
-    def prices(self) -> dict[str, Price]:
-        return self._reloader.current[1]
+        return decider, priced_routes(decider, self.bundle, self._requested_routes or decider.targets,
+                                      self._user_prices, "routes")
 
     @property
     def routes(self) -> list[str]:

@@ -50,6 +50,7 @@ from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .records import DECISION_LOG_KEY, baseline_record, savings_baseline
 from .reloading import BundleReloader
+from .semantic import ServedRoutes, priced_routes
 from .sessions import ProviderSpec
 from .shared_metadata import current_request, store_decision
 
@@ -76,7 +77,7 @@ def _checked_tiers(tiers: Mapping[str, str]) -> dict[str, str]:
     return dict(tiers)
 
 
-class PrefillTierClassifier:
+class PrefillTierClassifier(ServedRoutes):
     """litellm ``ClassifierPlugin`` for the complexity router: ``tiers`` maps each tier name (as litellm's
     ``complexity_router_config.tiers`` names it) to the bundle target its model is (``bundle``: a directory or
     ``hf://owner/name[@revision][/path]``). The classifier chooses among those targets only.
@@ -137,28 +138,13 @@ class PrefillTierClassifier:
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
         decider = PrefillDecider(shared_predictor(self.bundle, **self._predictor_args), timeout_s=self._timeout_s,
                                  autotuner=self.autotuner, **self._policy)
-        unknown = sorted(set(self.tiers.values()) - set(decider.targets))
-        if unknown:
-            raise ConfigurationError(f"tiers name {unknown}, which are not targets of bundle {self.bundle}; its "
-                                     f"targets: {decider.targets}")
-        base = {**decider.manifest_prices(), **self._user_prices}
-        missing = [t for t in self.tiers.values() if t not in base]
-        if missing:
-            raise ConfigurationError(f"no price for targets {missing}; pass prices={{target: (input, output)}}")
-        return decider, {t: base[t] for t in self.tiers.values()}
+        return decider, priced_routes(decider, self.bundle, list(self.tiers.values()), self._user_prices,
+                                      "tiers' targets")
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PrefillTierClassifier:
         """Itself: litellm deep-copies its ``model_list``, config and all; a classifier (a loaded bundle, its worker
         thread, autotune's window) is shared by the copies, not duplicated (nor could its sessions be copied)."""
         return self
-
-    @property
-    def decider(self) -> PrefillDecider:
-        return self._reloader.current[0]
-
-    @property
-    def prices(self) -> dict[str, Price]:
-        return self._reloader.current[1]
 
     async def classify(self, context: Any) -> str | None:
         """The tier for one request (litellm's ``RoutingContext``: its messages and metadata), or None to decline."""

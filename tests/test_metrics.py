@@ -267,3 +267,24 @@ async def test_answer_lengths_and_cost_estimates_are_counted_beside_what_calls_c
     assert estimated == pytest.approx(d["cost_usd"]["math-model"]) and actual == pytest.approx(resp._hidden_params[
         "response_cost"])
     assert estimated / actual > 5  # the bundle assumes 256-token answers
+
+
+async def test_a_tier_classifiers_calls_are_counted_under_its_complexity_router(bundle_dir: Path) -> None:
+    from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+
+    g = {"model_group": "tiered"}
+    grew = counting(("prefill_router_decisions_total", {**g, "target": "math-model", "reason": "policy"}),
+                    ("prefill_router_calls_total", {**g, "target": "math-model", "outcome": "success"}))
+    classifier = PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "history-model", "MEDIUM": "math-model"},
+                                       preset="max-quality", metrics=True)
+    import litellm
+    tiers = [{"model_name": f"tier-{t}", "litellm_params": {"model": f"openai/tier-{t}", "api_key": "sk-test",
+                                                             "mock_response": "ok"}} for t in ("SIMPLE", "MEDIUM")]
+    tiered = {"model_name": "tiered", "litellm_params": {"model": "auto_router/complexity_router",
+                                                         "complexity_router_config": {
+                                                             "classifier_type": "custom", "classifier_plugin": classifier,
+                                                             "tiers": {t: f"tier-{t}" for t in ("SIMPLE", "MEDIUM")}}}}
+    r = litellm.Router(model_list=[*tiers, tiered])
+    await r.acompletion(model="tiered", messages=user(MATH_PROMPT))
+    await flush_logging()
+    assert grew() == [1, 1]

@@ -143,7 +143,7 @@ async def test_a_fallback_to_another_model_group_is_not_logged_as_the_classifier
 
 
 def test_tiers_that_do_not_map_one_to_one_onto_bundle_targets_are_errors(bundle_dir: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"tiers name \['gpt-9'\], which are not targets of bundle .*; its "
+    with pytest.raises(ConfigurationError, match=r"tiers' targets \['gpt-9'\] are not targets of bundle .*; its "
                                                  r"targets: \['generalist', 'history-model', 'math-model'\]"):
         PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "math-model", "COMPLEX": "gpt-9"})
     with pytest.raises(ConfigurationError, match="tiers 'SIMPLE' and 'MEDIUM' both name target 'math-model'"):
