@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .router import PrefillRouter, install
     from .strategy import PrefillRoutingStrategy
     from .semantic import PrefillSemanticRouter
+    from .tier_classifier import PrefillTierClassifier
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ _LAZY = {
     "install": "router",
     "flush_logging": "decision_logger",
     "PrefillSemanticRouter": "semantic",
+    "PrefillTierClassifier": "tier_classifier",
 }
 
 
@@ -54,6 +56,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Bundle", "BundleManifest", "load_bundle", "PrefillPredictor", "RoutingDecision", "RoutingPolicy",
     "PrefillRouter", "PrefillRoutingStrategy", "install", "flush_logging", "PrefillSemanticRouter",
+    "PrefillTierClassifier",
     "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
     "BundleSchemaError", "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError",
     "PromptError",
