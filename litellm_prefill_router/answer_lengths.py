@@ -89,17 +89,18 @@ class AnswerLengths:
                 out.setdefault(str(g), {})[t] = {"answers": len(a), "mean_tokens": self._sums[(g, t)] / len(a)}
         return out
 
-    def seed(self, records: Iterable[Mapping[str, Any]], model_groups: Collection[str]) -> int:
+    def seed(self, records: Iterable[Mapping[str, Any]], model_groups: Collection[str] | None) -> int:
         """Fill the windows from logged calls, the newest first (:func:`~.jsonl.records_from_end`): the successful
-        answers in ``model_groups`` with their completion tokens. Returns how many answers were taken."""
+        answers in ``model_groups`` (None: every group) with their completion tokens - not those of declined calls,
+        which another model answered. Returns how many answers were taken."""
         found: dict[tuple[str, str], list[int]] = {}
         taken = 0
         for read, rec in enumerate(records):
-            if read >= 20 * self.window * max(1, len(model_groups)):
+            if read >= 20 * self.window * max(1, len(model_groups or ())):
                 break  # as far back as is worth reading
             d, outcome = rec.get("decision"), rec.get("outcome")
             if not isinstance(d, Mapping) or not isinstance(outcome, Mapping) or not outcome.get("success") or \
-                    str(d.get("model_group")) not in model_groups:
+                    d.get("declined") or (model_groups is not None and str(d.get("model_group")) not in model_groups):
                 continue
             target, tokens = answered_by(d), outcome.get("completion_tokens")
             if not target or isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
@@ -113,7 +114,7 @@ class AnswerLengths:
                 self.observe(group, target, tokens)
         return taken
 
-    def seed_from_log(self, template: str | None, model_groups: Collection[str]) -> int:
+    def seed_from_log(self, template: str | None, model_groups: Collection[str] | None) -> int:
         """:meth:`seed` from the files a ``decision_log`` template has written (all days and processes); a file that
         cannot be read is skipped with a warning."""
         taken = self.seed(records_from_end(logs_of(template)), model_groups) if template else 0

@@ -83,7 +83,8 @@ class DecisionLogger(CustomLogger):
             error=kwargs.get("exception"), extra=extra)
         if target.get("metrics"):
             observe_call(row)
-        if ok and (lengths := learner(target.get("answer_lengths"))) is not None:
+        # a declined decision's call was answered by the model litellm's own classifier chose: no length to learn
+        if ok and not decision.get("declined") and (lengths := learner(target.get("answer_lengths"))) is not None:
             lengths.observe(decision.get("model_group"), str(answered_by(decision) or decision.get("target")),
                             slo.get("completion_tokens"))
         if path:

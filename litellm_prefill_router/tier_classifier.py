@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .answer_lengths import AnswerLengths
 from .autotune import Autotuner, AutotuneSettings
 from .config import checked_cache_size, parse_overrides
 from .costs import Price, given_prices
@@ -86,9 +87,9 @@ class PrefillTierClassifier(ServedRoutes):
     or a proxy key's ``metadata.prefill`` on top; ``max_cost_usd`` / ``min_p_correct`` limits; ``autotune``. Costs
     use ``prices`` ({target: (input, output) USD per token}, the tiers' model prices), else the bundle's.
     ``decision_log`` (``{date}`` / ``{pid}``), ``decision_log_messages``, ``decision_log_responses``, ``metrics``,
-    ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (keep it below litellm's
-    ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged rather than
-    cancelled) and ``execution_providers`` as for the ``prefill`` strategy's ``routing_strategy_args``.
+    ``learn_output_tokens``, ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (keep it below
+    litellm's ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged rather
+    than cancelled) and ``execution_providers`` as for the ``prefill`` strategy's ``routing_strategy_args``.
     """
 
     def __init__(self, bundle: str, tiers: Mapping[str, str], *, preset: str | None = None,
@@ -98,7 +99,7 @@ class PrefillTierClassifier(ServedRoutes):
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
                  decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
-                 execution_providers: Sequence[ProviderSpec] | None = None,
+                 learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
         from .decision_logger import register_decision_log  # litellm-facing: imported with the classifier only
         from .router import install
@@ -118,6 +119,8 @@ class PrefillTierClassifier(ServedRoutes):
             "execution_providers": list(execution_providers) if execution_providers else None}
         self._timeout_s = decision_timeout_s
         self._user_prices = given_prices(prices, "user")
+        # the targets' answer lengths, learned from their answers; outlives reloads
+        self.answer_lengths = AnswerLengths() if learn_output_tokens else None
         try:
             self.autotuner = Autotuner(autotune) if autotune is not None else None
         except ValidationError as err:
@@ -126,18 +129,21 @@ class PrefillTierClassifier(ServedRoutes):
                                         on_reload=reload_observer(bundle) if metrics else None)
         install()  # the Router's request methods name the request being classified (see shared_metadata)
         self._log_target: dict[str, Any] | None = None
-        if log is not None or metrics:
+        if log is not None or metrics or self.answer_lengths is not None:  # all fed per finished call by the logger
             register_decision_log()
             self._log_target = {"path": str(Path(log).expanduser().resolve()) if log else None,
                                 "messages": decision_log_messages, "responses": decision_log_responses,
-                                "metrics": metrics, "answer_lengths": None}
+                                "metrics": metrics,
+                                "answer_lengths": self.answer_lengths.key if self.answer_lengths else None}
+        if self.answer_lengths is not None:  # a restarted router keeps what it learned
+            self.answer_lengths.seed_from_log(log, None)
         if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
             self.autotuner.seed_from_log(log, self.decider.predictor.bundle.version, None,
                                          self.decider.default_policy)
 
     def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
         decider = PrefillDecider(shared_predictor(self.bundle, **self._predictor_args), timeout_s=self._timeout_s,
-                                 autotuner=self.autotuner, **self._policy)
+                                 autotuner=self.autotuner, answer_lengths=self.answer_lengths, **self._policy)
         return decider, priced_routes(decider, self.bundle, list(self.tiers.values()), self._user_prices,
                                       "tiers' targets")
 

@@ -186,3 +186,27 @@ async def test_autotune_tunes_the_classifiers_policy_per_complexity_router(bundl
     assert status is not None and status["calls"] == 20
     resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
     assert resp._hidden_params["prefill_routing"]["policy"]["autotuned"] is True
+
+
+async def test_learned_answer_lengths_price_the_tiers_and_a_restarted_classifier_reads_them_back(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.answer_lengths import MIN_ANSWERS
+
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log),
+                                       learn_output_tokens=True)
+    r = router(classifier)
+    first = None
+    for i in range(MIN_ANSWERS + 1):  # the mock answers have 20 completion tokens
+        resp = await r.acompletion(model="smart", messages=user(f"{MATH_PROMPT} {'again ' * (i % 5)}"))
+        first = first or resp._hidden_params["prefill_routing"]
+        await flush_logging()
+    last = resp._hidden_params["prefill_routing"]
+    per_token = 2e-7  # math-model's price, in and out
+    assert first["cost_usd"]["math-model"] == pytest.approx(per_token * (first["input_tokens"] + 256))
+    assert last["cost_usd"]["math-model"] == pytest.approx(per_token * (last["input_tokens"] + 20))
+    assert classifier.answer_lengths is not None
+    assert classifier.answer_lengths.status()["smart"]["math-model"]["answers"] == MIN_ANSWERS + 1
+    again = PrefillTierClassifier(str(bundle_dir), TIERS, decision_log=str(log), learn_output_tokens=True)
+    assert again.answer_lengths is not None
+    assert again.answer_lengths.status()["smart"]["math-model"]["answers"] == MIN_ANSWERS + 1
