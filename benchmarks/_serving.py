@@ -1,8 +1,35 @@
-"""Serving a benchmark's prompts through litellm.Router(routing_strategy="prefill") with mock deployments."""
+"""What the serving benchmarks share: their arguments, the default bundle's split of the dataset, and serving prompts
+through litellm.Router(routing_strategy="prefill") with mock deployments."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def serving_args() -> argparse.ArgumentParser:
+    """``--bundle`` (the default: the main job's), ``--data`` ($PREFILL_ROUTER_DATA, else the shared dataset beside
+    the clone) and ``--out`` (benchmarks/results)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", default="bundles/llmrouter")
+    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
+    ap.add_argument("--out", default="benchmarks/results")
+    return ap
+
+
+def bundle_split(data: str) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(dataset, the training rows a bundle trained with the default options was fitted on, its validation rows):
+    the rows it was not fitted on are the validation rows and the test split."""
+    from litellm_prefill_router.training.data import load_dataset
+    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
+
+    ds = load_dataset(data)
+    fit, val = split_validation(ds, ds.indices("train"), TrainOptions().val_fraction)
+    return ds, fit, val
 
 
 async def serve_logged(bundle: str, prompts: list[str], log: Path, **strategy_args: object) -> None:

@@ -24,7 +24,6 @@ autotune.json, autotune.md and autotune.png (savings over a sliding window of 10
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _serving import serve_logged
+from _serving import bundle_split, serve_logged, serving_args
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,11 +45,7 @@ GOAL = 0.5
 
 def traffic(data: str) -> tuple[list[str], np.ndarray, list[str]]:
     """The 800 prompts in serving order, their (800, K) scores and the dataset's targets."""
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
-
-    ds = load_dataset(data)
-    _, val = split_validation(ds, ds.indices("train"), TrainOptions().val_fraction)
+    ds, _, val = bundle_split(data)
     held = [int(i) for i in np.r_[val, ds.indices("test")]]
     rng = random.Random(0)
     knowledge = [i for i in held if ds.rows[i].benchmark not in SHIFTED]
@@ -85,11 +80,7 @@ def measure(records: list[dict], scores: np.ndarray, targets: list[str]) -> dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bundle", default="bundles/llmrouter")
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args()
+    args = serving_args().parse_args()
 
     from litellm_prefill_router.tuning import tune
 

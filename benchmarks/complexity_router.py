@@ -23,7 +23,6 @@ classifier, every tier model alone, and the prefill classifier's lambda sweep).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _serving import bundle_split, serving_args
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,12 +43,7 @@ TIER_NAMES = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
 
 def held_out(data: str) -> tuple[list[str], np.ndarray, list[str], dict[str, tuple[float, float]], dict[str, float]]:
     """(prompts, their (N, K) scores, targets, prices, training-split accuracy per target)."""
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
-
-    ds = load_dataset(data)
-    train_idx = ds.indices("train")
-    fit, val = split_validation(ds, train_idx, TrainOptions().val_fraction)
+    ds, fit, val = bundle_split(data)
     held = [int(i) for i in np.r_[val, ds.indices("test")]]
     scores = ds.scores()
     train_acc = {t: float((scores[fit, j] >= 0.5).mean()) for j, t in enumerate(ds.targets)}
@@ -93,11 +88,7 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 1000) -> tuple[float, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bundle", default="bundles/llmrouter")
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args()
+    args = serving_args().parse_args()
 
     from litellm_prefill_router.policy import choose_batch
     from litellm_prefill_router.tier_classifier import PrefillTierClassifier

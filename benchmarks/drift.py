@@ -18,7 +18,6 @@ Writes drift.json, drift.md and drift.png (PSI above noise per target and scenar
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _serving import serve_logged
+from _serving import bundle_split, serve_logged, serving_args
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,11 +39,7 @@ QA = {"natural_qa", "trivia_qa"}
 
 def scenarios(data: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
     """Each scenario's prompts, and for the mixed ones the prompts of the slice mixed in."""
-    from litellm_prefill_router.training.data import load_dataset
-    from litellm_prefill_router.training.pipeline import TrainOptions, split_validation
-
-    ds = load_dataset(data)
-    _, val = split_validation(ds, ds.indices("train"), TrainOptions().val_fraction)
+    ds, _, val = bundle_split(data)
     test = ds.indices("test")
     held = [ds.rows[i] for i in np.r_[val, test]]
 
@@ -72,10 +67,7 @@ def scenarios(data: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bundle", default="bundles/llmrouter")
-    ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
-    ap.add_argument("--out", default="benchmarks/results")
+    ap = serving_args()
     ap.add_argument("--min-calls", type=int, default=150)
     args = ap.parse_args()
 
