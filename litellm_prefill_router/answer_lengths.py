@@ -38,6 +38,11 @@ MIN_ANSWERS = 20
 _LEARNERS: weakref.WeakValueDictionary[str, AnswerLengths] = weakref.WeakValueDictionary()
 
 
+def _token_count(value: object) -> int | None:
+    """A completion-token count as usage reports it (an int >= 0); None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def learner(key: object) -> AnswerLengths | None:
     """The live :class:`AnswerLengths` a decision-log target names (None: gone, or never registered)."""
     return _LEARNERS.get(str(key)) if key else None
@@ -56,7 +61,8 @@ class AnswerLengths:
 
     def observe(self, model_group: str | None, target: str, completion_tokens: object) -> None:
         """One successful answer of ``target`` in ``model_group`` and its completion tokens (ignored unless an int)."""
-        if isinstance(completion_tokens, bool) or not isinstance(completion_tokens, int) or completion_tokens < 0:
+        tokens = _token_count(completion_tokens)
+        if tokens is None:
             return
         key = (model_group, target)
         with self._lock:
@@ -66,8 +72,8 @@ class AnswerLengths:
                 self._sums[key] = 0
             if len(answers) == self.window:
                 self._sums[key] -= answers[0]
-            answers.append(completion_tokens)
-            self._sums[key] += completion_tokens
+            answers.append(tokens)
+            self._sums[key] += tokens
 
     def lengths_for(self, model_group: str | None, bundle_lengths: Mapping[str, float]) -> dict[str, float]:
         """Each target's expected answer length in ``model_group``: the mean of its latest answers, else its bundle
@@ -102,8 +108,8 @@ class AnswerLengths:
             if not isinstance(d, Mapping) or not isinstance(outcome, Mapping) or not outcome.get("success") or \
                     d.get("declined") or (model_groups is not None and str(d.get("model_group")) not in model_groups):
                 continue
-            target, tokens = answered_by(d), outcome.get("completion_tokens")
-            if not target or isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            target, tokens = answered_by(d), _token_count(outcome.get("completion_tokens"))
+            if not target or tokens is None:
                 continue
             answers = found.setdefault((str(d.get("model_group")), str(target)), [])
             if len(answers) < self.window:

@@ -1,8 +1,8 @@
 """Online policy tuning (``autotune``): the router tunes its own policy to a goal on the calls it just decided.
 
 ``prefill-router tune`` finds, on a decision log, the setting (tolerance, lambda or value_usd) that meets a budget; a
-router set with ``autotune: {savings: 0.5}`` (or ``budget_usd_per_1k`` / ``min_expected_accuracy``) does the same as it serves: it
-keeps its latest ``window`` policy-decided calls per model group and, every ``every`` calls once it has
+router set with ``autotune: {savings: 0.5}`` (or ``budget_usd_per_1k`` / ``min_expected_accuracy``) does the same as
+it serves: it keeps its latest ``window`` policy-decided calls per model group and, every ``every`` calls once it has
 ``min_calls``, runs the same sweep on them off the request path (a background thread) and routes the following calls
 by the setting chosen. Each call's candidates' P(correct) and cost estimates do not depend on the policy, so the
 setting does not feed back into what it is tuned on: it follows the traffic (its prompt lengths, its mix, the prices)
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigurationError
 from .jsonl import logs_of, records_from_end
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice
 from .tuning import TuneError, frontier, pick_setting, sweep
@@ -109,8 +110,11 @@ class Autotuner:
     """Keeps each model group's latest decisions and the setting tuned on them (see the module's docstring)."""
 
     def __init__(self, settings: AutotuneSettings | Mapping[str, Any]) -> None:
-        self.settings = settings if isinstance(settings, AutotuneSettings) else \
-            AutotuneSettings.model_validate(settings)
+        try:
+            self.settings = settings if isinstance(settings, AutotuneSettings) else \
+                AutotuneSettings.model_validate(settings)
+        except ValidationError as err:
+            raise ConfigurationError(f"invalid autotune settings: {err}") from err
         self._groups: dict[str | None, _Group] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -221,7 +225,6 @@ class Autotuner:
                         "USD per 1k calls, expected accuracy %.4f", model_group, last["goal"],
                         before.describe() if before else "the configured policy", policy.describe(), len(calls),
                         last["cost_per_1k_usd"], last["expected_accuracy"])
-
 
 
 def tuned_setting(s: AutotuneSettings, calls: list[RoutingDecision | Mapping[str, Any]]

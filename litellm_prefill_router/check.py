@@ -35,13 +35,14 @@ def _complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
     return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
 
 
-def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> dict[str, Any]:
+def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Replace each complexity router's ``classifier_plugin`` dotted path (``module.attribute``) by the object it names,
     imported as the proxy imports it: the module from the config's directory, else from the installed packages.
-    Returns model name -> the :class:`~.tier_classifier.PrefillTierClassifier` of those that are one."""
+    Returns model name -> (its :class:`~.tier_classifier.PrefillTierClassifier`, its complexity_router_config) for
+    the routers whose classifier is one."""
     from .tier_classifier import PrefillTierClassifier
 
-    found: dict[str, Any] = {}
+    found: dict[str, tuple[Any, dict[str, Any]]] = {}
     for dep in model_list:
         cfg = _complexity_config(dep)
         path = cfg.get("classifier_plugin") if cfg is not None else None
@@ -61,7 +62,7 @@ def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> d
         finally:
             sys.path.remove(str(config_dir))
         if isinstance(cfg["classifier_plugin"], PrefillTierClassifier):
-            found[str(dep.get("model_name"))] = cfg["classifier_plugin"]
+            found[str(dep.get("model_name"))] = (cfg["classifier_plugin"], cfg)
     return found
 
 
@@ -84,8 +85,8 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
         d = asyncio.run(classifier.decider.adecide([{"role": "user", "content": prompt}], classifier.prices, None,
                                                    name))
         entry["routes"].append({"prompt": prompt, "model_group": name, "tier": classifier.tier_for(d),
-                                "target": d.target,
-                                "reason": d.reason, "p_correct": dict(d.p_correct), "cost_usd": dict(d.cost_usd)})
+                                "target": d.target, "reason": d.reason, "p_correct": dict(d.p_correct),
+                                "cost_usd": dict(d.cost_usd)})
     return entry
 
 
@@ -104,9 +105,8 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "classifier_plugin is a PrefillTierClassifier")
     report: dict[str, Any] = {"config": str(path), "strategies": [], "classifiers": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
-    complexity = {str(d.get("model_name")): _complexity_config(d) or {} for d in model_list}
-    for name, classifier in classifiers.items():
-        report["classifiers"].append(_classifier_entry(name, classifier, complexity[name], prompts or []))
+    for name, (classifier, complexity) in classifiers.items():
+        report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or []))
     pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()

@@ -9,12 +9,13 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
-from .answer_lengths import learner
+from .answer_lengths import AnswerLengths, learner
 from .jsonl import append_line, log_path
 from .metrics import observe_call
 from .records import DECISION_LOG_KEY, answered_by, decision_log_row
@@ -128,6 +129,19 @@ def register_decision_log() -> DecisionLogger:
         litellm.logging_callback_manager.add_litellm_callback(_DECISION_LOGGER)
     _hold_place(_DECISION_LOGGER)
     return _DECISION_LOGGER
+
+
+def log_target(decision_log: str | None, *, messages: bool, responses: bool, metrics: bool,
+               answer_lengths: AnswerLengths | None) -> dict[str, Any] | None:
+    """What a router writes beside each decision record (``records.DECISION_LOG_KEY``) for the decision logger to
+    do with the finished call - append it to ``decision_log`` (with the messages / the answer), count it in the
+    metrics, learn the answer's length - with the logger registered; None when there is nothing to do."""
+    if decision_log is None and not metrics and answer_lengths is None:
+        return None
+    register_decision_log()
+    return {"path": str(Path(decision_log).expanduser().resolve()) if decision_log else None, "messages": messages,
+            "responses": responses, "metrics": metrics,
+            "answer_lengths": answer_lengths.key if answer_lengths else None}
 
 
 def _hold_place(callback: CustomLogger) -> None:

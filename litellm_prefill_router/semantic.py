@@ -18,8 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from .autotune import Autotuner, AutotuneSettings
 from .config import RequestOverrides, checked_cache_size
 from .costs import Price, given_prices
@@ -116,10 +114,8 @@ class PrefillSemanticRouter(ServedRoutes):
         self._preset, self._tolerance, self._lambda, self._value_usd = preset, tolerance, lambda_, value_usd
         self._limits = Constraints(max_cost_usd, min_p_correct)  # checked here, before the bundle loads
         self._user_prices = given_prices(prices, "user")
-        try:  # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
-            self.autotuner = Autotuner(autotune) if autotune is not None else None
-        except ValidationError as err:
-            raise ConfigurationError(f"invalid autotune settings: {err}") from err
+        # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
+        self.autotuner = Autotuner(autotune) if autotune is not None else None
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
         if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
             self.autotuner.seed_from_log(decision_log, self.decider.predictor.bundle.version, [MODEL_GROUP],

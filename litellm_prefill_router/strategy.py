@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
-from pathlib import Path
 
 import litellm
 from litellm.router import CustomRoutingStrategyBase
@@ -44,7 +43,7 @@ from .composition import (
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, capacity_reason, retry_reason
-from .decision_logger import register_decision_log
+from .decision_logger import log_target
 from .deployments import DeploymentTarget, ServedBundle, deployment_price
 from .errors import ConfigurationError, UnpricedDeploymentError
 from .metrics import reload_observer
@@ -120,14 +119,9 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             raise ConfigurationError(
                 f"shadow_target {self.args.shadow_target!r} has no deployment in model_list (targets with "
                 f"deployments: {sorted(mapped)}); name the target that serves your traffic today")
-        self._log_target = None
-        if self.args.decision_log or self.args.metrics or self.answer_lengths is not None:
-            register_decision_log()  # all three fed per finished call by the decision logger
-            self._log_target = {"path": str(Path(self.args.decision_log).expanduser().resolve())
-                                if self.args.decision_log else None,
-                                "messages": self.args.decision_log_messages,
-                                "responses": self.args.decision_log_responses, "metrics": self.args.metrics,
-                                "answer_lengths": self.answer_lengths.key if self.answer_lengths else None}
+        self._log_target = log_target(self.args.decision_log, messages=self.args.decision_log_messages,
+                                      responses=self.args.decision_log_responses, metrics=self.args.metrics,
+                                      answer_lengths=self.answer_lengths)
         groups = list(self.routes())  # a restarted router keeps what it learned: answer lengths, autotune's setting
         if self.answer_lengths is not None:
             self.answer_lengths.seed_from_log(self.args.decision_log, groups)

@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner, AutotuneSettings
@@ -101,7 +98,7 @@ class PrefillTierClassifier(ServedRoutes):
                  decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
                  learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
-        from .decision_logger import register_decision_log  # litellm-facing: imported with the classifier only
+        from .decision_logger import log_target  # litellm-facing: imported with the classifier only
         from .router import install
 
         self.tiers = _checked_tiers(tiers)
@@ -121,20 +118,13 @@ class PrefillTierClassifier(ServedRoutes):
         self._user_prices = given_prices(prices, "user")
         # the targets' answer lengths, learned from their answers; outlives reloads
         self.answer_lengths = AnswerLengths() if learn_output_tokens else None
-        try:
-            self.autotuner = Autotuner(autotune) if autotune is not None else None
-        except ValidationError as err:
-            raise ConfigurationError(f"invalid autotune settings: {err}") from err
+        # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
+        self.autotuner = Autotuner(autotune) if autotune is not None else None
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s,
                                         on_reload=reload_observer(bundle) if metrics else None)
         install()  # the Router's request methods name the request being classified (see shared_metadata)
-        self._log_target: dict[str, Any] | None = None
-        if log is not None or metrics or self.answer_lengths is not None:  # all fed per finished call by the logger
-            register_decision_log()
-            self._log_target = {"path": str(Path(log).expanduser().resolve()) if log else None,
-                                "messages": decision_log_messages, "responses": decision_log_responses,
-                                "metrics": metrics,
-                                "answer_lengths": self.answer_lengths.key if self.answer_lengths else None}
+        self._log_target = log_target(log, messages=decision_log_messages, responses=decision_log_responses,
+                                      metrics=metrics, answer_lengths=self.answer_lengths)
         if self.answer_lengths is not None:  # a restarted router keeps what it learned
             self.answer_lengths.seed_from_log(log, None)
         if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting

@@ -1,5 +1,6 @@
-"""For the LiteLLM proxy in tests: the tier classifier a complexity router's ``classifier_plugin: proxy_tiers.classifier``
-names (the proxy imports this module at start; the bundle is $PREFILL_BUNDLE, as in the proxy config)."""
+"""For the LiteLLM proxy in tests: the tier classifier a complexity router's ``classifier_plugin:
+proxy_tiers.classifier`` names (the proxy imports this module at start; the bundle is $PREFILL_BUNDLE, as in the
+proxy config)."""
 
 from __future__ import annotations
 
