@@ -131,6 +131,16 @@ def complexity_router(simple: str, complex_: str) -> dict:
                                                "REASONING": complex_}}}}
 
 
+def tier_router(name: str, classifier: object, tiers: dict[str, str], **config: object) -> dict:
+    """litellm's complexity router deployment ``name`` whose classifier is ``classifier`` (``classifier_type:
+    custom``: a PrefillTierClassifier, or the dotted path the proxy imports) and whose tiers go to the model groups
+    ``tiers`` names; ``config``: more of its complexity_router_config."""
+    return {"model_name": name, "litellm_params": {
+        "model": "auto_router/complexity_router",
+        "complexity_router_config": {"classifier_type": "custom", "classifier_plugin": classifier, "tiers": tiers,
+                                     **config}}}
+
+
 def rewrite_bundle(directory: Path, edit) -> None:  # type: ignore[no-untyped-def]
     """Write a bundle over ``directory`` the way `train` does (atomic rename), with ``edit`` applied to its
     manifest fields."""

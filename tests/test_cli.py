@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT
+from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
 from litellm_prefill_router.cli import main
 
 
@@ -235,13 +235,9 @@ def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], mod
     groups = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen"}
     deployments = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test"}}
                    for g in groups.values()]
-    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
-                                                       "complexity_router_config": {
-                                                           "classifier_type": "custom",
-                                                           "classifier_plugin": f"{module}.classifier",
-                                                           "tiers": groups}}}
     path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump({"model_list": [*deployments, smart]}))
+    path.write_text(yaml.safe_dump({"model_list": [*deployments, tier_router("smart", f"{module}.classifier",
+                                                                             groups)]}))
     return path
 
 

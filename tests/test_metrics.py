@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, always_cheapest, model_list, rewrite_bundle
+from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, always_cheapest, model_list, rewrite_bundle, tier_router
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
 
 REGISTRY = pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed").REGISTRY
@@ -280,11 +280,8 @@ async def test_a_tier_classifiers_calls_are_counted_under_its_complexity_router(
     import litellm
     tiers = [{"model_name": f"tier-{t}", "litellm_params": {"model": f"openai/tier-{t}", "api_key": "sk-test",
                                                              "mock_response": "ok"}} for t in ("SIMPLE", "MEDIUM")]
-    tiered = {"model_name": "tiered", "litellm_params": {"model": "auto_router/complexity_router",
-                                                         "complexity_router_config": {
-                                                             "classifier_type": "custom", "classifier_plugin": classifier,
-                                                             "tiers": {t: f"tier-{t}" for t in ("SIMPLE", "MEDIUM")}}}}
-    r = litellm.Router(model_list=[*tiers, tiered])
+    r = litellm.Router(model_list=[*tiers, tier_router("tiered", classifier,
+                                                       {t: f"tier-{t}" for t in ("SIMPLE", "MEDIUM")})])
     await r.acompletion(model="tiered", messages=user(MATH_PROMPT))
     await flush_logging()
     assert grew() == [1, 1]

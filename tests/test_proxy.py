@@ -29,6 +29,7 @@ from conftest import (
     complexity_router,
     model_list,
     rewrite_bundle,
+    tier_router,
 )
 
 
@@ -70,12 +71,8 @@ TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generali
 def tier_groups() -> list[dict]:
     """A complexity router ("tiered") whose classifier is the bundle (tests/proxy_tiers.py), and a model group per
     tier answering as its target (the classifier's tiers: TIERS there)."""
-    tiered = {"model_name": "tiered", "litellm_params": {"model": "auto_router/complexity_router",
-                                                         "complexity_router_config": {
-                                                             "classifier_type": "custom",
-                                                             "classifier_plugin": "proxy_tiers.classifier",
-                                                             "tiers": {**{t: f"tier-{t}" for t in TIERS},
-                                                                       "REASONING": "tier-COMPLEX"}}}}
+    tiered = tier_router("tiered", "proxy_tiers.classifier",
+                         {**{t: f"tier-{t}" for t in TIERS}, "REASONING": "tier-COMPLEX"})
     # named after no target: the router-wide prefill strategy leaves these groups to litellm (it would otherwise
     # route within the tier's group, with a decision of its own)
     return [tiered, *({"model_name": f"tier-{tier}", "litellm_params": {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import litellm
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT
+from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
 
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
@@ -28,11 +28,8 @@ def router(classifier: PrefillTierClassifier, failing: tuple[str, ...] = (), **c
         "model": f"openai/{SERVED_BY[g]}", "api_key": "sk-test",
         "mock_response": "litellm.InternalServerError" if g in failing else f"answer from {g}"}}
         for g in ("hist", "maths", "gen", "other")]
-    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
-                                                       "complexity_router_config": {
-                                                           "classifier_type": "custom", "classifier_plugin": classifier,
-                                                           "tiers": GROUPS, **config}}}
-    return litellm.Router(model_list=[*deployments, smart], fallbacks=[{"smart": ["other"]}])
+    return litellm.Router(model_list=[*deployments, tier_router("smart", classifier, GROUPS, **config)],
+                          fallbacks=[{"smart": ["other"]}])
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -83,12 +80,10 @@ async def test_a_router_wide_prefill_strategy_leaves_the_classifiers_decision_on
     classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality")
     # the tier groups' deployments are named after no bundle target: the strategy leaves them to litellm
     tier_groups = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test",
-                                                        "mock_response": f"answer from {g}"}} for g in set(GROUPS.values())]
-    smart = {"model_name": "smart", "litellm_params": {"model": "auto_router/complexity_router",
-                                                       "complexity_router_config": {
-                                                           "classifier_type": "custom", "classifier_plugin": classifier,
-                                                           "tiers": GROUPS}}}
-    r = PrefillRouter(model_list=[*model_list(), *tier_groups, smart], routing_strategy="prefill",
+                                                        "mock_response": f"answer from {g}"}}
+                   for g in set(GROUPS.values())]
+    r = PrefillRouter(model_list=[*model_list(), *tier_groups, tier_router("smart", classifier, GROUPS)],
+                      routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir)})
     resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
     assert resp.choices[0].message.content == "answer from maths"
