@@ -97,8 +97,9 @@ class AnswerLengths:
 
     def seed(self, records: Iterable[Mapping[str, Any]], model_groups: Collection[str] | None) -> int:
         """Fill the windows from logged calls, the newest first (:func:`~.jsonl.records_from_end`): the successful
-        answers in ``model_groups`` (None: every group) with their completion tokens - not those of declined calls,
-        which another model answered. Returns how many answers were taken."""
+        answers in ``model_groups`` (None: every group) with their completion tokens, each for the target that
+        answered it (``records.answered_by``: none for a declined call whose answering model is not known). Returns
+        how many answers were taken."""
         found: dict[tuple[str, str], list[int]] = {}
         taken = 0
         for read, rec in enumerate(records):
@@ -106,7 +107,7 @@ class AnswerLengths:
                 break  # as far back as is worth reading
             d, outcome = rec.get("decision"), rec.get("outcome")
             if not isinstance(d, Mapping) or not isinstance(outcome, Mapping) or not outcome.get("success") or \
-                    d.get("declined") or (model_groups is not None and str(d.get("model_group")) not in model_groups):
+                    (model_groups is not None and str(d.get("model_group")) not in model_groups):
                 continue
             target, tokens = answered_by(d), _token_count(outcome.get("completion_tokens"))
             if not target or tokens is None:

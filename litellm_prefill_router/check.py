@@ -74,12 +74,19 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
         "name": f"complexity router {name!r} (tier classifier)", "bundle": str(classifier.bundle),
         "bundle_served": classifier.decider.predictor.bundle.source,
         "policy": classifier.decider.default_policy.describe(),
+        # how requests are served: by the classifier's tier, as before (shadow), or a rollout's share of users by it
+        "serving": ("shadow" if classifier.shadow else f"rollout {classifier.rollout:.0%}"
+                    if classifier.rollout < 1.0 else "classified")
+        + (f", served as before by tier {classifier.shadow_tier}" if classifier.shadow_tier else
+           ", served as before by litellm's classifier_fallback" if classifier.shadow or classifier.rollout < 1.0
+           else ""),
         "tiers": [{"tier": tier, "target": target, "model_group": groups.get(tier),
                    "input_usd_per_mtok": classifier.prices[target].input_cost_per_token * 1e6,
                    "output_usd_per_mtok": classifier.prices[target].output_cost_per_token * 1e6,
                    "price_from": classifier.prices[target].source} for tier, target in classifier.tiers.items()],
         # tiers the classifier returns that the router does not have: litellm falls back on every such request
-        "unknown_tiers": sorted(t for t in classifier.tiers if groups and t not in groups),
+        "unknown_tiers": sorted(t for t in {*classifier.tiers, *filter(None, [classifier.shadow_tier])}
+                                if groups and t not in groups),
         "routes": []}
     for prompt in prompts:
         d = asyncio.run(classifier.decider.adecide([{"role": "user", "content": prompt}], classifier.prices, None,
@@ -161,7 +168,7 @@ def format_report(report: dict[str, Any]) -> str:
 
     out = []
     for c in report.get("classifiers") or []:
-        out.append(f"{c['name']}: bundle {c['bundle']}, policy {c['policy']}")
+        out.append(f"{c['name']}: bundle {c['bundle']}, policy {c['policy']}, {c['serving']}")
         out.append(table(["tier", "target", "model group", "$/Mtok in", "$/Mtok out", "price from"],
                          [[t["tier"], t["target"], t["model_group"] or "-", t["input_usd_per_mtok"],
                            t["output_usd_per_mtok"], t["price_from"]] for t in c["tiers"]]))

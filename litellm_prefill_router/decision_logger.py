@@ -84,10 +84,10 @@ class DecisionLogger(CustomLogger):
             error=kwargs.get("exception"), extra=extra)
         if target.get("metrics"):
             observe_call(row)
-        # a declined decision's call was answered by the model litellm's own classifier chose: no length to learn
-        if ok and not decision.get("declined") and (lengths := learner(target.get("answer_lengths"))) is not None:
-            lengths.observe(decision.get("model_group"), str(answered_by(decision) or decision.get("target")),
-                            slo.get("completion_tokens"))
+        # the answer's length is learned for the target that answered it (none known: a declined decision's call,
+        # answered by litellm's own classifier's pick, or a deployment no target maps)
+        if ok and (answered := answered_by(decision)) and (lengths := learner(target.get("answer_lengths"))) is not None:
+            lengths.observe(decision.get("model_group"), str(answered), slo.get("completion_tokens"))
         if path:
             line = json.dumps(row, default=str)
             with self._lock:

@@ -118,7 +118,7 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
             stats.without_messages += 1
             continue
         # in shadow mode and a rollout's control arm: not the decision's target; a declined choice: the caller's model
-        answered = None if decision.get("declined") else answered_by(decision)
+        answered = answered_by(decision)
         if not answered:
             stats.unmapped_answers += 1  # served by a deployment no bundle target maps: nothing to label
             continue

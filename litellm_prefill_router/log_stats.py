@@ -50,6 +50,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     shadow = 0
     served: Counter[str] = Counter()
     est_routed = est_served = 0.0  # shadow mode: the decisions' own estimates for their route and for who answered
+    # a tier classifier's calls that litellm's complexity router served from another tier: cause -> served target
+    moved: dict[str, Counter[str]] = defaultdict(Counter)
     arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0,
                                                            "scores": []})
     scored: dict[str, list[float]] = defaultdict(list)  # served target -> feedback scores of its answers
@@ -98,6 +100,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             if target in est and decision.get("served_target") in est:
                 est_routed += float(est[target])
                 est_served += float(est[decision["served_target"]])
+        elif decision.get("served_tier") and not decision.get("declined"):
+            moved[str(decision.get("served_cause") or "unknown")][str(decision.get("served_target"))] += 1
         arm = arms[str(decision["arm"])] if decision.get("arm") else None
         if arm is not None:
             arm["calls"] += 1
@@ -164,6 +168,9 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             "shadow": ({"calls": shadow, "served": dict(served.most_common()),
                         "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served}
                        if shadow else None),
+            "moved_by_litellm": ({"calls": sum(sum(c.values()) for c in moved.values()),
+                                  "by_cause": {cause: dict(c.most_common()) for cause, c in sorted(moved.items())}}
+                                 if moved else None),
             "arms": ({name: {"calls": a["calls"], "failures": a["failures"], "failure_rate": a["failures"] / a["calls"],
                              "cost_usd": a["cost_usd"],
                              "cost_per_call_usd": a["cost_usd"] / a["costed"] if a["costed"] else None,

@@ -113,9 +113,13 @@ def feedback_score(rec: Mapping[str, Any], scores: Mapping[str, float] | None) -
 
 
 def answered_by(decision: Mapping[str, Any]) -> str | None:
-    """The target whose model answered a logged call: the decision's target, or - in shadow mode and a rollout's
-    control arm - the served target (None: a deployment that maps to no target)."""
-    return decision.get("served_target") if decision.get("shadow") else decision.get("target")
+    """The target whose model answered a logged call: the decision's target, or - in shadow mode, a rollout's
+    control arm, and a tier classifier's call that litellm's complexity router served from another tier - the served
+    target (None: a deployment or tier that maps to no target, or a declined decision whose caller's (or litellm's
+    fallback's) model is not known)."""
+    if decision.get("shadow") or "served_target" in decision:
+        return decision.get("served_target")
+    return None if decision.get("declined") else decision.get("target")
 
 
 # litellm prices a routing_decision's savings baseline with the proxy's router (the deployments' own prices): it
@@ -162,16 +166,38 @@ def policy_label(policy: object) -> str:
         return "unknown"
 
 
+def with_served_tier(record: dict, md: Mapping) -> dict:
+    """A tier classifier's record, with the tier litellm's complexity router served where that is not simply the
+    classifier's pick: litellm moves a classified tier on (an escalation keyword, a stalled session, a plan-mode
+    floor, a prompt too long for the tier's model), and a declined or shadow decision is served by its
+    ``classifier_fallback`` (or ``shadow_tier``). The served tier's target (``served_target``, None for a tier the
+    classifier does not map) is the one that answered: what the outcome, feedback and answer lengths belong to."""
+    if "tier" not in record:  # not a tier classifier's
+        return record
+    routing = md.get(LITELLM_DECISION_KEY)
+    if not isinstance(routing, Mapping):
+        return record
+    served = routing.get("tier")
+    if not isinstance(served, str) or (served == record.get("tier") and not record.get("shadow")
+                                       and not record.get("declined")):
+        return record
+    targets = record.get("tier_targets") or {}
+    return {**record, "served_tier": served, "served_target": targets.get(served),
+            "served_cause": routing.get("cause")}
+
+
 def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
     the prefill strategy or the tier classifier): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
     ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-tier`` (the tier classifier's
-    tier), ``x-prefill-novelty`` (above 1: a prompt unlike the bundle's training data)."""
+    tier), ``x-prefill-novelty`` (above 1: a prompt unlike the bundle's training data); where another target answered
+    (shadow, a rollout's control arm, a tier litellm's complexity router served instead) ``x-prefill-served-target``
+    (and ``x-prefill-served-tier``)."""
     decision = None
     for key in ("litellm_metadata", "metadata"):
         md = request_data.get(key)
         if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
-            decision = md[DECISION_KEY]
+            decision = with_served_tier(md[DECISION_KEY], md)
             break
     if decision is None:
         hidden = getattr(response, "_hidden_params", None)
@@ -195,7 +221,10 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
         headers["x-prefill-novelty"] = f"{float(novelty):.3f}"
     if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered
         headers["x-prefill-shadow"] = "true"
+    if decision.get("shadow") or "served_target" in decision:
         headers["x-prefill-served-target"] = str(decision.get("served_target") or "unmapped")
+    if decision.get("served_tier"):  # the tier litellm's complexity router served (escalated, or its fallback's)
+        headers["x-prefill-served-tier"] = str(decision["served_tier"])
     if decision.get("arm"):  # a canary rollout: "router" (served by the route above) or "control" (served as before)
         headers["x-prefill-arm"] = str(decision["arm"])
     if decision.get("unavailable_targets"):  # left out by litellm for this request (cooldown, context window, ...)

@@ -17,3 +17,8 @@ def rollout_arm(share: float, user: str | None = None) -> str | None:
     else:
         draw = random.random()
     return "router" if draw < share else "control"
+
+
+def user_key(value: object) -> str | None:
+    """A request's OpenAI ``user`` field as a rollout key: a non-empty string or an integer; None otherwise."""
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None

@@ -37,6 +37,7 @@ from .composition import (
     run_sync,
     use_strategy,
 )
+from .rollout import user_key
 from .shared_metadata import decision_for, routing_request
 from .strategy import PrefillRoutingStrategy
 
@@ -97,13 +98,14 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     """A request method's hook (see :func:`_hooked`): the response of ``original`` with the prefill decision copied
     into it (awaited first when ``original`` is a coroutine function)."""
     md, trace = request_metadata(kwargs, metadata_key), kwargs.get("litellm_trace_id")
-    with routing_request(md, trace):  # the request a tier classifier plugin decides for (see shared_metadata)
+    user = user_key(kwargs.get("user"))  # the OpenAI user field: a tier classifier's rollout keeps users in one arm
+    with routing_request(md, trace, user):  # the request a tier classifier plugin decides for (see shared_metadata)
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
         return _attach_decision(result, md, trace)
 
     async def attach() -> Any:
-        with routing_request(md, trace):
+        with routing_request(md, trace, user):
             return _attach_decision(await result, md, trace)
     return attach()
 

@@ -20,8 +20,9 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import NamedTuple
 
-from .records import DECISION_KEY, LITELLM_DECISION_KEY
+from .records import DECISION_KEY, LITELLM_DECISION_KEY, with_served_tier
 
 TRACE_FIELD = "trace_id"  # the decision record's field naming its request
 
@@ -65,26 +66,33 @@ def attempts_of(trace_id: object) -> list[dict]:
     return ATTEMPTS.attempts(trace_id)
 
 
-#: the request a Router method is serving now: its metadata dict and trace id (set by ``router``'s request hooks).
-#: litellm hands a pre-routing classifier plugin (the complexity router's ``classifier_plugin``) a copy of the
-#: request's metadata; the classifier reads the request's own dict here, to leave its decision where the decision
-#: log, the response's ``_hidden_params`` and the proxy's headers read it.
-_ROUTED_REQUEST: ContextVar[tuple[dict, object] | None] = ContextVar("prefill_routed_request", default=None)
+class RoutedRequest(NamedTuple):
+    """A request a Router method is serving: its metadata dict, trace id and OpenAI ``user`` (None: not named)."""
+
+    metadata: dict
+    trace_id: object
+    user: str | None = None
+
+
+#: the request a Router method is serving now (set by ``router``'s request hooks). litellm hands a pre-routing
+#: classifier plugin (the complexity router's ``classifier_plugin``) a copy of the request's metadata; the classifier
+#: reads the request's own dict here, to leave its decision where the decision log, the response's ``_hidden_params``
+#: and the proxy's headers read it.
+_ROUTED_REQUEST: ContextVar[RoutedRequest | None] = ContextVar("prefill_routed_request", default=None)
 
 
 @contextmanager
-def routing_request(md: dict, trace_id: object) -> Iterator[None]:
+def routing_request(md: dict, trace_id: object, user: str | None = None) -> Iterator[None]:
     """While the block runs (one request's routing and call), :func:`current_request` is this request."""
-    token = _ROUTED_REQUEST.set((md, trace_id))
+    token = _ROUTED_REQUEST.set(RoutedRequest(md, trace_id, user))
     try:
         yield
     finally:
         _ROUTED_REQUEST.reset(token)
 
 
-def current_request() -> tuple[dict, object] | None:
-    """(metadata dict, trace id) of the request being routed in this task (or the task that started this one), None
-    outside a Router request."""
+def current_request() -> RoutedRequest | None:
+    """The request being routed in this task (or the task that started this one), None outside a Router request."""
     return _ROUTED_REQUEST.get()
 
 
@@ -132,7 +140,9 @@ def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = N
     candidates += reversed(book.attempts(trace_id))
     for candidate in candidates:
         if not deployment_id or candidate.get("deployment_id") in (None, str(deployment_id)):
-            return candidate if not _classified_earlier(candidate, md) else None
+            if "tier" not in candidate:
+                return candidate
+            return None if _classified_earlier(candidate, md) else with_served_tier(candidate, md)
     return None
 
 

@@ -28,11 +28,22 @@ call's outcome), ``_hidden_params["prefill_routing"]``, the proxy's ``x-prefill-
 too), the metrics, ``autotune`` and per-request / per-key ``metadata.prefill`` overrides work as for the strategy.
 A request the classifier cannot decide (inference failed or timed out, no text) is declined (``None``): litellm's
 ``classifier_fallback`` decides it, and the log line says ``declined``.
+
+litellm may serve another tier than the classifier's: an escalation keyword, a stalled session or a plan-mode floor
+moves it up, a prompt too long for the tier's model moves it to one with room. The record then names the tier and
+target that answered (``served_tier`` / ``served_target``, see ``records.with_served_tier``), and the outcome,
+feedback and learned answer lengths are that target's.
+
+Shadow mode (``shadow=True``) and canary rollouts (``rollout=0.1``) work as for the strategy: every request is
+decided and logged, and those served as before (all of them, or a rollout's control arm) go to ``shadow_tier`` if
+set, else are declined to litellm's ``classifier_fallback`` (its keyword heuristic by default) - whose tier the log
+line records as served.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,11 +57,12 @@ from .jsonl import checked_log_template
 from .metrics import reload_observer
 from .policy import RoutingDecision
 from .predictor import shared_predictor
-from .records import DECISION_LOG_KEY, baseline_record, savings_baseline
+from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .reloading import BundleReloader
+from .rollout import rollout_arm
 from .semantic import ServedRoutes, priced_routes
 from .sessions import ProviderSpec
-from .shared_metadata import current_request, store_decision
+from .shared_metadata import current_request, owns, store_decision
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -75,6 +87,38 @@ def _checked_tiers(tiers: Mapping[str, str]) -> dict[str, str]:
     return dict(tiers)
 
 
+def _checked_serving(tiers: Mapping[str, str], shadow: bool, shadow_tier: str | None, rollout: float) -> float:
+    if isinstance(rollout, bool) or not isinstance(rollout, numbers.Real) or not 0.0 <= float(rollout) <= 1.0:
+        raise ConfigurationError(f"rollout is the share of requests the classifier's tier serves, in [0, 1]; got "
+                                 f"{rollout!r}")
+    if shadow and rollout != 1.0:
+        raise ConfigurationError("shadow=True serves every request as before; rollout applies without it - set one")
+    if shadow_tier is not None and not (isinstance(shadow_tier, str) and shadow_tier):
+        raise ConfigurationError(f"shadow_tier names the complexity-router tier that serves requests as before "
+                                 f"(e.g. one of {sorted(tiers)}); got {shadow_tier!r}")
+    if shadow_tier is not None and not shadow and rollout == 1.0:
+        raise ConfigurationError("shadow_tier is only used in shadow mode or for the control arm of a rollout: add "
+                                 "shadow=True or rollout=<share below 1>")
+    return float(rollout)
+
+
+class _QuietShadowDeclines(logging.Filter):
+    """Drops litellm's warning that the classifier declined a request, where the decline was shadow mode's (or a
+    rollout control arm's) way of serving it as before: one warning per request is noise, not news. Declines of a
+    failed prediction still warn."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = current_request()
+        if request is None or "classifier plugin declined to classify" not in record.getMessage():
+            return True
+        decision = request.metadata.get(DECISION_KEY)
+        return not (isinstance(decision, dict) and decision.get("shadow") and "tier" in decision
+                    and owns(decision, request.trace_id))
+
+
+_QUIET = _QuietShadowDeclines()
+
+
 class PrefillTierClassifier(ServedRoutes):
     """litellm ``ClassifierPlugin`` for the complexity router: ``tiers`` maps each tier name (as litellm's
     ``complexity_router_config.tiers`` names it) to the bundle target its model is (``bundle``: a directory or
@@ -87,6 +131,11 @@ class PrefillTierClassifier(ServedRoutes):
     ``learn_output_tokens``, ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (keep it below
     litellm's ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged rather
     than cancelled) and ``execution_providers`` as for the ``prefill`` strategy's ``routing_strategy_args``.
+
+    Serving: ``shadow=True`` decides and logs every request and serves it as before - by ``shadow_tier`` if set, else
+    by litellm's ``classifier_fallback`` (the classifier declines; litellm's warning about it is silenced for these);
+    ``rollout=0.1`` serves 10% of users (by the request's ``user``, else per request) by the classifier's tier and
+    the rest (the ``control`` arm) as in shadow mode.
     """
 
     def __init__(self, bundle: str, tiers: Mapping[str, str], *, preset: str | None = None,
@@ -97,12 +146,15 @@ class PrefillTierClassifier(ServedRoutes):
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
                  decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
                  learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
-                 autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
+                 autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
+                 shadow_tier: str | None = None, rollout: float = 1.0) -> None:
         from .decision_logger import log_target  # litellm-facing: imported with the classifier only
         from .router import install
 
         self.tiers = _checked_tiers(tiers)
         self._tier_of = {target: tier for tier, target in self.tiers.items()}
+        self.rollout = _checked_serving(self.tiers, shadow, shadow_tier, rollout)
+        self.shadow, self.shadow_tier = bool(shadow), shadow_tier
         try:
             log = checked_log_template(decision_log)
         except ValueError as err:
@@ -123,6 +175,8 @@ class PrefillTierClassifier(ServedRoutes):
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s,
                                         on_reload=reload_observer(bundle) if metrics else None)
         install()  # the Router's request methods name the request being classified (see shared_metadata)
+        if _QUIET not in logging.getLogger("LiteLLM Router").filters:
+            logging.getLogger("LiteLLM Router").addFilter(_QUIET)
         self._log_target = log_target(log, messages=decision_log_messages, responses=decision_log_responses,
                                       metrics=metrics, answer_lengths=self.answer_lengths)
         if self.answer_lengths is not None:  # a restarted router keeps what it learned
@@ -147,26 +201,35 @@ class PrefillTierClassifier(ServedRoutes):
         self._reloader.maybe_reload()
         decider, prices = self._reloader.current  # one bundle per request, even if a reload swaps it meanwhile
         request = current_request()  # the request's own metadata dict; litellm hands the plugin a copy
-        md = request[0] if request is not None else dict(getattr(context, "metadata", None) or {})
+        md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
         group = str(md.get("model_group") or MODEL_GROUP)
         messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
         decision = await decider.adecide(list(messages), prices, parse_overrides(md), group)
         tier = self.tier_for(decision)
+        # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
+        arm = rollout_arm(self.rollout, None if request is None else request.user or
+                          (str(request.trace_id) if request.trace_id else None))
+        as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
         if request is not None:
-            self._record(md, request[1], decision, tier, prices)
-        return tier
+            self._record(md, request.trace_id, decision, tier, prices, as_before, arm)
+        return self.shadow_tier if as_before else tier
 
     def tier_for(self, decision: RoutingDecision) -> str | None:
         """The tier of a decision's target; None (declined) for a fallback decision, which no prediction made."""
         return None if decision.reason.startswith("fallback") else self._tier_of[decision.target]
 
     def _record(self, md: dict, trace_id: object, decision: RoutingDecision, tier: str | None,
-                prices: Mapping[str, Price]) -> None:
+                prices: Mapping[str, Price], shadow: bool, arm: str | None) -> None:
         """Leave the decision in the request's metadata, where the decision log, the response's hidden params and
-        the proxy's headers read it; savings are measured against the dearest candidate tier."""
+        the proxy's headers read it (with the tier litellm served, see ``records.with_served_tier``); savings are
+        measured against the dearest candidate tier."""
         baseline = savings_baseline(decision, list(prices.items()), lambda option: option)
-        record = {**decision.to_dict(), "tier": tier, "declined": tier is None,
-                  "baseline": baseline_record(baseline[0], None, baseline[1]) if baseline else None}
+        record = {**decision.to_dict(), "tier": tier, "declined": tier is None, "tier_targets": dict(self.tiers),
+                  "baseline": baseline_record(baseline[0], None, baseline[1]) if baseline and not shadow else None}
+        if shadow:
+            record["shadow"] = True
+        if arm is not None:
+            record["arm"] = arm
         store_decision(md, record, trace_id)
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target

@@ -224,14 +224,14 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(bundle_dir: Pa
     closed.close()
 
 
-def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], module: str) -> Path:
+def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], module: str, args: str = "") -> Path:
     """A proxy config whose complexity router's classifier is a PrefillTierClassifier defined in ``module``.py beside
-    it (the proxy imports it from the config's directory)."""
+    it (the proxy imports it from the config's directory); ``args``: more of its keyword arguments."""
     import yaml
 
     (directory / f"{module}.py").write_text(
         "from litellm_prefill_router.tier_classifier import PrefillTierClassifier\n"
-        f"classifier = PrefillTierClassifier({str(bundle)!r}, {tiers!r}, preset='max-quality')\n")
+        f"classifier = PrefillTierClassifier({str(bundle)!r}, {tiers!r}, preset='max-quality'{args})\n")
     groups = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen"}
     deployments = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test"}}
                    for g in groups.values()]
@@ -249,7 +249,8 @@ def test_check_reports_a_complexity_routers_tier_classifier_its_tiers_and_sample
     assert main(["check", "--config", str(cfg), "--prompt", MATH_PROMPT, "--prompt", HIST_PROMPT,
                  "--json", str(out), "--strict"]) == 0
     text = capsys.readouterr().out
-    assert "complexity router 'smart' (tier classifier): bundle" in text and "policy preset=max-quality" in text
+    assert "complexity router 'smart' (tier classifier): bundle" in text and \
+        "policy preset=max-quality, classified" in text
     (entry,) = json.loads(out.read_text())["classifiers"]
     assert [(t["tier"], t["target"], t["model_group"]) for t in entry["tiers"]] == \
         [("SIMPLE", "history-model", "hist"), ("MEDIUM", "math-model", "maths"), ("COMPLEX", "generalist", "gen")]
@@ -269,3 +270,13 @@ def test_check_warns_of_classifier_tiers_the_complexity_router_lacks_and_names_a
     assert main(["check", "--config", str(cfg)]) == 2
     assert "classifier_plugin 'tiers_check_missing.classifier' cannot be imported (ModuleNotFoundError" in \
         capsys.readouterr().err
+
+
+def test_check_reports_a_tier_classifiers_rollout_and_warns_of_a_shadow_tier_the_router_lacks(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiers = {"SIMPLE": "history-model", "MEDIUM": "math-model"}
+    cfg = _classifier_config(tmp_path, bundle_dir, tiers, "tiers_check_rollout", ", rollout=0.1, shadow_tier='EXPERT'")
+    assert main(["check", "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "policy preset=max-quality, rollout 10%, served as before by tier EXPERT" in text
+    assert "warning: the classifier's tiers ['EXPERT'] are not in complexity_router_config.tiers" in text

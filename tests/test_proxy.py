@@ -205,6 +205,12 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
         assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
         assert tier_headers["x-litellm-complexity-router-cause"] == "classifier_plugin"
+        # litellm's escalation keyword moves the classifier's tier up one: the headers name who answered
+        up_body, up_headers = _post(port, f"{MATH_PROMPT} LITELLM ESCALATE", model="tiered",
+                                    metadata={"prefill": {"pin_model": "math-model"}})
+        assert up_body["choices"][0]["message"]["content"] == "answer from generalist"
+        assert (up_headers["x-prefill-tier"], up_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
+        assert (up_headers["x-prefill-served-tier"], up_headers["x-prefill-served-target"]) == ("COMPLEX", "generalist")
         # a virtual key's router_settings.routing_strategy takes precedence (litellm's per-key override): cost-based
         # serves the cheapest deployment, unrouted by the bundle; "prefill" there routes as configured
         cost, cost_headers = _post(port, HIST_PROMPT, key="sk-cost-routed")

@@ -205,3 +205,95 @@ async def test_learned_answer_lengths_price_the_tiers_and_a_restarted_classifier
     again = PrefillTierClassifier(str(bundle_dir), TIERS, decision_log=str(log), learn_output_tokens=True)
     assert again.answer_lengths is not None
     assert again.answer_lengths.status()["smart"]["math-model"]["answers"] == MIN_ANSWERS + 1
+
+
+async def test_a_tier_litellm_escalates_is_logged_with_the_tier_and_target_that_answered(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.feedback import feedback_rows
+
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log),
+                                       learn_output_tokens=True)
+    r = router(classifier)
+    # the classifier picks SIMPLE (pinned to its target); litellm's escalation keyword moves the call to MEDIUM
+    resp = await r.acompletion(model="smart", messages=user(f"{HIST_PROMPT} LITELLM ESCALATE"),
+                               metadata={"prefill": {"pin_model": "history-model"}})
+    assert resp.choices[0].message.content == "answer from maths"
+    d = resp._hidden_params["prefill_routing"]
+    assert (d["tier"], d["target"], d["served_tier"], d["served_target"]) == \
+        ("SIMPLE", "history-model", "MEDIUM", "math-model")
+    plain = await r.acompletion(model="smart", messages=user(HIST_PROMPT),
+                                metadata={"prefill": {"pin_model": "history-model"}})
+    assert "served_tier" not in plain._hidden_params["prefill_routing"]  # served as classified
+    await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(x["decision"].get("served_target"), x["outcome"]["model"]) for x in rows] == \
+        [("math-model", "math-model"), (None, "history-model")]
+    # the answer, its length and its feedback are the served target's, not the classifier's pick's
+    assert classifier.answer_lengths is not None
+    learned = classifier.answer_lengths.status()["smart"]
+    assert learned["math-model"]["answers"] == 1 and learned["history-model"]["answers"] == 1
+    stats = summarize(rows)
+    assert stats["moved_by_litellm"]["calls"] == 1
+    assert list(stats["moved_by_litellm"]["by_cause"].values()) == [{"math-model": 1}]
+    data, _ = feedback_rows(log, {rows[0]["litellm_call_id"]: 1.0, rows[1]["litellm_call_id"]: 0.0})
+    assert sorted((list(row["scores"].items())[0]) for row in data) == [("history-model", 0.0), ("math-model", 1.0)]
+
+
+async def test_shadow_mode_logs_the_classifiers_tier_and_litellms_heuristic_serves_without_a_warning_per_request(
+        bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = tmp_path / "tiers.jsonl"
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log),
+                                     shadow=True))
+    with caplog.at_level("WARNING", logger="LiteLLM Router"):
+        resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    headers = resp._hidden_params["additional_headers"]
+    assert headers["x-litellm-complexity-router-cause"] != "classifier_plugin"  # litellm's own classifier decided
+    heuristic_tier = headers["x-litellm-complexity-router-tier"]
+    assert resp.choices[0].message.content == f"answer from {GROUPS[heuristic_tier]}"
+    d = resp._hidden_params["prefill_routing"]
+    assert (d["shadow"], d["tier"], d["target"]) == (True, "MEDIUM", "math-model")  # what the classifier would do
+    assert (d["served_tier"], d["served_target"]) == (heuristic_tier, TIERS.get(heuristic_tier))
+    assert not [x for x in caplog.records if "declined" in x.getMessage()]
+    await flush_logging()
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["decision"]["shadow"] is True and row["decision"]["served_tier"] == heuristic_tier
+    assert summarize([row])["shadow"]["calls"] == 1
+
+
+async def test_a_failed_prediction_still_warns_that_the_classifier_declined(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS)
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("encoder exploded")
+    monkeypatch.setattr(classifier.decider.predictor, "apredict_one", broken)
+    with caplog.at_level("WARNING", logger="LiteLLM Router"):
+        resp = await router(classifier).acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert [x for x in caplog.records if "declined to classify" in x.getMessage()]
+    assert resp._hidden_params["prefill_routing"]["served_tier"] == \
+        resp._hidden_params["additional_headers"]["x-litellm-complexity-router-tier"]
+
+
+async def test_a_rollout_serves_its_control_arm_by_the_shadow_tier_and_keeps_each_user_in_one_arm(
+        bundle_dir: Path) -> None:
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", rollout=0.5,
+                                     shadow_tier="COMPLEX"))
+    arms: dict[str, set[str]] = {}
+    for i in range(24):
+        u = f"user-{i % 8}"
+        resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT), user=u)
+        d = resp._hidden_params["prefill_routing"]
+        arms.setdefault(u, set()).add(d["arm"])
+        served = "gen" if d["arm"] == "control" else "maths"  # control: as before (COMPLEX); router: MEDIUM
+        assert resp.choices[0].message.content == f"answer from {served}"
+        assert d.get("shadow", False) is (d["arm"] == "control")
+    assert all(len(a) == 1 for a in arms.values())  # each user stays in one arm
+    assert {a for s in arms.values() for a in s} == {"router", "control"}
+
+
+def test_shadow_and_rollout_settings_that_cannot_apply_are_configuration_errors(bundle_dir: Path) -> None:
+    for bad in ({"rollout": 1.5}, {"rollout": "half"}, {"shadow": True, "rollout": 0.5},
+                {"shadow_tier": "COMPLEX"}, {"shadow": True, "shadow_tier": ""}):
+        with pytest.raises(ConfigurationError):
+            PrefillTierClassifier(str(bundle_dir), TIERS, **bad)  # type: ignore[arg-type]

@@ -15,4 +15,7 @@ TIERS = {"SIMPLE": "gemma-2-9b-it", "MEDIUM": "llama-3.1-8b-instruct", "COMPLEX"
 classifier = PrefillTierClassifier(
     os.environ.get("PREFILL_BUNDLE", "../../bundles/llmrouter"), TIERS, preset="balanced",
     decision_log=os.environ.get("PREFILL_DECISION_LOG", "logs/tiers-{date}.jsonl"),
-    decision_timeout_s=1.0)  # below litellm's classifier_plugin_timeout_ms (3 s): a late prediction is logged
+    decision_timeout_s=1.0,  # below litellm's classifier_plugin_timeout_ms (3 s): a late prediction is logged
+    # PREFILL_SHADOW=1: log the bundle's tiers, serve by litellm's heuristic classifier as before (compare with
+    # `prefill-router stats`); PREFILL_ROLLOUT=0.1: 10% of users by the bundle, the rest as in shadow mode
+    shadow=os.environ.get("PREFILL_SHADOW") == "1", rollout=float(os.environ.get("PREFILL_ROLLOUT", "1")))

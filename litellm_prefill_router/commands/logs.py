@@ -59,6 +59,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
               f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
               f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
+    if mv := st.get("moved_by_litellm"):
+        print(f"served from another tier by litellm's complexity router: {mv['calls']} calls (" +
+              "; ".join(f"{cause}: " + ", ".join(f"{t} {n}" for t, n in by.items())
+                        for cause, by in mv["by_cause"].items()) + ") - outcomes and feedback count for who answered")
     fb = st["feedback"]
     if fb:
         print(f"feedback: {fb['scored']} calls scored, mean {fb['mean_score']:.3f}; by the target that answered: "
