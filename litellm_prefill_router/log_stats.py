@@ -50,6 +50,8 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     shadow = 0
     served: Counter[str] = Counter()
     est_routed = est_served = 0.0  # shadow mode: the decisions' own estimates for their route and for who answered
+    p_routed: list[float] = []  # ... and the bundle's P(correct) for both, over the calls that have both
+    p_served: list[float] = []
     # a tier classifier's calls that litellm's complexity router served from another tier: cause -> served target
     moved: dict[str, Counter[str]] = defaultdict(Counter)
     arms: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0, "costed": 0,
@@ -100,6 +102,11 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             if target in est and decision.get("served_target") in est:
                 est_routed += float(est[target])
                 est_served += float(est[decision["served_target"]])
+            chances = decision.get("p_correct") or {}
+            if isinstance(chances.get(target), (int, float)) and \
+                    isinstance(chances.get(decision.get("served_target")), (int, float)):
+                p_routed.append(float(chances[target]))
+                p_served.append(float(chances[decision["served_target"]]))
         elif decision.get("served_tier") and not decision.get("declined"):
             moved[str(decision.get("served_cause") or "unknown")][str(decision.get("served_target"))] += 1
         arm = arms[str(decision["arm"])] if decision.get("arm") else None
@@ -166,7 +173,10 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             "estimate_to_actual_cost": estimated / actual if actual > 0 else None,
             "baseline_cost_usd": baseline, "savings_fraction": saved / baseline if baseline > 0 else None,
             "shadow": ({"calls": shadow, "served": dict(served.most_common()),
-                        "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served}
+                        "estimated_cost_routed_usd": est_routed, "estimated_cost_served_usd": est_served,
+                        # the bundle's expected accuracy of the routes and of what was served, on the same calls
+                        "expected_accuracy": ({"calls": len(p_routed), "routed": float(np.mean(p_routed)),
+                                               "served": float(np.mean(p_served))} if p_routed else None)}
                        if shadow else None),
             "moved_by_litellm": ({"calls": sum(sum(c.values()) for c in moved.values()),
                                   "by_cause": {cause: dict(c.most_common()) for cause, c in sorted(moved.items())}}

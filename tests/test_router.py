@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import litellm
+import numpy as np
 import pytest
 
 from conftest import (
@@ -1112,7 +1113,15 @@ async def test_shadow_mode_records_the_route_but_serves_as_before(bundle_dir: Pa
     st = json.loads((tmp_path / "s.json").read_text())
     assert st["shadow"]["calls"] == 2 and st["shadow"]["served"] == {"generalist": 2}
     assert 0 < st["shadow"]["estimated_cost_routed_usd"] < st["shadow"]["estimated_cost_served_usd"]
-    assert "shadow mode: 2 calls served as before by generalist 2" in capsys.readouterr().out
+    # the bundle's mean P(correct) of the routes against that of what was served: the specialists beat generalist
+    expected = st["shadow"]["expected_accuracy"]
+    assert expected["calls"] == 2 and expected["routed"] == pytest.approx(
+        np.mean([x["decision"]["p_correct"][x["decision"]["target"]] for x in rows]))
+    assert expected["routed"] > expected["served"] == pytest.approx(
+        np.mean([x["decision"]["p_correct"]["generalist"] for x in rows]))
+    text = capsys.readouterr().out
+    assert "shadow mode: 2 calls served as before by generalist 2" in text
+    assert f"expected accuracy (the bundle's mean P(correct), 2 calls): the routes {expected['routed']:.3f}" in text
 
     shuffled = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                              routing_strategy_args={"bundle": str(bundle_dir), "shadow": True})

@@ -59,6 +59,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v}" for k, v in sh["served"].items()) +
               f"; the routes above would have cost an estimated {sh['estimated_cost_routed_usd']:.6g} USD against "
               f"{sh['estimated_cost_served_usd']:.6g} USD for what was served (the decisions' own estimates)")
+        if ea := sh.get("expected_accuracy"):
+            print(f"  expected accuracy (the bundle's mean P(correct), {ea['calls']} calls): the routes "
+                  f"{ea['routed']:.3f}, what was served {ea['served']:.3f} - feedback or a judge measures it")
     if mv := st.get("moved_by_litellm"):
         print(f"served from another tier by litellm's complexity router: {mv['calls']} calls (" +
               "; ".join(f"{cause}: " + ", ".join(f"{t} {n}" for t, n in by.items())
