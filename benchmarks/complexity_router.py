@@ -12,7 +12,9 @@ on (its validation rows and the test split) through litellm.Router with mock dep
   success predictor), both local;
 - ``PrefillTierClassifier`` (``classifier_type: custom``) at the bundle's presets, and at the setting that
   ``prefill-router tune --budget-usd-per-1k`` picks, from the classifier's own decision log (no labels), for the
-  heuristic's cost.
+  heuristic's cost;
+- the balanced classifier in shadow mode (the heuristic serves): what ``prefill-router stats`` estimates from its log
+  for the classifier's tiers and for what was served, against the accuracy the labels measure for both.
 
 Accuracy is the dataset's score (>= 0.5 counts as right) of the model the tier routes to; cost is the bundle's
 estimate for that model (its price x (prompt tokens + the manifest's answer tokens)), the same for every classifier.
@@ -39,6 +41,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TIER_NAMES = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
+SHADOW = "prefill balanced in shadow mode"
 
 
 def held_out(data: str) -> tuple[list[str], np.ndarray, list[str], dict[str, tuple[float, float]], dict[str, float]]:
@@ -104,16 +107,18 @@ def main() -> None:
     served: dict[str, list[str]] = {}
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "decisions.jsonl"
+        log, shadow_log = Path(tmp) / "decisions.jsonl", Path(tmp) / "shadow.jsonl"
 
-        def classifier(logged: bool = False, **policy: object) -> dict:
+        def classifier(logged: Path | None = None, **policy: object) -> dict:
             return {"classifier_type": "custom", "classifier_plugin": PrefillTierClassifier(
-                args.bundle, tiers, decision_log=str(log) if logged else None, **policy)}
+                args.bundle, tiers, decision_log=str(logged) if logged else None, **policy)}
 
         variants: list[tuple[str, Callable[[], dict]]] = [
             ("litellm heuristic", dict), ("litellm heuristic_v2", lambda: {"classifier_type": "heuristic_v2"}),
-            ("prefill max-quality", lambda: classifier(logged=True, preset="max-quality"))]
+            ("prefill max-quality", lambda: classifier(logged=log, preset="max-quality"))]
         variants += [(f"prefill {p}", lambda p=p: classifier(preset=p)) for p in ("balanced", "min-cost")]
+        # shadow mode: the balanced classifier decides and logs, litellm's heuristic serves (as before the switch)
+        variants += [(SHADOW, lambda: classifier(logged=shadow_log, preset="balanced", shadow=True))]
         decisions: list[dict] = []
         for name, config in variants:
             t0 = time.perf_counter()
@@ -124,6 +129,9 @@ def main() -> None:
         from litellm_prefill_router import flush_logging
         asyncio.run(flush_logging())
         records = [json.loads(x) for x in log.read_text().splitlines()]
+        shadow_records = [json.loads(x) for x in shadow_log.read_text().splitlines()]
+    shadowed = served.pop(SHADOW)
+    assert shadowed == served["litellm heuristic"], "shadow mode must serve every prompt as the heuristic does"
     cost = np.array([[d["cost_usd"][tiers[t]] for t in TIER_NAMES] for d in decisions])  # (N, 4) estimates
     p = np.array([[d["p_correct"][tiers[t]] for t in TIER_NAMES] for d in decisions])
     right = np.stack([scores[:, col[tiers[t]]] >= 0.5 for t in TIER_NAMES], axis=1).astype(float)
@@ -154,9 +162,21 @@ def main() -> None:
         j = choose_batch(p, cost, "lambda", float(lam))
         sweep.append({"lambda": float(lam), "accuracy": float(right[np.arange(len(j)), j].mean()),
                       "cost_per_1k_usd": float(cost[np.arange(len(j)), j].mean() * 1000)})
+    # what `prefill-router stats` tells a user in shadow mode (the bundle's estimates, no labels) against what the
+    # dataset's labels measure for the same two policies on the same prompts
+    from litellm_prefill_router.log_stats import summarize
+    estimated = summarize(shadow_records)["shadow"]
+    assert [r["decision"]["served_target"] for r in shadow_records] == shadowed
+    shadow_check = {"calls": estimated["calls"], "served_as_heuristic": True,
+                    "estimated_accuracy_routed": estimated["expected_accuracy"]["routed"],
+                    "measured_accuracy_routed": results["prefill balanced"]["accuracy"],
+                    "estimated_accuracy_served": estimated["expected_accuracy"]["served"],
+                    "measured_accuracy_served": results["litellm heuristic"]["accuracy"],
+                    "estimated_cost_per_1k_routed_usd": estimated["estimated_cost_routed_usd"] / len(prompts) * 1000,
+                    "estimated_cost_per_1k_served_usd": estimated["estimated_cost_served_usd"] / len(prompts) * 1000}
     latency = [float(d["latency_ms"]) for d in decisions]
     out = {"prompts": len(prompts), "tiers": tiers, "classifiers": results, "single_tier_models": singles,
-           "oracle_accuracy_over_tiers": oracle, "prefill_lambda_sweep": sweep,
+           "oracle_accuracy_over_tiers": oracle, "prefill_lambda_sweep": sweep, "shadow_mode": shadow_check,
            "prefill_decision_latency_ms": {"p50": statistics.median(latency),
                                            "p95": float(np.percentile(latency, 95))}}
     outdir = Path(args.out)
@@ -174,7 +194,14 @@ def main() -> None:
     for name, r in singles.items():
         lines.append(f"| {name} | {r['accuracy']:.3f} | - | {r['cost_per_1k_usd']:.4f} | - | - |")
     lines += ["", f"oracle over the four tier models: {oracle:.3f}; prefill decision latency p50 "
-              f"{out['prefill_decision_latency_ms']['p50']:.1f} ms, p95 {out['prefill_decision_latency_ms']['p95']:.1f} ms"]
+              f"{out['prefill_decision_latency_ms']['p50']:.1f} ms, p95 {out['prefill_decision_latency_ms']['p95']:.1f} ms",
+              "", f"shadow mode (balanced classifier logging, the heuristic serving; {shadow_check['calls']} calls): "
+              "`stats` estimates the classifier's tiers at accuracy "
+              f"{shadow_check['estimated_accuracy_routed']:.3f} (measured {shadow_check['measured_accuracy_routed']:.3f})"
+              f" and what was served at {shadow_check['estimated_accuracy_served']:.3f} (measured "
+              f"{shadow_check['measured_accuracy_served']:.3f}); estimated cost / 1k "
+              f"{shadow_check['estimated_cost_per_1k_routed_usd']:.4f} vs "
+              f"{shadow_check['estimated_cost_per_1k_served_usd']:.4f} USD"]
     (outdir / "complexity_router.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
