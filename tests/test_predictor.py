@@ -253,3 +253,29 @@ async def test_a_prediction_that_times_out_while_queued_is_dropped_from_the_enco
     first.join()
     assert pred.predict_one(HIST_PROMPT, timeout_s=5).has_text  # the worker is free again: answered in time
     assert encoded == [1, 1]  # MATH_PROMPT, then HIST_PROMPT's last call; the two timed-out ones never ran
+
+
+def test_the_interpreters_exit_waits_for_a_prediction_still_running_in_the_worker(bundle_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A daemon worker still inside onnxruntime when Python finalizes aborts the process (std::terminate, exit
+    status 134) after the program is done: the exit waits for it instead."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "abandon.py"
+    script.write_text(
+        "import atexit, sys, time\n"
+        "from litellm_prefill_router.predictor import PrefillPredictor\n"
+        "pred = PrefillPredictor(sys.argv[1], cache_size=0)\n"
+        "real = pred.probabilities_for_ids\n"
+        "def slow(ids):\n"
+        "    time.sleep(0.5)  # the worker is busy with it when the program ends\n"
+        "    return real(ids)\n"
+        "pred.probabilities_for_ids = slow\n"
+        "state = {}\n"
+        "atexit.register(lambda: print('finished before exit:', state['fut'].done()))  # runs after the router's\n"
+        "state['fut'] = pred._submit(pred.prompts.encode('the integral of x').ids)\n"
+        "time.sleep(0.05)\n")
+    done = subprocess.run([sys.executable, str(script), str(bundle_dir)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "finished before exit: True" in done.stdout
