@@ -37,7 +37,7 @@ from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
 from litellm_prefill_router.reloading import BundleReloader, bundle_fingerprint
-from litellm_prefill_router.rollout import rollout_arm
+from litellm_prefill_router.rollout import checked_serving, rollout_arm
 
 from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input, text_of
 
@@ -174,12 +174,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             _remember_reloader(key, reloader)
         self._reloader = reloader
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
-        if self.shadow and self.rollout < 1.0:
-            raise ConfigurationError("shadow=True serves every call by shadow_target; rollout applies without it - "
-                                     "set one")
-        if self.shadow_target is not None and not self.shadow and self.rollout == 1.0:
-            raise ConfigurationError("shadow_target is only used in shadow mode or for the control arm of a rollout: "
-                                     "add shadow=True or rollout=<share below 1>")
+        checked_serving(self.shadow, self.rollout, "shadow_target", self.shadow_target)
         if (self.shadow or self.rollout < 1.0) and self.shadow_target not in self.runnables:
             raise ConfigurationError(f"shadow mode and a rollout serve calls by shadow_target, the runnable serving "
                                      f"today: got {self.shadow_target!r}; pass one of {sorted(self.runnables)}")

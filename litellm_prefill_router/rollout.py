@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 import random
+
+from .errors import ConfigurationError
 
 
 def rollout_arm(share: float, user: str | None = None) -> str | None:
@@ -22,3 +25,19 @@ def rollout_arm(share: float, user: str | None = None) -> str | None:
 def user_key(value: object) -> str | None:
     """A request's OpenAI ``user`` field as a rollout key: a non-empty string or an integer; None otherwise."""
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
+
+
+def checked_serving(shadow: bool, rollout: object, as_before_field: str, as_before: object) -> float:
+    """The share ``rollout`` of a router that may also run in shadow mode, checked: a number in [0, 1], not with
+    ``shadow`` (which serves everything as before), and ``as_before`` (the setting named ``as_before_field`` that
+    says what serves calls as before: ``shadow_target``, ``shadow_tier``, ``shadow_route``) only where something is
+    served as before. Raises :class:`~.errors.ConfigurationError` naming the fix."""
+    if isinstance(rollout, bool) or not isinstance(rollout, numbers.Real) or not 0.0 <= float(rollout) <= 1.0:
+        raise ConfigurationError(f"rollout is the share of calls served by the router's choice, in [0, 1]; got "
+                                 f"{rollout!r}")
+    if shadow and rollout != 1.0:
+        raise ConfigurationError("shadow=True serves every call as before; rollout applies without it - set one")
+    if as_before is not None and not shadow and rollout == 1.0:
+        raise ConfigurationError(f"{as_before_field} is only used in shadow mode or for the control arm of a rollout: "
+                                 "add shadow=True or rollout=<share below 1>")
+    return float(rollout)

@@ -27,6 +27,7 @@ from .jsonl import append_log_record, checked_log_template
 from .policy import Constraints, RoutingDecision
 from .predictor import shared_predictor
 from .reloading import BundleReloader
+from .rollout import checked_serving, rollout_arm, user_key
 from .sessions import ProviderSpec
 
 #: the model group of the drop-in's decisions (decision log, metrics, autotune)
@@ -43,6 +44,10 @@ class RouteChoice:
     decision: RoutingDecision | None = None
     # the decision's id in the decision log (``decision_log``): name it in feedback ({"id": ..., "score": ...})
     id: str | None = None
+    # shadow mode or a rollout's control arm: ``name`` is what serves as before (``shadow_route``), not the router's
+    # choice (that is ``decision.target``); ``arm``: the call's rollout arm ("router" / "control"), None without one
+    shadow: bool = False
+    arm: str | None = None
 
 
 def priced_routes(decider: PrefillDecider, bundle: str, routes: Sequence[str], user_prices: Mapping[str, Price],
@@ -90,6 +95,13 @@ class PrefillSemanticRouter(ServedRoutes):
     ``overrides`` may lower the ceiling or set its own floor); a call no route meets them for is declined.
     ``autotune``: tune the policy to a goal on the calls it decides (e.g. ``{"savings": 0.5}``; see
     :mod:`litellm_prefill_router.autotune`), from the end of ``decision_log`` at start.
+
+    Shadow mode and canary rollouts, as for the LiteLLM strategy: ``shadow=True`` decides and logs every call but
+    returns ``shadow_route`` (the route serving today; unset: ``RouteChoice(name=None)``, so the caller's own default
+    serves, as before the swap); ``rollout=0.1`` returns the router's choice for that share of calls (by a hash of the
+    call's ``user=`` where given: each user stays in one arm) and the rest (arm ``control``) as in shadow mode. The
+    choice says which (``RouteChoice.shadow`` / ``.arm``); ``prefill-router stats`` compares the routes with what was
+    served.
     """
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
@@ -101,8 +113,11 @@ class PrefillSemanticRouter(ServedRoutes):
                  decision_log_messages: bool = True,
                  execution_providers: Sequence[ProviderSpec] | None = None,
                  max_cost_usd: float | None = None, min_p_correct: float | None = None,
-                 autotune: AutotuneSettings | Mapping[str, Any] | None = None) -> None:
+                 autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
+                 shadow_route: str | None = None, rollout: float = 1.0) -> None:
         checked_cache_size(prediction_cache_size)
+        self.rollout = checked_serving(shadow, rollout, "shadow_route", shadow_route)
+        self.shadow, self.shadow_route = bool(shadow), shadow_route
         try:
             self.decision_log = checked_log_template(decision_log)
         except ValueError as err:
@@ -117,6 +132,9 @@ class PrefillSemanticRouter(ServedRoutes):
         # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
         self.autotuner = Autotuner(autotune) if autotune is not None else None
         self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s)
+        if shadow_route is not None and shadow_route not in self.routes:
+            raise ConfigurationError(f"shadow_route {shadow_route!r} is not a route of this router (the route that "
+                                     f"serves calls as before); its routes: {self.routes}")
         if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
             self.autotuner.seed_from_log(decision_log, self.decider.predictor.bundle.version, [MODEL_GROUP],
                                          self.decider.default_policy)
@@ -138,23 +156,32 @@ class PrefillSemanticRouter(ServedRoutes):
     def list_route_names(self) -> list[str]:
         return list(self.routes)
 
-    def _choice(self, d: RoutingDecision, text: str) -> RouteChoice:
+    def _choice(self, d: RoutingDecision, text: str, user: str | None) -> RouteChoice:
         score = d.p_correct.get(d.target)
         declined = d.reason != "policy" or (self.min_score is not None and (score is None or score < self.min_score))
-        choice = RouteChoice(name=None if declined else d.target, similarity_score=score, decision=d,
+        arm = rollout_arm(self.rollout, user_key(user))
+        as_before = self.shadow or arm == "control"  # decided and logged, served as before the swap
+        name = self.shadow_route if as_before else None if declined else d.target
+        # the score of the route returned (as before: the shadow route's P(correct), none for the caller's default)
+        similarity = (d.p_correct.get(name) if name else None) if as_before else score
+        choice = RouteChoice(name=name, similarity_score=similarity, decision=d, shadow=as_before, arm=arm,
                              id=uuid.uuid4().hex if self.decision_log is not None else None)
         if self.decision_log is not None:
-            self._log(choice, text)
+            self._log(choice, text, declined)
         return choice
 
-    def _log(self, choice: RouteChoice, text: str) -> None:
+    def _log(self, choice: RouteChoice, text: str, declined: bool) -> None:
         """One decision-log line, in the LiteLLM router's format less the outcome: the caller calls the model, so
         ``outcome`` is null and ``stats`` counts the line as decided only. ``prefill-router feedback`` (scores by
         ``route_id``), ``replay`` and ``stats`` read it. A line that cannot be written is logged, never raised."""
         assert choice.decision is not None and self.decision_log is not None
+        decision: dict[str, Any] = {**choice.decision.to_dict(), "declined": declined}
+        if choice.shadow:  # the route above is the router's; the caller served this one (None: its own default)
+            decision.update(shadow=True, served_target=choice.name)
+        if choice.arm is not None:
+            decision["arm"] = choice.arm
         row: dict[str, Any] = {"ts": datetime.now(timezone.utc).isoformat(), "route_id": choice.id,
-                               "decision": {**choice.decision.to_dict(), "declined": choice.name is None},
-                               "outcome": None}
+                               "decision": decision, "outcome": None}
         if self.decision_log_messages:
             row["messages"] = [{"role": "user", "content": text}]
         append_log_record(self.decision_log, row)
@@ -177,23 +204,24 @@ class PrefillSemanticRouter(ServedRoutes):
         return overrides.model_copy(update={"candidates": kept})
 
     def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
-                 route_filter: Sequence[str] | None = None, *,
-                 overrides: RequestOverrides | None = None) -> RouteChoice:
+                 route_filter: Sequence[str] | None = None, *, overrides: RequestOverrides | None = None,
+                 user: str | None = None) -> RouteChoice:
         """Route ``text`` (semantic-router's ``__call__``: ``route_filter`` restricts the routes considered;
-        ``simulate_static`` is accepted and changes nothing - the routes are static)."""
+        ``simulate_static`` is accepted and changes nothing - the routes are static; ``user``: the end user, who keeps
+        one arm of a rollout)."""
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(decider.decide(text or "", prices, overrides, MODEL_GROUP), text or "")
+        return self._choice(decider.decide(text or "", prices, overrides, MODEL_GROUP), text or "", user)
 
     async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
-                    route_filter: Sequence[str] | None = None, *,
-                    overrides: RequestOverrides | None = None) -> RouteChoice:
+                    route_filter: Sequence[str] | None = None, *, overrides: RequestOverrides | None = None,
+                    user: str | None = None) -> RouteChoice:
         """Async twin of :meth:`__call__`."""
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(await decider.adecide(text or "", prices, overrides, MODEL_GROUP), text or "")
+        return self._choice(await decider.adecide(text or "", prices, overrides, MODEL_GROUP), text or "", user)
 
 
 def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:

@@ -43,7 +43,6 @@ line records as served.
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,7 +58,7 @@ from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .reloading import BundleReloader
-from .rollout import rollout_arm
+from .rollout import checked_serving, rollout_arm
 from .semantic import ServedRoutes, priced_routes
 from .sessions import ProviderSpec
 from .shared_metadata import current_request, owns, store_decision
@@ -85,21 +84,6 @@ def _checked_tiers(tiers: Mapping[str, str]) -> dict[str, str]:
                                      "classifier picks a target, so each target may stand for one tier")
         seen[target] = tier
     return dict(tiers)
-
-
-def _checked_serving(tiers: Mapping[str, str], shadow: bool, shadow_tier: str | None, rollout: float) -> float:
-    if isinstance(rollout, bool) or not isinstance(rollout, numbers.Real) or not 0.0 <= float(rollout) <= 1.0:
-        raise ConfigurationError(f"rollout is the share of requests the classifier's tier serves, in [0, 1]; got "
-                                 f"{rollout!r}")
-    if shadow and rollout != 1.0:
-        raise ConfigurationError("shadow=True serves every request as before; rollout applies without it - set one")
-    if shadow_tier is not None and not (isinstance(shadow_tier, str) and shadow_tier):
-        raise ConfigurationError(f"shadow_tier names the complexity-router tier that serves requests as before "
-                                 f"(e.g. one of {sorted(tiers)}); got {shadow_tier!r}")
-    if shadow_tier is not None and not shadow and rollout == 1.0:
-        raise ConfigurationError("shadow_tier is only used in shadow mode or for the control arm of a rollout: add "
-                                 "shadow=True or rollout=<share below 1>")
-    return float(rollout)
 
 
 class _QuietShadowDeclines(logging.Filter):
@@ -153,7 +137,10 @@ class PrefillTierClassifier(ServedRoutes):
 
         self.tiers = _checked_tiers(tiers)
         self._tier_of = {target: tier for tier, target in self.tiers.items()}
-        self.rollout = _checked_serving(self.tiers, shadow, shadow_tier, rollout)
+        if shadow_tier is not None and not (isinstance(shadow_tier, str) and shadow_tier):
+            raise ConfigurationError(f"shadow_tier names the complexity-router tier that serves requests as before "
+                                     f"(e.g. one of {sorted(self.tiers)}); got {shadow_tier!r}")
+        self.rollout = checked_serving(shadow, rollout, "shadow_tier", shadow_tier)
         self.shadow, self.shadow_tier = bool(shadow), shadow_tier
         try:
             log = checked_log_template(decision_log)

@@ -234,3 +234,46 @@ def test_the_drop_ins_limits_narrow_its_routes_and_a_call_none_meets_is_declined
     assert broke.decision.reason.startswith("over budget: ")  # served by the caller's default, as a declined call
     with pytest.raises(ConfigurationError, match="min_p_correct must be a number in"):
         PrefillSemanticRouter(str(bundle_dir), min_p_correct=2.0)
+
+
+async def test_shadow_mode_returns_the_route_serving_today_and_logs_the_routers_choice_for_stats(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from litellm_prefill_router.feedback import feedback_rows
+    from litellm_prefill_router.log_stats import summarize_log
+
+    log = tmp_path / "semantic.jsonl"
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", decision_log=str(log), shadow=True,
+                               shadow_route="generalist")
+    choices = [rl(MATH_PROMPT), await rl.acall(HIST_PROMPT)]
+    assert [(c.name, c.shadow, c.decision.target) for c in choices if c.decision] == \
+        [("generalist", True, "math-model"), ("generalist", True, "history-model")]
+    assert choices[0].similarity_score == choices[0].decision.p_correct["generalist"]
+    stats = summarize_log(log)
+    assert stats["shadow"]["served"] == {"generalist": 2} and stats["decided_only"] == 2
+    assert stats["shadow"]["expected_accuracy"]["routed"] > stats["shadow"]["expected_accuracy"]["served"]
+    # feedback on a shadow call labels the route that served it, not the router's choice
+    rows, _ = feedback_rows(log, {choices[0].id: 1.0})
+    assert [r["scores"] for r in rows] == [{"generalist": 1.0}]
+    # without a shadow route the caller's own default serves: name None, as a declined call
+    default = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", shadow=True)(MATH_PROMPT)
+    assert (default.name, default.shadow, default.similarity_score) == (None, True, None)
+
+
+def test_a_rollout_returns_the_routers_choice_to_its_share_of_users_and_keeps_each_user_in_one_arm(
+        bundle_dir: Path) -> None:
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", rollout=0.5, shadow_route="generalist")
+    arms: dict[str, set[str | None]] = {}
+    for i in range(24):
+        choice = rl(MATH_PROMPT, user=f"user-{i % 8}")
+        arms.setdefault(f"user-{i % 8}", set()).add(choice.arm)
+        assert choice.name == ("generalist" if choice.arm == "control" else "math-model")
+        assert choice.shadow is (choice.arm == "control")
+    assert all(len(a) == 1 for a in arms.values()) and {a for s in arms.values() for a in s} == {"router", "control"}
+
+
+def test_shadow_and_rollout_settings_that_cannot_apply_are_configuration_errors_of_the_drop_in(
+        bundle_dir: Path) -> None:
+    for bad in ({"rollout": -0.1}, {"shadow": True, "rollout": 0.5}, {"shadow_route": "generalist"},
+                {"shadow": True, "shadow_route": "no-such-route"}):
+        with pytest.raises(ConfigurationError):
+            PrefillSemanticRouter(str(bundle_dir), **bad)  # type: ignore[arg-type]
