@@ -193,15 +193,16 @@ def main() -> None:
                      + "/".join(str(r["tiers"][t]) for t in TIER_NAMES) + f" | {r['seconds']:.1f} |")
     for name, r in singles.items():
         lines.append(f"| {name} | {r['accuracy']:.3f} | - | {r['cost_per_1k_usd']:.4f} | - | - |")
+    latency_ms, sc = out["prefill_decision_latency_ms"], shadow_check
     lines += ["", f"oracle over the four tier models: {oracle:.3f}; prefill decision latency p50 "
-              f"{out['prefill_decision_latency_ms']['p50']:.1f} ms, p95 {out['prefill_decision_latency_ms']['p95']:.1f} ms",
-              "", f"shadow mode (balanced classifier logging, the heuristic serving; {shadow_check['calls']} calls): "
+              f"{latency_ms['p50']:.1f} ms, p95 {latency_ms['p95']:.1f} ms",
+              "", f"shadow mode (balanced classifier logging, the heuristic serving; {sc['calls']} calls): "
               "`stats` estimates the classifier's tiers at accuracy "
-              f"{shadow_check['estimated_accuracy_routed']:.3f} (measured {shadow_check['measured_accuracy_routed']:.3f})"
-              f" and what was served at {shadow_check['estimated_accuracy_served']:.3f} (measured "
-              f"{shadow_check['measured_accuracy_served']:.3f}); estimated cost / 1k "
-              f"{shadow_check['estimated_cost_per_1k_routed_usd']:.4f} vs "
-              f"{shadow_check['estimated_cost_per_1k_served_usd']:.4f} USD"]
+              f"{sc['estimated_accuracy_routed']:.3f} (measured {sc['measured_accuracy_routed']:.3f})"
+              f" and what was served at {sc['estimated_accuracy_served']:.3f} (measured "
+              f"{sc['measured_accuracy_served']:.3f}); estimated cost / 1k "
+              f"{sc['estimated_cost_per_1k_routed_usd']:.4f} vs "
+              f"{sc['estimated_cost_per_1k_served_usd']:.4f} USD"]
     (outdir / "complexity_router.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -86,7 +86,8 @@ class DecisionLogger(CustomLogger):
             observe_call(row)
         # the answer's length is learned for the target that answered it (none known: a declined decision's call,
         # answered by litellm's own classifier's pick, or a deployment no target maps)
-        if ok and (answered := answered_by(decision)) and (lengths := learner(target.get("answer_lengths"))) is not None:
+        lengths = learner(target.get("answer_lengths"))
+        if ok and (answered := answered_by(decision)) and lengths is not None:
             lengths.observe(decision.get("model_group"), str(answered), slo.get("completion_tokens"))
         if path:
             line = json.dumps(row, default=str)
