@@ -12,3 +12,6 @@ from litellm_prefill_router.tier_classifier import PrefillTierClassifier
 TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generalist"}
 
 classifier = PrefillTierClassifier(os.environ["PREFILL_BUNDLE"], TIERS, preset="max-quality")
+#: the same in a canary rollout: half the users (the request's ``user``) by the classifier, the rest by COMPLEX
+canary = PrefillTierClassifier(os.environ["PREFILL_BUNDLE"], TIERS, preset="max-quality", rollout=0.5,
+                               shadow_tier="COMPLEX")

@@ -71,11 +71,12 @@ TIERS = {"SIMPLE": "history-model", "MEDIUM": "math-model", "COMPLEX": "generali
 def tier_groups() -> list[dict]:
     """A complexity router ("tiered") whose classifier is the bundle (tests/proxy_tiers.py), and a model group per
     tier answering as its target (the classifier's tiers: TIERS there)."""
-    tiered = tier_router("tiered", "proxy_tiers.classifier",
-                         {**{t: f"tier-{t}" for t in TIERS}, "REASONING": "tier-COMPLEX"})
+    groups = {**{t: f"tier-{t}" for t in TIERS}, "REASONING": "tier-COMPLEX"}
+    tiered = tier_router("tiered", "proxy_tiers.classifier", groups)
+    canary = tier_router("tiered-canary", "proxy_tiers.canary", groups)  # half the users; the rest by COMPLEX
     # named after no target: the router-wide prefill strategy leaves these groups to litellm (it would otherwise
     # route within the tier's group, with a decision of its own)
-    return [tiered, *({"model_name": f"tier-{tier}", "litellm_params": {
+    return [tiered, canary, *({"model_name": f"tier-{tier}", "litellm_params": {
         "model": f"openai/tier-{tier.lower()}", "api_key": "sk-test", "mock_response": f"answer from {target}"}}
         for tier, target in TIERS.items())]
 
@@ -211,6 +212,14 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert up_body["choices"][0]["message"]["content"] == "answer from generalist"
         assert (up_headers["x-prefill-tier"], up_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
         assert (up_headers["x-prefill-served-tier"], up_headers["x-prefill-served-target"]) == ("COMPLEX", "generalist")
+        # a canary classifier: the request body's user keeps one arm; the control arm is served by the shadow tier
+        arms: dict[str, set[str]] = {}
+        for u in [f"user-{i}" for i in range(6)] * 2:
+            body, headers = _post(port, MATH_PROMPT, model="tiered-canary", user=u)
+            arms.setdefault(u, set()).add(headers["x-prefill-arm"])
+            assert body["choices"][0]["message"]["content"] == \
+                ("answer from generalist" if headers["x-prefill-arm"] == "control" else "answer from math-model")
+        assert all(len(a) == 1 for a in arms.values()) and set.union(*arms.values()) == {"router", "control"}
         # a virtual key's router_settings.routing_strategy takes precedence (litellm's per-key override): cost-based
         # serves the cheapest deployment, unrouted by the bundle; "prefill" there routes as configured
         cost, cost_headers = _post(port, HIST_PROMPT, key="sk-cost-routed")
