@@ -66,6 +66,11 @@ def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> d
     return found
 
 
+def _serving(shadow: bool, rollout: float, otherwise: str) -> str:
+    """How a router serves requests: ``shadow``, ``rollout N%`` (that share by its choice), else ``otherwise``."""
+    return "shadow" if shadow else f"rollout {rollout:.0%}" if rollout < 1.0 else otherwise
+
+
 def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
                       prompts: list[str]) -> dict[str, Any]:
     """A tier classifier's part of the report: its bundle, policy, and each tier's target, model group and price."""
@@ -75,8 +80,7 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
         "bundle_served": classifier.decider.predictor.bundle.source,
         "policy": classifier.decider.default_policy.describe(),
         # how requests are served: by the classifier's tier, as before (shadow), or a rollout's share of users by it
-        "serving": ("shadow" if classifier.shadow else f"rollout {classifier.rollout:.0%}"
-                    if classifier.rollout < 1.0 else "classified")
+        "serving": _serving(classifier.shadow, classifier.rollout, "classified")
         + (f", served as before by tier {classifier.shadow_tier}" if classifier.shadow_tier else
            ", served as before by litellm's classifier_fallback" if classifier.shadow or classifier.rollout < 1.0
            else ""),
@@ -132,8 +136,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "encoder_providers": strategy.predictor.providers,  # where onnxruntime runs the encoder (execution_providers)
             "metrics": strategy.args.metrics,
             "decision_timeout_s": strategy.args.decision_timeout_s,
-            "serving": "shadow" if strategy.args.shadow else
-                       f"rollout {strategy.args.rollout:.0%}" if strategy.args.rollout < 1.0 else "routed",
+            "serving": _serving(strategy.args.shadow, strategy.args.rollout, "routed"),
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
                                       "model": str((dep.get("litellm_params") or {}).get("model")),
                                       "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,

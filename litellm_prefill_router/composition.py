@@ -20,7 +20,7 @@ from litellm.router_utils.handle_error import async_raise_no_deployment_exceptio
 
 from .decider import cap_in
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
-from .rollout import rollout_arm, user_key
+from .rollout import request_arm_of, user_key
 from .shared_metadata import attempts_of, owns
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -285,9 +285,7 @@ def request_arm(request_kwargs: dict, share: float) -> str | None:
     field when the request names one (each user stays in one arm), else of the request's ``litellm_trace_id`` -
     litellm keeps it across a request's attempts, so a retry or fallback keeps its arm, and it differs between
     requests even when an application passes one metadata dict to all of them. Without either: at random."""
-    user = user_key(request_kwargs.get("user"))
-    trace = request_kwargs.get("litellm_trace_id")
-    return rollout_arm(share, user if user is not None else str(trace) if trace else None)
+    return request_arm_of(share, user_key(request_kwargs.get("user")), request_kwargs.get("litellm_trace_id"))
 
 
 def context_window(router: litellm.Router, deployment: dict, model_group: str) -> int | None:

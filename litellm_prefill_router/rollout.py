@@ -22,6 +22,12 @@ def rollout_arm(share: float, user: str | None = None) -> str | None:
     return "router" if draw < share else "control"
 
 
+def request_arm_of(share: float, user: str | None, trace_id: object) -> str | None:
+    """The rollout arm of one request: by its end ``user`` where it names one (each user stays in one arm), else by
+    its trace id (kept across its retries and fallbacks), else at random; None without a rollout."""
+    return rollout_arm(share, user if user is not None else str(trace_id) if trace_id else None)
+
+
 def user_key(value: object) -> str | None:
     """A request's OpenAI ``user`` field as a rollout key: a non-empty string or an integer; None otherwise."""
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None

@@ -140,8 +140,7 @@ def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = N
     candidates += reversed(book.attempts(trace_id))
     for candidate in candidates:
         if not deployment_id or candidate.get("deployment_id") in (None, str(deployment_id)):
-            if "tier" not in candidate:
-                return candidate
+            # a tier classifier's record: only while litellm followed it, and with the tier litellm served
             return None if _classified_earlier(candidate, md) else with_served_tier(candidate, md)
     return None
 

@@ -58,7 +58,7 @@ from .policy import RoutingDecision
 from .predictor import shared_predictor
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .reloading import BundleReloader
-from .rollout import checked_serving, rollout_arm
+from .rollout import checked_serving, request_arm_of
 from .semantic import ServedRoutes, priced_routes
 from .sessions import ProviderSpec
 from .shared_metadata import current_request, owns, store_decision
@@ -194,8 +194,7 @@ class PrefillTierClassifier(ServedRoutes):
         decision = await decider.adecide(list(messages), prices, parse_overrides(md), group)
         tier = self.tier_for(decision)
         # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
-        arm = rollout_arm(self.rollout, None if request is None else request.user or
-                          (str(request.trace_id) if request.trace_id else None))
+        arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
         if request is not None:
             self._record(md, request.trace_id, decision, tier, prices, as_before, arm)
