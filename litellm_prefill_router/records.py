@@ -186,22 +186,40 @@ def with_served_tier(record: dict, md: Mapping) -> dict:
             "served_cause": routing.get("cause")}
 
 
+def _hidden_params(response: object) -> Callable[[str], Any] | None:
+    """The ``get`` of litellm's hidden params of ``response`` (None if it has none): a dict (chat, Responses API, a
+    stream), ``HiddenParams`` (text completions: a pydantic model with a ``get``), or the ``_hidden_params`` key of an
+    Anthropic Messages response (a dict)."""
+    if isinstance(response, dict):
+        hidden: object = response.get("_hidden_params") if response.get("type") == "message" else None
+    else:
+        hidden = getattr(response, "_hidden_params", None)
+    get = getattr(hidden, "get", None)
+    return get if callable(get) else None
+
+
 def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
     the prefill strategy or the tier classifier): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
     ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-tier`` (the tier classifier's
     tier), ``x-prefill-novelty`` (above 1: a prompt unlike the bundle's training data); where another target answered
     (shadow, a rollout's control arm, a tier litellm's complexity router served instead) ``x-prefill-served-target``
-    (and ``x-prefill-served-tier``)."""
-    decision = None
-    for key in ("litellm_metadata", "metadata"):
-        md = request_data.get(key)
-        if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
-            decision = with_served_tier(md[DECISION_KEY], md)
-            break
-    if decision is None:
-        hidden = getattr(response, "_hidden_params", None)
-        decision = hidden.get("prefill_routing") if isinstance(hidden, dict) else None
+    (and ``x-prefill-served-tier``).
+
+    A response a Router deployment served says itself how it was routed (its hidden params, as in the SDK): after
+    litellm's ``fallbacks`` moved a request to another model group, the headers are that group's decision (none for a
+    group the bundle does not route), not the failed attempt's still in the request's metadata. Without one (a failed
+    request: ``response`` None) they are the request's last decision."""
+    hidden = _hidden_params(response)
+    if hidden is not None and hidden("model_id"):
+        decision = hidden("prefill_routing")
+    else:
+        decision = None
+        for key in ("litellm_metadata", "metadata"):
+            md = request_data.get(key)
+            if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
+                decision = with_served_tier(md[DECISION_KEY], md)
+                break
     if not isinstance(decision, dict) or not decision.get("target"):
         return None
     target = str(decision["target"])

@@ -74,11 +74,13 @@ def tier_groups() -> list[dict]:
     groups = {**{t: f"tier-{t}" for t in TIERS}, "REASONING": "tier-COMPLEX"}
     tiered = tier_router("tiered", "proxy_tiers.classifier", groups)
     canary = tier_router("tiered-canary", "proxy_tiers.canary", groups)  # half the users; the rest by COMPLEX
+    down = tier_router("tiered-down", "proxy_tiers.classifier", {t: "tier-down" for t in groups})  # every tier fails
     # named after no target: the router-wide prefill strategy leaves these groups to litellm (it would otherwise
     # route within the tier's group, with a decision of its own)
-    return [tiered, canary, *({"model_name": f"tier-{tier}", "litellm_params": {
+    return [tiered, canary, down, *({"model_name": f"tier-{tier}", "litellm_params": {
         "model": f"openai/tier-{tier.lower()}", "api_key": "sk-test", "mock_response": f"answer from {target}"}}
-        for tier, target in TIERS.items())]
+        for tier, target in TIERS.items()), {"model_name": "tier-down", "litellm_params": {
+            "model": "openai/tier-down", "api_key": "sk-test", "mock_response": "litellm.InternalServerError"}}]
 
 
 def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto",
@@ -212,6 +214,17 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert up_body["choices"][0]["message"]["content"] == "answer from generalist"
         assert (up_headers["x-prefill-tier"], up_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
         assert (up_headers["x-prefill-served-tier"], up_headers["x-prefill-served-target"]) == ("COMPLEX", "generalist")
+        # litellm's fallbacks move a request whose routed attempt failed to another model group: the headers are
+        # that group's decision (its own bundle policy; none for a group the bundle does not route), not the
+        # failed attempt's
+        for model in ("tiered-down", "flaky"):
+            moved, moved_headers = _post(port, MATH_PROMPT, model=model, num_retries=0, fallbacks=["budget"])
+            assert moved["choices"][0]["message"]["content"] == "answer from math-model"
+            assert moved_headers["x-prefill-policy"] == "tolerance=1" and "x-prefill-tier" not in moved_headers
+            assert moved_headers["x-litellm-attempted-fallbacks"] == "1"
+            plain, plain_headers = _post(port, MATH_PROMPT, model=model, num_retries=0, fallbacks=["cheap"])
+            assert plain["choices"][0]["message"]["content"] == "answer from cheap"
+            assert not any(h.startswith("x-prefill-") for h in plain_headers), plain_headers
         # a canary classifier: the request body's user keeps one arm; the control arm is served by the shadow tier
         arms: dict[str, set[str]] = {}
         for u in [f"user-{i}" for i in range(6)] * 2:
