@@ -156,12 +156,18 @@ def _classified_earlier(record: dict, md: Mapping) -> bool:
     return not (isinstance(routing, Mapping) and routing.get("router_model_name") == record.get("model_group"))
 
 
+def classified(md: Mapping, trace_id: object) -> bool:
+    """Whether this attempt of request ``trace_id`` was sent to its model group by a tier classifier's decision
+    that litellm's complexity router followed (the group is the classifier's tier: the decision stands there)."""
+    record = md.get(DECISION_KEY)
+    return owns(record, trace_id) and isinstance(record, dict) and "tier" in record \
+        and not _classified_earlier(record, md)
+
+
 def drop_records(md: dict, trace_id: object, keys: tuple[str, ...]) -> None:
     """Remove ``keys`` (the decision record and its companions) from the metadata dict of request ``trace_id``, a
     request the strategy does not route - unless the record there is another request's (the dict is shared), or the
     decision of the tier classifier that sent this attempt to the model group."""
-    record = md.get(DECISION_KEY)
-    if owns(record, trace_id) and not (isinstance(record, dict) and "tier" in record
-                                       and not _classified_earlier(record, md)):
+    if owns(md.get(DECISION_KEY), trace_id) and not classified(md, trace_id):
         for key in keys:
             md.pop(key, None)

@@ -58,7 +58,7 @@ from .records import (
     standard_routing_decision,
 )
 from .reloading import BundleReloader
-from .shared_metadata import drop_records, store_decision
+from .shared_metadata import classified, drop_records, store_decision
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -307,7 +307,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = request_metadata(request_kwargs)
         trace = request_kwargs.get("litellm_trace_id")
-        if not mapped:
+        if not mapped or classified(md, trace):  # a tier group the classifier sent this attempt to is its decision
             return await self.leave_to(pick, healthy, md, trace)
         pre_routing = pre_routing_of(md, model)
         arm = request_arm(request_kwargs, self.args.rollout)

@@ -75,12 +75,12 @@ def tier_groups() -> list[dict]:
     tiered = tier_router("tiered", "proxy_tiers.classifier", groups)
     canary = tier_router("tiered-canary", "proxy_tiers.canary", groups)  # half the users; the rest by COMPLEX
     down = tier_router("tiered-down", "proxy_tiers.classifier", {t: "tier-down" for t in groups})  # every tier fails
-    # named after no target: the router-wide prefill strategy leaves these groups to litellm (it would otherwise
-    # route within the tier's group, with a decision of its own)
-    return [tiered, canary, down, *({"model_name": f"tier-{tier}", "litellm_params": {
-        "model": f"openai/tier-{tier.lower()}", "api_key": "sk-test", "mock_response": f"answer from {target}"}}
-        for tier, target in TIERS.items()), {"model_name": "tier-down", "litellm_params": {
-            "model": "openai/tier-down", "api_key": "sk-test", "mock_response": "litellm.InternalServerError"}}]
+    # each tier's group serves its bundle target: the router-wide prefill strategy leaves a group the classifier
+    # sent the request to as the classifier decided
+    tier_deployments = [dep for tier, target in TIERS.items() for dep in model_list(targets=(target,),
+                                                                                      group=f"tier-{tier}")]
+    return [tiered, canary, down, *tier_deployments, {"model_name": "tier-down", "litellm_params": {
+        "model": "openai/tier-down", "api_key": "sk-test", "mock_response": "litellm.InternalServerError"}}]
 
 
 def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = "auto",

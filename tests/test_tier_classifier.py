@@ -92,6 +92,43 @@ async def test_a_router_wide_prefill_strategy_leaves_the_classifiers_decision_on
     assert "tier" not in plain._hidden_params["prefill_routing"]
 
 
+async def test_a_router_wide_prefill_strategy_keeps_the_classifiers_decision_on_tier_groups_of_bundle_targets(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """Tier groups whose deployments serve bundle targets (the usual config: a tier names a real model) are the
+    classifier's: the strategy neither decides again within the tier's group nor replaces the classifier's record
+    (its tier, its p_correct over the tiers' targets, litellm's complexity-router routing record)."""
+    from conftest import model_list
+
+    from litellm_prefill_router import PrefillRouter
+
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log))
+    deployments = [dep for g in ("hist", "maths", "gen") for dep in model_list(
+        targets=(SERVED_BY[g],), group=g, **{SERVED_BY[g]: {"mock_response": f"answer from {g}"}})]
+    seen: list[dict] = []
+
+    class Spy(litellm.integrations.custom_logger.CustomLogger):  # type: ignore[name-defined,misc]
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore
+            seen.append(kwargs["standard_logging_object"]["metadata"].get("routing_decision") or {})
+
+    r = PrefillRouter(model_list=[*deployments, tier_router("smart", classifier, GROUPS)], routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "min-cost"})
+    litellm.callbacks = [Spy()]
+    try:
+        for prompt, tier, group in ((MATH_PROMPT, "MEDIUM", "maths"), (HIST_PROMPT, "SIMPLE", "hist")):
+            resp = await r.acompletion(model="smart", messages=user(prompt))
+            assert resp.choices[0].message.content == f"answer from {group}"
+            d = resp._hidden_params["prefill_routing"]
+            assert (d["tier"], d["target"], d["reason"]) == (tier, TIERS[tier], "policy")
+            assert d["policy"]["preset"] == "max-quality"  # the classifier's policy, not the strategy's min-cost
+            assert set(d["p_correct"]) == set(TIERS.values()) and "pre_routing" not in d
+        await flush_logging()
+    finally:
+        litellm.callbacks = []
+    assert [row["decision"]["tier"] for row in map(json.loads, log.read_text().splitlines())] == ["MEDIUM", "SIMPLE"]
+    assert [x.get("router_model_name") for x in seen] == ["smart", "smart"]
+
+
 async def test_a_requests_metadata_prefill_overrides_the_classifiers_policy(bundle_dir: Path) -> None:
     r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality"))
     pinned = await r.acompletion(model="smart", messages=user(MATH_PROMPT),
