@@ -307,7 +307,8 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = request_metadata(request_kwargs)
         trace = request_kwargs.get("litellm_trace_id")
-        if not mapped or classified(md, trace):  # a tier group the classifier sent this attempt to is its decision
+        if not mapped or (classified(md, trace) and len({info.target for _, info in mapped}) == 1):
+            # a tier classifier sent this attempt to a group of one target: its decision (a pool: routed within)
             return await self.leave_to(pick, healthy, md, trace)
         pre_routing = pre_routing_of(md, model)
         arm = request_arm(request_kwargs, self.args.rollout)

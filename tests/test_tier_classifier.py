@@ -107,13 +107,15 @@ async def test_a_router_wide_prefill_strategy_keeps_the_classifiers_decision_on_
         targets=(SERVED_BY[g],), group=g, **{SERVED_BY[g]: {"mock_response": f"answer from {g}"}})]
     seen: list[dict] = []
 
-    class Spy(litellm.integrations.custom_logger.CustomLogger):  # type: ignore[name-defined,misc]
+    # litellm keeps one callback per logger class name for the whole process: a name no other test's spy has
+    class TierGroupRoutingSpy(litellm.integrations.custom_logger.CustomLogger):  # type: ignore[name-defined,misc]
         async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore
             seen.append(kwargs["standard_logging_object"]["metadata"].get("routing_decision") or {})
 
     r = PrefillRouter(model_list=[*deployments, tier_router("smart", classifier, GROUPS)], routing_strategy="prefill",
                       routing_strategy_args={"bundle": str(bundle_dir), "preset": "min-cost"})
-    litellm.callbacks = [Spy()]
+    spy = TierGroupRoutingSpy()
+    litellm.callbacks.append(spy)
     try:
         for prompt, tier, group in ((MATH_PROMPT, "MEDIUM", "maths"), (HIST_PROMPT, "SIMPLE", "hist")):
             resp = await r.acompletion(model="smart", messages=user(prompt))
@@ -124,9 +126,17 @@ async def test_a_router_wide_prefill_strategy_keeps_the_classifiers_decision_on_
             assert set(d["p_correct"]) == set(TIERS.values()) and "pre_routing" not in d
         await flush_logging()
     finally:
-        litellm.callbacks = []
+        litellm.callbacks.remove(spy)
     assert [row["decision"]["tier"] for row in map(json.loads, log.read_text().splitlines())] == ["MEDIUM", "SIMPLE"]
     assert [x.get("router_model_name") for x in seen] == ["smart", "smart"]
+    # a tier whose group pools several targets is routed within the pool by the strategy (two stages)
+    pool = model_list(targets=("math-model", "history-model"), group="pool")
+    r = PrefillRouter(model_list=[*deployments, *pool, tier_router("smart", classifier, {**GROUPS, "MEDIUM": "pool"})],
+                      routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "min-cost"})
+    d = (await r.acompletion(model="smart", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    assert d["policy"]["preset"] == "min-cost" and d["candidates"] == ["history-model", "math-model"]
+    assert (d["pre_routing"]["model_group"], d["pre_routing"]["routed_to"]) == ("smart", "pool")
 
 
 async def test_a_requests_metadata_prefill_overrides_the_classifiers_policy(bundle_dir: Path) -> None:
