@@ -88,6 +88,10 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
                    "input_usd_per_mtok": classifier.prices[target].input_cost_per_token * 1e6,
                    "output_usd_per_mtok": classifier.prices[target].output_cost_per_token * 1e6,
                    "price_from": classifier.prices[target].source} for tier, target in classifier.tiers.items()],
+        # litellm cancels a classifier past its classifier_plugin_timeout_ms; the classifier's own timeout should
+        # decline first (a declined request is logged; the one litellm cancels gets litellm's warning as well)
+        "decision_timeout_s": classifier.decider.timeout_s,
+        "classifier_plugin_timeout_ms": complexity.get("classifier_plugin_timeout_ms", PLUGIN_TIMEOUT_MS),
         # tiers the classifier returns that the router does not have: litellm falls back on every such request
         "unknown_tiers": sorted(t for t in {*classifier.tiers, *filter(None, [classifier.shadow_tier])}
                                 if groups and t not in groups),
@@ -177,6 +181,8 @@ def format_report(report: dict[str, Any]) -> str:
                            t["output_usd_per_mtok"], t["price_from"]] for t in c["tiers"]]))
         if c["unknown_tiers"]:
             out.append(f"\nwarning: {_unknown_tiers(c)}")
+        if _cancelled_first(c):
+            out.append(f"\nwarning: {_cancelled_first(c)}")
         if c["routes"]:
             out.append("")
             out.append(table(["prompt", "tier", "target", "reason", "P(correct)", "est. cost USD"],
@@ -252,14 +258,30 @@ def _mixed_windows(group: str, windows: dict[str, int]) -> str:
 def warnings_of(report: dict[str, Any]) -> list[str]:
     """What ``--strict`` refuses: bundle targets that no deployment serves; metrics nothing will serve; context
     windows that differ within a routed group while litellm's pre-call checks are off; tier classifier tiers the
-    complexity router does not have."""
+    complexity router does not have, or a classifier that litellm cancels before its own decision timeout."""
     return [*(f"{s['name']}: no deployment serves {t}" for s in report["strategies"]
               for t in s["targets_without_deployment"]),
             *(f"{s['name']}: {_NO_METRICS_ENDPOINT}" for s in report["strategies"]
               if s["metrics"] and not report["serves_metrics"]),
             *(f"{s['name']}: {_mixed_windows(g, w)}" for s in report["strategies"]
               for g, w in s["mixed_context_windows"].items()),
-            *(f"{c['name']}: {_unknown_tiers(c)}" for c in report.get("classifiers") or [] if c["unknown_tiers"])]
+            *(f"{c['name']}: {_unknown_tiers(c)}" for c in report.get("classifiers") or [] if c["unknown_tiers"]),
+            *(f"{c['name']}: {_cancelled_first(c)}" for c in report.get("classifiers") or [] if _cancelled_first(c))]
+
+
+#: litellm's default complexity_router_config.classifier_plugin_timeout_ms
+PLUGIN_TIMEOUT_MS = 3000
+
+
+def _cancelled_first(classifier: dict[str, Any]) -> str:
+    """The warning for a classifier whose decision timeout does not end before litellm cancels it ('' if it does)."""
+    timeout_s, plugin_ms = classifier["decision_timeout_s"], classifier["classifier_plugin_timeout_ms"]
+    if timeout_s is not None and timeout_s * 1000.0 < float(plugin_ms):
+        return ""
+    waits = "waits for every prediction" if timeout_s is None else f"waits up to {timeout_s:g} s for a prediction"
+    return (f"the classifier {waits}, but litellm cancels it after classifier_plugin_timeout_ms {plugin_ms}: a slow "
+            "prediction is then cut off (litellm's classifier_fallback serves the request) instead of declined in "
+            f"time; set the classifier's decision_timeout_s below {float(plugin_ms) / 1000.0:g} s")
 
 
 def _unknown_tiers(classifier: dict[str, Any]) -> str:

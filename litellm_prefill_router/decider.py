@@ -215,6 +215,18 @@ class PrefillDecider:
             self.autotuner.observe(decision)
         return decision
 
+    def unpredicted(self, prices: Mapping[str, Price], overrides: RequestOverrides, model_group: str | None,
+                    reason: str, latency_ms: float) -> RoutingDecision:
+        """The decision for a request that got no prediction (``reason``: why; a ``fallback: ...``): the fallback
+        target among its candidates, with the policy it would have been decided by."""
+        where = f"model group {model_group!r}" if model_group else "this router"
+        candidates = self.candidates(prices, overrides, where)
+        bundle = self.predictor.bundle
+        return RoutingDecision(target=self.fallback(candidates), reason=reason,
+                               policy=self.policy_for(overrides, model_group), candidates=tuple(candidates),
+                               latency_ms=latency_ms, model_group=model_group, bundle=bundle.source,
+                               bundle_version=bundle.version)
+
     #: at most one "routing timed out" warning per this many seconds (a burst times out many requests at once)
     TIMEOUT_WARNING_EVERY_S = 60.0
     _timeouts_unreported = 0

@@ -42,7 +42,9 @@ line records as served.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -103,6 +105,11 @@ class _QuietShadowDeclines(logging.Filter):
 _QUIET = _QuietShadowDeclines()
 
 
+#: a prediction not ready by then is declined (litellm's classifier_fallback serves the request): below litellm's
+#: default ``classifier_plugin_timeout_ms`` (3000), past which litellm cancels the classifier
+DEFAULT_DECISION_TIMEOUT_S = 2.5
+
+
 class PrefillTierClassifier(ServedRoutes):
     """litellm ``ClassifierPlugin`` for the complexity router: ``tiers`` maps each tier name (as litellm's
     ``complexity_router_config.tiers`` names it) to the bundle target its model is (``bundle``: a directory or
@@ -112,9 +119,10 @@ class PrefillTierClassifier(ServedRoutes):
     or a proxy key's ``metadata.prefill`` on top; ``max_cost_usd`` / ``min_p_correct`` limits; ``autotune``. Costs
     use ``prices`` ({target: (input, output) USD per token}, the tiers' model prices), else the bundle's.
     ``decision_log`` (``{date}`` / ``{pid}``), ``decision_log_messages``, ``decision_log_responses``, ``metrics``,
-    ``learn_output_tokens``, ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (keep it below
-    litellm's ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged rather
-    than cancelled) and ``execution_providers`` as for the ``prefill`` strategy's ``routing_strategy_args``.
+    ``learn_output_tokens``, ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (default 2.5
+    s: below litellm's ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged
+    rather than cancelled by litellm - one litellm cancels is logged as declined too) and ``execution_providers`` as
+    for the ``prefill`` strategy's ``routing_strategy_args``.
 
     Serving: ``shadow=True`` decides and logs every request and serves it as before - by ``shadow_tier`` if set, else
     by litellm's ``classifier_fallback`` (the classifier declines; litellm's warning about it is silenced for these);
@@ -153,7 +161,7 @@ class PrefillTierClassifier(ServedRoutes):
         self._predictor_args: dict[str, Any] = {
             "cache_size": checked_cache_size(prediction_cache_size),
             "execution_providers": list(execution_providers) if execution_providers else None}
-        self._timeout_s = decision_timeout_s
+        self._timeout_s = DEFAULT_DECISION_TIMEOUT_S if decision_timeout_s is None else decision_timeout_s
         self._user_prices = given_prices(prices, "user")
         # the targets' answer lengths, learned from their answers; outlives reloads
         self.answer_lengths = AnswerLengths() if learn_output_tokens else None
@@ -191,11 +199,21 @@ class PrefillTierClassifier(ServedRoutes):
         md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
         group = str(md.get("model_group") or MODEL_GROUP)
         messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
-        decision = await decider.adecide(list(messages), prices, parse_overrides(md), group)
-        tier = self.tier_for(decision)
         # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
         arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
+        overrides, started = parse_overrides(md), time.perf_counter()
+        try:
+            decision = await decider.adecide(list(messages), prices, overrides, group)
+        except asyncio.CancelledError:  # litellm's classifier_plugin_timeout_ms passed: its classifier_fallback serves
+            if request is not None:  # the request is logged as declined, not lost from the log
+                elapsed = time.perf_counter() - started
+                why = f"no prediction within {elapsed:.2f} s: its classifier_plugin_timeout_ms"
+                decision = decider.unpredicted(prices, overrides, group, f"fallback: routing cancelled by litellm "
+                                               f"({why})", elapsed * 1000.0)
+                self._record(md, request.trace_id, decision, None, prices, as_before, arm)
+            raise
+        tier = self.tier_for(decision)
         if request is not None:
             self._record(md, request.trace_id, decision, tier, prices, as_before, arm)
         return self.shadow_tier if as_before else tier

@@ -224,9 +224,11 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(bundle_dir: Pa
     closed.close()
 
 
-def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], module: str, args: str = "") -> Path:
+def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], module: str, args: str = "",
+                       **router_config: object) -> Path:
     """A proxy config whose complexity router's classifier is a PrefillTierClassifier defined in ``module``.py beside
-    it (the proxy imports it from the config's directory); ``args``: more of its keyword arguments."""
+    it (the proxy imports it from the config's directory); ``args``: more of its keyword arguments; ``router_config``:
+    more of the complexity router's config."""
     import yaml
 
     (directory / f"{module}.py").write_text(
@@ -237,7 +239,7 @@ def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], mod
                    for g in groups.values()]
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump({"model_list": [*deployments, tier_router("smart", f"{module}.classifier",
-                                                                             groups)]}))
+                                                                             groups, **router_config)]}))
     return path
 
 
@@ -280,3 +282,19 @@ def test_check_reports_a_tier_classifiers_rollout_and_warns_of_a_shadow_tier_the
     text = capsys.readouterr().out
     assert "policy preset=max-quality, rollout 10%, served as before by tier EXPERT" in text
     assert "warning: the classifier's tiers ['EXPERT'] are not in complexity_router_config.tiers" in text
+
+
+def test_check_warns_when_litellm_would_cancel_the_classifier_before_its_decision_timeout(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiers = {"SIMPLE": "history-model", "MEDIUM": "math-model"}
+    cfg = _classifier_config(tmp_path, bundle_dir, tiers, "tiers_check_slow", ", decision_timeout_s=5")
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert ("warning: the classifier waits up to 5 s for a prediction, but litellm cancels it after "
+            "classifier_plugin_timeout_ms 3000") in capsys.readouterr().out
+    assert main(["check", "--config", str(cfg), "--strict"]) == 1
+    # the default (2.5 s) against a router that cuts off sooner
+    short = _classifier_config(tmp_path, bundle_dir, tiers, "tiers_check_short", classifier_plugin_timeout_ms=1000)
+    assert main(["check", "--config", str(short), "--json", str(tmp_path / "c.json")]) == 0
+    assert "set the classifier's decision_timeout_s below 1 s" in capsys.readouterr().out
+    (entry,) = json.loads((tmp_path / "c.json").read_text())["classifiers"]
+    assert (entry["decision_timeout_s"], entry["classifier_plugin_timeout_ms"]) == (2.5, 1000)

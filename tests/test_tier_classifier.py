@@ -3,9 +3,11 @@ Router with mock deployments."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import json
+import time
 from pathlib import Path
 
 import litellm
@@ -169,6 +171,31 @@ async def test_a_failed_prediction_is_declined_and_litellms_classifier_fallback_
     assert row["decision"]["declined"] is True and row["decision"]["tier"] is None
     assert row["decision"]["reason"].startswith("fallback: inference failed (RuntimeError: encoder exploded)")
     assert summarize([row])["targets"]["(declined)"]["calls"] == 1
+
+
+async def test_a_prediction_litellm_cancels_at_its_plugin_timeout_is_logged_as_declined(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """litellm cancels a classifier past classifier_plugin_timeout_ms and serves the request by its fallback: the
+    request is still in the decision log (declined, with why), not lost from it. By default the classifier's own
+    decision timeout (2.5 s) declines before litellm's default 3 s cut-off."""
+    assert PrefillTierClassifier(str(bundle_dir), TIERS).decider.timeout_s == 2.5
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), TIERS, decision_log=str(log), decision_timeout_s=30.0)
+
+    async def stuck(*_args: object, **_kwargs: object) -> None:
+        await asyncio.sleep(30)
+    monkeypatch.setattr(classifier.decider.predictor, "apredict_one", stuck)
+    r = router(classifier, classifier_plugin_timeout_ms=200)
+    started = time.perf_counter()
+    resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    assert time.perf_counter() - started < 5
+    assert resp.choices[0].message.content.startswith("answer from ")  # served by litellm's classifier_fallback
+    assert "prefill_routing" in resp._hidden_params  # the response names the declined decision too
+    await flush_logging()
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["decision"]["declined"] is True and row["decision"]["tier"] is None and row["outcome"]["success"]
+    assert row["decision"]["reason"].startswith("fallback: routing cancelled by litellm (no prediction within 0.2")
+    assert row["decision"]["served_tier"] in GROUPS  # the tier litellm's heuristic served
 
 
 async def test_a_fallback_to_another_model_group_is_not_logged_as_the_classifiers_decision(bundle_dir: Path,
