@@ -6,10 +6,12 @@ modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 import litellm
@@ -17,8 +19,11 @@ from litellm.responses.utils import ResponsesAPIRequestUtils
 from litellm.router_strategy.simple_shuffle import simple_shuffle
 from litellm.router_utils.fallback_event_handlers import record_pre_routing_selection
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
+from litellm.types.router import RouterRateLimitError
 
-from .decider import cap_in
+from .decider import PrefillDecider, cap_in, capacity_reason
+from .deployments import DeploymentTarget
+from .policy import RoutingDecision
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
 from .rollout import request_arm_of, user_key
 from .shared_metadata import attempts_of, owns
@@ -353,3 +358,49 @@ def group_pick(router: litellm.Router, strategy: str | None, selector: Any, mode
         await override_pre_call_check(router, strategy, selector, deployment)
         return cast(dict, deployment)
     return pick
+
+
+async def pick_with_capacity(pick: Callable[[list[dict]], Awaitable[dict]], pool: list[tuple[dict, DeploymentTarget]],
+                             decision: RoutingDecision, decider: PrefillDecider, pinned: bool
+                             ) -> tuple[dict, RoutingDecision]:
+    """``pick`` among the deployments of the decision's target. Where the group's litellm strategy (usage-based
+    routing and the like) finds every one of them at its rpm/tpm limit, the request goes to the policy's pick among
+    the other candidate targets, on the same prediction (the decider's ``reroute``: no second inference) - as
+    litellm would serve it from another deployment of the group with room left - instead of failing with capacity
+    left; a ``pinned`` request, or one with no other candidate, gets litellm's error."""
+    full: list[str] = []
+    while True:
+        try:
+            return await pick([d for d, info in pool if info.target == decision.target]), decision
+        except (litellm.RateLimitError, RouterRateLimitError):
+            full.append(decision.target)
+            nxt = decider.reroute(decision, full)
+            if nxt is None or pinned:  # no other candidate, or pinned
+                raise
+            logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
+                        decision.target, list(nxt.candidates))
+            by_policy = not decision.reason.startswith("fallback")  # a fallback stays one: no prediction
+            reason = capacity_reason(full) if by_policy else decision.reason
+            if decision.reason.startswith("retry:"):  # a retry that also met full targets says both
+                reason = f"{decision.reason.split('; at capacity:')[0]}; {reason}"
+            decision = replace(nxt, reason=reason)
+
+
+# Modules litellm imports lazily inside the logging of the first finished request: litellm 1.102's
+# async_success_handler pulls in the custom-logger registry (~400 ms of imports on 2 cores), on the event loop,
+# which stalls whichever request is being routed at that moment. Importing them when the strategy is built moves
+# that cost to start-up. A litellm upgrade that moves or drops one only loses the warm-up (logged at debug level).
+LAZY_LITELLM_MODULES = ("litellm.litellm_core_utils.custom_logger_registry",)
+
+
+def warm_litellm_imports(modules: tuple[str, ...] = LAZY_LITELLM_MODULES) -> list[str]:
+    """Import litellm's lazily imported logging modules now; returns the ones that could not be imported."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - an optional warm-up must never break router construction
+            logger.debug("prefill router: could not pre-import %s (%s); the first requests may stall while "
+                         "litellm imports it", name, err)
+            missing.append(name)
+    return missing

@@ -4,12 +4,13 @@ Free of litellm: litellm's cost map is reached through a callable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import Price
 from .decider import PrefillDecider
+from .errors import ConfigurationError, UnpricedDeploymentError
 from .predictor import PrefillPredictor
 
 
@@ -38,6 +39,45 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     return None
 
 
+def deployment_id(dep: dict) -> str:
+    """A deployment's id (litellm's ``model_info.id``)."""
+    return str((dep.get("model_info") or {}).get("id") or id(dep))
+
+
+def target_of(dep: dict, targets: Sequence[str], bundle: str) -> str | None:
+    """The bundle target a deployment serves: its ``model_info.prefill_target`` (which must be one of ``targets``),
+    else the target its model name, its model or its model's last path part names; None if none does."""
+    explicit = (dep.get("model_info") or {}).get("prefill_target")
+    if explicit is not None:
+        if explicit not in targets:
+            raise ConfigurationError(
+                f"deployment {dep.get('model_name')!r} has model_info.prefill_target={explicit!r}, which is not "
+                f"a target of bundle {bundle}; valid targets: {list(targets)}"
+            )
+        return str(explicit)
+    model = str((dep.get("litellm_params") or {}).get("model") or "")
+    for name in (dep.get("model_name"), model, model.split("/")[-1]):
+        if name in targets:
+            return str(name)
+    return None
+
+
+def priced(dep: dict, dep_id: str, known_model_info: Callable[[], Any], default: Price | None) -> Price:
+    """A deployment's price (see :func:`deployment_price`), else ``default`` (the strategy's default prices);
+    UnpricedDeploymentError naming the deployment and the settings that price it."""
+    price = deployment_price(dep, known_model_info)
+    if price is not None:
+        return price
+    if default is not None:
+        return default
+    model = (dep.get("litellm_params") or {}).get("model")
+    raise UnpricedDeploymentError(
+        f"deployment {dep.get('model_name')!r} (model {model!r}, id {dep_id}) has no known price: set "
+        "model_info.input_cost_per_token and output_cost_per_token on it, or routing_strategy_args "
+        "default_input_cost_per_token/default_output_cost_per_token."
+    )
+
+
 def _described_from(dep: dict) -> tuple[object, ...]:
     """What a deployment's target and price are read from. A deployment updated in place (the proxy's
     ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
@@ -64,6 +104,17 @@ class ServedBundle:
     def known(self, dep_id: str, dep: dict) -> bool:
         """The deployment was described as it is now."""
         return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
+
+    def describe(self, dep: dict, bundle: str, price_of: Callable[[dict, str], Price]) -> DeploymentTarget | None:
+        """The deployment's target and price (None: it serves no target), described once per change of it;
+        ConfigurationError for a target the bundle lacks or a deployment ``price_of`` cannot price."""
+        dep_id = deployment_id(dep)
+        if self.known(dep_id, dep):
+            return self.deployments[dep_id]
+        target = target_of(dep, self.decider.targets, bundle)
+        info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
+                                                             price_of(dep, dep_id))
+        return self.remember(dep_id, dep, info)
 
     @property
     def predictor(self) -> PrefillPredictor:

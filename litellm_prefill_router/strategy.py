@@ -5,7 +5,6 @@ modules (see ``router``)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -13,7 +12,6 @@ from dataclasses import replace
 
 import litellm
 from litellm.router import CustomRoutingStrategyBase
-from litellm.types.router import RouterRateLimitError
 
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
@@ -27,6 +25,7 @@ from .composition import (
     healthy_deployments,
     output_token_cap,
     override_pre_call_check,
+    pick_with_capacity,
     pre_route,
     pre_routing_of,
     prefill_group_models,
@@ -39,13 +38,14 @@ from .composition import (
     routing_context,
     run_sync,
     shuffle_pick,
+    warm_litellm_imports,
 )
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
-from .decider import PrefillDecider, capacity_reason, retry_reason
+from .decider import PrefillDecider, retry_reason
 from .decision_logger import log_target
-from .deployments import DeploymentTarget, ServedBundle, deployment_price
-from .errors import ConfigurationError, UnpricedDeploymentError
+from .deployments import DeploymentTarget, ServedBundle, deployment_id, priced
+from .errors import ConfigurationError
 from .metrics import reload_observer
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
@@ -61,26 +61,6 @@ from .reloading import BundleReloader
 from .shared_metadata import classified, drop_records, store_decision
 
 logger = logging.getLogger("litellm_prefill_router")
-
-
-# Modules litellm imports lazily inside the logging of the first finished request: litellm 1.102's
-# async_success_handler pulls in the custom-logger registry (~400 ms of imports on 2 cores), on the event loop,
-# which stalls whichever request is being routed at that moment. Importing them when the strategy is built moves
-# that cost to start-up. A litellm upgrade that moves or drops one only loses the warm-up (logged at debug level).
-LAZY_LITELLM_MODULES = ("litellm.litellm_core_utils.custom_logger_registry",)
-
-
-def warm_litellm_imports(modules: tuple[str, ...] = LAZY_LITELLM_MODULES) -> list[str]:
-    """Import litellm's lazily imported logging modules now; returns the ones that could not be imported."""
-    missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as err:  # noqa: BLE001 - an optional warm-up must never break router construction
-            logger.debug("prefill router: could not pre-import %s (%s); the first requests may stall while "
-                         "litellm imports it", name, err)
-            missing.append(name)
-    return missing
 
 
 class PrefillRoutingStrategy(CustomRoutingStrategyBase):
@@ -110,7 +90,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
             )
         self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"
                          for d in self._claimed(deployments_of(router))
-                         if self._served.deployments.get(self._dep_id(d)) is None]
+                         if self._served.deployments.get(deployment_id(d)) is None]
         if self.unmapped:
             logger.warning("prefill router: deployments not mapped to any bundle target (routed by litellm as without "
                            "the prefill strategy: pre-routing, routing groups, else simple-shuffle): %s", self.unmapped)
@@ -175,7 +155,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                                  answer_lengths=self.answer_lengths)
         served = ServedBundle(decider, {})
         for dep in self._claimed(deployments_of(self.router)):
-            self._describe(dep, served)
+            served.describe(dep, self.args.bundle, self._price)
         return served
 
     def _claimed(self, deployments: list[dict]) -> list[dict]:
@@ -198,7 +178,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         served = self._served
         out: dict[str, list[tuple[dict, DeploymentTarget]]] = {}
         for dep in self._claimed(deployments_of(self.router)):
-            if (info := served.deployments.get(self._dep_id(dep))) is not None:
+            if (info := served.deployments.get(deployment_id(dep))) is not None:
                 out.setdefault(info.model_name, []).append((dep, info))
         return out
 
@@ -207,62 +187,26 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         return self._reloader.reload_if_changed()
 
     # -- deployments --------------------------------------------------------
-    def _target_of(self, dep: dict, targets: list[str]) -> str | None:
-        info = dep.get("model_info") or {}
-        explicit = info.get("prefill_target")
-        if explicit is not None:
-            if explicit not in targets:
-                raise ConfigurationError(
-                    f"deployment {dep.get('model_name')!r} has model_info.prefill_target={explicit!r}, which is not "
-                    f"a target of bundle {self.args.bundle}; valid targets: {targets}"
-                )
-            return str(explicit)
-        model = str((dep.get("litellm_params") or {}).get("model") or "")
-        for name in (dep.get("model_name"), model, model.split("/")[-1]):
-            if name in targets:
-                return str(name)
-        return None
-
-    @staticmethod
-    def _dep_id(dep: dict) -> str:
-        return str((dep.get("model_info") or {}).get("id") or id(dep))
-
-    def _describe(self, dep: dict, served: ServedBundle) -> DeploymentTarget | None:
-        dep_id = self._dep_id(dep)
-        if served.known(dep_id, dep):
-            return served.deployments[dep_id]
-        target = self._target_of(dep, served.decider.targets)
-        info = None if target is None else DeploymentTarget(dep_id, str(dep.get("model_name")), target,
-                                                             self._price(dep, dep_id))
-        return served.remember(dep_id, dep, info)
-
     def _describe_at_request(self, dep: dict, served: ServedBundle) -> DeploymentTarget | None:
-        """Like _describe, but a deployment added (or updated) after construction that cannot be mapped or priced
-        is left out of prefill routing (with an error log) instead of failing the request."""
-        dep_id = self._dep_id(dep)
+        """The deployment's target and price; a deployment added (or updated) after construction that cannot be
+        mapped or priced is left out of prefill routing (with an error log) instead of failing the request."""
+        dep_id = deployment_id(dep)
         if served.known(dep_id, dep):
             return served.deployments[dep_id]
         if not self._claimed([dep]):
             return served.remember(dep_id, dep, None)  # a deployment added later that another prefill group routes
         try:
-            return self._describe(dep, served)
+            return served.describe(dep, self.args.bundle, self._price)
         except ConfigurationError as err:
             logger.error("prefill router: deployment %r left out of prefill routing: %s", dep.get("model_name"), err)
             return served.remember(dep_id, dep, None)
 
     def _price(self, dep: dict, dep_id: str) -> Price:
-        model = str((dep.get("litellm_params") or {}).get("model") or "")
-        price = deployment_price(dep, lambda: deployment_model_info(self.router, dep_id, model))
-        if price is not None:
-            return price
         a = self.args
-        if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None:
-            return Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default")
-        raise UnpricedDeploymentError(
-            f"deployment {dep.get('model_name')!r} (model {model!r}, id {dep_id}) has no known price: set "
-            "model_info.input_cost_per_token and output_cost_per_token on it, or routing_strategy_args "
-            "default_input_cost_per_token/default_output_cost_per_token."
-        )
+        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        default = Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default") \
+            if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None else None
+        return priced(dep, dep_id, lambda: deployment_model_info(self.router, dep_id, model), default)
 
     # -- routing --------------------------------------------------------------
     # litellm's CustomRoutingStrategyBase annotates both hooks as returning None; Router uses the deployment returned
@@ -331,9 +275,10 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if rerouted and decision.reason == "policy" and \
                 (gone := {target for target, _ in failed.values()} - {info.target for _, info in pool}):
             decision = replace(decision, reason=retry_reason(gone))
-        deployment, decision = await self._pick_with_capacity(pick, pool, decision, served, md)
+        deployment, decision = await pick_with_capacity(pick, pool, decision, served.decider,
+                                                        pinned=parse_overrides(md).pin_model is not None)
         baseline = savings_baseline(decision, mapped, lambda m: (m[1].target, m[1].price))
-        record = {**decision.to_dict(), "deployment_id": self._dep_id(deployment),
+        record = {**decision.to_dict(), "deployment_id": deployment_id(deployment),
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
                   if baseline else None}
         self._annotate(record, model, mapped, served, arm)
@@ -344,39 +289,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                      standard_routing_decision(decision, model, baseline[0] if baseline else None), pre_routing)
         return deployment
 
-    @staticmethod
-    async def _pick_with_capacity(pick: Callable[[list[dict]], Awaitable[dict]],
-                                  pool: list[tuple[dict, DeploymentTarget]], decision: RoutingDecision,
-                                  served: ServedBundle, md: dict) -> tuple[dict, RoutingDecision]:
-        """``pick`` among the deployments of the decision's target. Where the group's litellm strategy (usage-based
-        routing and the like) finds every one of them at its rpm/tpm limit, the request goes to the policy's pick
-        among the other candidate targets, on the same prediction (the decider's ``reroute``: no second inference) -
-        as litellm would serve it from another deployment of the group with room left - instead of failing with
-        capacity left; a pinned request, or one with no other candidate, gets litellm's error."""
-        full: list[str] = []
-        while True:
-            try:
-                return await pick([d for d, info in pool if info.target == decision.target]), decision
-            except (litellm.RateLimitError, RouterRateLimitError):
-                full.append(decision.target)
-                nxt = served.decider.reroute(decision, full)
-                if nxt is None or parse_overrides(md).pin_model is not None:  # no other candidate, or pinned
-                    raise
-                logger.info("prefill router: every deployment of %r is at its rpm/tpm limit: routing among %s",
-                            decision.target, list(nxt.candidates))
-                by_policy = not decision.reason.startswith("fallback")  # a fallback stays one: no prediction
-                reason = capacity_reason(full) if by_policy else decision.reason
-                if decision.reason.startswith("retry:"):  # a retry that also met full targets says both
-                    reason = f"{decision.reason.split('; at capacity:')[0]}; {reason}"
-                decision = replace(nxt, reason=reason)
-
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:
         """Add to a decision record the targets of ``model``'s deployments that litellm left none of for this request
         (cooling down, filtered out by its pre-call checks - a context window the prompt exceeds, a region - or by
         tags / ``order``) and the request's rollout arm."""
         group = {info.target for d in deployments_of(self.router) if d.get("model_name") == model
-                 and (info := served.deployments.get(self._dep_id(d))) is not None}
+                 and (info := served.deployments.get(deployment_id(d))) is not None}
         if unavailable := sorted(group - {info.target for _, info in mapped}):
             record["unavailable_targets"] = unavailable
         if arm is not None:
@@ -420,7 +339,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                            self.args.shadow_target)
             pool = healthy
         deployment = await pick(pool)
-        dep_id = self._dep_id(deployment)
+        dep_id = deployment_id(deployment)
         info = next((i for _, i in mapped if i.deployment_id == dep_id), None)
         record = {**decision.to_dict(), "deployment_id": dep_id, "shadow": True,
                   "served_target": info.target if info else None, "baseline": None}

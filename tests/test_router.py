@@ -858,7 +858,7 @@ def test_building_the_strategy_imports_litellms_lazy_logging_modules_so_later_re
 import asyncio, sys
 import litellm
 from litellm_prefill_router import PrefillRouter, flush_logging
-from litellm_prefill_router.strategy import LAZY_LITELLM_MODULES
+from litellm_prefill_router.composition import LAZY_LITELLM_MODULES
 from conftest import model_list
 def loaded(): return [m for m in LAZY_LITELLM_MODULES if m in sys.modules]
 async def one(r, model):
@@ -883,7 +883,7 @@ print("litellm.proxy.proxy_server" in sys.modules)
     assert r.returncode == 0, r.stderr[-2000:]
     before, after_plain_request, after_prefill_construction = r.stdout.strip().splitlines()[-2].split("|")
     assert r.stdout.strip().splitlines()[-1] == "False"
-    from litellm_prefill_router.strategy import LAZY_LITELLM_MODULES
+    from litellm_prefill_router.composition import LAZY_LITELLM_MODULES
 
     assert before == "[]"
     assert after_prefill_construction == str(list(LAZY_LITELLM_MODULES))
@@ -893,7 +893,7 @@ print("litellm.proxy.proxy_server" in sys.modules)
 
 
 def test_the_litellm_import_warm_up_tolerates_a_litellm_without_the_module() -> None:
-    from litellm_prefill_router.strategy import warm_litellm_imports
+    from litellm_prefill_router.composition import warm_litellm_imports
 
     assert warm_litellm_imports(("litellm.no_such_module_in_this_version",)) == ["litellm.no_such_module_in_this_version"]
     assert warm_litellm_imports() == []
