@@ -12,7 +12,8 @@ from datetime import datetime
 
 from .commands.bundles import cmd_check, cmd_info, cmd_migrate, cmd_predict, cmd_pull, cmd_push, cmd_route
 from .commands.common import DATA_ENV
-from .commands.logs import cmd_drift, cmd_feedback, cmd_judge, cmd_replay, cmd_stats, cmd_tune
+from .commands.learning import cmd_drift, cmd_tune
+from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats
 from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 
 

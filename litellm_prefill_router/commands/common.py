@@ -1,10 +1,14 @@
-"""What the `prefill-router` commands share: the dataset argument and plain-text tables."""
+"""What the `prefill-router` commands share: the dataset argument, plain-text tables, decision-log records and
+feedback scores, and their ``--json`` / ``--plot`` outputs."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DATA_ENV = "PREFILL_ROUTER_DATA"
 
@@ -28,3 +32,57 @@ def data_arg(value: str | None) -> str:
 def read_rubric(path: str | None) -> str | None:
 
     return Path(path).read_text(encoding="utf-8") if path else None
+
+
+def or_dash(x: float | None, fmt: str = "{:.3f}") -> str:
+    """``x`` formatted, or "-" where there is none."""
+    return "-" if x is None else fmt.format(x)
+
+
+def decision_records(paths: Sequence[str], error: type[Exception],
+                     args: argparse.Namespace | None = None) -> list[dict]:
+    """Every record of the decision logs at ``paths`` (within ``args.since`` / ``args.until`` when given); a missing
+    file is ``error`` saying how to get one."""
+    from ..jsonl import read_logs
+
+    window = {"since": getattr(args, "since", None), "until": getattr(args, "until", None)}
+    try:
+        return [rec for _, _, rec in read_logs(paths, "decision log", **window)]
+    except FileNotFoundError as err:
+        raise error(f"{err}; set routing_strategy_args.decision_log to write one") from err
+
+
+def feedback_scores(files: Sequence[str] | None) -> dict[str, float] | None:
+    """Feedback / judge scores by call id from ``files`` (None: no files given)."""
+    if not files:
+        return None
+    from ..feedback import load_feedback
+
+    scores: dict[str, float] = {}
+    for f in files:
+        scores.update(load_feedback(f))
+    return scores
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, for ``--plot``; without matplotlib, an error naming the fix."""
+    from ..replay import ReplayError
+
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ReplayError(f"--plot needs matplotlib, which the serving install leaves out: pip install matplotlib "
+                          f"(or litellm-prefill-router[train]) ({err})") from err
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_outputs(args: argparse.Namespace, result: dict, plot: Callable[[dict, Path], None]) -> None:
+    """``--json`` and ``--plot`` of a command's result."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, Path(args.plot))
