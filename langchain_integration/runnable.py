@@ -7,11 +7,8 @@ holds the decision, and the chosen runnable's run as its child tagged ``route:<t
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.runnables import Runnable, RunnableSerializable
@@ -30,49 +27,18 @@ from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
-from litellm_prefill_router.hub import is_hub_reference
 from litellm_prefill_router.jsonl import append_log_record, checked_log_template
 from litellm_prefill_router.metrics import observe_call, reload_observer
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
-from litellm_prefill_router.records import baseline_record, decision_log_row, savings_baseline
-from litellm_prefill_router.reloading import BundleReloader, bundle_fingerprint
+from litellm_prefill_router.reloading import BundleReloader
 from litellm_prefill_router.rollout import checked_serving, rollout_arm
 
-from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input, text_of
+from .calls import Route, call_row
+from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input
+from .reloaders import remember_reloader, reusable_reloader
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
-
-# LangChain builds a new runnable for every call made with configurable fields (``configurable_fields(...)`` then
-# ``with_config(configurable=...)``), which loaded and verified the bundle each time (58-64 ms a call instead of ~11 on the
-# main job's bundle, session 14; a Hub lookup a call for an hf:// branch). Runnables that build the same decider share one reloader (its
-# bundle, its reload checks); a bundle directory rewritten since is loaded afresh. The least recently used go first.
-_RELOADERS: OrderedDict[tuple[Any, ...], BundleReloader[PrefillDecider]] = OrderedDict()
-_RELOADERS_LOCK = threading.Lock()
-_RELOADERS_KEPT = 64
-
-
-def _reusable_reloader(key: tuple[Any, ...], bundle: str) -> BundleReloader[PrefillDecider] | None:
-    with _RELOADERS_LOCK:
-        reloader = _RELOADERS.get(key)
-        if reloader is not None:
-            _RELOADERS.move_to_end(key)
-    if reloader is None:
-        return None
-    # an hf:// bundle changes only through its reloader (a lookup per check); a directory is checked here (a stat
-    # and the manifest's sha256: microseconds), so a runnable built after a rewrite serves the new bundle
-    if not is_hub_reference(bundle) and bundle_fingerprint(bundle) != reloader.fingerprint:
-        return None
-    return reloader
-
-
-def _remember_reloader(key: tuple[Any, ...], reloader: BundleReloader[PrefillDecider]) -> None:
-    with _RELOADERS_LOCK:
-        _RELOADERS[key] = reloader
-        _RELOADERS.move_to_end(key)
-        while len(_RELOADERS) > _RELOADERS_KEPT:
-            _RELOADERS.popitem(last=False)
-
 
 class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     """Route each input to ``runnables[target]`` for the target the bundle picks (``bundle``: a directory or
@@ -159,7 +125,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                self.fallback_target,
                self.on_error, self.decision_timeout_s,
                tuple(sorted(self.runnables)), self.allow_partial)
-        reloader = _reusable_reloader(key, self.bundle)
+        reloader = reusable_reloader(key, self.bundle)
         if reloader is None:
             # one per reloader: routers sharing a bundle and settings share their window; kept across reloads
             self._autotuner = Autotuner(self.autotune) if self.autotune is not None else None
@@ -171,7 +137,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             if self._autotuner is not None:  # a restarted router starts from its latest logged calls' setting
                 self._autotuner.seed_from_log(self.decision_log, reloader.current.predictor.bundle.version,
                                               [self.get_name()], reloader.current.default_policy)
-            _remember_reloader(key, reloader)
+            remember_reloader(key, reloader)
         self._reloader = reloader
         self._runnable_caps = {t: output_cap(r) for t, r in self.runnables.items()}  # fixed with the runnables
         checked_serving(self.shadow, self.rollout, "shadow_target", self.shadow_target)
@@ -280,64 +246,49 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         return await decider.adecide(prompt_from_input(input), self._prices(decider), self._overrides(config),
                                      self.get_name(), self._output_caps(kwargs))
 
-    def _route(self, decision: RoutingDecision, config: RunnableConfig) -> _Route:
+    def _route(self, decision: RoutingDecision, config: RunnableConfig) -> Route:
         """Who serves the call: the decision's target, or - in shadow mode and a rollout's control arm - the
         shadow target, with the decision still recorded."""
         user = (config.get("metadata") or {}).get("user_id")
         arm = rollout_arm(self.rollout, user if isinstance(user, str) else None)
         if self.shadow or arm == "control":
             extra: dict[str, Any] = {"shadow": True, "served_target": self.shadow_target}
-            return _Route(decision, str(self.shadow_target), {**extra, "arm": arm} if arm else extra)
-        return _Route(decision, decision.target, {"arm": arm} if arm else {})
+            return Route(decision, str(self.shadow_target), {**extra, "arm": arm} if arm else extra)
+        return Route(decision, decision.target, {"arm": arm} if arm else {})
 
     @staticmethod
-    def _metadata(route: _Route) -> dict[str, Any]:
+    def _metadata(route: Route) -> dict[str, Any]:
         return {"prefill_route": route.decision.target, "prefill_decision": route.record()}
 
-    def _start_run(self, input: Any, config: RunnableConfig, route: _Route) -> Any:
+    def _start_run(self, input: Any, config: RunnableConfig, route: Route) -> Any:
         """The router's own run, with the decision in its (non-inherited) metadata."""
         cm = get_callback_manager_for_config(config)
         cm.add_metadata(self._metadata(route), inherit=False)
         return cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
                                  run_id=config.pop("run_id", None))
 
-    async def _astart_run(self, input: Any, config: RunnableConfig, route: _Route) -> Any:
+    async def _astart_run(self, input: Any, config: RunnableConfig, route: Route) -> Any:
         cm = get_async_callback_manager_for_config(config)
         cm.add_metadata(self._metadata(route), inherit=False)
         return await cm.on_chain_start(None, input, name=config.get("run_name") or self.get_name(),
                                        run_id=config.pop("run_id", None))
 
     # -- decision log ---------------------------------------------------------
-    def _log(self, route: _Route, run: Any, input: Any, started: float, out: Any = None,
+    def _log(self, route: Route, run: Any, input: Any, started: float, out: Any = None,
              error: BaseException | None = None) -> None:
         """Append the call's line to ``decision_log`` (if set) and count it in the metrics (if on). A log that cannot
         be written is reported, never allowed to fail the call."""
-        usage = getattr(out, "usage_metadata", None) or {}
-        n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
         lengths = self._reloader.current.answer_lengths
         if lengths is not None and error is None:
-            lengths.observe(self.get_name(), route.served, n_out)
+            lengths.observe(self.get_name(), route.served, (getattr(out, "usage_metadata", None) or {}).get(
+                "output_tokens"))
         if self.decision_log is None and not self.metrics:
             return
         try:
-            prices = self._prices(self._reloader.current)
-            decision = route.decision
-            price = prices[route.served]
-            cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out
-                    if isinstance(n_in, int) and isinstance(n_out, int) else None)
-            base = None if route.extra.get("shadow") else \
-                savings_baseline(decision, list(prices), lambda t: (t, prices[t]))  # shadow: nothing was routed
-            baseline = baseline_record(base, None, prices[base]) if base is not None else None
-            extra: dict[str, object] = {}
-            if self.decision_log is not None and self.decision_log_messages:
-                extra["messages"] = as_messages(prompt_from_input(input))
-            if self.decision_log is not None and self.decision_log_responses and error is None:
-                extra["response"] = text_of(out)
-            row = decision_log_row(
-                call_id=("run_id", str(run.run_id)), response_id=getattr(out, "id", None),
-                decision={**route.record(), "baseline": baseline}, ok=error is None,
-                model=route.served, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
-                latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra)
+            row = call_row(route, str(run.run_id), self._prices(self._reloader.current), started, out, error,
+                           messages=as_messages(prompt_from_input(input))
+                           if self.decision_log is not None and self.decision_log_messages else None,
+                           response=self.decision_log is not None and self.decision_log_responses)
         except Exception as err:  # noqa: BLE001 - the answer is the caller's; the log line is not worth losing it
             logger.error("prefill router: could not record the call (decision log %s, metrics %s): %s",
                          self.decision_log, self.metrics, err)
@@ -348,7 +299,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             append_log_record(self.decision_log, row)
 
     # -- Runnable API -------------------------------------------------------
-    def _reroute(self, route: _Route, failed: list[str], error: BaseException) -> _Route | None:
+    def _reroute(self, route: Route, failed: list[str], error: BaseException) -> Route | None:
         """The next route after ``route``'s target raised ``error`` (``failed`` gains it), or None: raise it. A call
         served as before (shadow mode, a rollout's control arm) fails as it did before."""
         if route.extra.get("shadow") or not isinstance(error, self.reroute_on) or len(failed) >= self.max_reroutes:
@@ -359,10 +310,10 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             return None
         logger.warning("prefill router: target %r failed (%s: %s); rerouting to %r", route.served,
                        type(error).__name__, error, nxt.target)
-        return _Route(nxt, nxt.target, route.extra)
+        return Route(nxt, nxt.target, route.extra)
 
     @staticmethod
-    def _child(config: RunnableConfig, run: Any, route: _Route) -> RunnableConfig:
+    def _child(config: RunnableConfig, run: Any, route: Route) -> RunnableConfig:
         return patch_config(config, callbacks=run.get_child(tag=f"route:{route.served}"))
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -454,16 +405,3 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 route, started = nxt, time.perf_counter()
         await run.on_chain_end(final)
         self._log(route, run, input, started, final)
-
-
-@dataclass(frozen=True)
-class _Route:
-    """One attempt of a call: the decision, the target whose runnable serves it, and what the record adds (shadow,
-    served_target, arm)."""
-
-    decision: RoutingDecision
-    served: str
-    extra: dict[str, Any]
-
-    def record(self) -> dict[str, Any]:
-        return {**self.decision.to_dict(), **self.extra}
