@@ -225,6 +225,10 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
             plain, plain_headers = _post(port, MATH_PROMPT, model=model, num_retries=0, fallbacks=["cheap"])
             assert plain["choices"][0]["message"]["content"] == "answer from cheap"
             assert not any(h.startswith("x-prefill-") for h in plain_headers), plain_headers
+            msg, msg_headers = _post(port, MATH_PROMPT, "/v1/messages", model=model, num_retries=0,
+                                     fallbacks=["cheap"])  # an Anthropic message names no deployment in its own
+            assert msg["content"][0]["text"] == "answer from cheap" and "_hidden_params" not in msg
+            assert not any(h.startswith("x-prefill-") for h in msg_headers), msg_headers
         # a canary classifier: the request body's user keeps one arm; the control arm is served by the shadow tier
         arms: dict[str, set[str]] = {}
         for u in [f"user-{i}" for i in range(6)] * 2:
