@@ -79,7 +79,8 @@ def lever_table(report: dict[str, Any], reference: str) -> str:
         lines.append(f"| {name} | {s['mean_auc']:.3f} [{ci['mean_auc'][0]:.3f}, {ci['mean_auc'][1]:.3f}] | "
                      f"{s['aiq']:.3f} [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}] | "
                      f"{ops['max-quality']['gap_captured']:.3f} | {ops['paper-savings']['gap_captured']:.3f} "
-                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {diff('mean_auc')} | {diff('aiq')} |")
+                     f"({ops['paper-savings']['savings_vs_most_expensive']:.1%}) | {diff('mean_auc')} | "
+                     f"{diff('aiq')} |")
     return "\n".join(lines)
 
 

@@ -113,7 +113,8 @@ def main() -> None:
         tok = r["input_tokens"]
         lines.append(f"| {name} | {r['calls']} | {r['verdict']} | {len(r['shifted_targets'])} of {len(targets)} | "
                      f"{worst[1]} ({worst[0]:.3f}) | {tok['median']:g} ({tok['reference_median']:g}) / "
-                     f"{tok['verdict']} | {r['novelty']['share']:.1%} / {r['novelty']['verdict']} | {r['drift_ms']:.0f} |")
+                     f"{tok['verdict']} | {r['novelty']['share']:.1%} / {r['novelty']['verdict']} | "
+                     f"{r['drift_ms']:.0f} |")
     (out / "drift.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(results, targets, out / "drift.png")

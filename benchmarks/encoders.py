@@ -1,6 +1,7 @@
 """Which offline encoder should be the default? Probe AUC vs depth and forward time, same prompts.
 
-    python benchmarks/encoders.py --data ../shared/datasets/llmrouter [--n 1200] [--encoders smollm2,gemma3-270m,minilm-l6]
+    python benchmarks/encoders.py --data ../shared/datasets/llmrouter [--n 1200]
+        [--encoders smollm2,gemma3-270m,minilm-l6]
 
 A deterministic subsample stratified by benchmark (n prompts, max 256 tokens), every layer's
 mean+last pooled features, 5-fold CV logistic AUC per target (the probe of `training/probes.py`),
@@ -72,7 +73,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "encoders.json").write_text(json.dumps({"n_prompts": len(sub), "results": results}, indent=1))
-    print("\n| encoder | params (M) | chat template | best layer | 5-fold probe AUC | forward ms (256 tok, cut at best) |")
+    print("\n| encoder | params (M) | chat template | best layer | 5-fold probe AUC "
+          "| forward ms (256 tok, cut at best) |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['encoder']} | {r['params_m']:.0f} | {'yes' if r['chat_template'] else 'no'} | "

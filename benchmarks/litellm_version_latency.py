@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--out", help="JSONL file to append the result to")
-    ap.add_argument("--plot", help="plot the runs of this JSONL file (added p50 per litellm release) as a PNG beside it")
+    ap.add_argument("--plot", help="plot the runs of this JSONL file (added p50 per litellm release) as a PNG "
+                                   "beside it")
     a = ap.parse_args()
     if a.plot:
         plot(Path(a.plot))

@@ -1,10 +1,12 @@
 """Adding a model to the fleet: how good is a new target learned by `train --continue-from` from N labels?
 
-    python benchmarks/new_target.py [--data DIR] [--target qwen2.5-7b-instruct] [--n 250 1000 all] [--out benchmarks/results]
+    python benchmarks/new_target.py [--data DIR] [--target qwen2.5-7b-instruct] [--n 250 1000 all]
+        [--out benchmarks/results]
 
 1. trains a base bundle on the dataset without ``--target`` (`prefill-router train --targets ...`);
-2. for each N and each of ``--draws`` random draws, writes N of the target's training-split labels as `--add` rows (as `prefill-router collect` would,
-   with a `<rows>.models.json` price beside them) and runs `train --continue-from BASE --add ROWS`;
+2. for each N and each of ``--draws`` random draws, writes N of the target's training-split labels as `--add` rows
+   (as `prefill-router collect` would, with a `<rows>.models.json` price beside them) and runs
+   `train --continue-from BASE --add ROWS`;
 3. scores every bundle on the test split (served ONNX): the new target's AUC, the old targets' mean AUC, and
    the same numbers for a bundle trained with all targets from the start (`--full-bundle`, default
    bundles/llmrouter).
@@ -109,7 +111,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["labels"] for r in results], [r["new_target_auc"] for r in results], "o", label="continue-from (each draw)")
+    ax.plot([r["labels"] for r in results], [r["new_target_auc"] for r in results], "o",
+            label="continue-from (each draw)")
     ax.axhline(full["new_target_auc"], color="gray", ls="--", label="trained with all targets")
     ax.set_xscale("log")
     ax.set_xlabel(f"{args.target} training labels added")

@@ -15,9 +15,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
+
 from litellm_prefill_router.predictor import PrefillPredictor
-from litellm_prefill_router.training.data import load_dataset
 from litellm_prefill_router.training import calibrate as cal
+from litellm_prefill_router.training.data import load_dataset
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--bundle", default="bundles/llmrouter")
 ap.add_argument("--data", default=os.environ.get("PREFILL_ROUTER_DATA", "../shared/datasets/llmrouter"))
@@ -42,7 +44,9 @@ for name, mask in (('novel', novel), ('not novel', ~novel)):
     out[name] = {'mean_auc': float(np.nanmean(list(aucs.values()))), 'max_quality_accuracy': float(acc),
                  'mean_p_of_pick': float(pm), 'oracle': float(S[mask].max(1).mean()),
                  'best_single_accuracy': float(S[mask].mean(0).max())}
-    print(name, 'mean AUC', np.nanmean(list(aucs.values())).round(3), 'max-quality acc', acc.round(3), 'mean P of pick', pm.round(3), 'oracle', S[mask].max(1).mean().round(3), 'best single acc', S[mask].mean(0).max().round(3))
+    print(name, 'mean AUC', np.nanmean(list(aucs.values())).round(3), 'max-quality acc', acc.round(3),
+          'mean P of pick', pm.round(3), 'oracle', S[mask].max(1).mean().round(3),
+          'best single acc', S[mask].mean(0).max().round(3))
 out['novel_by_benchmark'] = dict(collections.Counter(ds.rows[i].benchmark for i, n in zip(test, novel) if n))
 print(out['novel_by_benchmark'])
 Path('benchmarks/results/novelty_test_split.json').write_text(json.dumps(out, indent=1))

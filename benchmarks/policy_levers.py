@@ -1,7 +1,8 @@
 """Policy families on the same predictions: tolerance, lambda (costs normalised per request) and value_usd (expected
 value minus cost, in USD: the Lagrangian optimum of a total budget).
 
-    python benchmarks/policy_levers.py [--data ../shared/datasets/llmrouter] [--oof benchmarks/results/quality_cv/oof_preds.jsonl]
+    python benchmarks/policy_levers.py [--data ../shared/datasets/llmrouter]
+        [--oof benchmarks/results/quality_cv/oof_preds.jsonl]
 
 Reads the out-of-fold predictions of the 5-fold cross-validation (`prefill-router evaluate --cv 5`, written by
 benchmarks/quality.py: the default L5 trunk) and sweeps each family over them, on the dataset's costs (256 output
@@ -84,7 +85,8 @@ def main() -> None:
                          "curve": {"x": x.tolist(), "accuracy": acc.tolist()}}
         diff = at_paper["value_usd"] - at_paper["lambda"]
         out["value_minus_lambda_at_paper_savings"] = {
-            "accuracy": float(out["value_usd"]["accuracy_at_paper_savings"] - out["lambda"]["accuracy_at_paper_savings"]),
+            "accuracy": float(out["value_usd"]["accuracy_at_paper_savings"]
+                              - out["lambda"]["accuracy_at_paper_savings"]),
             "ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]}
         results[scenario] = out
         print(f"{scenario} (cost CV across prompts {out['cost_cv']:.2f})")

@@ -10,7 +10,8 @@ magnitude at best).
 
     python benchmarks/quality_learning_curve.py [--data DIR] [--folds 5] [--bootstrap 200] [--out benchmarks/results]
 
-Writes quality_learning_curve.{json,md,png} and quality_learning_curve_auc.png (AUC against rows); paired differences are against the trunk on 100% of the rows.
+Writes quality_learning_curve.{json,md,png} and quality_learning_curve_auc.png (AUC against rows); paired
+differences are against the trunk on 100% of the rows.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def main() -> None:
                                 "rows_for_target_extrapolated": float(needed)}
     report["seconds"] = time.perf_counter() - t0
     points = ", ".join(f"{int(a)}: {b:.4f}" for a, b in zip(n, auc))
-    footer = (f"Mean AUC gains {slope:+.4f} per doubling of the training rows ({points}); a straight line in log2(rows) reaches {TARGET_AUC} at ~{needed:,.0f} training rows "
+    footer = (f"Mean AUC gains {slope:+.4f} per doubling of the training rows ({points}); a straight line in "
+              f"log2(rows) reaches {TARGET_AUC} at ~{needed:,.0f} training rows "
               f"(x{needed / n[-1]:,.0f} the {int(n[-1])} used per fold) - an extrapolation far past the data. "
               f"{report['seconds']:.0f} s.")
     print(write_lever_report(report, args.out, "quality_learning_curve", reference, footer))

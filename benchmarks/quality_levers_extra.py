@@ -13,15 +13,16 @@ import os
 
 import numpy as np
 
+from litellm_prefill_router.costs import cost_matrix
+from litellm_prefill_router.training import evaluation as ev
+from litellm_prefill_router.training import harness
 from litellm_prefill_router.training.data import load_dataset
-from litellm_prefill_router.training import harness, evaluation as ev
 from litellm_prefill_router.training.pipeline import (
     TrainOptions,
     compute_features,
     split_validation,
 )
-from litellm_prefill_router.training.trunk import fit_trunk, TrunkConfig
-from litellm_prefill_router.costs import cost_matrix
+from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - t0, 1)
     picks = ", ".join(f"{n}: {v:.3f}" for n, v in report["cheap_pick_accuracy"].items())
     write_lever_report(report, args.out, "quality_levers_listwise", names[args.alphas[0]],
-                       f"Accuracy of the most likely of the six cheapest targets ({', '.join(report['cheap_targets'])}; "
+                       "Accuracy of the most likely of the six cheapest targets "
+                       f"({', '.join(report['cheap_targets'])}; "
                        f"their oracle {report['cheap_oracle']:.3f}): {picks}.\n\n({args.folds}-fold CV, "
                        f"{args.bootstrap} resamples, {report['seconds']} s)")
 

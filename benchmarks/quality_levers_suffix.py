@@ -47,9 +47,9 @@ def main() -> None:
 
     from litellm_prefill_router.training import evaluation as ev
     from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training.encoders import cache_root
     from litellm_prefill_router.training.features import extract_features
     from litellm_prefill_router.training.trunk import TrunkConfig, fit_trunk
-    from litellm_prefill_router.training.encoders import cache_root
 
     t0 = time.perf_counter()
     # costs are those of the plain prompts: the suffix is the router's, not billed

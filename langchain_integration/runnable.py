@@ -22,7 +22,7 @@ from langchain_core.runnables.config import (
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from litellm_prefill_router.answer_lengths import AnswerLengths
-from litellm_prefill_router.autotune import AutotuneSettings, Autotuner
+from litellm_prefill_router.autotune import Autotuner, AutotuneSettings
 from litellm_prefill_router.config import RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap

@@ -29,8 +29,8 @@ from .predictor import PrefillPredictor
 if TYPE_CHECKING:
     from .decision_logger import flush_logging
     from .router import PrefillRouter, install
-    from .strategy import PrefillRoutingStrategy
     from .semantic import PrefillSemanticRouter
+    from .strategy import PrefillRoutingStrategy
     from .tier_classifier import PrefillTierClassifier
 
 __version__ = "0.1.0"

@@ -137,7 +137,8 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "limits": {k: v for k, v in (("max_cost_usd", strategy.args.max_cost_usd),
                                          ("min_p_correct", strategy.args.min_p_correct)) if v is not None},
             "fallback_target": strategy.fallback_target,
-            "encoder_providers": strategy.predictor.providers,  # where onnxruntime runs the encoder (execution_providers)
+            # where onnxruntime runs the encoder (execution_providers)
+            "encoder_providers": strategy.predictor.providers,
             "metrics": strategy.args.metrics,
             "decision_timeout_s": strategy.args.decision_timeout_s,
             "serving": _serving(strategy.args.shadow, strategy.args.rollout, "routed"),

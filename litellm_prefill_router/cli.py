@@ -16,7 +16,6 @@ from .commands.learning import cmd_drift, cmd_tune
 from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats
 from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 
-
 LOG_HELP = "the router's decision_log JSONL; several: e.g. the daily files of a {date} log (decisions-*.jsonl)"
 
 

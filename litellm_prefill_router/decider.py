@@ -14,8 +14,8 @@ from typing import Literal
 
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
-from .costs import Price, estimate_cost, manifest_price
 from .config import RequestOverrides
+from .costs import Price, estimate_cost, manifest_price
 from .errors import ConfigurationError, InferenceError
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import Prediction, PrefillPredictor

@@ -26,7 +26,8 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     """A deployment's price: ``litellm_params`` / ``model_info`` (input and output cost per token), else
     litellm's cost map through ``known_model_info``. litellm answers 0/0 for models it does not know, so a zero
     price from its map counts as unknown (None); an explicit 0 in the deployment's config is a free deployment."""
-    for source, src in (("litellm_params", dep.get("litellm_params") or {}), ("model_info", dep.get("model_info") or {})):
+    for source in ("litellm_params", "model_info"):
+        src = dep.get(source) or {}
         if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
             return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
     try:

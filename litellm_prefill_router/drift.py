@@ -291,10 +291,12 @@ def drift(records: Iterable[Mapping[str, Any]], reference: ReferenceDistribution
             "calls": traffic.calls, "skipped": dict(traffic.skipped), "model_group": model_group,
             "min_calls": min_calls, "targets": targets, "targets_not_in_reference": unknown,
             "input_tokens": tokens, "novelty": novel, "novel_calls": novel_calls, "calibration": calibration,
-            "verdict": overall, "shifted_targets": shifted, "advice": _advice(overall, shifted, tokens, novel, min_calls)}
+            "verdict": overall, "shifted_targets": shifted,
+            "advice": _advice(overall, shifted, tokens, novel, min_calls)}
 
 
-def drift_from_bundle(records: Iterable[Mapping[str, Any]], bundle: str | Path | Bundle, **options: Any) -> dict[str, Any]:
+def drift_from_bundle(records: Iterable[Mapping[str, Any]], bundle: str | Path | Bundle,
+                      **options: Any) -> dict[str, Any]:
     """:func:`drift` of a decision log's ``records`` against ``bundle``'s reference (a directory, ``hf://...`` or a
     loaded :class:`~.bundle.Bundle`), counting only the calls that bundle's version decided; ``options``: those of
     :func:`drift` (``model_group``, ``scores``, ``min_calls``)."""
@@ -312,7 +314,8 @@ def _advice(overall: str, shifted: list[str], tokens: Mapping[str, Any] | None, 
         + (["the prompts' lengths"] if tokens and tokens["verdict"] in _ORDER[1:] else [])
     parts = [f"{' and '.join(what)} moved away from the reference"] if what else []
     if novel and novel["verdict"] in _ORDER[1:]:
-        parts.append(f"{novel['share']:.0%} of the calls are unlike any reference row (about 5% are on traffic like it)")
+        parts.append(f"{novel['share']:.0%} of the calls are unlike any reference row (about 5% are on traffic "
+                     "like it)")
     return (f"{'; '.join(parts)} ({overall}): the bundle is routing prompts unlike its training data. Label some of "
             "this traffic - the novel calls first: --novel-out writes them as `collect` prompts - (`prefill-router "
             "collect`, `judge`, or users' scores through `feedback`) and retrain with it (`train --add ...` / "

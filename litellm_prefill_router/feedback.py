@@ -1,11 +1,11 @@
 """Production outcomes -> training rows: the runtime's decision log joined with user feedback.
 
 The decision log (``routing_strategy_args.decision_log``, or ``PrefillRouterRunnable(decision_log=...)``) has one
-line per routed call: the decision, the outcome and (by default) the request's messages. Feedback is a JSONL file
-of ``{"id": <litellm_call_id, LangChain run_id or response id>, "score": 0..1}`` or
-``{"id": ..., "thumbs": "up" | "down"}`` lines (a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row that
-labels the target that answered (in shadow mode and a rollout's control arm: the served target, not the route the
-router would have taken) - the other targets stay unlabelled, which the trunk's masked loss handles.
+line per routed call: the decision, the outcome and (by default) the request's messages. Feedback is a JSONL file of
+``{"id": <litellm_call_id, LangChain run_id or response id>, "score": 0..1}`` or ``{"id": ..., "thumbs": "up" |
+"down"}`` lines (a judge run later writes the same ``score`` lines). Each call with feedback becomes a training row
+that labels the target that answered (in shadow mode and a rollout's control arm: the served target, not the route
+the router would have taken) - the other targets stay unlabelled, which the trunk's masked loss handles.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrefillRouterError
-from .judges import Completer, Judge
 from .jsonl import read_log, read_logs
+from .judges import Completer, Judge
 from .progress import progress_bar
 from .records import answered_by, feedback_ids, logged_call_id
 

@@ -120,6 +120,7 @@ def resolve_bundle(location: str | os.PathLike[str]) -> ResolvedBundle:
 def _fetch(ref: HubBundleRef, location: str) -> ResolvedBundle:
     try:
         from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -127,7 +128,6 @@ def _fetch(ref: HubBundleRef, location: str) -> ResolvedBundle:
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
-        from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError as err:  # a dependency of litellm and tokenizers, so normally present
         raise BundleLocationError(f"loading bundle {location!r} needs huggingface_hub>=0.26: "
                                   f"pip install 'huggingface_hub>=0.26' ({err})") from err

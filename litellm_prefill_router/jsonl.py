@@ -43,7 +43,8 @@ def checked_log_template(template: str | None) -> str | None:
     (for a pydantic validator)."""
     bad = [m for m in _PLACEHOLDER.findall(template or "") if m not in LOG_PLACEHOLDERS]
     if bad:
-        raise ValueError(f"decision_log {template!r} has unknown placeholders {bad}; use {' and '.join(LOG_PLACEHOLDERS)}")
+        raise ValueError(f"decision_log {template!r} has unknown placeholders {bad}; use "
+                         f"{' and '.join(LOG_PLACEHOLDERS)}")
     return template
 
 

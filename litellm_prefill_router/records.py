@@ -22,7 +22,8 @@ DECISION_LOG_KEY = "prefill_decision_log"
 LITELLM_DECISION_KEY = "routing_decision"
 _CAUSES = {"policy": "classifier_plugin", "over budget": "classifier_plugin", "below floor": "classifier_plugin",
            "fallback: inference failed": "classifier_fallback",
-           "fallback: routing timed out": "classifier_fallback", "fallback: the request has no text": "default_fallback"}
+           "fallback: routing timed out": "classifier_fallback",
+           "fallback: the request has no text": "default_fallback"}
 
 
 T = TypeVar("T")

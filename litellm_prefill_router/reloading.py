@@ -55,8 +55,8 @@ def _digest(fingerprint: Fingerprint | None) -> str:
 
 
 class BundleReloader(Generic[T]):
-    """``current``: what ``load()`` built from the bundle at ``bundle`` (or ``initial``); with ``interval_s``, :meth:`maybe_reload`
-    (call it on each request: it costs a clock read) rebuilds it when the bundle changes.
+    """``current``: what ``load()`` built from the bundle at ``bundle`` (or ``initial``); with ``interval_s``,
+    :meth:`maybe_reload` (call it on each request: it costs a clock read) rebuilds it when the bundle changes.
 
     ``predictor_of`` names the predictor inside a built value: the replaced one is released (its worker answers
     what is queued, then exits). ``on_swap`` runs after a swap (e.g. to log targets without deployments);

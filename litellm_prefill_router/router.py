@@ -48,7 +48,8 @@ _INSTALL_LOCK = threading.Lock()
 
 
 # -- Router integration --------------------------------------------------------
-def apply_prefill_routing_strategy(router: litellm.Router, routing_strategy_args: dict | None) -> PrefillRoutingStrategy:
+def apply_prefill_routing_strategy(router: litellm.Router,
+                                   routing_strategy_args: dict | None) -> PrefillRoutingStrategy:
     """Attach a prefill strategy to ``router`` (what ``routing_strategy="prefill"`` does)."""
     args = routing_strategy_args or getattr(router, "routing_strategy_args", None)
     strategy = PrefillRoutingStrategy(router, args or {})

@@ -100,7 +100,8 @@ def model_list(targets=("math-model", "history-model", "generalist"), group: str
     for t in targets:
         p = {**PRICES, **(prices or {})}[t]
         out.append({"model_name": group,
-                    "litellm_params": {"model": f"openai/{t}", "api_key": "sk-test", "mock_response": f"answer from {t}",
+                    "litellm_params": {"model": f"openai/{t}", "api_key": "sk-test",
+                                       "mock_response": f"answer from {t}",
                                        **extra.get(t, {})},
                     "model_info": {"prefill_target": t, "input_cost_per_token": p[0], "output_cost_per_token": p[1]}})
     return out
@@ -124,7 +125,8 @@ def cheap_group() -> dict:
 
 
 def complexity_router(simple: str, complex_: str) -> dict:
-    """litellm's complexity router deployment ("smart"): easy tiers to model group ``simple``, hard ones to ``complex_``."""
+    """litellm's complexity router deployment ("smart"): easy tiers to model group ``simple``, hard ones to
+    ``complex_``."""
     return {"model_name": "smart", "litellm_params": {
         "model": "auto_router/complexity_router",
         "complexity_router_config": {"tiers": {"SIMPLE": simple, "MEDIUM": simple, "COMPLEX": complex_,

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, model_list
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, model_list
 from langchain_integration import PrefillRouterRunnable
 from litellm_prefill_router import PrefillRouter, flush_logging
 from litellm_prefill_router.answer_lengths import MIN_ANSWERS, AnswerLengths

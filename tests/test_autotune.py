@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from langchain_integration import PrefillRouterRunnable
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
 from litellm_prefill_router.autotune import Autotuner

@@ -33,7 +33,8 @@ def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pyte
     assert "encoder.onnx" in capsys.readouterr().err
 
 
-def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(trained, tiny_encoder: Path, tiny_data: Path,
+def test_train_command_reuses_cached_features_and_probes_and_prints_a_summary(trained, tiny_encoder: Path,
+                                                                              tiny_data: Path,
                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from litellm_prefill_router.training import features as F

@@ -17,8 +17,8 @@ from conftest import HIST_PROMPT, MATH_PROMPT
 from conftest import model_list as router_model_list
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
-from litellm_prefill_router.judges import JudgeError, parse_judge, parse_judge_score
 from litellm_prefill_router.collection_client import CollectionClient
+from litellm_prefill_router.judges import JudgeError, parse_judge, parse_judge_score
 
 ANSWERS = {"math-model": "Let me think. The result is 42.", "history-model": "It happened in 1066.",
            "generalist": "I am not sure."}
@@ -489,8 +489,8 @@ def test_retry_after_reads_the_server_header_of_retryable_errors(headers: dict, 
 
 
 def test_retry_after_understands_the_http_date_form() -> None:
-    from email.utils import format_datetime
     from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
 
     import httpx
 
@@ -577,16 +577,19 @@ def test_a_new_target_is_refused_without_a_price_enough_labels_or_both_outcomes(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--data", str(tiny_data), "--seeds", "1", "--keep", "1"]
     rows = _new_target_rows(tmp_path / "unpriced.jsonl", price=False)
-    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "b")]) == 2
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir),
+                 "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "['math-pro'] have no price" in err and "--models-json" in err
 
     rows = _new_target_rows(tmp_path / "always.jsonl", score=lambda topic: 1.0)
-    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "c")]) == 2
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir),
+                 "--out", str(tmp_path / "c")]) == 2
     assert "needs right and wrong answers" in capsys.readouterr().err
 
     rows = _new_target_rows(tmp_path / "few.jsonl", n=10)
-    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir), "--out", str(tmp_path / "d")]) == 2
+    assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir),
+                 "--out", str(tmp_path / "d")]) == 2
     assert "'math-pro' has 10 training labels" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "bcd")
 

@@ -13,14 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import model_list
-from tiny import synthetic_rows
 
+from conftest import model_list
 from litellm_prefill_router import PrefillRouter, flush_logging, load_bundle
 from litellm_prefill_router.bundle import MANIFEST_NAME, write_bundle
 from litellm_prefill_router.cli import main
-from litellm_prefill_router.drift import (DriftError, Histogram, ReferenceDistribution, bundle_reference, drift,
-                                          drift_from_bundle)
+from litellm_prefill_router.drift import (
+    DriftError,
+    Histogram,
+    ReferenceDistribution,
+    bundle_reference,
+    drift,
+    drift_from_bundle,
+)
+from tiny import synthetic_rows
 
 CALLS = 240
 
@@ -223,7 +229,8 @@ def test_a_semantic_router_drop_ins_log_is_checked_the_same_way(bundle_dir: Path
     assert r["calls"] == CALLS and r["verdict"] == "major shift" and "math-model" in r["shifted_targets"]
 
 
-def test_novelty_finds_a_new_slice_of_traffic_and_ranks_its_calls_first(logs: dict[str, Path], bundle_dir: Path) -> None:
+def test_novelty_finds_a_new_slice_of_traffic_and_ranks_its_calls_first(logs: dict[str, Path],
+                                                                         bundle_dir: Path) -> None:
     same = _against_bundle(logs["like_training"], bundle_dir)["novelty"]
     assert same["verdict"] == "stable" and same["share"] < 0.1  # about 5% on traffic like the reference
     assert same["features"] == [*load_bundle(bundle_dir).report()["targets"], "input tokens"]

@@ -18,7 +18,6 @@ import pytest
 
 import tiny
 from conftest import HIST_PROMPT, MATH_PROMPT, needs_training_extra
-
 from litellm_prefill_router.bundle import MANIFEST_NAME, load_bundle
 from litellm_prefill_router.errors import BundleMissingFileError, BundleSchemaError
 from litellm_prefill_router.predictor import PrefillPredictor

@@ -16,7 +16,6 @@ import pytest
 from fake_hub import FakeHub
 
 from conftest import model_list
-
 from litellm_prefill_router.bundle import load_bundle
 from litellm_prefill_router.errors import BundleChecksumError, BundleLocationError
 from litellm_prefill_router.hub import HubBundleRef, parse_hub_reference
@@ -263,8 +262,9 @@ def test_train_continue_from_a_hub_bundle_keeps_its_encoder_and_names_the_commit
 def test_a_litellm_proxy_serves_a_bundle_named_by_an_hf_reference_in_its_config(bundle_dir: Path,
                                                                                  tmp_path: Path) -> None:
     import yaml
-    from conftest import HIST_PROMPT, MATH_PROMPT
     from test_proxy import _post, _proxy
+
+    from conftest import HIST_PROMPT, MATH_PROMPT
 
     with FakeHub() as hub:
         pushed = run_py(script(f"""

@@ -79,9 +79,8 @@ def test_policy_is_configurable_per_call(runnable: PrefillRouterRunnable) -> Non
 
 def test_calls_with_configurable_fields_reuse_the_loaded_bundle_and_a_rewritten_one_is_loaded_afresh(
         bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import always_cheapest, rewrite_bundle
-
     import litellm_prefill_router.predictor as predictor_module
+    from conftest import always_cheapest, rewrite_bundle
 
     loads: list[object] = []
     real_load = predictor_module.load_bundle

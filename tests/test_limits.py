@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
 from litellm_prefill_router.config import parse_overrides
 from litellm_prefill_router.policy import Constraints, RoutingPolicy, constrained_choice

@@ -273,7 +273,8 @@ async def test_a_retry_whose_next_pick_is_at_capacity_says_both_why_it_moved(bun
                                             "routing_strategy": "usage-based-routing-v2"}])
     if (into_minute := time.time() % 60) > 50:  # litellm counts rpm per clock minute: both calls in one
         await asyncio.sleep(60.5 - into_minute)
-    await router.acompletion(model="auto", messages=user(MATH_PROMPT), metadata={"prefill": {"pin_model": "generalist"}})
+    await router.acompletion(model="auto", messages=user(MATH_PROMPT),
+                             metadata={"prefill": {"pin_model": "generalist"}})
     await asyncio.sleep(0.2)  # litellm counts the first call's usage after it returns
     resp = await router.acompletion(model="auto", messages=user(MATH_PROMPT))
     d = resp._hidden_params["prefill_routing"]

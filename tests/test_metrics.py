@@ -68,7 +68,8 @@ async def test_routed_calls_are_counted_by_target_reason_and_outcome_with_latenc
     # savings against the dearest candidate (generalist): the three policy routes saved, the pinned one (to the
     # dearest) saved nothing
     dear = PRICES["generalist"]
-    expected = sum((dear[0] - PRICES[t][0]) * a.usage.prompt_tokens + (dear[1] - PRICES[t][1]) * a.usage.completion_tokens
+    expected = sum((dear[0] - PRICES[t][0]) * a.usage.prompt_tokens
+                   + (dear[1] - PRICES[t][1]) * a.usage.completion_tokens
                    for t, a in zip(("math-model", "math-model", "history-model"), answers))
     assert saved == pytest.approx(expected) and saved > 0
     assert pinned.choices[0].message.content == "answer from generalist"

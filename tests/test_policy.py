@@ -29,8 +29,8 @@ def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
     assert resolve_policy(presets, lambda_=0.3) == RoutingPolicy("lambda", 0.3)
     with pytest.raises(ConfigurationError, match="balanced"):
         resolve_policy(presets, preset="nope")
-    with pytest.raises(ConfigurationError, match=r"give one of 'tolerance', 'lambda' and 'value_usd', not \['tolerance', "
-                                                 r"'lambda'\]"):
+    with pytest.raises(ConfigurationError,
+                       match=r"give one of 'tolerance', 'lambda' and 'value_usd', not \['tolerance', 'lambda'\]"):
         resolve_policy(presets, tolerance=0.1, lambda_=0.1)
     assert resolve_policy(presets, value_usd=0.002) == RoutingPolicy("value_usd", 0.002)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from litellm_prefill_router import PromptError
-from litellm_prefill_router.prompt import PromptEncoder, content_text, normalise_messages
 from litellm_prefill_router.predictor import PrefillPredictor
+from litellm_prefill_router.prompt import PromptEncoder, content_text, normalise_messages
 
 
 @pytest.fixture(scope="module")

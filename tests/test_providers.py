@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from litellm_prefill_router import ConfigurationError, PrefillRouter
 from litellm_prefill_router.predictor import PrefillPredictor
 

@@ -6,8 +6,8 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,8 +50,8 @@ def _write_config(path: Path, bundle: Path) -> None:
     cfg["model_list"] = [*model_list(), *model_list(group="budget"), cheap_group(), complexity_router("cheap", "auto"),
                          *model_list(group="flaky", **{"math-model": {"mock_response": "litellm.InternalServerError"}}),
                          *model_list(group="canary"), *tier_groups()]
-    cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality",
-                                                            "reload_interval_s": 0.2})
+    cfg["router_settings"]["routing_strategy_args"].update({"bundle": "os.environ/PREFILL_BUNDLE",
+                                                            "preset": "max-quality", "reload_interval_s": 0.2})
     # a second bundle-routed group with its own policy (always the cheapest target), through litellm's routing_groups
     cfg["router_settings"]["routing_groups"] = [
         {"group_name": "budget-routing", "models": ["budget"], "routing_strategy": "prefill",
@@ -163,7 +163,8 @@ def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterat
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path, tmp_path: Path) -> None:
+def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,
+                                                                                  tmp_path: Path) -> None:
     bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)
@@ -200,7 +201,8 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert budget["choices"][0]["message"]["content"] == "answer from math-model"
         assert budget_headers["x-prefill-policy"] == "tolerance=1"
         easy, easy_headers = _post(port, SIMPLE_PROMPT, model="smart")
-        assert easy["choices"][0]["message"]["content"] == "answer from cheap" and "x-prefill-target" not in easy_headers
+        assert easy["choices"][0]["message"]["content"] == "answer from cheap"
+        assert "x-prefill-target" not in easy_headers
         hard, hard_headers = _post(port, COMPLEX_PROMPT, model="smart")
         assert hard["choices"][0]["message"]["content"] == f"answer from {hard_headers['x-prefill-target']}"
         # the bundle as the complexity router's classifier (classifier_type: custom): it picks the tier
@@ -355,7 +357,8 @@ def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and
     counted = _metric_sums(exposition)
     assert counted["prefill_router_decisions_total"] == {("math-model", "policy"): 9, ("history-model", "policy"): 8}
     assert counted["prefill_router_calls_total"] == {("math-model", "success"): 9, ("history-model", "success"): 8}
-    # every call logged once, in the file of the worker that served it: the held one by its worker, the batch by the other
+    # every call logged once, in the file of the worker that served it: the held one by its worker, the batch by the
+    # other
     by_pid = {int(f.stem[2:]): len(f.read_text().splitlines()) for f in logs.glob("d-*.jsonl")}
     assert len(by_pid) == 2 and by_pid[held_pid] == 1 and os.getpid() not in by_pid
     assert sorted(by_pid.values()) == [1, len(prompts)]

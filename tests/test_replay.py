@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import (
     HIST_PROMPT,
     MATH_PROMPT,
@@ -17,7 +18,6 @@ from conftest import (
     model_list,
     rewrite_bundle,
 )
-
 from litellm_prefill_router import PrefillRouter, flush_logging
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.policy import RoutingPolicy

@@ -296,7 +296,8 @@ async def test_requests_without_text_go_to_the_fallback_target(router: PrefillRo
          {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
      {"role": "tool", "tool_call_id": "c1", "content": "the algebra theorem proof sum integral"}], None),
 ])
-async def test_odd_but_valid_inputs_route_by_policy(router: PrefillRouter, messages: list, expected: str | None) -> None:
+async def test_odd_but_valid_inputs_route_by_policy(router: PrefillRouter, messages: list,
+                                                    expected: str | None) -> None:
     resp = await router.acompletion(model="auto", messages=messages)
     d = resp._hidden_params["prefill_routing"]
     assert d["reason"] == "policy" and d["target"] in d["candidates"]
@@ -781,7 +782,8 @@ async def test_each_decision_reaches_litellms_standard_logging_payload_as_its_ro
     # outside the proxy litellm would import its proxy server (~1.7 s on the event loop) to price the baseline, and
     # price it from the public cost map: left to the decision log's savings_usd (the proxy test checks the baseline)
     assert "savings_baseline_model" not in routed
-    assert fallback["cause"] == "default_fallback" and fallback["routed_model"] == router.prefill_strategy.fallback_target
+    assert fallback["cause"] == "default_fallback"
+    assert fallback["routed_model"] == router.prefill_strategy.fallback_target
 
 
 async def test_two_routers_with_their_own_decision_logs_each_write_their_own_file(bundle_dir: Path,
@@ -869,7 +871,8 @@ plain = litellm.Router(model_list=model_list())
 asyncio.run(one(plain, "auto"))
 after_plain_request = loaded()
 for m in LAZY_LITELLM_MODULES: sys.modules.pop(m, None)
-r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
+r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                  routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
 print(before, after_plain_request, loaded(), sep="|")
 async def back_to_back():  # no request's logging drags in the proxy server (a 1.7 s import on the event loop)
     for _ in range(3):
@@ -895,7 +898,8 @@ print("litellm.proxy.proxy_server" in sys.modules)
 def test_the_litellm_import_warm_up_tolerates_a_litellm_without_the_module() -> None:
     from litellm_prefill_router.composition import warm_litellm_imports
 
-    assert warm_litellm_imports(("litellm.no_such_module_in_this_version",)) == ["litellm.no_such_module_in_this_version"]
+    missing = "litellm.no_such_module_in_this_version"
+    assert warm_litellm_imports((missing,)) == [missing]
     assert warm_litellm_imports() == []
 
 

@@ -17,7 +17,8 @@ from litellm_prefill_router import PrefillRouter
 from litellm_prefill_router.semantic import PrefillSemanticRouter
 from langchain_integration import PrefillRouterRunnable
 from conftest import model_list
-r = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
+r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                  routing_strategy_args={{"bundle": {str(bundle_dir)!r}}})
 resp = asyncio.run(r.acompletion(model="auto", messages=[{{"role": "user", "content": {MATH_PROMPT!r}}}]))
 assert resp._hidden_params["prefill_routing"]["target"]
 PrefillSemanticRouter({str(bundle_dir)!r})({MATH_PROMPT!r})

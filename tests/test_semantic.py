@@ -149,7 +149,8 @@ def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_p
     settings["routing_groups"][0]["routing_strategy_args"]["preset"] = "max-quality"
     router = litellm.Router(model_list=cfg["model_list"], **settings)
     resp = router.completion(model="smart", messages=[{"role": "user", "content": HIST_PROMPT}])
-    assert resp.choices[0].message.content == "h" and resp._hidden_params["prefill_routing"]["target"] == "history-model"
+    assert resp.choices[0].message.content == "h"
+    assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
     other = router.completion(model="other", messages=[{"role": "user", "content": HIST_PROMPT}])
     assert other.choices[0].message.content == "o" and "prefill_routing" not in other._hidden_params
     assert strategy_name(router) == "latency-based-routing"

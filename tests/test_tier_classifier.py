@@ -12,8 +12,8 @@ from pathlib import Path
 
 import litellm
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
 
+from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.log_stats import summarize
@@ -76,7 +76,6 @@ async def test_each_classified_call_is_logged_with_its_outcome_and_stats_sums_it
 async def test_a_router_wide_prefill_strategy_leaves_the_classifiers_decision_on_the_tier_groups_it_does_not_route(
         bundle_dir: Path) -> None:
     from conftest import model_list
-
     from litellm_prefill_router import PrefillRouter
 
     classifier = PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality")
@@ -100,7 +99,6 @@ async def test_a_router_wide_prefill_strategy_keeps_the_classifiers_decision_on_
     classifier's: the strategy neither decides again within the tier's group nor replaces the classifier's record
     (its tier, its p_correct over the tiers' targets, litellm's complexity-router routing record)."""
     from conftest import model_list
-
     from litellm_prefill_router import PrefillRouter
 
     log = tmp_path / "tiers.jsonl"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
 
+import tiny
 from litellm_prefill_router.training.data import DataError, load_dataset
 from litellm_prefill_router.training.features import FeatureCache
 from litellm_prefill_router.training.probes import run_probes, select_layer
@@ -173,7 +173,8 @@ def test_embedding_quantisation_dequantises_per_row_and_leaves_shared_tables_alo
         [helper.make_tensor_value_info("e_own", TensorProto.FLOAT, ["b", "s", 8]),
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", 2048])],
         [numpy_helper.from_array(own, "own"), numpy_helper.from_array(tied, "tied")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "m.onnx"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "m.onnx"))
 
     assert quantize_embeddings(tmp_path / "m.onnx", tmp_path / "q.onnx") == ["own"]  # "tied" is used twice
     ids = rng.integers(0, 2048, size=(3, 5)).astype(np.int64)

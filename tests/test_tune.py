@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from litellm_prefill_router import PrefillRouter, flush_logging
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.policy import RoutingPolicy

@@ -1,4 +1,5 @@
-"""The typed package type-checks: mypy over the runtime, training and the LangChain integration (config in pyproject)."""
+"""The typed package type-checks: mypy over the runtime, training and the LangChain integration (config in
+pyproject)."""
 
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                  for q in r["frontier"]]))
     cal = r.get("calibration")
     if cal and cal["scored_calls"]:
-        print(f"calibration on {cal['scored_calls']} scored calls: the bundle's mean P(correct) of the answering target "
-              f"{cal['mean_p_correct_served']:.3f}, mean feedback score {cal['mean_score']:.3f} - read expected "
+        print(f"calibration on {cal['scored_calls']} scored calls: the bundle's mean P(correct) of the answering "
+              f"target {cal['mean_p_correct_served']:.3f}, mean feedback score {cal['mean_score']:.3f} - read expected "
               "accuracies with that offset")
     rc = r.get("recalibration")
     if rc:
@@ -142,8 +142,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if nov:
         print(f"novel calls (further from every reference row than 95% of the reference rows are from theirs): "
               f"{nov['novel']} of {nov['calls']} ({nov['share']:.1%}; about 5% on traffic like the reference, z "
-              f"{nov['z']:.1f}) - {nov['verdict']}" + (f"; furthest: {', '.join(str(c['id']) for c in r['novel_calls'][:3])}"
-                                                     if r["novel_calls"] else ""))
+              f"{nov['z']:.1f}) - {nov['verdict']}"
+              + (f"; furthest: {', '.join(str(c['id']) for c in r['novel_calls'][:3])}" if r["novel_calls"] else ""))
     if args.novel_out:
         _write_novel(r["novel_calls"], Path(args.novel_out))
     if r["targets_not_in_reference"]:

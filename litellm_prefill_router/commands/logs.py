@@ -46,7 +46,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if st["novel"]:
         nv = st["novel"]
         print(f"novel prompts (unlike any the bundle was validated on; about 5% on traffic like its training data): "
-              f"{nv['novel']} of {nv['calls']} ({nv['share']:.1%}) - `prefill-router drift` says whether that is a shift")
+              f"{nv['novel']} of {nv['calls']} ({nv['share']:.1%}) - `prefill-router drift` says whether that is "
+              "a shift")
     if st["savings_fraction"] is not None:
         print(f"cost {st['cost_usd']:.6g} USD; sending each call to its dearest candidate would have cost "
               f"{st['baseline_cost_usd']:.6g} USD: saved {st['savings_usd']:.6g} USD ({st['savings_fraction']:.1%}, "

@@ -46,7 +46,8 @@ class PrefillVariant:
 
     @property
     def name(self) -> str:
-        ens = "" if (self.seeds, self.keep) == (5, 3) or self.head != "trunk" else f" ({self.seeds} seeds keep {self.keep})"
+        default_ensemble = (self.seeds, self.keep) == (5, 3) or self.head != "trunk"
+        ens = "" if default_ensemble else f" ({self.seeds} seeds keep {self.keep})"
         return f"prefill {self.head} L{'+'.join(map(str, self.layers))} {'+'.join(self.pooling)}{ens}"
 
 
@@ -189,7 +190,8 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
         opts = dataclasses.replace(opts, encoder=encoder)
     missing = [t for t in ds.targets if t not in ds.prices]
     if missing:
-        raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per token")
+        raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per "
+                                 "token")
     scores = ds.scores()
     handle, cache = compute_features(ds, opts)
     if not variants:
@@ -263,7 +265,8 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
     scores = ds.scores(names)
     hard = ev.binarize(scores)
     es_val, es = _eval_set(ds, hard, cost, val_idx), _eval_set(ds, hard, cost, eval_idx)
-    bundle_name = f"prefill bundle L{'+'.join(map(str, m.encoder.layers))} ({'int8' if m.encoder.quantized else 'fp32'})"
+    precision = "int8" if m.encoder.quantized else "fp32"
+    bundle_name = f"prefill bundle L{'+'.join(map(str, m.encoder.layers))} ({precision})"
     preds = {bundle_name: p}
     settings: dict[str, dict[str, Any]] = {bundle_name: {"bundle": str(pred.bundle.directory), "encoder": m.encoder.id}}
     learned = _learned(list(baselines), ds, scores, cache_dir, progress)
@@ -310,7 +313,8 @@ def markdown(report: dict[str, Any]) -> str:
              f". Operating points: {mode['operating_points']}. 95% intervals from {report['bootstrap']} bootstrap "
              "resamples of the rows (the same resamples for every router, so differences are paired).", "",
              "| router | mean AUC | Brier | AIQ | acc @ max-quality | gap @ max-quality | acc @ paper-savings "
-             "| gap @ paper-savings | savings @ paper-savings | savings @ match-best-single | curve: best gap at >= 74.31% savings |",
+             "| gap @ paper-savings | savings @ paper-savings | savings @ match-best-single "
+             "| curve: best gap at >= 74.31% savings |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in report["scorers"].items():
         ops = s["operating_points"]
@@ -325,13 +329,14 @@ def markdown(report: dict[str, Any]) -> str:
 
         first = "fixed" if "fixed" in ops else "max-quality"
         cb = s.get("curve_best_gap_at_paper_savings")
+        at_best_single = "match-best-single" if "match-best-single" in ops else first
         lines.append(
             f"| {name} | {s['mean_auc']:.3f}{_ci(ci.get('mean_auc'))} | {s['mean_brier']:.3f} | "
             f"{s['aiq']:.3f}{_ci(ci.get('aiq'))} | " if "mean_auc" in s else f"| {name} | - | - | - | ")
         lines[-1] += (f"{op(first, 'accuracy', with_ci=True)} | {op(first, 'gap_captured', with_ci=True)} | "
                       f"{op('paper-savings', 'accuracy')} | {op('paper-savings', 'gap_captured', with_ci=True)} | "
                       f"{op('paper-savings', 'savings_vs_most_expensive', pct=True)} | "
-                      f"{op('match-best-single' if 'match-best-single' in ops else first, 'savings_vs_most_expensive', pct=True)} | "
+                      f"{op(at_best_single, 'savings_vs_most_expensive', pct=True)} | "
                       f"{'-' if cb is None else f'{cb:.3f}'} |")
     lines += ["", f"AIQ of the single targets (random mixing of fixed models): {report['aiq_singles']:.3f}.", ""]
     if report["paired_vs_reference"]:
@@ -340,7 +345,8 @@ def markdown(report: dict[str, Any]) -> str:
                   "|---|---|---|---|"]
         for name, diffs in report["paired_vs_reference"].items():
             for k, d in diffs.items():
-                lines.append(f"| {name} | {k} | {d['difference']:+.3f}{_ci(d['ci95'])} | {d['p_reference_not_better']:.3f} |")
+                lines.append(f"| {name} | {k} | {d['difference']:+.3f}{_ci(d['ci95'])} | "
+                             f"{d['p_reference_not_better']:.3f} |")
         lines.append("")
     pair = report["pair"]
     lines += [f"## RouteLLM metrics, strong {pair['strong']} vs weak {pair['weak']}", "",
@@ -360,10 +366,12 @@ def markdown(report: dict[str, Any]) -> str:
                          f" | {routing} |")
     for o, rows in report.get("per_benchmark", {}).items():
         lines += ["", f"## Per benchmark, {report['reference']} at {o}", "",
-                  "| benchmark | n | router acc | best single acc (which) | oracle | mean AUC |", "|---|---|---|---|---|---|"]
+                  "| benchmark | n | router acc | best single acc (which) | oracle | mean AUC |",
+                  "|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['benchmark']} | {r['n']} | {r['router_accuracy']:.3f} | {r['best_single_accuracy']:.3f} "
-                         f"({r['best_single']}) | {r['oracle_accuracy']:.3f} | {r['mean_auc']:.3f} |")
+            lines.append(f"| {r['benchmark']} | {r['n']} | {r['router_accuracy']:.3f} | "
+                         f"{r['best_single_accuracy']:.3f} ({r['best_single']}) | {r['oracle_accuracy']:.3f} | "
+                         f"{r['mean_auc']:.3f} |")
     lines += ["", "## Single targets", "", "| target | accuracy | normalised cost |", "|---|---|---|"]
     lines += [f"| {s['target']} | {s['accuracy']:.3f} | {s['normalised_cost']:.3f} |" for s in report["singles"]]
     return "\n".join(lines) + "\n"

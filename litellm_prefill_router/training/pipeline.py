@@ -22,9 +22,9 @@ from ..drift import reference_distribution
 from ..errors import PrefillRouterError
 from . import calibrate as cal
 from .data import RoutingDataset, load_dataset, require_labels
-from .export import time_depths
 from .encoders import DEFAULT_ENCODER, EncoderHandle, cache_root, load_encoder
 from .evaluation import binarize
+from .export import time_depths
 from .features import FeatureCache, extract_features, prompt_encoder, resolve_device
 from .probes import ProbeResult, plot_probes, run_probes, select_layer
 from .trunk import FittedTrunk, TrunkConfig, fit_trunk
