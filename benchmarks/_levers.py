@@ -86,13 +86,13 @@ def lever_table(report: dict[str, Any], reference: str) -> str:
 
 def write_lever_report(report: dict[str, Any], out: str | Path, stem: str, reference: str, footer: str) -> str:
     """``stem``.json (the whole report), .md (the table and ``footer``) and .png (the accuracy-cost curves)."""
-    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training import reports
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float))
     text = f"{lever_table(report, reference)}\n\n{footer}\n"
     (out / f"{stem}.md").write_text(text)
-    harness.plot(report, out / f"{stem}.png")
+    reports.plot(report, out / f"{stem}.png")
     print(text)
     return text

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
-    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training import harness, reports
     from litellm_prefill_router.training.data import load_dataset
 
     out = Path(args.out)
@@ -46,15 +46,15 @@ def main() -> None:
     t0 = time.perf_counter()
     cv, preds, es = harness.cross_validate(ds, folds=args.folds, variants=variants, bootstrap=args.bootstrap)
     cv["seconds"] = round(time.perf_counter() - t0, 1)
-    harness.write_report(cv, preds, es, out / "quality_cv")
-    sections = [harness.markdown(cv).split("\n\n## ")[0], f"(CV run: {cv['seconds']} s)"]
+    reports.write_report(cv, preds, es, out / "quality_cv")
+    sections = [reports.markdown(cv).split("\n\n## ")[0], f"(CV run: {cv['seconds']} s)"]
     if Path(args.bundle).exists():
         t0 = time.perf_counter()
         te, preds, es = harness.evaluate_bundle(ds, args.bundle, baselines=tuple(harness.BASELINE_NAMES),
                                                 bootstrap=args.bootstrap)
         te["seconds"] = round(time.perf_counter() - t0, 1)
-        harness.write_report(te, preds, es, out / "quality_test")
-        sections.append(harness.markdown(te).split("\n\n## ")[0])
+        reports.write_report(te, preds, es, out / "quality_test")
+        sections.append(reports.markdown(te).split("\n\n## ")[0])
     text = "\n\n".join(sections) + "\n"
     (out / "quality.md").write_text(text, encoding="utf-8")
     print(text)

@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from litellm_prefill_router.training import evaluation as ev
-    from litellm_prefill_router.training import harness
+    from litellm_prefill_router.training import harness, reports
     from litellm_prefill_router.training.data import load_dataset
 
     ds = load_dataset(args.data)
@@ -59,7 +59,7 @@ def main() -> None:
                      f"{s['curve_best_gap_at_paper_savings']:.3f} | {'-' if sv is None else f'{sv:.1%}'} |")
     text = "\n".join(lines) + f"\n\n({args.folds}-fold CV, {report['seconds']} s)\n"
     (out / "quality_levers.md").write_text(text)
-    harness.plot(report, out / "quality_levers.png")
+    reports.plot(report, out / "quality_levers.png")
     print(text)
 
 

@@ -22,6 +22,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from .records import decision_headers
 from .router import install
+from .shared_metadata import answered_with
 
 install()
 
@@ -33,7 +34,7 @@ class PrefillProxyHook(CustomLogger):
         self, data: dict, user_api_key_dict: Any, response: Any,
         request_headers: dict[str, str] | None = None, **kwargs: Any,
     ) -> dict[str, str] | None:
-        return decision_headers(data, response)
+        return decision_headers(data, response, answered_with(data.get("litellm_call_id")))
 
 
 proxy_handler_instance = PrefillProxyHook()

@@ -199,15 +199,8 @@ def _hidden_params(response: object) -> Callable[[str], Any] | None:
     return get if callable(get) else None
 
 
-def _failed_attempt(md: Mapping) -> bool:
-    """Whether the deployment a request's metadata was routed to is among those litellm saw fail the request
-    (``previous_models``): its later attempts were made on a copy, so this metadata describes a failed one."""
-    served = (md.get("model_info") or {}).get("id")
-    failed = md.get("previous_models") or ()
-    return served is not None and any(isinstance(p, Mapping) and p.get("deployment_id") == served for p in failed)
-
-
-def decision_headers(request_data: dict, response: object = None) -> dict[str, str] | None:
+def decision_headers(request_data: dict, response: object = None,
+                     answered: tuple[bool, dict | None] = (False, None)) -> dict[str, str] | None:
     """HTTP response headers describing the prefill decision of one proxy request (None if it was not routed by
     the prefill strategy or the tier classifier): ``x-prefill-target``, ``x-prefill-reason``, ``x-prefill-policy``,
     ``x-prefill-p-correct`` (the chosen target's), ``x-prefill-latency-ms``, ``x-prefill-tier`` (the tier classifier's
@@ -215,23 +208,23 @@ def decision_headers(request_data: dict, response: object = None) -> dict[str, s
     (shadow, a rollout's control arm, a tier litellm's complexity router served instead) ``x-prefill-served-target``
     (and ``x-prefill-served-tier``).
 
-    A response a Router deployment served says itself how it was routed (its hidden params, as in the SDK): after
-    litellm's ``fallbacks`` moved a request to another model group, the headers are that group's decision (none for a
-    group the bundle does not route), not the failed attempt's still in the request's metadata. Without one they are
-    the request's last decision: for a failed request (``response`` None), and for an Anthropic message (litellm has
-    taken its hidden params off) unless litellm saw that decision's deployment fail (no headers then)."""
+    The headers describe the attempt that answered: after litellm's ``fallbacks`` moved a request to another model
+    group, that group's decision (none for a group the bundle does not route), not the failed attempt's still in the
+    request's metadata. A response a Router deployment served says it in its hidden params (as in the SDK);
+    ``answered`` (known, decision) says it for one that does not (an Anthropic message: litellm has taken its hidden
+    params off; the proxy hook passes ``shared_metadata.answered_with``). Otherwise - a failed request (``response``
+    None) - they are the request's last decision."""
     hidden = _hidden_params(response)
     if hidden is not None and hidden("model_id"):
         decision = hidden("prefill_routing")
+    elif response is not None and answered[0]:
+        decision = answered[1]
     else:
         decision = None
         for key in ("litellm_metadata", "metadata"):
             md = request_data.get(key)
             if isinstance(md, dict) and isinstance(md.get(DECISION_KEY), dict):
-                # an answer (an Anthropic message: no hidden params left) from another attempt than the one that
-                # failed here (a fallback to another model group, made on a copy of this metadata) is not this one's
-                decision = None if response is not None and _failed_attempt(md) else with_served_tier(
-                    md[DECISION_KEY], md)
+                decision = with_served_tier(md[DECISION_KEY], md)
                 break
     if not isinstance(decision, dict) or not decision.get("target"):
         return None

@@ -38,7 +38,7 @@ from .composition import (
     use_strategy,
 )
 from .rollout import user_key
-from .shared_metadata import decision_for, routing_request
+from .shared_metadata import ANSWERED, decision_for, routing_request
 from .strategy import PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -59,10 +59,11 @@ def apply_prefill_routing_strategy(router: litellm.Router,
     return strategy
 
 
-def _attach_decision(response: Any, metadata: dict, trace_id: object = None) -> Any:
+def _attach_decision(response: Any, metadata: dict, trace_id: object = None, call_id: object = None) -> Any:
     """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
     litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
-    messages), or of a stream (litellm's stream wrapper: known before the first chunk)."""
+    messages), or of a stream (litellm's stream wrapper: known before the first chunk); and keep it (or that there is
+    none) as the answer's decision of request ``call_id``, for the proxy's headers."""
     if response is None:
         return response
     if isinstance(response, dict):  # an Anthropic Messages response: litellm adds its headers to this key later
@@ -72,6 +73,8 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None) -> 
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
+    if call_id:  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
+        ANSWERED.keep(str(call_id), {"decision": decision})
     if decision is None:
         return response
     if hidden is not None and callable(getattr(hidden, "__setitem__", None)):
@@ -103,11 +106,11 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     with routing_request(md, trace, user):  # the request a tier classifier plugin decides for (see shared_metadata)
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
-        return _attach_decision(result, md, trace)
+        return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"))
 
     async def attach() -> Any:
         with routing_request(md, trace, user):
-            return _attach_decision(await result, md, trace)
+            return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"))
     return attach()
 
 

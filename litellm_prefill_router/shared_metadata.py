@@ -59,6 +59,17 @@ SHARED = RecordsByTrace()  # the decision records of requests whose metadata dic
 # every request's routed attempts ({"deployment_id", "target"}), for telling its retries which deployments failed it:
 # litellm 1.103+ breadcrumbs name the failed deployment but not the request
 ATTEMPTS = RecordsByTrace()
+# by litellm_call_id, the decision of the attempt that answered each request ({"decision": record or None}): the
+# proxy's response headers read the request's data, whose metadata is the first attempt's - litellm makes a fallback
+# to another model group on a copy - and an Anthropic message response carries no hidden params to say it
+ANSWERED = RecordsByTrace()
+
+
+def answered_with(call_id: object) -> tuple[bool, dict | None]:
+    """(known, decision) of the attempt that answered request ``call_id`` (litellm's ``litellm_call_id``); decision
+    None: no decision stands for it (an attempt the bundle did not route)."""
+    kept = ANSWERED.attempts(call_id)
+    return (True, kept[-1]["decision"]) if kept else (False, None)
 
 
 def attempts_of(trace_id: object) -> list[dict]:

@@ -100,7 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..training import harness
+    from ..training import harness, reports
     from ..training.data import load_dataset
 
     baselines = [] if args.baselines == "none" else (
@@ -122,8 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report, preds, es = harness.evaluate_bundle(ds, args.bundle, split=args.split, baselines=baselines,
                                                     bootstrap=args.bootstrap, pair=pair, threads=args.threads,
                                                     progress=not args.quiet)
-    out = harness.write_report(report, preds, es, args.out)
-    print(harness.markdown(report).split("\n\n## ")[0])
+    out = reports.write_report(report, preds, es, args.out)
+    print(reports.markdown(report).split("\n\n## ")[0])
     unlabelled = int(np.isnan(es.hard).sum())
     if unlabelled:  # every router and baseline is scored the same way, but a route to such a cell scores 0
         print(f"\nnote: {unlabelled} prompt x target cells of the evaluated rows have no label; a route to one "
