@@ -1,8 +1,9 @@
-"""A drop-in for semantic routers (aurelio-labs semantic-router, LiteLLM ``auto_router/...``).
+"""A drop-in for semantic routers (aurelio-labs semantic-router 0.x and 1.x, LiteLLM ``auto_router/...``).
 
 ``PrefillSemanticRouter(bundle=...)("text")`` returns a :class:`RouteChoice` with ``.name`` (the chosen
-target, or ``None`` when the router declines) and ``.similarity_score`` (the chosen target's
-P(correct)), like ``SemanticRouter("text")``; ``await router.acall("text")`` is the async twin.
+target, or ``None`` when the router declines) and its P(correct) as ``.similarity_score`` (semantic-router 0.x's
+``SemanticRouter``) and ``.confidence`` (1.x's ``IndexedRouter``, with ``.calibrated``); ``limit=`` returns the ranked
+routes and ``threshold=`` sets a call's confidence bar, as in 1.x; ``await router.acall("text")`` is the async twin.
 
 :func:`migrate_auto_router_config` rewrites a LiteLLM proxy config that uses an ``auto_router/``
 semantic deployment into the equivalent prefill setup.
@@ -13,10 +14,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from .autotune import Autotuner, AutotuneSettings
 from .config import RequestOverrides, checked_cache_size
@@ -48,6 +49,10 @@ class RouteChoice:
     # choice (that is ``decision.target``); ``arm``: the call's rollout arm ("router" / "control"), None without one
     shadow: bool = False
     arm: str | None = None
+    # semantic-router 1.x's names: the route's confidence (its P(correct), as ``similarity_score``), and whether that
+    # is a probability (always: the bundle's P(correct) per route, not a raw similarity)
+    confidence: float | None = None
+    calibrated: bool = True
 
 
 def priced_routes(decider: PrefillDecider, bundle: str, routes: Sequence[str], user_prices: Mapping[str, Price],
@@ -83,7 +88,8 @@ class PrefillSemanticRouter(ServedRoutes):
     """Semantic-router-shaped router whose routes are the bundle's targets (``bundle``: a directory or
     ``hf://owner/name[@revision][/path]`` on the Hugging Face Hub).
 
-    ``routes`` restricts the choice to some targets; ``min_score`` makes the router decline
+    ``routes`` restricts the choice to some targets; ``min_score`` (or semantic-router 1.x's name for it,
+    ``confidence_threshold``; a call's ``threshold=`` overrides it) makes the router decline
     (``RouteChoice(name=None)``) when the chosen target's P(correct) is below it, as a semantic router
     declines below its ``score_threshold``. ``prediction_cache_size``: predictions remembered for prompts seen
     again (0: every call runs the encoder); ``decision_timeout_s``: a prediction not ready by then is declined, like
@@ -106,7 +112,7 @@ class PrefillSemanticRouter(ServedRoutes):
 
     def __init__(self, bundle: str, *, routes: Sequence[str] | None = None, preset: str | None = None,
                  tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
-                 min_score: float | None = None,
+                 min_score: float | None = None, confidence_threshold: float | None = None,
                  prices: Mapping[str, tuple[float, float]] | None = None,
                  reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
                  decision_timeout_s: float | None = None, decision_log: str | None = None,
@@ -116,6 +122,10 @@ class PrefillSemanticRouter(ServedRoutes):
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
                  shadow_route: str | None = None, rollout: float = 1.0) -> None:
         checked_cache_size(prediction_cache_size)
+        if min_score is not None and confidence_threshold is not None and min_score != confidence_threshold:
+            raise ConfigurationError(f"min_score ({min_score}) and confidence_threshold ({confidence_threshold}) are "
+                                     "one setting (semantic-router 0.x's and 1.x's name): give one")
+        min_score = min_score if min_score is not None else confidence_threshold
         self.rollout = checked_serving(shadow, rollout, "shadow_route", shadow_route)
         self.shadow, self.shadow_route = bool(shadow), shadow_route
         try:
@@ -156,19 +166,40 @@ class PrefillSemanticRouter(ServedRoutes):
     def list_route_names(self) -> list[str]:
         return list(self.routes)
 
-    def _choice(self, d: RoutingDecision, text: str, user: str | None) -> RouteChoice:
+    def _choice(self, d: RoutingDecision, text: str, user: str | None, threshold: float | None) -> RouteChoice:
         score = d.p_correct.get(d.target)
-        declined = d.reason != "policy" or (self.min_score is not None and (score is None or score < self.min_score))
+        bar = self.min_score if threshold is None else threshold
+        declined = d.reason != "policy" or (bar is not None and (score is None or score < bar))
         arm = rollout_arm(self.rollout, user_key(user))
         as_before = self.shadow or arm == "control"  # decided and logged, served as before the swap
         name = self.shadow_route if as_before else None if declined else d.target
         # the score of the route returned (as before: the shadow route's P(correct), none for the caller's default)
         similarity = (d.p_correct.get(name) if name else None) if as_before else score
-        choice = RouteChoice(name=name, similarity_score=similarity, decision=d, shadow=as_before, arm=arm,
+        choice = RouteChoice(name=name, similarity_score=similarity, confidence=similarity if name else None,
+                             decision=d, shadow=as_before, arm=arm,
                              id=uuid.uuid4().hex if self.decision_log is not None else None)
         if self.decision_log is not None:
             self._log(choice, text, declined)
         return choice
+
+    def _ranked(self, first: RouteChoice, decider: PrefillDecider, limit: int | None,
+                threshold: float | None) -> list[RouteChoice]:
+        """semantic-router 1.x's ``limit``: the routes in the order the policy would take them - its pick, then its
+        pick without that one, and so on, on the same prediction - those whose P(correct) clears the bar, at most
+        ``limit`` (None: all). A declined call has none; shadow mode and a control arm only the route serving."""
+        if first.name is None or first.decision is None:
+            return []
+        out, d, taken = [first], first.decision, [first.decision.target]
+        bar = self.min_score if threshold is None else threshold
+        while not first.shadow and (limit is None or len(out) < limit):
+            nxt = decider.reroute(d, taken)
+            if nxt is None:
+                break
+            taken.append(nxt.target)
+            p = d.p_correct.get(nxt.target)
+            if p is not None and (bar is None or p >= bar):
+                out.append(replace(first, name=nxt.target, similarity_score=p, confidence=p))
+        return out[:limit] if limit is not None else out
 
     def _log(self, choice: RouteChoice, text: str, declined: bool) -> None:
         """One decision-log line, in the LiteLLM router's format less the outcome: the caller calls the model, so
@@ -203,25 +234,76 @@ class PrefillSemanticRouter(ServedRoutes):
         kept = [r for r in route_filter if overrides.candidates is None or r in overrides.candidates]
         return overrides.model_copy(update={"candidates": kept})
 
-    def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
-                 route_filter: Sequence[str] | None = None, *, overrides: RequestOverrides | None = None,
-                 user: str | None = None) -> RouteChoice:
-        """Route ``text`` (semantic-router's ``__call__``: ``route_filter`` restricts the routes considered;
-        ``simulate_static`` is accepted and changes nothing - the routes are static; ``user``: the end user, who keeps
-        one arm of a rollout)."""
-        self._reloader.maybe_reload()
-        overrides = self._narrowed(overrides, route_filter, vector)
-        decider, prices = self._reloader.current
-        return self._choice(decider.decide(text or "", prices, overrides, MODEL_GROUP), text or "", user)
+    @overload
+    def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                 route_filter: Sequence[str] | None = None, *, limit: Literal[1] = 1, threshold: float | None = None,
+                 query: str | None = None, overrides: RequestOverrides | None = None,
+                 user: str | None = None) -> RouteChoice: ...
 
-    async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool = False,
-                    route_filter: Sequence[str] | None = None, *, overrides: RequestOverrides | None = None,
-                    user: str | None = None) -> RouteChoice:
-        """Async twin of :meth:`__call__`."""
+    @overload
+    def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                 route_filter: Sequence[str] | None = None, *, limit: int | None, threshold: float | None = None,
+                 query: str | None = None, overrides: RequestOverrides | None = None,
+                 user: str | None = None) -> RouteChoice | list[RouteChoice]: ...
+
+    def __call__(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                 route_filter: Sequence[str] | None = None, *, limit: int | None = 1, threshold: float | None = None,
+                 query: str | None = None, overrides: RequestOverrides | None = None,
+                 user: str | None = None) -> RouteChoice | list[RouteChoice]:
+        """Route ``text`` - semantic-router 0.x's ``__call__`` (``route_filter`` restricts the routes considered;
+        ``simulate_static`` is accepted and changes nothing: the routes are static) and 1.x's (``query``; ``limit``:
+        with other than 1, the ranked routes as a list, see :meth:`_ranked`; ``threshold``: this call's confidence
+        bar). 1.x's positional ``router(query, 3, 0.8)`` reads as ``limit=3, threshold=0.8`` (an int is no embedding
+        vector, a float no ``simulate_static``). ``user``: the end user, who keeps one arm of a rollout."""
+        text, vector, limit, threshold = _call_shape(text, query, vector, simulate_static, limit, threshold)
         self._reloader.maybe_reload()
         overrides = self._narrowed(overrides, route_filter, vector)
         decider, prices = self._reloader.current
-        return self._choice(await decider.adecide(text or "", prices, overrides, MODEL_GROUP), text or "", user)
+        first = self._choice(decider.decide(text, prices, overrides, MODEL_GROUP), text, user, threshold)
+        return first if limit == 1 else self._ranked(first, decider, limit, threshold)
+
+    @overload
+    async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                    route_filter: Sequence[str] | None = None, *, limit: Literal[1] = 1,
+                    threshold: float | None = None, query: str | None = None,
+                    overrides: RequestOverrides | None = None, user: str | None = None) -> RouteChoice: ...
+
+    @overload
+    async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                    route_filter: Sequence[str] | None = None, *, limit: int | None, threshold: float | None = None,
+                    query: str | None = None, overrides: RequestOverrides | None = None,
+                    user: str | None = None) -> RouteChoice | list[RouteChoice]: ...
+
+    async def acall(self, text: str | None = None, vector: object = None, simulate_static: bool | float = False,
+                    route_filter: Sequence[str] | None = None, *, limit: int | None = 1,
+                    threshold: float | None = None, query: str | None = None,
+                    overrides: RequestOverrides | None = None, user: str | None = None
+                    ) -> RouteChoice | list[RouteChoice]:
+        """Async twin of :meth:`__call__`."""
+        text, vector, limit, threshold = _call_shape(text, query, vector, simulate_static, limit, threshold)
+        self._reloader.maybe_reload()
+        overrides = self._narrowed(overrides, route_filter, vector)
+        decider, prices = self._reloader.current
+        first = self._choice(await decider.adecide(text, prices, overrides, MODEL_GROUP), text, user, threshold)
+        return first if limit == 1 else self._ranked(first, decider, limit, threshold)
+
+
+def _call_shape(text: str | None, query: str | None, vector: object, simulate_static: bool | float,
+                limit: int | None, threshold: float | None) -> tuple[str, object, int | None, float | None]:
+    """(text, vector, limit, threshold) of a call made the semantic-router 0.x way (``text, vector,
+    simulate_static, route_filter``) or the 1.x way (``query, limit, threshold``), checked."""
+    if isinstance(vector, int) and not isinstance(vector, bool):  # 1.x's positional limit, not a 0.x vector
+        vector, limit = None, vector
+    if isinstance(simulate_static, float):  # 1.x's positional threshold, not 0.x's simulate_static flag
+        threshold = simulate_static
+    if text is not None and query is not None and text != query:
+        raise ConfigurationError("give the text to route once: text=... (semantic-router 0.x) or query=... (1.x)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigurationError(f"limit is how many ranked routes to return (1: one RouteChoice, None: all); got "
+                                 f"{limit!r}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigurationError(f"threshold is a confidence (a route's P(correct)) between 0 and 1; got {threshold!r}")
+    return (text if text is not None else query) or "", vector, limit, threshold
 
 
 def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:

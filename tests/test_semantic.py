@@ -95,6 +95,41 @@ async def test_semantic_routers_call_arguments_work_route_filter_narrows_the_rou
         await rl.acall(vector=[0.1, 0.2])
 
 
+async def test_semantic_router_1x_calls_work_limit_ranks_the_routes_and_threshold_sets_the_bar(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """semantic-router 1.x (IndexedRouter): ``router(query, limit=1, threshold=None)``, RouteChoice.confidence /
+    .calibrated, ``confidence_threshold``; the ranked routes are the policy's order on one prediction."""
+    log = tmp_path / "semantic.jsonl"
+    rl = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", decision_log=str(log))
+    one = rl(query=MATH_PROMPT)
+    assert (one.name, one.confidence, one.calibrated) == ("math-model", one.similarity_score, True)
+    ranked = rl(MATH_PROMPT, limit=None)
+    assert [c.name for c in ranked][0] == "math-model" and sorted(c.name for c in ranked) == rl.routes
+    p = one.decision.p_correct
+    # max-quality: each next route is the most likely of the rest
+    assert [c.name for c in ranked] == sorted(rl.routes, key=lambda t: -p[t])
+    assert [c.confidence for c in ranked] == [p[c.name] for c in ranked]
+    assert all(c.id == ranked[0].id and c.decision is ranked[0].decision for c in ranked)  # one call, one decision
+    assert [c.name for c in await rl.acall(MATH_PROMPT, limit=2)] == [c.name for c in ranked[:2]]
+    assert [c.name for c in rl(MATH_PROMPT, 2)] == [c.name for c in ranked[:2]]  # 1.x positional: limit
+    # a per-call threshold drops the routes under it (a lone pick under it: declined, as semantic-router does)
+    bar = (p[ranked[0].name] + p[ranked[1].name]) / 2
+    assert [c.name for c in rl(MATH_PROMPT, limit=None, threshold=bar)] == [ranked[0].name]
+    assert rl(MATH_PROMPT, None, 1.0).name is None  # 1.x positional: limit, threshold (no route is that sure)
+    declined = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", confidence_threshold=1.0)(MATH_PROMPT)
+    assert (declined.name, declined.confidence, declined.calibrated) == (None, None, True)
+    assert rl("", limit=3) == []  # nothing to route on: declined, no ranked routes
+    assert len(log.read_text().splitlines()) == 7  # one line per call, whatever the limit
+    with pytest.raises(ConfigurationError, match="limit is how many ranked routes to return"):
+        rl(MATH_PROMPT, limit=0)
+    with pytest.raises(ConfigurationError, match="threshold is a confidence"):
+        rl(MATH_PROMPT, threshold=1.5)
+    with pytest.raises(ConfigurationError, match="give the text to route once"):
+        rl(MATH_PROMPT, query=HIST_PROMPT)
+    with pytest.raises(ConfigurationError, match="min_score .* and confidence_threshold .* are one setting"):
+        PrefillSemanticRouter(str(bundle_dir), min_score=0.2, confidence_threshold=0.3)
+
+
 def _auto_router_config(tmp_path: Path) -> Path:
     (tmp_path / "router.json").write_text(json.dumps({"routes": [
         {"name": "math-model", "utterances": ["solve the integral"], "score_threshold": 0.5},
