@@ -29,6 +29,7 @@ from .predictor import PrefillPredictor
 if TYPE_CHECKING:
     from .decision_logger import flush_logging
     from .router import PrefillRouter, install
+    from .routing_plugin import PrefillRoutingPlugin
     from .semantic import PrefillSemanticRouter
     from .strategy import PrefillRoutingStrategy
     from .tier_classifier import PrefillTierClassifier
@@ -42,6 +43,7 @@ _LAZY = {
     "flush_logging": "decision_logger",
     "PrefillSemanticRouter": "semantic",
     "PrefillTierClassifier": "tier_classifier",
+    "PrefillRoutingPlugin": "routing_plugin",
 }
 
 
@@ -56,7 +58,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Bundle", "BundleManifest", "load_bundle", "PrefillPredictor", "RoutingDecision", "RoutingPolicy",
     "PrefillRouter", "PrefillRoutingStrategy", "install", "flush_logging", "PrefillSemanticRouter",
-    "PrefillTierClassifier",
+    "PrefillTierClassifier", "PrefillRoutingPlugin",
     "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
     "BundleSchemaError", "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError",
     "PromptError",

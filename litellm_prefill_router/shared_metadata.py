@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import NamedTuple
@@ -173,6 +173,20 @@ def classified(md: Mapping, trace_id: object) -> bool:
     record = md.get(DECISION_KEY)
     return owns(record, trace_id) and isinstance(record, dict) and "tier" in record \
         and not _classified_earlier(record, md)
+
+
+def decided_upstream(md: Mapping, trace_id: object, model_group: str, models: Sequence[object]) -> bool:
+    """Whether this attempt of request ``trace_id`` reached model group ``model_group`` (whose deployments' models
+    are ``models``) by a prefill decision taken before the group's strategy: a tier classifier's that litellm
+    followed (:func:`classified`), or a routing plugin's that narrowed the pool to this group or these models."""
+    if classified(md, trace_id):
+        return True
+    record = md.get(DECISION_KEY)
+    if not (owns(record, trace_id) and isinstance(record, dict) and isinstance(record.get("plugin_models"), list)) \
+            or record.get("shadow") or record.get("declined"):
+        return False
+    chosen = set(record["plugin_models"])
+    return model_group in chosen or (bool(models) and all(m in chosen for m in models))
 
 
 def drop_records(md: dict, trace_id: object, keys: tuple[str, ...]) -> None:

@@ -58,7 +58,7 @@ from .records import (
     standard_routing_decision,
 )
 from .reloading import BundleReloader
-from .shared_metadata import classified, drop_records, store_decision
+from .shared_metadata import decided_upstream, drop_records, store_decision
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -251,9 +251,13 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         mapped = [(d, info) for d in healthy if (info := self._describe_at_request(d, served)) is not None]
         md = request_metadata(request_kwargs)
         trace = request_kwargs.get("litellm_trace_id")
-        if not mapped or (classified(md, trace) and len({info.target for _, info in mapped}) == 1):
-            # a tier classifier sent this attempt to a group of one target: its decision (a pool: routed within)
+        if not mapped:
             return await self.leave_to(pick, healthy, md, trace)
+        if len({info.target for _, info in mapped}) == 1 and decided_upstream(
+                md, trace, model, [(d.get("litellm_params") or {}).get("model") for d in healthy]):
+            # a tier classifier or a routing plugin sent this attempt to one target: its decision and record stand
+            # (a pool of several targets is routed within by the strategy)
+            return await pick(healthy)
         pre_routing = pre_routing_of(md, model)
         arm = request_arm(request_kwargs, self.args.rollout)
         as_before = self.args.shadow or arm == "control"  # decided and recorded, served as without the router

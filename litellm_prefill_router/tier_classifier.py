@@ -48,22 +48,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .answer_lengths import AnswerLengths
-from .autotune import Autotuner, AutotuneSettings
-from .config import checked_cache_size, parse_overrides
-from .costs import Price, given_prices
-from .decider import PrefillDecider
+from .autotune import AutotuneSettings
+from .config import parse_overrides
+from .costs import Price
 from .errors import ConfigurationError
-from .jsonl import checked_log_template
-from .metrics import reload_observer
 from .policy import RoutingDecision
-from .predictor import shared_predictor
-from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
-from .reloading import BundleReloader
-from .rollout import checked_serving, request_arm_of
-from .semantic import ServedRoutes, priced_routes
+from .records import DECISION_KEY, baseline_record, savings_baseline
+from .request_hooks import RequestHook
+from .rollout import request_arm_of
 from .sessions import ProviderSpec
-from .shared_metadata import current_request, owns, store_decision
+from .shared_metadata import current_request, owns
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -105,12 +99,7 @@ class _QuietShadowDeclines(logging.Filter):
 _QUIET = _QuietShadowDeclines()
 
 
-#: a prediction not ready by then is declined (litellm's classifier_fallback serves the request): below litellm's
-#: default ``classifier_plugin_timeout_ms`` (3000), past which litellm cancels the classifier
-DEFAULT_DECISION_TIMEOUT_S = 2.5
-
-
-class PrefillTierClassifier(ServedRoutes):
+class PrefillTierClassifier(RequestHook):
     """litellm ``ClassifierPlugin`` for the complexity router: ``tiers`` maps each tier name (as litellm's
     ``complexity_router_config.tiers`` names it) to the bundle target its model is (``bundle``: a directory or
     ``hf://owner/name[@revision][/path]``). The classifier chooses among those targets only.
@@ -140,56 +129,22 @@ class PrefillTierClassifier(ServedRoutes):
                  learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
                  shadow_tier: str | None = None, rollout: float = 1.0) -> None:
-        from .decision_logger import log_target  # litellm-facing: imported with the classifier only
-        from .router import install
-
         self.tiers = _checked_tiers(tiers)
         self._tier_of = {target: tier for tier, target in self.tiers.items()}
         if shadow_tier is not None and not (isinstance(shadow_tier, str) and shadow_tier):
             raise ConfigurationError(f"shadow_tier names the complexity-router tier that serves requests as before "
                                      f"(e.g. one of {sorted(self.tiers)}); got {shadow_tier!r}")
-        self.rollout = checked_serving(shadow, rollout, "shadow_tier", shadow_tier)
-        self.shadow, self.shadow_tier = bool(shadow), shadow_tier
-        try:
-            log = checked_log_template(decision_log)
-        except ValueError as err:
-            raise ConfigurationError(str(err)) from err
-        self.bundle = bundle
-        self._policy: dict[str, Any] = {"preset": preset, "tolerance": tolerance, "lambda_": lambda_,
-                                        "value_usd": value_usd, "max_cost_usd": max_cost_usd,
-                                        "min_p_correct": min_p_correct}
-        self._predictor_args: dict[str, Any] = {
-            "cache_size": checked_cache_size(prediction_cache_size),
-            "execution_providers": list(execution_providers) if execution_providers else None}
-        self._timeout_s = DEFAULT_DECISION_TIMEOUT_S if decision_timeout_s is None else decision_timeout_s
-        self._user_prices = given_prices(prices, "user")
-        # the targets' answer lengths, learned from their answers; outlives reloads
-        self.answer_lengths = AnswerLengths() if learn_output_tokens else None
-        # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
-        self.autotuner = Autotuner(autotune) if autotune is not None else None
-        self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s,
-                                        on_reload=reload_observer(bundle) if metrics else None)
-        install()  # the Router's request methods name the request being classified (see shared_metadata)
+        self.shadow_tier = shadow_tier
+        super().__init__(bundle, list(self.tiers.values()), "tiers' targets", preset=preset, tolerance=tolerance,
+                         lambda_=lambda_, value_usd=value_usd, prices=prices, max_cost_usd=max_cost_usd,
+                         min_p_correct=min_p_correct, reload_interval_s=reload_interval_s,
+                         prediction_cache_size=prediction_cache_size, decision_timeout_s=decision_timeout_s,
+                         decision_log=decision_log, decision_log_messages=decision_log_messages,
+                         decision_log_responses=decision_log_responses, metrics=metrics,
+                         learn_output_tokens=learn_output_tokens, execution_providers=execution_providers,
+                         autotune=autotune, shadow=shadow, rollout=rollout, serving=("shadow_tier", shadow_tier))
         if _QUIET not in logging.getLogger("LiteLLM Router").filters:
             logging.getLogger("LiteLLM Router").addFilter(_QUIET)
-        self._log_target = log_target(log, messages=decision_log_messages, responses=decision_log_responses,
-                                      metrics=metrics, answer_lengths=self.answer_lengths)
-        if self.answer_lengths is not None:  # a restarted router keeps what it learned
-            self.answer_lengths.seed_from_log(log, None)
-        if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
-            self.autotuner.seed_from_log(log, self.decider.predictor.bundle.version, None,
-                                         self.decider.default_policy)
-
-    def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
-        decider = PrefillDecider(shared_predictor(self.bundle, **self._predictor_args), timeout_s=self._timeout_s,
-                                 autotuner=self.autotuner, answer_lengths=self.answer_lengths, **self._policy)
-        return decider, priced_routes(decider, self.bundle, list(self.tiers.values()), self._user_prices,
-                                      "tiers' targets")
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> PrefillTierClassifier:
-        """Itself: litellm deep-copies its ``model_list``, config and all; a classifier (a loaded bundle, its worker
-        thread, autotune's window) is shared by the copies, not duplicated (nor could its sessions be copied)."""
-        return self
 
     async def classify(self, context: Any) -> str | None:
         """The tier for one request (litellm's ``RoutingContext``: its messages and metadata), or None to decline."""
@@ -234,6 +189,4 @@ class PrefillTierClassifier(ServedRoutes):
             record["shadow"] = True
         if arm is not None:
             record["arm"] = arm
-        store_decision(md, record, trace_id)
-        if self._log_target is not None:
-            md[DECISION_LOG_KEY] = self._log_target
+        self._store(md, trace_id, record)

@@ -75,11 +75,14 @@ def tier_groups() -> list[dict]:
     tiered = tier_router("tiered", "proxy_tiers.classifier", groups)
     canary = tier_router("tiered-canary", "proxy_tiers.canary", groups)  # half the users; the rest by COMPLEX
     down = tier_router("tiered-down", "proxy_tiers.classifier", {t: "tier-down" for t in groups})  # every tier fails
+    # litellm's heuristic picks the tier, whose pool is every tier group; the bundle, as a routing plugin, the group
+    pooled = tier_router("pooled", None, {t: [f"tier-{x}" for x in TIERS] for t in groups},
+                         classifier_type="heuristic", plugins=["proxy_tiers.pool_plugin"])
     # each tier's group serves its bundle target: the router-wide prefill strategy leaves a group the classifier
     # sent the request to as the classifier decided
     tier_deployments = [dep for tier, target in TIERS.items() for dep in model_list(targets=(target,),
                                                                                       group=f"tier-{tier}")]
-    return [tiered, canary, down, *tier_deployments, {"model_name": "tier-down", "litellm_params": {
+    return [tiered, canary, down, pooled, *tier_deployments, {"model_name": "tier-down", "litellm_params": {
         "model": "openai/tier-down", "api_key": "sk-test", "mock_response": "litellm.InternalServerError"}}]
 
 
@@ -231,6 +234,11 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
                                      fallbacks=["cheap"])  # an Anthropic message names no deployment in its own
             assert msg["content"][0]["text"] == "answer from cheap" and "_hidden_params" not in msg
             assert not any(h.startswith("x-prefill-") for h in msg_headers), msg_headers
+        # the bundle as a routing plugin in a complexity router's tier pool: it narrows the pool to its target's group
+        for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")) * 2:
+            pooled, pooled_headers = _post(port, prompt, model="pooled")
+            assert pooled["choices"][0]["message"]["content"] == f"answer from {target}"
+            assert pooled_headers["x-prefill-target"] == target and "x-prefill-tier" not in pooled_headers
         # a canary classifier: the request body's user keeps one arm; the control arm is served by the shadow tier
         arms: dict[str, set[str]] = {}
         for u in [f"user-{i}" for i in range(6)] * 2:

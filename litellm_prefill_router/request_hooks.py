@@ -1,0 +1,96 @@
+"""What the prefill router's litellm plugins share - the complexity router's tier classifier
+(:mod:`.tier_classifier`) and the Router's routing plugin (:mod:`.routing_plugin`): a bundle (reloaded when it
+changes), its policy and limits, the routes' prices, learned answer lengths, autotune, the decision log, metrics, and
+how requests are served (decided and served, or shadow / a rollout's control arm). Each decides a request litellm
+is routing and writes the decision into the request's metadata, where the decision log, the response's hidden params
+and the proxy's headers read it (see :mod:`.shared_metadata`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .answer_lengths import AnswerLengths
+from .autotune import Autotuner, AutotuneSettings
+from .config import checked_cache_size
+from .costs import Price, given_prices
+from .decider import PrefillDecider
+from .errors import ConfigurationError
+from .jsonl import checked_log_template
+from .metrics import reload_observer
+from .predictor import shared_predictor
+from .records import DECISION_LOG_KEY
+from .reloading import BundleReloader
+from .rollout import checked_serving
+from .semantic import ServedRoutes, priced_routes
+from .sessions import ProviderSpec
+from .shared_metadata import store_decision
+
+#: a prediction not ready by then is declined: below litellm's default ``classifier_plugin_timeout_ms`` (3000), past
+#: which litellm cancels a complexity router's classifier
+DEFAULT_DECISION_TIMEOUT_S = 2.5
+
+
+class RequestHook(ServedRoutes):
+    """A bundle deciding the requests of a litellm Router from inside it (see the module's docstring). ``routes``:
+    the bundle targets it chooses among (None: all), named ``what`` in errors; ``serving``: the name and value of the
+    setting that says what serves requests the hook only logs (``shadow_tier``, ...)."""
+
+    def __init__(self, bundle: str, routes: Sequence[str] | None, what: str, *, preset: str | None,
+                 tolerance: float | None, lambda_: float | None, value_usd: float | None,
+                 prices: Mapping[str, tuple[float, float]] | None, max_cost_usd: float | None,
+                 min_p_correct: float | None, reload_interval_s: float | None, prediction_cache_size: int,
+                 decision_timeout_s: float | None, decision_log: str | None, decision_log_messages: bool,
+                 decision_log_responses: bool, metrics: bool, learn_output_tokens: bool,
+                 execution_providers: Sequence[ProviderSpec] | None,
+                 autotune: AutotuneSettings | Mapping[str, Any] | None, shadow: bool, rollout: float,
+                 serving: tuple[str, object]) -> None:
+        from .decision_logger import log_target  # litellm-facing: imported with the hook only
+        from .router import install
+
+        self.rollout = checked_serving(shadow, rollout, *serving)
+        self.shadow = bool(shadow)
+        try:
+            log = checked_log_template(decision_log)
+        except ValueError as err:
+            raise ConfigurationError(str(err)) from err
+        self.bundle, self._routes, self._what = bundle, list(routes) if routes is not None else None, what
+        self._policy: dict[str, Any] = {"preset": preset, "tolerance": tolerance, "lambda_": lambda_,
+                                        "value_usd": value_usd, "max_cost_usd": max_cost_usd,
+                                        "min_p_correct": min_p_correct}
+        self._predictor_args: dict[str, Any] = {
+            "cache_size": checked_cache_size(prediction_cache_size),
+            "execution_providers": list(execution_providers) if execution_providers else None}
+        self._timeout_s = DEFAULT_DECISION_TIMEOUT_S if decision_timeout_s is None else decision_timeout_s
+        self._user_prices = given_prices(prices, "user")
+        # the targets' answer lengths, learned from their answers; outlives reloads
+        self.answer_lengths = AnswerLengths() if learn_output_tokens else None
+        # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
+        self.autotuner = Autotuner(autotune) if autotune is not None else None
+        self._reloader = BundleReloader(bundle, self._load, lambda served: served[0].predictor, reload_interval_s,
+                                        on_reload=reload_observer(bundle) if metrics else None)
+        install()  # the Router's request methods name the request being decided (see shared_metadata)
+        self._log_target = log_target(log, messages=decision_log_messages, responses=decision_log_responses,
+                                      metrics=metrics, answer_lengths=self.answer_lengths)
+        if self.answer_lengths is not None:  # a restarted router keeps what it learned
+            self.answer_lengths.seed_from_log(log, None)
+        if self.autotuner is not None:  # a restarted router starts from its latest logged calls' setting
+            self.autotuner.seed_from_log(log, self.decider.predictor.bundle.version, None,
+                                         self.decider.default_policy)
+
+    def _load(self) -> tuple[PrefillDecider, dict[str, Price]]:
+        decider = PrefillDecider(shared_predictor(self.bundle, **self._predictor_args), timeout_s=self._timeout_s,
+                                 autotuner=self.autotuner, answer_lengths=self.answer_lengths, **self._policy)
+        routes = self._routes if self._routes is not None else decider.targets
+        return decider, priced_routes(decider, self.bundle, routes, self._user_prices, self._what)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RequestHook:
+        """Itself: litellm deep-copies its ``model_list``, config and all; a hook (a loaded bundle, its worker
+        thread, autotune's window) is shared by the copies, not duplicated (nor could its sessions be copied)."""
+        return self
+
+    def _store(self, md: dict, trace_id: object, record: dict) -> None:
+        """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging)."""
+        store_decision(md, record, trace_id)
+        if self._log_target is not None:
+            md[DECISION_LOG_KEY] = self._log_target

@@ -1,0 +1,125 @@
+"""The prefill router as a litellm routing plugin (``RoutingPlugin``: ``async run(context) -> context``).
+
+litellm runs routing plugins before its routing decision: each gets the request's messages and the candidate models
+(the ``litellm_params.model`` of the requested group's deployments; inside a complexity router, the model groups of
+the classified tier's pool) and may narrow them. :class:`PrefillRoutingPlugin` narrows them to the models of the
+bundle target its policy picks, so whatever picks among them next - the Router's own ``routing_strategy``
+(latency-based, usage-based, ...) or the complexity router's tier pool - picks among that target's deployments::
+
+    router = litellm.Router(model_list=..., routing_strategy="latency-based-routing",
+                            plugins=[PrefillRoutingPlugin("bundles/llmrouter", preset="balanced")])
+
+    # proxy: router_settings.plugins (or complexity_router_config.plugins) lists the dotted path of an instance
+    router_settings:
+      plugins: [prefill_plugin.plugin]        # prefill_plugin.py beside config.yaml
+
+A candidate model maps to the bundle target ``targets`` names for it, else the target its name (or its last path
+part: ``openai/gpt-4o`` -> ``gpt-4o``) is. A pool none of whose models map is left as it is, with no decision; models
+that map to no target are left out of a narrowed pool. A request the bundle cannot decide (inference failed or timed
+out, no text) keeps its whole pool (``declined`` in the log). The decision goes where the strategy's goes: the
+decision log, ``_hidden_params["prefill_routing"]``, the proxy's ``x-prefill-*`` headers, metrics, ``autotune`` and
+``metadata.prefill`` overrides; ``signals["prefill"]`` carries it to the plugins and strategies after this one.
+``shadow=True`` / ``rollout=0.1``: decide and log every request, narrow none of them (all, or a rollout's control
+arm) - litellm routes those as without the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .autotune import AutotuneSettings
+from .config import parse_overrides
+from .errors import ConfigurationError
+from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
+from .request_hooks import RequestHook
+from .rollout import request_arm_of
+from .sessions import ProviderSpec
+from .shared_metadata import current_request, drop_records
+
+#: the model group of a decision whose request names none
+MODEL_GROUP = "routing plugin"
+
+
+class PrefillRoutingPlugin(RequestHook):
+    """litellm ``RoutingPlugin`` narrowing each request's candidate models to the bundle target its policy picks
+    (``bundle``: a directory or ``hf://owner/name[@revision][/path]``). ``targets``: {candidate model: bundle
+    target} where a model is not named after its target. Policy, prices, limits, decision log, metrics, learned
+    answer lengths, autotune, reloading and ``decision_timeout_s`` (default 2.5 s; a late prediction keeps the whole
+    pool) as for :class:`~.tier_classifier.PrefillTierClassifier`; ``shadow`` / ``rollout``: see the module."""
+
+    def __init__(self, bundle: str, *, targets: Mapping[str, str] | None = None, preset: str | None = None,
+                 tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
+                 prices: Mapping[str, tuple[float, float]] | None = None,
+                 max_cost_usd: float | None = None, min_p_correct: float | None = None,
+                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
+                 decision_timeout_s: float | None = None, decision_log: str | None = None,
+                 decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
+                 learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
+                 autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
+                 rollout: float = 1.0) -> None:
+        if targets is not None and (not isinstance(targets, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in targets.items())):
+            raise ConfigurationError(f"targets maps candidate models (a deployment's litellm_params.model, or a "
+                                     f"complexity-router tier's model group) to bundle targets; got {targets!r}")
+        self.targets = dict(targets or {})
+        super().__init__(bundle, None, "targets", preset=preset, tolerance=tolerance, lambda_=lambda_,
+                         value_usd=value_usd, prices=prices, max_cost_usd=max_cost_usd, min_p_correct=min_p_correct,
+                         reload_interval_s=reload_interval_s, prediction_cache_size=prediction_cache_size,
+                         decision_timeout_s=decision_timeout_s, decision_log=decision_log,
+                         decision_log_messages=decision_log_messages, decision_log_responses=decision_log_responses,
+                         metrics=metrics, learn_output_tokens=learn_output_tokens,
+                         execution_providers=execution_providers, autotune=autotune, shadow=shadow, rollout=rollout,
+                         serving=("shadow_target", None))
+        unknown = sorted({t for t in self.targets.values() if t not in self.decider.targets})
+        if unknown:
+            raise ConfigurationError(f"targets names {unknown}, which are not targets of bundle {bundle}; its "
+                                     f"targets: {self.decider.targets}")
+
+    def target_of(self, model: str) -> str | None:
+        """The bundle target candidate ``model`` serves (None: none)."""
+        if model in self.targets:
+            return self.targets[model]
+        known = self.prices
+        for name in (model, model.split("/")[-1]):
+            if name in known:
+                return name
+        return None
+
+    async def run(self, context: Any) -> Any:
+        """litellm's ``RoutingContext`` with ``candidate_models`` narrowed to the picked target's models (see the
+        module), the decision in ``signals["prefill"]`` and in the request's metadata."""
+        self._reloader.maybe_reload()
+        decider, prices = self._reloader.current
+        request = current_request()
+        # the request's own metadata dict (litellm's RoutingContext holds a copy: a decision written there is lost)
+        md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
+        trace = request.trace_id if request is not None else None
+        pools: dict[str, list[str]] = {}
+        for model in context.candidate_models:
+            if (target := self.target_of(model)) is not None:
+                pools.setdefault(target, []).append(model)
+        if not pools:  # nothing the bundle knows: the pool stays, and an earlier attempt's decision is not this one's
+            drop_records(md, trace, (DECISION_KEY, DECISION_LOG_KEY))
+            return context
+        routes = {t: prices[t] for t in pools}
+        messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
+        group = str(md.get("model_group") or MODEL_GROUP)
+        decision = await decider.adecide(messages, routes, parse_overrides(md), group)
+        arm = request_arm_of(self.rollout, request.user if request is not None else None, trace)
+        as_before = self.shadow or arm == "control"  # decided and recorded, served as without the plugin
+        declined = decision.reason.startswith("fallback")  # no prediction: the pool as it is
+        if not as_before and not declined:
+            context.candidate_models = list(pools[decision.target])
+        baseline = savings_baseline(decision, list(routes.items()), lambda option: option)
+        record = {**decision.to_dict(), "declined": declined, "plugin_models": list(pools[decision.target]),
+                  "baseline": baseline_record(baseline[0], None, baseline[1])
+                  if baseline and not (as_before or declined) else None}
+        if as_before:
+            record["shadow"] = True
+        if arm is not None:
+            record["arm"] = arm
+        context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
+                                      "p_correct": dict(decision.p_correct), "narrowed": not (as_before or declined)}
+        self._store(md, trace, record)
+        return context

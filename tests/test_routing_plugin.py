@@ -1,0 +1,110 @@
+"""The prefill router as a litellm routing plugin (Router(plugins=[...]), complexity_router_config.plugins), through
+real litellm Routers with mock deployments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import litellm
+import pytest
+
+from conftest import HIST_PROMPT, MATH_PROMPT, cheap_group, model_list, tier_router
+from litellm_prefill_router import flush_logging
+from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_the_plugin_narrows_each_group_to_the_picked_targets_deployments_under_litellms_own_strategy(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "plugin.jsonl"
+    plugin = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", decision_log=str(log))
+    r = litellm.Router(model_list=[*model_list(), cheap_group()], routing_strategy="latency-based-routing",
+                       plugins=[plugin])
+    for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+        resp = await r.acompletion(model="auto", messages=user(prompt))
+        assert resp.choices[0].message.content == f"answer from {target}"
+        d = resp._hidden_params["prefill_routing"]
+        assert (d["target"], d["reason"], d["policy"]["preset"]) == (target, "policy", "max-quality")
+        assert d["plugin_models"] == [f"openai/{target}"] and set(d["p_correct"]) == set(plugin.prices)
+    # a group none of whose models the bundle knows: litellm routes it as without the plugin, with no decision
+    plain = await r.acompletion(model="cheap", messages=user(MATH_PROMPT))
+    assert plain.choices[0].message.content == "answer from cheap" and "prefill_routing" not in plain._hidden_params
+    await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(x["decision"]["target"], x["outcome"]["success"], x["outcome"]["model"]) for x in rows] == \
+        [("math-model", True, "math-model"), ("history-model", True, "history-model")]
+
+
+async def test_a_complexity_routers_tier_pool_is_narrowed_to_the_model_group_of_the_picked_target(
+        bundle_dir: Path) -> None:
+    """complexity_router_config.plugins: the candidates are the tier's model groups, mapped by ``targets``."""
+    groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
+    # litellm 1.109's first complexity-routed call logs its success by importing its proxy server on the event loop
+    # (2.8 s on 2 cores, once per process): a call routed meanwhile must not be declined at the 2.5 s default timeout
+    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality", decision_timeout_s=30)
+    pool = list(groups)
+    deployments = [dep for g, t in groups.items() for dep in model_list(targets=(t,), group=g)]
+    models = [*deployments, tier_router("smart", None, {t: pool for t in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")},
+                                        plugins=[plugin], classifier_type="heuristic")]
+    r = litellm.Router(model_list=models)
+    for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")) * 3:  # not the pool's luck
+        resp = await r.acompletion(model="smart", messages=user(prompt))
+        assert resp.choices[0].message.content == f"answer from {target}"
+        assert resp._hidden_params["prefill_routing"]["target"] == target
+    # beside a router-wide prefill strategy, which leaves the group the plugin narrowed to as the plugin decided
+    from litellm_prefill_router import PrefillRouter
+
+    r = PrefillRouter(model_list=models, routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "min-cost"})
+    d = (await r.acompletion(model="smart", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    assert (d["target"], d["policy"]["preset"], d["plugin_models"]) == ("math-model", "max-quality", ["maths"])
+
+
+async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_prediction_keeps_the_pool(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shadow = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", shadow=True)
+    r = litellm.Router(model_list=model_list(), plugins=[shadow])
+    served = set()
+    for _ in range(12):
+        resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+        served.add(resp.choices[0].message.content)
+        d = resp._hidden_params["prefill_routing"]
+        assert (d["target"], d["shadow"], d["baseline"]) == ("math-model", True, None)
+    assert len(served) > 1  # litellm's shuffle over the whole group, as without the plugin
+
+    broken = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", prediction_cache_size=0)
+
+    async def exploded(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("encoder exploded")
+    monkeypatch.setattr(broken.decider.predictor, "apredict_one", exploded)
+    r = litellm.Router(model_list=model_list(), plugins=[broken])
+    resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    assert resp.choices[0].message.content.startswith("answer from ")  # never a lost request
+    d = resp._hidden_params["prefill_routing"]
+    assert d["declined"] is True and d["reason"].startswith("fallback: inference failed")
+
+
+async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_request(bundle_dir: Path) -> None:
+    r = litellm.Router(model_list=model_list(), plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
+    pinned = await r.acompletion(model="auto", messages=user(MATH_PROMPT),
+                                 metadata={"prefill": {"pin_model": "generalist"}})
+    assert pinned.choices[0].message.content == "answer from generalist"
+    with pytest.raises(Exception, match="metadata\\['prefill'\\]"):
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata={"prefill": {"tolerance": "lots"}})
+
+
+def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_errors(bundle_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"targets names \['gpt-9'\], which are not targets of bundle"):
+        PrefillRoutingPlugin(str(bundle_dir), targets={"openai/gpt-9": "gpt-9"})
+    with pytest.raises(ConfigurationError, match="targets maps candidate models"):
+        PrefillRoutingPlugin(str(bundle_dir), targets={"openai/x": ["math-model"]})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match="shadow=True serves every call as before"):
+        PrefillRoutingPlugin(str(bundle_dir), shadow=True, rollout=0.5)
+    plugin = PrefillRoutingPlugin(str(bundle_dir))
+    assert (plugin.target_of("openai/math-model"), plugin.target_of("math-model"), plugin.target_of("gpt-4o")) == \
+        ("math-model", "math-model", None)
