@@ -220,6 +220,23 @@ def _context_hook(original: Callable[..., Any], self: Any, model: str, request_k
     return strategy, selector
 
 
+def _plugin_filter_hook(original: Callable[..., Any], self: Any, healthy_deployments: Any, request_kwargs: dict,
+                        *args: Any, **kwargs: Any) -> Any:
+    """litellm's narrowing of a request's healthy deployments to what its routing plugins left: where a
+    :class:`~.routing_plugin.PrefillRoutingPlugin` left only a target litellm has no healthy deployment of (cooling
+    down, filtered out), the policy's next pick among the healthy ones - not litellm's "no deployments left" error."""
+    try:
+        return original(healthy_deployments, request_kwargs, *args, **kwargs)
+    except ValueError:
+        from .routing_plugin import widened_pool
+
+        candidates = request_metadata(request_kwargs).get("_routing_plugin_candidate_models")
+        widened = widened_pool(healthy_deployments, candidates)
+        if widened is None:
+            raise
+        return widened
+
+
 _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
     "_validate_routing_strategy": _validate_hook,
     "routing_strategy_init": _init_hook,
@@ -228,6 +245,7 @@ _ROUTER_HOOKS: dict[str, Callable[..., Any]] = {
     "_select_deployment_async": _select_async_hook,
     "_select_deployment_sync": _select_sync_hook,
     "_get_routing_context": _context_hook,
+    "_filter_by_routing_plugin_candidates": _plugin_filter_hook,
 }
 
 

@@ -26,11 +26,13 @@ arm) - litellm routes those as without the plugin.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 from .autotune import AutotuneSettings
 from .config import parse_overrides
 from .errors import ConfigurationError
+from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .request_hooks import RequestHook
 from .rollout import request_arm_of
@@ -39,6 +41,18 @@ from .shared_metadata import current_request, drop_records
 
 #: the model group of a decision whose request names none
 MODEL_GROUP = "routing plugin"
+
+
+class _Narrowing(NamedTuple):
+    """How a plugin narrowed the request being routed in this task (read by :func:`widened_pool`)."""
+
+    plugin: PrefillRoutingPlugin
+    decision: RoutingDecision
+    record: dict
+    models: list[str]
+
+
+_NARROWED: ContextVar[_Narrowing | None] = ContextVar("prefill_plugin_narrowing", default=None)
 
 
 class PrefillRoutingPlugin(RequestHook):
@@ -122,4 +136,44 @@ class PrefillRoutingPlugin(RequestHook):
         context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
                                       "p_correct": dict(decision.p_correct), "narrowed": not (as_before or declined)}
         self._store(md, trace, record)
+        _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models))
+                      if not (as_before or declined) else None)
         return context
+
+    def _rerouted(self, narrowing: _Narrowing, healthy: list[dict]) -> list[dict] | None:
+        """The deployments of the policy's next pick among the targets ``healthy`` still has (litellm left none of
+        the picked target's: cooling down, filtered out by its pre-call checks), with the request's record updated to
+        that pick; all of ``healthy`` (the record declined) where no mapped target has one; None: nothing healthy."""
+        if not healthy:
+            return None
+        record = narrowing.record
+        by_target: dict[str, list[dict]] = {}
+        for dep in healthy:
+            if (target := self.target_of(str((dep.get("litellm_params") or {}).get("model") or ""))) is not None:
+                by_target.setdefault(target, []).append(dep)
+        decision = narrowing.decision
+        gone = [decision.target]
+        while (nxt := self.decider.reroute(decision, gone)) is not None and nxt.target not in by_target:
+            gone.append(nxt.target)
+        record["unavailable_targets"] = sorted(set(gone))
+        if nxt is None:  # no target of the bundle left: litellm's strategy picks among what is there
+            record.update(declined=True, reason="fallback: no deployment of a candidate target is available",
+                          baseline=None)
+            return healthy
+        record.update(target=nxt.target, candidates=list(nxt.candidates),
+                      plugin_models=sorted({str((d.get("litellm_params") or {}).get("model")) for d in by_target[
+                          nxt.target]}))
+        return by_target[nxt.target]
+
+
+def widened_pool(healthy: object, candidates: object) -> list[dict] | None:
+    """Where litellm found no healthy deployment among the models a :class:`PrefillRoutingPlugin` narrowed this
+    request to (``candidates``: litellm's narrowed list), the deployments of the policy's next pick among ``healthy``
+    (see ``PrefillRoutingPlugin._rerouted``) - a request is not lost to a cooling-down target while others serve;
+    None where another plugin's narrowing is in force, or nothing is healthy (litellm's error stands)."""
+    narrowing = _NARROWED.get()
+    if narrowing is None or not isinstance(healthy, list) or not isinstance(candidates, list) \
+            or candidates != narrowing.models:
+        return None
+    _NARROWED.set(None)
+    return narrowing.plugin._rerouted(narrowing, healthy)

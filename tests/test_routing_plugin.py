@@ -3,6 +3,7 @@ real litellm Routers with mock deployments."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -87,6 +88,22 @@ async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_pre
     assert resp.choices[0].message.content.startswith("answer from ")  # never a lost request
     d = resp._hidden_params["prefill_routing"]
     assert d["declined"] is True and d["reason"].startswith("fallback: inference failed")
+
+
+async def test_a_target_cooling_down_is_not_a_lost_request_the_next_pick_serves_it(bundle_dir: Path) -> None:
+    """litellm fails a request whose plugin-narrowed pool has no healthy deployment ("no deployments left after
+    routing-plugin filtering"); the plugin's narrowing to a target litellm cooled down gives way to its next pick."""
+    ml = model_list(**{"math-model": {"mock_response": "litellm.RateLimitError"}})
+    r = litellm.Router(model_list=ml, num_retries=0, allowed_fails=0, cooldown_time=60,
+                       plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
+    with pytest.raises(litellm.RateLimitError):  # math-model's own failure, which cools it down
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    await asyncio.sleep(0.2)
+    resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+    d = resp._hidden_params["prefill_routing"]
+    assert d["target"] != "math-model" and d["unavailable_targets"] == ["math-model"]
+    assert resp.choices[0].message.content == f"answer from {d['target']}"
+    assert d["plugin_models"] == [f"openai/{d['target']}"] and "math-model" not in d["candidates"]
 
 
 async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_request(bundle_dir: Path) -> None:
