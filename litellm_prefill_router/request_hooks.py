@@ -8,7 +8,9 @@ and the proxy's headers read it (see :mod:`.shared_metadata`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner, AutotuneSettings
@@ -31,20 +33,59 @@ from .shared_metadata import store_decision
 DEFAULT_DECISION_TIMEOUT_S = 2.5
 
 
+class HookSettings(TypedDict, total=False):
+    """The keyword settings of a :class:`RequestHook` (the tier classifier's and the routing plugin's): policy
+    (``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd``; default the bundle's ``balanced``), ``prices``
+    ({target: (input, output) USD per token}; else the bundle's), ``max_cost_usd`` / ``min_p_correct`` limits,
+    ``reload_interval_s``, ``prediction_cache_size`` (1024), ``decision_timeout_s`` (2.5 s), ``decision_log``
+    (``{date}`` / ``{pid}``), ``decision_log_messages`` (True), ``decision_log_responses``, ``metrics``,
+    ``learn_output_tokens``, ``execution_providers``, ``autotune``, ``shadow`` and ``rollout`` (1.0) - as for the
+    ``prefill`` strategy's ``routing_strategy_args``."""
+
+    preset: str | None
+    tolerance: float | None
+    lambda_: float | None
+    value_usd: float | None
+    prices: Mapping[str, tuple[float, float]] | None
+    max_cost_usd: float | None
+    min_p_correct: float | None
+    reload_interval_s: float | None
+    prediction_cache_size: int
+    decision_timeout_s: float | None
+    decision_log: str | None
+    decision_log_messages: bool
+    decision_log_responses: bool
+    metrics: bool
+    learn_output_tokens: bool
+    execution_providers: Sequence[ProviderSpec] | None
+    autotune: AutotuneSettings | Mapping[str, Any] | None
+    shadow: bool
+    rollout: float
+
+
 class RequestHook(ServedRoutes):
     """A bundle deciding the requests of a litellm Router from inside it (see the module's docstring). ``routes``:
     the bundle targets it chooses among (None: all), named ``what`` in errors; ``serving``: the name and value of the
-    setting that says what serves requests the hook only logs (``shadow_tier``, ...)."""
+    setting that says what serves requests the hook only logs (``shadow_tier``, ...); ``settings``: see
+    :class:`HookSettings`."""
 
-    def __init__(self, bundle: str, routes: Sequence[str] | None, what: str, *, preset: str | None,
-                 tolerance: float | None, lambda_: float | None, value_usd: float | None,
-                 prices: Mapping[str, tuple[float, float]] | None, max_cost_usd: float | None,
-                 min_p_correct: float | None, reload_interval_s: float | None, prediction_cache_size: int,
-                 decision_timeout_s: float | None, decision_log: str | None, decision_log_messages: bool,
-                 decision_log_responses: bool, metrics: bool, learn_output_tokens: bool,
-                 execution_providers: Sequence[ProviderSpec] | None,
-                 autotune: AutotuneSettings | Mapping[str, Any] | None, shadow: bool, rollout: float,
-                 serving: tuple[str, object]) -> None:
+    def __init__(self, bundle: str, routes: Sequence[str] | None, what: str, serving: tuple[str, object],
+                 **settings: Unpack[HookSettings]) -> None:
+        known = sorted(HookSettings.__annotations__)
+        if unknown := sorted(set(settings) - set(known)):
+            raise ConfigurationError(f"unknown settings {unknown}; the settings are {known}")
+        preset, tolerance = settings.get("preset"), settings.get("tolerance")
+        lambda_, value_usd = settings.get("lambda_"), settings.get("value_usd")
+        prices, max_cost_usd, min_p_correct = settings.get("prices"), settings.get("max_cost_usd"), \
+            settings.get("min_p_correct")
+        reload_interval_s, prediction_cache_size = settings.get("reload_interval_s"), \
+            settings.get("prediction_cache_size", 1024)
+        decision_timeout_s, decision_log = settings.get("decision_timeout_s"), settings.get("decision_log")
+        decision_log_messages = settings.get("decision_log_messages", True)
+        decision_log_responses, metrics = settings.get("decision_log_responses", False), settings.get("metrics", False)
+        learn_output_tokens = settings.get("learn_output_tokens", False)
+        execution_providers, autotune = settings.get("execution_providers"), settings.get("autotune")
+        shadow, rollout = settings.get("shadow", False), settings.get("rollout", 1.0)
         from .decision_logger import log_target  # litellm-facing: imported with the hook only
         from .router import install
 

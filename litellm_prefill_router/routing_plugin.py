@@ -25,18 +25,18 @@ arm) - litellm routes those as without the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from .autotune import AutotuneSettings
+from typing_extensions import Unpack
+
 from .config import parse_overrides
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
-from .request_hooks import RequestHook
+from .request_hooks import HookSettings, RequestHook
 from .rollout import request_arm_of
-from .sessions import ProviderSpec
 from .shared_metadata import current_request, drop_records
 
 #: the model group of a decision whose request names none
@@ -62,29 +62,14 @@ class PrefillRoutingPlugin(RequestHook):
     answer lengths, autotune, reloading and ``decision_timeout_s`` (default 2.5 s; a late prediction keeps the whole
     pool) as for :class:`~.tier_classifier.PrefillTierClassifier`; ``shadow`` / ``rollout``: see the module."""
 
-    def __init__(self, bundle: str, *, targets: Mapping[str, str] | None = None, preset: str | None = None,
-                 tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
-                 prices: Mapping[str, tuple[float, float]] | None = None,
-                 max_cost_usd: float | None = None, min_p_correct: float | None = None,
-                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
-                 decision_timeout_s: float | None = None, decision_log: str | None = None,
-                 decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
-                 learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
-                 autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
-                 rollout: float = 1.0) -> None:
+    def __init__(self, bundle: str, *, targets: Mapping[str, str] | None = None,
+                 **settings: Unpack[HookSettings]) -> None:
         if targets is not None and (not isinstance(targets, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in targets.items())):
             raise ConfigurationError(f"targets maps candidate models (a deployment's litellm_params.model, or a "
                                      f"complexity-router tier's model group) to bundle targets; got {targets!r}")
         self.targets = dict(targets or {})
-        super().__init__(bundle, None, "targets", preset=preset, tolerance=tolerance, lambda_=lambda_,
-                         value_usd=value_usd, prices=prices, max_cost_usd=max_cost_usd, min_p_correct=min_p_correct,
-                         reload_interval_s=reload_interval_s, prediction_cache_size=prediction_cache_size,
-                         decision_timeout_s=decision_timeout_s, decision_log=decision_log,
-                         decision_log_messages=decision_log_messages, decision_log_responses=decision_log_responses,
-                         metrics=metrics, learn_output_tokens=learn_output_tokens,
-                         execution_providers=execution_providers, autotune=autotune, shadow=shadow, rollout=rollout,
-                         serving=("shadow_target", None))
+        super().__init__(bundle, None, "targets", ("shadow_target", None), **settings)
         unknown = sorted({t for t in self.targets.values() if t not in self.decider.targets})
         if unknown:
             raise ConfigurationError(f"targets names {unknown}, which are not targets of bundle {bundle}; its "

@@ -45,18 +45,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from .autotune import AutotuneSettings
+from typing_extensions import Unpack
+
 from .config import parse_overrides
 from .costs import Price
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, baseline_record, savings_baseline
-from .request_hooks import RequestHook
+from .request_hooks import HookSettings, RequestHook
 from .rollout import request_arm_of
-from .sessions import ProviderSpec
 from .shared_metadata import current_request, owns
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -119,30 +119,16 @@ class PrefillTierClassifier(RequestHook):
     the rest (the ``control`` arm) as in shadow mode.
     """
 
-    def __init__(self, bundle: str, tiers: Mapping[str, str], *, preset: str | None = None,
-                 tolerance: float | None = None, lambda_: float | None = None, value_usd: float | None = None,
-                 prices: Mapping[str, tuple[float, float]] | None = None,
-                 max_cost_usd: float | None = None, min_p_correct: float | None = None,
-                 reload_interval_s: float | None = None, prediction_cache_size: int = 1024,
-                 decision_timeout_s: float | None = None, decision_log: str | None = None,
-                 decision_log_messages: bool = True, decision_log_responses: bool = False, metrics: bool = False,
-                 learn_output_tokens: bool = False, execution_providers: Sequence[ProviderSpec] | None = None,
-                 autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
-                 shadow_tier: str | None = None, rollout: float = 1.0) -> None:
+    def __init__(self, bundle: str, tiers: Mapping[str, str], *, shadow_tier: str | None = None,
+                 **settings: Unpack[HookSettings]) -> None:
         self.tiers = _checked_tiers(tiers)
         self._tier_of = {target: tier for tier, target in self.tiers.items()}
         if shadow_tier is not None and not (isinstance(shadow_tier, str) and shadow_tier):
             raise ConfigurationError(f"shadow_tier names the complexity-router tier that serves requests as before "
                                      f"(e.g. one of {sorted(self.tiers)}); got {shadow_tier!r}")
         self.shadow_tier = shadow_tier
-        super().__init__(bundle, list(self.tiers.values()), "tiers' targets", preset=preset, tolerance=tolerance,
-                         lambda_=lambda_, value_usd=value_usd, prices=prices, max_cost_usd=max_cost_usd,
-                         min_p_correct=min_p_correct, reload_interval_s=reload_interval_s,
-                         prediction_cache_size=prediction_cache_size, decision_timeout_s=decision_timeout_s,
-                         decision_log=decision_log, decision_log_messages=decision_log_messages,
-                         decision_log_responses=decision_log_responses, metrics=metrics,
-                         learn_output_tokens=learn_output_tokens, execution_providers=execution_providers,
-                         autotune=autotune, shadow=shadow, rollout=rollout, serving=("shadow_tier", shadow_tier))
+        super().__init__(bundle, list(self.tiers.values()), "tiers' targets", ("shadow_tier", shadow_tier),
+                         **settings)
         if _QUIET not in logging.getLogger("LiteLLM Router").filters:
             logging.getLogger("LiteLLM Router").addFilter(_QUIET)
 
