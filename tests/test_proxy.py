@@ -301,6 +301,33 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
         assert first["autorouter_savings"] == pytest.approx(expected) and expected > 0
 
 
+def test_the_example_routing_plugin_config_narrows_each_request_under_the_proxys_own_strategy(bundle_dir: Path,
+                                                                                               tmp_path: Path) -> None:
+    """examples/litellm_routing_plugin: router_settings.plugins names the plugin (imported from the config's
+    directory); latency-based routing picks among the deployments of the bundle's pick."""
+    import yaml
+
+    here = ROOT / "examples" / "litellm_routing_plugin"
+    cfg = yaml.safe_load((here / "config.yaml").read_text())
+    assert cfg["router_settings"] == {"routing_strategy": "latency-based-routing", "plugins": ["prefill_plugin.plugin"]}
+    cfg["model_list"] = model_list()  # the test bundle's targets
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # any key is let in
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.copy(here / "prefill_plugin.py", tmp_path / "prefill_plugin.py")
+    log = tmp_path / "logs" / "plugin.jsonl"
+    with _proxy(tmp_path / "config.yaml", tmp_path, {"PREFILL_BUNDLE": str(bundle_dir),
+                                                     "PREFILL_DECISION_LOG": str(log)}) as port:
+        for prompt in (MATH_PROMPT, HIST_PROMPT, MATH_PROMPT):
+            body, headers = _post(port, prompt)
+            assert body["choices"][0]["message"]["content"] == f"answer from {headers['x-prefill-target']}"
+            assert headers["x-prefill-policy"] == "preset=balanced" and headers["x-prefill-reason"] == "policy"
+        deadline = time.time() + 30
+        while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+            time.sleep(0.2)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["outcome"]["success"] and r["decision"]["plugin_models"] for r in rows)
+
+
 def _metric_sums(exposition: str) -> dict[str, dict[tuple[str, ...], float]]:
     """Prometheus text exposition -> {metric: {(target, reason or outcome): value}} for prefill_router_* totals."""
     out: dict[str, dict[tuple[str, ...], float]] = {}
