@@ -12,11 +12,10 @@ to serve them) is a warning, which ``--strict`` refuses.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
+from .check_plugins import complexity_config, import_object, plugin_entry, plugin_warnings, resolve_routing_plugins
 from .composition import context_window, setting_of
 from .errors import ConfigurationError
 from .proxy_config import load_proxy_config
@@ -29,12 +28,6 @@ def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
     return any(n == "prometheus" for key in ("callbacks", "success_callback") for n in names(litellm_settings.get(key)))
 
 
-def _complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
-    params = deployment.get("litellm_params") or {}
-    cfg = params.get("complexity_router_config")
-    return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
-
-
 def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Replace each complexity router's ``classifier_plugin`` dotted path (``module.attribute``) by the object it names,
     imported as the proxy imports it: the module from the config's directory, else from the installed packages.
@@ -44,23 +37,12 @@ def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> d
 
     found: dict[str, tuple[Any, dict[str, Any]]] = {}
     for dep in model_list:
-        cfg = _complexity_config(dep)
+        cfg = complexity_config(dep)
         path = cfg.get("classifier_plugin") if cfg is not None else None
         if cfg is None or not isinstance(path, str):
             continue
-        module, _, attribute = path.rpartition(".")
-        where = f"complexity router {dep.get('model_name')!r}: classifier_plugin {path!r}"
-        if not module:
-            raise ConfigurationError(f"{where} is not a dotted path module.attribute (e.g. tiers.classifier)")
-        sys.path.insert(0, str(config_dir))
-        try:
-            cfg["classifier_plugin"] = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as err:
-            raise ConfigurationError(f"{where} cannot be imported ({type(err).__name__}: {err}); the proxy looks for "
-                                     f"{module.replace('.', '/')}.py beside the config, then in the installed "
-                                     "packages") from err
-        finally:
-            sys.path.remove(str(config_dir))
+        cfg["classifier_plugin"] = import_object(
+            path, config_dir, f"complexity router {dep.get('model_name')!r}: classifier_plugin {path!r}")
         if isinstance(cfg["classifier_plugin"], PrefillTierClassifier):
             found[str(dep.get("model_name"))] = (cfg["classifier_plugin"], cfg)
     return found
@@ -111,17 +93,22 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
 
     model_list, router_settings, litellm_settings = load_proxy_config(path)
     classifiers = resolve_classifiers(model_list, Path(path).resolve().parent)
+    plugins = resolve_routing_plugins(model_list, router_settings, Path(path).resolve().parent)
     router = router_from_config(model_list, router_settings)
     strategies = prefill_strategies(router)
-    if not strategies and not classifiers:
+    if not strategies and not classifiers and not plugins:
         raise ConfigurationError(
             f"{path}: no prefill strategy - set router_settings.routing_strategy: prefill (with routing_strategy_args."
             "bundle), or a routing_groups entry with routing_strategy: prefill, or a complexity router whose "
-            "classifier_plugin is a PrefillTierClassifier")
-    report: dict[str, Any] = {"config": str(path), "strategies": [], "classifiers": [],
+            "classifier_plugin is a PrefillTierClassifier, or a PrefillRoutingPlugin in router_settings.plugins or "
+            "a complexity router's plugins")
+    report: dict[str, Any] = {"config": str(path), "strategies": [], "classifiers": [], "plugins": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
     for name, (classifier, complexity) in classifiers.items():
         report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or []))
+    for where, plugin, pools in plugins:
+        report["plugins"].append(plugin_entry(where, plugin, pools, prompts or [],
+                                              _serving(plugin.shadow, plugin.rollout, "narrowed")))
     pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()
@@ -175,6 +162,21 @@ def format_report(report: dict[str, Any]) -> str:
     from .commands.common import table
 
     out = []
+    for p in report.get("plugins") or []:
+        out.append(f"{p['name']}: bundle {p['bundle']}, policy {p['policy']}, {p['serving']}")
+        out.append(table(["pool", "model", "target"], [[pool, m["model"], m["target"] or "-"]
+                                                      for pool, ms in p["pools"].items() for m in ms]))
+        if p["left_alone"]:
+            out.append(f"note: pools no model of which maps to a bundle target (left as they are): "
+                       f"{', '.join(p['left_alone'])}")
+        out.extend(f"\nwarning: {w}" for w in plugin_warnings(p))
+        if p["routes"]:
+            out.append("")
+            out.append(table(["prompt", "pool", "target", "reason", "P(correct)", "est. cost USD"],
+                             [[_short(r["prompt"]), r["model_group"], r["target"], r["reason"],
+                               r["p_correct"].get(r["target"], float("nan")),
+                               r["cost_usd"].get(r["target"], float("nan"))] for r in p["routes"]]))
+        out.append("")
     for c in report.get("classifiers") or []:
         out.append(f"{c['name']}: bundle {c['bundle']}, policy {c['policy']}, {c['serving']}")
         out.append(table(["tier", "target", "model group", "$/Mtok in", "$/Mtok out", "price from"],
@@ -267,7 +269,8 @@ def warnings_of(report: dict[str, Any]) -> list[str]:
             *(f"{s['name']}: {_mixed_windows(g, w)}" for s in report["strategies"]
               for g, w in s["mixed_context_windows"].items()),
             *(f"{c['name']}: {_unknown_tiers(c)}" for c in report.get("classifiers") or [] if c["unknown_tiers"]),
-            *(f"{c['name']}: {_cancelled_first(c)}" for c in report.get("classifiers") or [] if _cancelled_first(c))]
+            *(f"{c['name']}: {_cancelled_first(c)}" for c in report.get("classifiers") or [] if _cancelled_first(c)),
+            *(f"{p['name']}: {w}" for p in report.get("plugins") or [] for w in plugin_warnings(p))]
 
 
 #: litellm's default complexity_router_config.classifier_plugin_timeout_ms

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
+from conftest import HIST_PROMPT, MATH_PROMPT, cheap_group, model_list, tier_router
 from litellm_prefill_router.cli import main
 
 
@@ -299,3 +299,33 @@ def test_check_warns_when_litellm_would_cancel_the_classifier_before_its_decisio
     assert "set the classifier's decision_timeout_s below 1 s" in capsys.readouterr().out
     (entry,) = json.loads((tmp_path / "c.json").read_text())["classifiers"]
     assert (entry["decision_timeout_s"], entry["classifier_plugin_timeout_ms"]) == (2.5, 1000)
+
+
+def test_check_reports_a_routing_plugins_pools_and_warns_of_models_a_narrowed_pool_leaves_out(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    (tmp_path / "plugin_check_mod.py").write_text(
+        "from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin\n"
+        f"plugin = PrefillRoutingPlugin({str(bundle_dir)!r}, preset='max-quality')\n")
+    mystery = {"model_name": "auto", "litellm_params": {"model": "openai/mystery", "api_key": "k"}}
+    cfg = {"model_list": [*model_list(), mystery, cheap_group(),
+                          tier_router("smart", None, {"SIMPLE": ["cheap", "auto"]}, classifier_type="heuristic",
+                                      plugins=["plugin_check_mod.plugin"])],
+           "router_settings": {"routing_strategy": "latency-based-routing", "plugins": ["plugin_check_mod.plugin"]}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "check.json"
+    assert main(["check", "--config", str(path), "--prompt", MATH_PROMPT, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "routing plugin plugin_check_mod.plugin (router_settings.plugins): bundle" in text
+    assert "warning: pool 'auto': ['openai/mystery'] map to no bundle target and are left out" in text
+    assert "left as they are): cheap" in text
+    first, tiered = json.loads(out.read_text())["plugins"]
+    assert {m["model"]: m["target"] for m in first["pools"]["auto"]} == {
+        "openai/math-model": "math-model", "openai/history-model": "history-model",
+        "openai/generalist": "generalist", "openai/mystery": None}
+    assert [(r["model_group"], r["target"]) for r in first["routes"]] == [("auto", "math-model")]
+    assert tiered["name"] == "routing plugin plugin_check_mod.plugin (complexity router 'smart' plugins)"
+    assert tiered["pools"] == {"tier SIMPLE": [{"model": "cheap", "target": None}, {"model": "auto", "target": None}]}
+    assert main(["check", "--config", str(path), "--strict"]) == 1
