@@ -88,6 +88,7 @@ class PrefillRoutingPlugin(RequestHook):
     async def run(self, context: Any) -> Any:
         """litellm's ``RoutingContext`` with ``candidate_models`` narrowed to the picked target's models (see the
         module), the decision in ``signals["prefill"]`` and in the request's metadata."""
+        _NARROWED.set(None)  # an earlier request's narrowing (awaited in this task) is not this one's
         self._reloader.maybe_reload()
         decider, prices = self._reloader.current
         request = current_request()
