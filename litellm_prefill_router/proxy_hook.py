@@ -22,9 +22,10 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from .records import decision_headers
 from .router import install
-from .shared_metadata import answered_with
+from .shared_metadata import answered_with, keep_answers
 
 install()
+keep_answers()  # the headers of a response without hidden params read the answering attempt's decision from there
 
 
 class PrefillProxyHook(CustomLogger):

@@ -38,7 +38,7 @@ from .composition import (
     use_strategy,
 )
 from .rollout import user_key
-from .shared_metadata import ANSWERED, decision_for, routing_request
+from .shared_metadata import answered, decision_for, routing_request
 from .strategy import PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -73,8 +73,7 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
-    if call_id:  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
-        ANSWERED.keep(str(call_id), {"decision": decision})
+    answered(call_id, decision)  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
     if decision is None:
         return response
     if hidden is not None and callable(getattr(hidden, "__setitem__", None)):

@@ -61,8 +61,22 @@ SHARED = RecordsByTrace()  # the decision records of requests whose metadata dic
 ATTEMPTS = RecordsByTrace()
 # by litellm_call_id, the decision of the attempt that answered each request ({"decision": record or None}): the
 # proxy's response headers read the request's data, whose metadata is the first attempt's - litellm makes a fallback
-# to another model group on a copy - and an Anthropic message response carries no hidden params to say it
+# to another model group on a copy - and an Anthropic message response carries no hidden params to say it. Kept only
+# in a process that serves those headers (the proxy hook calls keep_answers()): nobody else reads them.
 ANSWERED = RecordsByTrace()
+_KEEP_ANSWERS = threading.Event()
+
+
+def keep_answers() -> None:
+    """Keep, from now on, the decision of the attempt that answered each request (see :func:`answered_with`)."""
+    _KEEP_ANSWERS.set()
+
+
+def answered(call_id: object, decision: dict | None) -> None:
+    """Note ``decision`` (None: none stands) as the one of the attempt that answered request ``call_id``, where the
+    process keeps answers (see :func:`keep_answers`)."""
+    if call_id and _KEEP_ANSWERS.is_set():
+        ANSWERED.keep(str(call_id), {"decision": decision})
 
 
 def answered_with(call_id: object) -> tuple[bool, dict | None]:

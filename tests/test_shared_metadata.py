@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from litellm_prefill_router.records import DECISION_KEY, DECISION_LOG_KEY
 from litellm_prefill_router.shared_metadata import (
     RecordsByTrace,
@@ -91,3 +93,16 @@ def test_a_breadcrumb_that_names_another_requests_deployment_marks_this_requests
     md["previous_models"] = ({"deployment_id": "dep-hist", "exception_type": "InternalServerError"},)
     assert failed_earlier(md, "req-a") == {"dep-math": ("math-model", "InternalServerError")}
     assert failed_earlier(md, "req-c") == {}  # a request with no attempt yet has nothing to retry
+
+
+def test_answers_are_kept_only_in_a_process_that_serves_the_proxys_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from litellm_prefill_router import shared_metadata as sm
+
+    monkeypatch.setattr(sm, "_KEEP_ANSWERS", threading.Event())
+    sm.answered("call-1", {"target": "math-model"})
+    assert sm.answered_with("call-1") == (False, None)  # the SDK keeps nothing nobody reads
+    sm.keep_answers()  # the proxy hook's import
+    sm.answered("call-1", None)
+    assert sm.answered_with("call-1") == (True, None)
