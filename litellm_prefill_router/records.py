@@ -187,16 +187,16 @@ def with_served_tier(record: dict, md: Mapping) -> dict:
             "served_cause": routing.get("cause")}
 
 
-def _hidden_params(response: object) -> Callable[[str], Any] | None:
-    """The ``get`` of litellm's hidden params of ``response`` (None if it has none): a dict (chat, Responses API, a
-    stream), ``HiddenParams`` (text completions: a pydantic model with a ``get``), or the ``_hidden_params`` key of an
-    Anthropic Messages response (a dict)."""
+def hidden_params(response: object, create: bool = False) -> Any:
+    """litellm's hidden params of ``response`` (None if it has none): a dict (chat, Responses API, a stream),
+    ``HiddenParams`` (text completions: a pydantic model with ``get`` and item assignment), or the ``_hidden_params``
+    key of an Anthropic Messages response (a dict; ``create``: added where missing - litellm adds its headers to it
+    later)."""
     if isinstance(response, dict):
-        hidden: object = response.get("_hidden_params") if response.get("type") == "message" else None
-    else:
-        hidden = getattr(response, "_hidden_params", None)
-    get = getattr(hidden, "get", None)
-    return get if callable(get) else None
+        if response.get("type") != "message":
+            return None
+        return response.setdefault("_hidden_params", {}) if create else response.get("_hidden_params")
+    return getattr(response, "_hidden_params", None)
 
 
 def decision_headers(request_data: dict, response: object = None,
@@ -214,9 +214,9 @@ def decision_headers(request_data: dict, response: object = None,
     ``answered`` (known, decision) says it for one that does not (an Anthropic message: litellm has taken its hidden
     params off; the proxy hook passes ``shared_metadata.answered_with``). Otherwise - a failed request (``response``
     None) - they are the request's last decision."""
-    hidden = _hidden_params(response)
-    if hidden is not None and hidden("model_id"):
-        decision = hidden("prefill_routing")
+    get = getattr(hidden_params(response), "get", None)
+    if callable(get) and get("model_id"):
+        decision = get("prefill_routing")
     elif response is not None and answered[0]:
         decision = answered[1]
     else:

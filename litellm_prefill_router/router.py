@@ -37,6 +37,7 @@ from .composition import (
     run_sync,
     use_strategy,
 )
+from .records import hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
 from .strategy import PrefillRoutingStrategy
@@ -66,10 +67,7 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     none) as the answer's decision of request ``call_id``, for the proxy's headers."""
     if response is None:
         return response
-    if isinstance(response, dict):  # an Anthropic Messages response: litellm adds its headers to this key later
-        hidden = response.setdefault("_hidden_params", {}) if response.get("type") == "message" else None
-    else:
-        hidden = getattr(response, "_hidden_params", None)
+    hidden = hidden_params(response, create=True)
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
