@@ -21,6 +21,11 @@ decision log, ``_hidden_params["prefill_routing"]``, the proxy's ``x-prefill-*``
 ``metadata.prefill`` overrides; ``signals["prefill"]`` carries it to the plugins and strategies after this one.
 ``shadow=True`` / ``rollout=0.1``: decide and log every request, narrow none of them (all, or a rollout's control
 arm) - litellm routes those as without the plugin.
+
+A picked target with no healthy deployment (cooling down, filtered out by litellm's pre-call checks) is not a lost
+request: in a Router's group the policy's next pick among the healthy targets serves it (see :func:`widened_pool`);
+in a complexity router's tier, litellm's health failover runs the plugin again on the tier's live groups. Either way
+the record names the targets passed over (``unavailable_targets``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .request_hooks import HookSettings, RequestHook
 from .rollout import request_arm_of
-from .shared_metadata import current_request, drop_records
+from .shared_metadata import current_request, drop_records, owns
 
 #: the model group of a decision whose request names none
 MODEL_GROUP = "routing plugin"
@@ -117,6 +122,8 @@ class PrefillRoutingPlugin(RequestHook):
                   if baseline and not (as_before or declined) else None}
         if as_before:
             record["shadow"] = True
+        if passed_over := _passed_over(md.get(DECISION_KEY), trace, group, pools):
+            record["unavailable_targets"] = passed_over
         if arm is not None:
             record["arm"] = arm
         context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
@@ -150,6 +157,17 @@ class PrefillRoutingPlugin(RequestHook):
                       plugin_models=sorted({str((d.get("litellm_params") or {}).get("model")) for d in by_target[
                           nxt.target]}))
         return by_target[nxt.target]
+
+
+def _passed_over(earlier: object, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:
+    """The targets this request's earlier narrowing in model group ``group`` picked that its pool now lacks: litellm
+    re-runs the plugins on the live part of a pool when the group picked has no healthy deployment (a complexity
+    router's health failover), or retries the request; [] when there was no such narrowing."""
+    if not (owns(earlier, trace) and isinstance(earlier, dict) and isinstance(earlier.get("plugin_models"), list)) \
+            or earlier.get("model_group") != group or earlier.get("shadow") or earlier.get("declined") \
+            or earlier.get("target") in pools:
+        return []
+    return sorted({*earlier.get("unavailable_targets", ()), str(earlier.get("target"))})
 
 
 def widened_pool(healthy: object, candidates: object) -> list[dict] | None:

@@ -106,6 +106,37 @@ async def test_a_target_cooling_down_is_not_a_lost_request_the_next_pick_serves_
     assert d["plugin_models"] == [f"openai/{d['target']}"] and "math-model" not in d["candidates"]
 
 
+async def test_a_complexity_tier_whose_picked_group_is_cooling_down_is_served_by_the_next_pick_among_its_live_groups(
+        bundle_dir: Path) -> None:
+    """complexity_router_config.plugins: litellm re-runs the plugins on the tier's live groups when the group picked
+    has no healthy deployment (its health failover); the record names the target passed over."""
+    groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
+    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality", decision_timeout_s=30)
+    deployments = [dep for g, t in groups.items() for dep in model_list(
+        targets=(t,), group=g, **{"math-model": {"mock_response": "litellm.RateLimitError"}})]
+    # two limited deployments: litellm 1.109 never cools down a group's only deployment
+    twin = next(d for d in deployments if d["model_name"] == "maths")
+    deployments.append({**twin, "litellm_params": {**twin["litellm_params"], "api_base": "http://127.0.0.1:9/v1"}})
+    smart = tier_router("smart", None, {t: list(groups) for t in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")},
+                        plugins=[plugin], classifier_type="heuristic")
+    r = litellm.Router(model_list=[*deployments, smart], num_retries=0, allowed_fails=0, cooldown_time=60)
+    limited = 0
+    for _ in range(3):  # maths' deployments fail and cool down one by one (how many answer first varies by release)
+        try:
+            resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+            break
+        except litellm.RateLimitError:
+            limited += 1
+            await asyncio.sleep(0.2)
+    assert 1 <= limited <= 2
+    for _ in range(2):  # and stays served while they cool down
+        d = resp._hidden_params["prefill_routing"]
+        assert d["target"] != "math-model" and d["unavailable_targets"] == ["math-model"], d
+        assert resp.choices[0].message.content == f"answer from {d['target']}"
+        assert d["plugin_models"] == [{v: k for k, v in groups.items()}[d["target"]]]
+        resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+
+
 async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_request(bundle_dir: Path) -> None:
     r = litellm.Router(model_list=model_list(), plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
     pinned = await r.acompletion(model="auto", messages=user(MATH_PROMPT),
