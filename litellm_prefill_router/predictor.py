@@ -34,7 +34,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 
@@ -204,21 +204,63 @@ class PrefillPredictor:
 
     async def apredict_one(self, prompt: object, timeout_s: float | None = None) -> Prediction:
         """Async twin of :meth:`predict_one`: tokenisation and inference run off the event loop. ``timeout_s``: as
-        there (cancelling a prediction still queued takes it off the encoder's queue)."""
-        if timeout_s is None:
-            return await self._apredict_one(prompt)
+        there (cancelling a prediction still queued takes it off the encoder's queue).
+
+        The prediction runs on threads from start to end (tokenisation in the loop's executor hands the prompt
+        straight to the encoder's worker), so the timeout bounds the prediction's work, not the event loop's: a
+        prediction that is ready when a loop held up by other work (litellm's first lazy imports of its proxy, a
+        slow callback) gets to it is used, not counted late."""
+        pending = self._start(prompt, asyncio.get_running_loop())
         try:
-            return await asyncio.wait_for(self._apredict_one(prompt), timeout_s)
+            return await asyncio.wait_for(asyncio.wrap_future(pending), timeout_s)
         except asyncio.TimeoutError as err:  # an alias of TimeoutError from Python 3.11 on, not before
+            # wait_for cancelled the wait; a prediction finished by then stays finished (a done future never cancels)
+            if pending.done() and not pending.cancelled() and pending.exception() is None:
+                return pending.result()
             raise _timed_out(timeout_s) from err
 
-    async def _apredict_one(self, prompt: object) -> Prediction:
-        enc = await asyncio.to_thread(self.prompts.encode, prompt)
-        key = self._cache_key(enc.ids)
-        p = cached = self._cached(key)
-        if p is None:
-            p = self._remember(key, await asyncio.wrap_future(self._submit(enc.ids)))
-        return Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, cached is not None)
+    def _start(self, prompt: object, loop: asyncio.AbstractEventLoop) -> Future[Prediction]:
+        """``prompt``'s prediction as a future that threads settle: tokenised in ``loop``'s executor, then from the
+        cache or the worker. Cancelling it takes a prompt still queued off the encoder's queue."""
+        out: Future[Prediction] = Future()
+
+        def settle(result: Prediction | None = None, error: BaseException | None = None) -> None:
+            try:
+                if error is not None:
+                    out.set_exception(error)
+                else:
+                    out.set_result(result)  # type: ignore[arg-type]
+            except InvalidStateError:  # cancelled meanwhile: nobody waits for it
+                pass
+
+        def encode_and_submit() -> None:
+            if out.cancelled():
+                return
+            try:
+                enc = self.prompts.encode(prompt)
+                key = self._cache_key(enc.ids)
+                p = self._cached(key)
+                if p is not None:
+                    settle(Prediction(p, enc.n_tokens, enc.truncated, enc.has_text, True))
+                    return
+                fut = self._submit(enc.ids)
+            except BaseException as err:  # noqa: BLE001 - the waiter gets it
+                settle(error=err)
+                return
+
+            def answered(f: Future[np.ndarray]) -> None:
+                if f.cancelled():
+                    out.cancel()
+                elif (err := f.exception()) is not None:
+                    settle(error=err)
+                else:
+                    settle(Prediction(self._remember(key, f.result()), enc.n_tokens, enc.truncated, enc.has_text,
+                                      False))
+            out.add_done_callback(lambda o: fut.cancel() if o.cancelled() else None)
+            fut.add_done_callback(answered)
+
+        loop.run_in_executor(None, encode_and_submit)
+        return out
 
     # -- prediction cache ----------------------------------------------------
     def _cache_key(self, ids: Sequence[int]) -> bytes | None:

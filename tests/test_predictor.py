@@ -255,6 +255,33 @@ async def test_a_prediction_that_times_out_while_queued_is_dropped_from_the_enco
     assert encoded == [1, 1]  # MATH_PROMPT, then HIST_PROMPT's last call; the two timed-out ones never ran
 
 
+async def test_a_prediction_ready_while_the_event_loop_was_held_up_is_used_not_counted_late(bundle_dir: Path) -> None:
+    """The decision timeout bounds the prediction's work, not the event loop's: litellm's first complexity-routed
+    call imports its proxy server on the loop (2.8 s on 2 cores), which used to turn ready predictions into
+    timeouts."""
+    import asyncio
+    import time
+
+    pred = PrefillPredictor(bundle_dir, cache_size=0)
+    pred.predict(["warm-up"])
+
+    async def hold_up_the_loop() -> None:
+        await asyncio.sleep(0)
+        time.sleep(1.0)  # a blocking import on the loop: timers cannot fire meanwhile
+
+    for prompt in (MATH_PROMPT, [{"role": "user", "content": HIST_PROMPT}]):
+        blocker = asyncio.ensure_future(hold_up_the_loop())
+        started = time.perf_counter()
+        got = await pred.apredict_one(prompt, timeout_s=0.3)
+        assert got.has_text and not got.cached and time.perf_counter() - started >= 0.9
+        await blocker
+    # a prediction not ready when the loop looks at it is still late
+    real = pred.probabilities_for_ids
+    pred.probabilities_for_ids = lambda ids: (time.sleep(0.6), real(ids))[1]  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError, match="no prediction within 0.2 s"):
+        await pred.apredict_one("why did the empire fall", timeout_s=0.2)
+
+
 def test_the_interpreters_exit_waits_for_a_prediction_still_running_in_the_worker(bundle_dir: Path,
                                                                                  tmp_path: Path) -> None:
     """A daemon worker still inside onnxruntime when Python finalizes aborts the process (std::terminate, exit

@@ -46,8 +46,8 @@ async def test_a_complexity_routers_tier_pool_is_narrowed_to_the_model_group_of_
     """complexity_router_config.plugins: the candidates are the tier's model groups, mapped by ``targets``."""
     groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
     # litellm 1.109's first complexity-routed call logs its success by importing its proxy server on the event loop
-    # (2.8 s on 2 cores, once per process): a call routed meanwhile must not be declined at the 2.5 s default timeout
-    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality", decision_timeout_s=30)
+    # (2.8 s on 2 cores, once per process): a call routed meanwhile is not declined at the 2.5 s default timeout
+    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality")
     pool = list(groups)
     deployments = [dep for g, t in groups.items() for dep in model_list(targets=(t,), group=g)]
     models = [*deployments, tier_router("smart", None, {t: pool for t in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")},
@@ -111,7 +111,7 @@ async def test_a_complexity_tier_whose_picked_group_is_cooling_down_is_served_by
     """complexity_router_config.plugins: litellm re-runs the plugins on the tier's live groups when the group picked
     has no healthy deployment (its health failover); the record names the target passed over."""
     groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
-    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality", decision_timeout_s=30)
+    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality")
     deployments = [dep for g, t in groups.items() for dep in model_list(
         targets=(t,), group=g, **{"math-model": {"mock_response": "litellm.RateLimitError"}})]
     # two limited deployments: litellm 1.109 never cools down a group's only deployment
