@@ -108,7 +108,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
         report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or []))
     for where, plugin, pools in plugins:
         report["plugins"].append(plugin_entry(where, plugin, pools, prompts or [],
-                                              _serving(plugin.shadow, plugin.rollout, "narrowed")))
+                                              _serving(plugin.shadow, plugin.rollout, "narrowed"), router))
     pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()

@@ -71,8 +71,8 @@ def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: d
 
 
 def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: list[str],
-                 serving: str) -> dict[str, Any]:
-    """A routing plugin's part of the report (see the module)."""
+                 serving: str, router: Any = None) -> dict[str, Any]:
+    """A routing plugin's part of the report (see the module); sample picks priced as ``router``'s requests are."""
     entry: dict[str, Any] = {
         "name": where, "bundle": str(plugin.bundle), "policy": plugin.decider.default_policy.describe(),
         "serving": serving, "pools": {pool: [{"model": m, "target": plugin.target_of(m)} for m in models]
@@ -83,10 +83,13 @@ def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: 
                          if p not in entry["left_alone"] and not all(m["target"] for m in ms)}
     for prompt in prompts:
         for pool, models in entry["pools"].items():
-            targets = sorted({m["target"] for m in models if m["target"]})
-            if targets:
-                d = asyncio.run(plugin.decider.adecide([{"role": "user", "content": prompt}],
-                                                       {t: plugin.prices[t] for t in targets}, None, pool))
+            by_target: dict[str, list[str]] = {}
+            for m in models:
+                if m["target"]:
+                    by_target.setdefault(m["target"], []).append(m["model"])
+            if by_target:
+                routes = plugin.route_prices(router, pool, by_target)
+                d = asyncio.run(plugin.decider.adecide([{"role": "user", "content": prompt}], routes, None, pool))
                 entry["routes"].append({"prompt": prompt, "model_group": pool, "target": d.target,
                                         "reason": d.reason, "p_correct": dict(d.p_correct),
                                         "cost_usd": dict(d.cost_usd)})

@@ -30,13 +30,17 @@ the record names the targets passed over (``unavailable_targets``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from typing_extensions import Unpack
 
+from .composition import deployment_model_info, deployments_of
 from .config import parse_overrides
+from .costs import Price
+from .deployments import deployment_id, deployment_price
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
@@ -63,9 +67,11 @@ _NARROWED: ContextVar[_Narrowing | None] = ContextVar("prefill_plugin_narrowing"
 class PrefillRoutingPlugin(RequestHook):
     """litellm ``RoutingPlugin`` narrowing each request's candidate models to the bundle target its policy picks
     (``bundle``: a directory or ``hf://owner/name[@revision][/path]``). ``targets``: {candidate model: bundle
-    target} where a model is not named after its target. Policy, prices, limits, decision log, metrics, learned
-    answer lengths, autotune, reloading and ``decision_timeout_s`` (default 2.5 s; a late prediction keeps the whole
-    pool) as for :class:`~.tier_classifier.PrefillTierClassifier`; ``shadow`` / ``rollout``: see the module."""
+    target} where a model is not named after its target. Policy, limits, decision log, metrics, learned answer
+    lengths, autotune, reloading and ``decision_timeout_s`` (default 2.5 s; a late prediction keeps the whole pool) as
+    for :class:`~.tier_classifier.PrefillTierClassifier`; ``shadow`` / ``rollout``: see the module. A target is
+    priced by ``prices=``, else by the Router's deployments its candidates stand for, as the prefill strategy prices
+    a deployment (see :meth:`route_prices`), else by the bundle."""
 
     def __init__(self, bundle: str, *, targets: Mapping[str, str] | None = None,
                  **settings: Unpack[HookSettings]) -> None:
@@ -107,9 +113,9 @@ class PrefillRoutingPlugin(RequestHook):
         if not pools:  # nothing the bundle knows: the pool stays, and an earlier attempt's decision is not this one's
             drop_records(md, trace, (DECISION_KEY, DECISION_LOG_KEY))
             return context
-        routes = {t: prices[t] for t in pools}
-        messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
         group = str(md.get("model_group") or MODEL_GROUP)
+        routes = self.route_prices(request.router if request is not None else None, group, pools, prices)
+        messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
         decision = await decider.adecide(messages, routes, parse_overrides(md), group)
         arm = request_arm_of(self.rollout, request.user if request is not None else None, trace)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the plugin
@@ -132,6 +138,25 @@ class PrefillRoutingPlugin(RequestHook):
         _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models))
                       if not (as_before or declined) else None)
         return context
+
+    def route_prices(self, router: Any, group: str, pools: Mapping[str, list[str]],
+                     prices: Mapping[str, Price] | None = None) -> dict[str, Price]:
+        """Each target's price for this request: the plugin's ``prices=``; else the mean price of the Router's
+        deployments its candidate models stand for (in model group ``group`` those whose ``litellm_params.model`` it
+        is, else the model group it names - a complexity router's tier pool), each priced as the prefill strategy
+        prices a deployment (``litellm_params``, ``model_info``, litellm's cost map); else the bundle's (``prices``:
+        the served bundle's, default the current one's). ``pools``: {target: its candidate models}."""
+        prices = self.prices if prices is None else prices
+        deps = deployments_of(router) if router is not None else []
+        out: dict[str, Price] = {}
+        for target, models in pools.items():
+            found = [] if target in self._user_prices or not deps else \
+                [p for m in models for p in _deployment_prices(router, deps, group, m)]
+            out[target] = prices[target] if not found else Price(
+                sum(p.input_cost_per_token for p in found) / len(found),
+                sum(p.output_cost_per_token for p in found) / len(found),
+                found[0].source if len({p.source for p in found}) == 1 else "deployments")
+        return out
 
     def _rerouted(self, narrowing: _Narrowing, healthy: list[dict]) -> list[dict] | None:
         """The deployments of the policy's next pick among the targets ``healthy`` still has (litellm left none of
@@ -157,6 +182,20 @@ class PrefillRoutingPlugin(RequestHook):
                       plugin_models=sorted({str((d.get("litellm_params") or {}).get("model")) for d in by_target[
                           nxt.target]}))
         return by_target[nxt.target]
+
+
+def _deployment_prices(router: Any, deps: list[dict], group: str, model: str) -> list[Price]:
+    """The known prices of the deployments candidate ``model`` stands for (see :meth:`~PrefillRoutingPlugin.
+    route_prices`)."""
+    own = [d for d in deps if d.get("model_name") == group and (d.get("litellm_params") or {}).get("model") == model] \
+        or [d for d in deps if d.get("model_name") == model]
+    out = []
+    for dep in own:
+        dep_id, name = deployment_id(dep), str((dep.get("litellm_params") or {}).get("model") or "")
+        price = deployment_price(dep, functools.partial(deployment_model_info, router, dep_id, name))
+        if price is not None:
+            out.append(price)
+    return out
 
 
 def _passed_over(earlier: object, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:

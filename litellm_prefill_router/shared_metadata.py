@@ -92,11 +92,13 @@ def attempts_of(trace_id: object) -> list[dict]:
 
 
 class RoutedRequest(NamedTuple):
-    """A request a Router method is serving: its metadata dict, trace id and OpenAI ``user`` (None: not named)."""
+    """A request a Router method is serving: its metadata dict, trace id, OpenAI ``user`` (None: not named) and the
+    Router serving it (a routing plugin prices its candidates by the Router's deployments)."""
 
     metadata: dict
     trace_id: object
     user: str | None = None
+    router: object = None
 
 
 #: the request a Router method is serving now (set by ``router``'s request hooks). litellm hands a pre-routing
@@ -107,9 +109,9 @@ _ROUTED_REQUEST: ContextVar[RoutedRequest | None] = ContextVar("prefill_routed_r
 
 
 @contextmanager
-def routing_request(md: dict, trace_id: object, user: str | None = None) -> Iterator[None]:
+def routing_request(md: dict, trace_id: object, user: str | None = None, router: object = None) -> Iterator[None]:
     """While the block runs (one request's routing and call), :func:`current_request` is this request."""
-    token = _ROUTED_REQUEST.set(RoutedRequest(md, trace_id, user))
+    token = _ROUTED_REQUEST.set(RoutedRequest(md, trace_id, user, router))
     try:
         yield
     finally:

@@ -309,7 +309,8 @@ def test_check_reports_a_routing_plugins_pools_and_warns_of_models_a_narrowed_po
         "from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin\n"
         f"plugin = PrefillRoutingPlugin({str(bundle_dir)!r}, preset='max-quality')\n")
     mystery = {"model_name": "auto", "litellm_params": {"model": "openai/mystery", "api_key": "k"}}
-    cfg = {"model_list": [*model_list(), mystery, cheap_group(),
+    # math-model served at 10x the bundle's price: the sample picks are priced as the proxy's requests will be
+    cfg = {"model_list": [*model_list(prices={"math-model": (2e-6, 2e-6)}), mystery, cheap_group(),
                           tier_router("smart", None, {"SIMPLE": ["cheap", "auto"]}, classifier_type="heuristic",
                                       plugins=["plugin_check_mod.plugin"])],
            "router_settings": {"routing_strategy": "latency-based-routing", "plugins": ["plugin_check_mod.plugin"]}}
@@ -326,6 +327,8 @@ def test_check_reports_a_routing_plugins_pools_and_warns_of_models_a_narrowed_po
         "openai/math-model": "math-model", "openai/history-model": "history-model",
         "openai/generalist": "generalist", "openai/mystery": None}
     assert [(r["model_group"], r["target"]) for r in first["routes"]] == [("auto", "math-model")]
+    cost = first["routes"][0]["cost_usd"]  # the same tokens at 2e-6 vs the generalist's 9e-7 per token
+    assert cost["math-model"] / cost["generalist"] == pytest.approx(2e-6 / 9e-7)
     assert tiered["name"] == "routing plugin plugin_check_mod.plugin (complexity router 'smart' plugins)"
     assert tiered["pools"] == {"tier SIMPLE": [{"model": "cheap", "target": None}, {"model": "auto", "target": None}]}
     assert main(["check", "--config", str(path), "--strict"]) == 1

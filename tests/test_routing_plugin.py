@@ -10,7 +10,7 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, cheap_group, model_list, tier_router
+from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, cheap_group, model_list, tier_router
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
@@ -135,6 +135,43 @@ async def test_a_complexity_tier_whose_picked_group_is_cooling_down_is_served_by
         assert resp.choices[0].message.content == f"answer from {d['target']}"
         assert d["plugin_models"] == [{v: k for k, v in groups.items()}[d["target"]]]
         resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+
+
+async def test_candidates_are_priced_by_the_routers_deployments_as_the_strategy_prices_them_unless_prices_are_given(
+        bundle_dir: Path) -> None:
+    """A deployment served dearer than the bundle's training prices is decided at its own price (litellm_params /
+    model_info / litellm's cost map), in a Router's group and in a complexity router's tier pool; ``prices=`` wins."""
+    pin, pout = PRICES["math-model"]
+    dear = {"math-model": (pin * 10, pout * 10)}
+
+    async def decided(models: list[dict], group: str, **settings: object) -> dict:
+        plugin = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", **settings)  # type: ignore[arg-type]
+        for m in models:  # a complexity router's tier pool
+            cfg = m["litellm_params"].get("complexity_router_config")
+            if cfg is not None:
+                cfg["plugins"] = [plugin]
+        r = litellm.Router(model_list=models, plugins=[] if group == "smart" else [plugin])
+        return (await r.acompletion(model=group, messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+
+    as_trained = await decided(model_list(), "auto")
+    served = await decided(model_list(prices=dear), "auto")
+    assert served["cost_usd"]["math-model"] == pytest.approx(10 * as_trained["cost_usd"]["math-model"])
+    assert served["cost_usd"]["generalist"] == as_trained["cost_usd"]["generalist"]
+    # the ceiling now leaves the dear deployment out: the decision follows the price it will be billed at
+    ceiling = 2 * as_trained["cost_usd"]["math-model"]
+    assert (await decided(model_list(), "auto", max_cost_usd=ceiling))["target"] == "math-model"
+    capped = await decided(model_list(prices=dear), "auto", max_cost_usd=ceiling)
+    assert capped["target"] != "math-model" and capped["cost_usd"][capped["target"]] <= ceiling
+    # the plugin's own prices= are what the operator said: they win over the deployments'
+    told = await decided(model_list(prices=dear), "auto", prices={"math-model": PRICES["math-model"]})
+    assert told["cost_usd"]["math-model"] == as_trained["cost_usd"]["math-model"]
+    # a complexity router's tier pool: a candidate model group is priced by its deployments
+    groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
+    tiered = [dep for g, t in groups.items() for dep in model_list(targets=(t,), group=g, prices=dear)]
+    tiered.append(tier_router("smart", None, {t: list(groups) for t in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")},
+                              classifier_type="heuristic"))
+    in_tier = await decided(tiered, "smart", targets=groups)
+    assert in_tier["cost_usd"]["math-model"] == pytest.approx(served["cost_usd"]["math-model"])
 
 
 async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_request(bundle_dir: Path) -> None:
