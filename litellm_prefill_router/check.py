@@ -15,8 +15,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .check_plugins import complexity_config, import_object, plugin_entry, plugin_warnings, resolve_routing_plugins
+from .check_plugins import import_object, plugin_entry, plugin_warnings, resolve_routing_plugins
 from .composition import context_window, setting_of
+from .deployments import complexity_config
 from .errors import ConfigurationError
 from .proxy_config import load_proxy_config
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .deployments import complexity_config
 from .errors import ConfigurationError
 
 
@@ -30,13 +31,6 @@ def import_object(path: str, config_dir: Path, where: str) -> Any:
                                  "packages") from err
     finally:
         sys.path.remove(str(config_dir))
-
-
-def complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
-    """A complexity router deployment's ``complexity_router_config`` (None: not one)."""
-    params = deployment.get("litellm_params") or {}
-    cfg = params.get("complexity_router_config")
-    return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
 
 
 def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: dict[str, Any],

@@ -40,6 +40,13 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     return None
 
 
+def complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
+    """A complexity router deployment's ``complexity_router_config`` (None: not one)."""
+    params = deployment.get("litellm_params") or {}
+    cfg = params.get("complexity_router_config")
+    return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
+
+
 def deployment_id(dep: dict) -> str:
     """A deployment's id (litellm's ``model_info.id``)."""
     return str((dep.get("model_info") or {}).get("id") or id(dep))

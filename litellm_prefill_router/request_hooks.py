@@ -7,6 +7,7 @@ and the proxy's headers read it (see :mod:`.shared_metadata`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -17,6 +18,7 @@ from .autotune import Autotuner, AutotuneSettings
 from .config import checked_cache_size
 from .costs import Price, given_prices
 from .decider import PrefillDecider
+from .deployments import deployment_id, deployment_price
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
 from .metrics import reload_observer
@@ -129,6 +131,27 @@ class RequestHook(ServedRoutes):
         """Itself: litellm deep-copies its ``model_list``, config and all; a hook (a loaded bundle, its worker
         thread, autotune's window) is shared by the copies, not duplicated (nor could its sessions be copied)."""
         return self
+
+    def _billed(self, router: Any, served_by: Mapping[str, list[dict]], prices: Mapping[str, Price]
+                ) -> dict[str, Price]:
+        """``prices`` (the served bundle's, with the hook's ``prices=``), each target not in ``prices=`` repriced
+        as the request will be billed: the mean price of ``router``'s deployments that serve it (``served_by``:
+        {target: deployments}), each priced as the prefill strategy prices a deployment (``litellm_params``,
+        ``model_info``, litellm's cost map); a target none of whose deployments has a known price keeps its own."""
+        from .composition import deployment_model_info  # litellm-facing: imported with a request
+
+        out = dict(prices)
+        for target, deps in served_by.items():
+            if target not in out or target in self._user_prices:
+                continue
+            found = [price for dep in deps if (price := deployment_price(dep, functools.partial(
+                deployment_model_info, router, deployment_id(dep),
+                str((dep.get("litellm_params") or {}).get("model") or "")))) is not None]
+            if found:
+                out[target] = Price(sum(p.input_cost_per_token for p in found) / len(found),
+                                    sum(p.output_cost_per_token for p in found) / len(found),
+                                    found[0].source if len({p.source for p in found}) == 1 else "deployments")
+        return out
 
     def _store(self, md: dict, trace_id: object, record: dict) -> None:
         """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging)."""

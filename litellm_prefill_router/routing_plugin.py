@@ -30,17 +30,15 @@ the record names the targets passed over (``unavailable_targets``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from typing_extensions import Unpack
 
-from .composition import deployment_model_info, deployments_of
+from .composition import deployments_of
 from .config import parse_overrides
 from .costs import Price
-from .deployments import deployment_id, deployment_price
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
@@ -141,22 +139,18 @@ class PrefillRoutingPlugin(RequestHook):
 
     def route_prices(self, router: Any, group: str, pools: Mapping[str, list[str]],
                      prices: Mapping[str, Price] | None = None) -> dict[str, Price]:
-        """Each target's price for this request: the plugin's ``prices=``; else the mean price of the Router's
-        deployments its candidate models stand for (in model group ``group`` those whose ``litellm_params.model`` it
-        is, else the model group it names - a complexity router's tier pool), each priced as the prefill strategy
-        prices a deployment (``litellm_params``, ``model_info``, litellm's cost map); else the bundle's (``prices``:
-        the served bundle's, default the current one's). ``pools``: {target: its candidate models}."""
+        """Each target's price for this request (``pools``: {target: its candidate models}): the plugin's ``prices=``;
+        else the mean price of ``router``'s deployments its candidates stand for (in model group ``group``, those
+        whose ``litellm_params.model`` a candidate is, else the model group it names - a complexity router's tier
+        pool), as the prefill strategy prices a deployment; else the bundle's (``prices``: the served bundle's,
+        default the current one's)."""
         prices = self.prices if prices is None else prices
-        deps = deployments_of(router) if router is not None else []
-        out: dict[str, Price] = {}
-        for target, models in pools.items():
-            found = [] if target in self._user_prices or not deps else \
-                [p for m in models for p in _deployment_prices(router, deps, group, m)]
-            out[target] = prices[target] if not found else Price(
-                sum(p.input_cost_per_token for p in found) / len(found),
-                sum(p.output_cost_per_token for p in found) / len(found),
-                found[0].source if len({p.source for p in found}) == 1 else "deployments")
-        return out
+        routes = {t: prices[t] for t in pools}
+        if router is None:
+            return routes
+        deps = deployments_of(router)
+        return self._billed(router, {t: [d for m in models for d in _standing_for(deps, group, m)]
+                                     for t, models in pools.items()}, routes)
 
     def _rerouted(self, narrowing: _Narrowing, healthy: list[dict]) -> list[dict] | None:
         """The deployments of the policy's next pick among the targets ``healthy`` still has (litellm left none of
@@ -184,18 +178,11 @@ class PrefillRoutingPlugin(RequestHook):
         return by_target[nxt.target]
 
 
-def _deployment_prices(router: Any, deps: list[dict], group: str, model: str) -> list[Price]:
-    """The known prices of the deployments candidate ``model`` stands for (see :meth:`~PrefillRoutingPlugin.
-    route_prices`)."""
-    own = [d for d in deps if d.get("model_name") == group and (d.get("litellm_params") or {}).get("model") == model] \
+def _standing_for(deps: list[dict], group: str, model: str) -> list[dict]:
+    """The deployments candidate ``model`` stands for: in model group ``group`` those whose ``litellm_params.model``
+    it is (a Router's plugins), else those of the model group it names (a complexity router's tier pool)."""
+    return [d for d in deps if d.get("model_name") == group and (d.get("litellm_params") or {}).get("model") == model] \
         or [d for d in deps if d.get("model_name") == model]
-    out = []
-    for dep in own:
-        dep_id, name = deployment_id(dep), str((dep.get("litellm_params") or {}).get("model") or "")
-        price = deployment_price(dep, functools.partial(deployment_model_info, router, dep_id, name))
-        if price is not None:
-            out.append(price)
-    return out
 
 
 def _passed_over(earlier: object, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:

@@ -50,8 +50,10 @@ from typing import Any
 
 from typing_extensions import Unpack
 
+from .composition import deployments_of
 from .config import parse_overrides
 from .costs import Price
+from .deployments import complexity_config
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, baseline_record, savings_baseline
@@ -106,7 +108,8 @@ class PrefillTierClassifier(RequestHook):
 
     Policy: ``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd`` (default: the bundle's ``balanced``), a request's
     or a proxy key's ``metadata.prefill`` on top; ``max_cost_usd`` / ``min_p_correct`` limits; ``autotune``. Costs
-    use ``prices`` ({target: (input, output) USD per token}, the tiers' model prices), else the bundle's.
+    use ``prices`` ({target: (input, output) USD per token}, the tiers' model prices), else what the deployments of
+    the tier's model groups cost (see :meth:`tier_prices`), else the bundle's.
     ``decision_log`` (``{date}`` / ``{pid}``), ``decision_log_messages``, ``decision_log_responses``, ``metrics``,
     ``learn_output_tokens``, ``reload_interval_s``, ``prediction_cache_size``, ``decision_timeout_s`` (default 2.5
     s: below litellm's ``classifier_plugin_timeout_ms``, 3 s by default, so a slow prediction is declined and logged
@@ -139,6 +142,7 @@ class PrefillTierClassifier(RequestHook):
         request = current_request()  # the request's own metadata dict; litellm hands the plugin a copy
         md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
         group = str(md.get("model_group") or MODEL_GROUP)
+        prices = self.tier_prices(request.router if request is not None else None, group, prices)
         messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
         # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
         arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
@@ -158,6 +162,24 @@ class PrefillTierClassifier(RequestHook):
         if request is not None:
             self._record(md, request.trace_id, decision, tier, prices, as_before, arm)
         return self.shadow_tier if as_before else tier
+
+    def tier_prices(self, router: Any, group: str, prices: Mapping[str, Price] | None = None) -> dict[str, Price]:
+        """Each tier's target priced as the request will be billed: the classifier's ``prices=``; else the mean
+        price of ``router``'s deployments of the model groups complexity router ``group`` sends the tier to, as the
+        prefill strategy prices a deployment; else the bundle's (``prices``: the served bundle's, default the current
+        one's)."""
+        prices = self.prices if prices is None else prices
+        if router is None:
+            return dict(prices)
+        deps = deployments_of(router)
+        cfg = next((c for d in deps if d.get("model_name") == group and (c := complexity_config(d)) is not None), None)
+        pools = (cfg or {}).get("tiers")
+        served_by: dict[str, list[dict]] = {}
+        for target in prices:
+            pool = pools.get(self._tier_of.get(target)) if isinstance(pools, Mapping) else None
+            names = {pool} if isinstance(pool, str) else set(pool) if isinstance(pool, list) else set()
+            served_by[target] = [d for d in deps if d.get("model_name") in names]
+        return self._billed(router, served_by, prices)
 
     def tier_for(self, decision: RoutingDecision) -> str | None:
         """The tier of a decision's target; None (declined) for a fallback decision, which no prediction made."""

@@ -144,8 +144,16 @@ async def test_candidates_are_priced_by_the_routers_deployments_as_the_strategy_
     pin, pout = PRICES["math-model"]
     dear = {"math-model": (pin * 10, pout * 10)}
 
+    def served_dear(group: str = "auto") -> list[dict]:
+        """math-model served at 10x, as a model of its own: litellm's cost map is process-wide, one entry per model"""
+        models = model_list(prices=dear, group=group)
+        models[0]["litellm_params"]["model"] = "openai/math-model-eu"
+        return models
+
     async def decided(models: list[dict], group: str, **settings: object) -> dict:
-        plugin = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", **settings)  # type: ignore[arg-type]
+        targets = {"openai/math-model-eu": "math-model", **settings.pop("targets", {})}  # type: ignore[dict-item]
+        plugin = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", targets=targets,
+                                      **settings)  # type: ignore[arg-type]
         for m in models:  # a complexity router's tier pool
             cfg = m["litellm_params"].get("complexity_router_config")
             if cfg is not None:
@@ -154,23 +162,24 @@ async def test_candidates_are_priced_by_the_routers_deployments_as_the_strategy_
         return (await r.acompletion(model=group, messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
 
     as_trained = await decided(model_list(), "auto")
-    served = await decided(model_list(prices=dear), "auto")
+    served = await decided(served_dear(), "auto")
     assert served["cost_usd"]["math-model"] == pytest.approx(10 * as_trained["cost_usd"]["math-model"])
     assert served["cost_usd"]["generalist"] == as_trained["cost_usd"]["generalist"]
     # the ceiling now leaves the dear deployment out: the decision follows the price it will be billed at
     ceiling = 2 * as_trained["cost_usd"]["math-model"]
     assert (await decided(model_list(), "auto", max_cost_usd=ceiling))["target"] == "math-model"
-    capped = await decided(model_list(prices=dear), "auto", max_cost_usd=ceiling)
+    capped = await decided(served_dear(), "auto", max_cost_usd=ceiling)
     assert capped["target"] != "math-model" and capped["cost_usd"][capped["target"]] <= ceiling
     # the plugin's own prices= are what the operator said: they win over the deployments'
-    told = await decided(model_list(prices=dear), "auto", prices={"math-model": PRICES["math-model"]})
+    told = await decided(served_dear(), "auto", prices={"math-model": PRICES["math-model"]})
     assert told["cost_usd"]["math-model"] == as_trained["cost_usd"]["math-model"]
     # a complexity router's tier pool: a candidate model group is priced by its deployments
     groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
-    tiered = [dep for g, t in groups.items() for dep in model_list(targets=(t,), group=g, prices=dear)]
+    tiered = [dep for g, t in groups.items() for dep in (served_dear(g)[:1] if g == "maths" else
+                                                          model_list(targets=(t,), group=g))]
     tiered.append(tier_router("smart", None, {t: list(groups) for t in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")},
                               classifier_type="heuristic"))
-    in_tier = await decided(tiered, "smart", targets=groups)
+    in_tier = await decided(tiered, "smart", targets=groups)  # the plugin's own targets= name the tier's groups
     assert in_tier["cost_usd"]["math-model"] == pytest.approx(served["cost_usd"]["math-model"])
 
 

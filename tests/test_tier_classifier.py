@@ -25,10 +25,15 @@ GROUPS = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen", "REASONING": "g
 SERVED_BY = {"hist": "history-model", "maths": "math-model", "gen": "generalist", "other": "generalist"}
 
 
-def router(classifier: PrefillTierClassifier, failing: tuple[str, ...] = (), **config: object) -> litellm.Router:
+def router(classifier: PrefillTierClassifier, failing: tuple[str, ...] = (),
+           priced: dict[str, tuple[float, float]] | None = None, **config: object) -> litellm.Router:
+    """``priced``: {model group: (input, output) USD per token} in its deployment's model_info (its litellm model
+    named for the price: litellm's cost map is process-wide, one entry per model)."""
     deployments = [{"model_name": g, "litellm_params": {
-        "model": f"openai/{SERVED_BY[g]}", "api_key": "sk-test",
-        "mock_response": "litellm.InternalServerError" if g in failing else f"answer from {g}"}}
+        "model": f"openai/{SERVED_BY[g]}" + (f"-at-{priced[g][0]:g}" if priced and g in priced else ""),
+        "api_key": "sk-test",
+        "mock_response": "litellm.InternalServerError" if g in failing else f"answer from {g}"},
+        "model_info": dict(zip(("input_cost_per_token", "output_cost_per_token"), (priced or {}).get(g, ())))}
         for g in ("hist", "maths", "gen", "other")]
     return litellm.Router(model_list=[*deployments, tier_router("smart", classifier, GROUPS, **config)],
                           fallbacks=[{"smart": ["other"]}])
@@ -54,6 +59,32 @@ async def test_the_complexity_router_sends_each_prompt_to_the_tier_whose_model_t
     resp = await r.aresponses(model="smart", input=MATH_PROMPT)
     assert resp.output[0].content[0].text == "answer from maths"
     assert resp._hidden_params["prefill_routing"]["tier"] == "MEDIUM"
+
+
+async def test_a_tier_is_priced_by_the_deployments_of_the_model_groups_it_is_sent_to_unless_prices_are_given(
+        bundle_dir: Path) -> None:
+    """The tiers' targets stand for their models' quality; the cost is what the tier's groups will bill: a tier
+    served at 10x the bundle's price is decided, and its cost ceiling checked, at that price."""
+    from conftest import PRICES
+
+    pin, pout = PRICES["math-model"]
+
+    async def decided(**settings: object) -> dict:
+        priced = settings.pop("priced", None)
+        r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", **settings),  # type: ignore[arg-type]
+                   priced=priced)  # type: ignore[arg-type]
+        return (await r.acompletion(model="smart", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+
+    as_trained = await decided()
+    dear = await decided(priced={"maths": (pin * 10, pout * 10)})
+    assert dear["cost_usd"]["math-model"] == pytest.approx(10 * as_trained["cost_usd"]["math-model"])
+    assert dear["cost_usd"]["generalist"] == as_trained["cost_usd"]["generalist"]
+    ceiling = 2 * as_trained["cost_usd"]["math-model"]
+    assert (await decided(max_cost_usd=ceiling))["tier"] == "MEDIUM"
+    capped = await decided(max_cost_usd=ceiling, priced={"maths": (pin * 10, pout * 10)})
+    assert capped["tier"] != "MEDIUM" and capped["cost_usd"][capped["target"]] <= ceiling
+    told = await decided(priced={"maths": (pin * 10, pout * 10)}, prices={"math-model": (pin, pout)})
+    assert told["cost_usd"]["math-model"] == as_trained["cost_usd"]["math-model"]
 
 
 async def test_each_classified_call_is_logged_with_its_outcome_and_stats_sums_it_up(bundle_dir: Path,
