@@ -187,6 +187,19 @@ def with_served_tier(record: dict, md: Mapping) -> dict:
             "served_cause": routing.get("cause")}
 
 
+def with_served_candidate(record: dict, md: Mapping) -> dict:
+    """A routing plugin's record that narrowed nothing (shadow, a rollout's control arm, a declined decision: litellm
+    chose among the whole pool), with the target that answered (``served_target``): the one the deployment litellm
+    chose stands for - its model, else its model group, as the record's ``candidate_targets`` maps them (None: a
+    deployment that maps to no target). litellm names the attempt's deployment in the request's metadata."""
+    candidates = record.get("candidate_targets")
+    if not isinstance(candidates, Mapping):
+        return record
+    deployment, group = md.get("deployment"), md.get("model_group")
+    served = candidates.get(deployment) if deployment in candidates else candidates.get(group)
+    return {**record, "served_target": served}
+
+
 def hidden_params(response: object, create: bool = False) -> Any:
     """litellm's hidden params of ``response`` (None if it has none): a dict (chat, Responses API, a stream),
     ``HiddenParams`` (text completions: a pydantic model with ``get`` and item assignment), or the ``_hidden_params``

@@ -126,6 +126,8 @@ class PrefillRoutingPlugin(RequestHook):
                   if baseline and not (as_before or declined) else None}
         if as_before:
             record["shadow"] = True
+        if as_before or declined:  # litellm chooses among the whole pool: the answering target is known at the call
+            record["candidate_targets"] = {m: t for t, models in pools.items() for m in models}
         if passed_over := _passed_over(md.get(DECISION_KEY), trace, group, pools):
             record["unavailable_targets"] = passed_over
         if arm is not None:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import NamedTuple
 
-from .records import DECISION_KEY, LITELLM_DECISION_KEY, with_served_tier
+from .records import DECISION_KEY, LITELLM_DECISION_KEY, with_served_candidate, with_served_tier
 
 TRACE_FIELD = "trace_id"  # the decision record's field naming its request
 
@@ -167,8 +167,10 @@ def decision_for(md: Mapping, trace_id: object = None, deployment_id: object = N
     candidates += reversed(book.attempts(trace_id))
     for candidate in candidates:
         if not deployment_id or candidate.get("deployment_id") in (None, str(deployment_id)):
-            # a tier classifier's record: only while litellm followed it, and with the tier litellm served
-            return None if _classified_earlier(candidate, md) else with_served_tier(candidate, md)
+            # a tier classifier's record: only while litellm followed it, and with the tier litellm served; a routing
+            # plugin's that narrowed nothing: with the target litellm's pick stands for
+            return None if _classified_earlier(candidate, md) else with_served_candidate(
+                with_served_tier(candidate, md), md)
     return None
 
 

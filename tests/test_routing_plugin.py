@@ -13,6 +13,7 @@ import pytest
 from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, cheap_group, model_list, tier_router
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.log_stats import summarize
 from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
 
 
@@ -67,8 +68,9 @@ async def test_a_complexity_routers_tier_pool_is_narrowed_to_the_model_group_of_
 
 
 async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_prediction_keeps_the_pool(
-        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shadow = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", shadow=True)
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "shadow.jsonl"
+    shadow = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", shadow=True, decision_log=str(log))
     r = litellm.Router(model_list=model_list(), plugins=[shadow])
     served = set()
     for _ in range(12):
@@ -76,7 +78,13 @@ async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_pre
         served.add(resp.choices[0].message.content)
         d = resp._hidden_params["prefill_routing"]
         assert (d["target"], d["shadow"], d["baseline"]) == ("math-model", True, None)
+        # who answered: what the outcome, feedback and learned answer lengths belong to, and stats' "served"
+        assert resp.choices[0].message.content == f"answer from {d['served_target']}"
     assert len(served) > 1  # litellm's shuffle over the whole group, as without the plugin
+    await flush_logging()
+    stats = summarize([json.loads(line) for line in log.read_text().splitlines()])
+    assert stats["shadow"]["calls"] == 12 and sum(stats["shadow"]["served"].values()) == 12
+    assert set(stats["shadow"]["served"]) == {c.removeprefix("answer from ") for c in served}
 
     broken = PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", prediction_cache_size=0)
 
@@ -88,6 +96,7 @@ async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_pre
     assert resp.choices[0].message.content.startswith("answer from ")  # never a lost request
     d = resp._hidden_params["prefill_routing"]
     assert d["declined"] is True and d["reason"].startswith("fallback: inference failed")
+    assert resp.choices[0].message.content == f"answer from {d['served_target']}"
 
 
 async def test_a_target_cooling_down_is_not_a_lost_request_the_next_pick_serves_it(bundle_dir: Path) -> None:
