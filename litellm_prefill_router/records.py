@@ -252,8 +252,10 @@ def decision_headers(request_data: dict, response: object = None,
     p = (decision.get("p_correct") or {}).get(target)
     if p is not None:
         headers["x-prefill-p-correct"] = f"{float(p):.4f}"
-    if decision.get("tier"):  # a complexity router's tier, chosen by the tier classifier
-        headers["x-prefill-tier"] = str(decision["tier"])
+    tiered = decision.get("tier_decision")  # a routing plugin narrowed the pool of the tier the classifier chose
+    tier = decision.get("tier") or (tiered.get("tier") if isinstance(tiered, Mapping) else None)
+    if tier:  # a complexity router's tier, chosen by the tier classifier
+        headers["x-prefill-tier"] = str(tier)
     if isinstance(novelty := decision.get("novelty"), (int, float)):  # above 1: unlike the bundle's training data
         headers["x-prefill-novelty"] = f"{float(novelty):.3f}"
     if decision.get("shadow"):  # x-prefill-target is the route the router would take; this is who answered

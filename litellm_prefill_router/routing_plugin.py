@@ -130,6 +130,8 @@ class PrefillRoutingPlugin(RequestHook):
             record["candidate_targets"] = {m: t for t, models in pools.items() for m in models}
         if passed_over := _passed_over(md.get(DECISION_KEY), trace, group, pools):
             record["unavailable_targets"] = passed_over
+        if tiered := _tier_decision(md.get(DECISION_KEY), trace):
+            record["tier_decision"] = tiered
         if arm is not None:
             record["arm"] = arm
         context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
@@ -185,6 +187,23 @@ def _standing_for(deps: list[dict], group: str, model: str) -> list[dict]:
     it is (a Router's plugins), else those of the model group it names (a complexity router's tier pool)."""
     return [d for d in deps if d.get("model_name") == group and (d.get("litellm_params") or {}).get("model") == model] \
         or [d for d in deps if d.get("model_name") == model]
+
+
+#: what a routing plugin's record keeps of the tier classifier's decision that chose the tier whose pool it narrowed
+TIER_DECISION_FIELDS = ("tier", "target", "reason", "policy", "p_correct", "latency_ms", "declined", "shadow", "arm")
+
+
+def _tier_decision(earlier: object, trace: object) -> dict | None:
+    """The tier classifier's decision for this request (a :class:`~.tier_classifier.PrefillTierClassifier` chose the
+    complexity router's tier whose pool the plugin narrows), kept in the plugin's record as ``tier_decision`` - the
+    one record a request's log line, hidden params and headers carry; None when no classifier decided it."""
+    if not (owns(earlier, trace) and isinstance(earlier, dict)):
+        return None
+    if isinstance(earlier.get("tier_decision"), dict):  # the plugin's own, run again (health failover, a retry)
+        return dict(earlier["tier_decision"])
+    if "tier" not in earlier or "plugin_models" in earlier:
+        return None
+    return {k: earlier[k] for k in TIER_DECISION_FIELDS if k in earlier}
 
 
 def _passed_over(earlier: object, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:

@@ -67,6 +67,35 @@ async def test_a_complexity_routers_tier_pool_is_narrowed_to_the_model_group_of_
     assert (d["target"], d["policy"]["preset"], d["plugin_models"]) == ("math-model", "max-quality", ["maths"])
 
 
+async def test_beside_the_tier_classifier_the_record_keeps_the_tier_it_chose_and_the_plugins_pick_within_it(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """The classifier picks the tier, the plugin the model group in the tier's pool: one record per request (its log
+    line, hidden params, headers) - the plugin's, with the classifier's decision under ``tier_decision``."""
+    from litellm_prefill_router.records import decision_headers
+    from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+
+    groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
+    log = tmp_path / "tiers.jsonl"
+    classifier = PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "history-model", "COMPLEX": "math-model"},
+                                       preset="max-quality")
+    plugin = PrefillRoutingPlugin(str(bundle_dir), targets=groups, preset="max-quality", decision_log=str(log))
+    deployments = [dep for g, t in groups.items() for dep in model_list(targets=(t,), group=g)]
+    smart = tier_router("smart", classifier, {"SIMPLE": ["hist", "gen"], "COMPLEX": ["maths", "gen"]},
+                        plugins=[plugin])
+    r = litellm.Router(model_list=[*deployments, smart])
+    for prompt, tier, target in ((MATH_PROMPT, "COMPLEX", "math-model"), (HIST_PROMPT, "SIMPLE", "history-model")):
+        resp = await r.acompletion(model="smart", messages=user(prompt))
+        d = resp._hidden_params["prefill_routing"]
+        assert resp.choices[0].message.content == f"answer from {target}"
+        assert d["plugin_models"] == [{v: k for k, v in groups.items()}[target]]
+        assert (d["target"], d["tier_decision"]["tier"], d["tier_decision"]["target"]) == (target, tier, target)
+        assert decision_headers({}, resp)["x-prefill-tier"] == tier
+    await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(x["decision"]["tier_decision"]["tier"], x["decision"]["target"]) for x in rows] == \
+        [("COMPLEX", "math-model"), ("SIMPLE", "history-model")]
+
+
 async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_prediction_keeps_the_pool(
         bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "shadow.jsonl"
