@@ -54,10 +54,12 @@ def _serving(shadow: bool, rollout: float, otherwise: str) -> str:
     return "shadow" if shadow else f"rollout {rollout:.0%}" if rollout < 1.0 else otherwise
 
 
-def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
-                      prompts: list[str]) -> dict[str, Any]:
-    """A tier classifier's part of the report: its bundle, policy, and each tier's target, model group and price."""
+def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any], prompts: list[str],
+                      router: Any = None) -> dict[str, Any]:
+    """A tier classifier's part of the report: its bundle, policy, and each tier's target, model group and price
+    (what ``router``'s deployments of the tier's groups cost, as the classifier prices it at request time)."""
     groups = complexity.get("tiers") or {}
+    prices = classifier.tier_prices(router, name)
     entry: dict[str, Any] = {
         "name": f"complexity router {name!r} (tier classifier)", "bundle": str(classifier.bundle),
         "bundle_served": classifier.decider.predictor.bundle.source,
@@ -68,9 +70,9 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
            ", served as before by litellm's classifier_fallback" if classifier.shadow or classifier.rollout < 1.0
            else ""),
         "tiers": [{"tier": tier, "target": target, "model_group": groups.get(tier),
-                   "input_usd_per_mtok": classifier.prices[target].input_cost_per_token * 1e6,
-                   "output_usd_per_mtok": classifier.prices[target].output_cost_per_token * 1e6,
-                   "price_from": classifier.prices[target].source} for tier, target in classifier.tiers.items()],
+                   "input_usd_per_mtok": prices[target].input_cost_per_token * 1e6,
+                   "output_usd_per_mtok": prices[target].output_cost_per_token * 1e6,
+                   "price_from": prices[target].source} for tier, target in classifier.tiers.items()],
         # litellm cancels a classifier past its classifier_plugin_timeout_ms; the classifier's own timeout should
         # decline first (a declined request is logged; the one litellm cancels gets litellm's warning as well)
         "decision_timeout_s": classifier.decider.timeout_s,
@@ -80,8 +82,7 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any],
                                 if groups and t not in groups),
         "routes": []}
     for prompt in prompts:
-        d = asyncio.run(classifier.decider.adecide([{"role": "user", "content": prompt}], classifier.prices, None,
-                                                   name))
+        d = asyncio.run(classifier.decider.adecide([{"role": "user", "content": prompt}], prices, None, name))
         entry["routes"].append({"prompt": prompt, "model_group": name, "tier": classifier.tier_for(d),
                                 "target": d.target, "reason": d.reason, "p_correct": dict(d.p_correct),
                                 "cost_usd": dict(d.cost_usd)})
@@ -106,7 +107,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
     report: dict[str, Any] = {"config": str(path), "strategies": [], "classifiers": [], "plugins": [],
                               "serves_metrics": serves_prometheus(litellm_settings)}
     for name, (classifier, complexity) in classifiers.items():
-        report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or []))
+        report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or [], router))
     for where, plugin, pools in plugins:
         report["plugins"].append(plugin_entry(where, plugin, pools, prompts or [],
                                               _serving(plugin.shadow, plugin.rollout, "narrowed"), router))

@@ -236,7 +236,9 @@ def _classifier_config(directory: Path, bundle: Path, tiers: dict[str, str], mod
         "from litellm_prefill_router.tier_classifier import PrefillTierClassifier\n"
         f"classifier = PrefillTierClassifier({str(bundle)!r}, {tiers!r}, preset='max-quality'{args})\n")
     groups = {"SIMPLE": "hist", "MEDIUM": "maths", "COMPLEX": "gen"}
-    deployments = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test"}}
+    # the COMPLEX tier's group is priced in its deployment's model_info; the others are unknown to litellm
+    deployments = [{"model_name": g, "litellm_params": {"model": f"openai/tier-{g}", "api_key": "sk-test"},
+                    "model_info": {"input_cost_per_token": 3e-6, "output_cost_per_token": 4e-6} if g == "gen" else {}}
                    for g in groups.values()]
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump({"model_list": [*deployments, tier_router("smart", f"{module}.classifier",
@@ -257,6 +259,10 @@ def test_check_reports_a_complexity_routers_tier_classifier_its_tiers_and_sample
     (entry,) = json.loads(out.read_text())["classifiers"]
     assert [(t["tier"], t["target"], t["model_group"]) for t in entry["tiers"]] == \
         [("SIMPLE", "history-model", "hist"), ("MEDIUM", "math-model", "maths"), ("COMPLEX", "generalist", "gen")]
+    # priced as the classifier prices a request: the tier's group's deployments, else the bundle's training price
+    assert [(t["price_from"], t["input_usd_per_mtok"], t["output_usd_per_mtok"]) for t in entry["tiers"]] == [
+        ("manifest", pytest.approx(0.3), pytest.approx(0.3)), ("manifest", pytest.approx(0.2), pytest.approx(0.2)),
+        ("model_info", pytest.approx(3.0), pytest.approx(4.0))]
     assert [(r["tier"], r["target"]) for r in entry["routes"]] == [("MEDIUM", "math-model"),
                                                                    ("SIMPLE", "history-model")]
 
