@@ -22,7 +22,6 @@ costs its tokenisation only.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import hashlib
 import json
@@ -30,8 +29,6 @@ import logging
 import os
 import queue
 import threading
-import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -45,6 +42,7 @@ from .errors import InferenceError
 from .novelty import NoveltyScorer, serving_scorer
 from .prompt import EncodedPrompt, PromptEncoder
 from .sessions import MAX_BATCH_TOKENS, EncoderSession, ProviderSpec, TrunkSession, encode_grouped
+from .worker_exit import finish_at_exit
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +293,7 @@ class PrefillPredictor:
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, name="prefill-predictor", daemon=True)
                 self._worker.start()
-                _finish_at_exit(self)
+                finish_at_exit(self)
         return fut
 
     def close(self) -> None:
@@ -311,7 +309,7 @@ class PrefillPredictor:
 
     def finish(self, timeout_s: float) -> None:
         """Let the worker answer what is queued, then exit at once; wait up to ``timeout_s`` for it (the
-        interpreter's exit: see :func:`_finish_at_exit`)."""
+        interpreter's exit: see :mod:`.worker_exit`)."""
         self._closed = self._exiting = True
         self._queue.put(None)
         worker = self._worker
@@ -351,35 +349,6 @@ class PrefillPredictor:
                 continue
             for row, (_, f) in zip(probs, live):
                 f.set_result(row)
-
-
-# Predictors whose worker thread ran, to finish at the interpreter's exit. The worker is a daemon thread: one still
-# inside onnxruntime when Python finalizes would, on returning, be ended by CPython (pthread_exit) through
-# onnxruntime's C++ frames - std::terminate, the process aborts (exit status 134) after the program is done. Measured
-# in the test suite: 2 of 6 runs of three test files aborted so, where an abandoned prediction (a decision timeout)
-# was still running at exit. An atexit handler runs before finalization, so waiting there for the workers avoids it.
-_STARTED: weakref.WeakSet[PrefillPredictor] = weakref.WeakSet()
-_AT_EXIT_LOCK = threading.Lock()
-#: seconds the interpreter's exit waits, in all, for predictions still running
-EXIT_WAIT_S = 10.0
-
-
-def _finish_at_exit(predictor: PrefillPredictor) -> None:
-    with _AT_EXIT_LOCK:
-        if not _STARTED:
-            atexit.unregister(_finish_all)  # registered once; re-registered after a drain (tests)
-            atexit.register(_finish_all)
-        _STARTED.add(predictor)
-
-
-def _finish_all() -> None:
-    """At exit: every predictor's worker answers what it has, then exits; at most :data:`EXIT_WAIT_S` in all."""
-    deadline = time.monotonic() + EXIT_WAIT_S
-    with _AT_EXIT_LOCK:
-        started = list(_STARTED)
-        _STARTED.clear()
-    for predictor in started:
-        predictor.finish(max(0.0, deadline - time.monotonic()))
 
 
 _CACHE: dict[tuple[str, str, int | None, int, int | None, int, str], PrefillPredictor] = {}
