@@ -86,7 +86,7 @@ def priced(dep: dict, dep_id: str, known_model_info: Callable[[], Any], default:
     )
 
 
-def _described_from(dep: dict) -> tuple[object, ...]:
+def described_from(dep: dict) -> tuple[object, ...]:
     """What a deployment's target and price are read from. A deployment updated in place (the proxy's
     ``/model/update``, ``Router.upsert_deployment``: same id, new price or target) is described again when it
     changes."""
@@ -102,16 +102,16 @@ class ServedBundle:
 
     decider: PrefillDecider
     deployments: dict[str, DeploymentTarget | None]  # deployment id -> its target and price (None: unmapped)
-    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> _described_from
+    described_from: dict[str, tuple[object, ...]] = field(default_factory=dict)  # deployment id -> described_from
 
     def remember(self, dep_id: str, dep: dict, info: DeploymentTarget | None) -> DeploymentTarget | None:
         self.deployments[dep_id] = info
-        self.described_from[dep_id] = _described_from(dep)
+        self.described_from[dep_id] = described_from(dep)
         return info
 
     def known(self, dep_id: str, dep: dict) -> bool:
         """The deployment was described as it is now."""
-        return dep_id in self.deployments and self.described_from.get(dep_id) == _described_from(dep)
+        return dep_id in self.deployments and self.described_from.get(dep_id) == described_from(dep)
 
     def describe(self, dep: dict, bundle: str, price_of: Callable[[dict, str], Price]) -> DeploymentTarget | None:
         """The deployment's target and price (None: it serves no target), described once per change of it;

@@ -18,7 +18,7 @@ from .autotune import Autotuner, AutotuneSettings
 from .config import checked_cache_size
 from .costs import Price, given_prices
 from .decider import PrefillDecider
-from .deployments import deployment_id, deployment_price
+from .deployments import deployment_id, deployment_price, described_from
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
 from .metrics import reload_observer
@@ -106,6 +106,7 @@ class RequestHook(ServedRoutes):
             "execution_providers": list(execution_providers) if execution_providers else None}
         self._timeout_s = DEFAULT_DECISION_TIMEOUT_S if decision_timeout_s is None else decision_timeout_s
         self._user_prices = given_prices(prices, "user")
+        self._prices_seen: dict[tuple[object, ...], Price | None] = {}  # see _deployment_price
         # the targets' answer lengths, learned from their answers; outlives reloads
         self.answer_lengths = AnswerLengths() if learn_output_tokens else None
         # tunes the policy on the calls it decides (see litellm_prefill_router.autotune); kept across reloads
@@ -138,20 +139,34 @@ class RequestHook(ServedRoutes):
         as the request will be billed: the mean price of ``router``'s deployments that serve it (``served_by``:
         {target: deployments}), each priced as the prefill strategy prices a deployment (``litellm_params``,
         ``model_info``, litellm's cost map); a target none of whose deployments has a known price keeps its own."""
-        from .composition import deployment_model_info  # litellm-facing: imported with a request
-
         out = dict(prices)
         for target, deps in served_by.items():
             if target not in out or target in self._user_prices:
                 continue
-            found = [price for dep in deps if (price := deployment_price(dep, functools.partial(
-                deployment_model_info, router, deployment_id(dep),
-                str((dep.get("litellm_params") or {}).get("model") or "")))) is not None]
+            found = [price for dep in deps if (price := self._deployment_price(router, dep)) is not None]
             if found:
                 out[target] = Price(sum(p.input_cost_per_token for p in found) / len(found),
                                     sum(p.output_cost_per_token for p in found) / len(found),
                                     found[0].source if len({p.source for p in found}) == 1 else "deployments")
         return out
+
+    #: deployments whose prices a hook remembers (an unpriced one costs a lookup in litellm's cost map, ~0.05 ms)
+    PRICE_CACHE_SIZE = 4096
+
+    def _deployment_price(self, router: Any, dep: dict) -> Price | None:
+        """A deployment's price (None: unknown), remembered while what it is read from stays the same (a deployment
+        updated in place is priced again), as the prefill strategy remembers its deployments'."""
+        from .composition import deployment_model_info  # litellm-facing: imported with a request
+
+        key = (id(router), deployment_id(dep), described_from(dep))
+        if key in self._prices_seen:
+            return self._prices_seen[key]
+        price = deployment_price(dep, functools.partial(deployment_model_info, router, key[1], str(
+            (dep.get("litellm_params") or {}).get("model") or "")))
+        if len(self._prices_seen) >= self.PRICE_CACHE_SIZE:
+            self._prices_seen.clear()
+        self._prices_seen[key] = price
+        return price
 
     def _store(self, md: dict, trace_id: object, record: dict) -> None:
         """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging)."""
