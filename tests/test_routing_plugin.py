@@ -219,6 +219,15 @@ async def test_candidates_are_priced_by_the_routers_deployments_as_the_strategy_
                               classifier_type="heuristic"))
     in_tier = await decided(tiered, "smart", targets=groups)  # the plugin's own targets= name the tier's groups
     assert in_tier["cost_usd"]["math-model"] == pytest.approx(served["cost_usd"]["math-model"])
+    # a deployment repriced in place (the proxy's /model/update) is priced again
+    from litellm_prefill_router.composition import deployments_of
+
+    r = litellm.Router(model_list=model_list(), plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
+    before = (await r.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    math = next(d for d in deployments_of(r) if d["litellm_params"]["model"] == "openai/math-model")
+    math["model_info"].update(input_cost_per_token=pin * 10, output_cost_per_token=pout * 10)
+    after = (await r.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
+    assert after["cost_usd"]["math-model"] == pytest.approx(10 * before["cost_usd"]["math-model"])
 
 
 async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_request(bundle_dir: Path) -> None:
