@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,29 @@ async def serve_logged(bundle: str, prompts: list[str], log: Path, **strategy_ar
     for p in prompts:
         await router.acompletion(model="auto", messages=[{"role": "user", "content": p}])
     await flush_logging()
+
+
+def accuracy_cost_plot(path: Path, title: str, points: dict[str, dict], singles: dict[str, dict],
+                       ours: Callable[[str], bool], single_label: Callable[[str], str] = str,
+                       curves: dict[str, tuple[list[float], list[float]]] | None = None) -> None:
+    """Accuracy vs estimated cost per 1,000 requests (PNG at ``path``): ``points`` (name -> {accuracy,
+    cost_per_1k_usd}; circles where ``ours(name)``, squares otherwise), each single model as a grey cross labelled
+    ``single_label(name)``, and ``curves`` (label -> (costs, accuracies)) under them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, (xs, ys) in (curves or {}).items():
+        ax.plot(xs, ys, "-", color="tab:blue", alpha=0.6, label=label)
+    for name, r in points.items():
+        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "o" if ours(name) else "s", label=name)
+    for name, r in singles.items():
+        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "x", color="grey")
+        ax.annotate(single_label(name), (r["cost_per_1k_usd"], r["accuracy"]), fontsize=6, color="grey")
+    ax.set_xlabel("estimated cost per 1,000 requests (USD)")
+    ax.set_ylabel("accuracy (held-out prompts)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _serving import bundle_split, serving_args
+from _serving import accuracy_cost_plot, bundle_split, serving_args
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -206,24 +206,10 @@ def main() -> None:
     (outdir / "complexity_router.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot([s["cost_per_1k_usd"] for s in sweep], [s["accuracy"] for s in sweep], "-", color="tab:blue",
-            alpha=0.6, label="prefill classifier, lambda sweep")
-    for name, r in results.items():
-        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "o" if name.startswith("prefill") else "s", label=name)
-    for name, r in singles.items():
-        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "x", color="grey")
-        ax.annotate(name.split(" (")[0], (r["cost_per_1k_usd"], r["accuracy"]), fontsize=7, color="grey")
-    ax.set_xlabel("estimated cost per 1,000 requests (USD)")
-    ax.set_ylabel("accuracy (held-out prompts)")
-    ax.set_title("litellm complexity router: tier classifiers")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(outdir / "complexity_router.png", dpi=120)
+    accuracy_cost_plot(outdir / "complexity_router.png", "litellm complexity router: tier classifiers", results,
+                       singles, lambda name: name.startswith("prefill"), lambda name: name.split(" (")[0],
+                       {"prefill classifier, lambda sweep": ([s["cost_per_1k_usd"] for s in sweep],
+                                                             [s["accuracy"] for s in sweep])})
 
 
 if __name__ == "__main__":

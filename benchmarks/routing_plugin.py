@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _serving import serving_args
+from _serving import accuracy_cost_plot, serving_args
 from complexity_router import bootstrap_diff, held_out
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -162,22 +162,8 @@ def main() -> None:
     (outdir / "routing_plugin.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for name, r in results.items():
-        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "o" if "plugin" in name else "s", label=name)
-    for name, r in singles.items():
-        ax.plot(r["cost_per_1k_usd"], r["accuracy"], "x", color="grey")
-        ax.annotate(name, (r["cost_per_1k_usd"], r["accuracy"]), fontsize=6, color="grey")
-    ax.set_xlabel("estimated cost per 1,000 requests (USD)")
-    ax.set_ylabel("accuracy (held-out prompts)")
-    ax.set_title("litellm routing plugin: the prefill bundle picks the model group")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(outdir / "routing_plugin.png", dpi=120)
+    accuracy_cost_plot(outdir / "routing_plugin.png", "litellm routing plugin: the prefill bundle picks the model "
+                       "group", results, singles, lambda name: "plugin" in name)
 
 
 if __name__ == "__main__":
