@@ -51,7 +51,7 @@ from typing import Any
 from typing_extensions import Unpack
 
 from .composition import deployments_of
-from .config import parse_overrides
+from .config import RequestOverrides, parse_overrides
 from .costs import Price
 from .deployments import complexity_config
 from .errors import ConfigurationError
@@ -147,7 +147,15 @@ class PrefillTierClassifier(RequestHook):
         # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
         arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
-        overrides, started = parse_overrides(md), time.perf_counter()
+        started = time.perf_counter()
+        try:
+            overrides = parse_overrides(md)
+        except ConfigurationError as err:  # litellm's classifier_fallback serves it, with litellm's warning naming why
+            if request is not None:  # and the log says why the classifier declined it
+                self._record(md, request.trace_id, decider.unpredicted(prices, RequestOverrides(), group,
+                                                                       f"fallback: {err}", 0.0),
+                             None, prices, as_before, arm)
+            raise
         try:
             decision = await decider.adecide(list(messages), prices, overrides, group)
         except asyncio.CancelledError:  # litellm's classifier_plugin_timeout_ms passed: its classifier_fallback serves

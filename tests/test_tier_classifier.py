@@ -202,6 +202,25 @@ async def test_a_failed_prediction_is_declined_and_litellms_classifier_fallback_
     assert summarize([row])["targets"]["(declined)"]["calls"] == 1
 
 
+async def test_invalid_metadata_prefill_overrides_are_declined_with_why_and_served_by_litellms_fallback(
+        bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The strategy fails such a request; litellm serves a classifier's failure by its classifier_fallback, with a
+    warning - the request is in the log, declined, with the validation error."""
+    log = tmp_path / "tiers.jsonl"
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, decision_log=str(log)))
+    with caplog.at_level("WARNING", logger="LiteLLM Router"):
+        resp = await r.acompletion(model="smart", messages=user(MATH_PROMPT),
+                                   metadata={"prefill": {"tolerance": "lots"}})
+    assert resp.choices[0].message.content.startswith("answer from ")
+    assert any("invalid metadata['prefill'] overrides" in rec.getMessage() for rec in caplog.records)
+    d = resp._hidden_params["prefill_routing"]
+    assert d["declined"] is True and d["reason"].startswith("fallback: invalid metadata['prefill'] overrides")
+    assert d["served_tier"] is not None  # litellm's fallback's tier answered
+    await flush_logging()
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["decision"]["reason"] == d["reason"] and row["outcome"]["success"] is True
+
+
 async def test_a_prediction_litellm_cancels_at_its_plugin_timeout_is_logged_as_declined(
         bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """litellm cancels a classifier past classifier_plugin_timeout_ms and serves the request by its fallback: the
