@@ -108,9 +108,9 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
                               "serves_metrics": serves_prometheus(litellm_settings)}
     for name, (classifier, complexity) in classifiers.items():
         report["classifiers"].append(_classifier_entry(name, classifier, complexity, prompts or [], router))
-    for where, plugin, pools in plugins:
+    for where, plugin, pools, refused in plugins:
         report["plugins"].append(plugin_entry(where, plugin, pools, prompts or [],
-                                              _serving(plugin.shadow, plugin.rollout, "narrowed"), router))
+                                              _serving(plugin.shadow, plugin.rollout, "narrowed"), router, refused))
     pre_call_checks = bool(setting_of(router, "enable_pre_call_checks", False))
     for name, strategy in strategies.items():
         routes = strategy.routes()

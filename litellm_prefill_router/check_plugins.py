@@ -34,13 +34,13 @@ def import_object(path: str, config_dir: Path, where: str) -> Any:
 
 
 def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: dict[str, Any],
-                            config_dir: Path) -> list[tuple[str, Any, dict[str, list[str]]]]:
+                            config_dir: Path) -> list[tuple[str, Any, dict[str, list[str]], str | None]]:
     """(where it is configured, the plugin, its pools) of each :class:`~.routing_plugin.PrefillRoutingPlugin` of the
     config: ``router_settings.plugins`` (pools: each model group's deployment models) and each complexity router's
     ``plugins`` (pools: each tier's model groups). Dotted paths are replaced by the objects they name, in place."""
     from .routing_plugin import PrefillRoutingPlugin
 
-    found: list[tuple[str, Any, dict[str, list[str]]]] = []
+    found: list[tuple[str, Any, dict[str, list[str]], str | None]] = []
     groups: dict[str, list[str]] = {}
     for dep in model_list:
         if complexity_config(dep) is None:
@@ -60,15 +60,18 @@ def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: d
             if isinstance(value, str):
                 plugins[i] = import_object(value, config_dir, f"{where}: {value!r}")
             if isinstance(plugins[i], PrefillRoutingPlugin):
-                found.append((f"routing plugin {value if isinstance(value, str) else i} ({where})", plugins[i], pools))
+                found.append((f"routing plugin {value if isinstance(value, str) else i} ({where})", plugins[i], pools,
+                              strategy_refusal(where, router_settings)))
     return found
 
 
 def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: list[str],
-                 serving: str, router: Any = None) -> dict[str, Any]:
-    """A routing plugin's part of the report (see the module); sample picks priced as ``router``'s requests are."""
+                 serving: str, router: Any = None, refused: str | None = None) -> dict[str, Any]:
+    """A routing plugin's part of the report (see the module); sample picks priced as ``router``'s requests are;
+    ``refused``: why litellm would fail every request (see :func:`strategy_refusal`)."""
     entry: dict[str, Any] = {
         "name": where, "bundle": str(plugin.bundle), "policy": plugin.decider.default_policy.describe(),
+        "refused": refused,
         "serving": serving, "pools": {pool: [{"model": m, "target": plugin.target_of(m)} for m in models]
                                       for pool, models in pools.items()},
         "routes": []}
@@ -95,6 +98,23 @@ def left_out_warning(pool: str, models: list[str]) -> str:
             "(map each to the target it serves with targets={model: target}, or give it its own model group)")
 
 
+#: router-wide strategies litellm runs on its synchronous selection path, which refuses a Router with plugins
+SYNC_ONLY_STRATEGIES = {"usage-based-routing": "usage-based-routing-v2"}
+
+
+def strategy_refusal(where: str, router_settings: dict[str, Any]) -> str | None:
+    """Why litellm would fail every request the routing plugins configured at ``where`` see (None: it would not): a
+    router-wide strategy litellm only runs synchronously (``usage-based-routing``, v1), whose path refuses plugins."""
+    strategy = router_settings.get("routing_strategy")
+    if where != "router_settings.plugins" or strategy not in SYNC_ONLY_STRATEGIES:
+        return None
+    return (f"routing_strategy {strategy!r} runs on litellm's synchronous selection path, which refuses a Router "
+            f"with plugins: every request would fail (\"Router(plugins=[...]) is configured, but this call resolved "
+            f"to the synchronous deployment-selection path\"); use {SYNC_ONLY_STRATEGIES[strategy]!r}")
+
+
 def plugin_warnings(entry: dict[str, Any]) -> list[str]:
-    """What ``--strict`` refuses in a routing plugin's entry: pools whose unmapped models a narrowing leaves out."""
-    return [left_out_warning(pool, models) for pool, models in entry["left_out"].items()]
+    """What ``--strict`` refuses in a routing plugin's entry: a strategy litellm would fail every request of, and pools
+    whose unmapped models a narrowing leaves out."""
+    return [*([entry["refused"]] if entry.get("refused") else []),
+            *(left_out_warning(pool, models) for pool, models in entry["left_out"].items())]

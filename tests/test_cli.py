@@ -338,3 +338,12 @@ def test_check_reports_a_routing_plugins_pools_and_warns_of_models_a_narrowed_po
     assert tiered["name"] == "routing plugin plugin_check_mod.plugin (complexity router 'smart' plugins)"
     assert tiered["pools"] == {"tier SIMPLE": [{"model": "cheap", "target": None}, {"model": "auto", "target": None}]}
     assert main(["check", "--config", str(path), "--strict"]) == 1
+    # a router-wide strategy litellm runs only on its synchronous path, which refuses a Router with plugins
+    cfg["router_settings"]["routing_strategy"] = "usage-based-routing"
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["check", "--config", str(path), "--json", str(out)]) == 0
+    assert "routing_strategy 'usage-based-routing' runs on litellm's synchronous selection path, which refuses a " \
+           "Router with plugins: every request would fail" in capsys.readouterr().out
+    first, tiered = json.loads(out.read_text())["plugins"]
+    assert first["refused"].endswith("use 'usage-based-routing-v2'") and tiered["refused"] is None
