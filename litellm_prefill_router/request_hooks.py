@@ -38,7 +38,8 @@ DEFAULT_DECISION_TIMEOUT_S = 2.5
 class HookSettings(TypedDict, total=False):
     """The keyword settings of a :class:`RequestHook` (the tier classifier's and the routing plugin's): policy
     (``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd``; default the bundle's ``balanced``), ``prices``
-    ({target: (input, output) USD per token}; else the bundle's), ``max_cost_usd`` / ``min_p_correct`` limits,
+    ({target: (input, output) USD per token}; else what the Router's deployments serving it cost, else the
+    bundle's), ``max_cost_usd`` / ``min_p_correct`` limits,
     ``reload_interval_s``, ``prediction_cache_size`` (1024), ``decision_timeout_s`` (2.5 s), ``decision_log``
     (``{date}`` / ``{pid}``), ``decision_log_messages`` (True), ``decision_log_responses``, ``metrics``,
     ``learn_output_tokens``, ``execution_providers``, ``autotune``, ``shadow`` and ``rollout`` (1.0) - as for the
