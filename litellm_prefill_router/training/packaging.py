@@ -22,7 +22,7 @@ from .trunk import FittedTrunk
 if TYPE_CHECKING:
     from .pipeline import TrainOptions
 
-logger = logging.getLogger("litellm_prefill_router.training.pipeline")
+logger = logging.getLogger("litellm_prefill_router.training.pipeline")  # the lines `train` has always logged
 
 
 class ParityError(PrefillRouterError):
