@@ -14,6 +14,7 @@ from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, cheap_group, model_list, 
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.log_stats import summarize
+from litellm_prefill_router.records import decision_headers
 from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
 
 
@@ -71,7 +72,6 @@ async def test_beside_the_tier_classifier_the_record_keeps_the_tier_it_chose_and
         bundle_dir: Path, tmp_path: Path) -> None:
     """The classifier picks the tier, the plugin the model group in the tier's pool: one record per request (its log
     line, hidden params, headers) - the plugin's, with the classifier's decision under ``tier_decision``."""
-    from litellm_prefill_router.records import decision_headers
     from litellm_prefill_router.tier_classifier import PrefillTierClassifier
 
     groups = {"hist": "history-model", "maths": "math-model", "gen": "generalist"}
@@ -109,6 +109,8 @@ async def test_shadow_mode_decides_and_logs_but_narrows_nothing_and_a_failed_pre
         assert (d["target"], d["shadow"], d["baseline"]) == ("math-model", True, None)
         # who answered: what the outcome, feedback and learned answer lengths belong to, and stats' "served"
         assert resp.choices[0].message.content == f"answer from {d['served_target']}"
+        headers = decision_headers({}, resp)  # the proxy's
+        assert (headers["x-prefill-shadow"], headers["x-prefill-served-target"]) == ("true", d["served_target"])
     assert len(served) > 1  # litellm's shuffle over the whole group, as without the plugin
     await flush_logging()
     stats = summarize([json.loads(line) for line in log.read_text().splitlines()])
