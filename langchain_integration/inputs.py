@@ -1,6 +1,6 @@
 """What the LangChain router reads from its inputs and its targets: the prompt of a runnable input (str, messages,
-PromptValue, dict), a target runnable's answer-length limit, and an answer's text (for the decision log), a stream's
-included."""
+PromptValue, dict), a target runnable's answer-length limit (and the chat model a target given as a model string
+stands for), and an answer's text (for the decision log), a stream's included."""
 
 from __future__ import annotations
 
@@ -98,3 +98,22 @@ def accumulate(final: Any, chunk: Any, ok: bool) -> tuple[Any, bool]:
         return final + chunk, True
     except TypeError:
         return None, False
+
+
+def chat_model(target: str, model: str) -> Any:
+    """The chat model langchain's ``init_chat_model`` builds from a model string (``"provider:model"``) given as
+    target ``target``'s runnable; ConfigurationError naming the target where langchain (or the provider's package)
+    is missing or the string names no model it can build."""
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError as err:
+        raise ConfigurationError(f"runnables[{target!r}] = {model!r}: a model string is built by langchain's "
+                                 "init_chat_model - pip install langchain (and the provider's package, e.g. "
+                                 "langchain-litellm), or pass the chat model itself") from err
+    try:
+        return init_chat_model(model)
+    except Exception as err:  # noqa: BLE001 - init_chat_model raises many kinds (unknown provider, missing package)
+        raise ConfigurationError(f"runnables[{target!r}] = {model!r}: init_chat_model could not build it "
+                                 f"({type(err).__name__}: {err}); use 'provider:model' (e.g. "
+                                 "'litellm:together_ai/meta-llama/Llama-3.1-8B-Instruct-Turbo'), or pass the chat "
+                                 "model itself") from err

@@ -35,7 +35,7 @@ from litellm_prefill_router.reloading import BundleReloader
 from litellm_prefill_router.rollout import checked_serving, rollout_arm
 
 from .calls import Route, call_row
-from .inputs import CAP_FIELDS, accumulate, as_messages, output_cap, prompt_from_input
+from .inputs import CAP_FIELDS, accumulate, as_messages, chat_model, output_cap, prompt_from_input
 from .reloaders import remember_reloader, reusable_reloader
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
@@ -52,7 +52,7 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    runnables: Mapping[str, Runnable[Any, Any]]
+    runnables: Mapping[str, Runnable[Any, Any]]  # target -> its runnable, or a model string init_chat_model reads
     bundle: str
     preset: str | None = None
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -111,6 +111,15 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     _autotuner: Autotuner | None = PrivateAttr(default=None)
     _answer_lengths: AnswerLengths | None = PrivateAttr(default=None)
     _runnable_caps: dict[str, int | None] = PrivateAttr()  # target -> its runnable's answer-length limit
+
+    @field_validator("runnables", mode="before")
+    @classmethod
+    def _chat_models_from_strings(cls, v: Any) -> Any:
+        """A target given as a model string (``"openai:gpt-4o-mini"``, ``"litellm:together_ai/..."``) is the chat
+        model langchain's ``init_chat_model`` builds from it."""
+        if not isinstance(v, Mapping) or not any(isinstance(r, str) for r in v.values()):
+            return v
+        return {target: chat_model(target, r) if isinstance(r, str) else r for target, r in v.items()}
 
     @field_validator("decision_log")
     @classmethod

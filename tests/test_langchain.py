@@ -114,6 +114,28 @@ def test_mapping_is_validated_against_the_bundle_targets(bundle_dir: Path) -> No
     assert partial.decide(HIST_PROMPT).target in ("math-model", "generalist")
 
 
+def test_targets_given_as_model_strings_are_the_chat_models_init_chat_model_builds(bundle_dir: Path) -> None:
+    """``runnables={target: "provider:model"}``, as langchain's init_chat_model reads it (langchain and the
+    provider's package installed: the dev extra has langchain, the langchain extra langchain-litellm)."""
+    pytest.importorskip("langchain.chat_models")
+    litellm_chat = pytest.importorskip("langchain_litellm")
+    router = PrefillRouterRunnable(runnables={t: f"litellm:openai/{t}" for t in TARGETS}, bundle=str(bundle_dir),
+                                   preset="max-quality")
+    assert {t: (type(r), r.model) for t, r in router.runnables.items()} == {  # type: ignore[attr-defined]
+        t: (litellm_chat.ChatLiteLLM, f"openai/{t}") for t in TARGETS}
+    answer = router.invoke(MATH_PROMPT, mock_response="from the mock")  # the call's kwargs reach litellm
+    assert answer.content == "from the mock" and router.decide(MATH_PROMPT).target == "math-model"
+    # a string beside a chat model; a string init_chat_model cannot build is named with the target
+    mixed = PrefillRouterRunnable(runnables={"math-model": "litellm:openai/math-model",
+                                             **{t: FakeListChatModel(responses=["x"]) for t in TARGETS[1:]}},
+                                  bundle=str(bundle_dir))
+    assert isinstance(mixed.runnables["generalist"], FakeListChatModel)
+    with pytest.raises(ConfigurationError, match=r"runnables\['math-model'\] = 'nosuchprovider:x': init_chat_model "
+                                                 r"could not build it \(ValueError"):
+        PrefillRouterRunnable(runnables={"math-model": "nosuchprovider:x", **{t: "litellm:openai/x" for t in
+                                                                             TARGETS[1:]}}, bundle=str(bundle_dir))
+
+
 def test_chat_litellm_router_over_a_prefill_router(bundle_dir: Path) -> None:
     if sys.version_info < (3, 11):
         pytest.skip("langchain-litellm 0.9+ needs Python 3.11 (the langchain extra leaves it out on 3.10)")
