@@ -159,6 +159,10 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
     return report
 
 
+def _or_dash(value: object) -> object:
+    return "-" if value is None else value
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as text: one section per prefill strategy, then one per tier classifier."""
     from .commands.common import table
@@ -166,8 +170,10 @@ def format_report(report: dict[str, Any]) -> str:
     out = []
     for p in report.get("plugins") or []:
         out.append(f"{p['name']}: bundle {p['bundle']}, policy {p['policy']}, {p['serving']}")
-        out.append(table(["pool", "model", "target"], [[pool, m["model"], m["target"] or "-"]
-                                                      for pool, ms in p["pools"].items() for m in ms]))
+        out.append(table(["pool", "model", "target", "$/Mtok in", "$/Mtok out", "price from"],
+                         [[pool, m["model"], m["target"] or "-", _or_dash(m.get("input_usd_per_mtok")),
+                           _or_dash(m.get("output_usd_per_mtok")), m.get("price_from") or "-"]
+                          for pool, ms in p["pools"].items() for m in ms]))
         if p["left_alone"]:
             out.append(f"note: pools no model of which maps to a bundle target (left as they are): "
                        f"{', '.join(p['left_alone'])}")

@@ -78,18 +78,25 @@ def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: 
     entry["left_alone"] = sorted(p for p, ms in entry["pools"].items() if not any(m["target"] for m in ms))
     entry["left_out"] = {p: [m["model"] for m in ms if not m["target"]] for p, ms in entry["pools"].items()
                          if p not in entry["left_alone"] and not all(m["target"] for m in ms)}
+    priced: dict[str, dict[str, Any]] = {}  # pool -> each target's price, as the plugin prices a request there
+    for pool, models in entry["pools"].items():
+        by_target: dict[str, list[str]] = {}
+        for m in models:
+            if m["target"]:
+                by_target.setdefault(m["target"], []).append(m["model"])
+        if by_target:
+            priced[pool] = plugin.route_prices(router, pool, by_target)
+        for m in models:
+            price = priced.get(pool, {}).get(m["target"])
+            m.update(input_usd_per_mtok=price.input_cost_per_token * 1e6 if price else None,
+                     output_usd_per_mtok=price.output_cost_per_token * 1e6 if price else None,
+                     price_from=price.source if price else None)
     for prompt in prompts:
-        for pool, models in entry["pools"].items():
-            by_target: dict[str, list[str]] = {}
-            for m in models:
-                if m["target"]:
-                    by_target.setdefault(m["target"], []).append(m["model"])
-            if by_target:
-                routes = plugin.route_prices(router, pool, by_target)
-                d = asyncio.run(plugin.decider.adecide([{"role": "user", "content": prompt}], routes, None, pool))
-                entry["routes"].append({"prompt": prompt, "model_group": pool, "target": d.target,
-                                        "reason": d.reason, "p_correct": dict(d.p_correct),
-                                        "cost_usd": dict(d.cost_usd)})
+        for pool, routes in priced.items():
+            d = asyncio.run(plugin.decider.adecide([{"role": "user", "content": prompt}], routes, None, pool))
+            entry["routes"].append({"prompt": prompt, "model_group": pool, "target": d.target,
+                                    "reason": d.reason, "p_correct": dict(d.p_correct),
+                                    "cost_usd": dict(d.cost_usd)})
     return entry
 
 

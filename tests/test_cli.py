@@ -336,7 +336,12 @@ def test_check_reports_a_routing_plugins_pools_and_warns_of_models_a_narrowed_po
     cost = first["routes"][0]["cost_usd"]  # the same tokens at 2e-6 vs the generalist's 9e-7 per token
     assert cost["math-model"] / cost["generalist"] == pytest.approx(2e-6 / 9e-7)
     assert tiered["name"] == "routing plugin plugin_check_mod.plugin (complexity router 'smart' plugins)"
-    assert tiered["pools"] == {"tier SIMPLE": [{"model": "cheap", "target": None}, {"model": "auto", "target": None}]}
+    assert [(m["model"], m["target"]) for m in tiered["pools"]["tier SIMPLE"]] == [("cheap", None), ("auto", None)]
+    # each target's price as the plugin prices a request: its deployments' (model_info here), the row's source
+    rows = {m["model"]: (m["input_usd_per_mtok"], m["price_from"]) for m in first["pools"]["auto"]}
+    assert rows == {"openai/math-model": (pytest.approx(2.0), "model_info"),
+                    "openai/history-model": (pytest.approx(0.3), "model_info"),
+                    "openai/generalist": (pytest.approx(0.9), "model_info"), "openai/mystery": (None, None)}
     assert main(["check", "--config", str(path), "--strict"]) == 1
     # a router-wide strategy litellm runs only on its synchronous path, which refuses a Router with plugins
     cfg["router_settings"]["routing_strategy"] = "usage-based-routing"
