@@ -3,7 +3,9 @@
     python examples/langchain_chain.py --bundle bundles/llmrouter
 
 Offline: every bundle target is a fake chat model that answers with its own name. Replace the
-mapping with real chat models (ChatOpenAI, ChatLiteLLM, ...), keyed by the bundle's target names.
+mapping with real chat models (ChatOpenAI, ChatLiteLLM, ...), keyed by the bundle's target names - or with model
+strings langchain's init_chat_model builds, e.g.
+{"llama-3.1-8b-instruct": "litellm:together_ai/meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", ...}.
 """
 
 from __future__ import annotations
