@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .deployments import complexity_config
+from .deployments import complexity_config, tier_groups
 from .errors import ConfigurationError
 
 
@@ -52,8 +52,7 @@ def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: d
     for dep in model_list:
         cfg = complexity_config(dep)
         if cfg is not None and isinstance(cfg.get("plugins"), list):
-            tiers = {f"tier {t}": [str(m) for m in (v if isinstance(v, list) else [v])]
-                     for t, v in (cfg.get("tiers") or {}).items()}
+            tiers = {f"tier {t}": tier_groups(v) for t, v in (cfg.get("tiers") or {}).items()}
             places.append((f"complexity router {dep.get('model_name')!r} plugins", cfg["plugins"], tiers))
     for where, plugins, pools in places:
         for i, value in enumerate(plugins):

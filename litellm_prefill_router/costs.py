@@ -55,6 +55,17 @@ def highest_price(prices: Sequence[Price]) -> Price | None:
     return max(prices, key=_per_token, default=None)
 
 
+def mean_price(prices: Sequence[Price]) -> Price | None:
+    """The mean of several deployments' prices (None if there are none), its source theirs where they share one, else
+    ``deployments``: what a target costs where litellm's own strategy picks which of its deployments serves."""
+    if not prices:
+        return None
+    sources = {p.source for p in prices}
+    return Price(sum(p.input_cost_per_token for p in prices) / len(prices),
+                 sum(p.output_cost_per_token for p in prices) / len(prices),
+                 sources.pop() if len(sources) == 1 else "deployments")
+
+
 def manifest_price(target: Any) -> Price:
     """The training-time price a bundle records for a target (a missing side counts as 0)."""
     return Price(target.input_cost_per_token or 0.0, target.output_cost_per_token or 0.0, "manifest")

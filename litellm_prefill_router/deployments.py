@@ -47,6 +47,11 @@ def complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
     return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
 
 
+def tier_groups(pool: object) -> list[str]:
+    """The model groups a complexity router's ``tiers`` entry sends a tier to: one group, or a pool of several."""
+    return [str(g) for g in (pool if isinstance(pool, list) else [pool] if pool is not None else [])]
+
+
 def deployment_id(dep: dict) -> str:
     """A deployment's id (litellm's ``model_info.id``)."""
     return str((dep.get("model_info") or {}).get("id") or id(dep))

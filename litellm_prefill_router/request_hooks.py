@@ -16,7 +16,7 @@ from typing_extensions import Unpack
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner, AutotuneSettings
 from .config import checked_cache_size
-from .costs import Price, given_prices
+from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_price, described_from
 from .errors import ConfigurationError
@@ -144,11 +144,9 @@ class RequestHook(ServedRoutes):
         for target, deps in served_by.items():
             if target not in out or target in self._user_prices:
                 continue
-            found = [price for dep in deps if (price := self._deployment_price(router, dep)) is not None]
-            if found:
-                out[target] = Price(sum(p.input_cost_per_token for p in found) / len(found),
-                                    sum(p.output_cost_per_token for p in found) / len(found),
-                                    found[0].source if len({p.source for p in found}) == 1 else "deployments")
+            billed = mean_price([price for dep in deps if (price := self._deployment_price(router, dep)) is not None])
+            if billed is not None:
+                out[target] = billed
         return out
 
     #: deployments whose prices a hook remembers (an unpriced one costs a lookup in litellm's cost map, ~0.05 ms)

@@ -53,7 +53,7 @@ from typing_extensions import Unpack
 from .composition import deployments_of
 from .config import RequestOverrides, parse_overrides
 from .costs import Price
-from .deployments import complexity_config
+from .deployments import complexity_config, tier_groups
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, baseline_record, savings_baseline
@@ -184,8 +184,7 @@ class PrefillTierClassifier(RequestHook):
         pools = (cfg or {}).get("tiers")
         served_by: dict[str, list[dict]] = {}
         for target in prices:
-            pool = pools.get(self._tier_of.get(target)) if isinstance(pools, Mapping) else None
-            names = {pool} if isinstance(pool, str) else set(pool) if isinstance(pool, list) else set()
+            names = tier_groups(pools.get(self._tier_of.get(target)) if isinstance(pools, Mapping) else None)
             served_by[target] = [d for d in deps if d.get("model_name") in names]
         return self._billed(router, served_by, prices)
 
