@@ -15,7 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .check_plugins import import_object, plugin_entry, plugin_warnings, resolve_routing_plugins
+from .check_plugins import import_object, plugin_entry, plugin_warnings, price_columns, resolve_routing_plugins
 from .composition import context_window, setting_of
 from .deployments import complexity_config
 from .errors import ConfigurationError
@@ -69,10 +69,8 @@ def _classifier_entry(name: str, classifier: Any, complexity: dict[str, Any], pr
         + (f", served as before by tier {classifier.shadow_tier}" if classifier.shadow_tier else
            ", served as before by litellm's classifier_fallback" if classifier.shadow or classifier.rollout < 1.0
            else ""),
-        "tiers": [{"tier": tier, "target": target, "model_group": groups.get(tier),
-                   "input_usd_per_mtok": prices[target].input_cost_per_token * 1e6,
-                   "output_usd_per_mtok": prices[target].output_cost_per_token * 1e6,
-                   "price_from": prices[target].source} for tier, target in classifier.tiers.items()],
+        "tiers": [{"tier": tier, "target": target, "model_group": groups.get(tier), **price_columns(prices[target])}
+                  for tier, target in classifier.tiers.items()],
         # litellm cancels a classifier past its classifier_plugin_timeout_ms; the classifier's own timeout should
         # decline first (a declined request is logged; the one litellm cancels gets litellm's warning as well)
         "decision_timeout_s": classifier.decider.timeout_s,
@@ -133,9 +131,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "serving": _serving(strategy.args.shadow, strategy.args.rollout, "routed"),
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
                                       "model": str((dep.get("litellm_params") or {}).get("model")),
-                                      "input_usd_per_mtok": info.price.input_cost_per_token * 1e6,
-                                      "output_usd_per_mtok": info.price.output_cost_per_token * 1e6,
-                                      "price_from": info.price.source,
+                                      **price_columns(info.price),
                                       "max_input_tokens": context_window(router, dep, group)} for dep, info in deps]
                              for group, deps in routes.items()},
             "pre_call_checks": pre_call_checks,

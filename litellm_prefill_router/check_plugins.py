@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .costs import Price
 from .deployments import complexity_config, tier_groups
 from .errors import ConfigurationError
 
@@ -79,17 +80,10 @@ def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: 
                          if p not in entry["left_alone"] and not all(m["target"] for m in ms)}
     priced: dict[str, dict[str, Any]] = {}  # pool -> each target's price, as the plugin prices a request there
     for pool, models in entry["pools"].items():
-        by_target: dict[str, list[str]] = {}
-        for m in models:
-            if m["target"]:
-                by_target.setdefault(m["target"], []).append(m["model"])
-        if by_target:
+        if by_target := plugin.pools_of(pools[pool]):
             priced[pool] = plugin.route_prices(router, pool, by_target)
         for m in models:
-            price = priced.get(pool, {}).get(m["target"])
-            m.update(input_usd_per_mtok=price.input_cost_per_token * 1e6 if price else None,
-                     output_usd_per_mtok=price.output_cost_per_token * 1e6 if price else None,
-                     price_from=price.source if price else None)
+            m.update(price_columns(priced.get(pool, {}).get(m["target"])))
     for prompt in prompts:
         for pool, routes in priced.items():
             d = asyncio.run(plugin.decider.adecide([{"role": "user", "content": prompt}], routes, None, pool))
@@ -97,6 +91,13 @@ def plugin_entry(where: str, plugin: Any, pools: dict[str, list[str]], prompts: 
                                     "reason": d.reason, "p_correct": dict(d.p_correct),
                                     "cost_usd": dict(d.cost_usd)})
     return entry
+
+
+def price_columns(price: Price | None) -> dict[str, Any]:
+    """A price as the report's columns: USD per million input / output tokens and where it came from (None: none)."""
+    return {"input_usd_per_mtok": price.input_cost_per_token * 1e6 if price else None,
+            "output_usd_per_mtok": price.output_cost_per_token * 1e6 if price else None,
+            "price_from": price.source if price else None}
 
 
 def left_out_warning(pool: str, models: list[str]) -> str:

@@ -30,7 +30,7 @@ the record names the targets passed over (``unavailable_targets``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -44,7 +44,7 @@ from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
 from .request_hooks import HookSettings, RequestHook
 from .rollout import request_arm_of
-from .shared_metadata import current_request, drop_records, owns
+from .shared_metadata import current_request, drop_records, narrowing_record, owns
 
 #: the model group of a decision whose request names none
 MODEL_GROUP = "routing plugin"
@@ -84,6 +84,14 @@ class PrefillRoutingPlugin(RequestHook):
             raise ConfigurationError(f"targets names {unknown}, which are not targets of bundle {bundle}; its "
                                      f"targets: {self.decider.targets}")
 
+    def pools_of(self, models: Sequence[str]) -> dict[str, list[str]]:
+        """``models`` (candidate models) by the bundle target each serves; models no target maps are left out."""
+        pools: dict[str, list[str]] = {}
+        for model in models:
+            if (target := self.target_of(model)) is not None:
+                pools.setdefault(target, []).append(model)
+        return pools
+
     def target_of(self, model: str) -> str | None:
         """The bundle target candidate ``model`` serves (None: none)."""
         if model in self.targets:
@@ -104,10 +112,7 @@ class PrefillRoutingPlugin(RequestHook):
         # the request's own metadata dict (litellm's RoutingContext holds a copy: a decision written there is lost)
         md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
         trace = request.trace_id if request is not None else None
-        pools: dict[str, list[str]] = {}
-        for model in context.candidate_models:
-            if (target := self.target_of(model)) is not None:
-                pools.setdefault(target, []).append(model)
+        pools = self.pools_of(context.candidate_models)
         if not pools:  # nothing the bundle knows: the pool stays, and an earlier attempt's decision is not this one's
             drop_records(md, trace, (DECISION_KEY, DECISION_LOG_KEY))
             return context
@@ -118,27 +123,26 @@ class PrefillRoutingPlugin(RequestHook):
         arm = request_arm_of(self.rollout, request.user if request is not None else None, trace)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the plugin
         declined = decision.reason.startswith("fallback")  # no prediction: the pool as it is
-        if not as_before and not declined:
+        narrowed = not (as_before or declined)
+        if narrowed:
             context.candidate_models = list(pools[decision.target])
         baseline = savings_baseline(decision, list(routes.items()), lambda option: option)
         record = {**decision.to_dict(), "declined": declined, "plugin_models": list(pools[decision.target]),
-                  "baseline": baseline_record(baseline[0], None, baseline[1])
-                  if baseline and not (as_before or declined) else None}
+                  "baseline": baseline_record(baseline[0], None, baseline[1]) if baseline and narrowed else None}
         if as_before:
             record["shadow"] = True
-        if as_before or declined:  # litellm chooses among the whole pool: the answering target is known at the call
+        if not narrowed:  # litellm chooses among the whole pool: the answering target is known at the call
             record["candidate_targets"] = {m: t for t, models in pools.items() for m in models}
-        if passed_over := _passed_over(md.get(DECISION_KEY), trace, group, pools):
+        if passed_over := _passed_over(md, trace, group, pools):
             record["unavailable_targets"] = passed_over
         if tiered := _tier_decision(md.get(DECISION_KEY), trace):
             record["tier_decision"] = tiered
         if arm is not None:
             record["arm"] = arm
         context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
-                                      "p_correct": dict(decision.p_correct), "narrowed": not (as_before or declined)}
+                                      "p_correct": dict(decision.p_correct), "narrowed": narrowed}
         self._store(md, trace, record)
-        _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models))
-                      if not (as_before or declined) else None)
+        _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models)) if narrowed else None)
         return context
 
     def route_prices(self, router: Any, group: str, pools: Mapping[str, list[str]],
@@ -206,13 +210,12 @@ def _tier_decision(earlier: object, trace: object) -> dict | None:
     return {k: earlier[k] for k in TIER_DECISION_FIELDS if k in earlier}
 
 
-def _passed_over(earlier: object, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:
+def _passed_over(md: Mapping, trace: object, group: str, pools: Mapping[str, list[str]]) -> list[str]:
     """The targets this request's earlier narrowing in model group ``group`` picked that its pool now lacks: litellm
     re-runs the plugins on the live part of a pool when the group picked has no healthy deployment (a complexity
     router's health failover), or retries the request; [] when there was no such narrowing."""
-    if not (owns(earlier, trace) and isinstance(earlier, dict) and isinstance(earlier.get("plugin_models"), list)) \
-            or earlier.get("model_group") != group or earlier.get("shadow") or earlier.get("declined") \
-            or earlier.get("target") in pools:
+    earlier = narrowing_record(md, trace)
+    if earlier is None or earlier.get("model_group") != group or earlier.get("target") in pools:
         return []
     return sorted({*earlier.get("unavailable_targets", ()), str(earlier.get("target"))})
 

@@ -199,12 +199,21 @@ def decided_upstream(md: Mapping, trace_id: object, model_group: str, models: Se
     followed (:func:`classified`), or a routing plugin's that narrowed the pool to this group or these models."""
     if classified(md, trace_id):
         return True
-    record = md.get(DECISION_KEY)
-    if not (owns(record, trace_id) and isinstance(record, dict) and isinstance(record.get("plugin_models"), list)) \
-            or record.get("shadow") or record.get("declined"):
+    record = narrowing_record(md, trace_id)
+    if record is None:
         return False
     chosen = set(record["plugin_models"])
     return model_group in chosen or (bool(models) and all(m in chosen for m in models))
+
+
+def narrowing_record(md: Mapping, trace_id: object) -> dict | None:
+    """Request ``trace_id``'s routing-plugin record in its metadata where the plugin narrowed the pool (not shadow,
+    not declined); None otherwise."""
+    record = md.get(DECISION_KEY)
+    if not (owns(record, trace_id) and isinstance(record, dict) and isinstance(record.get("plugin_models"), list)) \
+            or record.get("shadow") or record.get("declined"):
+        return None
+    return record
 
 
 def drop_records(md: dict, trace_id: object, keys: tuple[str, ...]) -> None:
