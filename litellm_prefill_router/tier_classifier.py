@@ -148,23 +148,24 @@ class PrefillTierClassifier(RequestHook):
         arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
         started = time.perf_counter()
+
+        def declined(overrides: RequestOverrides, reason: str) -> None:
+            """Log the request as declined (litellm's classifier_fallback serves it), not lose it from the log."""
+            if request is not None:
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                self._record(md, request.trace_id, decider.unpredicted(prices, overrides, group, reason, elapsed_ms),
+                             None, prices, as_before, arm)
+
         try:
             overrides = parse_overrides(md)
-        except ConfigurationError as err:  # litellm's classifier_fallback serves it, with litellm's warning naming why
-            if request is not None:  # and the log says why the classifier declined it
-                self._record(md, request.trace_id, decider.unpredicted(prices, RequestOverrides(), group,
-                                                                       f"fallback: {err}", 0.0),
-                             None, prices, as_before, arm)
+        except ConfigurationError as err:  # served by litellm's classifier_fallback, with litellm's warning naming why
+            declined(RequestOverrides(), f"fallback: {err}")
             raise
         try:
             decision = await decider.adecide(list(messages), prices, overrides, group)
-        except asyncio.CancelledError:  # litellm's classifier_plugin_timeout_ms passed: its classifier_fallback serves
-            if request is not None:  # the request is logged as declined, not lost from the log
-                elapsed = time.perf_counter() - started
-                why = f"no prediction within {elapsed:.2f} s: its classifier_plugin_timeout_ms"
-                decision = decider.unpredicted(prices, overrides, group, f"fallback: routing cancelled by litellm "
-                                               f"({why})", elapsed * 1000.0)
-                self._record(md, request.trace_id, decision, None, prices, as_before, arm)
+        except asyncio.CancelledError:  # litellm's classifier_plugin_timeout_ms passed
+            declined(overrides, f"fallback: routing cancelled by litellm (no prediction within "
+                                f"{time.perf_counter() - started:.2f} s: its classifier_plugin_timeout_ms)")
             raise
         tier = self.tier_for(decision)
         if request is not None:
