@@ -156,8 +156,15 @@ class PrefillRoutingPlugin(RequestHook):
         routes = {t: prices[t] for t in pools}
         if router is None:
             return routes
-        deps = deployments_of(router)
-        return self._billed(router, {t: [d for m in models for d in _standing_for(deps, group, m)]
+        in_group: dict[str, list[dict]] = {}  # litellm_params.model -> the deployments of model group ``group``
+        by_group: dict[str, list[dict]] = {}  # model group -> its deployments
+        for dep in deployments_of(router):  # one pass over the model list, not one per candidate
+            by_group.setdefault(str(dep.get("model_name")), []).append(dep)
+            if dep.get("model_name") == group:
+                in_group.setdefault(str((dep.get("litellm_params") or {}).get("model")), []).append(dep)
+        # a candidate stands for its deployments in the request's group (a Router's plugins), else for the model
+        # group it names (a complexity router's tier pool)
+        return self._billed(router, {t: [d for m in models for d in in_group.get(m) or by_group.get(m, [])]
                                      for t, models in pools.items()}, routes)
 
     def _rerouted(self, narrowing: _Narrowing, healthy: list[dict]) -> list[dict] | None:
@@ -184,13 +191,6 @@ class PrefillRoutingPlugin(RequestHook):
                       plugin_models=sorted({str((d.get("litellm_params") or {}).get("model")) for d in by_target[
                           nxt.target]}))
         return by_target[nxt.target]
-
-
-def _standing_for(deps: list[dict], group: str, model: str) -> list[dict]:
-    """The deployments candidate ``model`` stands for: in model group ``group`` those whose ``litellm_params.model``
-    it is (a Router's plugins), else those of the model group it names (a complexity router's tier pool)."""
-    return [d for d in deps if d.get("model_name") == group and (d.get("litellm_params") or {}).get("model") == model] \
-        or [d for d in deps if d.get("model_name") == model]
 
 
 #: what a routing plugin's record keeps of the tier classifier's decision that chose the tier whose pool it narrowed
