@@ -4,7 +4,7 @@ their own. The bundle carries and verifies that file, the runtime serves it from
 cache (whose files are links to blobs with other names), and `train --continue-from` keeps it.
 
 The tiny test encoder is far below the 1.5 GB threshold: ``external_data=True`` forces the same layout. Measured once
-on a 487M-parameter encoder (1.9 GB fp32; see the README's "Large encoders")."""
+on a 487M-parameter encoder (1.9 GB fp32; see "Large encoders" in docs/training.md)."""
 
 from __future__ import annotations
 
