@@ -80,3 +80,28 @@ def test_complexity_router_example_gives_each_tier_a_model_group_and_a_bundle_ta
     # each tier's model group serves the model the classifier takes it for
     assert all(groups[complexity["tiers"][t]] == f"openai/{target}" for t, target in tiers.items())
     assert cfg["litellm_settings"]["callbacks"] == "litellm_prefill_router.proxy_hook.proxy_handler_instance"
+
+
+def test_readme_quick_start_proxy_config_passes_check_with_one_deployment_priced_by_litellms_cost_map(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    # the README's proxy config as written, but for the test bundle's targets: `check` builds its router as the
+    # proxy would (no provider called) - the together_ai model must be priced by litellm's own (local) cost map
+    import json
+    import re
+
+    import yaml
+
+    block = re.search(r"```yaml\n(# config\.yaml.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "the README's quick start has no proxy config.yaml"
+    cfg = yaml.safe_load(block.group(1))
+    for deployment, target in zip(cfg["model_list"], ("history-model", "math-model"), strict=True):
+        deployment["model_info"]["prefill_target"] = target
+    cfg["router_settings"]["routing_strategy_args"]["bundle"] = str(bundle_dir)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = _run(["-m", "litellm_prefill_router.cli", "check", "--config", str(tmp_path / "config.yaml"),
+              "--json", str(tmp_path / "check.json")], LITELLM_MASTER_KEY="sk-test")
+    assert r.returncode == 0, r.stderr[-2000:]
+    deployments = json.loads((tmp_path / "check.json").read_text())["strategies"][0]["model_groups"]["auto"]
+    assert [(d["target"], d["price_from"]) for d in deployments] == [("history-model", "litellm"),
+                                                                   ("math-model", "model_info")]
+    assert deployments[0]["input_usd_per_mtok"] > 0
