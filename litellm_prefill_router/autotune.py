@@ -41,15 +41,18 @@ class AutotuneSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    budget_usd_per_1k: float | None = Field(default=None, gt=0.0)  # estimated USD per 1,000 calls
-    savings: float | None = Field(default=None, ge=0.0, lt=1.0)  # share below each call's dearest candidate
-    min_expected_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)  # mean P(correct) of the routes
-    window: int = Field(default=2000, ge=20, le=1_000_000)  # the latest calls tuned on, per model group
-    every: int = Field(default=100, ge=1, le=1_000_000)  # calls between two tunes
-    min_calls: int = Field(default=200, ge=20, le=1_000_000)  # calls before the first tune
-    # at start, fill the window from the end of the decision log (the calls the same bundle version decided by the
-    # router's policy), so a restarted router routes by a tuned setting from its first call; needs decision_log
-    seed_from_log: bool = True
+    budget_usd_per_1k: float | None = Field(default=None, gt=0.0, description=(
+        "goal: estimated USD per 1,000 calls"))
+    savings: float | None = Field(default=None, ge=0.0, lt=1.0, description=(
+        "goal: this share below the cost of sending each call to its dearest candidate"))
+    min_expected_accuracy: float | None = Field(default=None, gt=0.0, le=1.0, description=(
+        "goal: the cheapest setting whose routes' mean P(correct) reaches this"))
+    window: int = Field(default=2000, ge=20, le=1_000_000, description="the latest calls tuned on, per model group")
+    every: int = Field(default=100, ge=1, le=1_000_000, description="calls between two tunes")
+    min_calls: int = Field(default=200, ge=20, le=1_000_000, description="calls before the first tune")
+    seed_from_log: bool = Field(default=True, description=(
+        "at start, fill the window from the end of the decision log (the calls the same bundle version decided by "
+        "the router's policy), so a restarted router routes by a tuned setting from its first call"))
 
     @model_validator(mode="after")
     def _one_goal(self) -> AutotuneSettings:

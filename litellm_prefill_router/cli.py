@@ -1,5 +1,6 @@
 """``prefill-router``: train, probe, route, info, predict, evaluate, collect, feedback, stats, replay, tune, drift,
-judge, check, push, pull, migrate. Every ``--bundle`` takes a directory or ``hf://owner/name[@revision][/path]``."""
+judge, check, push, pull, migrate, settings. Every ``--bundle`` takes a directory or
+``hf://owner/name[@revision][/path]``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from .commands.bundles import cmd_check, cmd_info, cmd_migrate, cmd_predict, cmd_pull, cmd_push, cmd_route
+from .commands.bundles import (
+    cmd_check,
+    cmd_info,
+    cmd_migrate,
+    cmd_predict,
+    cmd_pull,
+    cmd_push,
+    cmd_route,
+    cmd_settings,
+)
 from .commands.common import DATA_ENV
 from .commands.learning import cmd_drift, cmd_tune
 from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats
@@ -223,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--out", required=True)
     mig.add_argument("--map", nargs="*", help="model_group=target pairs for routes not named after a target")
     mig.set_defaults(func=cmd_migrate)
+
+    st = sub.add_parser("settings", help="every routing_strategy_args / metadata.prefill / autotune setting: type, "
+                                         "bounds, default, what it does")
+    st.add_argument("name", nargs="?", choices=("routing_strategy_args", "metadata.prefill", "autotune"),
+                    help="one table (default: all three)")
+    st.add_argument("--write", metavar="MARKDOWN",
+                    help="rewrite the tables between <!-- settings: NAME --> ... <!-- /settings --> in this file")
+    st.set_defaults(func=cmd_settings)
 
     for name, fn, helptext in (("train", cmd_train, "train a bundle"), ("probe", cmd_probe, "probe encoder layers")):
         t = sub.add_parser(name, help=helptext)

@@ -18,75 +18,77 @@ class PrefillStrategyArgs(BaseModel):
 
     bundle: str = Field(description="bundle directory written by `prefill-router train`, or "
                                     "hf://owner/name[@revision][/path] on the Hugging Face Hub (`prefill-router push`)")
-    preset: str | None = None
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
-    # what a right answer is worth (USD): the router maximises P(correct) x value_usd - cost (see policy.py)
-    value_usd: float | None = Field(default=None, ge=0.0)
-    # limits for every request (see RequestOverrides): a request's own max_cost_usd can only lower this one, its own
-    # min_p_correct replaces this one
-    max_cost_usd: float | None = Field(default=None, gt=0.0)
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
-    # tune the policy to a goal on the calls the router decides, as it serves (`prefill-router tune`, online): e.g.
-    # {savings: 0.5} or {budget_usd_per_1k: 0.2} or {min_expected_accuracy: 0.7}; the policy above decides until the
-    # first tune (see litellm_prefill_router.autotune)
-    autotune: AutotuneSettings | None = None
-    on_error: Literal["fallback", "raise"] = "fallback"
-    fallback_target: str | None = None
-    # seconds a request waits for its prediction; later, it goes to the fallback target (reason "fallback: routing
-    # timed out"; with on_error: raise, an error) and a prediction still queued is dropped - so a burst beyond the
-    # encoder's throughput is served at once instead of queueing. None: wait for the encoder
-    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0)
-    default_input_cost_per_token: float | None = Field(default=None, ge=0.0)
-    default_output_cost_per_token: float | None = Field(default=None, ge=0.0)
-    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
-    # onnxruntime execution providers for the encoder, in priority order: names, or [name, {options}] (e.g.
-    # ["CUDAExecutionProvider", "CPUExecutionProvider"] with onnxruntime-gpu). None: the CPU. A provider this
-    # onnxruntime lacks is an error unless CPUExecutionProvider is listed as the fallback
-    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1)
-    max_batch_size: int = Field(default=16, ge=1, le=1024)
-    # prompts per encoder call; None: 1 for an int8 encoder (its dynamic activation scales are per call, so grouping
-    # would make a route depend on the other requests in flight), max_batch_size for fp32 (exact under padding)
-    max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024)
-    # predictions remembered per process for prompts seen again (exact token ids): a litellm retry or fallback of a
-    # request, a repeated question, costs its tokenisation only. 0: every request runs the encoder
-    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000)
-    # JSONL path; "{date}" in it starts a file per UTC day, "{pid}" one per process (proxy workers)
-    decision_log: str | None = None
-    # the request's messages go into the decision log (needed to retrain from it); False logs decisions only
-    decision_log_messages: bool = True
-    # the answer text goes into the decision log too, so a judge can score it later (`prefill-router judge`)
-    decision_log_responses: bool = False
-    # seconds between checks whether the bundle directory changed (a retrained bundle written over it, or a symlink
-    # pointed at another; for hf://owner/name[@branch], a new commit on the branch - each check asks the Hub); a
-    # changed bundle is loaded off the request path and swapped in. None: never reload
-    reload_interval_s: float | None = Field(default=None, gt=0.0)
-    # shadow mode: decide and log every route (decision log, litellm's routing record, response headers) but serve
-    # the request as before - from shadow_target's deployments if set, else by litellm's simple-shuffle - to see
-    # what the router would do on real traffic before letting it choose
-    shadow: bool = False
-    shadow_target: str | None = None
-    # canary rollout: the share of requests served by the router's choice; the others (the "control" arm) are
-    # decided and recorded as in shadow mode and served as before (by shadow_target if set). A request that names an
-    # end user (the OpenAI `user` field) is assigned by a hash of it - each user stays in one arm -, others by a hash
-    # of the request's litellm_trace_id - a retry keeps its arm. Decisions carry "arm": "router" | "control"; `stats`
-    # compares the arms
-    rollout: float = Field(default=1.0, ge=0.0, le=1.0)
-    # a retry of a failed request (litellm's num_retries) goes to the best deployment that has not failed it yet -
-    # the next target by the policy when the chosen one has no other deployment - instead of the same one again;
-    # when every deployment has failed it, or the request pins a target, litellm's retry goes as without this
-    reroute_retries: bool = True
-    # estimate each target's answer length from its latest answers (their completion tokens) instead of the bundle's
-    # training-data lengths (see litellm_prefill_router.answer_lengths); read from the decision log at start
-    learn_output_tokens: bool = False
-    # a Responses API request that continues a response (previous_response_id) goes to the deployment that answered it,
-    # when that deployment is available (reason "pinned: continues ..."; no encoder pass): another model does not
-    # have the conversation the id stands for. False: every turn is routed on its own input
-    responses_affinity: bool = True
-    # Prometheus metrics of routing (decisions, latency, P(correct) of the chosen target, calls, cost, savings,
-    # bundle reloads) in prometheus_client's default registry: litellm's /metrics serves them with its prometheus
-    # callback. Needs the `metrics` extra (prometheus_client)
-    metrics: bool = False
+    preset: str | None = Field(default=None, description=(
+        "policy: a preset calibrated by training (max-quality, balanced, match-best-single, min-cost); none of the "
+        "four policy settings: the bundle's default preset"))
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "policy: the cheapest target whose P(correct) is within this of the best"))
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0, description=(
+        "policy: the target with the most P(correct) - lambda x cost / the dearest candidate's cost"))
+    value_usd: float | None = Field(default=None, ge=0.0, description=(
+        "policy: what a right answer is worth (USD) - the target with the most P(correct) x value_usd - cost"))
+    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+        "every request's cost ceiling (its estimated cost, USD): the policy picks among the targets within it, else "
+        "the cheapest; a request's own can only lower it"))
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "every request's quality floor: the policy picks among the targets at least this likely to be right, else "
+        "the most likely within budget; a request's own replaces it"))
+    autotune: AutotuneSettings | None = Field(default=None, description=(
+        "tune the policy to a goal on the calls the router decides, as it serves (`prefill-router tune`, online); "
+        "the policy above decides until the first tune (table below)"))
+    on_error: Literal["fallback", "raise"] = Field(default="fallback", description=(
+        "a request whose prediction failed or timed out: sent to fallback_target, or failed with InferenceError"))
+    fallback_target: str | None = Field(default=None, description=(
+        "the target of requests with no prediction (no text, inference failed, timed out); none: the target with "
+        "the best prior accuracy"))
+    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0, description=(
+        "seconds a request waits for its prediction; later, it goes to the fallback target and a prediction still "
+        "queued is dropped, so a burst beyond the encoder's throughput is served at once; none: wait"))
+    default_input_cost_per_token: float | None = Field(default=None, ge=0.0, description=(
+        "USD per input token of a deployment with no price (model_info, litellm_params, litellm's cost map); none: "
+        "such a deployment is an error (UnpricedDeploymentError)"))
+    default_output_cost_per_token: float | None = Field(default=None, ge=0.0, description=(
+        "USD per output token of a deployment with no price, as above"))
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description=(
+        "onnxruntime threads per inference; none: onnxruntime's default"))
+    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1, description=(
+        "onnxruntime execution providers of the encoder, in priority order: names or [name, {options}] (e.g. "
+        "[CUDAExecutionProvider, CPUExecutionProvider] with onnxruntime-gpu); a provider onnxruntime lacks is an "
+        "error unless CPUExecutionProvider is listed; none: the CPU"))
+    max_batch_size: int = Field(default=16, ge=1, le=1024, description="requests per trunk call")
+    max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024, description=(
+        "prompts per encoder call; none: 1 for an int8 encoder (its activation scales are per call, so grouping "
+        "would make a route depend on the other requests in flight), max_batch_size for fp32"))
+    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000, description=(
+        "predictions remembered per process for prompts seen again (by exact token ids): a retry, a fallback or a "
+        "repeated question costs its tokenisation only; 0: off"))
+    decision_log: str | None = Field(default=None, description=(
+        "JSONL path: a line per call with its decision and outcome; {date} in it starts a file per UTC day, {pid} "
+        "one per process (proxy workers)"))
+    decision_log_messages: bool = Field(default=True, description=(
+        "the request's messages go into the decision log (needed to retrain from it)"))
+    decision_log_responses: bool = Field(default=False, description=(
+        "the answer text goes into the decision log too, for `prefill-router judge` to score later"))
+    reload_interval_s: float | None = Field(default=None, gt=0.0, description=(
+        "seconds between checks whether the bundle changed (a retrained bundle written over it, a symlink pointed "
+        "elsewhere, a new commit of an hf:// branch); a changed bundle is loaded off the request path and swapped "
+        "in; none: never reload"))
+    shadow: bool = Field(default=False, description=(
+        "decide and record every request (decision log, routing record, headers) but serve it as before - by "
+        "shadow_target if set, else litellm's simple-shuffle"))
+    shadow_target: str | None = Field(default=None, description=(
+        "the target that serves requests in shadow mode and a rollout's control arm"))
+    rollout: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+        "canary: the share of requests served by the router's choice, by a hash of the end user (else of the "
+        "request's litellm_trace_id); the rest are decided and served as in shadow mode"))
+    reroute_retries: bool = Field(default=True, description=(
+        "a retry of a failed request goes to the best deployment that has not failed it yet, not the same one"))
+    learn_output_tokens: bool = Field(default=False, description=(
+        "estimate each target's answer length from its latest answers instead of the bundle's training data"))
+    responses_affinity: bool = Field(default=True, description=(
+        "a Responses API request with previous_response_id goes to the deployment that answered it, when available"))
+    metrics: bool = Field(default=False, description=(
+        "prefill_router_* Prometheus metrics in prometheus_client's default registry (the `metrics` extra)"))
 
     @field_validator("decision_log")
     @classmethod
@@ -108,21 +110,22 @@ class RequestOverrides(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    preset: str | None = None
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0)
-    value_usd: float | None = Field(default=None, ge=0.0)
-    pin_model: str | None = None
-    candidates: list[str] | None = None
-    # caps each target's expected output tokens in the cost estimate; the LiteLLM strategy fills it from the
-    # request's max_tokens / max_completion_tokens / max_output_tokens
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    # limits: the policy chooses among the candidates whose estimated cost for this request is at most max_cost_usd
-    # and whose P(correct) is at least min_p_correct; none qualifies -> the cheapest (over budget), or the most likely
-    # within budget (below floor): the request is served either way and the decision's reason says so
-    max_cost_usd: float | None = Field(default=None, gt=0.0)
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
-
+    preset: str | None = Field(default=None, description="this request's policy: a preset of the bundle")
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description="this request's policy: a tolerance")
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0,
+                                  description="this request's policy: a lambda")
+    value_usd: float | None = Field(default=None, ge=0.0, description="this request's policy: a value_usd")
+    pin_model: str | None = Field(default=None, description=(
+        "the target that serves this request, with no encoder pass (if it is available)"))
+    candidates: list[str] | None = Field(default=None, description="only these targets may serve this request")
+    max_output_tokens: int | None = Field(default=None, ge=1, description=(
+        "caps each target's expected answer length in the cost estimate; the LiteLLM strategy fills it from the "
+        "request's max_tokens / max_completion_tokens / max_output_tokens"))
+    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+        "this request's cost ceiling (estimated USD): none qualifies -> the cheapest target (reason over budget)"))
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "this request's quality floor: none qualifies -> the most likely target within budget (reason below "
+        "floor)"))
 
 def checked_cache_size(value: object) -> int:
     """A ``prediction_cache_size`` given to a constructor (the strategy's arguments check theirs as a field)."""

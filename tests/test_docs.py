@@ -66,3 +66,47 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(page: Path) -> 
         elif fragment and path.suffix == ".md" and fragment not in anchors(path):
             broken.append(f"{link}: no heading #{fragment} in {path.relative_to(ROOT)}")
     assert not broken, f"{page.relative_to(ROOT)} has broken links:\n" + "\n".join(broken)
+
+
+def test_settings_tables_in_the_docs_are_made_from_the_settings_models() -> None:
+    from litellm_prefill_router.settings_reference import SETTINGS, rendered
+
+    page = ROOT / "docs/litellm.md"
+    text = page.read_text(encoding="utf-8")
+    assert all(f"<!-- settings: {name} -->" in text for name in SETTINGS)
+    assert rendered(text) == text, "docs/litellm.md's settings tables are stale: run " \
+                                   "`prefill-router settings --write docs/litellm.md`"
+
+
+def test_every_setting_is_described_and_its_row_shows_type_bounds_and_default() -> None:
+    from litellm_prefill_router.settings_reference import SETTINGS, markdown_table
+
+    for name, model in SETTINGS.items():
+        undescribed = [f for f, info in model.model_fields.items() if not info.description]
+        assert not undescribed, f"{name} settings without a description: {undescribed}"
+    table = markdown_table(SETTINGS["routing_strategy_args"])
+    assert "| `bundle` | string | required |" in table
+    assert "| `lambda` | number (>= 0) | - |" in table  # the alias users write, not the field's name
+    assert "| `decision_timeout_s` | number (> 0, <= 600) | - |" in table
+    assert "| `on_error` | `fallback` \\| `raise` | `fallback` |" in table
+    assert "| `reroute_retries` | bool | `true` |" in table
+    assert "| `execution_providers` | list (not empty) | - |" in table
+    assert len(table.splitlines()) == 2 + len(SETTINGS["routing_strategy_args"].model_fields)
+
+
+def test_settings_command_prints_a_table_and_rewrites_stale_ones_between_markers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from litellm_prefill_router.cli import main
+
+    assert main(["settings", "autotune"]) == 0
+    assert "| `window` | int (>= 20, <= 1,000,000) | `2000` |" in capsys.readouterr().out
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- settings: autotune -->\n| stale |\n<!-- /settings -->\nafter\n")
+    assert main(["settings", "--write", str(page)]) == 0
+    text = page.read_text()
+    assert "| stale |" not in text and "| `every` | int" in text and text.endswith("<!-- /settings -->\nafter\n")
+    assert main(["settings", "--write", str(page)]) == 0
+    assert "already current" in capsys.readouterr().out
+    (tmp_path / "none.md").write_text("no tables here\n")
+    assert main(["settings", "--write", str(tmp_path / "none.md")]) == 2
+    assert "no settings table markers" in capsys.readouterr().err

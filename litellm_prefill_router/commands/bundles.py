@@ -145,3 +145,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"- {n}")
     print(f"wrote {args.out}")
     return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from ..settings_reference import SETTINGS, markdown_table, write_tables
+
+    if args.write:
+        changed = write_tables(args.write)
+        print(f"{args.write}: {'settings tables rewritten' if changed else 'settings tables already current'}")
+        return 0
+    names = [args.name] if args.name else list(SETTINGS)
+    print("\n".join(f"{name}\n\n{markdown_table(SETTINGS[name])}" for name in names), end="")
+    return 0

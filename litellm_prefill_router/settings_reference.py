@@ -1,0 +1,102 @@
+"""The settings reference: a Markdown table per settings model, made from the models themselves (name, type, bounds,
+default, description), so the documentation cannot drift from what is validated. ``prefill-router settings`` prints
+the tables; ``--write docs/litellm.md`` rewrites each table between its markers
+(``<!-- settings: NAME -->`` ... ``<!-- /settings -->``), which a test checks are current."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .autotune import AutotuneSettings
+from .config import PrefillStrategyArgs, RequestOverrides
+from .errors import ConfigurationError
+
+#: the documented settings: where each is set -> its model
+SETTINGS: dict[str, type[BaseModel]] = {
+    "routing_strategy_args": PrefillStrategyArgs,
+    "metadata.prefill": RequestOverrides,
+    "autotune": AutotuneSettings,
+}
+_BLOCK = re.compile(r"(<!-- settings: (?P<name>[\w.]+) -->\n).*?(<!-- /settings -->)", re.S)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in get_args(annotation) if a is not type(None)]
+        return names[0] if len(names) == 1 else " or ".join(names)
+    if origin is list:
+        return "list"
+    if origin is tuple:
+        return "[name, {options}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    return {bool: "bool", int: "int", float: "number", str: "string"}.get(annotation, str(annotation))
+
+
+def _bounds(field: FieldInfo) -> str:
+    marks = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le"), Lt: ("<", "lt")}
+    parts = [f"{marks[type(m)][0]} {_number(getattr(m, marks[type(m)][1]))}" for m in field.metadata
+             if type(m) in marks]
+    parts += ["not empty" for m in field.metadata if isinstance(m, MinLen) and m.min_length == 1]
+    return ", ".join(parts)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def markdown_table(model: type[BaseModel]) -> str:
+    """One row per setting of ``model``: its name (the alias where it has one), type and bounds, default, and
+    description."""
+    rows = ["| setting | type | default | what it does |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        kind = _type_name(field.annotation)
+        bounds = _bounds(field)
+        what = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{field.alias or name}` | {kind}{f' ({bounds})' if bounds else ''} | {_default(field)} | "
+                    f"{what} |")
+    return "\n".join(rows) + "\n"
+
+
+def rendered(text: str) -> str:
+    """``text`` with every settings table between its markers made from the models."""
+    def table(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in SETTINGS:
+            raise ConfigurationError(f"settings marker names {name!r}, which is not one of {sorted(SETTINGS)}")
+        return match.group(1) + markdown_table(SETTINGS[name]) + match.group(3)
+    return _BLOCK.sub(table, text)
+
+
+def write_tables(path: str | Path) -> bool:
+    """Rewrite the settings tables of the Markdown file ``path``; whether anything changed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if not _BLOCK.search(text):
+        raise ConfigurationError(f"{path} has no settings table markers (<!-- settings: NAME --> ... "
+                                 "<!-- /settings -->)")
+    new = rendered(text)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
