@@ -52,60 +52,64 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    runnables: Mapping[str, Runnable[Any, Any]]  # target -> its runnable, or a model string init_chat_model reads
-    bundle: str
-    preset: str | None = None
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
-    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda")
-    value_usd: float | None = Field(default=None, ge=0.0)  # what a right answer is worth: max P(correct) x it - cost
-    # limits for every call: the policy chooses among targets whose estimated cost is at most max_cost_usd and whose
-    # P(correct) is at least min_p_correct (a call's metadata may lower the cost limit or set its own floor)
-    max_cost_usd: float | None = Field(default=None, gt=0.0)
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0)
-    # tune the policy to a goal on the calls this router decides, as it serves (e.g. {"savings": 0.5}; see
-    # litellm_prefill_router.autotune); the policy above decides until the first tune
-    autotune: AutotuneSettings | None = None
-    # estimate each target's answer length from its latest answers (usage_metadata output tokens) instead of the
-    # bundle's training-data lengths (see litellm_prefill_router.answer_lengths); read from decision_log at start
-    learn_output_tokens: bool = False
-    prices: Mapping[str, tuple[float, float]] | None = None  # target -> (input, output) USD per token
-    fallback_target: str | None = None
-    on_error: Literal["fallback", "raise"] = "fallback"
-    # seconds a call waits for its prediction; later, it goes to the fallback target (reason "fallback: routing timed
-    # out"; with on_error="raise", an InferenceError). None: wait for the encoder
-    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0)
-    allow_partial: bool = False
-    # seconds between checks whether the bundle directory changed; a changed bundle is loaded in the background and
-    # swapped in (see litellm_prefill_router.reloading). None: never reload
-    reload_interval_s: float | None = Field(default=None, gt=0.0)
-    # JSONL decision log in the LiteLLM router's format (`prefill-router stats / feedback / judge` read it; "{date}"
-    # and "{pid}" in the path as there): per call the decision, the outcome (tokens from the answer's usage_metadata,
-    # cost at the target's price), the router run's ``run_id`` (the id feedback names) and, by default, the input
-    decision_log: str | None = None
-    decision_log_messages: bool = True
-    decision_log_responses: bool = False  # the answer's text too, so a judge can score it later
-    # Prometheus metrics of routing in prometheus_client's default registry (see litellm_prefill_router.metrics),
-    # labelled with this runnable's name as model_group; needs the `metrics` extra
-    metrics: bool = False
-    # when the chosen target's runnable raises one of ``reroute_on``, try up to this many other targets, the policy's
-    # next pick first (same prediction, no new inference; a pinned target is not rerouted); a stream is rerouted only
-    # before its first chunk. 0: the error is raised, as from the target
-    max_reroutes: int = Field(default=0, ge=0)
-    reroute_on: tuple[type[BaseException], ...] = (Exception,)
-    # shadow mode: decide and record every call (trace metadata, decision log, metrics) but serve it with
-    # ``shadow_target``'s runnable (the model serving today), to see the router on real traffic before it chooses
-    shadow: bool = False
-    shadow_target: str | None = None
-    # canary rollout: the share of calls served by the router's choice; the others (arm "control") are decided and
-    # recorded as in shadow mode and served by ``shadow_target``. A call whose config metadata names a ``user_id`` is
-    # assigned by a hash of it (each user stays in one arm), others at random
-    rollout: float = Field(default=1.0, ge=0.0, le=1.0)
-
-    # predictions remembered for prompts seen again (exact token ids; per process, shared by routers of the same
-    # bundle and size): a repeated question costs its tokenisation only. 0: every call runs the encoder
-    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000)
-    # onnxruntime execution providers for the encoder (as routing_strategy_args.execution_providers); None: the CPU
-    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, description=(
+        "the router's run name in traces and the model_group of its decision log and metrics (none: the class name)"))
+    runnables: Mapping[str, Runnable[Any, Any]] = Field(description=(
+        "bundle target -> the runnable (a chat model) that serves it, or a model string init_chat_model reads"))
+    bundle: str = Field(description="bundle directory or hf://owner/name[@revision][/path]")
+    preset: str | None = Field(default=None, description="policy: a preset of the bundle (none: its default)")
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "policy: the cheapest target whose P(correct) is within this of the best"))
+    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda", description=(
+        "policy: the most P(correct) - lambda x cost / the dearest candidate's cost"))
+    value_usd: float | None = Field(default=None, ge=0.0, description=(
+        "policy: what a right answer is worth (USD) - the most P(correct) x value_usd - cost"))
+    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+        "every call's cost ceiling (estimated USD); a call's metadata may lower it"))
+    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "every call's quality floor; a call's metadata may set its own"))
+    autotune: AutotuneSettings | None = Field(default=None, description=(
+        "tune the policy to a goal on the calls this router decides (e.g. {\"savings\": 0.5}); the policy above "
+        "decides until the first tune"))
+    learn_output_tokens: bool = Field(default=False, description=(
+        "estimate each target's answer length from its latest answers (usage_metadata) instead of the bundle's"))
+    prices: Mapping[str, tuple[float, float]] | None = Field(default=None, description=(
+        "target -> (input, output) USD per token; none: the bundle's training prices"))
+    fallback_target: str | None = Field(default=None, description=(
+        "the target of calls with no prediction (no text, inference failed, timed out); none: the best prior one"))
+    on_error: Literal["fallback", "raise"] = Field(default="fallback", description=(
+        "a call whose prediction failed or timed out: sent to fallback_target, or failed with InferenceError"))
+    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0, description=(
+        "seconds a call waits for its prediction; later, it goes to the fallback target; none: wait"))
+    allow_partial: bool = Field(default=False, description=(
+        "serve only the bundle targets that have a runnable (else every target needs one)"))
+    reload_interval_s: float | None = Field(default=None, gt=0.0, description=(
+        "seconds between checks whether the bundle changed; a changed one is loaded in the background and swapped "
+        "in; none: never reload"))
+    decision_log: str | None = Field(default=None, description=(
+        "JSONL decision log in the LiteLLM router's format ({date}, {pid} as there): per call the decision, its "
+        "outcome and the router run's run_id (the id feedback names)"))
+    decision_log_messages: bool = Field(default=True, description="the input goes into the decision log")
+    decision_log_responses: bool = Field(default=False, description=(
+        "the answer's text goes into the decision log too, for a judge to score later"))
+    metrics: bool = Field(default=False, description=(
+        "Prometheus metrics, labelled with this runnable's name as model_group (the `metrics` extra)"))
+    max_reroutes: int = Field(default=0, ge=0, description=(
+        "when the chosen target's runnable raises one of reroute_on, try up to this many other targets, the "
+        "policy's next pick first (no new inference; a stream only before its first chunk); 0: raise"))
+    reroute_on: tuple[type[BaseException], ...] = Field(default=(Exception,), description=(
+        "the errors that reroute a call (max_reroutes)"))
+    shadow: bool = Field(default=False, description=(
+        "decide and record every call but serve it with shadow_target's runnable (the model serving today)"))
+    shadow_target: str | None = Field(default=None, description=(
+        "the target that serves calls in shadow mode and a rollout's control arm"))
+    rollout: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+        "canary: the share of calls served by the router's choice, by a hash of config metadata user_id (else at "
+        "random); the rest as in shadow mode"))
+    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000, description=(
+        "predictions remembered per process for prompts seen again (exact token ids); 0: off"))
+    execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1, description=(
+        "onnxruntime execution providers of the encoder, as routing_strategy_args.execution_providers; none: the CPU"))
 
     _reloader: BundleReloader[PrefillDecider] = PrivateAttr()
     _autotuner: Autotuner | None = PrivateAttr(default=None)

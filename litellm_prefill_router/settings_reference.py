@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -24,6 +25,17 @@ SETTINGS: dict[str, type[BaseModel]] = {
     "metadata.prefill": RequestOverrides,
     "autotune": AutotuneSettings,
 }
+#: the LangChain runnable's arguments, documented where langchain-core is installed (the `langchain` extra)
+RUNNABLE = "PrefillRouterRunnable"
+
+
+def settings_models() -> dict[str, type[BaseModel]]:
+    """:data:`SETTINGS`, and the LangChain runnable's arguments when langchain-core is installed."""
+    try:
+        from langchain_integration import PrefillRouterRunnable
+    except ImportError:
+        return dict(SETTINGS)
+    return {**SETTINGS, RUNNABLE: PrefillRouterRunnable}
 _BLOCK = re.compile(r"(<!-- settings: (?P<name>[\w.]+) -->\n).*?(<!-- /settings -->)", re.S)
 
 
@@ -37,7 +49,9 @@ def _type_name(annotation: Any) -> str:
     if origin is list:
         return "list"
     if origin is tuple:
-        return "[name, {options}]"
+        return "tuple"
+    if origin in (dict, Mapping):
+        return "mapping"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "mapping"
     return {bool: "bool", int: "int", float: "number", str: "string"}.get(annotation, str(annotation))
@@ -61,6 +75,8 @@ def _default(field: FieldInfo) -> str:
     value = field.default
     if value is None:
         return "-"
+    if isinstance(value, tuple) and all(isinstance(v, type) for v in value):
+        return f"`({', '.join(v.__name__ for v in value)},)`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     return f"`{value}`"
@@ -81,11 +97,14 @@ def markdown_table(model: type[BaseModel]) -> str:
 
 def rendered(text: str) -> str:
     """``text`` with every settings table between its markers made from the models."""
+    models = settings_models()
+
     def table(match: re.Match[str]) -> str:
         name = match.group("name")
-        if name not in SETTINGS:
-            raise ConfigurationError(f"settings marker names {name!r}, which is not one of {sorted(SETTINGS)}")
-        return match.group(1) + markdown_table(SETTINGS[name]) + match.group(3)
+        if name not in models:
+            raise ConfigurationError(f"settings marker names {name!r}, which is not one of {sorted(models)}"
+                                     + ("" if name != RUNNABLE else " (install the `langchain` extra)"))
+        return match.group(1) + markdown_table(models[name]) + match.group(3)
     return _BLOCK.sub(table, text)
 
 

@@ -69,19 +69,20 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(page: Path) -> 
 
 
 def test_settings_tables_in_the_docs_are_made_from_the_settings_models() -> None:
-    from litellm_prefill_router.settings_reference import SETTINGS, rendered
+    from litellm_prefill_router.settings_reference import RUNNABLE, SETTINGS, rendered
 
-    page = ROOT / "docs/litellm.md"
-    text = page.read_text(encoding="utf-8")
-    assert all(f"<!-- settings: {name} -->" in text for name in SETTINGS)
-    assert rendered(text) == text, "docs/litellm.md's settings tables are stale: run " \
-                                   "`prefill-router settings --write docs/litellm.md`"
+    for page, names in ((ROOT / "docs/litellm.md", list(SETTINGS)), (ROOT / "docs/langchain.md", [RUNNABLE])):
+        text = page.read_text(encoding="utf-8")
+        assert all(f"<!-- settings: {name} -->" in text for name in names)
+        assert rendered(text) == text, f"{page.name}'s settings tables are stale: run " \
+                                       f"`prefill-router settings --write docs/{page.name}`"
 
 
 def test_every_setting_is_described_and_its_row_shows_type_bounds_and_default() -> None:
-    from litellm_prefill_router.settings_reference import SETTINGS, markdown_table
+    from litellm_prefill_router.settings_reference import SETTINGS, markdown_table, settings_models
 
-    for name, model in SETTINGS.items():
+    assert "PrefillRouterRunnable" in settings_models()  # langchain-core is installed in the test environments
+    for name, model in settings_models().items():
         undescribed = [f for f, info in model.model_fields.items() if not info.description]
         assert not undescribed, f"{name} settings without a description: {undescribed}"
     table = markdown_table(SETTINGS["routing_strategy_args"])

@@ -148,12 +148,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from ..settings_reference import SETTINGS, markdown_table, write_tables
+    from ..errors import ConfigurationError
+    from ..settings_reference import markdown_table, settings_models, write_tables
 
     if args.write:
         changed = write_tables(args.write)
         print(f"{args.write}: {'settings tables rewritten' if changed else 'settings tables already current'}")
         return 0
-    names = [args.name] if args.name else list(SETTINGS)
-    print("\n".join(f"{name}\n\n{markdown_table(SETTINGS[name])}" for name in names), end="")
+    models = settings_models()
+    if args.name is not None and args.name not in models:
+        raise ConfigurationError(f"{args.name}'s settings need langchain-core: install the `langchain` extra")
+    names = [args.name] if args.name else list(models)
+    print("\n".join(f"{name}\n\n{markdown_table(models[name])}" for name in names), end="")
     return 0
