@@ -25,6 +25,7 @@ SETTINGS: dict[str, type[BaseModel]] = {
     "metadata.prefill": RequestOverrides,
     "autotune": AutotuneSettings,
 }
+_BLOCK = re.compile(r"(<!-- settings: (?P<name>[\w.]+) -->\n).*?(<!-- /settings -->)", re.S)
 #: the LangChain runnable's arguments, documented where langchain-core is installed (the `langchain` extra)
 RUNNABLE = "PrefillRouterRunnable"
 
@@ -36,7 +37,6 @@ def settings_models() -> dict[str, type[BaseModel]]:
     except ImportError:
         return dict(SETTINGS)
     return {**SETTINGS, RUNNABLE: PrefillRouterRunnable}
-_BLOCK = re.compile(r"(<!-- settings: (?P<name>[\w.]+) -->\n).*?(<!-- /settings -->)", re.S)
 
 
 def _type_name(annotation: Any) -> str:
@@ -111,7 +111,10 @@ def rendered(text: str) -> str:
 def write_tables(path: str | Path) -> bool:
     """Rewrite the settings tables of the Markdown file ``path``; whether anything changed."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigurationError(f"cannot read {path} to write its settings tables: {err}") from err
     if not _BLOCK.search(text):
         raise ConfigurationError(f"{path} has no settings table markers (<!-- settings: NAME --> ... "
                                  "<!-- /settings -->)")

@@ -111,3 +111,5 @@ def test_settings_command_prints_a_table_and_rewrites_stale_ones_between_markers
     (tmp_path / "none.md").write_text("no tables here\n")
     assert main(["settings", "--write", str(tmp_path / "none.md")]) == 2
     assert "no settings table markers" in capsys.readouterr().err
+    assert main(["settings", "--write", str(tmp_path / "missing.md")]) == 2
+    assert "cannot read" in capsys.readouterr().err
