@@ -13,7 +13,7 @@ import litellm
 
 from .costs import Price
 from .decision_logger import flush_logging
-from .deployments import deployment_price
+from .deployments import deployment_model, deployment_price
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -47,15 +47,14 @@ class CollectionClient:
         out = []
         for dep in self.model_list:
             if dep.get("model_name") == group:
-                model = str((dep.get("litellm_params") or {}).get("model") or "")
+                model = deployment_model(dep)
                 price = deployment_price(dep, functools.partial(litellm.get_model_info, model))
                 if price is not None:
                     out.append(price)
         return out
 
     def count_tokens(self, group: str, messages: list[dict]) -> int:
-        model = next((str((d.get("litellm_params") or {}).get("model") or "") for d in self.model_list
-                      if d.get("model_name") == group), "")
+        model = next((deployment_model(d) for d in self.model_list if d.get("model_name") == group), "")
         try:
             return int(litellm.token_counter(model=model, messages=messages))
         except Exception:  # noqa: BLE001 - fall back to ~4 characters per token

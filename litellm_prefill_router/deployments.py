@@ -4,7 +4,7 @@ Free of litellm: litellm's cost map is reached through a callable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +40,23 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     return None
 
 
+def deployment_model(dep: Mapping[str, Any]) -> str:
+    """A deployment's model (its ``litellm_params.model``; "" where it names none)."""
+    return str((dep.get("litellm_params") or {}).get("model") or "")
+
+
+def deployments_by_group(deps: Iterable[dict]) -> dict[str, list[dict]]:
+    """``deps`` by their model group (``model_name``), in order - one pass over a model list."""
+    groups: dict[str, list[dict]] = {}
+    for dep in deps:
+        groups.setdefault(str(dep.get("model_name")), []).append(dep)
+    return groups
+
+
 def complexity_config(deployment: dict[str, Any]) -> dict[str, Any] | None:
     """A complexity router deployment's ``complexity_router_config`` (None: not one)."""
-    params = deployment.get("litellm_params") or {}
-    cfg = params.get("complexity_router_config")
-    return cfg if str(params.get("model") or "").startswith("auto_router/") and isinstance(cfg, dict) else None
+    cfg = (deployment.get("litellm_params") or {}).get("complexity_router_config")
+    return cfg if deployment_model(deployment).startswith("auto_router/") and isinstance(cfg, dict) else None
 
 
 def tier_groups(pool: object) -> list[str]:
@@ -68,7 +80,7 @@ def target_of(dep: dict, targets: Sequence[str], bundle: str) -> str | None:
                 f"a target of bundle {bundle}; valid targets: {list(targets)}"
             )
         return str(explicit)
-    model = str((dep.get("litellm_params") or {}).get("model") or "")
+    model = deployment_model(dep)
     for name in (dep.get("model_name"), model, model.split("/")[-1]):
         if name in targets:
             return str(name)

@@ -18,7 +18,7 @@ from .autotune import Autotuner, AutotuneSettings
 from .config import checked_cache_size
 from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
-from .deployments import deployment_id, deployment_price, described_from
+from .deployments import deployment_id, deployment_model, deployment_price, described_from
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
 from .metrics import reload_observer
@@ -160,8 +160,7 @@ class RequestHook(ServedRoutes):
         key = (id(router), deployment_id(dep), described_from(dep))
         if key in self._prices_seen:
             return self._prices_seen[key]
-        price = deployment_price(dep, functools.partial(deployment_model_info, router, key[1], str(
-            (dep.get("litellm_params") or {}).get("model") or "")))
+        price = deployment_price(dep, functools.partial(deployment_model_info, router, key[1], deployment_model(dep)))
         if len(self._prices_seen) >= self.PRICE_CACHE_SIZE:
             self._prices_seen.clear()
         self._prices_seen[key] = price

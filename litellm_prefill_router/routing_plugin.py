@@ -39,6 +39,7 @@ from typing_extensions import Unpack
 from .composition import deployments_of
 from .config import parse_overrides
 from .costs import Price
+from .deployments import deployment_model, deployments_by_group
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_baseline
@@ -156,12 +157,10 @@ class PrefillRoutingPlugin(RequestHook):
         routes = {t: prices[t] for t in pools}
         if router is None:
             return routes
+        by_group = deployments_by_group(deployments_of(router))  # one pass over the model list, not one per candidate
         in_group: dict[str, list[dict]] = {}  # litellm_params.model -> the deployments of model group ``group``
-        by_group: dict[str, list[dict]] = {}  # model group -> its deployments
-        for dep in deployments_of(router):  # one pass over the model list, not one per candidate
-            by_group.setdefault(str(dep.get("model_name")), []).append(dep)
-            if dep.get("model_name") == group:
-                in_group.setdefault(str((dep.get("litellm_params") or {}).get("model")), []).append(dep)
+        for dep in by_group.get(group, []):
+            in_group.setdefault(deployment_model(dep), []).append(dep)
         # a candidate stands for its deployments in the request's group (a Router's plugins), else for the model
         # group it names (a complexity router's tier pool)
         return self._billed(router, {t: [d for m in models for d in in_group.get(m) or by_group.get(m, [])]
@@ -176,7 +175,7 @@ class PrefillRoutingPlugin(RequestHook):
         record = narrowing.record
         by_target: dict[str, list[dict]] = {}
         for dep in healthy:
-            if (target := self.target_of(str((dep.get("litellm_params") or {}).get("model") or ""))) is not None:
+            if (target := self.target_of(deployment_model(dep))) is not None:
                 by_target.setdefault(target, []).append(dep)
         decision = narrowing.decision
         gone = [decision.target]
@@ -188,8 +187,7 @@ class PrefillRoutingPlugin(RequestHook):
                           baseline=None)
             return healthy
         record.update(target=nxt.target, candidates=list(nxt.candidates),
-                      plugin_models=sorted({str((d.get("litellm_params") or {}).get("model")) for d in by_target[
-                          nxt.target]}))
+                      plugin_models=sorted({deployment_model(d) for d in by_target[nxt.target]}))
         return by_target[nxt.target]
 
 

@@ -23,6 +23,7 @@ from .autotune import Autotuner, AutotuneSettings
 from .config import RequestOverrides, checked_cache_size
 from .costs import Price, given_prices
 from .decider import PrefillDecider
+from .deployments import deployment_model
 from .errors import ConfigurationError
 from .jsonl import append_log_record, checked_log_template
 from .policy import Constraints, RoutingDecision
@@ -318,7 +319,7 @@ def _routes_of(params: Mapping[str, Any], base: Path) -> list[str]:
 
 
 def _is_auto_router(dep: Mapping[str, Any]) -> bool:
-    return str((dep.get("litellm_params") or {}).get("model") or "").startswith("auto_router/")
+    return deployment_model(dep).startswith("auto_router/")
 
 
 def _with_prefill_group(settings: dict[str, Any], models: list[str], bundle: str, model_names: set[str],
@@ -374,7 +375,7 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
                 notes.append(f"route {group!r} of {dep.get('model_name')!r} has no deployment in model_list; skipped")
                 continue
             for member in members:
-                m_model = str((member.get("litellm_params") or {}).get("model") or "")
+                m_model = deployment_model(member)
                 target = target_map.get(group) or next(
                     (t for t in targets if t in (group, m_model, m_model.split("/")[-1])), None)
                 if target is None:

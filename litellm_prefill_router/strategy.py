@@ -44,7 +44,7 @@ from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, retry_reason
 from .decision_logger import log_target
-from .deployments import DeploymentTarget, ServedBundle, deployment_id, priced
+from .deployments import DeploymentTarget, ServedBundle, deployment_id, deployment_model, priced
 from .errors import ConfigurationError
 from .metrics import reload_observer
 from .policy import RoutingDecision
@@ -203,7 +203,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
 
     def _price(self, dep: dict, dep_id: str) -> Price:
         a = self.args
-        model = str((dep.get("litellm_params") or {}).get("model") or "")
+        model = deployment_model(dep)
         default = Price(a.default_input_cost_per_token or 0.0, a.default_output_cost_per_token or 0.0, "default") \
             if a.default_input_cost_per_token is not None or a.default_output_cost_per_token is not None else None
         return priced(dep, dep_id, lambda: deployment_model_info(self.router, dep_id, model), default)
@@ -254,7 +254,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not mapped:
             return await self.leave_to(pick, healthy, md, trace)
         if len({info.target for _, info in mapped}) == 1 and decided_upstream(
-                md, trace, model, [(d.get("litellm_params") or {}).get("model") for d in healthy]):
+                md, trace, model, [deployment_model(d) for d in healthy]):
             # a tier classifier or a routing plugin sent this attempt to one target: its decision and record stand
             # (a pool of several targets is routed within by the strategy)
             return await pick(healthy)

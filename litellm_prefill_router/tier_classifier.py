@@ -53,7 +53,7 @@ from typing_extensions import Unpack
 from .composition import deployments_of
 from .config import RequestOverrides, parse_overrides
 from .costs import Price
-from .deployments import complexity_config, tier_groups
+from .deployments import complexity_config, deployments_by_group, tier_groups
 from .errors import ConfigurationError
 from .policy import RoutingDecision
 from .records import DECISION_KEY, baseline_record, savings_baseline
@@ -180,13 +180,13 @@ class PrefillTierClassifier(RequestHook):
         prices = self.prices if prices is None else prices
         if router is None:
             return dict(prices)
-        deps = deployments_of(router)
-        cfg = next((c for d in deps if d.get("model_name") == group and (c := complexity_config(d)) is not None), None)
+        by_group = deployments_by_group(deployments_of(router))  # one pass over the model list, not one per tier
+        cfg = next((c for d in by_group.get(group, []) if (c := complexity_config(d)) is not None), None)
         pools = (cfg or {}).get("tiers")
         served_by: dict[str, list[dict]] = {}
         for target in prices:
             names = tier_groups(pools.get(self._tier_of.get(target)) if isinstance(pools, Mapping) else None)
-            served_by[target] = [d for d in deps if d.get("model_name") in names]
+            served_by[target] = [d for name in names for d in by_group.get(name, [])]
         return self._billed(router, served_by, prices)
 
     def tier_for(self, decision: RoutingDecision) -> str | None:
