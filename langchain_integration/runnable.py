@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from litellm_prefill_router.answer_lengths import AnswerLengths
 from litellm_prefill_router.autotune import Autotuner, AutotuneSettings
-from litellm_prefill_router.config import RequestOverrides, parse_overrides
+from litellm_prefill_router.config import LAMBDA_DOC, TOLERANCE_DOC, VALUE_USD_DOC, RequestOverrides, parse_overrides
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
@@ -58,12 +58,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         "bundle target -> the runnable (a chat model) that serves it, or a model string init_chat_model reads"))
     bundle: str = Field(description="bundle directory or hf://owner/name[@revision][/path]")
     preset: str | None = Field(default=None, description="policy: a preset of the bundle (none: its default)")
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=(
-        "policy: the cheapest target whose P(correct) is within this of the best"))
-    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda", description=(
-        "policy: the most P(correct) - lambda x cost / the dearest candidate's cost"))
-    value_usd: float | None = Field(default=None, ge=0.0, description=(
-        "policy: what a right answer is worth (USD) - the most P(correct) x value_usd - cost"))
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=TOLERANCE_DOC)
+    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda", description=LAMBDA_DOC)
+    value_usd: float | None = Field(default=None, ge=0.0, description=VALUE_USD_DOC)
     max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
         "every call's cost ceiling (estimated USD); a call's metadata may lower it"))
     min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(

@@ -10,6 +10,11 @@ from .autotune import AutotuneSettings
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
 
+#: what each policy setting means, wherever it is set (routing_strategy_args, PrefillRouterRunnable)
+TOLERANCE_DOC = "policy: the cheapest target whose P(correct) is within this of the best"
+LAMBDA_DOC = "policy: the target with the most P(correct) - lambda x cost / the dearest candidate's cost"
+VALUE_USD_DOC = "policy: what a right answer is worth (USD) - the target with the most P(correct) x value_usd - cost"
+
 
 class PrefillStrategyArgs(BaseModel):
     """``routing_strategy_args`` of ``Router(routing_strategy="prefill", ...)``."""
@@ -21,12 +26,9 @@ class PrefillStrategyArgs(BaseModel):
     preset: str | None = Field(default=None, description=(
         "policy: a preset calibrated by training (max-quality, balanced, match-best-single, min-cost); none of the "
         "four policy settings: the bundle's default preset"))
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=(
-        "policy: the cheapest target whose P(correct) is within this of the best"))
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0, description=(
-        "policy: the target with the most P(correct) - lambda x cost / the dearest candidate's cost"))
-    value_usd: float | None = Field(default=None, ge=0.0, description=(
-        "policy: what a right answer is worth (USD) - the target with the most P(correct) x value_usd - cost"))
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=TOLERANCE_DOC)
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0, description=LAMBDA_DOC)
+    value_usd: float | None = Field(default=None, ge=0.0, description=VALUE_USD_DOC)
     max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
         "every request's cost ceiling (its estimated cost, USD): the policy picks among the targets within it, else "
         "the cheapest; a request's own can only lower it"))
