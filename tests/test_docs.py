@@ -41,7 +41,7 @@ def links(page: Path) -> list[str]:
 
 def test_the_docs_pages_exist_and_the_readme_links_each_of_them() -> None:
     pages = {p.name for p in PAGES[1:]}
-    assert {"litellm.md", "operations.md", "langchain.md", "collect.md", "training.md"} <= pages
+    assert {"litellm.md", "operations.md", "langchain.md", "collect.md", "training.md", "results.md"} <= pages
     readme_links = set(links(ROOT / "README.md"))
     assert all(any(link.startswith(f"docs/{name}") for link in readme_links) for name in pages)
 
