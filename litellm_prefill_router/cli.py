@@ -234,10 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--map", nargs="*", help="model_group=target pairs for routes not named after a target")
     mig.set_defaults(func=cmd_migrate)
 
-    st = sub.add_parser("settings", help="every routing_strategy_args / metadata.prefill / autotune setting (and "
-                                         "PrefillRouterRunnable's arguments): type, bounds, default, what it does")
+    st = sub.add_parser("settings", help="every routing_strategy_args / metadata.prefill / autotune setting, and "
+                                         "the constructor arguments of PrefillTierClassifier, PrefillRoutingPlugin, "
+                                         "PrefillSemanticRouter and PrefillRouterRunnable: type, bounds, default, "
+                                         "what it does")
     st.add_argument("name", nargs="?", help="one table (default: all)",
-                    choices=("routing_strategy_args", "metadata.prefill", "autotune", "PrefillRouterRunnable"))
+                    choices=("routing_strategy_args", "metadata.prefill", "autotune", "PrefillTierClassifier",
+                             "PrefillRoutingPlugin", "PrefillSemanticRouter", "PrefillRouterRunnable"))
     st.add_argument("--write", metavar="MARKDOWN",
                     help="rewrite the tables between <!-- settings: NAME --> ... <!-- /settings --> in this file")
     st.set_defaults(func=cmd_settings)

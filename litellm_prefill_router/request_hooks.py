@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from typing_extensions import Unpack
 
@@ -20,6 +20,7 @@ from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_model, deployment_price, described_from
 from .errors import ConfigurationError
+from .hook_settings import HOOK_SETTINGS, validated_settings
 from .jsonl import checked_log_template
 from .metrics import reload_observer
 from .predictor import shared_predictor
@@ -77,6 +78,8 @@ class RequestHook(ServedRoutes):
         known = sorted(HookSettings.__annotations__)
         if unknown := sorted(set(settings) - set(known)):
             raise ConfigurationError(f"unknown settings {unknown}; the settings are {known}")
+        checked_cache_size(settings.get("prediction_cache_size", 1024))  # an integer, not a bool (pydantic's lax int)
+        settings = cast(HookSettings, validated_settings(HOOK_SETTINGS, settings, type(self).__name__))
         preset, tolerance = settings.get("preset"), settings.get("tolerance")
         lambda_, value_usd = settings.get("lambda_"), settings.get("value_usd")
         prices, max_cost_usd, min_p_correct = settings.get("prices"), settings.get("max_cost_usd"), \

@@ -25,6 +25,7 @@ from .costs import Price, given_prices
 from .decider import PrefillDecider
 from .deployments import deployment_model
 from .errors import ConfigurationError
+from .hook_settings import SEMANTIC_SETTINGS, validated_settings
 from .jsonl import append_log_record, checked_log_template
 from .policy import Constraints, RoutingDecision
 from .predictor import shared_predictor
@@ -122,7 +123,21 @@ class PrefillSemanticRouter(ServedRoutes):
                  max_cost_usd: float | None = None, min_p_correct: float | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
                  shadow_route: str | None = None, rollout: float = 1.0) -> None:
-        checked_cache_size(prediction_cache_size)
+        checked_cache_size(prediction_cache_size)  # an integer, not a bool (pydantic's lax int)
+        given = validated_settings(SEMANTIC_SETTINGS, {
+            "preset": preset, "tolerance": tolerance, "lambda_": lambda_, "value_usd": value_usd, "prices": prices,
+            "reload_interval_s": reload_interval_s, "prediction_cache_size": prediction_cache_size,
+            "decision_timeout_s": decision_timeout_s, "decision_log": decision_log,
+            "decision_log_messages": decision_log_messages, "execution_providers": execution_providers,
+            "max_cost_usd": max_cost_usd, "min_p_correct": min_p_correct, "autotune": autotune, "shadow": shadow,
+            "rollout": rollout, "min_score": min_score, "confidence_threshold": confidence_threshold},
+            "PrefillSemanticRouter")
+        min_score, confidence_threshold = given["min_score"], given["confidence_threshold"]
+        tolerance, lambda_, value_usd = given["tolerance"], given["lambda_"], given["value_usd"]
+        max_cost_usd, min_p_correct, autotune = given["max_cost_usd"], given["min_p_correct"], given["autotune"]
+        decision_log_messages, shadow, rollout = given["decision_log_messages"], given["shadow"], given["rollout"]
+        reload_interval_s, decision_timeout_s = given["reload_interval_s"], given["decision_timeout_s"]
+        execution_providers, prices = given["execution_providers"], given["prices"]
         if min_score is not None and confidence_threshold is not None and min_score != confidence_threshold:
             raise ConfigurationError(f"min_score ({min_score}) and confidence_threshold ({confidence_threshold}) are "
                                      "one setting (semantic-router 0.x's and 1.x's name): give one")

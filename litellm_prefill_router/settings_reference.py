@@ -18,12 +18,16 @@ from pydantic.fields import FieldInfo
 from .autotune import AutotuneSettings
 from .config import PrefillStrategyArgs, RequestOverrides
 from .errors import ConfigurationError
+from .hook_settings import ROUTING_PLUGIN, SEMANTIC_ROUTER, TIER_CLASSIFIER
 
-#: the documented settings: where each is set -> its model
+#: the documented settings: where each is set (a config key, or the class whose constructor takes them) -> its model
 SETTINGS: dict[str, type[BaseModel]] = {
     "routing_strategy_args": PrefillStrategyArgs,
     "metadata.prefill": RequestOverrides,
     "autotune": AutotuneSettings,
+    "PrefillTierClassifier": TIER_CLASSIFIER,
+    "PrefillRoutingPlugin": ROUTING_PLUGIN,
+    "PrefillSemanticRouter": SEMANTIC_ROUTER,
 }
 _BLOCK = re.compile(r"(<!-- settings: (?P<name>[\w.]+) -->\n).*?(<!-- /settings -->)", re.S)
 #: the LangChain runnable's arguments, documented where langchain-core is installed (the `langchain` extra)

@@ -278,7 +278,8 @@ def test_bad_prices_cache_sizes_and_policies_are_configuration_errors(bundle_dir
         PrefillTierClassifier(str(bundle_dir), TIERS, prediction_cache_size=-1)
     with pytest.raises(ConfigurationError, match="unknown policy preset 'nope'"):
         PrefillTierClassifier(str(bundle_dir), TIERS, preset="nope")
-    with pytest.raises(ConfigurationError, match="invalid autotune settings"):
+    with pytest.raises(ConfigurationError,
+                       match="invalid PrefillTierClassifier settings: autotune.savings: Input should be less than 1"):
         PrefillTierClassifier(str(bundle_dir), TIERS, autotune={"savings": 2})
 
 

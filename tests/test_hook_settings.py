@@ -1,0 +1,87 @@
+"""The tier classifier, the routing plugin and the semantic drop-in check the settings they share with the
+``prefill`` strategy as its ``routing_strategy_args`` are checked (one type, one set of bounds, one description), and
+the settings reference documents exactly the arguments their constructors take."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litellm_prefill_router.config import parse_strategy_args
+from litellm_prefill_router.errors import ConfigurationError
+from litellm_prefill_router.hook_settings import HOOK_SHARED, ROUTING_PLUGIN, SEMANTIC_ROUTER, TIER_CLASSIFIER
+from litellm_prefill_router.request_hooks import HookSettings
+from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
+from litellm_prefill_router.semantic import PrefillSemanticRouter
+from litellm_prefill_router.tier_classifier import PrefillTierClassifier
+
+TIERS = {"SIMPLE": "math-model", "COMPLEX": "generalist"}
+
+
+def front_doors(bundle_dir: Path) -> dict[str, Any]:
+    return {"PrefillTierClassifier": lambda **kw: PrefillTierClassifier(str(bundle_dir), TIERS, **kw),
+            "PrefillRoutingPlugin": lambda **kw: PrefillRoutingPlugin(str(bundle_dir), **kw),
+            "PrefillSemanticRouter": lambda **kw: PrefillSemanticRouter(str(bundle_dir), **kw)}
+
+
+@pytest.mark.parametrize(("setting", "value", "problem"), [
+    ("tolerance", 2, "Input should be less than or equal to 1"),  # accepted before: a tolerance past any P(correct)
+    ("tolerance", "lots", "Input should be a valid number"),  # a bare ValueError before
+    ("execution_providers", [], "List should have at least 1 item"),  # accepted before: the CPU, silently
+    ("shadow", "maybe", "Input should be a valid boolean"),  # accepted before: any non-empty string was True
+    ("decision_timeout_s", 601, "Input should be less than or equal to 600"),
+])
+def test_a_bad_shared_setting_is_rejected_by_every_front_door_as_routing_strategy_args_rejects_it(
+        bundle_dir: Path, setting: str, value: object, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        parse_strategy_args({"bundle": str(bundle_dir), setting: value})
+    for name, make in front_doors(bundle_dir).items():
+        with pytest.raises(ConfigurationError) as err:
+            make(**{setting: value})
+        message = str(err.value)
+        # what failed, in which constructor, what it got, and what the setting is for
+        assert message.startswith(f"invalid {name} settings: {setting}: {problem}"), message
+        assert f"got {value!r}" in message and f"({setting}: " in message
+
+
+def test_a_setting_given_as_text_is_read_as_its_type_not_by_truthiness(bundle_dir: Path) -> None:
+    for name, make in front_doors(bundle_dir).items():
+        hook = make(shadow="false", tolerance="0.2")  # e.g. read from environment variables
+        assert hook.shadow is False, name  # bool("false") is True: it used to run in shadow mode
+    plugin = PrefillRoutingPlugin(str(bundle_dir), tolerance="0.2")
+    assert (plugin.decider.default_policy.kind, plugin.decider.default_policy.value) == ("tolerance", 0.2)
+
+
+def test_the_drop_ins_min_score_is_a_probability(bundle_dir: Path) -> None:
+    for setting in ("min_score", "confidence_threshold"):
+        with pytest.raises(ConfigurationError, match=f"invalid PrefillSemanticRouter settings: {setting}: Input "
+                                                     "should be less than or equal to 1"):
+            PrefillSemanticRouter(str(bundle_dir), **{setting: 1.5})
+
+
+def test_the_settings_reference_documents_exactly_the_arguments_each_constructor_takes() -> None:
+    assert set(HookSettings.__annotations__) == {*HOOK_SHARED, "prices"}
+    for cls, model in ((PrefillTierClassifier, TIER_CLASSIFIER), (PrefillRoutingPlugin, ROUTING_PLUGIN),
+                       (PrefillSemanticRouter, SEMANTIC_ROUTER)):
+        params = inspect.signature(cls.__init__).parameters
+        named = {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+        takes_settings = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        taken = named | (set(HookSettings.__annotations__) if takes_settings else set())
+        assert taken == set(model.model_fields), cls.__name__
+        for name in named:  # the constructor's default is the one documented
+            default = params[name].default
+            if default is not inspect.Parameter.empty:
+                assert model.model_fields[name].default == default, (cls.__name__, name)
+
+
+def test_the_settings_command_offers_every_documented_table() -> None:
+    from litellm_prefill_router.cli import build_parser
+    from litellm_prefill_router.settings_reference import settings_models
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    name = next(a for a in commands.choices["settings"]._actions if a.dest == "name")
+    assert set(name.choices or ()) == set(settings_models())
