@@ -17,7 +17,7 @@ from typing import Any
 
 from .check_plugins import import_object, plugin_entry, plugin_warnings, price_columns, resolve_routing_plugins
 from .composition import context_window, setting_of
-from .deployments import complexity_config
+from .deployments import complexity_config, deployment_model
 from .errors import ConfigurationError
 from .proxy_config import load_proxy_config
 
@@ -130,7 +130,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
             "decision_timeout_s": strategy.args.decision_timeout_s,
             "serving": _serving(strategy.args.shadow, strategy.args.rollout, "routed"),
             "model_groups": {group: [{"target": info.target, "model_name": info.model_name,
-                                      "model": str((dep.get("litellm_params") or {}).get("model")),
+                                      "model": deployment_model(dep),
                                       **price_columns(info.price),
                                       "max_input_tokens": context_window(router, dep, group)} for dep, info in deps]
                              for group, deps in routes.items()},

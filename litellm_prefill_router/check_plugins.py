@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .costs import Price
-from .deployments import complexity_config, tier_groups
+from .deployments import complexity_config, deployment_model, tier_groups
 from .errors import ConfigurationError
 
 
@@ -45,8 +45,7 @@ def resolve_routing_plugins(model_list: list[dict[str, Any]], router_settings: d
     groups: dict[str, list[str]] = {}
     for dep in model_list:
         if complexity_config(dep) is None:
-            model = str((dep.get("litellm_params") or {}).get("model"))
-            groups.setdefault(str(dep.get("model_name")), []).append(model)
+            groups.setdefault(str(dep.get("model_name")), []).append(deployment_model(dep))
     places: list[tuple[str, list[Any], dict[str, list[str]]]] = []
     if isinstance(router_settings.get("plugins"), list):
         places.append(("router_settings.plugins", router_settings["plugins"], groups))

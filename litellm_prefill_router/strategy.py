@@ -349,7 +349,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
                   "served_target": info.target if info else None, "baseline": None}
         self._annotate(record, decision.model_group or "", mapped, self._served, arm)
         routing = standard_routing_decision(decision, decision.model_group or "", None)
-        routing["routed_model"] = record["served_target"] or str((deployment.get("litellm_params") or {}).get("model"))
+        routing["routed_model"] = record["served_target"] or deployment_model(deployment)
         routing["signals"] = [*routing["signals"], f"shadow: prefill would route to {decision.target}"]
         self._record(md, trace_id, record, routing, pre_routing)
         return deployment
