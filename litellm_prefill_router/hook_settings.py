@@ -71,8 +71,7 @@ def _shared(names: tuple[str, ...], meaning: Mapping[str, str]) -> dict[str, Any
 
 
 def _model(name: str, own: Mapping[str, Any], shared: tuple[str, ...], meaning: Mapping[str, str]) -> type[BaseModel]:
-    return create_model(name, __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-                        **own, **_shared(shared, meaning))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **own, **_shared(shared, meaning))
 
 
 #: what the tier classifier's and the routing plugin's shared settings are checked against
