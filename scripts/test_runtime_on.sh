@@ -62,7 +62,7 @@ PREFILL_TEST_BUNDLE="$WORK/bundle" PREFILL_TEST_EXTERNAL_BUNDLE="$WORK/bundle-ex
   tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py \
   tests/test_shared_metadata.py tests/test_litellm_routing.py tests/test_hub.py tests/test_replay.py tests/test_limits.py \
   tests/test_external_data.py tests/test_providers.py tests/test_tune.py tests/test_autotune.py tests/test_drift.py tests/test_answer_lengths.py tests/test_tier_classifier.py \
-  tests/test_routing_plugin.py
+  tests/test_routing_plugin.py tests/test_hook_settings.py
 rc=$?
 set -e
 [ "$rc" -eq 5 ] && { echo "pytest collected no tests: failing on purpose" >&2; exit 1; }
