@@ -7,19 +7,49 @@ bounds and one description, is validated the same way wherever it is given, and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .autotune import AutotuneSettings
 from .config import PrefillStrategyArgs
 from .errors import ConfigurationError
+from .sessions import ProviderSpec
 
-#: the strategy settings the tier classifier and the routing plugin take (``request_hooks.HookSettings``)
-HOOK_SHARED = ("preset", "tolerance", "lambda_", "value_usd", "max_cost_usd", "min_p_correct", "reload_interval_s",
-               "prediction_cache_size", "decision_timeout_s", "decision_log", "decision_log_messages",
-               "decision_log_responses", "metrics", "learn_output_tokens", "execution_providers", "autotune", "shadow",
-               "rollout")
+
+class HookSettings(TypedDict, total=False):
+    """The keyword settings of a :class:`~.request_hooks.RequestHook` (the tier classifier's and the routing
+    plugin's): policy (``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd``; default the bundle's ``balanced``),
+    ``prices`` ({target: (input, output) USD per token}; else what the Router's deployments serving it cost, else
+    the bundle's), ``max_cost_usd`` / ``min_p_correct`` limits, ``reload_interval_s``, ``prediction_cache_size``
+    (1024), ``decision_timeout_s`` (2.5 s), ``decision_log`` (``{date}`` / ``{pid}``), ``decision_log_messages``
+    (True), ``decision_log_responses``, ``metrics``, ``learn_output_tokens``, ``execution_providers``, ``autotune``,
+    ``shadow`` and ``rollout`` (1.0) - as for the ``prefill`` strategy's ``routing_strategy_args``."""
+
+    preset: str | None
+    tolerance: float | None
+    lambda_: float | None
+    value_usd: float | None
+    prices: Mapping[str, tuple[float, float]] | None
+    max_cost_usd: float | None
+    min_p_correct: float | None
+    reload_interval_s: float | None
+    prediction_cache_size: int
+    decision_timeout_s: float | None
+    decision_log: str | None
+    decision_log_messages: bool
+    decision_log_responses: bool
+    metrics: bool
+    learn_output_tokens: bool
+    execution_providers: Sequence[ProviderSpec] | None
+    autotune: AutotuneSettings | Mapping[str, Any] | None
+    shadow: bool
+    rollout: float
+
+
+#: the strategy settings the tier classifier and the routing plugin take (all of :class:`HookSettings` but prices)
+HOOK_SHARED = tuple(name for name in HookSettings.__annotations__ if name != "prices")
 #: the strategy settings the semantic-router drop-in takes
 SEMANTIC_SHARED = ("preset", "tolerance", "lambda_", "value_usd", "max_cost_usd", "min_p_correct", "reload_interval_s",
                    "prediction_cache_size", "decision_timeout_s", "decision_log", "decision_log_messages",

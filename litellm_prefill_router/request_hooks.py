@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from typing_extensions import Unpack
 
 from .answer_lengths import AnswerLengths
-from .autotune import Autotuner, AutotuneSettings
+from .autotune import Autotuner
 from .config import checked_cache_size
 from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_model, deployment_price, described_from
 from .errors import ConfigurationError
-from .hook_settings import HOOK_SETTINGS, validated_settings
+from .hook_settings import HOOK_SETTINGS, HookSettings, validated_settings
 from .jsonl import checked_log_template
 from .metrics import reload_observer
 from .predictor import shared_predictor
@@ -28,43 +28,11 @@ from .records import DECISION_LOG_KEY
 from .reloading import BundleReloader
 from .rollout import checked_serving
 from .semantic import ServedRoutes, priced_routes
-from .sessions import ProviderSpec
 from .shared_metadata import store_decision
 
 #: a prediction not ready by then is declined: below litellm's default ``classifier_plugin_timeout_ms`` (3000), past
 #: which litellm cancels a complexity router's classifier
 DEFAULT_DECISION_TIMEOUT_S = 2.5
-
-
-class HookSettings(TypedDict, total=False):
-    """The keyword settings of a :class:`RequestHook` (the tier classifier's and the routing plugin's): policy
-    (``preset`` / ``tolerance`` / ``lambda_`` / ``value_usd``; default the bundle's ``balanced``), ``prices``
-    ({target: (input, output) USD per token}; else what the Router's deployments serving it cost, else the
-    bundle's), ``max_cost_usd`` / ``min_p_correct`` limits,
-    ``reload_interval_s``, ``prediction_cache_size`` (1024), ``decision_timeout_s`` (2.5 s), ``decision_log``
-    (``{date}`` / ``{pid}``), ``decision_log_messages`` (True), ``decision_log_responses``, ``metrics``,
-    ``learn_output_tokens``, ``execution_providers``, ``autotune``, ``shadow`` and ``rollout`` (1.0) - as for the
-    ``prefill`` strategy's ``routing_strategy_args``."""
-
-    preset: str | None
-    tolerance: float | None
-    lambda_: float | None
-    value_usd: float | None
-    prices: Mapping[str, tuple[float, float]] | None
-    max_cost_usd: float | None
-    min_p_correct: float | None
-    reload_interval_s: float | None
-    prediction_cache_size: int
-    decision_timeout_s: float | None
-    decision_log: str | None
-    decision_log_messages: bool
-    decision_log_responses: bool
-    metrics: bool
-    learn_output_tokens: bool
-    execution_providers: Sequence[ProviderSpec] | None
-    autotune: AutotuneSettings | Mapping[str, Any] | None
-    shadow: bool
-    rollout: float
 
 
 class RequestHook(ServedRoutes):
@@ -106,7 +74,7 @@ class RequestHook(ServedRoutes):
                                         "value_usd": value_usd, "max_cost_usd": max_cost_usd,
                                         "min_p_correct": min_p_correct}
         self._predictor_args: dict[str, Any] = {
-            "cache_size": checked_cache_size(prediction_cache_size),
+            "cache_size": prediction_cache_size,  # checked above
             "execution_providers": list(execution_providers) if execution_providers else None}
         self._timeout_s = DEFAULT_DECISION_TIMEOUT_S if decision_timeout_s is None else decision_timeout_s
         self._user_prices = given_prices(prices, "user")
