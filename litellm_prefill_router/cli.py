@@ -69,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)
 
-    pr = sub.add_parser("predict", help="P(correct) and cost per target for every prompt of a dataset (JSONL)")
+    pr = sub.add_parser("predict", help="P(correct) and cost per target for every prompt of a dataset (JSONL); "
+                        "labels optional")
     pr.add_argument("--bundle", required=True)
     pr.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
-    pr.add_argument("--split", default="test", help="train | val | test | all (default: test)")
+    pr.add_argument("--split", choices=("train", "val", "test", "all"),
+                    help="rows to predict (default: the test split; every row when the data names no splits)")
     pr.add_argument("--out", required=True)
     pr.add_argument("--threads", type=int)
     pr.set_defaults(func=cmd_predict)

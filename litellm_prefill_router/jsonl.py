@@ -181,5 +181,5 @@ def write_predictions(path: str | Path, ids: Sequence[str], targets: Sequence[st
                       cost: np.ndarray) -> Path:
     """The ``predict`` format: ``{"id", "p_correct": {target: p}, "cost": {target: usd}}`` per prompt."""
     return write_atomic(path, ({"id": rid, "p_correct": {t: round(float(x), 6) for t, x in zip(targets, p[i])},
-                                "cost": {t: float(c) for t, c in zip(targets, cost[i])}}
+                                "cost": {t: float(f"{c:.6g}") for t, c in zip(targets, cost[i])}}
                                for i, rid in enumerate(ids)))

@@ -91,6 +91,40 @@ def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_di
     assert math["p_correct"]["math-model"] > math["p_correct"]["history-model"]
 
 
+def test_predict_scores_prompts_without_labels_or_splits_every_row(bundle_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "prompts.jsonl"  # prompts to score, no labels and no splits: every row is predicted
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "q1", "prompt": MATH_PROMPT}, {"id": "q2", "prompt": [{"role": "user", "content": HIST_PROMPT}]},
+        {"id": "q3", "prompt": HIST_PROMPT}]) + "\n")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(out)]) == 0
+    assert "wrote 3 predictions (every row)" in capsys.readouterr().out
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q2", "q3"]
+    assert rows[0]["p_correct"]["math-model"] > rows[0]["p_correct"]["history-model"]
+    assert rows[1]["p_correct"]["history-model"] > rows[1]["p_correct"]["math-model"]
+    assert rows[1]["p_correct"] == pytest.approx(rows[2]["p_correct"], abs=1e-6)  # a message list is its text
+    table = tmp_path / "prompts.csv"  # a table with only a prompt column reads the same
+    table.write_text("id,prompt\nq1,\"" + MATH_PROMPT.replace('"', '""') + "\"\n")
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(table), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["p_correct"] == pytest.approx(rows[0]["p_correct"], abs=1e-6)
+    with pytest.raises(SystemExit, match="no rows with split 'val' .* names no splits.*--split all"):
+        main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--split", "val", "--out", str(out)])
+
+
+def test_predict_rejects_a_line_that_is_not_an_object_naming_the_line(bundle_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"id": "q1", "prompt": "hi"}\n["q2", "hello"]\n')
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "prompts.jsonl:2: a line must be a JSON object with id, prompt; got list" in err
+    data.write_text('{"prompt": "hi"}\n')
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(tmp_path / "p")]) == 2
+    assert "prompts.jsonl:1: missing field(s) ['id']; each line needs id, prompt" in capsys.readouterr().err
+
+
 def _proxy_config(path: Path, bundle: str, targets: tuple[str, ...] = ("math-model", "history-model", "generalist"),
                   **deployment_info: object) -> Path:
     import yaml

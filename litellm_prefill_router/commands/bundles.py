@@ -101,15 +101,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
     m = pred.bundle.manifest
-    ds = load_dataset(data_arg(args.data), min_labels=0)
-    rows = [r for r in ds.rows if args.split in (None, "all") or r.split == args.split]
+    ds = load_dataset(data_arg(args.data), min_labels=0, require_scores=False)
+    # default: the data's test split; data that names no splits (prompts to score, say) is predicted whole
+    split = args.split or ("all" if ds.splits_assigned else "test")
+    rows = [r for r in ds.rows if split == "all" or r.split == split]
     if not rows:
-        raise SystemExit(f"error: no rows with split {args.split!r} in {ds.source}")
+        splits = sorted({r.split or "-" for r in ds.rows})
+        named = "it names no splits" if ds.splits_assigned else f"its splits: {splits}"
+        raise SystemExit(f"error: no rows with split {split!r} in {ds.source} ({named}); pass --split all to "
+                         "predict every row")
     p, n_tokens = pred.predict_many([r.prompt for r in rows])
     prices = [(pr.input_cost_per_token, pr.output_cost_per_token) for pr in map(manifest_price, m.targets)]
     cost = cost_matrix(prices, n_tokens, [t.expected_output_tokens for t in m.targets])
     out = write_predictions(args.out, [r.id for r in rows], m.target_names, p, cost)
-    print(f"wrote {len(rows)} predictions to {out}")
+    print(f"wrote {len(rows)} predictions ({'every row' if split == 'all' else f'split {split}'}) to {out}")
     return 0
 
 

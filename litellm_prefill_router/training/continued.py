@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
                                  "input_cost_per_token and output_cost_per_token (or a <rows>.models.json beside "
                                  "the --add file, as `prefill-router collect` writes)")
     names += new
-    ds = RoutingDataset(ds.rows, names, ds.prices, ds.source)
+    ds = replace(ds, targets=names)
     scores = ds.scores(names)
     labelled = np.flatnonzero(~np.isnan(scores).all(1))
     train_idx = np.intersect1d(ds.indices("train"), labelled)

@@ -43,6 +43,8 @@ class RoutingDataset:
     targets: list[str]
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # (input, output) USD/token
     source: str = ""
+    splits_assigned: bool = False  # the data named no splits: `assign_splits` made train/test
+
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -77,7 +79,8 @@ class RoutingDataset:
         return float(np.mean(vals)) if vals else None
 
     def subset(self, idx: Iterable[int]) -> RoutingDataset:
-        return RoutingDataset([self.rows[i] for i in idx], list(self.targets), dict(self.prices), self.source)
+        return RoutingDataset([self.rows[i] for i in idx], list(self.targets), dict(self.prices), self.source,
+                              self.splits_assigned)
 
 
 def _score(value: Any, where: str) -> float | None:
@@ -119,7 +122,8 @@ def load_models_json(path: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
-def load_jsonl(path: Path) -> list[RoutingRow]:
+def load_jsonl(path: Path, *, require_scores: bool = True) -> list[RoutingRow]:
+    needed = ("id", "prompt", "scores") if require_scores else ("id", "prompt")
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -130,12 +134,16 @@ def load_jsonl(path: Path) -> list[RoutingRow]:
                 d = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not valid JSON ({err})") from err
-            missing = [k for k in ("id", "prompt", "scores") if k not in d]
+            if not isinstance(d, dict):
+                raise DataError(f"{where}: a line must be a JSON object with {', '.join(needed)}; got "
+                                f"{type(d).__name__}")
+            missing = [k for k in needed if k not in d]
             if missing:
-                raise DataError(f"{where}: missing field(s) {missing}; each line needs id, prompt and scores")
-            if not isinstance(d["scores"], dict):
+                raise DataError(f"{where}: missing field(s) {missing}; each line needs {', '.join(needed)}")
+            if not isinstance(d.get("scores", {}), dict):
                 raise DataError(f"{where}: 'scores' must be an object {{target: score}}")
-            scores = {str(k): s for k, v in d["scores"].items() if (s := _score(v, f"{where} [{k}]")) is not None}
+            scores = {str(k): s for k, v in d.get("scores", {}).items()
+                      if (s := _score(v, f"{where} [{k}]")) is not None}
             rows.append(RoutingRow(
                 id=str(d["id"]), prompt=d["prompt"], benchmark=str(d.get("benchmark") or "default"),
                 split=_split(d.get("split"), where), scores=scores,
@@ -171,7 +179,7 @@ def load_long_csv(path: Path) -> list[RoutingRow]:
             for k, e in by_q.items()]
 
 
-def load_wide(path: Path) -> list[RoutingRow]:
+def load_wide(path: Path, *, require_scores: bool = True) -> list[RoutingRow]:
     """Wide table: a prompt column, one ``<model>`` score column per target, optional ``<model>|total_cost``."""
     if path.suffix == ".parquet":
         try:
@@ -190,7 +198,7 @@ def load_wide(path: Path) -> list[RoutingRow]:
         raise DataError(f"{path}: wide table needs a 'prompt' (or 'question'/'query') column; has {columns}")
     meta = {pcol, "id", "benchmark", "split", "eval_name", "oracle_model_to_route_to"}
     models = [c for c in columns if c not in meta and "|" not in c]
-    if not models:
+    if not models and require_scores:
         raise DataError(f"{path}: no model score columns found; add one '<model>' column per target")
     rows = []
     for n, rec in enumerate(records, 2):
@@ -232,10 +240,12 @@ def _fill_prices_from_costs(prices: dict[str, tuple[float, float]], rows: Sequen
 
 
 def load_dataset(path: str | Path, *, models_json: str | Path | None = None, targets: Sequence[str] | None = None,
-                 min_labels: int = 20) -> RoutingDataset:
+                 min_labels: int = 20, require_scores: bool = True) -> RoutingDataset:
     """Load a routing dataset (a file, or a directory holding routing.jsonl and models.json).
 
     Prices: ``models_json``, else ``models.json`` in the directory, else ``<file stem>.models.json`` beside a file.
+    ``require_scores=False`` (with ``min_labels=0``) also reads prompts without labels: ``{"id", "prompt"}`` lines,
+    or a table with only a prompt column - what ``prefill-router predict`` scores.
     """
     p = Path(path).expanduser()
     if p.is_dir():
@@ -247,13 +257,14 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
         raise DataError(f"dataset file {p} does not exist; pass --data pointing at a .jsonl/.csv/.parquet file "
                         "or at a directory containing routing.jsonl")
     if p.suffix == ".jsonl":
-        rows = load_jsonl(p)
+        rows = load_jsonl(p, require_scores=require_scores)
     elif p.suffix == ".csv":
         with p.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
-        rows = load_long_csv(p) if {"question", "model", "isCorrect"}.issubset(header) else load_wide(p)
+        rows = (load_long_csv(p) if {"question", "model", "isCorrect"}.issubset(header)
+                else load_wide(p, require_scores=require_scores))
     elif p.suffix == ".parquet":
-        rows = load_wide(p)
+        rows = load_wide(p, require_scores=require_scores)
     else:
         raise DataError(f"{p}: unsupported file type {p.suffix!r}; use .jsonl, .csv or .parquet")
     if not rows:
@@ -263,7 +274,8 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
         if r.id in seen:
             raise DataError(f"{p}: duplicate id {r.id!r}; ids must be unique")
         seen.add(r.id)
-    if all(r.split is None for r in rows):
+    assigned = all(r.split is None for r in rows)
+    if assigned:
         rows = assign_splits(rows)
     elif any(r.split is None for r in rows):
         raise DataError(f"{p}: some rows have a split and some do not; give every row a split or none")
@@ -279,7 +291,7 @@ def load_dataset(path: str | Path, *, models_json: str | Path | None = None, tar
                         "collect more labels or leave them out with --targets")
     prices = load_models_json(Path(models_json)) if models_json else {}
     _fill_prices_from_costs(prices, rows, all_targets)
-    return RoutingDataset(rows, all_targets, prices, str(p))
+    return RoutingDataset(rows, all_targets, prices, str(p), splits_assigned=assigned)
 
 
 def add_rows(ds: RoutingDataset, paths: Sequence[str | Path], *, new_targets: bool = False,

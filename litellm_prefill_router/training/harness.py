@@ -246,7 +246,7 @@ def evaluate_bundle(ds: RoutingDataset, bundle: str | Path, *, split: str = "tes
         raise PrefillRouterError(f"the data at {ds.source} has no scores for bundle targets {missing}; evaluate on "
                                  "the dataset the bundle was trained on, or one with the same targets")
     if names != list(ds.targets):
-        ds = RoutingDataset(ds.rows, names, ds.prices, ds.source)
+        ds = dataclasses.replace(ds, targets=names)
     eval_idx = ds.indices(split)
     if not len(eval_idx):
         raise PrefillRouterError(f"no rows with split {split!r} in {ds.source}")
