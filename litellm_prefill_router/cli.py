@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from .commands.bundles import (
@@ -38,6 +39,43 @@ def _time(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _whole(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``low`` (argparse names the option and exits 2 otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+def _number(low: float = 0.0, high: float = math.inf, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from err
+        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high < math.inf else (
+                f"{'>' if low_open else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"must be a number {'in ' if high < math.inf else ''}{bounds}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+THREADS = _whole(0)  # onnxruntime intra-op threads; 0: its default
+FRACTION = _number(0.0, 1.0)
+
+
 def _add_window(p: argparse.ArgumentParser) -> None:
     """--since / --until: only the logged calls of a time window (e.g. this week against --reference-log)."""
     p.add_argument("--since", type=_time, help="only calls logged at or after this ISO date / date-time (UTC unless "
@@ -60,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--bundle", required=True)
     route.add_argument("text", nargs="*", help="the prompt (default: stdin)")
     route.add_argument("--preset")
-    route.add_argument("--tolerance", type=float)
-    route.add_argument("--lambda", dest="lambda_", type=float)
-    route.add_argument("--value-usd", type=float, help="what a right answer is worth: max P(correct) x it - cost")
-    route.add_argument("--max-cost-usd", type=float, help="only targets whose estimated cost is at most this")
-    route.add_argument("--min-p-correct", type=float, help="only targets at least this likely to be right")
-    route.add_argument("--threads", type=int)
+    route.add_argument("--tolerance", type=FRACTION)
+    route.add_argument("--lambda", dest="lambda_", type=_number())
+    route.add_argument("--value-usd", type=_number(), help="what a right answer is worth: max P(correct) x it - cost")
+    route.add_argument("--max-cost-usd", type=_number(), help="only targets whose estimated cost is at most this")
+    route.add_argument("--min-p-correct", type=FRACTION, help="only targets at least this likely to be right")
+    route.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     route.add_argument("--json", action="store_true")
     route.set_defaults(func=cmd_route)
 
@@ -76,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", choices=("train", "val", "test", "all"),
                     help="rows to predict (default: the test split; every row when the data names no splits)")
     pr.add_argument("--out", required=True)
-    pr.add_argument("--threads", type=int)
+    pr.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="router vs baselines on the same rows (JSON + Markdown + PNG)")
@@ -85,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--bundle", help="score this bundle (as served, ONNX) on --split")
     e.add_argument("--split", default="test", help="split to score a bundle on (default: test)")
-    e.add_argument("--cv", type=int, help="K-fold cross-validation of the training recipe over every row")
+    e.add_argument("--cv", type=_whole(2), help="K-fold cross-validation of the training recipe over every row")
     e.add_argument("--encoder", help="--cv: encoder (default smollm2)")
     e.add_argument("--layers", action="append",
                    help="--cv: comma-separated layers of one prefill variant (repeatable; default: probe selection)")
@@ -94,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all | none | comma list of knn,logreg,mlp,mf,benchmark (benchmark: per-benchmark accuracy "
                         "table read from each row's benchmark tag); random/cheapest/best single/oracle always")
     e.add_argument("--pair", help="STRONG,WEAK targets for APGR/CPT (default: most accurate, cheapest)")
-    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    e.add_argument("--threads", type=int)
+    e.add_argument("--bootstrap", type=_whole(0), default=1000, help="bootstrap resamples for the 95%% intervals")
+    e.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
@@ -106,13 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--targets", nargs="+", help="model groups to collect (default: all but the judge)")
     c.add_argument("--judge", help="exact | choice | numeric | regex[:PATTERN] | python:MOD:FUNC | llm:MODEL_GROUP")
     c.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
-    c.add_argument("--concurrency", type=int, default=8)
-    c.add_argument("--max-retries", type=int, default=5)
-    c.add_argument("--max-cost", type=float, help="USD ceiling for this dataset (all runs together)")
-    c.add_argument("--max-tokens", type=int, default=512, help="max output tokens per answer")
-    c.add_argument("--judge-max-tokens", type=int, default=JUDGE_MAX_TOKENS,
+    c.add_argument("--concurrency", type=_whole(1), default=8)
+    c.add_argument("--max-retries", type=_whole(0), default=5)
+    c.add_argument("--max-cost", type=_number(low_open=True), help="USD ceiling for this dataset (all runs together)")
+    c.add_argument("--max-tokens", type=_whole(1), default=512, help="max output tokens per answer")
+    c.add_argument("--judge-max-tokens", type=_whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply (bounds its cost; --max-cost reserves it)")
-    c.add_argument("--timeout", type=float, help="seconds per request")
+    c.add_argument("--timeout", type=_number(low_open=True), help="seconds per request")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_collect)
 
@@ -136,13 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_window(rp)
     rp.add_argument("--bundle", required=True, help="the bundle to replay with: directory or hf://owner/name@rev")
     rp.add_argument("--preset", help="replay with this preset (default: each call's logged policy)")
-    rp.add_argument("--tolerance", type=float)
-    rp.add_argument("--lambda", dest="lambda_", type=float)
-    rp.add_argument("--value-usd", type=float, help="replay with this value_usd policy")
+    rp.add_argument("--tolerance", type=FRACTION)
+    rp.add_argument("--lambda", dest="lambda_", type=_number())
+    rp.add_argument("--value-usd", type=_number(), help="replay with this value_usd policy")
     rp.add_argument("--feedback", nargs="+", help="feedback / judge score files: mean score of kept and moved calls")
     rp.add_argument("--json", help="also write the summary here")
     rp.add_argument("--plot", help="PNG of the routes before and after")
-    rp.add_argument("--threads", type=int)
+    rp.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=cmd_replay)
 
@@ -150,10 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     _add_window(tu)
     goal = tu.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--budget-usd-per-1k", type=float, help="the most expected accuracy within this estimated "
-                                                                 "cost per 1,000 requests")
-    goal.add_argument("--savings", type=float, help="... within this fraction saved vs each call's dearest candidate")
-    goal.add_argument("--min-expected-accuracy", type=float, help="the cheapest setting reaching this mean P(correct)")
+    goal.add_argument("--budget-usd-per-1k", type=_number(low_open=True),
+                      help="the most expected accuracy within this estimated cost per 1,000 requests")
+    goal.add_argument("--savings", type=FRACTION,
+                      help="... within this fraction saved vs each call's dearest candidate")
+    goal.add_argument("--min-expected-accuracy", type=FRACTION,
+                      help="the cheapest setting reaching this mean P(correct)")
     tu.add_argument("--model-group", help="only the calls routed in this model group")
     tu.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): the "
                                                   "observed score of the calls each setting keeps, and calibration")
@@ -163,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--simulate-autotune", action="store_true",
                     help="also replay the log through autotune with this goal: its setting changes and what it would "
                          "have spent, call by call in logged order")
-    tu.add_argument("--window", type=int, help="--simulate-autotune: the calls each tune looks at (default 2000)")
-    tu.add_argument("--every", type=int, help="--simulate-autotune: calls between tunes (default 100)")
-    tu.add_argument("--min-calls", type=int, help="--simulate-autotune: calls before the first tune (default 200)")
+    tu.add_argument("--window", type=_whole(1), help="--simulate-autotune: the calls each tune looks at (default 2000)")
+    tu.add_argument("--every", type=_whole(1), help="--simulate-autotune: calls between tunes (default 100)")
+    tu.add_argument("--min-calls", type=_whole(1),
+                    help="--simulate-autotune: calls before the first tune (default 200)")
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")
     tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
     tu.set_defaults(func=cmd_tune)
@@ -180,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--model-group", help="only the calls routed in this model group")
     dr.add_argument("--feedback", nargs="+", help="feedback / judge score files: per answering target, its mean "
                                                   "P(correct) against its mean score on this traffic")
-    dr.add_argument("--min-calls", type=int, default=200, help="calls a target needs for a verdict (default 200)")
+    dr.add_argument("--min-calls", type=_whole(1), default=200, help="calls a target needs for a verdict (default 200)")
     dr.add_argument("--fail-on", choices=["moderate", "major"],
                     help="exit 3 when the verdict is this shift or worse (for a scheduled check)")
     dr.add_argument("--novel-out", help="write the novel calls (unlike any reference row), furthest first, here as "
@@ -194,11 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge", required=True, help="llm:MODEL_GROUP | python:MOD:FUNC | regex:PATTERN")
     j.add_argument("--config", help="YAML model_list holding the llm judge's model group")
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
-    j.add_argument("--judge-max-tokens", type=int, default=JUDGE_MAX_TOKENS,
+    j.add_argument("--judge-max-tokens", type=_whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply")
     j.add_argument("--out", required=True, help="feedback JSONL: each score is appended as it is known; a rerun "
                    "judges only the answers not scored there")
-    j.add_argument("--concurrency", type=int, default=8, help="answers judged at once (default 8)")
+    j.add_argument("--concurrency", type=_whole(1), default=8, help="answers judged at once (default 8)")
     j.add_argument("--quiet", action="store_true", help="no progress bar")
     j.set_defaults(func=cmd_judge)
 
@@ -252,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
         t.add_argument("--encoder", default="smollm2", help="smollm2 | gemma3-270m | minilm-l6 | DIR | hub id")
         t.add_argument("--targets", nargs="+")
-        t.add_argument("--max-tokens", type=int, default=512)
-        t.add_argument("--max-auc-loss", type=float, default=None,
+        t.add_argument("--max-tokens", type=_whole(8), default=512)
+        t.add_argument("--max-auc-loss", type=_number(0.0, 1.0), default=None,
                        help="pick the shallowest layer within this probe AUC of the best (depth costs latency; "
                             "default 0.012)")
         t.set_defaults(func=fn)
@@ -267,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "targets that only --add rows label are added to the bundle")
             t.add_argument("--layers", default="auto",
                            help="auto (probes + --max-auc-loss), or comma-separated layers (mean+last pooling each)")
-            t.add_argument("--seeds", type=int, default=5)
-            t.add_argument("--keep", type=int, default=3)
+            t.add_argument("--seeds", type=_whole(1), default=5)
+            t.add_argument("--keep", type=_whole(1), default=3)
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
                            help="dynamic int8 encoder, kept only if validation AUC drops < 0.005 (default on)")
             t.add_argument("--device", default="auto",

@@ -38,8 +38,12 @@ class RoutingPolicy:
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ConfigurationError(f"unknown policy kind {self.kind!r}; valid kinds: {', '.join(POLICY_KINDS)}")
-        if not isinstance(self.value, (int, float)) or math.isnan(self.value) or self.value < 0:
-            raise ConfigurationError(f"policy {self.kind} value must be a number >= 0, got {self.value!r}")
+        if (isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value)
+                or self.value < 0):
+            raise ConfigurationError(f"policy {self.kind} value must be a finite number >= 0, got {self.value!r}")
+        if self.kind == "tolerance" and self.value > 1:  # a difference of probabilities: 1 already means the cheapest
+            raise ConfigurationError(f"policy tolerance must be in [0, 1] (a difference of P(correct)s; 1 always "
+                                     f"picks the cheapest target), got {self.value!r}")
 
     def choose(self, p: npt.ArrayLike, cost: npt.ArrayLike) -> int:
         """Index of the chosen candidate."""

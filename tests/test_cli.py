@@ -27,6 +27,27 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
     assert d["policy"]["kind"] == "value_usd" and d["target"] == min(d["cost_usd"], key=d["cost_usd"].get)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["route", "--bundle", "B", "--tolerance", "5", "x"], "argument --tolerance: must be a number in [0, 1], got 5"),
+    (["route", "--bundle", "B", "--threads", "-1", "x"], "argument --threads: must be at least 0, got -1"),
+    (["route", "--bundle", "B", "--lambda", "inf", "x"], "argument --lambda: must be a number >= 0, got inf"),
+    (["evaluate", "--out", "o", "--cv", "1"], "argument --cv: must be at least 2, got 1"),
+    (["evaluate", "--out", "o", "--bootstrap", "many"], "argument --bootstrap: 'many' is not a whole number"),
+    (["train", "--out", "o", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+    (["train", "--out", "o", "--max-tokens", "4"], "argument --max-tokens: must be at least 8, got 4"),
+    (["tune", "--log", "l", "--savings", "1.5"], "argument --savings: must be a number in [0, 1], got 1.5"),
+    (["tune", "--log", "l", "--budget-usd-per-1k", "0"], "argument --budget-usd-per-1k: must be a number > 0, got 0"),
+    (["collect", "--prompts", "p", "--config", "c", "--out", "o", "--concurrency", "0"],
+     "argument --concurrency: must be at least 1, got 0"),
+    (["drift", "--log", "l", "--bundle", "B", "--min-calls", "0"], "argument --min-calls: must be at least 1, got 0"),
+])
+def test_an_out_of_range_number_is_a_usage_error_naming_the_option(args: list[str], message: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:  # before any bundle, data or model is loaded
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (bundle_copy / "encoder.onnx").unlink()
     assert main(["info", "--bundle", str(bundle_copy)]) == 2

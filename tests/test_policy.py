@@ -35,10 +35,12 @@ def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
     assert resolve_policy(presets, value_usd=0.002) == RoutingPolicy("value_usd", 0.002)
 
 
-@pytest.mark.parametrize("value", [-0.1, float("nan")])
-def test_invalid_policy_values_are_rejected(value: float) -> None:
-    with pytest.raises(ConfigurationError):
-        RoutingPolicy("tolerance", value)
+@pytest.mark.parametrize(("kind", "value"), [("tolerance", -0.1), ("tolerance", float("nan")), ("tolerance", 1.5),
+                                           ("lambda", float("inf")), ("value_usd", -1.0), ("lambda", True)])
+def test_invalid_policy_values_are_rejected(kind: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match=f"policy {kind}"):
+        RoutingPolicy(kind, value)  # type: ignore[arg-type]
+    assert RoutingPolicy("tolerance", 1).choose([0.9, 0.1], [2.0, 1.0]) == 1  # 1: the cheapest, whatever P(correct)
 
 
 def test_value_usd_maximises_expected_value_minus_cost_and_spends_less_on_a_dearer_prompt() -> None:

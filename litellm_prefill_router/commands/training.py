@@ -19,7 +19,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.continue_from:
         from ..training.continued import continue_training
 
-        bundle, report = continue_training(args.continue_from, ds, args.out, seeds=args.seeds, keep=args.keep)
+        bundle, report = continue_training(args.continue_from, ds, args.out, seeds=args.seeds,
+                                           keep=min(args.keep, args.seeds))
         test = report.get("test")
         print(f"refitted the scorer of {args.continue_from} on {report['rows']['fit']} rows "
               f"({report['rows']['labels']} labels) in {report['seconds']} s"
