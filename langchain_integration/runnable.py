@@ -50,7 +50,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     ``min_p_correct``).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+    # extra="forbid": a misspelt setting (tolerence=0.2) fails instead of routing with the default policy
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, extra="forbid")
 
     name: str | None = Field(default=None, description=(
         "the router's run name in traces and the model_group of its decision log and metrics (none: the class name)"))

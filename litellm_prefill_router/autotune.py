@@ -32,6 +32,7 @@ from .errors import ConfigurationError
 from .jsonl import logs_of, records_from_end
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice
 from .tuning import TuneError, frontier, pick_setting, sweep
+from .validation_messages import explain
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -117,7 +118,7 @@ class Autotuner:
             self.settings = settings if isinstance(settings, AutotuneSettings) else \
                 AutotuneSettings.model_validate(settings)
         except ValidationError as err:
-            raise ConfigurationError(f"invalid autotune settings: {err}") from err
+            raise ConfigurationError(f"invalid autotune settings: {explain(err, AutotuneSettings)}") from err
         self._groups: dict[str | None, _Group] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -265,7 +266,7 @@ def simulate(records: Iterable[Mapping[str, Any]], settings: AutotuneSettings | 
     try:
         s = settings if isinstance(settings, AutotuneSettings) else AutotuneSettings.model_validate(settings)
     except ValidationError as err:
-        raise TuneError(f"invalid autotune settings to simulate: {err}") from err
+        raise TuneError(f"invalid autotune settings to simulate: {explain(err, AutotuneSettings)}") from err
     calls = [rec for rec in records if isinstance(d := rec.get("decision"), Mapping) and d.get("target")
              and _decided_by_policy(str(d.get("reason", ""))) and d.get("cost_usd") and d.get("p_correct")
              and (model_group is None or d.get("model_group") == model_group)]

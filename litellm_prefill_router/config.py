@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .autotune import AutotuneSettings
 from .errors import ConfigurationError
 from .jsonl import checked_log_template
+from .validation_messages import explain
 
 #: what each policy setting means, wherever it is set (routing_strategy_args, PrefillRouterRunnable)
 TOLERANCE_DOC = "policy: the cheapest target whose P(correct) is within this of the best"
@@ -148,7 +149,8 @@ def parse_strategy_args(args: Any) -> PrefillStrategyArgs:
     try:
         return PrefillStrategyArgs.model_validate(args)
     except ValidationError as err:
-        raise ConfigurationError(f"invalid routing_strategy_args for 'prefill': {err}") from err
+        raise ConfigurationError(f"invalid routing_strategy_args for 'prefill': {explain(err, PrefillStrategyArgs)} "
+                                 "(every setting: `prefill-router settings routing_strategy_args`)") from err
 
 
 # The LiteLLM proxy copies the calling team's and key's metadata into each request's metadata under these names; a
@@ -191,4 +193,5 @@ def parse_overrides(metadata: Any) -> RequestOverrides:
     try:
         return RequestOverrides.model_validate(merged)
     except ValidationError as err:
-        raise ConfigurationError(f"invalid metadata['prefill'] overrides: {err}") from err
+        raise ConfigurationError(f"invalid metadata['prefill'] overrides: {explain(err, RequestOverrides)} "
+                                 "(every setting: `prefill-router settings metadata.prefill`)") from err

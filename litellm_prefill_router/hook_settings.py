@@ -16,6 +16,7 @@ from .autotune import AutotuneSettings
 from .config import PrefillStrategyArgs
 from .errors import ConfigurationError
 from .sessions import ProviderSpec
+from .validation_messages import explain
 
 
 class HookSettings(TypedDict, total=False):
@@ -149,12 +150,5 @@ def validated_settings(model: type[BaseModel], given: Mapping[str, Any], where: 
     try:
         parsed = model.model_validate(dict(given))
     except ValidationError as err:
-        problems = []
-        for error in err.errors(include_url=False):
-            name = str(error["loc"][0]) if error["loc"] else ""
-            field = model.model_fields.get(name)
-            what = f" ({name}: {field.description})" if field is not None and field.description else ""
-            where_in = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{where_in}: {error['msg']}, got {error.get('input')!r}{what}")
-        raise ConfigurationError(f"invalid {where} settings: " + "; ".join(problems)) from err
+        raise ConfigurationError(f"invalid {where} settings: {explain(err, model)}") from err
     return {name: getattr(parsed, name) for name in given}

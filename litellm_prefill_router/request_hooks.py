@@ -43,9 +43,6 @@ class RequestHook(ServedRoutes):
 
     def __init__(self, bundle: str, routes: Sequence[str] | None, what: str, serving: tuple[str, object],
                  **settings: Unpack[HookSettings]) -> None:
-        known = sorted(HookSettings.__annotations__)
-        if unknown := sorted(set(settings) - set(known)):
-            raise ConfigurationError(f"unknown settings {unknown}; the settings are {known}")
         checked_cache_size(settings.get("prediction_cache_size", 1024))  # an integer, not a bool (pydantic's lax int)
         settings = cast(HookSettings, validated_settings(HOOK_SETTINGS, settings, type(self).__name__))
         preset, tolerance = settings.get("preset"), settings.get("tolerance")

@@ -85,3 +85,24 @@ def test_the_settings_command_offers_every_documented_table() -> None:
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     name = next(a for a in commands.choices["settings"]._actions if a.dest == "name")
     assert set(name.choices or ()) == set(settings_models())
+
+
+def test_a_misspelt_setting_is_rejected_naming_the_setting_it_most_likely_meant(bundle_dir: Path) -> None:
+    from litellm_prefill_router.config import parse_overrides
+
+    with pytest.raises(ConfigurationError, match="routing_strategy_args for 'prefill': tolerence: unknown setting; "
+                                                 "did you mean 'tolerance'\\?"):
+        parse_strategy_args({"bundle": str(bundle_dir), "tolerence": 0.2})
+    with pytest.raises(ConfigurationError, match="lamda: unknown setting; did you mean 'lambda'\\?"):
+        parse_strategy_args({"bundle": str(bundle_dir), "lamda": 0.2})  # the name written in a config, not lambda_
+    with pytest.raises(ConfigurationError, match="autotune.savngs: unknown setting; did you mean 'savings'\\?"):
+        parse_strategy_args({"bundle": str(bundle_dir), "autotune": {"savngs": 0.3}})  # a nested setting
+    with pytest.raises(ConfigurationError, match="zzz: unknown setting; the settings are autotune, bundle, "):
+        parse_strategy_args({"bundle": str(bundle_dir), "zzz": 1})  # nothing close: every setting
+    with pytest.raises(ConfigurationError, match="overrides: max_cost: unknown setting; did you mean 'max_cost_usd'"):
+        parse_overrides({"prefill": {"max_cost": 0.01}})
+    for name, make in front_doors(bundle_dir).items():  # **settings; the drop-in's signature names its arguments
+        with pytest.raises(TypeError if name == "PrefillSemanticRouter" else ConfigurationError,
+                           match="unexpected keyword argument 'tolerence'" if name == "PrefillSemanticRouter" else
+                           f"invalid {name} settings: tolerence: unknown setting; did you mean 'tolerance'"):
+            make(tolerence=0.2)

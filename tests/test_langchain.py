@@ -102,6 +102,17 @@ def test_calls_with_configurable_fields_reuse_the_loaded_bundle_and_a_rewritten_
     assert len(loads) == 4
 
 
+def test_a_misspelt_setting_fails_instead_of_routing_with_the_default_policy(bundle_dir: Path) -> None:
+    from pydantic import ValidationError
+
+    models = {t: FakeListChatModel(responses=["x"]) for t in TARGETS}
+    with pytest.raises(ValidationError, match="tolerence\n  Extra inputs are not permitted"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), tolerence=0.2)  # type: ignore[call-arg]
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), tolerance=0.2)
+    assert router.configurable_fields(tolerance=ConfigurableField(id="t")).with_config(
+        configurable={"t": 0.0}).invoke(HIST_PROMPT).content == "x"  # configured copies are still built
+
+
 def test_mapping_is_validated_against_the_bundle_targets(bundle_dir: Path) -> None:
     fake = FakeListChatModel(responses=["x"])
     with pytest.raises(ConfigurationError, match=r"no runnable for bundle targets \['history-model', 'generalist'\]"
