@@ -137,12 +137,17 @@ def _logged_at(rec: Mapping[str, Any]) -> datetime | None:
         return None
 
 
+class EmptyWindowError(LookupError):
+    """A time window (``since`` / ``until``) holds none of a log's records; the message gives the log's span."""
+
+
 def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log", *, since: datetime | None = None,
               until: datetime | None = None) -> list[tuple[str, int, dict[str, Any]]]:
     """(file, line number, record) of every record of one or several append-only logs, in the order given (e.g.
     the daily files of a ``{date}`` log). A path that is not a file raises FileNotFoundError naming it. ``since`` /
     ``until``: only the records logged (``ts``) from ``since`` and before ``until``; a record without a readable
-    ``ts`` is then left out (a warning counts them)."""
+    ``ts`` is then left out (a warning counts them); a window that keeps none of the dated records raises
+    :class:`EmptyWindowError` naming the span they were logged in."""
     files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(x) for x in paths]
     if not files:
         raise FileNotFoundError(f"no {what} file given")
@@ -153,15 +158,21 @@ def read_logs(paths: str | Path | Sequence[str | Path], what: str = "log", *, si
         out.extend((str(f), n, rec) for n, rec in read_log(f))
     if since is None and until is None:
         return out
-    kept, undated = [], 0
+    kept, undated, times = [], 0, []
     for item in out:
         t = _logged_at(item[2])
         if t is None:
             undated += 1
-        elif (since is None or t >= since) and (until is None or t < until):
+            continue
+        times.append(t)
+        if (since is None or t >= since) and (until is None or t < until):
             kept.append(item)
     if undated:
         logger.warning("%d %s records have no readable timestamp (ts): left out of the time window", undated, what)
+    if times and not kept:
+        window = " and ".join(f"{name} {t.isoformat()}" for name, t in (("from", since), ("before", until)) if t)
+        raise EmptyWindowError(f"none of the {len(times)} {what} records was logged {window}: they were logged from "
+                               f"{min(times).isoformat()} to {max(times).isoformat()}; widen --since / --until")
     return kept
 
 

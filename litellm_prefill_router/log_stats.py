@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import PrefillRouterError
 from .feedback import load_feedback
-from .jsonl import read_logs
+from .jsonl import EmptyWindowError, read_logs
 from .novelty import NOVEL_ABOVE
 from .records import answered_by, feedback_score, policy_label, reason_kind
 
@@ -233,6 +233,8 @@ def summarize_log(path: str | Path | Sequence[str | Path],
         records = read_logs(path, "decision log", since=since, until=until)
     except FileNotFoundError as err:
         raise LogStatsError(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    except EmptyWindowError as err:
+        raise LogStatsError(str(err)) from err
     scores: dict[str, float] = {}
     for f in [feedback] if isinstance(feedback, (str, Path)) else feedback or []:
         scores.update(load_feedback(f))

@@ -211,8 +211,11 @@ def test_a_time_window_narrows_stats_tune_and_drift_to_the_calls_logged_in_it(
     assert main(["drift", "--log", str(path), "--reference-log", str(path), "--since", "2026-01-15",
                  "--min-calls", "1"]) == 0
     assert "4 logged calls against log" in capsys.readouterr().out  # the pinned call has no prediction to compare
-    assert main(["stats", "--log", str(path), "--since", "2026-03-01"]) == 2  # nothing in the window: said plainly
-    assert "no routed calls" in capsys.readouterr().err
+    for command in (["stats"], ["tune", "--savings", "0"], ["replay", "--bundle", "unused"]):
+        assert main([*command, "--log", str(path), "--since", "2026-03-01"]) == 2  # nothing in the window: said so
+        assert ("none of the 9 decision log records was logged from 2026-03-01T00:00:00+00:00: they were logged "
+                "from 2026-01-01T00:00:00+00:00 to 2026-02-01T12:00:00+00:00; widen --since / --until"
+                in capsys.readouterr().err)
     with pytest.raises(SystemExit) as bad:
         main(["tune", "--log", str(path), "--since", "last tuesday", "--savings", "0"])
     assert bad.value.code == 2 and "'last tuesday' is not an ISO date" in capsys.readouterr().err
