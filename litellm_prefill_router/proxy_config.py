@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigurationError, PrefillRouterError
+from .validation_messages import explain
 
 
 class Deployment(BaseModel):
@@ -42,8 +43,7 @@ def read_router_config(path: str | Path, error: type[PrefillRouterError] = Confi
     try:
         return RouterConfig.model_validate(raw)
     except ValidationError as err:
-        raise error(f"{p}: not a LiteLLM model_list config ({err.errors()[0]['msg']} at "
-                    f"{err.errors()[0]['loc']})") from err
+        raise error(f"{p}: not a LiteLLM model_list config: {explain(err, RouterConfig)}") from err
 
 
 def resolve_env(obj: Any, unset: set[str] | None = None) -> Any:

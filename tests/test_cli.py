@@ -198,6 +198,8 @@ def test_check_reports_each_prefill_strategy_its_deployments_prices_and_sample_r
 
 def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
     bad_target = _proxy_config(tmp_path / "a.yaml", str(bundle_dir), prefill_target="no-such-model")
     assert main(["check", "--config", str(bad_target)]) == 2
     assert "'no-such-model', which is not a target" in capsys.readouterr().err
@@ -207,6 +209,14 @@ def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
     (tmp_path / "c.yaml").write_text("model_list: [{model_name: a, litellm_params: {model: openai/a}}]\n")
     assert main(["check", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "no prefill strategy" in capsys.readouterr().err
+    (tmp_path / "d.yaml").write_text("model_list: [{model_name: a, model_info: {prefill_target: math-model}}]\n")
+    assert main(["check", "--config", str(tmp_path / "d.yaml")]) == 2  # where in the file, what is wrong, what it got
+    assert ("d.yaml: not a LiteLLM model_list config: model_list.0.litellm_params: Field required, got "
+            "{'model_name': 'a', 'model_info': {'prefill_target': 'math-model'}}") in capsys.readouterr().err
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({"model_list": model_list(), "router_settings": {
+        "routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir), "tolerence": 0.2}}}))
+    assert main(["check", "--config", str(tmp_path / "e.yaml")]) == 2
+    assert "tolerence: unknown setting; did you mean 'tolerance'?" in capsys.readouterr().err
 
 
 def test_check_warns_when_metrics_are_on_but_the_proxy_serves_no_metrics_endpoint(

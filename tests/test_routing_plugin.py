@@ -248,7 +248,8 @@ def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_err
         PrefillRoutingPlugin(str(bundle_dir), targets={"openai/x": ["math-model"]})  # type: ignore[dict-item]
     with pytest.raises(ConfigurationError, match="shadow=True serves every call as before"):
         PrefillRoutingPlugin(str(bundle_dir), shadow=True, rollout=0.5)
-    with pytest.raises(ConfigurationError, match="PrefillRoutingPlugin settings: lambda: unknown setting; did you mean 'lambda_'"):
+    with pytest.raises(ConfigurationError,
+                       match="PrefillRoutingPlugin settings: lambda: unknown setting; did you mean 'lambda_'"):
         PrefillRoutingPlugin(str(bundle_dir), **{"lambda": 0.1})  # type: ignore[typeddict-unknown-key]
     plugin = PrefillRoutingPlugin(str(bundle_dir))
     assert (plugin.target_of("openai/math-model"), plugin.target_of("math-model"), plugin.target_of("gpt-4o")) == \
