@@ -401,6 +401,21 @@ def test_feedback_on_a_shadow_call_labels_the_target_that_answered_not_the_would
     assert st.unmapped_answers == 1  # served by a deployment no target maps: no label to give
 
 
+def test_feedback_that_names_no_logged_call_writes_nothing_and_says_which_ids_to_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, fb, out = tmp_path / "log.jsonl", tmp_path / "fb.jsonl", tmp_path / "rows.jsonl"
+    log.write_text(json.dumps({"litellm_call_id": "c1", "decision": {"target": "generalist", "reason": "policy"},
+                               "outcome": {"success": True}, "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    fb.write_text(json.dumps({"id": "chat-42", "thumbs": "up"}) + "\n")  # e.g. an id from another system
+    assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(out)]) == 1
+    assert ("no training rows, nothing written to" in (err := capsys.readouterr().err)
+            and "no feedback id (e.g. chat-42) is a logged call's id: its litellm_call_id" in err)
+    assert not out.exists()  # no empty --add file and no retrain command to follow
+    fb.write_text(json.dumps({"id": "c1", "thumbs": "up"}) + "\n")
+    assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(out)]) == 0
+    assert f"wrote 1 rows to {out}" in capsys.readouterr().out
+
+
 def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
     log.write_text("")

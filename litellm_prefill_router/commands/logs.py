@@ -151,12 +151,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from ..jsonl import write_atomic
 
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
-    write_atomic(args.out, rows)
-    print(f"{st.decisions} logged decisions: {st.rows} rows written, {st.without_feedback} without feedback, "
+    print(f"{st.decisions} logged decisions: {st.rows} rows, {st.without_feedback} without feedback, "
           f"{st.failed_calls} failed calls, {st.without_messages} without messages, {st.unmapped_answers} answered by "
           f"a deployment no target maps; "
           f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
-    print(f"wrote {args.out}; retrain with: prefill-router train --continue-from BUNDLE --data BASE --add {args.out}")
+    if not rows:  # an empty --add file and a retrain command would only hide why
+        if st.without_feedback == st.decisions:
+            why = (f"no feedback id (e.g. {', '.join(st.unknown_feedback_ids[:3]) or 'none given'}) is a logged "
+                   "call's id: its litellm_call_id, LangChain run_id, RouteChoice.id or the provider's response id")
+        elif st.without_messages:
+            why = "the calls with feedback have no messages in the log: set decision_log_messages: true"
+        else:
+            why = "the calls with feedback failed, or were answered by a deployment that no bundle target maps"
+        print(f"error: no training rows, nothing written to {args.out}: {why}", file=sys.stderr)
+        return 1
+    write_atomic(args.out, rows)
+    print(f"wrote {len(rows)} rows to {args.out}; retrain with: prefill-router train --continue-from BUNDLE --data "
+          f"BASE --add {args.out}")
     return 0
 
 
