@@ -21,6 +21,7 @@ from .errors import (
     InferenceError,
     PrefillRouterError,
     PromptError,
+    RequestSettingsError,
     UnpricedDeploymentError,
 )
 from .policy import RoutingDecision, RoutingPolicy
@@ -61,5 +62,5 @@ __all__ = [
     "PrefillTierClassifier", "PrefillRoutingPlugin",
     "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
     "BundleSchemaError", "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError",
-    "PromptError",
+    "PromptError", "RequestSettingsError",
 ]

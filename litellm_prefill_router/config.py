@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .autotune import AutotuneSettings
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RequestSettingsError
 from .jsonl import checked_log_template
 from .validation_messages import explain
 
@@ -164,7 +164,7 @@ def _prefill_entry(container: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigurationError(f"{where} must be a dict, got {type(raw).__name__}")
+        raise RequestSettingsError(f"{where} must be a dict, got {type(raw).__name__}")
     return {k: v for k, v in raw.items() if v is not None}
 
 
@@ -193,5 +193,5 @@ def parse_overrides(metadata: Any) -> RequestOverrides:
     try:
         return RequestOverrides.model_validate(merged)
     except ValidationError as err:
-        raise ConfigurationError(f"invalid metadata['prefill'] overrides: {explain(err, RequestOverrides)} "
+        raise RequestSettingsError(f"invalid metadata['prefill'] overrides: {explain(err, RequestOverrides)} "
                                  "(every setting: `prefill-router settings metadata.prefill`)") from err

@@ -16,7 +16,7 @@ from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
 from .config import RequestOverrides
 from .costs import Price, estimate_cost, manifest_price
-from .errors import ConfigurationError, InferenceError
+from .errors import ConfigurationError, InferenceError, RequestSettingsError
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice, resolve_policy
 from .predictor import Prediction, PrefillPredictor
 
@@ -116,8 +116,11 @@ class PrefillDecider:
         if not self.sets_policy(overrides):
             tuned = self.autotuner.policy(model_group) if self.autotuner is not None else None
             return tuned or self.default_policy
-        return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
-                              lambda_=overrides.lambda_, value_usd=overrides.value_usd)
+        try:
+            return resolve_policy(self.manifest.presets, preset=overrides.preset, tolerance=overrides.tolerance,
+                                  lambda_=overrides.lambda_, value_usd=overrides.value_usd)
+        except ConfigurationError as err:  # e.g. a preset this bundle does not have: the request's error
+            raise RequestSettingsError(f"this request's policy: {err}") from err
 
     def constraints_for(self, overrides: RequestOverrides) -> Constraints:
         """The request's limits: the lower of its ``max_cost_usd`` and the router's; its ``min_p_correct``, else the
@@ -132,12 +135,13 @@ class PrefillDecider:
         if overrides.candidates is not None:
             unknown = sorted(set(overrides.candidates) - set(self.targets))
             if unknown:
-                raise ConfigurationError(f"requested candidates name unknown targets {unknown}; "
-                                         f"targets: {self.targets}")
+                raise RequestSettingsError(f"requested candidates name unknown targets {unknown}; "
+                                           f"targets: {self.targets}")
             cands = [t for t in cands if t in overrides.candidates]
-        if not cands:
-            raise ConfigurationError(f"no candidate target is available in {where} "
-                                     f"(requested: {overrides.candidates}, available: {sorted(prices)})")
+        if not cands:  # narrowed to nothing by the request (its error), or nothing deployed (the router's)
+            error = ConfigurationError if overrides.candidates is None else RequestSettingsError
+            raise error(f"no candidate target is available in {where} "
+                        f"(requested: {overrides.candidates}, available: {sorted(prices)})")
         return cands
 
     async def adecide(self, prompt: object, prices: Mapping[str, Price], overrides: RequestOverrides | None = None,

@@ -35,6 +35,14 @@ class ConfigurationError(PrefillRouterError):
     """The router, its deployments or its policy are configured inconsistently."""
 
 
+class RequestSettingsError(ConfigurationError):
+    """A request's own routing settings are invalid: its ``metadata.prefill`` (or its proxy key's / team's ``prefill``
+    metadata) - a bad value, an unknown setting, preset or target, candidates of which none is available. A client
+    error: ``status_code`` 400, so litellm does not retry the request and the proxy answers 400, not 500."""
+
+    status_code = 400
+
+
 class UnpricedDeploymentError(ConfigurationError):
     """A deployment has no known price and no default price was given."""
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -266,6 +267,13 @@ def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopba
                 for cap in (1.0, 1e-9)]
         assert [(h["x-prefill-target"], h["x-prefill-reason"].split(":")[0]) for h in free] == \
             [("math-model", "policy"), ("math-model", "over budget")]
+        # a request's bad routing settings are its own error: 400 naming the setting, not a 500, and not retried
+        for bad, said in (({"tolerence": 0.1}, "did you mean 'tolerance'"), ({"preset": "cheapest"}, "unknown policy "
+                          "preset 'cheapest'"), ({"candidates": ["gpt-9"]}, "unknown targets ['gpt-9']")):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                _post(port, HIST_PROMPT, metadata={"prefill": bad})
+            assert refused.value.code == 400, bad
+            assert said in json.loads(refused.value.read())["error"]["message"], bad
         # a retry of a request whose chosen target failed goes to the next-best target, not the same one again
         flaky, flaky_headers = _post(port, MATH_PROMPT, model="flaky", num_retries=1)
         assert flaky_headers["x-prefill-reason"] == "retry: math-model failed this request"

@@ -275,6 +275,30 @@ async def test_request_metadata_overrides_policy_pin_and_candidates(router: Pref
                                  metadata={"prefill": {"candidates": ["nope"]}})
 
 
+@pytest.mark.parametrize(("settings", "said"), [
+    ({"tolerence": 0.1}, "tolerence: unknown setting; did you mean 'tolerance'"),
+    ({"preset": "cheapest"}, "this request's policy: unknown policy preset 'cheapest'"),
+    ({"candidates": ["gpt-9"]}, "requested candidates name unknown targets ['gpt-9']"),
+    ({"candidates": []}, "no candidate target is available in model group 'auto' (requested: []"),
+    ("cheap", "metadata['prefill'] must be a dict, got str"),
+])
+async def test_a_requests_bad_routing_settings_fail_it_once_as_a_client_error(
+        bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, settings: object, said: str) -> None:
+    from litellm_prefill_router import RequestSettingsError
+    from litellm_prefill_router.config import parse_overrides as parse
+
+    attempts = []
+    monkeypatch.setattr("litellm_prefill_router.strategy.parse_overrides",
+                        lambda md: attempts.append(1) or parse(md))  # type: ignore[func-returns-value]
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill", num_retries=3,
+                           routing_strategy_args={"bundle": str(bundle_dir)})
+    with pytest.raises(RequestSettingsError) as err:
+        await router.acompletion(model="auto", messages=user(MATH_PROMPT), metadata={"prefill": settings})
+    assert said in str(err.value) and err.value.status_code == 400  # the proxy answers 400, litellm does not retry
+    assert isinstance(err.value, ConfigurationError)
+    assert len(attempts) == 1  # one attempt: the same request would fail the same way again
+
+
 @pytest.mark.parametrize("messages", [
     [],
     [{"role": "user", "content": None}],
