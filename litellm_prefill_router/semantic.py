@@ -371,7 +371,13 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
     """
     targets = shared_predictor(bundle).targets
     target_map = dict(target_map or {})
+    if unknown := sorted({t for t in target_map.values() if t not in targets}):
+        raise ConfigurationError(f"--map names {unknown}, which are not targets of bundle {bundle}; its targets: "
+                                 f"{sorted(targets)}")
     model_list = list(config.get("model_list") or [])
+    if not any(_is_auto_router(d) for d in model_list):
+        raise ConfigurationError("the config has no auto_router deployment to migrate (a model_list entry whose "
+                                 "litellm_params.model starts with 'auto_router/'); nothing was written")
     by_group: dict[str, list[dict[str, Any]]] = {}
     for dep in model_list:
         by_group.setdefault(str(dep.get("model_name")), []).append(dep)

@@ -191,6 +191,21 @@ def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_p
     assert strategy_name(router) == "latency-based-routing"
 
 
+def test_migrate_refuses_a_config_it_cannot_migrate_and_writes_nothing(bundle_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = _auto_router_config(tmp_path), tmp_path / "new.yaml"
+    plain = tmp_path / "plain.yaml"  # no auto_router: before, a routing group routing [] was written
+    plain.write_text(yaml.safe_dump({"model_list": [{"model_name": "a", "litellm_params": {"model": "openai/a"}}]}))
+    for args, said in (
+            (["--config", str(plain)], "no auto_router deployment to migrate"),
+            (["--config", str(tmp_path / "missing.yaml")], "cannot read the proxy config"),  # a traceback before
+            (["--config", str(src), "--map", "histories"], "--map takes model_group=target pairs, got ['histories']"),
+            (["--config", str(src), "--map", "histories=history"], "--map names ['history'], which are not targets")):
+        assert main(["migrate", *args, "--bundle", str(bundle_dir), "--out", str(out)]) == 2, args
+        assert said in capsys.readouterr().err, args
+        assert not out.exists()
+
+
 def test_migration_takes_the_auto_router_out_of_a_routing_group_that_listed_it(bundle_dir: Path,
                                                                                tmp_path: Path) -> None:
     old = yaml.safe_load(_auto_router_config(tmp_path).read_text())

@@ -139,10 +139,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from ..errors import ConfigurationError
     from ..semantic import migrate_auto_router_config
 
     src = Path(args.config)
-    config = yaml.safe_load(src.read_text())
+    try:
+        config = yaml.safe_load(src.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigurationError(f"cannot read the proxy config {src}: {err}") from err
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{src} is not a LiteLLM proxy config (a mapping with a model_list)")
+    if bad := [m for m in args.map or [] if "=" not in m or not all(m.split("=", 1))]:
+        raise ConfigurationError(f"--map takes model_group=target pairs, got {bad}")
     mapping = dict(m.split("=", 1) for m in args.map or [])
     new, notes = migrate_auto_router_config(config, args.bundle, target_map=mapping, config_dir=src.parent)
     Path(args.out).write_text(yaml.safe_dump(new, sort_keys=False))
