@@ -239,9 +239,14 @@ class Collector:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         done, spent = self._read_log()
         summary = CollectSummary(spent_usd=spent, out=self.out)
-        # (prompt, target, its logged answer whose judge failed - judged again - or None: ask the target)
+        # (prompt, target, its logged answer to judge - its judge failed, or it had none and has one now - or None:
+        # ask the target)
         todo = [(r, t, done.get((r.id, t))) for r in self.prompts for t in self.targets
-                if (r.id, t) not in done or done[(r.id, t)].get("judge_error")]
+                if (r.id, t) not in done or self._to_judge(r, done[(r.id, t)])]
+        if unjudged := [r.id for r in self.prompts if self._judge_for(r) is None]:
+            logger.warning("%d prompts (e.g. %s) have no judge (no --judge, no judge field): their answers are "
+                           "recorded without a score - no training label - until a run with --judge scores them, "
+                           "without asking the targets again", len(unjudged), ", ".join(unjudged[:3]))
         summary.skipped_done = len(self.prompts) * len(self.targets) - len(todo)
         queue: asyncio.Queue[tuple[PromptRecord, str, dict[str, Any] | None]] = asyncio.Queue()
         for item in todo:
@@ -339,9 +344,15 @@ class Collector:
         summary.spent_usd += sum(costs)
         return {"judge": judge.spec, "score": score, "judge_cost": sum(costs) or None, "judge_error": error}
 
+    def _to_judge(self, rec: PromptRecord, logged: dict[str, Any]) -> bool:
+        """A logged answer is judged (again) when its judge failed, or when it was answered without a judge and the
+        prompt has one now."""
+        return bool(logged.get("judge_error")) or (logged.get("judge") is None and logged.get("score") is None
+                                                   and self._judge_for(rec) is not None)
+
     async def _rejudge(self, rec: PromptRecord, target: str, logged: dict[str, Any], summary: CollectSummary) -> None:
-        """Judge again an answer whose judge failed on an earlier run; the new line replaces the old one in the
-        dataset (``rejudged``: its target cost was counted by the old line)."""
+        """Judge an answer logged by an earlier run (its judge failed, or it had none); the new line replaces the old
+        one in the dataset (``rejudged``: its target cost was counted by the old line)."""
         verdict = await self._judge(rec, target, str(logged.get("output") or ""), summary)
         summary.rejudged += 1
         self._append({**logged, **verdict, "rejudged": True})

@@ -310,6 +310,27 @@ def test_answers_whose_judge_failed_are_judged_on_the_next_run_without_asking_th
     assert third.rejudged == 0 and third.skipped_done == 12 and third.spent_usd == pytest.approx(second.spent_usd)
 
 
+def test_answers_collected_without_a_judge_are_scored_by_a_later_run_with_one_without_asking_the_targets_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # before: answers collected with no judge counted as done, so a later run with --judge never labelled them
+    model_list = load_router_config(_config(tmp_path / "router.yaml"))
+    recs, out = load_prompts(_prompts(tmp_path / "p.jsonl", 4)), tmp_path / "d.jsonl"
+    with caplog.at_level("WARNING"):
+        first = asyncio.run(Collector(recs, CountingClient(CollectionClient(model_list)), out,
+                                      CollectOptions(progress=False)).run())
+    assert first.answered == 12 and "4 prompts (e.g. " in caplog.text and "have no judge" in caplog.text
+    assert all(r["scores"] == {} for r in map(json.loads, out.read_text().splitlines()))  # no label yet
+    later = CountingClient(CollectionClient(model_list))
+    second = asyncio.run(Collector(recs, later, out, CollectOptions(judge="regex", progress=False)).run())
+    assert second.rejudged == 12 and second.answered == 0 and later.sent == []  # judged locally, nothing sent
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert all(set(r["scores"]) == set(ANSWERS) for r in rows.values())
+    math = next(r for r in rows.values() if r["benchmark"] == "math")
+    assert math["scores"] == {"math-model": 1.0, "history-model": 0.0, "generalist": 0.0}
+    third = asyncio.run(Collector(recs, later, out, CollectOptions(judge="regex", progress=False)).run())
+    assert third.rejudged == 0 and third.skipped_done == 12
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"prompt": "hi"}', "id"), ('{"id": "a", "prompt": ""}', "prompt is empty"), ("not json", "valid"),
 ])
