@@ -210,6 +210,9 @@ def load_bundle(directory: str | os.PathLike[str], *, verify: bool = True) -> Bu
     """
     where = resolve_bundle(directory)
     root = where.directory
+    if root.is_file():
+        raise BundleMissingFileError(f"bundle {root} is a file; a bundle is the directory that holds it and its "
+                                     f"siblings ({root.parent if root.name == MANIFEST_NAME else 'the bundle'})")
     if not root.is_dir():
         hint = " (a bundle on the Hugging Face Hub is named hf://owner/name[@revision][/path])" \
             if "huggingface.co" in str(directory) or str(directory).startswith(("http:", "https:")) else ""

@@ -72,7 +72,7 @@ def _number(low: float = 0.0, high: float = math.inf, *, low_open: bool = False)
     return parse
 
 
-THREADS = _whole(0)  # onnxruntime intra-op threads; 0: its default
+THREADS = _whole(1)  # onnxruntime intra-op threads, as routing_strategy_args.intra_op_threads
 FRACTION = _number(0.0, 1.0)
 
 

@@ -5,7 +5,6 @@ litellm-facing modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -16,7 +15,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from .answer_lengths import AnswerLengths, learner
-from .jsonl import append_line, log_path
+from .jsonl import append_log_record
 from .metrics import observe_call
 from .records import DECISION_LOG_KEY, answered_by, decision_log_row
 from .shared_metadata import decision_for
@@ -89,10 +88,8 @@ class DecisionLogger(CustomLogger):
         lengths = learner(target.get("answer_lengths"))
         if ok and (answered := answered_by(decision)) and lengths is not None:
             lengths.observe(decision.get("model_group"), str(answered), slo.get("completion_tokens"))
-        if path:
-            line = json.dumps(row, default=str)
-            with self._lock:
-                append_line(log_path(path), line)
+        if path:  # a line that cannot be written is logged, never raised into litellm's logging
+            append_log_record(path, row)
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, True, response_obj, start_time, end_time)

@@ -39,13 +39,33 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 def checked_log_template(template: str | None) -> str | None:
-    """``template`` (a log path, or None); ValueError naming any ``{...}`` part not in :data:`LOG_PLACEHOLDERS`
-    (for a pydantic validator)."""
+    """``template`` (a log path, or None); ValueError naming any ``{...}`` part not in :data:`LOG_PLACEHOLDERS`, or
+    a file this process could not write: a directory, or in a directory it cannot create or write to (checked without
+    creating anything; for a pydantic validator)."""
     bad = [m for m in _PLACEHOLDER.findall(template or "") if m not in LOG_PLACEHOLDERS]
     if bad:
         raise ValueError(f"decision_log {template!r} has unknown placeholders {bad}; use "
                          f"{' and '.join(LOG_PLACEHOLDERS)}")
+    if template:
+        _check_writable(log_path(template).expanduser().absolute(), template)
     return template
+
+
+def _check_writable(path: Path, template: str) -> None:
+    if path.is_dir():
+        raise ValueError(f"decision_log {template!r} is a directory; name a file in it, e.g. "
+                         f"{str(Path(template) / 'decisions-{date}.jsonl')!r}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"decision_log {template!r}: {path} exists and this process may not write to it")
+        return
+    existing = next(d for d in path.parents if d.exists())  # the directory the missing ones would be made in
+    if not existing.is_dir():
+        raise ValueError(f"decision_log {template!r}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "directory" if existing == path.parent else f"missing directory {path.parent} in"
+        raise ValueError(f"decision_log {template!r}: this process may not create the {what} {existing}; "
+                         "name a writable path")
 
 
 def _now() -> datetime:
@@ -117,7 +137,18 @@ def append_log_record(template: str, record: Mapping[str, Any]) -> None:
         with _APPEND_LOCK:
             append_line(log_path(template), line)
     except Exception as err:  # noqa: BLE001
-        logger.error("prefill router: could not write decision log %s: %s", template, err)
+        # said once while it keeps failing the same way (a full disk is not worth an error per request)
+        said = f"{type(err).__name__}: {err}"
+        if _FAILING.get(template) != said:
+            logger.error("prefill router: could not write decision log %s: %s; calls go on without their log lines "
+                         "(said again when the error changes)", template, said)
+        _FAILING[template] = said
+    else:
+        if _FAILING.pop(template, None) is not None:
+            logger.warning("prefill router: decision log %s is written again", template)
+
+
+_FAILING: dict[str, str] = {}  # log template -> the error its last write failed with
 
 
 def parse_time(value: str) -> datetime:

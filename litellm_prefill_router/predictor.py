@@ -87,6 +87,9 @@ class PrefillPredictor:
                              f"{max_batch_size}, {max_batch_tokens}, {max_encoder_batch_size}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0 (0: no prediction cache), got {cache_size}")
+        if intra_op_threads is not None and not 1 <= intra_op_threads <= 256:
+            raise ValueError(f"intra_op_threads must be from 1 to 256 (None: onnxruntime's default), got "
+                             f"{intra_op_threads}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
         from tokenizers import Tokenizer

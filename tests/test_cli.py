@@ -29,7 +29,7 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
 
 @pytest.mark.parametrize(("args", "message"), [
     (["route", "--bundle", "B", "--tolerance", "5", "x"], "argument --tolerance: must be a number in [0, 1], got 5"),
-    (["route", "--bundle", "B", "--threads", "-1", "x"], "argument --threads: must be at least 0, got -1"),
+    (["route", "--bundle", "B", "--threads", "-1", "x"], "argument --threads: must be at least 1, got -1"),
     (["route", "--bundle", "B", "--lambda", "inf", "x"], "argument --lambda: must be a number >= 0, got inf"),
     (["evaluate", "--out", "o", "--cv", "1"], "argument --cv: must be at least 2, got 1"),
     (["evaluate", "--out", "o", "--bootstrap", "many"], "argument --bootstrap: 'many' is not a whole number"),

@@ -125,6 +125,15 @@ def test_fp32_encoder_batches_prompts_and_bad_batch_sizes_are_rejected(bundle_di
     assert PrefillPredictor(bundle_dir, max_batch_size=8).max_encoder_batch_size == 8
     with pytest.raises(ValueError, match="max_encoder_batch_size"):
         PrefillPredictor(bundle_dir, max_encoder_batch_size=0)
+    with pytest.raises(ValueError, match="intra_op_threads must be from 1 to 256"):  # accepted before
+        PrefillPredictor(bundle_dir, intra_op_threads=-1)
+
+
+def test_a_bundle_named_by_its_manifest_file_is_refused_naming_its_directory(bundle_dir: Path) -> None:
+    from litellm_prefill_router import BundleError
+
+    with pytest.raises(BundleError, match=f"is a file; a bundle is the directory that holds it .*\\({bundle_dir}\\)"):
+        PrefillPredictor(bundle_dir / "manifest.json")  # before: "does not exist or is not a directory"
 
 
 def test_int8_embedding_table_is_4x_smaller_moves_features_by_a_rounding_step_and_keeps_batching_exact(

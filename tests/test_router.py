@@ -1098,6 +1098,39 @@ def test_a_decision_log_path_with_an_unknown_placeholder_is_refused(bundle_dir: 
                       routing_strategy_args={"bundle": str(bundle_dir), "decision_log": "logs/{day}.jsonl"})
 
 
+def test_a_decision_log_this_process_could_not_write_is_refused_at_construction(bundle_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for path, said in ((tmp_path, "is a directory; name a file in it, e.g. "),  # every line was a traceback before
+                       (tmp_path / "a-file" / "decisions.jsonl", "a-file is a file, not a directory")):
+        with pytest.raises(ConfigurationError, match=said):
+            PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(path)})
+    nested = tmp_path / "logs" / "{date}" / "decisions-{pid}.jsonl"  # directories still to be made: fine
+    PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                  routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(nested)})
+    assert not (tmp_path / "logs").exists()  # checked without creating anything
+
+
+async def test_a_decision_log_that_stops_being_writable_is_reported_once_and_no_call_is_lost(
+        bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "logs" / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log)})
+    (tmp_path / "logs").write_text("")  # e.g. the disk's mount went away: the directory cannot be made
+    with caplog.at_level("WARNING", logger="litellm_prefill_router"):
+        answers = [await r.acompletion(model="auto", messages=user(p)) for p in (MATH_PROMPT, HIST_PROMPT)]
+        await flush_logging()
+        failures = [x for x in caplog.records if "could not write decision log" in x.getMessage()]
+        assert len(failures) == 1 and all(a.choices[0].message.content for a in answers)  # once, not per call
+        (tmp_path / "logs").unlink()
+        await r.acompletion(model="auto", messages=user(MATH_PROMPT))
+        await flush_logging()
+    assert "is written again" in caplog.text and len(log.read_text().splitlines()) == 1
+
+
 async def test_the_cost_estimate_never_assumes_a_longer_answer_than_the_request_allows(router: PrefillRouter) -> None:
     from conftest import PRICES
 
