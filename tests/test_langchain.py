@@ -344,12 +344,14 @@ def test_the_decision_log_of_the_runnable_feeds_stats_feedback_and_judge(
 def test_a_decision_log_that_cannot_be_written_does_not_fail_the_call(bundle_dir: Path, tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a file where the log's directory should be")
     models = {t: UsageChat(text=f"answer from {t}") for t in TARGETS}
     router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
                                    decision_log=str(blocker / "log.jsonl"))
+    blocker.write_text("a file where the log's directory should be")  # after construction, which checks the path
     assert router.invoke(MATH_PROMPT).content == "answer from math-model"
     assert "could not write decision log" in caplog.text
+    with pytest.raises(Exception, match="not-a-dir is a file, not a directory"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_log=str(blocker / "log.jsonl"))
     with pytest.raises(Exception, match="unknown placeholders"):
         PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), decision_log="x-{hour}.jsonl")
 

@@ -65,11 +65,13 @@ async def test_the_drop_in_logs_each_decision_for_stats_feedback_and_replay(
     assert replayed["skipped"] == {"no text to route on (any bundle falls back)": 1}
 
     # a log that cannot be written never fails the call
-    (tmp_path / "blocked").write_text("a file, not a directory")
     broken = PrefillSemanticRouter(str(bundle_dir), preset="max-quality",
                                    decision_log=str(tmp_path / "blocked" / "d.jsonl"))
+    (tmp_path / "blocked").write_text("a file, not a directory")  # after construction, which checks the path
     assert broken(HIST_PROMPT).name == "history-model"
     assert "could not write decision log" in caplog.text
+    with pytest.raises(ConfigurationError, match="blocked is a file, not a directory"):
+        PrefillSemanticRouter(str(bundle_dir), decision_log=str(tmp_path / "blocked" / "d.jsonl"))
     with pytest.raises(ConfigurationError, match="unknown placeholders"):
         PrefillSemanticRouter(str(bundle_dir), decision_log=str(tmp_path / "d-{day}.jsonl"))
 
