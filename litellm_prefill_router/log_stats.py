@@ -88,8 +88,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
             if not runs or runs[-1]["policy"] != label:
                 runs.append({"policy": label, "first_ts": rec.get("ts"), "calls": 0})
             runs[-1]["calls"] += 1
-        presets[str(policy.get("preset") or f"{policy.get('kind')}={policy.get('value')}"
-                    + (" (autotuned)" if policy.get("autotuned") else ""))] += 1
+        presets[policy_label(policy)] += 1  # worded as the x-prefill-policy header and the metrics label say it
         if isinstance(decision.get("latency_ms"), (int, float)):
             latency.append(float(decision["latency_ms"]))
         p = (decision.get("p_correct") or {}).get(target)
