@@ -33,6 +33,7 @@ from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
 from litellm_prefill_router.reloading import BundleReloader
 from litellm_prefill_router.rollout import checked_serving, rollout_arm
+from litellm_prefill_router.validation_messages import no_bool_for_a_number
 
 from .calls import Route, call_row
 from .inputs import CAP_FIELDS, accumulate, as_messages, chat_model, output_cap, prompt_from_input
@@ -122,6 +123,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         if not isinstance(v, Mapping) or not any(isinstance(r, str) for r in v.values()):
             return v
         return {target: chat_model(target, r) if isinstance(r, str) else r for target, r in v.items()}
+
+    _no_bool_for_a_number = field_validator("*", mode="before")(no_bool_for_a_number)
 
     @field_validator("decision_log")
     @classmethod

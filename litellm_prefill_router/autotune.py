@@ -26,18 +26,18 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigurationError
 from .jsonl import logs_of, records_from_end
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice
 from .tuning import TuneError, frontier, pick_setting, sweep
-from .validation_messages import explain
+from .validation_messages import Settings, explain
 
 logger = logging.getLogger("litellm_prefill_router")
 
 
-class AutotuneSettings(BaseModel):
+class AutotuneSettings(Settings):
     """``autotune`` of ``routing_strategy_args`` / ``PrefillRouterRunnable``: exactly one goal, and how often."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

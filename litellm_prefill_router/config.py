@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .autotune import AutotuneSettings
 from .errors import ConfigurationError, RequestSettingsError
 from .jsonl import checked_log_template
-from .validation_messages import explain
+from .validation_messages import Settings, explain
 
 #: what each policy setting means, wherever it is set (routing_strategy_args, PrefillRouterRunnable)
 TOLERANCE_DOC = "policy: the cheapest target whose P(correct) is within this of the best"
@@ -17,7 +17,7 @@ LAMBDA_DOC = "policy: the target with the most P(correct) - lambda x cost / the 
 VALUE_USD_DOC = "policy: what a right answer is worth (USD) - the target with the most P(correct) x value_usd - cost"
 
 
-class PrefillStrategyArgs(BaseModel):
+class PrefillStrategyArgs(Settings):
     """``routing_strategy_args`` of ``Router(routing_strategy="prefill", ...)``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -108,7 +108,7 @@ class PrefillStrategyArgs(BaseModel):
         return self
 
 
-class RequestOverrides(BaseModel):
+class RequestOverrides(Settings):
     """Per-request overrides read from ``metadata["prefill"]``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -129,13 +129,6 @@ class RequestOverrides(BaseModel):
     min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
         "this request's quality floor: none qualifies -> the most likely target within budget (reason below "
         "floor)"))
-
-def checked_cache_size(value: object) -> int:
-    """A ``prediction_cache_size`` given to a constructor (the strategy's arguments check theirs as a field)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
-        raise ConfigurationError(f"prediction_cache_size must be an integer from 0 (no cache) to 1000000, got "
-                                 f"{value!r}")
-    return value
 
 
 def parse_strategy_args(args: Any) -> PrefillStrategyArgs:

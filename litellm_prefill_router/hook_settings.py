@@ -16,7 +16,7 @@ from .autotune import AutotuneSettings
 from .config import PrefillStrategyArgs
 from .errors import ConfigurationError
 from .sessions import ProviderSpec
-from .validation_messages import explain
+from .validation_messages import Settings, explain
 
 
 class HookSettings(TypedDict, total=False):
@@ -101,8 +101,12 @@ def _shared(names: tuple[str, ...], meaning: Mapping[str, str]) -> dict[str, Any
             for name in names}
 
 
+class _HookSettingsBase(Settings):
+    model_config = ConfigDict(extra="forbid")
+
+
 def _model(name: str, own: Mapping[str, Any], shared: tuple[str, ...], meaning: Mapping[str, str]) -> type[BaseModel]:
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **own, **_shared(shared, meaning))
+    return create_model(name, __base__=_HookSettingsBase, **own, **_shared(shared, meaning))
 
 
 #: what the tier classifier's and the routing plugin's shared settings are checked against

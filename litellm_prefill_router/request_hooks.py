@@ -15,7 +15,6 @@ from typing_extensions import Unpack
 
 from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
-from .config import checked_cache_size
 from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_model, deployment_price, described_from
@@ -43,7 +42,6 @@ class RequestHook(ServedRoutes):
 
     def __init__(self, bundle: str, routes: Sequence[str] | None, what: str, serving: tuple[str, object],
                  **settings: Unpack[HookSettings]) -> None:
-        checked_cache_size(settings.get("prediction_cache_size", 1024))  # an integer, not a bool (pydantic's lax int)
         settings = cast(HookSettings, validated_settings(HOOK_SETTINGS, settings, type(self).__name__))
         preset, tolerance = settings.get("preset"), settings.get("tolerance")
         lambda_, value_usd = settings.get("lambda_"), settings.get("value_usd")

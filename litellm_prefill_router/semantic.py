@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from .autotune import Autotuner, AutotuneSettings
-from .config import RequestOverrides, checked_cache_size
+from .config import RequestOverrides
 from .costs import Price, given_prices
 from .decider import PrefillDecider
 from .deployments import deployment_model
@@ -123,7 +123,6 @@ class PrefillSemanticRouter(ServedRoutes):
                  max_cost_usd: float | None = None, min_p_correct: float | None = None,
                  autotune: AutotuneSettings | Mapping[str, Any] | None = None, shadow: bool = False,
                  shadow_route: str | None = None, rollout: float = 1.0) -> None:
-        checked_cache_size(prediction_cache_size)  # an integer, not a bool (pydantic's lax int)
         given = validated_settings(SEMANTIC_SETTINGS, {
             "preset": preset, "tolerance": tolerance, "lambda_": lambda_, "value_usd": value_usd, "prices": prices,
             "reload_interval_s": reload_interval_s, "prediction_cache_size": prediction_cache_size,

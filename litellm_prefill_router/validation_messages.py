@@ -1,6 +1,7 @@
-"""One way to say what a pydantic ``ValidationError`` found in settings a person wrote: each bad setting with what it
-got and what the setting is for, and an unknown setting with the known one it most likely meant (a typo in a proxy
-config otherwise reads as pydantic's ``Extra inputs are not permitted``)."""
+"""Settings a person writes: one way to say what a pydantic ``ValidationError`` found in them (each bad setting with
+what it got and what the setting is for; an unknown setting with the known one it most likely meant - a typo in a
+proxy config otherwise reads as pydantic's ``Extra inputs are not permitted``), and :class:`Settings`, the base of
+their models, which refuses true/false for a number."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 
 _MAX_INPUT = 80  # characters of a bad value quoted back
@@ -62,5 +63,30 @@ def explain(err: ValidationError, model: type[BaseModel] | None = None) -> str:
             problems.append(f"{path}: unknown setting; {hint}")
             continue
         what = f" ({loc[-1]}: {field.description})" if field is not None and field.description else ""
-        problems.append(f"{path}: {error['msg']}, got {_quoted(error.get('input'))}{what}")
+        message = error["msg"].removeprefix("Value error, ")  # a validator's own words need no prefix
+        problems.append(f"{path}: {message}, got {_quoted(error.get('input'))}{what}")
     return "; ".join(problems)
+
+
+def _takes_bool(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
+        annotation,)
+    return bool in options or typing.Any in options
+
+
+def no_bool_for_a_number(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A ``field_validator("*", mode="before")``: true/false refused for a setting that does not take it. Pydantic
+    reads ``True`` as 1 - ``tolerance: yes`` in a YAML config (YAML 1.1 reads yes/on as true) would be a tolerance of
+    1, every request to the cheapest target."""
+    field = cls.model_fields.get(info.field_name or "")
+    if isinstance(value, bool) and field is not None and not _takes_bool(field):
+        raise ValueError("true/false is not a value of this setting (YAML reads yes/no and on/off as true/false)")
+    return value
+
+
+class Settings(BaseModel):
+    """Base of the models of settings a person writes: a number given as true/false is refused
+    (:func:`no_bool_for_a_number`)."""
+
+    _no_bool_for_a_number = field_validator("*", mode="before")(no_bool_for_a_number)

@@ -106,3 +106,23 @@ def test_a_misspelt_setting_is_rejected_naming_the_setting_it_most_likely_meant(
                            match="unexpected keyword argument 'tolerence'" if name == "PrefillSemanticRouter" else
                            f"invalid {name} settings: tolerence: unknown setting; did you mean 'tolerance'"):
             make(tolerence=0.2)
+
+
+def test_true_or_false_for_a_number_is_refused_everywhere_a_setting_is_written(bundle_dir: Path) -> None:
+    import yaml
+
+    from litellm_prefill_router.config import parse_overrides
+
+    written = yaml.safe_load("bundle: B\ntolerance: yes\n")  # YAML 1.1: yes -> True, which pydantic read as 1.0
+    assert written["tolerance"] is True
+    said = "tolerance: true/false is not a value of this setting (YAML reads yes/no and on/off as true/false), got True"
+    with pytest.raises(ConfigurationError, match=said.replace("(", "\\(").replace(")", "\\)")):
+        parse_strategy_args({**written, "bundle": str(bundle_dir)})  # before: every request to the cheapest target
+    with pytest.raises(ConfigurationError, match="autotune.savings: true/false is not a value"):
+        parse_strategy_args({"bundle": str(bundle_dir), "autotune": {"savings": True}})
+    with pytest.raises(ConfigurationError, match="max_cost_usd: true/false is not a value"):
+        parse_overrides({"prefill": {"max_cost_usd": True}})
+    for name, make in front_doors(bundle_dir).items():
+        with pytest.raises(ConfigurationError, match=f"{name} settings: tolerance: true/false is not a value"):
+            make(tolerance=True)
+    parse_strategy_args({"bundle": str(bundle_dir), "shadow": True, "metrics": False})  # a yes/no setting takes it

@@ -108,6 +108,8 @@ def test_a_misspelt_setting_fails_instead_of_routing_with_the_default_policy(bun
     models = {t: FakeListChatModel(responses=["x"]) for t in TARGETS}
     with pytest.raises(ValidationError, match="tolerence\n  Extra inputs are not permitted"):
         PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), tolerence=0.2)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="tolerance\n  Value error, true/false is not a value of this setting"):
+        PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), tolerance=True)  # read as 1.0 before
     router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), tolerance=0.2)
     assert router.configurable_fields(tolerance=ConfigurableField(id="t")).with_config(
         configurable={"t": 0.0}).invoke(HIST_PROMPT).content == "x"  # configured copies are still built

@@ -245,8 +245,9 @@ def test_a_prompt_seen_again_is_routed_from_the_prediction_cache_unless_the_cach
     assert (first.decision.cached, again.decision.cached) == (False, True)
     off = PrefillSemanticRouter(str(bundle_dir), preset="max-quality", prediction_cache_size=0)
     assert [off(prompt).decision.cached for _ in range(2)] == [False, False]
-    for bad in (-1, 2.5, True):
-        with pytest.raises(ConfigurationError, match="prediction_cache_size must be an integer"):
+    for bad, said in ((-1, "greater than or equal to 0"), (2.5, "should be a valid integer"),
+                      (True, "true/false is not a value")):
+        with pytest.raises(ConfigurationError, match=f"settings: prediction_cache_size: .*{said}"):
             PrefillSemanticRouter(str(bundle_dir), prediction_cache_size=bad)
 
 

@@ -274,8 +274,9 @@ def test_tiers_that_do_not_map_one_to_one_onto_bundle_targets_are_errors(bundle_
 def test_bad_prices_cache_sizes_and_policies_are_configuration_errors(bundle_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"prices\['math-model'\] must be \(input, output\) USD per token"):
         PrefillTierClassifier(str(bundle_dir), TIERS, prices={"math-model": (1e-7,)})  # type: ignore[dict-item]
-    with pytest.raises(ConfigurationError, match="prediction_cache_size must be an integer from 0"):
-        PrefillTierClassifier(str(bundle_dir), TIERS, prediction_cache_size=-1)
+    for size, said in ((-1, "Input should be greater than or equal to 0"), (True, "true/false is not a value")):
+        with pytest.raises(ConfigurationError, match=f"PrefillTierClassifier settings: prediction_cache_size: {said}"):
+            PrefillTierClassifier(str(bundle_dir), TIERS, prediction_cache_size=size)
     with pytest.raises(ConfigurationError, match="unknown policy preset 'nope'"):
         PrefillTierClassifier(str(bundle_dir), TIERS, preset="nope")
     with pytest.raises(ConfigurationError,
