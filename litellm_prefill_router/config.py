@@ -67,7 +67,7 @@ class PrefillStrategyArgs(Settings):
         "repeated question costs its tokenisation only; 0: off"))
     decision_log: str | None = Field(default=None, description=(
         "JSONL path: a line per call with its decision and outcome; {date} in it starts a file per UTC day, {pid} "
-        "one per process (proxy workers)"))
+        "one per process (proxy workers); a path this process could not write is refused at start"))
     decision_log_messages: bool = Field(default=True, description=(
         "the request's messages go into the decision log (needed to retrain from it)"))
     decision_log_responses: bool = Field(default=False, description=(
