@@ -29,7 +29,12 @@ def deployment_price(dep: dict, known_model_info: Callable[[], Any]) -> Price | 
     for source in ("litellm_params", "model_info"):
         src = dep.get(source) or {}
         if src.get("input_cost_per_token") is not None and src.get("output_cost_per_token") is not None:
-            return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+            try:
+                return Price(float(src["input_cost_per_token"]), float(src["output_cost_per_token"]), source)
+            except (TypeError, ValueError) as err:
+                raise ConfigurationError(f"deployment {deployment_model(dep) or dep.get('model_name')!r} (model "
+                                         f"group {dep.get('model_name')!r}): its {source} price is not USD per "
+                                         f"token: {err}") from err
     try:
         info = known_model_info()
     except Exception:  # noqa: BLE001 - litellm raises many kinds for unknown models

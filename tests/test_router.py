@@ -232,6 +232,16 @@ def test_prefill_target_that_is_not_in_the_bundle_lists_valid_targets(bundle_dir
         PrefillRouter(model_list=ml, routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
 
 
+def test_a_negative_or_nan_deployment_price_is_a_configuration_error_naming_the_deployment(bundle_dir: Path) -> None:
+    for bad in (-1e-6, float("nan")):
+        ml = model_list()
+        ml[0]["model_info"]["input_cost_per_token"] = bad  # a ValueError from deep inside before
+        with pytest.raises(ConfigurationError, match="deployment 'openai/math-model' \\(model group 'auto'\\): its "
+                                                     "model_info price is not USD per token: input_cost_per_token "
+                                                     "must be a finite number >= 0"):
+            PrefillRouter(model_list=ml, routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir)})
+
+
 def test_unpriced_deployment_is_an_error_unless_a_default_price_is_set(bundle_dir: Path) -> None:
     ml = model_list()
     for d in ml:  # fresh model names: litellm keeps prices registered by earlier routers in a global map
