@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 
@@ -40,16 +41,42 @@ def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
     if isinstance(value, BaseMessage):
         return [_message_dict(value)]
     if isinstance(value, Mapping):
-        for key in ("messages", "input", "question", "query", "text", "prompt"):
-            if key in value:
-                return prompt_from_input(value[key])
-        raise ConfigurationError(
-            f"cannot find the prompt in a dict input with keys {sorted(value)}; use one of "
-            "'messages', 'input', 'question', 'query', 'text', 'prompt'")
+        return prompt_from_input(prompt_entry(value))
     if isinstance(value, (list, tuple)):
         return [_message_dict(m) for m in value]
     raise ConfigurationError(f"unsupported input type {type(value).__name__}; pass str, messages, a PromptValue "
                              "or a dict")
+
+
+#: the keys of a dict input the router reads its prompt from, the first present
+PROMPT_KEYS = ("messages", "input", "question", "query", "text", "prompt")
+
+
+def prompt_entry(value: Mapping[str, Any]) -> Any:
+    """The prompt a dict input holds: its first :data:`PROMPT_KEYS` entry, as given (str, messages, PromptValue)."""
+    for key in PROMPT_KEYS:
+        if key in value:
+            return value[key]
+    raise ConfigurationError(f"cannot find the prompt in a dict input with keys {sorted(value)}; use one of "
+                             f"{', '.join(repr(k) for k in PROMPT_KEYS)}")
+
+
+def takes_dicts(runnable: Any) -> bool:
+    """Whether ``runnable`` takes a dict input: not a language model, however bound (``bind_tools``, ``.bind``),
+    sequenced (``with_structured_output``: the model first) or given fallbacks."""
+    node, depth = runnable, 0
+    while depth < 16:
+        inner = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
+        if inner is None:
+            break
+        node, depth = inner, depth + 1
+    return not isinstance(node, BaseLanguageModel)
+
+
+def input_for(runnable: Any, value: Any) -> Any:
+    """What a target is called with: the router's input - but a dict input's prompt for a language model, which takes
+    no dict (a chain with its own prompt template takes the dict as it is)."""
+    return prompt_entry(value) if isinstance(value, Mapping) and not takes_dicts(runnable) else value
 
 
 # where LangChain chat models keep their answer-length limit: OpenAI / Anthropic / LiteLLM / Mistral, OpenAI's newer

@@ -36,7 +36,7 @@ from litellm_prefill_router.rollout import checked_serving, rollout_arm
 from litellm_prefill_router.validation_messages import no_bool_for_a_number
 
 from .calls import Route, call_row
-from .inputs import CAP_FIELDS, accumulate, as_messages, chat_model, output_cap, prompt_from_input
+from .inputs import CAP_FIELDS, accumulate, as_messages, chat_model, input_for, output_cap, prompt_from_input
 from .reloaders import remember_reloader, reusable_reloader
 
 logger = logging.getLogger("litellm_prefill_router.langchain")
@@ -326,6 +326,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                        type(error).__name__, error, nxt.target)
         return Route(nxt, nxt.target, route.extra)
 
+    def _input_for(self, route: Route, input: Any) -> Any:
+        return input_for(self.runnables[route.served], input)
+
     @staticmethod
     def _child(config: RunnableConfig, run: Any, route: Route) -> RunnableConfig:
         return patch_config(config, callbacks=run.get_child(tag=f"route:{route.served}"))
@@ -338,7 +341,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         failed: list[str] = []
         while True:
             try:
-                out = self.runnables[route.served].invoke(input, self._child(config, run, route), **kwargs)
+                out = self.runnables[route.served].invoke(self._input_for(route, input),
+                                                          self._child(config, run, route), **kwargs)
                 break
             except BaseException as e:
                 self._log(route, run, input, started, error=e)
@@ -358,8 +362,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         failed: list[str] = []
         while True:
             try:
-                out = await self.runnables[route.served].ainvoke(input, self._child(config, run, route),
-                                                                    **kwargs)
+                out = await self.runnables[route.served].ainvoke(self._input_for(route, input),
+                                                                    self._child(config, run, route), **kwargs)
                 break
             except BaseException as e:
                 self._log(route, run, input, started, error=e)
@@ -381,7 +385,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         while True:
             streamed = False
             try:
-                for chunk in self.runnables[route.served].stream(input, self._child(config, run, route), **kwargs):
+                for chunk in self.runnables[route.served].stream(self._input_for(route, input),
+                                                                 self._child(config, run, route), **kwargs):
                     streamed = True
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)
@@ -405,8 +410,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         while True:
             streamed = False
             try:
-                async for chunk in self.runnables[route.served].astream(input, self._child(config, run, route),
-                                                                        **kwargs):
+                async for chunk in self.runnables[route.served].astream(self._input_for(route, input),
+                                                                        self._child(config, run, route), **kwargs):
                     streamed = True
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)

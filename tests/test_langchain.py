@@ -48,6 +48,21 @@ def test_dict_inputs_are_routed_on_their_prompt_key_and_passed_through(bundle_di
         r.invoke({"unrelated": 1})
 
 
+async def test_a_dict_input_reaches_chat_model_targets_as_its_prompt(bundle_dir: Path) -> None:
+    # a chat model takes no dict: before, LangChain's "Invalid input type <class 'dict'>" on every call
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 10) for t in TARGETS}
+    r = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality")
+    assert r.invoke({"question": HIST_PROMPT, "user": "u1"}).content == "answer from history-model"
+    assert (await r.ainvoke({"messages": [("human", MATH_PROMPT)]})).content == "answer from math-model"
+    assert "".join(c.content for c in r.stream({"input": HIST_PROMPT})) == "answer from history-model"
+    assert "".join([c.content async for c in r.astream({"query": MATH_PROMPT})]) == "answer from math-model"
+    from langchain_integration.inputs import takes_dicts
+
+    chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | models["generalist"]
+    assert takes_dicts(chain) and not takes_dicts(models["generalist"].bind(stop=["x"]))
+    assert not takes_dicts(models["generalist"].with_fallbacks([models["math-model"]]))
+
+
 async def test_async_batch_and_streaming_twins(runnable: PrefillRouterRunnable) -> None:
     assert (await runnable.ainvoke(HIST_PROMPT)).content == "answer from history-model"
     assert [m.content for m in runnable.batch([MATH_PROMPT, HIST_PROMPT])] == \
