@@ -126,6 +126,7 @@ def append_line(path: Path, line: str) -> None:
 
 
 _APPEND_LOCK = threading.Lock()
+_FAILING: dict[str, str] = {}  # log template -> the error its last write failed with (under _APPEND_LOCK)
 
 
 def append_log_record(template: str, record: Mapping[str, Any]) -> None:
@@ -139,16 +140,16 @@ def append_log_record(template: str, record: Mapping[str, Any]) -> None:
     except Exception as err:  # noqa: BLE001
         # said once while it keeps failing the same way (a full disk is not worth an error per request)
         said = f"{type(err).__name__}: {err}"
-        if _FAILING.get(template) != said:
+        with _APPEND_LOCK:
+            new, _FAILING[template] = _FAILING.get(template) != said, said
+        if new:
             logger.error("prefill router: could not write decision log %s: %s; calls go on without their log lines "
                          "(said again when the error changes)", template, said)
-        _FAILING[template] = said
     else:
-        if _FAILING.pop(template, None) is not None:
+        with _APPEND_LOCK:
+            recovered = _FAILING.pop(template, None) is not None
+        if recovered:
             logger.warning("prefill router: decision log %s is written again", template)
-
-
-_FAILING: dict[str, str] = {}  # log template -> the error its last write failed with
 
 
 def parse_time(value: str) -> datetime:

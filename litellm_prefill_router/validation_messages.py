@@ -16,14 +16,18 @@ from pydantic.fields import FieldInfo
 _MAX_INPUT = 80  # characters of a bad value quoted back
 
 
+def _options(field: FieldInfo) -> tuple[Any, ...]:
+    """The types a field takes: ``(X, NoneType)`` for ``X | None``, ``(X,)`` for ``X``."""
+    annotation = field.annotation
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
 def _submodel(field: FieldInfo | None) -> type[BaseModel] | None:
     """The model a field holds (``X``, ``X | None``), to name the settings of a nested mapping."""
     if field is None:
         return None
-    annotation = field.annotation
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
-        annotation,)
-    return next((o for o in options if isinstance(o, type) and issubclass(o, BaseModel)), None)
+    return next((o for o in _options(field) if isinstance(o, type) and issubclass(o, BaseModel)), None)
 
 
 def _field(model: type[BaseModel] | None, name: str) -> FieldInfo | None:
@@ -69,9 +73,7 @@ def explain(err: ValidationError, model: type[BaseModel] | None = None) -> str:
 
 
 def _takes_bool(field: FieldInfo) -> bool:
-    annotation = field.annotation
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
-        annotation,)
+    options = _options(field)
     return bool in options or typing.Any in options
 
 
