@@ -219,3 +219,21 @@ def test_a_time_window_narrows_stats_tune_and_drift_to_the_calls_logged_in_it(
     with pytest.raises(SystemExit) as bad:
         main(["tune", "--log", str(path), "--since", "last tuesday", "--savings", "0"])
     assert bad.value.code == 2 and "'last tuesday' is not an ISO date" in capsys.readouterr().err
+
+
+def test_feedback_ids_that_name_no_logged_call_are_pointed_out_not_silently_dropped(
+        log: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, fb = tmp_path / "decisions.jsonl", tmp_path / "fb.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in log))
+    known = log[0]["litellm_call_id"]
+    fb.write_text(json.dumps({"id": known, "score": 1}) + "\n" + json.dumps({"id": "chat-42", "score": 0}) + "\n")
+    note = ("note: 1 of 2 feedback ids name no call read from the decision log (e.g. chat-42), so they count "
+            "nowhere; an id is a call's litellm_call_id")
+    assert main(["stats", "--log", str(path), "--feedback", str(fb)]) == 0
+    out = capsys.readouterr()
+    assert note in out.err and "feedback: 1 calls scored" in out.out
+    assert main(["tune", "--log", str(path), "--savings", "0", "--feedback", str(fb)]) == 0
+    assert note in capsys.readouterr().err
+    fb.write_text(json.dumps({"id": known, "score": 1}) + "\n")
+    assert main(["stats", "--log", str(path), "--feedback", str(fb)]) == 0
+    assert "note:" not in capsys.readouterr().err  # every id names a call: nothing to say

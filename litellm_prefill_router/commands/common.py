@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,22 @@ def decision_records(paths: Sequence[str], error: type[Exception],
         raise error(str(err)) from err
 
 
-def feedback_scores(files: Sequence[str] | None) -> dict[str, float] | None:
-    """Feedback / judge scores by call id from ``files`` (None: no files given)."""
+def feedback_scores(files: Sequence[str] | None, records: Sequence[Mapping[str, Any]] = ()) -> dict[str, float] | None:
+    """Feedback / judge scores by call id from ``files`` (None: no files given); a note on stderr when some name no
+    call of ``records`` (the decision log's, in the time window) - they are left out of every number."""
     if not files:
         return None
     from ..feedback import load_feedback
+    from ..records import feedback_ids
 
     scores: dict[str, float] = {}
     for f in files:
         scores.update(load_feedback(f))
+    known = {i for rec in records for i in feedback_ids(rec)}
+    if records and (unmatched := [i for i in scores if i not in known]):
+        print(f"note: {len(unmatched)} of {len(scores)} feedback ids name no call read from the decision log (e.g. "
+              f"{', '.join(unmatched[:3])}), so they count nowhere; an id is a call's litellm_call_id, LangChain "
+              "run_id, RouteChoice.id or the provider's response id", file=sys.stderr)
     return scores
 
 

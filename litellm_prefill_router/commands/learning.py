@@ -14,7 +14,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tuning import TuneError, tune
 
     records = decision_records(args.log, TuneError, args)
-    scores = feedback_scores(args.feedback)
+    scores = feedback_scores(args.feedback, records)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
              min_expected_accuracy=args.min_expected_accuracy, scores=scores, model_group=args.model_group,
              recalibrate=args.recalibrate)
@@ -113,7 +113,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from ..drift import DriftError, drift, drift_from_bundle
 
     records = decision_records(args.log, DriftError, args)
-    options = {"model_group": args.model_group, "scores": feedback_scores(args.feedback), "min_calls": args.min_calls}
+    options = {"model_group": args.model_group, "scores": feedback_scores(args.feedback, records),
+               "min_calls": args.min_calls}
     if args.bundle:
         r = drift_from_bundle(records, args.bundle, **options)
     else:

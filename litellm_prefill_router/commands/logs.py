@@ -13,9 +13,11 @@ from .common import decision_records, feedback_scores, or_dash, pyplot, read_rub
 def cmd_stats(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..log_stats import summarize_log
+    from ..log_stats import LogStatsError, summarize
 
-    st = summarize_log(args.log, args.feedback, since=args.since, until=args.until)
+    records = decision_records(args.log, LogStatsError, args)
+    st = {"log": args.log[0] if len(args.log) == 1 else args.log,
+          **summarize(records, feedback_scores(args.feedback, records))}
     lat = st["routing_latency_ms"]
     only = f" ({st['decided_only']} decided only: served by the caller, no outcome logged)" \
         if st["decided_only"] else ""
@@ -98,7 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     records = decision_records(args.log, ReplayError, args)
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
-    scores = feedback_scores(args.feedback) or {}
+    scores = feedback_scores(args.feedback, records) or {}
     policy = policy_from_args(args.preset, args.tolerance, args.lambda_, pred, args.value_usd)
     r = replay(records, pred, policy=policy,
                scores=scores or None, progress=not args.quiet)
