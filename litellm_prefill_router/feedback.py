@@ -137,11 +137,14 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
 
 class JudgedLines(list[dict[str, Any]]):
     """Feedback lines ``{"id", "score", "judge"}``; ``failed``: the ids of the answers the judge failed on (with
-    the error), which a later run can judge again."""
+    the error), which a later run can judge again; ``answers``: the logged answers judged (scored, failed or scored
+    None); ``without_answer``: the successful calls logged without their answer (``decision_log_responses`` off)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failed: dict[str, str] = {}
+        self.answers = 0
+        self.without_answer = 0
 
 
 async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None = None,
@@ -162,16 +165,18 @@ async def judge_log(decision_log: Logs, judge: Judge, complete: Completer | None
     if concurrency < 1:
         raise FeedbackError(f"concurrency must be >= 1, got {concurrency}")
     todo: dict[str, tuple[str, str]] = {}  # call id -> (answer, prompt); a call logged twice is judged once
+    out = JudgedLines()
     for rec in _decisions(decision_log):
         call_id = logged_call_id(rec)
         if not (rec.get("outcome") or {}).get("success") or not call_id or call_id in skip or call_id in todo:
             continue
         answer = rec.get("response")
         if answer is None:
+            out.without_answer += 1
             continue
         msgs = rec.get("messages") or []
         todo[call_id] = (str(answer), "\n".join(str(m.get("content") or "") for m in msgs if isinstance(m, dict)))
-    out = JudgedLines()
+    out.answers = len(todo)
     scored: dict[str, dict[str, Any]] = {}
     gate = asyncio.Semaphore(concurrency)
     bar = progress_bar(len(todo), "judge", "answer", progress)

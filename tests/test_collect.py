@@ -499,8 +499,22 @@ def test_judge_command_keeps_going_when_the_judge_fails_on_some_answers_and_a_re
     assert [x["id"] for x in map(json.loads, out.read_text().splitlines())] == ["call-0", "call-2"]
     monkeypatch.delenv("JUDGE_BROKEN")
     assert main(["judge", "--log", str(log), "--judge", judge, "--out", str(out)]) == 0
-    assert "scored 2 logged answers" in capsys.readouterr().out  # only the two that failed
+    assert "scored 2 of 2 logged answers" in capsys.readouterr().out  # only the two that failed
     assert sorted(x["id"] for x in map(json.loads, out.read_text().splitlines())) == [f"call-{i}" for i in range(4)]
+    assert main(["judge", "--log", str(log), "--judge", judge, "--out", str(out)]) == 0  # all scored already
+    assert "scored 0 of 0 logged answers with" in (said := capsys.readouterr().out) and "nothing new for" in said
+
+
+def test_judge_command_on_a_log_without_answers_fails_saying_how_to_log_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # before: "scored 0 logged answers ...; wrote fb.jsonl", exit 0, and no file
+    log, out = tmp_path / "decisions.jsonl", tmp_path / "fb.jsonl"
+    log.write_text("".join(json.dumps({"litellm_call_id": f"call-{i}", "decision": {"target": "math-model"},
+                                       "outcome": {"success": True}}) + "\n" for i in range(3)))
+    assert main(["judge", "--log", str(log), "--judge", "regex:yes", "--out", str(out), "--quiet"]) == 1
+    assert ("its 3 successful calls were logged without their answers: set "
+            "routing_strategy_args.decision_log_responses: true") in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_judge_command_refuses_a_judge_group_the_config_does_not_have(tmp_path: Path,

@@ -221,8 +221,15 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     lines = asyncio.run(run())
     before = f" ({len(judged)} scored by an earlier run)" if judged else ""
-    print(f"scored {len(lines)} logged answers with {args.judge}{before}; wrote {out} "
-          "(use it as --feedback for `prefill-router feedback`)")
+    if not lines.answers and not judged:  # nothing was judged, nothing written: say why
+        why = (f"its {lines.without_answer} successful calls were logged without their answers: set "
+               "routing_strategy_args.decision_log_responses: true, and judge the calls logged after"
+               if lines.without_answer else "it has no successful call with an answer")
+        print(f"error: no answer to judge in {' '.join(args.log)}: {why}", file=sys.stderr)
+        return 1
+    print(f"scored {len(lines)} of {lines.answers} logged answers with {args.judge}{before}; "
+          + (f"{lines.without_answer} calls logged without their answer; " if lines.without_answer else "")
+          + f"{'wrote' if lines else 'nothing new for'} {out} (use it as --feedback for `prefill-router feedback`)")
     if lines.failed:
         print(f"the judge failed on {len(lines.failed)} answers (first: {next(iter(lines.failed.values()))}); "
               "run the command again to judge them", file=sys.stderr)
