@@ -72,6 +72,20 @@ def _number(low: float = 0.0, high: float = math.inf, *, low_open: bool = False)
     return parse
 
 
+def _layers(text: str) -> list[int] | None:
+    """An argparse type: ``auto`` (None: the probes choose) or comma-separated encoder layers, each >= 1."""
+    if text.strip() == "auto":
+        return None
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"takes comma-separated layer numbers, e.g. 5 or 5,11,17; got {text!r}") \
+            from err
+    if min(layers) < 1:
+        raise argparse.ArgumentTypeError(f"layers are numbered from 1 (the embeddings are not a layer); got {text!r}")
+    return layers
+
+
 THREADS = _whole(1)  # onnxruntime intra-op threads, as routing_strategy_args.intra_op_threads
 FRACTION = _number(0.0, 1.0)
 
@@ -125,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="split to score a bundle on (default: test)")
     e.add_argument("--cv", type=_whole(2), help="K-fold cross-validation of the training recipe over every row")
     e.add_argument("--encoder", help="--cv: encoder (default smollm2)")
-    e.add_argument("--layers", action="append",
+    e.add_argument("--layers", action="append", type=_layers,
                    help="--cv: comma-separated layers of one prefill variant (repeatable; default: probe selection)")
     e.add_argument("--head", default="trunk", choices=("trunk", "logreg"), help="--cv: head of the prefill variants")
     e.add_argument("--baselines", default="all",
@@ -306,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--continue-from", metavar="BUNDLE",
                            help="keep this bundle's encoder and refit its scorer on --data plus --add (fast); "
                                 "targets that only --add rows label are added to the bundle")
-            t.add_argument("--layers", default="auto",
-                           help="auto (probes + --max-auc-loss), or comma-separated layers (mean+last pooling each)")
+            t.add_argument("--layers", default=None, type=_layers,
+                           help="auto (probes + --max-auc-loss; the default), or comma-separated layers (mean+last "
+                                "pooling each)")
             t.add_argument("--seeds", type=_whole(1), default=5)
             t.add_argument("--keep", type=_whole(1), default=3)
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,

@@ -35,6 +35,8 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
     (["evaluate", "--out", "o", "--bootstrap", "many"], "argument --bootstrap: 'many' is not a whole number"),
     (["train", "--out", "o", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
     (["train", "--out", "o", "--max-tokens", "4"], "argument --max-tokens: must be at least 8, got 4"),
+    (["train", "--out", "o", "--layers", "5,x"], "argument --layers: takes comma-separated layer numbers, e.g. 5"),
+    (["evaluate", "--out", "o", "--cv", "5", "--layers", "0"], "argument --layers: layers are numbered from 1"),
     (["tune", "--log", "l", "--savings", "1.5"], "argument --savings: must be a number in [0, 1], got 1.5"),
     (["tune", "--log", "l", "--budget-usd-per-1k", "0"], "argument --budget-usd-per-1k: must be a number > 0, got 0"),
     (["collect", "--prompts", "p", "--config", "c", "--out", "o", "--concurrency", "0"],

@@ -144,6 +144,15 @@ def test_long_csv_wide_csv_and_parquet_loaders(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="prompt"):
         load_dataset(bad)
 
+    for prices, said in (("", "cannot read the prices"), ("[1, 2]", "prices are a JSON object"),
+                         (None, "No such file")):  # a traceback before
+        path = tmp_path / "prices.json"
+        path.unlink(missing_ok=True)
+        if prices is not None:
+            path.write_text(prices)
+        with pytest.raises(DataError, match=said):
+            load_dataset(pq, min_labels=5, models_json=path)
+
 
 def test_the_shared_llmrouter_dataset_loads_when_present() -> None:
     d = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "llmrouter"

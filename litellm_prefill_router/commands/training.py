@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from ..training.pipeline import TrainOptions, train
 
-    layers = None if args.layers in (None, "auto") else [int(x) for x in args.layers.split(",")]
+    layers = args.layers  # None: the probes choose
     extra = {} if args.max_auc_loss is None else {"max_auc_loss": args.max_auc_loss}
     opts = TrainOptions(encoder=args.encoder, targets=args.targets, layers=layers, **extra,
                         max_tokens=args.max_tokens, seeds=args.seeds, keep=min(args.keep, args.seeds),
@@ -114,8 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pair = (parts[0], parts[1])
     ds = load_dataset(data_arg(args.data), models_json=args.models_json)
     if args.cv is not None:
-        variants = [harness.PrefillVariant([int(x) for x in spec.split(",")], head=args.head)
-                    for spec in (args.layers or [])]
+        variants = [harness.PrefillVariant(layers, head=args.head) for layers in (args.layers or []) if layers]
         report, preds, es = harness.cross_validate(ds, folds=args.cv, encoder=args.encoder, variants=variants,
                                                    baselines=baselines, bootstrap=args.bootstrap, pair=pair,
                                                    progress=not args.quiet)

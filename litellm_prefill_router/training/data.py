@@ -111,7 +111,14 @@ def _split(value: Any, where: str) -> str | None:
 
 
 def load_models_json(path: Path) -> dict[str, tuple[float, float]]:
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read the prices {path}: {err}; it is a JSON object {{target: "
+                        "{input_cost_per_token, output_cost_per_token}}") from err
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: prices are a JSON object {{target: {{input_cost_per_token, "
+                        f"output_cost_per_token}}}}, got {type(raw).__name__}")
     out = {}
     for name, spec in raw.items():
         try:
