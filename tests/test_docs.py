@@ -117,3 +117,14 @@ def test_settings_command_prints_a_table_and_rewrites_stale_ones_between_markers
     assert "no settings table markers" in capsys.readouterr().err
     assert main(["settings", "--write", str(tmp_path / "missing.md")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_error_the_package_exports_is_in_the_errors_table() -> None:
+    import litellm_prefill_router as pkg
+    from litellm_prefill_router.errors import PrefillRouterError
+
+    page = (ROOT / "docs" / "litellm.md").read_text()
+    table = page[page.index("## Errors"):page.index("## Retries go elsewhere")]
+    exported = [n for n in pkg.__all__ if isinstance(getattr(pkg, n), type) and issubclass(getattr(pkg, n),
+                                                                                          PrefillRouterError)]
+    assert len(exported) >= 8 and [n for n in exported if f"`{n}`" not in table] == []
