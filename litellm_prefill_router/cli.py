@@ -109,25 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     route = sub.add_parser("route", help="predict and route one prompt")
-    route.add_argument("--bundle", required=True)
+    route.add_argument("--bundle", required=True, help="bundle directory or hf://owner/name[@revision][/path]")
     route.add_argument("text", nargs="*", help="the prompt (default: stdin)")
-    route.add_argument("--preset")
-    route.add_argument("--tolerance", type=FRACTION)
-    route.add_argument("--lambda", dest="lambda_", type=_number())
+    route.add_argument("--preset", help="a policy preset of the bundle (default: its default preset)")
+    route.add_argument("--tolerance", type=FRACTION, help="the cheapest target within this of the best P(correct)")
+    route.add_argument("--lambda", dest="lambda_", type=_number(),
+                       help="max P(correct) - lambda x cost / the dearest candidate's cost")
     route.add_argument("--value-usd", type=_number(), help="what a right answer is worth: max P(correct) x it - cost")
     route.add_argument("--max-cost-usd", type=_number(), help="only targets whose estimated cost is at most this")
     route.add_argument("--min-p-correct", type=FRACTION, help="only targets at least this likely to be right")
     route.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
-    route.add_argument("--json", action="store_true")
+    route.add_argument("--json", action="store_true", help="print the decision as JSON")
     route.set_defaults(func=cmd_route)
 
     pr = sub.add_parser("predict", help="P(correct) and cost per target for every prompt of a dataset (JSONL); "
                         "labels optional")
-    pr.add_argument("--bundle", required=True)
+    pr.add_argument("--bundle", required=True, help="bundle directory or hf://owner/name[@revision][/path]")
     pr.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
     pr.add_argument("--split", choices=("train", "val", "test", "all"),
                     help="rows to predict (default: the test split; every row when the data names no splits)")
-    pr.add_argument("--out", required=True)
+    pr.add_argument("--out", required=True, help="predictions JSONL to write")
     pr.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     pr.set_defaults(func=cmd_predict)
 
@@ -158,20 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--targets", nargs="+", help="model groups to collect (default: all but the judge)")
     c.add_argument("--judge", help="exact | choice | numeric | regex[:PATTERN] | python:MOD:FUNC | llm:MODEL_GROUP")
     c.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
-    c.add_argument("--concurrency", type=_whole(1), default=8)
-    c.add_argument("--max-retries", type=_whole(0), default=5)
+    c.add_argument("--concurrency", type=_whole(1), default=8, help="calls in flight at once (default 8)")
+    c.add_argument("--max-retries", type=_whole(0), default=5,
+                   help="retries of a rate-limited / timed-out / 5xx call, with back-off (default 5)")
     c.add_argument("--max-cost", type=_number(low_open=True), help="USD ceiling for this dataset (all runs together)")
     c.add_argument("--max-tokens", type=_whole(1), default=512, help="max output tokens per answer")
     c.add_argument("--judge-max-tokens", type=_whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply (bounds its cost; --max-cost reserves it)")
     c.add_argument("--timeout", type=_number(low_open=True), help="seconds per request")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_collect)
 
     fb = sub.add_parser("feedback", help="decision log + feedback -> training rows for --add")
     fb.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     fb.add_argument("--feedback", required=True, help='JSONL of {"id", "score"} or {"id", "thumbs": "up"|"down"}')
-    fb.add_argument("--out", required=True)
+    fb.add_argument("--out", required=True, help="training rows JSONL to write (for train --add)")
     fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
     fb.set_defaults(func=cmd_feedback)
 
@@ -188,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_window(rp)
     rp.add_argument("--bundle", required=True, help="the bundle to replay with: directory or hf://owner/name@rev")
     rp.add_argument("--preset", help="replay with this preset (default: each call's logged policy)")
-    rp.add_argument("--tolerance", type=FRACTION)
-    rp.add_argument("--lambda", dest="lambda_", type=_number())
+    rp.add_argument("--tolerance", type=FRACTION, help="replay with this tolerance policy")
+    rp.add_argument("--lambda", dest="lambda_", type=_number(), help="replay with this lambda policy")
     rp.add_argument("--value-usd", type=_number(), help="replay with this value_usd policy")
     rp.add_argument("--feedback", nargs="+", help="feedback / judge score files: mean score of kept and moved calls")
     rp.add_argument("--json", help="also write the summary here")
@@ -285,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_pull)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
-    mig.add_argument("--config", required=True)
-    mig.add_argument("--bundle", required=True)
-    mig.add_argument("--out", required=True)
+    mig.add_argument("--config", required=True, help="the proxy config with auto_router (semantic) deployments")
+    mig.add_argument("--bundle", required=True, help="bundle directory or hf://owner/name[@revision][/path]")
+    mig.add_argument("--out", required=True, help="the rewritten config to write")
     mig.add_argument("--map", nargs="*", help="model_group=target pairs for routes not named after a target")
     mig.set_defaults(func=cmd_migrate)
 
@@ -306,15 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=helptext)
         t.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
         t.add_argument("--encoder", default="smollm2", help="smollm2 | gemma3-270m | minilm-l6 | DIR | hub id")
-        t.add_argument("--targets", nargs="+")
-        t.add_argument("--max-tokens", type=_whole(8), default=512)
+        t.add_argument("--targets", nargs="+", help="only these targets (default: every target the data labels)")
+        t.add_argument("--max-tokens", type=_whole(8), default=512,
+                       help="prompt tokens the encoder reads (longer: head 1/4 + tail 3/4; default 512)")
         t.add_argument("--max-auc-loss", type=_number(0.0, 1.0), default=None,
                        help="pick the shallowest layer within this probe AUC of the best (depth costs latency; "
                             "default 0.012)")
         t.set_defaults(func=fn)
         if name == "train":
-            t.add_argument("--out", required=True)
-            t.add_argument("--models-json")
+            t.add_argument("--out", required=True, help="bundle directory to write")
+            t.add_argument("--models-json", help="prices per target (default: models.json beside the data)")
             t.add_argument("--add", action="append", metavar="ROWS.jsonl",
                            help="extra training rows (from `collect` or `feedback`), repeatable")
             t.add_argument("--continue-from", metavar="BUNDLE",
@@ -323,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--layers", default=None, type=_layers,
                            help="auto (probes + --max-auc-loss; the default), or comma-separated layers (mean+last "
                                 "pooling each)")
-            t.add_argument("--seeds", type=_whole(1), default=5)
-            t.add_argument("--keep", type=_whole(1), default=3)
+            t.add_argument("--seeds", type=_whole(1), default=5, help="trunks trained (default 5)")
+            t.add_argument("--keep", type=_whole(1), default=3,
+                           help="of them, the best on validation kept as the ensemble (default 3, at most --seeds)")
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
                            help="dynamic int8 encoder, kept only if validation AUC drops < 0.005 (default on)")
             t.add_argument("--device", default="auto",
@@ -333,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="keep the encoder's weights in encoder.onnx.data beside the graph (automatic past "
                                 "1.5 GB: one ONNX file cannot pass 2 GB)")
         else:
-            t.add_argument("--out")
+            t.add_argument("--out", help="directory for the probe report (JSON + PNG)")
     return p
 
 

@@ -50,6 +50,17 @@ def test_an_out_of_range_number_is_a_usage_error_naming_the_option(args: list[st
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    import argparse
+
+    from litellm_prefill_router.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = {name: [a.option_strings[-1] if a.option_strings else a.dest for a in parser._actions
+                   if not a.help and a.dest != "help"] for name, parser in sub.choices.items()}
+    assert {name: options for name, options in bare.items() if options} == {}
+
+
 def test_a_broken_bundle_exits_2_with_the_reason(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (bundle_copy / "encoder.onnx").unlink()
     assert main(["info", "--bundle", str(bundle_copy)]) == 2
