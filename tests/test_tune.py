@@ -237,3 +237,11 @@ def test_feedback_ids_that_name_no_logged_call_are_pointed_out_not_silently_drop
     fb.write_text(json.dumps({"id": known, "score": 1}) + "\n")
     assert main(["stats", "--log", str(path), "--feedback", str(fb)]) == 0
     assert "note:" not in capsys.readouterr().err  # every id names a call: nothing to say
+
+
+def test_autotune_simulation_settings_without_the_simulation_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "decisions.jsonl"
+    path.write_text("")  # refused before the log is read: before, --window 50 was silently ignored
+    assert main(["tune", "--log", str(path), "--savings", "0.5", "--window", "50", "--every", "10"]) == 2
+    assert "--window, --every set the simulated autotune: add --simulate-autotune" in capsys.readouterr().err

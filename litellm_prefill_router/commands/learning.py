@@ -13,6 +13,9 @@ from .common import decision_records, feedback_scores, pyplot, table, write_outp
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..tuning import TuneError, tune
 
+    if not args.simulate_autotune and (given := [f"--{n.replace('_', '-')}" for n in ("window", "every", "min_calls")
+                                              if getattr(args, n) is not None]):
+        raise TuneError(f"{', '.join(given)} set the simulated autotune: add --simulate-autotune (or leave them out)")
     records = decision_records(args.log, TuneError, args)
     scores = feedback_scores(args.feedback, records)
     r = tune(records, budget_usd_per_1k=args.budget_usd_per_1k, savings=args.savings,
