@@ -24,7 +24,7 @@ from .config import RequestOverrides
 from .costs import Price, given_prices
 from .decider import PrefillDecider
 from .deployments import deployment_model
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RequestSettingsError
 from .hook_settings import SEMANTIC_SETTINGS, validated_settings
 from .jsonl import append_log_record, checked_log_template
 from .policy import Constraints, RoutingDecision
@@ -247,6 +247,10 @@ class PrefillSemanticRouter(ServedRoutes):
                                      f"routes: {self.routes}")
         overrides = overrides or RequestOverrides()
         kept = [r for r in route_filter if overrides.candidates is None or r in overrides.candidates]
+        if not kept:  # semantic-router raises too: "No routes found matching the filter criteria"
+            raise RequestSettingsError(f"route_filter {list(route_filter)} leaves no route to choose from"
+                                       + (f" among this call's candidates {overrides.candidates}"
+                                          if overrides.candidates is not None else ""))
         return overrides.model_copy(update={"candidates": kept})
 
     @overload

@@ -93,6 +93,8 @@ async def test_semantic_routers_call_arguments_work_route_filter_narrows_the_rou
     assert rl(text=MATH_PROMPT, simulate_static=True).name == "math-model"  # static routes: the same choice
     with pytest.raises(ConfigurationError, match=r"route_filter names \['nope'\], which are not routes"):
         rl(MATH_PROMPT, route_filter=["nope"])
+    with pytest.raises(ConfigurationError, match=r"route_filter \[\] leaves no route to choose from"):
+        rl(MATH_PROMPT, route_filter=[])  # as semantic-router: no route matches an empty filter
     with pytest.raises(ConfigurationError, match="pass text=... instead of vector=..."):
         await rl.acall(vector=[0.1, 0.2])
 
