@@ -100,6 +100,10 @@ def logged_call_id(rec: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+#: what a feedback line's id names, for messages about ids that name no logged call
+FEEDBACK_ID_MEANING = "a call's litellm_call_id, LangChain run_id, RouteChoice.id or the provider's response id"
+
+
 def feedback_ids(rec: Mapping[str, Any]) -> list[str]:
     """The ids feedback on a decision-log line may name: its call id (LiteLLM call id / LangChain run id), then the
     provider's response id."""

@@ -430,7 +430,7 @@ def test_feedback_that_names_no_logged_call_writes_nothing_and_says_which_ids_to
     fb.write_text(json.dumps({"id": "chat-42", "thumbs": "up"}) + "\n")  # e.g. an id from another system
     assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(out)]) == 1
     assert ("no training rows, nothing written to" in (err := capsys.readouterr().err)
-            and "no feedback id (e.g. chat-42) is a logged call's id: its litellm_call_id" in err)
+            and "no feedback id (e.g. chat-42) names a logged call: an id is a call's litellm_call_id" in err)
     assert not out.exists()  # no empty --add file and no retrain command to follow
     fb.write_text(json.dumps({"id": "c1", "thumbs": "up"}) + "\n")
     assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(out)]) == 0

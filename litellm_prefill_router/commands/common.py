@@ -61,7 +61,7 @@ def feedback_scores(files: Sequence[str] | None, records: Sequence[Mapping[str, 
     if not files:
         return None
     from ..feedback import load_feedback
-    from ..records import feedback_ids
+    from ..records import FEEDBACK_ID_MEANING, feedback_ids
 
     scores: dict[str, float] = {}
     for f in files:
@@ -69,8 +69,7 @@ def feedback_scores(files: Sequence[str] | None, records: Sequence[Mapping[str, 
     known = {i for rec in records for i in feedback_ids(rec)}
     if records and (unmatched := [i for i in scores if i not in known]):
         print(f"note: {len(unmatched)} of {len(scores)} feedback ids name no call read from the decision log (e.g. "
-              f"{', '.join(unmatched[:3])}), so they count nowhere; an id is a call's litellm_call_id, LangChain "
-              "run_id, RouteChoice.id or the provider's response id", file=sys.stderr)
+              f"{', '.join(unmatched[:3])}), so they count nowhere; an id is {FEEDBACK_ID_MEANING}", file=sys.stderr)
     return scores
 
 

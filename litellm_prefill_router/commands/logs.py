@@ -151,6 +151,7 @@ def _plot_replay(r: dict, path: Path) -> None:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from ..feedback import feedback_rows
     from ..jsonl import write_atomic
+    from ..records import FEEDBACK_ID_MEANING
 
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
     print(f"{st.decisions} logged decisions: {st.rows} rows, {st.without_feedback} without feedback, "
@@ -159,8 +160,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
           f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
     if not rows:  # an empty --add file and a retrain command would only hide why
         if st.without_feedback == st.decisions:
-            why = (f"no feedback id (e.g. {', '.join(st.unknown_feedback_ids[:3]) or 'none given'}) is a logged "
-                   "call's id: its litellm_call_id, LangChain run_id, RouteChoice.id or the provider's response id")
+            why = (f"no feedback id (e.g. {', '.join(st.unknown_feedback_ids[:3]) or 'none given'}) names a logged "
+                   f"call: an id is {FEEDBACK_ID_MEANING}")
         elif st.without_messages:
             why = "the calls with feedback have no messages in the log: set decision_log_messages: true"
         else:
