@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
+from .commands.arg_types import FRACTION, THREADS, layer_list, number, time_arg, whole
 from .commands.bundles import (
     cmd_check,
     cmd_info,
@@ -30,71 +29,11 @@ from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
 LOG_HELP = "the router's decision_log JSONL; several: e.g. the daily files of a {date} log (decisions-*.jsonl)"
 
 
-def _time(value: str) -> datetime:
-    from .jsonl import parse_time
-
-    try:
-        return parse_time(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _whole(low: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``low`` (argparse names the option and exits 2 otherwise)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = f"whole number >= {low}"
-    return parse
-
-
-def _number(low: float = 0.0, high: float = math.inf, *, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high] (or (low, high] with ``low_open``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from err
-        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high < math.inf else (
-                f"{'>' if low_open else '>='} {low:g}")
-            raise argparse.ArgumentTypeError(f"must be a number {'in ' if high < math.inf else ''}{bounds}, "
-                                             f"got {text}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _layers(text: str) -> list[int] | None:
-    """An argparse type: ``auto`` (None: the probes choose) or comma-separated encoder layers, each >= 1."""
-    if text.strip() == "auto":
-        return None
-    try:
-        layers = [int(x) for x in text.split(",")]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"takes comma-separated layer numbers, e.g. 5 or 5,11,17; got {text!r}") \
-            from err
-    if min(layers) < 1:
-        raise argparse.ArgumentTypeError(f"layers are numbered from 1 (the embeddings are not a layer); got {text!r}")
-    return layers
-
-
-THREADS = _whole(1)  # onnxruntime intra-op threads, as routing_strategy_args.intra_op_threads
-FRACTION = _number(0.0, 1.0)
-
-
 def _add_window(p: argparse.ArgumentParser) -> None:
     """--since / --until: only the logged calls of a time window (e.g. this week against --reference-log)."""
-    p.add_argument("--since", type=_time, help="only calls logged at or after this ISO date / date-time (UTC unless "
+    p.add_argument("--since", type=time_arg, help="only calls logged at or after this ISO date / date-time (UTC unless "
                                               "it names a zone)")
-    p.add_argument("--until", type=_time, help="only calls logged before this ISO date / date-time")
+    p.add_argument("--until", type=time_arg, help="only calls logged before this ISO date / date-time")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("text", nargs="*", help="the prompt (default: stdin)")
     route.add_argument("--preset", help="a policy preset of the bundle (default: its default preset)")
     route.add_argument("--tolerance", type=FRACTION, help="the cheapest target within this of the best P(correct)")
-    route.add_argument("--lambda", dest="lambda_", type=_number(),
+    route.add_argument("--lambda", dest="lambda_", type=number(),
                        help="max P(correct) - lambda x cost / the dearest candidate's cost")
-    route.add_argument("--value-usd", type=_number(), help="what a right answer is worth: max P(correct) x it - cost")
-    route.add_argument("--max-cost-usd", type=_number(), help="only targets whose estimated cost is at most this")
+    route.add_argument("--value-usd", type=number(), help="what a right answer is worth: max P(correct) x it - cost")
+    route.add_argument("--max-cost-usd", type=number(), help="only targets whose estimated cost is at most this")
     route.add_argument("--min-p-correct", type=FRACTION, help="only targets at least this likely to be right")
     route.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
@@ -138,16 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--bundle", help="score this bundle (as served, ONNX) on --split")
     e.add_argument("--split", default="test", help="split to score a bundle on (default: test)")
-    e.add_argument("--cv", type=_whole(2), help="K-fold cross-validation of the training recipe over every row")
+    e.add_argument("--cv", type=whole(2), help="K-fold cross-validation of the training recipe over every row")
     e.add_argument("--encoder", help="--cv: encoder (default smollm2)")
-    e.add_argument("--layers", action="append", type=_layers,
+    e.add_argument("--layers", action="append", type=layer_list,
                    help="--cv: comma-separated layers of one prefill variant (repeatable; default: probe selection)")
     e.add_argument("--head", default="trunk", choices=("trunk", "logreg"), help="--cv: head of the prefill variants")
     e.add_argument("--baselines", default="all",
                    help="all | none | comma list of knn,logreg,mlp,mf,benchmark (benchmark: per-benchmark accuracy "
                         "table read from each row's benchmark tag); random/cheapest/best single/oracle always")
     e.add_argument("--pair", help="STRONG,WEAK targets for APGR/CPT (default: most accurate, cheapest)")
-    e.add_argument("--bootstrap", type=_whole(0), default=1000, help="bootstrap resamples for the 95%% intervals")
+    e.add_argument("--bootstrap", type=whole(0), default=1000, help="bootstrap resamples for the 95%% intervals")
     e.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
@@ -159,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--targets", nargs="+", help="model groups to collect (default: all but the judge)")
     c.add_argument("--judge", help="exact | choice | numeric | regex[:PATTERN] | python:MOD:FUNC | llm:MODEL_GROUP")
     c.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
-    c.add_argument("--concurrency", type=_whole(1), default=8, help="calls in flight at once (default 8)")
-    c.add_argument("--max-retries", type=_whole(0), default=5,
+    c.add_argument("--concurrency", type=whole(1), default=8, help="calls in flight at once (default 8)")
+    c.add_argument("--max-retries", type=whole(0), default=5,
                    help="retries of a rate-limited / timed-out / 5xx call, with back-off (default 5)")
-    c.add_argument("--max-cost", type=_number(low_open=True), help="USD ceiling for this dataset (all runs together)")
-    c.add_argument("--max-tokens", type=_whole(1), default=512, help="max output tokens per answer")
-    c.add_argument("--judge-max-tokens", type=_whole(1), default=JUDGE_MAX_TOKENS,
+    c.add_argument("--max-cost", type=number(low_open=True), help="USD ceiling for this dataset (all runs together)")
+    c.add_argument("--max-tokens", type=whole(1), default=512, help="max output tokens per answer")
+    c.add_argument("--judge-max-tokens", type=whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply (bounds its cost; --max-cost reserves it)")
-    c.add_argument("--timeout", type=_number(low_open=True), help="seconds per request")
+    c.add_argument("--timeout", type=number(low_open=True), help="seconds per request")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_collect)
 
@@ -191,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bundle", required=True, help="the bundle to replay with: directory or hf://owner/name@rev")
     rp.add_argument("--preset", help="replay with this preset (default: each call's logged policy)")
     rp.add_argument("--tolerance", type=FRACTION, help="replay with this tolerance policy")
-    rp.add_argument("--lambda", dest="lambda_", type=_number(), help="replay with this lambda policy")
-    rp.add_argument("--value-usd", type=_number(), help="replay with this value_usd policy")
+    rp.add_argument("--lambda", dest="lambda_", type=number(), help="replay with this lambda policy")
+    rp.add_argument("--value-usd", type=number(), help="replay with this value_usd policy")
     rp.add_argument("--feedback", nargs="+", help="feedback / judge score files: mean score of kept and moved calls")
     rp.add_argument("--json", help="also write the summary here")
     rp.add_argument("--plot", help="PNG of the routes before and after")
@@ -204,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     _add_window(tu)
     goal = tu.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--budget-usd-per-1k", type=_number(low_open=True),
+    goal.add_argument("--budget-usd-per-1k", type=number(low_open=True),
                       help="the most expected accuracy within this estimated cost per 1,000 requests")
     goal.add_argument("--savings", type=FRACTION,
                       help="... within this fraction saved vs each call's dearest candidate")
@@ -219,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--simulate-autotune", action="store_true",
                     help="also replay the log through autotune with this goal: its setting changes and what it would "
                          "have spent, call by call in logged order")
-    tu.add_argument("--window", type=_whole(1), help="--simulate-autotune: the calls each tune looks at (default 2000)")
-    tu.add_argument("--every", type=_whole(1), help="--simulate-autotune: calls between tunes (default 100)")
-    tu.add_argument("--min-calls", type=_whole(1),
+    tu.add_argument("--window", type=whole(1), help="--simulate-autotune: the calls each tune looks at (default 2000)")
+    tu.add_argument("--every", type=whole(1), help="--simulate-autotune: calls between tunes (default 100)")
+    tu.add_argument("--min-calls", type=whole(1),
                     help="--simulate-autotune: calls before the first tune (default 200)")
     tu.add_argument("--json", help="also write the sweep, frontier and choice here")
     tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
@@ -237,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--model-group", help="only the calls routed in this model group")
     dr.add_argument("--feedback", nargs="+", help="feedback / judge score files: per answering target, its mean "
                                                   "P(correct) against its mean score on this traffic")
-    dr.add_argument("--min-calls", type=_whole(1), default=200, help="calls a target needs for a verdict (default 200)")
+    dr.add_argument("--min-calls", type=whole(1), default=200, help="calls a target needs for a verdict (default 200)")
     dr.add_argument("--fail-on", choices=["moderate", "major"],
                     help="exit 3 when the verdict is this shift or worse (for a scheduled check)")
     dr.add_argument("--novel-out", help="write the novel calls (unlike any reference row), furthest first, here as "
@@ -251,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge", required=True, help="llm:MODEL_GROUP | python:MOD:FUNC | regex:PATTERN")
     j.add_argument("--config", help="YAML model_list holding the llm judge's model group")
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
-    j.add_argument("--judge-max-tokens", type=_whole(1), default=JUDGE_MAX_TOKENS,
+    j.add_argument("--judge-max-tokens", type=whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply")
     j.add_argument("--out", required=True, help="feedback JSONL: each score is appended as it is known; a rerun "
                    "judges only the answers not scored there")
-    j.add_argument("--concurrency", type=_whole(1), default=8, help="answers judged at once (default 8)")
+    j.add_argument("--concurrency", type=whole(1), default=8, help="answers judged at once (default 8)")
     j.add_argument("--quiet", action="store_true", help="no progress bar")
     j.set_defaults(func=cmd_judge)
 
@@ -309,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
         t.add_argument("--encoder", default="smollm2", help="smollm2 | gemma3-270m | minilm-l6 | DIR | hub id")
         t.add_argument("--targets", nargs="+", help="only these targets (default: every target the data labels)")
-        t.add_argument("--max-tokens", type=_whole(8), default=512,
+        t.add_argument("--max-tokens", type=whole(8), default=512,
                        help="prompt tokens the encoder reads (longer: head 1/4 + tail 3/4; default 512)")
-        t.add_argument("--max-auc-loss", type=_number(0.0, 1.0), default=None,
+        t.add_argument("--max-auc-loss", type=number(0.0, 1.0), default=None,
                        help="pick the shallowest layer within this probe AUC of the best (depth costs latency; "
                             "default 0.012)")
         t.set_defaults(func=fn)
@@ -323,11 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--continue-from", metavar="BUNDLE",
                            help="keep this bundle's encoder and refit its scorer on --data plus --add (fast); "
                                 "targets that only --add rows label are added to the bundle")
-            t.add_argument("--layers", default=None, type=_layers,
+            t.add_argument("--layers", default=None, type=layer_list,
                            help="auto (probes + --max-auc-loss; the default), or comma-separated layers (mean+last "
                                 "pooling each)")
-            t.add_argument("--seeds", type=_whole(1), default=5, help="trunks trained (default 5)")
-            t.add_argument("--keep", type=_whole(1), default=3,
+            t.add_argument("--seeds", type=whole(1), default=5, help="trunks trained (default 5)")
+            t.add_argument("--keep", type=whole(1), default=3,
                            help="of them, the best on validation kept as the ensemble (default 3, at most --seeds)")
             t.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
                            help="dynamic int8 encoder, kept only if validation AUC drops < 0.005 (default on)")
