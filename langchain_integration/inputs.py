@@ -48,6 +48,12 @@ def prompt_from_input(value: Any) -> str | list[dict[str, Any]]:
                              "or a dict")
 
 
+def _wrapped(node: Any) -> Any:
+    """The runnable that ``node`` wraps and calls first: a binding's (``.bind``, ``bind_tools``), a sequence's first
+    step (``with_structured_output``), fallbacks' primary; None for a runnable that wraps none."""
+    return getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
+
+
 #: the keys of a dict input the router reads its prompt from, the first present
 PROMPT_KEYS = ("messages", "input", "question", "query", "text", "prompt")
 
@@ -65,10 +71,7 @@ def takes_dicts(runnable: Any) -> bool:
     """Whether ``runnable`` takes a dict input: not a language model, however bound (``bind_tools``, ``.bind``),
     sequenced (``with_structured_output``: the model first) or given fallbacks."""
     node, depth = runnable, 0
-    while depth < 16:
-        inner = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
-        if inner is None:
-            break
+    while (inner := _wrapped(node)) is not None and depth < 16:
         node, depth = inner, depth + 1
     return not isinstance(node, BaseLanguageModel)
 
@@ -95,8 +98,7 @@ def output_cap(runnable: Any) -> int | None:
             if isinstance(extra := getattr(node, name, None), Mapping):
                 caps.append(cap_in(extra, CAP_FIELDS))
         caps.append(cap_in(node, CAP_FIELDS))
-        node = getattr(node, "bound", None) or getattr(node, "first", None) or getattr(node, "runnable", None)
-        depth += 1
+        node, depth = _wrapped(node), depth + 1
     return lowest_cap(*caps)
 
 

@@ -187,4 +187,4 @@ def parse_overrides(metadata: Any) -> RequestOverrides:
         return RequestOverrides.model_validate(merged)
     except ValidationError as err:
         raise RequestSettingsError(f"invalid metadata['prefill'] overrides: {explain(err, RequestOverrides)} "
-                                 "(every setting: `prefill-router settings metadata.prefill`)") from err
+                                   "(every setting: `prefill-router settings metadata.prefill`)") from err

@@ -45,7 +45,6 @@ class RoutingDataset:
     source: str = ""
     splits_assigned: bool = False  # the data named no splits: `assign_splits` made train/test
 
-
     def __len__(self) -> int:
         return len(self.rows)
 
