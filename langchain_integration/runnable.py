@@ -59,7 +59,9 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     runnables: Mapping[str, Runnable[Any, Any]] = Field(description=(
         "bundle target -> the runnable (a chat model) that serves it, or a model string init_chat_model reads"))
     bundle: str = Field(description="bundle directory or hf://owner/name[@revision][/path]")
-    preset: str | None = Field(default=None, description="policy: a preset of the bundle (none: its default)")
+    preset: str | None = Field(default=None, description=(
+        "policy: a preset of the bundle (none: its default); a tolerance, lambda or value_usd replaces it (e.g. one "
+        "configurable per call)"))
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=TOLERANCE_DOC)
     lambda_: float | None = Field(default=None, ge=0.0, alias="lambda", description=LAMBDA_DOC)
     value_usd: float | None = Field(default=None, ge=0.0, description=VALUE_USD_DOC)
@@ -173,9 +175,12 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     def _load_decider(self) -> PrefillDecider:
         """A decider for the bundle, checked against ``runnables`` (raises ConfigurationError naming the targets)."""
+        # a tolerance / lambda / value_usd replaces the preset: a configurable field set per call overrides the
+        # preset the runnable was built with
+        explicit = any(v is not None for v in (self.tolerance, self.lambda_, self.value_usd))
         decider = PrefillDecider(shared_predictor(self.bundle, cache_size=self.prediction_cache_size,
                                                   execution_providers=self.execution_providers),
-                                 preset=self.preset, tolerance=self.tolerance,
+                                 preset=None if explicit else self.preset, tolerance=self.tolerance,
                                  lambda_=self.lambda_, value_usd=self.value_usd, fallback_target=self.fallback_target,
                                  on_error=self.on_error,
                                  timeout_s=self.decision_timeout_s, max_cost_usd=self.max_cost_usd,

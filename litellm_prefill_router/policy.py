@@ -159,8 +159,9 @@ def resolve_policy(
     """Pick the policy from explicit parameters, a named preset, or the bundle's default."""
     given = [(k, v) for k, v in (("tolerance", tolerance), ("lambda", lambda_), ("value_usd", value_usd))
              if v is not None]
-    if len(given) > 1:
-        raise ConfigurationError(f"give one of 'tolerance', 'lambda' and 'value_usd', not {[k for k, _ in given]}")
+    if len(given) + (preset is not None) > 1:  # which would win is a guess: say so instead
+        named = ["preset"] * (preset is not None) + [k for k, _ in given]
+        raise ConfigurationError(f"give one policy - a preset, a tolerance, a lambda or a value_usd - not {named}")
     if given:
         return RoutingPolicy(given[0][0], float(given[0][1]))  # type: ignore[arg-type]
     name = preset or default_preset

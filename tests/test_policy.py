@@ -29,9 +29,12 @@ def test_presets_resolve_and_unknown_presets_list_the_valid_ones() -> None:
     assert resolve_policy(presets, lambda_=0.3) == RoutingPolicy("lambda", 0.3)
     with pytest.raises(ConfigurationError, match="balanced"):
         resolve_policy(presets, preset="nope")
-    with pytest.raises(ConfigurationError,
-                       match=r"give one of 'tolerance', 'lambda' and 'value_usd', not \['tolerance', 'lambda'\]"):
+    with pytest.raises(ConfigurationError, match=r"give one policy - a preset, a tolerance, a lambda or a value_usd - "
+                                                 r"not \['tolerance', 'lambda'\]"):
         resolve_policy(presets, tolerance=0.1, lambda_=0.1)
+    with pytest.raises(ConfigurationError, match=r"not \['preset', 'tolerance'\]"):  # the tolerance silently won
+        resolve_policy(presets, preset="balanced", tolerance=0.1)
+    assert resolve_policy(presets, tolerance=0.1, default_preset="balanced") == RoutingPolicy("tolerance", 0.1)
     assert resolve_policy(presets, value_usd=0.002) == RoutingPolicy("value_usd", 0.002)
 
 

@@ -22,7 +22,7 @@ from conftest import (
     strategy_name,
     upsert,
 )
-from litellm_prefill_router import ConfigurationError, PrefillRouter, UnpricedDeploymentError
+from litellm_prefill_router import ConfigurationError, PrefillRouter, RequestSettingsError, UnpricedDeploymentError
 
 
 def user(text: object) -> list[dict]:
@@ -134,8 +134,14 @@ async def test_a_value_usd_policy_routes_by_expected_value_minus_cost_router_wid
                                                        metadata={"prefill": {"value_usd": 100.0}})
     d = precious._hidden_params["prefill_routing"]
     assert d["target"] == max(d["p_correct"], key=d["p_correct"].get) == "history-model"
-    with pytest.raises(ConfigurationError, match="give one of"):
+    with pytest.raises(ConfigurationError, match="give one policy"):
         router(value_usd=0.01, tolerance=0.1)
+    with pytest.raises(ConfigurationError, match=r"not \['preset', 'tolerance'\]"):  # the tolerance silently won
+        router(preset="balanced", tolerance=0.1)
+    with pytest.raises(RequestSettingsError, match=r"this request's policy: give one policy .* not \['preset', "
+                                                   r"'lambda'\]"):
+        await router().acompletion(model="auto", messages=user(HIST_PROMPT),
+                                   metadata={"prefill": {"preset": "balanced", "lambda": 0.2}})
 
 
 async def test_a_responses_api_request_continuing_a_response_goes_to_the_deployment_that_answered_it(
