@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .commands.arg_types import FRACTION, THREADS, layer_list, number, time_arg, whole
+from .commands.arg_types import FRACTION, THREADS, layer_list, number, out_file, time_arg, whole
 from .commands.bundles import (
     cmd_check,
     cmd_info,
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
     pr.add_argument("--split", choices=("train", "val", "test", "all"),
                     help="rows to predict (default: the test split; every row when the data names no splits)")
-    pr.add_argument("--out", required=True, help="predictions JSONL to write")
+    pr.add_argument("--out", required=True, type=out_file, help="predictions JSONL to write")
     pr.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     pr.set_defaults(func=cmd_predict)
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="send every prompt to every target through LiteLLM and judge the answers")
     c.add_argument("--prompts", required=True, help="JSONL: id, prompt[, reference, judge, benchmark, split]")
     c.add_argument("--config", required=True, help="YAML with a LiteLLM model_list (the proxy config works)")
-    c.add_argument("--out", required=True, help="training data file to write (JSONL)")
+    c.add_argument("--out", required=True, type=out_file, help="training data file to write (JSONL)")
     c.add_argument("--targets", nargs="+", help="model groups to collect (default: all but the judge)")
     c.add_argument("--judge", help="exact | choice | numeric | regex[:PATTERN] | python:MOD:FUNC | llm:MODEL_GROUP")
     c.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
@@ -112,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     fb = sub.add_parser("feedback", help="decision log + feedback -> training rows for --add")
     fb.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     fb.add_argument("--feedback", required=True, help='JSONL of {"id", "score"} or {"id", "thumbs": "up"|"down"}')
-    fb.add_argument("--out", required=True, help="training rows JSONL to write (for train --add)")
+    fb.add_argument("--out", required=True, type=out_file, help="training rows JSONL to write (for train --add)")
     fb.add_argument("--benchmark", default="production", help="benchmark name for the rows")
     fb.set_defaults(func=cmd_feedback)
 
     st = sub.add_parser("stats", help="what a router did: calls, routes, reasons, latency, cost and savings")
     st.add_argument("--log", required=True, nargs="+", help=LOG_HELP)
     _add_window(st)
-    st.add_argument("--json", help="also write the summary here")
+    st.add_argument("--json", type=out_file, help="also write the summary here")
     st.add_argument("--feedback", nargs="+", help="feedback / judge score files ({id, score | thumbs} lines): mean "
                     "score per target that answered, and per rollout arm")
     st.set_defaults(func=cmd_stats)
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--lambda", dest="lambda_", type=number(), help="replay with this lambda policy")
     rp.add_argument("--value-usd", type=number(), help="replay with this value_usd policy")
     rp.add_argument("--feedback", nargs="+", help="feedback / judge score files: mean score of kept and moved calls")
-    rp.add_argument("--json", help="also write the summary here")
-    rp.add_argument("--plot", help="PNG of the routes before and after")
+    rp.add_argument("--json", type=out_file, help="also write the summary here")
+    rp.add_argument("--plot", type=out_file, help="PNG of the routes before and after")
     rp.add_argument("--threads", type=THREADS, help="onnxruntime threads (default: its own)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=cmd_replay)
@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--every", type=whole(1), help="--simulate-autotune: calls between tunes (default 100)")
     tu.add_argument("--min-calls", type=whole(1),
                     help="--simulate-autotune: calls before the first tune (default 200)")
-    tu.add_argument("--json", help="also write the sweep, frontier and choice here")
-    tu.add_argument("--plot", help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
+    tu.add_argument("--json", type=out_file, help="also write the sweep, frontier and choice here")
+    tu.add_argument("--plot", type=out_file,
+                    help="PNG of expected accuracy vs cost for every setting (needs matplotlib)")
     tu.set_defaults(func=cmd_tune)
 
     dr = sub.add_parser("drift", help="does the traffic a router logged still look like its bundle's training data?")
@@ -179,10 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--min-calls", type=whole(1), default=200, help="calls a target needs for a verdict (default 200)")
     dr.add_argument("--fail-on", choices=["moderate", "major"],
                     help="exit 3 when the verdict is this shift or worse (for a scheduled check)")
-    dr.add_argument("--novel-out", help="write the novel calls (unlike any reference row), furthest first, here as "
-                                        "`collect` prompts: the ones to label first")
-    dr.add_argument("--json", help="also write the report here")
-    dr.add_argument("--plot", help="PNG of each target's PSI and mean P(correct) against the reference")
+    dr.add_argument("--novel-out", type=out_file,
+                    help="write the novel calls (unlike any reference row), furthest first, here as `collect` prompts: "
+                         "the ones to label first")
+    dr.add_argument("--json", type=out_file, help="also write the report here")
+    dr.add_argument("--plot", type=out_file, help="PNG of each target's PSI and mean P(correct) against the reference")
     dr.set_defaults(func=cmd_drift)
 
     j = sub.add_parser("judge", help="score answers recorded in a decision log (decision_log_responses) later")
@@ -192,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--rubric", help="file with the LLM judge's rubric ({prompt}, {reference}, {answer})")
     j.add_argument("--judge-max-tokens", type=whole(1), default=JUDGE_MAX_TOKENS,
                    help="max output tokens of an llm judge's reply")
-    j.add_argument("--out", required=True, help="feedback JSONL: each score is appended as it is known; a rerun "
-                   "judges only the answers not scored there")
+    j.add_argument("--out", required=True, type=out_file,
+                   help="feedback JSONL: each score is appended as it is known; a rerun judges only the answers not "
+                        "scored there")
     j.add_argument("--concurrency", type=whole(1), default=8, help="answers judged at once (default 8)")
     j.add_argument("--quiet", action="store_true", help="no progress bar")
     j.set_defaults(func=cmd_judge)
@@ -201,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="what a LiteLLM proxy config does with its bundles: mapping, prices, routes")
     ck.add_argument("--config", required=True, help="the proxy config.yaml (or a bare model_list YAML)")
     ck.add_argument("--prompt", action="append", help="route this sample prompt in every model group (repeatable)")
-    ck.add_argument("--json", help="also write the report here")
+    ck.add_argument("--json", type=out_file, help="also write the report here")
     ck.add_argument("--strict", action="store_true", help="exit 1 when a bundle target has no deployment")
     ck.set_defaults(func=cmd_check)
 
@@ -228,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
     mig.add_argument("--config", required=True, help="the proxy config with auto_router (semantic) deployments")
     mig.add_argument("--bundle", required=True, help="bundle directory or hf://owner/name[@revision][/path]")
-    mig.add_argument("--out", required=True, help="the rewritten config to write")
+    mig.add_argument("--out", required=True, type=out_file, help="the rewritten config to write")
     mig.add_argument("--map", nargs="*", help="model_group=target pairs for routes not named after a target")
     mig.set_defaults(func=cmd_migrate)
 

@@ -42,6 +42,8 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
     (["collect", "--prompts", "p", "--config", "c", "--out", "o", "--concurrency", "0"],
      "argument --concurrency: must be at least 1, got 0"),
     (["drift", "--log", "l", "--bundle", "B", "--min-calls", "0"], "argument --min-calls: must be at least 1, got 0"),
+    (["stats", "--log", "l", "--json", "."], "argument --json: . is a directory; name a file in it"),  # a traceback
+    (["predict", "--bundle", "B", "--out", "."], "argument --out: . is a directory"),
 ])
 def test_an_out_of_range_number_is_a_usage_error_naming_the_option(args: list[str], message: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:

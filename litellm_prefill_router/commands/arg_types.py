@@ -7,6 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 
 def time_arg(value: str) -> datetime:
@@ -68,3 +69,11 @@ def layer_list(text: str) -> list[int] | None:
 
 THREADS = whole(1)  # onnxruntime intra-op threads, as routing_strategy_args.intra_op_threads
 FRACTION = number(0.0, 1.0)
+
+
+def out_file(text: str) -> str:
+    """An argparse type: a file to write - not an existing directory (its missing parent directories are made when
+    it is written)."""
+    if Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    return text

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import data_arg, table
+from .common import data_arg, table, write_text
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -125,7 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = check_config(args.config, args.prompt)
     print(format_report(report), end="")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text(args.json, json.dumps(report, indent=2))
     problems = warnings_of(report)
     if args.strict and problems:
         print(f"--strict: {len(problems)} problem(s): " + "; ".join(problems), file=sys.stderr)
@@ -153,7 +153,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--map takes model_group=target pairs, got {bad}")
     mapping = dict(m.split("=", 1) for m in args.map or [])
     new, notes = migrate_auto_router_config(config, args.bundle, target_map=mapping, config_dir=src.parent)
-    Path(args.out).write_text(yaml.safe_dump(new, sort_keys=False))
+    write_text(args.out, yaml.safe_dump(new, sort_keys=False))
     for n in notes:
         print(f"- {n}")
     print(f"wrote {args.out}")

@@ -89,9 +89,17 @@ def pyplot() -> Any:
     return plt
 
 
+def write_text(path: str, text: str) -> None:
+    """An output file (``--json``, ``--out``): its missing parent directories are made first."""
+    p = Path(path).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+
+
 def write_outputs(args: argparse.Namespace, result: dict, plot: Callable[[dict, Path], None]) -> None:
-    """``--json`` and ``--plot`` of a command's result."""
+    """``--json`` and ``--plot`` of a command's result (missing parent directories made)."""
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_text(args.json, json.dumps(result, indent=1))
     if args.plot:
-        plot(result, Path(args.plot))
+        Path(args.plot).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        plot(result, Path(args.plot).expanduser())

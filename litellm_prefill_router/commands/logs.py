@@ -7,11 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from .common import decision_records, feedback_scores, or_dash, pyplot, read_rubric, table, write_outputs
+from .common import decision_records, feedback_scores, or_dash, pyplot, read_rubric, table, write_outputs, write_text
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ..log_stats import LogStatsError, summarize
 
@@ -89,7 +88,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                        float("nan") if b["mean_score"] is None else b["mean_score"],
                        next(iter(b["targets"]), "-")] for v, b in st["bundles"].items()]))
     if args.json:
-        Path(args.json).write_text(json.dumps(st, indent=1))
+        write_text(args.json, json.dumps(st, indent=1))
     return 0
 
 
