@@ -17,6 +17,7 @@ from .errors import (
     BundleMissingFileError,
     BundlePathError,
     BundleSchemaError,
+    BundleWriteError,
     ConfigurationError,
     InferenceError,
     PrefillRouterError,
@@ -61,6 +62,6 @@ __all__ = [
     "PrefillRouter", "PrefillRoutingStrategy", "install", "flush_logging", "PrefillSemanticRouter",
     "PrefillTierClassifier", "PrefillRoutingPlugin",
     "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
-    "BundleSchemaError", "BundlePathError", "ConfigurationError", "UnpricedDeploymentError", "InferenceError",
-    "PromptError", "RequestSettingsError",
+    "BundleSchemaError", "BundlePathError", "BundleWriteError", "ConfigurationError", "UnpricedDeploymentError",
+    "InferenceError", "PromptError", "RequestSettingsError",
 ]

@@ -25,6 +25,7 @@ from .errors import (
     BundleMissingFileError,
     BundlePathError,
     BundleSchemaError,
+    BundleWriteError,
 )
 from .hub import resolve_bundle
 
@@ -299,11 +300,23 @@ def copy_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Bundle:
     return load_bundle(Path(out_dir).expanduser().resolve())
 
 
+def check_bundle_destination(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` resolved, if a bundle may be written there: nothing there yet, an empty directory, or an earlier
+    bundle (which the new one replaces). A file, or a directory holding anything else, is a :class:`BundleWriteError`
+    - replacing it would delete it. Checked before any work (training takes minutes) and again when writing."""
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not (out.is_dir() and ((out / MANIFEST_NAME).is_file() or not any(out.iterdir()))):
+        what = "a file" if not out.is_dir() else "a directory that is not a bundle (no manifest.json)"
+        raise BundleWriteError(f"{out} is {what}; a bundle replaces only an earlier bundle or an empty directory - "
+                               "name a new directory for it")
+    return out
+
+
 @contextmanager
 def _staged(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """A temp directory beside ``out_dir`` to write a bundle into; renamed to ``out_dir`` (replacing what is there)
     when the block ends, removed if it fails - so a reader never sees half a bundle."""
-    out = Path(out_dir).expanduser().resolve()
+    out = check_bundle_destination(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

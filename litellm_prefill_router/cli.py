@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .commands.arg_types import FRACTION, THREADS, layer_list, number, out_file, time_arg, whole
+from .commands.arg_types import FRACTION, THREADS, layer_list, number, out_dir, out_file, time_arg, whole
 from .commands.bundles import (
     cmd_check,
     cmd_info,
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="router vs baselines on the same rows (JSON + Markdown + PNG)")
     e.add_argument("--data", help=f"dataset file or directory (or ${DATA_ENV})")
     e.add_argument("--models-json", help="prices per target (default: models.json beside the data)")
-    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--out", required=True, type=out_dir, help="output directory")
     e.add_argument("--bundle", help="score this bundle (as served, ONNX) on --split")
     e.add_argument("--split", default="test", help="split to score a bundle on (default: test)")
     e.add_argument("--cv", type=whole(2), help="K-fold cross-validation of the training recipe over every row")
@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("pull", help="copy a bundle (hf://owner/name@rev, or a directory) to a plain directory, "
                                      "verified: for an image or a machine without the Hub")
     pl.add_argument("--bundle", required=True, help="hf://owner/name[@revision][/path] or a bundle directory")
-    pl.add_argument("--out", required=True, help="directory to write (replaced atomically if it exists)")
+    pl.add_argument("--out", required=True,
+                    help="directory to write (new, empty, or an earlier bundle it replaces atomically)")
     pl.set_defaults(func=cmd_pull)
 
     mig = sub.add_parser("migrate", help="rewrite a LiteLLM auto_router (semantic) proxy config for prefill")
@@ -258,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "default 0.012)")
         t.set_defaults(func=fn)
         if name == "train":
-            t.add_argument("--out", required=True, help="bundle directory to write")
+            t.add_argument("--out", required=True,
+                           help="bundle directory to write (new, empty, or an earlier bundle it replaces)")
             t.add_argument("--models-json", help="prices per target (default: models.json beside the data)")
             t.add_argument("--add", action="append", metavar="ROWS.jsonl",
                            help="extra training rows (from `collect` or `feedback`), repeatable")
@@ -279,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="keep the encoder's weights in encoder.onnx.data beside the graph (automatic past "
                                 "1.5 GB: one ONNX file cannot pass 2 GB)")
         else:
-            t.add_argument("--out", help="directory for the probe report (JSON + PNG)")
+            t.add_argument("--out", type=out_dir, help="directory for the probe report (JSON + PNG)")
     return p
 
 

@@ -27,6 +27,11 @@ class BundlePathError(BundleError):
     """A file name in the manifest would leave the bundle directory."""
 
 
+class BundleWriteError(BundleError):
+    """A bundle cannot be written where asked: the path holds a file, or a directory that is not a bundle (writing
+    there would delete it)."""
+
+
 class BundleLocationError(BundleError):
     """An ``hf://`` bundle reference is malformed, or its repository, revision or files cannot be fetched."""
 

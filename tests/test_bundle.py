@@ -120,3 +120,26 @@ def test_symlink_leaving_the_bundle_is_refused(bundle_copy: Path, tmp_path: Path
     (bundle_copy / "report.json").symlink_to(outside)
     with pytest.raises(BundlePathError, match="outside the bundle"):
         load_bundle(bundle_copy)
+
+
+def test_a_bundle_is_written_only_where_nothing_but_an_earlier_bundle_would_be_replaced(bundle_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    from litellm_prefill_router import BundleWriteError
+    from litellm_prefill_router.bundle import copy_bundle
+    from litellm_prefill_router.cli import main
+
+    src = load_bundle(bundle_dir)
+    project = tmp_path / "project"  # e.g. `pull --out .` in a working directory: it was renamed away and deleted
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    a_file = tmp_path / "bundle.tar"
+    a_file.write_text("not a directory")
+    for out, said in ((project, "a directory that is not a bundle"), (a_file, "is a file")):
+        with pytest.raises(BundleWriteError, match=said):
+            copy_bundle(src, out)
+        assert main(["pull", "--bundle", str(bundle_dir), "--out", str(out)]) == 2
+    assert (project / "notes.txt").read_text() == "keep me" and a_file.read_text() == "not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar", "project"]  # no .old, no temp directory left
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):  # new, empty, then an earlier bundle
+        assert copy_bundle(src, out).manifest == src.manifest

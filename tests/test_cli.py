@@ -44,6 +44,7 @@ def test_route_prints_the_table_and_the_decision(bundle_dir: Path, capsys: pytes
     (["drift", "--log", "l", "--bundle", "B", "--min-calls", "0"], "argument --min-calls: must be at least 1, got 0"),
     (["stats", "--log", "l", "--json", "."], "argument --json: . is a directory; name a file in it"),  # a traceback
     (["predict", "--bundle", "B", "--out", "."], "argument --out: . is a directory"),
+    (["evaluate", "--out", __file__, "--cv", "5"], "argument --out: " + __file__ + " is a file; name a directory"),
 ])
 def test_an_out_of_range_number_is_a_usage_error_naming_the_option(args: list[str], message: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,3 +77,10 @@ def out_file(text: str) -> str:
     if Path(text).expanduser().is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
     return text
+
+
+def out_dir(text: str) -> str:
+    """An argparse type: a directory to write reports into - not an existing file (made if missing)."""
+    if Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a file; name a directory for the outputs")
+    return text

@@ -57,8 +57,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..bundle import copy_bundle, load_bundle
+    from ..bundle import check_bundle_destination, copy_bundle, load_bundle
 
+    check_bundle_destination(args.out)  # before fetching anything
     src = load_bundle(args.bundle)
     out = copy_bundle(src, args.out)
     print(f"copied {src.source} ({len(src.manifest.files) + 1} files, verified) to {out.directory}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle, load_bundle, write_bundle
+from ..bundle import Bundle, check_bundle_destination, load_bundle, write_bundle
 from ..costs import cost_matrix
 from ..errors import PrefillRouterError
 from .data import RoutingDataset, require_labels
@@ -104,6 +104,7 @@ def continue_training(bundle_dir: str | Path, ds: RoutingDataset, out: str | Pat
     from .trunk import TrunkConfig, fit_trunk
 
     t0 = time.perf_counter()
+    check_bundle_destination(out)  # before the work, not after
     parent = load_bundle(bundle_dir)
     m = parent.manifest
     names = [t.name for t in m.targets]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle, write_bundle
+from ..bundle import Bundle, check_bundle_destination, write_bundle
 from ..costs import cost_matrix
 from ..drift import reference_distribution
 from ..errors import PrefillRouterError
@@ -165,6 +165,7 @@ def _save_probes(cache: FeatureCache, scores: np.ndarray, targets: Sequence[str]
 def train(data: str | Path | RoutingDataset, out: str | Path, opts: TrainOptions | None = None,
           models_json: str | Path | None = None) -> tuple[Bundle, dict[str, Any]]:
     opts = opts or TrainOptions()
+    check_bundle_destination(out)  # before minutes of work, not after
     sw = Stopwatch()
     t_start = time.perf_counter()
     with sw.stage("load data"):
