@@ -163,6 +163,11 @@ class Collector:
         self.opts = opts or CollectOptions()
         self.out = Path(out)
         self.log_path = self.out.with_name(self.out.name + ".calls.jsonl")
+        if self.out.is_file() and self.out.stat().st_size and not self.log_path.exists():
+            # the dataset is rebuilt from the call log: a file without one is someone else's data, not a past run's
+            raise CollectError(f"{self.out} exists and is not the output of an earlier collect (no "
+                               f"{self.log_path.name} beside it), so collecting would overwrite it; name a new file "
+                               "(train with both: --data BASE --add NEW)")
         groups = client.groups()
         self.default_judge = parse_judge(self.opts.judge, self.opts.rubric, self.opts.judge_max_tokens) \
             if self.opts.judge else None

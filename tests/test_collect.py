@@ -341,6 +341,19 @@ def test_bad_prompt_files_fail_with_the_line_number(tmp_path: Path, line: str, m
         load_prompts(p)
 
 
+def test_collect_refuses_to_overwrite_a_dataset_it_did_not_write(tmp_path: Path) -> None:
+    model_list = load_router_config(_config(tmp_path / "router.yaml"))
+    recs, base = load_prompts(_prompts(tmp_path / "p.jsonl", 2)), tmp_path / "routing.jsonl"
+    base.write_text('{"id": "mine", "prompt": "x", "scores": {"a": 1}}\n')  # e.g. the base dataset's own file
+    with pytest.raises(CollectError, match="routing.jsonl exists and is not the output of an earlier collect"):
+        Collector(recs, CollectionClient(model_list), base, CollectOptions(progress=False))
+    assert base.read_text().startswith('{"id": "mine"')  # before: rewritten with the collected rows only
+    new = tmp_path / "new.jsonl"
+    for _ in range(2):  # its own output is rebuilt by a rerun, as before
+        asyncio.run(Collector(recs, CollectionClient(model_list), new, CollectOptions(progress=False)).run())
+    assert len(new.read_text().splitlines()) == 2
+
+
 def test_collect_refuses_unknown_targets_and_a_ceiling_it_cannot_price(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "router.yaml")
     recs = load_prompts(_prompts(tmp_path / "p.jsonl", 2))
