@@ -150,6 +150,19 @@ def test_predict_scores_prompts_without_labels_or_splits_every_row(bundle_dir: P
         main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--split", "val", "--out", str(out)])
 
 
+def test_predict_and_migrate_refuse_to_write_over_their_own_input(bundle_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"id": "q1", "prompt": MATH_PROMPT}) + "\n")
+    with pytest.raises(SystemExit, match="is the data file itself"):
+        main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(data)])
+    cfg = tmp_path / "proxy.yaml"
+    cfg.write_text("model_list: []\n")
+    assert main(["migrate", "--config", str(cfg), "--bundle", str(bundle_dir), "--out", str(cfg)]) == 2
+    assert "is the config being migrated" in capsys.readouterr().err
+    assert json.loads(data.read_text())["id"] == "q1" and cfg.read_text() == "model_list: []\n"
+
+
 def test_predict_rejects_a_line_that_is_not_an_object_naming_the_line(bundle_dir: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "prompts.jsonl"
