@@ -21,7 +21,7 @@ from .commands.bundles import (
     cmd_route,
     cmd_settings,
 )
-from .commands.common import DATA_ENV
+from .commands.common import DATA_ENV, check_outputs_apart
 from .commands.learning import cmd_drift, cmd_tune
 from .commands.logs import cmd_feedback, cmd_judge, cmd_replay, cmd_stats
 from .commands.training import cmd_collect, cmd_evaluate, cmd_probe, cmd_train
@@ -292,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import PrefillRouterError
 
     try:
+        check_outputs_apart(args)
         return int(args.func(args))
     except PrefillRouterError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -150,16 +150,26 @@ def test_predict_scores_prompts_without_labels_or_splits_every_row(bundle_dir: P
         main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--split", "val", "--out", str(out)])
 
 
-def test_predict_and_migrate_refuse_to_write_over_their_own_input(bundle_dir: Path, tmp_path: Path,
+def test_a_command_refuses_to_write_over_its_own_input(bundle_dir: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "prompts.jsonl"
+    data = tmp_path / "routing.jsonl"
     data.write_text(json.dumps({"id": "q1", "prompt": MATH_PROMPT}) + "\n")
-    with pytest.raises(SystemExit, match="is the data file itself"):
-        main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(data)])
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(data)]) == 2
+    assert f"--out {data} is also --data, an input of this command" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="is the data file itself"):  # --data names the directory that holds it
+        main(["predict", "--bundle", str(bundle_dir), "--data", str(tmp_path), "--out", str(data)])
     cfg = tmp_path / "proxy.yaml"
     cfg.write_text("model_list: []\n")
     assert main(["migrate", "--config", str(cfg), "--bundle", str(bundle_dir), "--out", str(cfg)]) == 2
-    assert "is the config being migrated" in capsys.readouterr().err
+    assert f"--out {cfg} is also --config, an input of this command" in capsys.readouterr().err
+    log = tmp_path / "decisions.jsonl"
+    log.write_text('{"litellm_call_id": "c1"}\n')
+    for command in (["judge", "--log", str(log), "--judge", "regex:x", "--out", str(log)],  # appended to the log
+                    ["feedback", "--log", str(log), "--feedback", str(data), "--out", str(data)],
+                    ["stats", "--log", str(log), "--json", str(log)]):
+        assert main(command) == 2
+        assert "an input of this command" in capsys.readouterr().err
+    assert log.read_text() == '{"litellm_call_id": "c1"}\n'
     assert json.loads(data.read_text())["id"] == "q1" and cfg.read_text() == "model_list: []\n"
 
 

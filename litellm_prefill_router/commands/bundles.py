@@ -103,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     pred = PrefillPredictor(args.bundle, intra_op_threads=args.threads)
     m = pred.bundle.manifest
     ds = load_dataset(data_arg(args.data), min_labels=0, require_scores=False)
-    if Path(args.out).expanduser().resolve() == Path(ds.source).resolve():
+    if Path(args.out).expanduser().resolve() == Path(ds.source).resolve():  # --data named its directory
         raise SystemExit(f"error: --out {args.out} is the data file itself; write the predictions beside it")
     # default: the data's test split; data that names no splits (prompts to score, say) is predicted whole
     split = args.split or ("all" if ds.splits_assigned else "test")
@@ -146,9 +146,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from ..semantic import migrate_auto_router_config
 
     src = Path(args.config)
-    if Path(args.out).expanduser().resolve() == src.expanduser().resolve():
-        raise ConfigurationError(f"--out {args.out} is the config being migrated; write the new one beside it (the "
-                                 "old one is the way back)")
     try:
         config = yaml.safe_load(src.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:

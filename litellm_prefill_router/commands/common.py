@@ -103,3 +103,27 @@ def write_outputs(args: argparse.Namespace, result: dict, plot: Callable[[dict, 
     if args.plot:
         Path(args.plot).expanduser().parent.mkdir(parents=True, exist_ok=True)
         plot(result, Path(args.plot).expanduser())
+
+
+_INPUTS = ("log", "feedback", "data", "config", "reference_log", "prompts", "rubric", "models_json", "add")
+_OUTPUTS = ("out", "json", "plot", "novel_out")
+
+
+def check_outputs_apart(args: argparse.Namespace) -> None:
+    """Refuse a command whose output file is one of its input files (``judge --out`` the decision log it reads,
+    ``feedback --out`` a feedback file): writing it would destroy or corrupt the input before, or while, it is read."""
+    from ..errors import PrefillRouterError
+
+    def paths(names: tuple[str, ...]) -> dict[Path, str]:
+        found: dict[Path, str] = {}
+        for name in names:
+            value = getattr(args, name, None)
+            for v in value if isinstance(value, list) else [value] if value else []:
+                found.setdefault(Path(str(v)).expanduser().resolve(), f"--{name.replace('_', '-')}")
+        return found
+
+    inputs = paths(_INPUTS)
+    for path, option in paths(_OUTPUTS).items():
+        if path in inputs:
+            raise PrefillRouterError(f"{option} {path} is also {inputs[path]}, an input of this command; writing it "
+                                     "would destroy what is read - name another file")
