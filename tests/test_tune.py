@@ -250,8 +250,14 @@ def test_autotune_simulation_settings_without_the_simulation_are_refused(
 def test_an_output_file_in_a_directory_not_made_yet_is_written_there(log: list[dict], tmp_path: Path) -> None:
     path = tmp_path / "decisions.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in log))
-    report, plot = tmp_path / "reports" / "week-48" / "stats.json", tmp_path / "plots" / "tune.png"
+    report = tmp_path / "reports" / "week-48" / "stats.json"
     assert main(["stats", "--log", str(path), "--json", str(report)]) == 0  # a FileNotFoundError traceback before
     assert json.loads(report.read_text())["calls"] == len(log)
+
+
+def test_a_plot_in_a_directory_not_made_yet_is_written_there(log: list[dict], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (the train extra; not in the serving install)")
+    path, plot = tmp_path / "decisions.jsonl", tmp_path / "plots" / "tune.png"
+    path.write_text("".join(json.dumps(x) + "\n" for x in log))
     assert main(["tune", "--log", str(path), "--savings", "0", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
