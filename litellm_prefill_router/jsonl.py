@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -40,8 +41,9 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 def checked_log_template(template: str | None) -> str | None:
     """``template`` (a log path, or None); ValueError naming any ``{...}`` part not in :data:`LOG_PLACEHOLDERS`, or
-    a file this process could not write: a directory, or in a directory it cannot create or write to (checked without
-    creating anything; for a pydantic validator)."""
+    a file this process could not write: a directory, or in a directory it cannot create or write to (checked by
+    opening: the file for appending, an unnamed temporary file in the directory; nothing is created; for a pydantic
+    validator)."""
     bad = [m for m in _PLACEHOLDER.findall(template or "") if m not in LOG_PLACEHOLDERS]
     if bad:
         raise ValueError(f"decision_log {template!r} has unknown placeholders {bad}; use "
@@ -56,16 +58,22 @@ def _check_writable(path: Path, template: str) -> None:
         raise ValueError(f"decision_log {template!r} is a directory; name a file in it, e.g. "
                          f"{str(Path(template) / 'decisions-{date}.jsonl')!r}")
     if path.exists():
-        if not os.access(path, os.W_OK):
-            raise ValueError(f"decision_log {template!r}: {path} exists and this process may not write to it")
+        try:
+            with path.open("ab"):  # opened for appending, nothing written: the file is unchanged
+                pass
+        except OSError as err:
+            raise ValueError(f"decision_log {template!r}: {path} cannot be appended to ({err})") from err
         return
     existing = next(d for d in path.parents if d.exists())  # the directory the missing ones would be made in
     if not existing.is_dir():
         raise ValueError(f"decision_log {template!r}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # an unnamed file where one is supported (O_TMPFILE): nothing appears in the directory
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:  # os.access would say yes to root on a read-only mount
         what = "directory" if existing == path.parent else f"missing directory {path.parent} in"
-        raise ValueError(f"decision_log {template!r}: this process may not create the {what} {existing}; "
-                         "name a writable path")
+        raise ValueError(f"decision_log {template!r}: this process may not create the {what} {existing} "
+                         f"({err}); name a writable path") from err
 
 
 def _now() -> datetime:

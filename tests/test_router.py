@@ -1128,6 +1128,20 @@ def test_a_decision_log_this_process_could_not_write_is_refused_at_construction(
     assert not (tmp_path / "logs").exists()  # checked without creating anything
 
 
+def test_a_decision_log_on_a_read_only_file_system_is_refused_even_for_root(bundle_dir: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> None:  # what a read-only mount answers, whoever asks
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)  # os.access says yes to root there: it was accepted
+    with pytest.raises(ConfigurationError, match="may not create the directory .*Read-only file system"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(tmp_path / "d.jsonl")})
+
+
 async def test_a_decision_log_that_stops_being_writable_is_reported_once_and_no_call_is_lost(
         bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from litellm_prefill_router import flush_logging
