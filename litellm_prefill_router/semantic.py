@@ -378,7 +378,8 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
         raise ConfigurationError(f"--map names {unknown}, which are not targets of bundle {bundle}; its targets: "
                                  f"{sorted(targets)}")
     model_list = list(config.get("model_list") or [])
-    if not any(_is_auto_router(d) for d in model_list):
+    migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list if _is_auto_router(d)))
+    if not migrated:
         raise ConfigurationError("the config has no auto_router deployment to migrate (a model_list entry whose "
                                  "litellm_params.model starts with 'auto_router/'); nothing was written")
     by_group: dict[str, list[dict[str, Any]]] = {}
@@ -410,7 +411,6 @@ def migrate_auto_router_config(config: Mapping[str, Any], bundle: str, *, target
         notes.append(f"{dep.get('model_name')!r}: semantic auto_router replaced by prefill routing over {groups}")
     out = {k: v for k, v in config.items() if k not in ("model_list", "router_settings", "litellm_settings")}
     out["model_list"] = new_list
-    migrated = list(dict.fromkeys(str(d.get("model_name")) for d in model_list if _is_auto_router(d)))
     out["router_settings"] = _with_prefill_group(dict(config.get("router_settings") or {}), migrated, bundle,
                                                  {str(d.get("model_name")) for d in new_list}, notes)
     ls = dict(config.get("litellm_settings") or {})
