@@ -24,6 +24,7 @@ from .errors import (
     PromptError,
     RequestSettingsError,
     UnpricedDeploymentError,
+    UnsupportedLiteLLMError,
 )
 from .policy import RoutingDecision, RoutingPolicy
 from .predictor import PrefillPredictor
@@ -63,5 +64,5 @@ __all__ = [
     "PrefillTierClassifier", "PrefillRoutingPlugin",
     "PrefillRouterError", "BundleError", "BundleLocationError", "BundleMissingFileError", "BundleChecksumError",
     "BundleSchemaError", "BundlePathError", "BundleWriteError", "ConfigurationError", "UnpricedDeploymentError",
-    "InferenceError", "PromptError", "RequestSettingsError",
+    "InferenceError", "PromptError", "RequestSettingsError", "UnsupportedLiteLLMError",
 ]

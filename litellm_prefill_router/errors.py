@@ -58,3 +58,10 @@ class InferenceError(PrefillRouterError):
 
 class PromptError(PrefillRouterError):
     """A request's messages cannot be turned into encoder text."""
+
+
+class UnsupportedLiteLLMError(ConfigurationError, ImportError):
+    """The installed litellm cannot carry the prefill strategy (e.g. litellm 1.110+, whose ``Router`` refuses
+    subclasses and serves its routing from a new core). Raised when the Router integration is imported
+    (``PrefillRouter``, ``install``, the proxy hook, the tier classifier and routing plugin); an ``ImportError`` too,
+    so an optional import of the integration can catch it."""

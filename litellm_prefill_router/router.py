@@ -37,6 +37,8 @@ from .composition import (
     run_sync,
     use_strategy,
 )
+from .errors import UnsupportedLiteLLMError
+from .litellm_support import installed_litellm, unsubclassable_router_message
 from .records import hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
@@ -284,12 +286,15 @@ def _declared(base: type, name: str) -> Any:
     return None
 
 
-class PrefillRouter(litellm.Router):
-    """``litellm.Router`` with the ``prefill`` routing strategy built in.
+try:
+    class PrefillRouter(litellm.Router):
+        """``litellm.Router`` with the ``prefill`` routing strategy built in.
 
-    ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``, or a
-    prefill ``routing_groups`` entry beside another router-wide strategy.
-    """
+        ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``, or a
+        prefill ``routing_groups`` entry beside another router-wide strategy.
+        """
+except TypeError as err:  # litellm 1.110+: "litellm.Router cannot be subclassed"
+    raise UnsupportedLiteLLMError(unsubclassable_router_message(installed_litellm(), err)) from err
 
 
 # written against litellm.Router's own methods (captured before any install())

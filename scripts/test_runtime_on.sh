@@ -44,6 +44,17 @@ if [ "${PREFILL_TEST_LITELLM_NO_DEPS:-0}" = "1" ]; then
     echo "$unmet" >&2
     exit 1
   fi
+elif [ "${PREFILL_TEST_OUTSIDE_PIN:-0}" = "1" ]; then
+  # a litellm outside the package's pin, with its own dependencies (not its proxy extra: 1.110's needs litellm-proxy,
+  # which our package index lacks); the only unmet requirement allowed is the package's own pin of litellm
+  "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
+  "$VENV/bin/python" -m pip install -q "litellm==$LITELLM_VERSION"
+  unmet=$("$VENV/bin/python" -m pip check 2>&1 | grep -v "^litellm-prefill-router .* has requirement litellm[<>=]" || true)
+  if [ -n "$unmet" ] && [ "$unmet" != "No broken requirements found." ]; then
+    echo "test_runtime_on: litellm $LITELLM_VERSION leaves requirements unmet here:" >&2
+    echo "$unmet" >&2
+    exit 1
+  fi
 else
   "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]" "litellm[proxy]==$LITELLM_VERSION"
 fi
@@ -57,12 +68,17 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 PREFILL_ROUTER_CACHE="$WORK/cache" .venv/bin/python tests/tiny.py "$WORK" >/dev/null
 echo "runtime tests on Python $VER ($VENV), $("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("litellm", "langchain-core", "huggingface_hub")))'):"
 set +e
+# PREFILL_TEST_FILES: the test files to run (default: every runtime test file)
+DEFAULT_FILES="tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
+  tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py \
+  tests/test_runtime_imports.py tests/test_shared_metadata.py tests/test_litellm_routing.py tests/test_hub.py \
+  tests/test_replay.py tests/test_limits.py tests/test_external_data.py tests/test_providers.py \
+  tests/test_tune.py tests/test_autotune.py tests/test_drift.py tests/test_answer_lengths.py \
+  tests/test_tier_classifier.py tests/test_routing_plugin.py tests/test_hook_settings.py \
+  tests/test_litellm_support.py"
+# shellcheck disable=SC2086
 PREFILL_TEST_BUNDLE="$WORK/bundle" PREFILL_TEST_EXTERNAL_BUNDLE="$WORK/bundle-external" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
-  tests/test_router.py tests/test_proxy.py tests/test_langchain.py tests/test_semantic.py tests/test_metrics.py \
-  tests/test_predictor.py tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py \
-  tests/test_shared_metadata.py tests/test_litellm_routing.py tests/test_hub.py tests/test_replay.py tests/test_limits.py \
-  tests/test_external_data.py tests/test_providers.py tests/test_tune.py tests/test_autotune.py tests/test_drift.py tests/test_answer_lengths.py tests/test_tier_classifier.py \
-  tests/test_routing_plugin.py tests/test_hook_settings.py
+  ${PREFILL_TEST_FILES:-$DEFAULT_FILES}
 rc=$?
 set -e
 [ "$rc" -eq 5 ] && { echo "pytest collected no tests: failing on purpose" >&2; exit 1; }

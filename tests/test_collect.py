@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import tiny
-from conftest import HIST_PROMPT, MATH_PROMPT
+from conftest import HIST_PROMPT, MATH_PROMPT, needs_litellm_router, needs_training_extra
 from conftest import model_list as router_model_list
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
@@ -372,6 +372,8 @@ def test_collect_refuses_unknown_targets_and_a_ceiling_it_cannot_price(tmp_path:
 
 async def _route(bundle_dir: Path, log: Path, prompts: list[str]) -> list:
     from conftest import model_list
+
+    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter
 
     router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
@@ -461,6 +463,8 @@ def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.Ca
 async def test_a_judge_run_later_scores_logged_answers_and_feeds_the_feedback_rows(
         bundle_dir: Path, tmp_path: Path) -> None:
     from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+
+    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter, flush_logging
     from litellm_prefill_router.feedback import feedback_rows, judge_log
 
@@ -577,6 +581,8 @@ def _new_target_rows(path: Path, n: int = 120, score=lambda topic: float(topic =
 
 async def test_continue_from_adds_a_new_target_and_the_router_sends_it_what_it_answers_well(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
+    needs_training_extra()
+    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter
     from litellm_prefill_router.predictor import PrefillPredictor
 
@@ -638,6 +644,7 @@ def test_a_full_train_learns_a_new_target_from_added_rows_and_fills_its_missing_
 
 def test_a_new_target_is_refused_without_a_price_enough_labels_or_both_outcomes(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    needs_training_extra()
     base = ["--data", str(tiny_data), "--seeds", "1", "--keep", "1"]
     rows = _new_target_rows(tmp_path / "unpriced.jsonl", price=False)
     assert main(["train", *base, "--add", str(rows), "--continue-from", str(bundle_dir),
@@ -659,6 +666,7 @@ def test_a_new_target_is_refused_without_a_price_enough_labels_or_both_outcomes(
 
 def test_continue_from_refuses_data_that_leaves_a_bundle_target_unlabelled(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    needs_training_extra()
     # only math-model and history-model labelled: refitting would leave the generalist head untrained (junk routes)
     data = tmp_path / "partial.jsonl"
     with data.open("w") as f:
