@@ -11,6 +11,7 @@ the router would have taken) - the other targets stay unlabelled, which the trun
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,31 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
         logger.warning("%d decisions with feedback have no messages in the log: set decision_log_messages: true "
                        "to be able to learn from them", stats.without_messages)
     return list(rows.values()), stats
+
+
+def not_feedback_rows(path: str | Path) -> str | None:
+    """Why ``path`` may not be replaced by ``feedback`` rows (None: nothing there, an empty file, or the rows of an
+    earlier ``feedback`` run - each a ``train`` row scoring the one target that answered). A dataset's own file
+    (``--out data/routing.jsonl``: a row scores every target) or ``collect``'s output would be lost."""
+    p = Path(path).expanduser()
+    if not p.is_file() or p.stat().st_size == 0:
+        return None
+    if p.with_name(p.name + ".calls.jsonl").exists():
+        return f"it is the output of collect ({p.name}.calls.jsonl beside it)"
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return f"line {n} is not a JSON row"
+            scores = row.get("scores") if isinstance(row, dict) else None
+            if not (isinstance(scores, dict) and len(scores) == 1 and row.get("split") == "train"):
+                what = f"{len(scores)} targets' scores" if isinstance(scores, dict) else "no scores"
+                split = row.get("split") if isinstance(row, dict) else None
+                return f"line {n} is not a feedback row (split {split!r}, {what})"
+    return None
 
 
 class JudgedLines(list[dict[str, Any]]):

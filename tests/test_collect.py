@@ -452,6 +452,30 @@ def test_feedback_that_names_no_logged_call_writes_nothing_and_says_which_ids_to
     assert f"wrote 1 rows to {out}" in capsys.readouterr().out
 
 
+def test_feedback_refuses_to_replace_a_dataset_or_collect_output_but_rewrites_its_own_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
+    log.write_text(json.dumps({"litellm_call_id": "c1", "decision": {"target": "generalist", "reason": "policy"},
+                               "outcome": {"success": True}, "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    fb.write_text(json.dumps({"id": "c1", "thumbs": "up"}) + "\n")
+    base = tmp_path / "routing.jsonl"  # the base dataset: each row scores every target
+    base.write_text(json.dumps({"id": "q1", "prompt": "x", "split": "train",
+                                "scores": {"math-model": 1, "generalist": 0}}) + "\n")
+    collected = tmp_path / "collected.jsonl"  # collect's output, rebuilt from its call log
+    collected.write_text(json.dumps({"id": "q2", "prompt": "y", "split": "train", "scores": {"generalist": 1}}) + "\n")
+    (tmp_path / "collected.jsonl.calls.jsonl").write_text("")
+    for out, why in ((base, "line 1 is not a feedback row (split 'train', 2 targets' scores)"),
+                     (collected, "it is the output of collect")):
+        before = out.read_text()
+        assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(out)]) == 2
+        assert f"{out} exists and is not the output of an earlier feedback run ({why}" in capsys.readouterr().err
+        assert out.read_text() == before  # before: replaced by the feedback rows
+    own = tmp_path / "rows.jsonl"
+    for _ in range(2):  # a rerun rewrites its own earlier rows, as before
+        assert main(["feedback", "--log", str(log), "--feedback", str(fb), "--out", str(own)]) == 0
+    assert [json.loads(x)["scores"] for x in own.read_text().splitlines()] == [{"generalist": 1.0}]
+
+
 def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log, fb = tmp_path / "log.jsonl", tmp_path / "fb.jsonl"
     log.write_text("")
