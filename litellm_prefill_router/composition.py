@@ -116,6 +116,12 @@ def use_strategy(router: litellm.Router, strategy: Any) -> None:
     (register if register is not None else router.set_custom_routing_strategy)(strategy)
 
 
+def custom_strategy_of(router: litellm.Router) -> Any:
+    """The custom strategy that chooses ``router``'s deployments now (litellm 1.110+: the one ``register_plugin``
+    registered, dropped when the routing strategy changes; None before 1.110, or where none is registered)."""
+    return getattr(router, "_custom_strategy", None)
+
+
 async def healthy_deployments(router: litellm.Router, model: str, request_kwargs: dict,
                               messages: list[dict[str, str]] | None, input: str | list | None,  # noqa: A002
                               specific_deployment: bool | None) -> list[dict] | dict:
@@ -273,8 +279,19 @@ def request_override(router: litellm.Router, request_kwargs: dict) -> bool:
     """Whether this request carries a litellm routing strategy of its own (a key's or team's ``router_settings``,
     forwarded by the proxy; litellm ignores unknown names, with a warning). ``prefill`` there means: as configured."""
     override = getattr(router, "_get_request_routing_strategy_override", None)
-    return (override is not None and not is_prefill(request_kwargs.get("routing_strategy"))
-            and override(request_kwargs) is not None)
+    asked = request_kwargs.get("routing_strategy")
+    if override is None:  # litellm 1.110+: the core gives the registered prefill strategy precedence over it
+        if asked is not None and not is_prefill(asked) and str(asked) not in _UNAPPLIED_OVERRIDES:
+            _UNAPPLIED_OVERRIDES.add(str(asked))
+            logger.warning("a request asks for routing_strategy %r (e.g. its proxy key's or team's router_settings), "
+                           "which this litellm release does not apply to a router routed by the prefill strategy: "
+                           "it gives a custom strategy precedence over per-request overrides. Routed by the bundle; "
+                           "litellm<1.110 applies the override.", asked)
+        return False
+    return not is_prefill(asked) and override(request_kwargs) is not None
+
+
+_UNAPPLIED_OVERRIDES: set[str] = set()  # the override names already warned about (once each per process)
 
 
 async def override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict

@@ -1,5 +1,10 @@
-"""Which litellm releases the Router integration (``router``, the proxy hook) serves, and what it says on another.
-Imports no litellm: the message is built where the integration fails to load."""
+"""Which litellm releases the Router integration serves, and what it says on another. Imports no litellm.
+
+litellm 1.110 serves ``litellm.Router`` from a new core that refuses subclasses and has none of the methods the
+integration rewrites on earlier releases (``router``). There, the router-wide prefill strategy goes in through the
+Router's ``register_plugin`` entry point; what needs the old methods - a prefill ``routing_groups`` entry or routing
+groups beside the prefill strategy, the tier classifier, the routing plugin, the proxy hook - is refused with
+:class:`~.errors.UnsupportedLiteLLMError` and this module's message."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import importlib.metadata
 
 # the range pyproject.toml pins (tests/test_litellm_support.py keeps the two equal)
 SUPPORTED_LITELLM = ">=1.100,<1.110"
+# the releases whose Router the integration rewrites - routing groups, the hooks, the proxy need one of them
+BEFORE_NEW_CORE = ">=1.100,<1.110"
 
 
 def installed_litellm() -> str:
@@ -17,14 +24,9 @@ def installed_litellm() -> str:
         return "unknown"
 
 
-def unsubclassable_router_message(version: str, cause: object) -> str:
-    """What to say when ``litellm.Router`` refuses the ``PrefillRouter`` subclass (``cause``: litellm's words)."""
-    said = str(cause).split(". ")[0].rstrip(".")  # litellm's first sentence; the rest points at its own API
-    return (f"litellm {version} is installed, and its Router refuses the prefill strategy's subclass ({said}). "
-            f"litellm 1.110 moved the Router onto a new core whose routing strategies, routing groups and request "
-            f"methods are no longer Python methods, so PrefillRouter, routing_strategy=\"prefill\", the proxy hook, "
-            f"PrefillTierClassifier and PrefillRoutingPlugin work with litellm {SUPPORTED_LITELLM} only. Install a "
-            f"supported release: "
-            f"pip install \"litellm{SUPPORTED_LITELLM}\". PrefillRouterRunnable (LangChain), PrefillSemanticRouter "
-            f"and the prefill-router commands that build no litellm Router (train, evaluate, predict, collect, "
-            f"judge, ...) work with litellm {version} too.")
+def needs_older_litellm(what: str, why: str) -> str:
+    """The message of a feature litellm 1.110+ cannot carry: ``what`` it is, ``why`` not, and the fix."""
+    return (f"{what} needs litellm{BEFORE_NEW_CORE}: litellm {installed_litellm()} serves its Router from a new core "
+            f"that {why}. Install a release that has it: pip install \"litellm{BEFORE_NEW_CORE}\". With litellm "
+            f"{installed_litellm()}, PrefillRouter / routing_strategy=\"prefill\" route router-wide (SDK), and "
+            f"PrefillRouterRunnable and PrefillSemanticRouter work.")

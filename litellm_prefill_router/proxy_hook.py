@@ -20,10 +20,17 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from .errors import UnsupportedLiteLLMError
+from .litellm_support import needs_older_litellm
 from .records import decision_headers
-from .router import install
+from .router import ROUTER_ACCEPTS_SUBCLASSES, install
 from .shared_metadata import answered_with, keep_answers
 
+if not ROUTER_ACCEPTS_SUBCLASSES:  # the proxy builds its Router from its config through the new core
+    raise UnsupportedLiteLLMError(needs_older_litellm(
+        "The LiteLLM proxy's prefill strategy (litellm_prefill_router.proxy_hook)",
+        "builds the proxy's Router from its config without a constructor to hook, and checks routing_strategy "
+        "against a fixed list"))
 install()
 keep_answers()  # the headers of a response without hidden params read the answering attempt's decision from there
 

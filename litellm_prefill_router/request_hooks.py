@@ -18,7 +18,7 @@ from .autotune import Autotuner
 from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_model, deployment_price, described_from
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnsupportedLiteLLMError
 from .hook_settings import HOOK_SETTINGS, HookSettings, validated_settings
 from .jsonl import checked_log_template
 from .metrics import reload_observer
@@ -56,7 +56,14 @@ class RequestHook(ServedRoutes):
         execution_providers, autotune = settings.get("execution_providers"), settings.get("autotune")
         shadow, rollout = settings.get("shadow", False), settings.get("rollout", 1.0)
         from .decision_logger import log_target  # litellm-facing: imported with the hook only
-        from .router import install
+        from .router import ROUTER_ACCEPTS_SUBCLASSES, install
+
+        if not ROUTER_ACCEPTS_SUBCLASSES:
+            from .litellm_support import needs_older_litellm
+
+            raise UnsupportedLiteLLMError(needs_older_litellm(
+                type(self).__name__, "runs its routing plugins and pre-routing strategies itself, past the hooks that "
+                "carry this one's decision; route with PrefillRouter / routing_strategy=\"prefill\" instead"))
 
         self.rollout = checked_serving(shadow, rollout, *serving)
         self.shadow = bool(shadow)

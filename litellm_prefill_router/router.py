@@ -2,7 +2,9 @@
 
 * :class:`PrefillRouter` - ``litellm.Router`` that accepts ``routing_strategy="prefill"``
   and copies each decision into the response's ``_hidden_params`` (chat and text completions, Responses API,
-  Anthropic messages).
+  Anthropic messages). On litellm 1.110+, whose Router refuses subclasses, it builds a ``litellm.Router`` with the
+  strategy registered through ``register_plugin`` (see "litellm 1.110+" below; what that release cannot carry is
+  refused with ``UnsupportedLiteLLMError``, ``litellm_support``).
 * :func:`install` - teach a plain ``litellm.Router`` (SDK or proxy) the ``prefill`` strategy.
 * :func:`router_from_config`, :func:`prefill_strategies` - a config's router as the proxy builds it, and its
   prefill strategies (``prefill-router check``).
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import importlib
 import inspect
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
@@ -29,16 +33,18 @@ import litellm
 
 from .composition import (
     PREFILL,
+    custom_strategy_of,
     is_prefill,
     prompt_of,
     request_metadata,
     routing_groups_of,
     routing_strategy_of,
     run_sync,
+    setting_of,
     use_strategy,
 )
 from .errors import UnsupportedLiteLLMError
-from .litellm_support import installed_litellm, unsubclassable_router_message
+from .litellm_support import needs_older_litellm
 from .records import hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
@@ -286,6 +292,109 @@ def _declared(base: type, name: str) -> Any:
     return None
 
 
+# -- litellm 1.110+: a Router that refuses subclasses ----------------------------------------------------------------
+# litellm 1.110 serves litellm.Router from a new core: the class refuses subclasses, and the members the hooks above
+# rewrite are gone. There the prefill strategy goes in through the Router's own entry point for custom routing,
+# register_plugin(), on a router built with litellm's default strategy, and the request endpoints of that router are
+# wrapped so each response carries its decision. What the core resolves itself - routing groups, a key's or team's
+# strategy override, the pre-routing strategies - cannot run a custom strategy, so a prefill routing group is refused.
+# Request endpoints of a sealed router whose responses carry the decision, with the metadata key litellm uses for them.
+_SEALED_DECISION_ENDPOINTS: dict[str, str] = {
+    "acompletion": "metadata", "completion": "metadata", "atext_completion": "metadata",
+    "aresponses": "litellm_metadata", "responses": "litellm_metadata",
+    "aanthropic_messages": "litellm_metadata", "anthropic_messages": "litellm_metadata",
+}
+
+
+def _refuse_routing_groups(routing_groups: Any, prefill_router: bool) -> None:
+    """On litellm 1.110+: a prefill ``routing_groups`` entry, or routing groups beside a router-wide prefill strategy,
+    is refused - the core resolves groups itself, with no custom strategy per group, and gives no way to run a
+    group's strategy among the deployments of the target the bundle chose."""
+    for group in routing_groups or ():
+        get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
+        name, strategy = get("group_name", None), get("routing_strategy", None)
+        if is_prefill(strategy):
+            raise UnsupportedLiteLLMError(needs_older_litellm(
+                f"routing_groups entry {name!r} with routing_strategy: prefill",
+                "takes no custom strategy per routing group; make prefill the router's own routing_strategy"))
+        if prefill_router:
+            raise UnsupportedLiteLLMError(needs_older_litellm(
+                f"routing_groups entry {name!r} ({getattr(strategy, 'value', strategy)}) beside the router-wide "
+                f"prefill strategy", "cannot run a group's strategy among the deployments of the target the bundle "
+                "chose; drop routing_groups"))
+
+
+def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
+    """Make the prefill strategy choose ``router``'s deployments (a litellm 1.110+ Router, its own strategy
+    simple-shuffle): registered as its custom routing, its request endpoints carrying each decision."""
+    strategy = PrefillRoutingStrategy(router, routing_strategy_args or {})
+    use_strategy(router, strategy)
+    router.prefill_strategy = strategy
+    if not getattr(router, "_prefill_endpoints", False):
+        for name, key in _SEALED_DECISION_ENDPOINTS.items():
+            endpoint = getattr(router, name, None)
+            if callable(endpoint):
+                setattr(router, name, functools.partial(_sealed_decision_hook, key, endpoint, router))
+        router._prefill_endpoints = True
+
+
+def _sealed_decision_hook(metadata_key: str, original: Callable[..., Any], router: Any, *args: Any,
+                          **kwargs: Any) -> Any:
+    """A litellm 1.110+ request endpoint's hook: :func:`_decision_hook`, with the request's ``litellm_trace_id`` set
+    here when the caller gave none (litellm sets it only inside the endpoint, and requests sharing a metadata dict
+    find their own decision by it)."""
+    kwargs.setdefault("litellm_trace_id", str(uuid.uuid4()))
+    return _decision_hook(metadata_key, original, router, *args, **kwargs)
+
+
+def _routes_by_prefill(router: Any) -> bool:
+    own = getattr(router, "prefill_strategy", None)
+    return own is not None and custom_strategy_of(router) is own
+
+
+def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args: Any, **kwargs: Any) -> Any:
+    """``router.apply(ChangeSet(settings={"routing_strategy": "prefill", ...}))`` on litellm 1.110+: litellm's
+    simple-shuffle, then the prefill strategy; new ``routing_strategy_args`` of a prefill router rebuild its
+    strategy (another strategy drops it: litellm forgets a custom strategy when the routing strategy changes)."""
+    settings = dict(getattr(changes, "settings", None) or {})
+    to_prefill = is_prefill(settings.get("routing_strategy"))
+    new_args = "routing_strategy_args" in settings and "routing_strategy" not in settings and _routes_by_prefill(router)
+    if to_prefill or ("routing_groups" in settings and _routes_by_prefill(router)):
+        _refuse_routing_groups(settings.get("routing_groups", setting_of(router, "routing_groups")), True)
+    if to_prefill:
+        changes = dataclasses.replace(changes, settings={**settings, "routing_strategy": "simple-shuffle"})
+    result = original(changes, *args, **kwargs)
+    if "routing_strategy" in settings and not to_prefill and _routes_by_prefill(router):
+        # litellm drops a custom strategy only when the strategy changes: simple-shuffle -> simple-shuffle keeps it
+        router.routing_strategy_init(settings["routing_strategy"], settings.get("routing_strategy_args") or {})
+    if to_prefill or new_args:
+        _route_by_prefill(router, cast("dict | None", settings.get("routing_strategy_args"))
+                          or getattr(router, "routing_strategy_args", None))
+    return result
+
+
+def _build_sealed(original_init: Callable[..., None], router: Any, args: tuple, kwargs: dict) -> None:
+    """Build ``router`` (a litellm 1.110+ Router) with ``original_init``; with ``routing_strategy="prefill"``:
+    litellm's simple-shuffle, then the prefill strategy (:func:`_route_by_prefill`). Its ``apply`` learns the
+    strategy's name too."""
+    prefill = is_prefill(kwargs.get("routing_strategy"))
+    _refuse_routing_groups(kwargs.get("routing_groups"), prefill)
+    original_init(router, *args, **({**kwargs, "routing_strategy": "simple-shuffle"} if prefill else kwargs))
+    if prefill:
+        _route_by_prefill(router, kwargs.get("routing_strategy_args"))
+    apply = getattr(router, "apply", None)
+    if callable(apply):
+        router.apply = functools.partial(_sealed_apply, apply, router)
+
+
+class _BuildsRouters(type):
+    """A ``PrefillRouter`` on litellm 1.110+ is a ``litellm.Router`` it built (the Router refuses subclasses):
+    ``isinstance(router, PrefillRouter)`` is true for those."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return isinstance(instance, litellm.Router) and bool(getattr(instance, "_built_by_prefill_router", False))
+
+
 try:
     class PrefillRouter(litellm.Router):
         """``litellm.Router`` with the ``prefill`` routing strategy built in.
@@ -293,30 +402,55 @@ try:
         ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args={"bundle": DIR})``, or a
         prefill ``routing_groups`` entry beside another router-wide strategy.
         """
-except TypeError as err:  # litellm 1.110+: "litellm.Router cannot be subclassed"
-    raise UnsupportedLiteLLMError(unsubclassable_router_message(installed_litellm(), err)) from err
+    ROUTER_ACCEPTS_SUBCLASSES = True
+except TypeError:  # litellm 1.110+: "litellm.Router cannot be subclassed"
+    ROUTER_ACCEPTS_SUBCLASSES = False
 
+    class PrefillRouter(metaclass=_BuildsRouters):  # type: ignore[no-redef]
+        """A ``litellm.Router`` with the ``prefill`` routing strategy (litellm 1.110+: the Router refuses subclasses,
+        so this builds one): ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args=
+        {"bundle": DIR})``. A prefill ``routing_groups`` entry needs litellm < 1.110."""
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+            router = litellm.Router.__new__(litellm.Router)
+            _build_sealed(_ROUTER_INIT, router, args, kwargs)
+            router._built_by_prefill_router = True  # type: ignore[attr-defined]
+            return router
+
+
+_ROUTER_INIT: Callable[..., None] = litellm.Router.__init__  # litellm's own, captured before any install()
 
 # written against litellm.Router's own methods (captured before any install())
-for _name, _method in _router_methods(litellm.Router).items():
-    setattr(PrefillRouter, _name, _method)
-del _name, _method
+if ROUTER_ACCEPTS_SUBCLASSES:
+    for _name, _method in _router_methods(litellm.Router).items():
+        setattr(PrefillRouter, _name, _method)
+    del _name, _method
 
+
+def _sealed_init_hook(original: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        _build_sealed(original, self, args, kwargs)
+    return __init__
 
 
 def install() -> None:
     """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (router-wide or in a
-    ``routing_groups`` entry) and carry decisions in its responses (idempotent).
+    ``routing_groups`` entry; litellm 1.110+: router-wide) and carry decisions in its responses (idempotent).
 
-    Patches ``litellm.Router`` with the methods of :class:`PrefillRouter`; used by
+    Patches ``litellm.Router`` with the methods of :class:`PrefillRouter` (litellm 1.110+: its constructor); used by
     the proxy hook (``litellm_prefill_router.proxy_hook``).
     """
     with _INSTALL_LOCK:
         base = litellm.Router
-        if getattr(base, "_prefill_installed", False) or issubclass(base, PrefillRouter):
+        if getattr(base, "_prefill_installed", False) or (ROUTER_ACCEPTS_SUBCLASSES
+                                                          and issubclass(base, PrefillRouter)):
             return
-        for name, method in _router_methods(base).items():
-            setattr(base, name, method)
+        if ROUTER_ACCEPTS_SUBCLASSES:
+            for name, method in _router_methods(base).items():
+                setattr(base, name, method)
+        else:
+            base.__init__ = _sealed_init_hook(base.__init__)  # type: ignore[method-assign]
         base._prefill_installed = True  # type: ignore[attr-defined]
 
 
@@ -339,7 +473,8 @@ def prefill_strategies(router: litellm.Router) -> dict[str, PrefillRoutingStrate
     NAME"`` for each ``routing_groups`` entry with its own bundle."""
     out: dict[str, PrefillRoutingStrategy] = {}
     own = getattr(router, "prefill_strategy", None)
-    if is_prefill(routing_strategy_of(router)) and isinstance(own, PrefillRoutingStrategy):
+    if isinstance(own, PrefillRoutingStrategy) and (is_prefill(routing_strategy_of(router)) or
+                                                     (not ROUTER_ACCEPTS_SUBCLASSES and _routes_by_prefill(router))):
         out["router"] = own
     for name, selectors in (getattr(router, "_group_selectors", None) or {}).items():
         if isinstance(strategy := selectors.get(PREFILL), PrefillRoutingStrategy):

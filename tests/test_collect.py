@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import tiny
-from conftest import HIST_PROMPT, MATH_PROMPT, needs_litellm_router, needs_training_extra
+from conftest import HIST_PROMPT, MATH_PROMPT, needs_training_extra
 from conftest import model_list as router_model_list
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.collect import CollectError, CollectOptions, Collector, load_prompts, load_router_config
@@ -372,8 +372,6 @@ def test_collect_refuses_unknown_targets_and_a_ceiling_it_cannot_price(tmp_path:
 
 async def _route(bundle_dir: Path, log: Path, prompts: list[str]) -> list:
     from conftest import model_list
-
-    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter
 
     router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
@@ -388,6 +386,7 @@ async def _route(bundle_dir: Path, log: Path, prompts: list[str]) -> list:
 
 async def test_feedback_on_routed_calls_retrains_the_bundle_to_avoid_a_target_users_dislike(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
+    needs_training_extra()
     from litellm_prefill_router.predictor import PrefillPredictor
 
     hist = [r["prompt"] for r in tiny.synthetic_rows(160, seed=11) if r["benchmark"] == "hist"]
@@ -487,8 +486,6 @@ def test_feedback_lines_need_exactly_one_label(tmp_path: Path, capsys: pytest.Ca
 async def test_a_judge_run_later_scores_logged_answers_and_feeds_the_feedback_rows(
         bundle_dir: Path, tmp_path: Path) -> None:
     from conftest import HIST_PROMPT, MATH_PROMPT, model_list
-
-    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter, flush_logging
     from litellm_prefill_router.feedback import feedback_rows, judge_log
 
@@ -606,7 +603,6 @@ def _new_target_rows(path: Path, n: int = 120, score=lambda topic: float(topic =
 async def test_continue_from_adds_a_new_target_and_the_router_sends_it_what_it_answers_well(
         bundle_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
     needs_training_extra()
-    needs_litellm_router()
     from litellm_prefill_router import PrefillRouter
     from litellm_prefill_router.predictor import PrefillPredictor
 

@@ -18,7 +18,7 @@ from langchain_core.tracers.context import collect_runs
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list, needs_litellm_router
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
 from langchain_integration import PrefillRouterRunnable
 from litellm_prefill_router import ConfigurationError
 
@@ -165,7 +165,6 @@ def test_targets_given_as_model_strings_are_the_chat_models_init_chat_model_buil
 
 
 def test_chat_litellm_router_over_a_prefill_router(bundle_dir: Path) -> None:
-    needs_litellm_router()
     if sys.version_info < (3, 11):
         pytest.skip("langchain-litellm 0.9+ needs Python 3.11 (the langchain extra leaves it out on 3.10)")
     from langchain_litellm import ChatLiteLLMRouter

@@ -1,34 +1,37 @@
-"""The Router integration on a litellm it cannot serve: a typed error naming the supported range and the fix, while
-the parts that need no litellm Router (the LangChain runnable, the semantic drop-in, the predictor) keep working.
-CI runs this file on the newest litellm too (scripts/test.sh: litellm 1.110, whose Router refuses subclasses)."""
+"""The Router integration across litellm releases. On the pinned releases the integration rewrites the Router's
+methods; litellm 1.110 serves its Router from a new core that refuses subclasses and has none of those methods:
+there the router-wide prefill strategy goes in through ``register_plugin``, and what needs the old methods is
+refused with a typed error naming the fix. CI runs this file (and the router's own tests) on litellm 1.110 too
+(scripts/test.sh); the tests of one kind of release skip on the other."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-import os
-import subprocess
+import logging
 import sys
-import textwrap
 from pathlib import Path
 
+import litellm
 import pytest
 
-from litellm_prefill_router import UnsupportedLiteLLMError
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from litellm_prefill_router import PrefillRouter, UnsupportedLiteLLMError, install
 from litellm_prefill_router.errors import ConfigurationError
-from litellm_prefill_router.litellm_support import SUPPORTED_LITELLM
+from litellm_prefill_router.litellm_support import BEFORE_NEW_CORE, SUPPORTED_LITELLM
+from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES, prefill_strategies
 
 ROOT = Path(__file__).resolve().parents[1]
+FIX = f'pip install "litellm{BEFORE_NEW_CORE}"'
+new_core = pytest.mark.skipif(ROUTER_ACCEPTS_SUBCLASSES, reason="needs litellm 1.110+ (CI installs it in a runtime "
+                                                                "venv: scripts/test.sh)")
 
 
-def _litellm_release() -> tuple[int, int]:
-    major, minor = importlib.metadata.version("litellm").split(".")[:2]
-    return int(major), int(minor)
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
 
 
-SEALED_ROUTER = _litellm_release() >= (1, 110)
-
-
-def test_pyproject_pins_litellm_to_the_range_the_error_message_names():
+def test_pyproject_pins_litellm_to_the_range_the_package_says_it_supports():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = [*project["dependencies"], *project["optional-dependencies"]["proxy"]]
@@ -41,42 +44,73 @@ def test_unsupported_litellm_error_is_a_configuration_error_and_an_import_error(
     assert isinstance(err, ConfigurationError) and isinstance(err, ImportError)
 
 
-@pytest.mark.skipif(SEALED_ROUTER, reason="the installed litellm refuses subclasses itself (the next test)")
-def test_a_litellm_router_that_refuses_subclasses_is_reported_with_the_supported_range_and_the_fix():
-    # litellm 1.110's Router, as seen by the integration: a class whose __init_subclass__ raises TypeError
-    script = textwrap.dedent("""
-        import litellm
-        from litellm_prefill_router import UnsupportedLiteLLMError
-
-        class Sealed(litellm.Router):
-            def __init_subclass__(cls, **kwargs):
-                raise TypeError("litellm.Router cannot be subclassed")
-
-        litellm.Router = Sealed
-        try:
-            from litellm_prefill_router import PrefillRouter
-        except UnsupportedLiteLLMError as err:
-            assert isinstance(err.__cause__, TypeError), err.__cause__
-            print(err)
-        else:
-            raise SystemExit("imported PrefillRouter over a Router that refuses subclasses")
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"},
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    message = done.stdout
-    assert "litellm.Router cannot be subclassed" in message  # litellm's own words
-    assert f'pip install "litellm{SUPPORTED_LITELLM}"' in message
-    assert "PrefillRouterRunnable" in message  # what keeps working
+def test_the_installed_litellm_router_is_recognised_for_what_it_is():
+    # 1.110's Router refuses subclasses; every pinned release accepts them (the hooks are methods of a subclass)
+    major, minor = (int(x) for x in importlib.metadata.version("litellm").split(".")[:2])
+    assert ROUTER_ACCEPTS_SUBCLASSES == ((major, minor) < (1, 110))
+    assert issubclass(PrefillRouter, litellm.Router) == ROUTER_ACCEPTS_SUBCLASSES
 
 
-@pytest.mark.skipif(not SEALED_ROUTER, reason="needs litellm 1.110+ (CI installs it in a runtime venv)")
-def test_importing_the_router_integration_on_litellm_1_110_raises_the_typed_error():
-    for name in ("litellm_prefill_router.router", "litellm_prefill_router.proxy_hook"):
-        sys.modules.pop(name, None)
-        with pytest.raises(UnsupportedLiteLLMError, match=rf"litellm {importlib.metadata.version('litellm')} is "
-                                                          r"installed.*cannot be subclassed.*pip install"):
-            __import__(name)
-    with pytest.raises(ImportError):  # an optional import of the integration catches it as what it is
-        from litellm_prefill_router import PrefillRouter  # noqa: F401
+@new_core
+async def test_on_the_new_core_a_prefill_router_is_a_litellm_router_routed_by_the_registered_strategy(
+        bundle_dir: Path) -> None:
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    assert isinstance(router, litellm.Router) and isinstance(router, PrefillRouter)
+    assert not isinstance(litellm.Router(model_list=model_list()), PrefillRouter)
+    assert "router" in prefill_strategies(router)
+    for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+        resp = await router.acompletion(model="auto", messages=user(prompt))
+        assert resp.choices[0].message.content == f"answer from {target}"
+        assert resp._hidden_params["prefill_routing"]["target"] == target
+    sync = router.completion(model="auto", messages=user(HIST_PROMPT))
+    assert sync._hidden_params["prefill_routing"]["target"] == "history-model"
+    install()  # a plain Router built with the strategy's name afterwards
+    plain = litellm.Router(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    resp = await plain.acompletion(model="auto", messages=user(HIST_PROMPT))
+    assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
+
+
+@new_core
+def test_on_the_new_core_routing_groups_with_or_beside_the_prefill_strategy_are_refused_with_the_fix(
+        bundle_dir: Path) -> None:
+    args = {"bundle": str(bundle_dir)}
+    install()
+    group = {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}
+    with pytest.raises(UnsupportedLiteLLMError, match=r"routing_groups entry 'g' with routing_strategy: prefill "
+                                                      rf"needs litellm{BEFORE_NEW_CORE}.*{FIX}"):
+        litellm.Router(model_list=model_list(), routing_groups=[group])
+    beside = {"group_name": "g", "models": ["auto"], "routing_strategy": "usage-based-routing-v2"}
+    with pytest.raises(UnsupportedLiteLLMError, match=r"'g' \(usage-based-routing-v2\) beside the router-wide "
+                                                      r"prefill strategy.*drop routing_groups"):
+        PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args,
+                      routing_groups=[beside])
+    litellm.Router(model_list=model_list(), routing_groups=[beside])  # without prefill: litellm's business
+
+
+@new_core
+def test_on_the_new_core_the_tier_classifier_routing_plugin_and_proxy_hook_are_refused_with_the_fix(
+        bundle_dir: Path) -> None:
+    from litellm_prefill_router import PrefillRoutingPlugin, PrefillTierClassifier
+
+    with pytest.raises(UnsupportedLiteLLMError, match=rf"PrefillTierClassifier needs litellm.*{FIX}"):
+        PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "math-model", "COMPLEX": "generalist"})
+    with pytest.raises(UnsupportedLiteLLMError, match=rf"PrefillRoutingPlugin needs litellm.*{FIX}"):
+        PrefillRoutingPlugin(str(bundle_dir))
+    sys.modules.pop("litellm_prefill_router.proxy_hook", None)
+    with pytest.raises(UnsupportedLiteLLMError, match=rf"proxy's prefill strategy.*{FIX}"):
+        importlib.import_module("litellm_prefill_router.proxy_hook")
+
+
+@new_core
+async def test_on_the_new_core_a_requests_strategy_override_is_routed_by_the_bundle_and_said_once(
+        bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
+        for _ in range(2):
+            resp = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="least-busy")
+            assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
+    said = [r for r in caplog.records if "routing_strategy 'least-busy'" in r.getMessage()]
+    assert len(said) == 1 and "litellm<1.110 applies the override" in said[0].getMessage()

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, always_cheapest, model_list, rewrite_bundle, tier_router
+from conftest import (
+    HIST_PROMPT,
+    MATH_PROMPT,
+    PRICES,
+    always_cheapest,
+    model_list,
+    needs_litellm_hooks,
+    rewrite_bundle,
+    tier_router,
+)
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging
 
 REGISTRY = pytest.importorskip("prometheus_client", reason="the `metrics` extra is not installed").REGISTRY
@@ -271,6 +280,7 @@ async def test_answer_lengths_and_cost_estimates_are_counted_beside_what_calls_c
 
 
 async def test_a_tier_classifiers_calls_are_counted_under_its_complexity_router(bundle_dir: Path) -> None:
+    needs_litellm_hooks()
     from litellm_prefill_router.tier_classifier import PrefillTierClassifier
 
     g = {"model_group": "tiered"}

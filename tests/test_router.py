@@ -239,9 +239,16 @@ def test_prefill_target_that_is_not_in_the_bundle_lists_valid_targets(bundle_dir
 
 
 def test_a_negative_or_nan_deployment_price_is_a_configuration_error_naming_the_deployment(bundle_dir: Path) -> None:
+    from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
+
     for bad in (-1e-6, float("nan")):
         ml = model_list()
         ml[0]["model_info"]["input_cost_per_token"] = bad  # a ValueError from deep inside before
+        if not ROUTER_ACCEPTS_SUBCLASSES and bad != bad:  # litellm 1.110 refuses a NaN price itself, naming it
+            with pytest.raises(ValueError, match="input_cost_per_token is nan"):
+                PrefillRouter(model_list=ml, routing_strategy="prefill",
+                              routing_strategy_args={"bundle": str(bundle_dir)})
+            continue
         with pytest.raises(ConfigurationError, match="deployment 'openai/math-model' \\(model group 'auto'\\): its "
                                                      "model_info price is not USD per token: input_cost_per_token "
                                                      "must be a finite number >= 0"):
