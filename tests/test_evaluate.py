@@ -180,6 +180,16 @@ def test_evaluate_names_unknown_pair_targets_and_baselines(bundle_dir: Path, tin
     assert "unknown baselines ['svm']" in capsys.readouterr().err
 
 
+def test_evaluate_cv_refuses_more_folds_than_rows_before_computing_anything(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = sum(1 for line in (tiny_data / "routing.jsonl").read_text().splitlines() if line.strip())
+    assert main(["evaluate", "--data", str(tiny_data), "--cv", str(rows + 1), "--out", str(tmp_path / "o")]) == 2
+    # before: the prompts' features, then as many folds as rows (one model fit each), the bar counting --cv of them
+    err = capsys.readouterr().err
+    assert f"--cv {rows + 1}: the data has {rows} rows, fewer than the folds asked for" in err
+    assert "prefill features" not in err and not (tmp_path / "o").exists()
+
+
 def test_stratified_folds_are_deterministic_and_balanced_per_benchmark(tiny_data: Path) -> None:
     from litellm_prefill_router.training.harness import stratified_folds
 

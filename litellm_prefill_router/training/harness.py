@@ -49,10 +49,19 @@ class PrefillVariant:
         return f"prefill {self.head} L{'+'.join(map(str, self.layers))} {'+'.join(self.pooling)}{ens}"
 
 
-def stratified_folds(ds: RoutingDataset, k: int, seed: int = 0) -> np.ndarray:
-    """Fold id per row: within each benchmark, rows ordered by a hash of their id are dealt round-robin."""
+def check_folds(k: int, rows: int) -> None:
+    """Refuse ``k`` folds over ``rows`` rows where a fold would hold out nothing (before: as many folds as rows, the
+    progress bar counting ``k``)."""
     if k < 2:
         raise PrefillRouterError(f"--cv needs at least 2 folds, got {k}")
+    if k > rows:
+        raise PrefillRouterError(f"--cv {k}: the data has {rows} rows, fewer than the folds asked for (each fold "
+                                 f"holds out at least one row); use --cv {min(5, rows)}, or at most {rows}")
+
+
+def stratified_folds(ds: RoutingDataset, k: int, seed: int = 0) -> np.ndarray:
+    """Fold id per row: within each benchmark, rows ordered by a hash of their id are dealt round-robin."""
+    check_folds(k, len(ds))
     fold = np.zeros(len(ds), dtype=np.int64)
     by_b: dict[str, list[int]] = {}
     for i, r in enumerate(ds.rows):
@@ -191,6 +200,7 @@ def cross_validate(ds: RoutingDataset, *, folds: int = 5, encoder: str | None = 
         raise PrefillRouterError(f"no prices for targets {missing}; give --models-json with input/output cost per "
                                  "token")
     scores = ds.scores()
+    check_folds(folds, len(ds))  # before the features: minutes on a real dataset
     handle, cache = compute_features(ds, opts)
     if not variants:
         fit_idx, _ = split_validation(ds, ds.indices("train") if len(ds.indices("train")) else np.arange(len(ds)),
