@@ -295,10 +295,12 @@ def _declared(base: type, name: str) -> Any:
 # -- litellm 1.110+: a Router that refuses subclasses ----------------------------------------------------------------
 # litellm 1.110 serves litellm.Router from a new core: the class refuses subclasses, and the members the hooks above
 # rewrite are gone. There the prefill strategy goes in through the Router's own entry point for custom routing,
-# register_plugin(), on a router built with litellm's default strategy, and the request endpoints of that router are
-# wrapped so each response carries its decision. What the core resolves itself - routing groups, a key's or team's
-# strategy override, the pre-routing strategies - cannot run a custom strategy, so a prefill routing group is refused.
-# Request endpoints of a sealed router whose responses carry the decision, with the metadata key litellm uses for them.
+# register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints of that router are
+# wrapped so each response carries its decision. The core resolves routing groups and a key's or team's strategy
+# override itself and runs no custom strategy for them: routing groups with or beside the prefill strategy are
+# refused, and an override is routed by the bundle with a warning (composition.request_override).
+
+# request endpoints of a litellm 1.110+ Router whose responses carry the decision, with the metadata key of each
 _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
     "acompletion": "metadata", "completion": "metadata", "atext_completion": "metadata",
     "aresponses": "litellm_metadata", "responses": "litellm_metadata",
