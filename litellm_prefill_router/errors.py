@@ -61,7 +61,6 @@ class PromptError(PrefillRouterError):
 
 
 class UnsupportedLiteLLMError(ConfigurationError, ImportError):
-    """The installed litellm cannot carry the prefill strategy (e.g. litellm 1.110+, whose ``Router`` refuses
-    subclasses and serves its routing from a new core). Raised when the Router integration is imported
-    (``PrefillRouter``, ``install``, the proxy hook, the tier classifier and routing plugin); an ``ImportError`` too,
-    so an optional import of the integration can catch it."""
+    """The installed litellm cannot carry what was asked (litellm 1.110+, whose ``Router`` refuses subclasses and
+    serves its routing from a new core): routing groups with or beside the prefill strategy (at construction), the
+    proxy hook (at import). An ``ImportError`` too, so an optional import of the proxy hook can catch it."""

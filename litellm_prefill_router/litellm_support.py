@@ -2,9 +2,9 @@
 
 litellm 1.110 serves ``litellm.Router`` from a new core that refuses subclasses and has none of the methods the
 integration rewrites on earlier releases (``router``). There, the router-wide prefill strategy goes in through the
-Router's ``register_plugin`` entry point; what needs the old methods - a prefill ``routing_groups`` entry or routing
-groups beside the prefill strategy, the tier classifier, the routing plugin, the proxy hook - is refused with
-:class:`~.errors.UnsupportedLiteLLMError` and this module's message."""
+Router's ``register_plugin`` entry point, and the tier classifier and routing plugin through litellm's own plugin
+points; what needs the old methods - a prefill ``routing_groups`` entry or routing groups beside the prefill
+strategy, the proxy hook - is refused with :class:`~.errors.UnsupportedLiteLLMError` and this module's message."""
 
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ def needs_older_litellm(what: str, why: str) -> str:
     return (f"{what} needs litellm{BEFORE_NEW_CORE}: litellm {installed_litellm()} serves its Router from a new core "
             f"that {why}. Install a release that has it: pip install \"litellm{BEFORE_NEW_CORE}\". With litellm "
             f"{installed_litellm()}, PrefillRouter / routing_strategy=\"prefill\" route router-wide (SDK), and "
-            f"PrefillRouterRunnable and PrefillSemanticRouter work.")
+            f"PrefillTierClassifier, PrefillRoutingPlugin, PrefillRouterRunnable and PrefillSemanticRouter work.")

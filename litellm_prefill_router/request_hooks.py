@@ -18,7 +18,7 @@ from .autotune import Autotuner
 from .costs import Price, given_prices, mean_price
 from .decider import PrefillDecider
 from .deployments import deployment_id, deployment_model, deployment_price, described_from
-from .errors import ConfigurationError, UnsupportedLiteLLMError
+from .errors import ConfigurationError
 from .hook_settings import HOOK_SETTINGS, HookSettings, validated_settings
 from .jsonl import checked_log_template
 from .metrics import reload_observer
@@ -58,12 +58,9 @@ class RequestHook(ServedRoutes):
         from .decision_logger import log_target  # litellm-facing: imported with the hook only
         from .router import ROUTER_ACCEPTS_SUBCLASSES, install
 
-        if not ROUTER_ACCEPTS_SUBCLASSES:
-            from .litellm_support import needs_older_litellm
-
-            raise UnsupportedLiteLLMError(needs_older_litellm(
-                type(self).__name__, "runs its routing plugins and pre-routing strategies itself, past the hooks that "
-                "carry this one's decision; route with PrefillRouter / routing_strategy=\"prefill\" instead"))
+        # litellm 1.110+: the Router's core narrows a request's pool to a plugin's pick with no hook to widen it again
+        # (a picked target whose deployments all cool down): a plugin checks the pick's health first
+        self.new_litellm_core = not ROUTER_ACCEPTS_SUBCLASSES
 
         self.rollout = checked_serving(shadow, rollout, *serving)
         self.shadow = bool(shadow)

@@ -34,6 +34,7 @@ import litellm
 from .composition import (
     PREFILL,
     custom_strategy_of,
+    deployments_of,
     is_prefill,
     prompt_of,
     request_metadata,
@@ -43,6 +44,7 @@ from .composition import (
     setting_of,
     use_strategy,
 )
+from .deployments import complexity_config, deployment_id, deployments_by_group, tier_groups
 from .errors import UnsupportedLiteLLMError
 from .litellm_support import needs_older_litellm
 from .records import hidden_params
@@ -68,7 +70,27 @@ def apply_prefill_routing_strategy(router: litellm.Router,
     return strategy
 
 
-def _attach_decision(response: Any, metadata: dict, trace_id: object = None, call_id: object = None) -> Any:
+def _fell_back_from_tiers(router: Any, decision: Mapping, served_by: object) -> bool:
+    """litellm 1.110+: whether a tier classifier's ``decision`` belongs to an attempt that its complexity router did
+    not serve - the answer came from a model group none of its tiers names (a fallback to another group). Before
+    1.110 litellm clears its routing record at such an attempt (``shared_metadata._classified_earlier``); the
+    endpoint that 1.110 leaves to wrap sees the first attempt's record only."""
+    if "tier" not in decision or not served_by:
+        return False
+    deployments = deployments_of(router)
+    by_group = deployments_by_group(deployments)
+    config = next((c for d in by_group.get(str(decision.get("model_group")), [])
+                   if (c := complexity_config(d)) is not None), None)
+    pools = (config or {}).get("tiers")
+    if not isinstance(pools, Mapping):
+        return False
+    tiers_groups = {name for pool in pools.values() for name in tier_groups(pool)}
+    served_group = next((d.get("model_name") for d in deployments if deployment_id(d) == str(served_by)), None)
+    return served_group is not None and served_group not in tiers_groups
+
+
+def _attach_decision(response: Any, metadata: dict, trace_id: object = None, call_id: object = None,
+                     router: Any = None) -> Any:
     """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
     litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
     messages), or of a stream (litellm's stream wrapper: known before the first chunk); and keep it (or that there is
@@ -79,6 +101,8 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
+    if decision is not None and not ROUTER_ACCEPTS_SUBCLASSES and _fell_back_from_tiers(router, decision, served_by):
+        decision = None
     answered(call_id, decision)  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
     if decision is None:
         return response
@@ -111,11 +135,11 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     with routing_request(md, trace, user, self):  # the request a classifier / plugin decides for (see shared_metadata)
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
-        return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"))
+        return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"), self)
 
     async def attach() -> Any:
         with routing_request(md, trace, user, self):
-            return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"))
+            return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"), self)
     return attach()
 
 
@@ -295,10 +319,12 @@ def _declared(base: type, name: str) -> Any:
 # -- litellm 1.110+: a Router that refuses subclasses ----------------------------------------------------------------
 # litellm 1.110 serves litellm.Router from a new core: the class refuses subclasses, and the members the hooks above
 # rewrite are gone. There the prefill strategy goes in through the Router's own entry point for custom routing,
-# register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints of that router are
-# wrapped so each response carries its decision. The core resolves routing groups and a key's or team's strategy
-# override itself and runs no custom strategy for them: routing groups with or beside the prefill strategy are
-# refused, and an override is routed by the bundle with a warning (composition.request_override).
+# register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints of every router built
+# after install() (or by PrefillRouter) are wrapped so each response carries its decision - the strategy's, or a tier
+# classifier's or routing plugin's (built before the router that runs them, which names them in its config). The core
+# resolves routing groups and a key's or team's strategy override itself and runs no custom strategy for them:
+# routing groups with or beside the prefill strategy are refused, and an override is routed by the bundle with a
+# warning (composition.request_override).
 
 # request endpoints of a litellm 1.110+ Router whose responses carry the decision, with the metadata key of each
 _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
@@ -332,12 +358,15 @@ def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
     strategy = PrefillRoutingStrategy(router, routing_strategy_args or {})
     use_strategy(router, strategy)
     router.prefill_strategy = strategy
-    if not getattr(router, "_prefill_endpoints", False):
-        for name, key in _SEALED_DECISION_ENDPOINTS.items():
-            endpoint = getattr(router, name, None)
-            if callable(endpoint):
-                setattr(router, name, functools.partial(_sealed_decision_hook, key, endpoint, router))
-        router._prefill_endpoints = True
+
+
+def _carry_decisions(router: Any) -> None:
+    """Wrap ``router``'s request endpoints (a litellm 1.110+ Router) so each response carries the decision made for
+    it - by its prefill strategy, or by a tier classifier or routing plugin of its complexity router."""
+    for name, key in _SEALED_DECISION_ENDPOINTS.items():
+        endpoint = getattr(router, name, None)
+        if callable(endpoint):
+            setattr(router, name, functools.partial(_sealed_decision_hook, key, endpoint, router))
 
 
 def _sealed_decision_hook(metadata_key: str, original: Callable[..., Any], router: Any, *args: Any,
@@ -376,12 +405,13 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
 
 
 def _build_sealed(original_init: Callable[..., None], router: Any, args: tuple, kwargs: dict) -> None:
-    """Build ``router`` (a litellm 1.110+ Router) with ``original_init``; with ``routing_strategy="prefill"``:
-    litellm's simple-shuffle, then the prefill strategy (:func:`_route_by_prefill`). Its ``apply`` learns the
-    strategy's name too."""
+    """Build ``router`` (a litellm 1.110+ Router) with ``original_init``, its responses carrying decisions; with
+    ``routing_strategy="prefill"``: litellm's simple-shuffle, then the prefill strategy (:func:`_route_by_prefill`).
+    Its ``apply`` learns the strategy's name too."""
     prefill = is_prefill(kwargs.get("routing_strategy"))
     _refuse_routing_groups(kwargs.get("routing_groups"), prefill)
     original_init(router, *args, **({**kwargs, "routing_strategy": "simple-shuffle"} if prefill else kwargs))
+    _carry_decisions(router)
     if prefill:
         _route_by_prefill(router, kwargs.get("routing_strategy_args"))
     apply = getattr(router, "apply", None)

@@ -30,13 +30,14 @@ the record names the targets passed over (``unavailable_targets``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from typing_extensions import Unpack
 
-from .composition import deployments_of
+from .composition import deployments_of, healthy_deployments
 from .config import parse_overrides
 from .costs import Price
 from .deployments import deployment_model, deployments_by_group
@@ -46,6 +47,8 @@ from .records import DECISION_KEY, DECISION_LOG_KEY, baseline_record, savings_ba
 from .request_hooks import HookSettings, RequestHook
 from .rollout import request_arm_of
 from .shared_metadata import current_request, drop_records, narrowing_record, owns
+
+logger = logging.getLogger("litellm_prefill_router")
 
 #: the model group of a decision whose request names none
 MODEL_GROUP = "routing plugin"
@@ -144,7 +147,29 @@ class PrefillRoutingPlugin(RequestHook):
                                       "p_correct": dict(decision.p_correct), "narrowed": narrowed}
         self._store(md, trace, record)
         _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models)) if narrowed else None)
+        if narrowed and self.new_litellm_core and request is not None:
+            await self._healthy_pick(context, request.router, group, md)
         return context
+
+    async def _healthy_pick(self, context: Any, router: Any, group: str, md: dict) -> None:
+        """litellm 1.110+: where no deployment of the narrowed models is healthy (cooling down, filtered out), narrow
+        to the policy's next pick that has one instead (:meth:`_rerouted`; its core raises "No deployments left after
+        routing-plugin filtering" for an empty pool, and has no hook where :func:`widened_pool` widens it)."""
+        narrowing = _NARROWED.get()
+        in_group = {deployment_model(d) for d in deployments_by_group(deployments_of(router)).get(group, [])}
+        if narrowing is None or not in_group.intersection(narrowing.models):
+            return  # a complexity router's tier pool (model groups, not deployments): litellm resolves those
+        try:
+            healthy = await healthy_deployments(router, group, {"metadata": md}, None, None, False)
+        except Exception as err:  # noqa: BLE001 - litellm's own error for the group: its call raises it as before
+            logger.debug("prefill routing plugin: no healthy-deployment check for %r: %s", group, err)
+            return
+        if not isinstance(healthy, list) or any(deployment_model(d) in narrowing.models for d in healthy):
+            return
+        widened = self._rerouted(narrowing, healthy)
+        if widened is not None:
+            context.candidate_models = sorted({deployment_model(d) for d in widened})
+            context.signals["prefill"]["target"] = narrowing.record["target"]
 
     def route_prices(self, router: Any, group: str, pools: Mapping[str, list[str]],
                      prices: Mapping[str, Price] | None = None) -> dict[str, Price]:

@@ -17,8 +17,8 @@ fi
 # 3.12) with litellm 1.102.4, then on 3.12 (or 3.13) with the newest litellm the pin allows, 1.109.1, and
 # langchain-core 1.8.2 (installed without their pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package
 # index lacks) - then, on the same venv, with litellm 1.110.2, the newest release, outside the pin: its Router
-# refuses subclasses and the strategy goes in through register_plugin; the tier classifier, the routing plugin and
-# the proxy are refused there (tests/test_litellm_support.py), so their test files are left out
+# refuses subclasses and the strategy goes in through register_plugin; the proxy hook is refused there
+# (tests/test_litellm_support.py), so the proxy's test file is left out
 if [ "$#" -eq 0 ]; then
   bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
   PREFILL_TEST_LITELLM=1.109.1 PREFILL_TEST_LITELLM_NO_DEPS=1 PREFILL_TEST_ALSO="langchain-core==1.8.2" \
@@ -30,7 +30,7 @@ if [ "$#" -eq 0 ]; then
       tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py
       tests/test_shared_metadata.py tests/test_hub.py tests/test_replay.py tests/test_limits.py
       tests/test_external_data.py tests/test_providers.py tests/test_tune.py tests/test_autotune.py tests/test_drift.py
-      tests/test_answer_lengths.py tests/test_hook_settings.py" \
+      tests/test_answer_lengths.py tests/test_hook_settings.py tests/test_tier_classifier.py tests/test_routing_plugin.py" \
     bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
 fi
 exit "$rc"

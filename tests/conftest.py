@@ -36,9 +36,9 @@ def needs_training_extra() -> None:
 
 def needs_litellm_hooks() -> None:
     """Skip a test of what litellm 1.110+ cannot carry - routing groups with or beside the prefill strategy, a key's
-    or team's strategy override, the tier classifier, the routing plugin, the proxy (its Router refuses subclasses
-    and has none of the methods the integration rewrites; tests/test_litellm_support.py checks each is refused
-    there). On the releases the package pins nothing skips."""
+    or team's strategy override, the proxy (its Router refuses subclasses and has none of the methods the integration
+    rewrites; tests/test_litellm_support.py checks what is refused there). On the releases the package pins nothing
+    skips."""
     from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
 
     if not ROUTER_ACCEPTS_SUBCLASSES:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from conftest import needs_litellm_hooks
 from litellm_prefill_router.config import parse_strategy_args
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.hook_settings import HOOK_SHARED, ROUTING_PLUGIN, SEMANTIC_ROUTER, TIER_CLASSIFIER
@@ -50,7 +49,6 @@ def test_a_bad_shared_setting_is_rejected_by_every_front_door_as_routing_strateg
 
 
 def test_a_setting_given_as_text_is_read_as_its_type_not_by_truthiness(bundle_dir: Path) -> None:
-    needs_litellm_hooks()
     for name, make in front_doors(bundle_dir).items():
         hook = make(shadow="false", tolerance="0.2")  # e.g. read from environment variables
         assert hook.shadow is False, name  # bool("false") is True: it used to run in shadow mode

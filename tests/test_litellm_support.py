@@ -1,7 +1,9 @@
 """The Router integration across litellm releases. On the pinned releases the integration rewrites the Router's
 methods; litellm 1.110 serves its Router from a new core that refuses subclasses and has none of those methods:
-there the router-wide prefill strategy goes in through ``register_plugin``, and what needs the old methods is
-refused with a typed error naming the fix. CI runs this file (and the router's own tests) on litellm 1.110 too
+there the router-wide prefill strategy goes in through ``register_plugin``, the tier classifier and routing plugin
+work through litellm's own plugin points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), and what
+needs the old methods - routing groups with or beside the strategy, the proxy hook - is refused with a typed error
+naming the fix. CI runs this file (and the router's own tests) on litellm 1.110 too
 (scripts/test.sh); the tests of one kind of release skip on the other."""
 
 from __future__ import annotations
@@ -90,14 +92,7 @@ def test_on_the_new_core_routing_groups_with_or_beside_the_prefill_strategy_are_
 
 
 @new_core
-def test_on_the_new_core_the_tier_classifier_routing_plugin_and_proxy_hook_are_refused_with_the_fix(
-        bundle_dir: Path) -> None:
-    from litellm_prefill_router import PrefillRoutingPlugin, PrefillTierClassifier
-
-    with pytest.raises(UnsupportedLiteLLMError, match=rf"PrefillTierClassifier needs litellm.*{FIX}"):
-        PrefillTierClassifier(str(bundle_dir), {"SIMPLE": "math-model", "COMPLEX": "generalist"})
-    with pytest.raises(UnsupportedLiteLLMError, match=rf"PrefillRoutingPlugin needs litellm.*{FIX}"):
-        PrefillRoutingPlugin(str(bundle_dir))
+def test_on_the_new_core_the_proxy_hook_is_refused_with_the_fix() -> None:
     sys.modules.pop("litellm_prefill_router.proxy_hook", None)
     with pytest.raises(UnsupportedLiteLLMError, match=rf"proxy's prefill strategy.*{FIX}"):
         importlib.import_module("litellm_prefill_router.proxy_hook")

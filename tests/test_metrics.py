@@ -14,7 +14,6 @@ from conftest import (
     PRICES,
     always_cheapest,
     model_list,
-    needs_litellm_hooks,
     rewrite_bundle,
     tier_router,
 )
@@ -280,7 +279,6 @@ async def test_answer_lengths_and_cost_estimates_are_counted_beside_what_calls_c
 
 
 async def test_a_tier_classifiers_calls_are_counted_under_its_complexity_router(bundle_dir: Path) -> None:
-    needs_litellm_hooks()
     from litellm_prefill_router.tier_classifier import PrefillTierClassifier
 
     g = {"model_group": "tiered"}
