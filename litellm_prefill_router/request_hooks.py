@@ -56,11 +56,7 @@ class RequestHook(ServedRoutes):
         execution_providers, autotune = settings.get("execution_providers"), settings.get("autotune")
         shadow, rollout = settings.get("shadow", False), settings.get("rollout", 1.0)
         from .decision_logger import log_target  # litellm-facing: imported with the hook only
-        from .router import ROUTER_ACCEPTS_SUBCLASSES, install
-
-        # litellm 1.110+: the Router's core narrows a request's pool to a plugin's pick with no hook to widen it again
-        # (a picked target whose deployments all cool down): a plugin checks the pick's health first
-        self.new_litellm_core = not ROUTER_ACCEPTS_SUBCLASSES
+        from .router import install
 
         self.rollout = checked_serving(shadow, rollout, *serving)
         self.shadow = bool(shadow)

@@ -83,6 +83,11 @@ class PrefillRoutingPlugin(RequestHook):
                                      f"complexity-router tier's model group) to bundle targets; got {targets!r}")
         self.targets = dict(targets or {})
         super().__init__(bundle, None, "targets", ("shadow_target", None), **settings)
+        from .router import ROUTER_ACCEPTS_SUBCLASSES  # litellm-facing: imported with the hook (super() did)
+
+        # litellm 1.110+: the Router's core narrows a request's pool to this plugin's pick with no hook to widen it
+        # again (a picked target whose deployments all cool down): the pick's health is checked first
+        self._check_pick_health = not ROUTER_ACCEPTS_SUBCLASSES
         unknown = sorted({t for t in self.targets.values() if t not in self.decider.targets})
         if unknown:
             raise ConfigurationError(f"targets names {unknown}, which are not targets of bundle {bundle}; its "
@@ -147,7 +152,7 @@ class PrefillRoutingPlugin(RequestHook):
                                       "p_correct": dict(decision.p_correct), "narrowed": narrowed}
         self._store(md, trace, record)
         _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models)) if narrowed else None)
-        if narrowed and self.new_litellm_core and request is not None:
+        if narrowed and self._check_pick_health and request is not None:
             await self._healthy_pick(context, request.router, group, md)
         return context
 

@@ -148,14 +148,13 @@ def _plot_replay(r: dict, path: Path) -> None:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from ..feedback import feedback_rows, not_feedback_rows
+    from ..feedback import FeedbackError, feedback_rows, not_feedback_rows
     from ..jsonl import write_atomic
     from ..records import FEEDBACK_ID_MEANING
 
     if (kept := not_feedback_rows(args.out)) is not None:  # e.g. --out data/routing.jsonl: the base dataset
-        print(f"error: {args.out} exists and is not the output of an earlier feedback run ({kept}); writing the "
-              f"training rows there would replace it. Name a new file, or remove it first.", file=sys.stderr)
-        return 2
+        raise FeedbackError(f"{args.out} exists and is not the output of an earlier feedback run ({kept}); writing "
+                            "the training rows there would replace it. Name a new file, or remove it first.")
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
     print(f"{st.decisions} logged decisions: {st.rows} rows, {st.without_feedback} without feedback, "
           f"{st.failed_calls} failed calls, {st.without_messages} without messages, {st.unmapped_answers} answered by "
