@@ -116,6 +116,15 @@ def use_strategy(router: litellm.Router, strategy: Any) -> None:
     (register if register is not None else router.set_custom_routing_strategy)(strategy)
 
 
+def public_router(router: Any) -> Any:
+    """The ``litellm.Router`` a request method was called on. A litellm 1.110+ Router is a facade over a core object
+    whose class serves its methods, so a method patched on ``litellm.Router`` runs bound to the core: this is the
+    facade the core records as its owner (``router`` itself where it records none, as on earlier releases)."""
+    owner = vars(router).get("_core_owner") if hasattr(router, "__dict__") else None
+    facade = owner() if callable(owner) else None
+    return facade if facade is not None else router
+
+
 def custom_strategy_of(router: litellm.Router) -> Any:
     """The custom strategy that chooses ``router``'s deployments now (litellm 1.110+: the one ``register_plugin``
     registered, dropped when the routing strategy changes; None before 1.110, or where none is registered)."""

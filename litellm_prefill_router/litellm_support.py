@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib.metadata
 
 # the range pyproject.toml pins (tests/test_litellm_support.py keeps the two equal)
-SUPPORTED_LITELLM = ">=1.100,<1.110"
-# the releases whose Router the integration rewrites - routing groups, the hooks, the proxy need one of them
+SUPPORTED_LITELLM = ">=1.100,<1.111"
+# the releases whose Router the integration rewrites - prefill routing groups and the proxy hook need one of them;
+# the proxy extra pins this range
 BEFORE_NEW_CORE = ">=1.100,<1.110"
 
 

@@ -37,6 +37,7 @@ from .composition import (
     deployments_of,
     is_prefill,
     prompt_of,
+    public_router,
     request_metadata,
     routing_groups_of,
     routing_strategy_of,
@@ -319,9 +320,10 @@ def _declared(base: type, name: str) -> Any:
 # -- litellm 1.110+: a Router that refuses subclasses ----------------------------------------------------------------
 # litellm 1.110 serves litellm.Router from a new core: the class refuses subclasses, and the members the hooks above
 # rewrite are gone. There the prefill strategy goes in through the Router's own entry point for custom routing,
-# register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints of every router built
-# after install() (or by PrefillRouter) are wrapped so each response carries its decision - the strategy's, or a tier
-# classifier's or routing plugin's (built before the router that runs them, which names them in its config). The core
+# register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints are wrapped so each
+# response carries its decision - the strategy's, or a tier classifier's or routing plugin's: install() (which each
+# of those hooks calls when built) wraps them on the class, for every router built before or after it, and a
+# PrefillRouter built before any install() wraps its own. The core
 # resolves routing groups and a key's or team's strategy override itself and runs no custom strategy for them:
 # routing groups with or beside the prefill strategy are refused, and an override is routed by the bundle with a
 # warning (composition.request_override).
@@ -362,20 +364,32 @@ def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
 
 def _carry_decisions(router: Any) -> None:
     """Wrap ``router``'s request endpoints (a litellm 1.110+ Router) so each response carries the decision made for
-    it - by its prefill strategy, or by a tier classifier or routing plugin of its complexity router."""
+    it - by its prefill strategy, or by a tier classifier or routing plugin of its complexity router. Nothing to do
+    after :func:`install`, which wrapped them on the class."""
+    if getattr(litellm.Router, "_prefill_installed", False):
+        return
     for name, key in _SEALED_DECISION_ENDPOINTS.items():
         endpoint = getattr(router, name, None)
         if callable(endpoint):
             setattr(router, name, functools.partial(_sealed_decision_hook, key, endpoint, router))
 
 
+def _sealed_endpoints(base: type) -> dict[str, Callable[..., Any]]:
+    """The request endpoints of ``base`` (litellm 1.110+'s ``litellm.Router``) wrapped by :func:`_sealed_decision_hook`,
+    to be set on the class (which patches its core's class: every router, built before or after, answers through
+    them)."""
+    return {name: _hooked(getattr(base, name), functools.partial(_sealed_decision_hook, key))
+            for name, key in _SEALED_DECISION_ENDPOINTS.items() if callable(getattr(base, name, None))}
+
+
 def _sealed_decision_hook(metadata_key: str, original: Callable[..., Any], router: Any, *args: Any,
                           **kwargs: Any) -> Any:
-    """A litellm 1.110+ request endpoint's hook: :func:`_decision_hook`, with the request's ``litellm_trace_id`` set
-    here when the caller gave none (litellm sets it only inside the endpoint, and requests sharing a metadata dict
-    find their own decision by it)."""
+    """A litellm 1.110+ request endpoint's hook: :func:`_decision_hook` for the Router the request was sent to (an
+    endpoint wrapped on the class runs bound to the Router's core), with the request's ``litellm_trace_id`` set here
+    when the caller gave none (litellm sets it only inside the endpoint, and requests sharing a metadata dict find
+    their own decision by it)."""
     kwargs.setdefault("litellm_trace_id", str(uuid.uuid4()))
-    return _decision_hook(metadata_key, original, router, *args, **kwargs)
+    return _decision_hook(metadata_key, original, public_router(router), *args, **kwargs)
 
 
 def _routes_by_prefill(router: Any) -> bool:
@@ -470,8 +484,9 @@ def install() -> None:
     """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (router-wide or in a
     ``routing_groups`` entry; litellm 1.110+: router-wide) and carry decisions in its responses (idempotent).
 
-    Patches ``litellm.Router`` with the methods of :class:`PrefillRouter` (litellm 1.110+: its constructor); used by
-    the proxy hook (``litellm_prefill_router.proxy_hook``).
+    Patches ``litellm.Router`` with the methods of :class:`PrefillRouter` (litellm 1.110+: its constructor and its
+    request endpoints, for routers built before too); used by the proxy hook (``litellm_prefill_router.proxy_hook``)
+    and called by the tier classifier and routing plugin when they are built.
     """
     with _INSTALL_LOCK:
         base = litellm.Router
@@ -483,6 +498,8 @@ def install() -> None:
                 setattr(base, name, method)
         else:
             base.__init__ = _sealed_init_hook(base.__init__)  # type: ignore[method-assign]
+            for name, endpoint in _sealed_endpoints(base).items():
+                setattr(base, name, endpoint)
         base._prefill_installed = True  # type: ignore[attr-defined]
 
 

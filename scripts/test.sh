@@ -14,17 +14,17 @@ if [ "$rc" -eq 5 ]; then
   exit 1
 fi
 # the whole suite (no pytest arguments): the runtime's tests again on newer Pythons, serving extras only - on 3.13 (or
-# 3.12) with litellm 1.102.4, then on 3.12 (or 3.13) with the newest litellm the pin allows, 1.109.1, and
+# 3.12) with litellm 1.102.4, then on 3.12 (or 3.13) with the newest litellm the proxy extra allows, 1.109.1, and
 # langchain-core 1.8.2 (installed without their pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package
-# index lacks) - then, on the same venv, with litellm 1.110.2, the newest release, outside the pin: its Router
-# refuses subclasses and the strategy goes in through register_plugin; the proxy hook is refused there
-# (tests/test_litellm_support.py), so the proxy's test file is left out
+# index lacks) - then, on the same venv, with litellm 1.110.2, the newest release, without the proxy extra (1.110's
+# needs a litellm-proxy package our index lacks): its Router refuses subclasses and the strategy goes in through
+# register_plugin; the proxy hook is refused there (tests/test_litellm_support.py), so the proxy's test file is left out
 if [ "$#" -eq 0 ]; then
   bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
   PREFILL_TEST_LITELLM=1.109.1 PREFILL_TEST_LITELLM_NO_DEPS=1 PREFILL_TEST_ALSO="langchain-core==1.8.2" \
     PREFILL_TEST_PYTHON_MINORS="12 13" \
     bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
-  PREFILL_TEST_LITELLM=1.110.2 PREFILL_TEST_OUTSIDE_PIN=1 PREFILL_TEST_PYTHON_MINORS="12 13" \
+  PREFILL_TEST_LITELLM=1.110.2 PREFILL_TEST_NO_PROXY=1 PREFILL_TEST_PYTHON_MINORS="12 13" \
     PREFILL_TEST_FILES="tests/test_litellm_support.py tests/test_router.py tests/test_litellm_routing.py
       tests/test_langchain.py tests/test_semantic.py tests/test_collect.py tests/test_metrics.py tests/test_predictor.py
       tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py

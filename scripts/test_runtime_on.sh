@@ -4,12 +4,13 @@
 # import rules. The test bundle is trained once with .venv's Python (scripts/setup.sh) and handed over
 # (PREFILL_TEST_BUNDLE); tests that train or build a model skip there. Catches what differs between Pythons, e.g.
 # asyncio.wait_for running its coroutine inline from 3.12 on (session 11: flush_logging lost decision-log lines).
-# It also tests the older litellm API: .venv gets the newest litellm the pin allows (1.106.2 here), this venv
+# It also tests the older litellm API: .venv gets the newest litellm the proxy extra allows (1.108.7 here), this venv
 # PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's arguments, the retry
 # breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
 # PREFILL_TEST_LITELLM_NO_DEPS=1 installs that litellm over what the package's pins resolve to, without its own
-# dependency pins: litellm 1.106.3+ pins certifi>=2026.10.19, which our package index lacks, so 1.109.1 (the newest
-# release, what a user with internet gets) is tested that way; any other unmet requirement fails the run.
+# dependency pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package index lacks, so 1.109.1 (the newest
+# release the proxy extra allows) is tested that way; any other unmet requirement fails the run.
+# PREFILL_TEST_NO_PROXY=1 installs that litellm with its own dependencies and every extra but the proxy (1.110+).
 # Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included;
 #        PREFILL_TEST_PYTHON_MINORS="12" looks for 3.12 only)
 set -euo pipefail
@@ -44,13 +45,12 @@ if [ "${PREFILL_TEST_LITELLM_NO_DEPS:-0}" = "1" ]; then
     echo "$unmet" >&2
     exit 1
   fi
-elif [ "${PREFILL_TEST_OUTSIDE_PIN:-0}" = "1" ]; then
-  # a litellm outside the package's pin, with its own dependencies (not its proxy extra: 1.110's needs litellm-proxy,
-  # which our package index lacks); the only unmet requirement allowed is the package's own pin of litellm
-  "$VENV/bin/python" -m pip install -q -e ".[langchain,proxy,metrics,dev]"
-  "$VENV/bin/python" -m pip install -q "litellm==$LITELLM_VERSION"
-  unmet=$("$VENV/bin/python" -m pip check 2>&1 | grep -v "^litellm-prefill-router .* has requirement litellm[<>=]" || true)
-  if [ -n "$unmet" ] && [ "$unmet" != "No broken requirements found." ]; then
+elif [ "${PREFILL_TEST_NO_PROXY:-0}" = "1" ]; then
+  # a litellm the proxy extra does not allow (1.110+, whose proxy extra needs a litellm-proxy package our index
+  # lacks), with its own dependencies and the package's other extras: every requirement must be met
+  "$VENV/bin/python" -m pip install -q -e ".[langchain,metrics,dev]" "litellm==$LITELLM_VERSION"
+  unmet=$("$VENV/bin/python" -m pip check 2>&1 || true)
+  if [ "$unmet" != "No broken requirements found." ]; then
     echo "test_runtime_on: litellm $LITELLM_VERSION leaves requirements unmet here:" >&2
     echo "$unmet" >&2
     exit 1

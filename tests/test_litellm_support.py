@@ -33,12 +33,11 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def test_pyproject_pins_litellm_to_the_range_the_package_says_it_supports():
+def test_pyproject_pins_litellm_to_the_range_the_package_says_it_supports_and_the_proxy_below_the_new_core():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = [*project["dependencies"], *project["optional-dependencies"]["proxy"]]
-    assert f"litellm{SUPPORTED_LITELLM}" in pins
-    assert f"litellm[proxy]{SUPPORTED_LITELLM}" in pins
+    assert [d for d in project["dependencies"] if d.startswith("litellm")] == [f"litellm{SUPPORTED_LITELLM}"]
+    assert project["optional-dependencies"]["proxy"] == [f"litellm[proxy]{BEFORE_NEW_CORE}"]
 
 
 def test_unsupported_litellm_error_is_a_configuration_error_and_an_import_error():

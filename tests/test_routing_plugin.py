@@ -241,6 +241,34 @@ async def test_a_requests_metadata_prefill_pins_and_bad_overrides_fail_the_reque
         await r.acompletion(model="auto", messages=user(MATH_PROMPT), metadata={"prefill": {"tolerance": "lots"}})
 
 
+def test_a_router_built_before_its_plugin_carries_the_plugins_decisions_in_its_responses(bundle_dir: Path) -> None:
+    """In a fresh interpreter (nothing installed yet): a plain Router, then the plugin added to it. The plugin's
+    construction installs the decision-carrying endpoints on litellm's Router class (litellm 1.110+: its core's),
+    so the router built before it answers with the decision too."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, warnings
+import litellm
+from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+r = litellm.Router(model_list=model_list())
+from litellm_prefill_router.routing_plugin import PrefillRoutingPlugin
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # litellm 1.110: Router.routing_plugins, kept for now
+    r.routing_plugins.append(PrefillRoutingPlugin({str(bundle_dir)!r}, preset="max-quality"))
+for prompt in (MATH_PROMPT, HIST_PROMPT):
+    resp = asyncio.run(r.acompletion(model="auto", messages=[{{"role": "user", "content": prompt}}]))
+    print(resp.choices[0].message.content, "|", resp._hidden_params["prefill_routing"]["target"])
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["answer from math-model | math-model",
+                                           "answer from history-model | history-model"]
+
+
 def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_errors(bundle_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"targets names \['gpt-9'\], which are not targets of bundle"):
         PrefillRoutingPlugin(str(bundle_dir), targets={"openai/gpt-9": "gpt-9"})
