@@ -22,11 +22,24 @@ from .errors import ConfigurationError
 from .proxy_config import load_proxy_config
 
 
-def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
-    """The proxy mounts ``/metrics`` (litellm's ``prometheus`` callback in ``callbacks`` or ``success_callback``)."""
+def _callbacks(litellm_settings: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, name) of each entry of the config's ``litellm_settings.callbacks`` and ``success_callback``."""
     def names(value: object) -> list[str]:
         return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
-    return any(n == "prometheus" for key in ("callbacks", "success_callback") for n in names(litellm_settings.get(key)))
+    return [(key, n) for key in ("callbacks", "success_callback") for n in names(litellm_settings.get(key))]
+
+
+def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
+    """The proxy mounts ``/metrics`` (litellm's ``prometheus`` callback in ``callbacks`` or ``success_callback``)."""
+    return any(name == "prometheus" for _, name in _callbacks(litellm_settings))
+
+
+def import_own_callbacks(litellm_settings: dict[str, Any], config_dir: Path) -> None:
+    """Import this package's callbacks the config names, as the proxy does at start-up: a misspelt one is a
+    :class:`~.errors.ConfigurationError`, and the proxy hook's own refusal (litellm 1.110+) is raised as it is."""
+    for key, name in _callbacks(litellm_settings):
+        if name.startswith("litellm_prefill_router."):
+            import_object(name, config_dir, f"litellm_settings.{key} entry {name}")
 
 
 def resolve_classifiers(model_list: list[dict[str, Any]], config_dir: Path) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -92,6 +105,7 @@ def check_config(path: str | Path, prompts: list[str] | None = None) -> dict[str
     from .router import prefill_strategies, router_from_config
 
     model_list, router_settings, litellm_settings = load_proxy_config(path)
+    import_own_callbacks(litellm_settings, Path(path).resolve().parent)
     classifiers = resolve_classifiers(model_list, Path(path).resolve().parent)
     plugins = resolve_routing_plugins(model_list, router_settings, Path(path).resolve().parent)
     router = router_from_config(model_list, router_settings)

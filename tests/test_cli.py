@@ -256,6 +256,13 @@ def test_check_exits_2_with_the_error_the_proxy_would_raise_at_start_up(
         "routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir), "tolerence": 0.2}}}))
     assert main(["check", "--config", str(tmp_path / "e.yaml")]) == 2
     assert "tolerence: unknown setting; did you mean 'tolerance'?" in capsys.readouterr().err
+    misspelt = "litellm_prefill_router.proxy_hok.proxy_handler_instance"  # the proxy fails to import it at start-up
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"model_list": model_list(), "litellm_settings": {
+        "callbacks": [misspelt]}, "router_settings": {"routing_strategy": "prefill",
+                                                     "routing_strategy_args": {"bundle": str(bundle_dir)}}}))
+    assert main(["check", "--config", str(tmp_path / "f.yaml")]) == 2
+    assert (f"litellm_settings.callbacks entry {misspelt} cannot be imported (ModuleNotFoundError: No module named "
+            "'litellm_prefill_router.proxy_hok')") in capsys.readouterr().err
 
 
 def test_check_warns_when_metrics_are_on_but_the_proxy_serves_no_metrics_endpoint(

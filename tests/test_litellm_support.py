@@ -98,6 +98,25 @@ def test_on_the_new_core_the_proxy_hook_is_refused_with_the_fix() -> None:
 
 
 @new_core
+def test_on_the_new_core_check_refuses_a_proxy_config_that_loads_the_proxy_hook_as_the_proxy_would(
+        bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from litellm_prefill_router.cli import main
+
+    settings = {"routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir)}}
+    config = {"model_list": model_list(), "router_settings": settings}
+    (tmp_path / "sdk.yaml").write_text(yaml.safe_dump(config))
+    assert main(["check", "--config", str(tmp_path / "sdk.yaml")]) == 0  # the router-wide strategy is served here
+    config["litellm_settings"] = {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"}
+    (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(config))
+    sys.modules.pop("litellm_prefill_router.proxy_hook", None)
+    assert main(["check", "--config", str(tmp_path / "proxy.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "proxy's prefill strategy" in err and FIX in err and "cannot be imported" not in err
+
+
+@new_core
 async def test_on_the_new_core_a_requests_strategy_override_is_routed_by_the_bundle_and_said_once(
         bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
