@@ -30,7 +30,8 @@ if [ "$#" -eq 0 ]; then
       tests/test_policy.py tests/test_bundle.py tests/test_prompt.py tests/test_runtime_imports.py
       tests/test_shared_metadata.py tests/test_hub.py tests/test_replay.py tests/test_limits.py
       tests/test_external_data.py tests/test_providers.py tests/test_tune.py tests/test_autotune.py tests/test_drift.py
-      tests/test_answer_lengths.py tests/test_hook_settings.py tests/test_tier_classifier.py tests/test_routing_plugin.py" \
+      tests/test_answer_lengths.py tests/test_hook_settings.py tests/test_tier_classifier.py tests/test_routing_plugin.py
+      tests/test_examples.py" \
     bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
 fi
 exit "$rc"
