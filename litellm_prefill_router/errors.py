@@ -62,5 +62,5 @@ class PromptError(PrefillRouterError):
 
 class UnsupportedLiteLLMError(ConfigurationError, ImportError):
     """The installed litellm cannot carry what was asked (litellm 1.110+, whose ``Router`` refuses subclasses and
-    serves its routing from a new core): routing groups with or beside the prefill strategy (at construction), the
-    proxy hook (at import). An ``ImportError`` too, so an optional import of the proxy hook can catch it."""
+    serves its routing from a new core): routing groups with or beside the prefill strategy, when a Router is built
+    (the proxy's too). An ``ImportError`` too, as it was when the proxy hook refused litellm 1.110 at import."""

@@ -9,7 +9,9 @@ In ``config.yaml``::
       routing_strategy_args: {bundle: /path/to/bundle}
 
 The proxy loads ``litellm_settings.callbacks`` before it builds its Router, so the
-import below teaches that Router the ``prefill`` strategy. The callback also tells the
+import below teaches that Router the ``prefill`` strategy (litellm 1.110+: the proxy builds
+it with ``Router.from_config``, which ``install()`` hooks; a prefill ``routing_groups``
+entry needs litellm < 1.110 there). The callback also tells the
 client where each request went, in response headers: ``x-prefill-target``,
 ``x-prefill-reason``, ``x-prefill-policy``, ``x-prefill-p-correct``, ``x-prefill-latency-ms``.
 """
@@ -20,17 +22,10 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from .errors import UnsupportedLiteLLMError
-from .litellm_support import needs_older_litellm
 from .records import decision_headers
-from .router import ROUTER_ACCEPTS_SUBCLASSES, install
+from .router import install
 from .shared_metadata import answered_with, keep_answers
 
-if not ROUTER_ACCEPTS_SUBCLASSES:  # the proxy builds its Router from its config through the new core
-    raise UnsupportedLiteLLMError(needs_older_litellm(
-        "The LiteLLM proxy's prefill strategy (litellm_prefill_router.proxy_hook)",
-        "builds the proxy's Router from its config without a constructor to hook, and checks routing_strategy "
-        "against a fixed list"))
 install()
 keep_answers()  # the headers of a response without hidden params read the answering attempt's decision from there
 

@@ -25,6 +25,7 @@ import importlib
 import inspect
 import logging
 import threading
+import types
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
@@ -324,6 +325,7 @@ def _declared(base: type, name: str) -> Any:
 # response carries its decision - the strategy's, or a tier classifier's or routing plugin's: install() (which each
 # of those hooks calls when built) wraps them on the class, for every router built before or after it, and a
 # PrefillRouter built before any install() wraps its own. The core
+# builds the proxy's Router with Router.from_config, which install() hooks the same way. The core
 # resolves routing groups and a key's or team's strategy override itself and runs no custom strategy for them:
 # routing groups with or beside the prefill strategy are refused, and an override is routed by the bundle with a
 # warning (composition.request_override).
@@ -418,19 +420,45 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
     return result
 
 
-def _build_sealed(original_init: Callable[..., None], router: Any, args: tuple, kwargs: dict) -> None:
-    """Build ``router`` (a litellm 1.110+ Router) with ``original_init``, its responses carrying decisions; with
-    ``routing_strategy="prefill"``: litellm's simple-shuffle, then the prefill strategy (:func:`_route_by_prefill`).
-    Its ``apply`` learns the strategy's name too."""
-    prefill = is_prefill(kwargs.get("routing_strategy"))
-    _refuse_routing_groups(kwargs.get("routing_groups"), prefill)
-    original_init(router, *args, **({**kwargs, "routing_strategy": "simple-shuffle"} if prefill else kwargs))
+def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """(whether ``arguments`` - a litellm 1.110+ Router's - ask for the prefill strategy, the arguments litellm builds
+    the Router with: simple-shuffle in its place). Routing groups with or beside it are refused."""
+    prefill = is_prefill(arguments.get("routing_strategy"))
+    _refuse_routing_groups(arguments.get("routing_groups"), prefill)
+    return prefill, {**arguments, "routing_strategy": "simple-shuffle"} if prefill else dict(arguments)
+
+
+def _sealed_built(router: Any, prefill: bool, routing_strategy_args: dict | None) -> None:
+    """``router`` (a litellm 1.110+ Router, just built) with its responses carrying decisions, the prefill strategy
+    registered where it was asked for (:func:`_route_by_prefill`), and an ``apply`` that learns the strategy's name."""
     _carry_decisions(router)
     if prefill:
-        _route_by_prefill(router, kwargs.get("routing_strategy_args"))
+        _route_by_prefill(router, routing_strategy_args)
     apply = getattr(router, "apply", None)
     if callable(apply):
         router.apply = functools.partial(_sealed_apply, apply, router)
+
+
+def _build_sealed(original_init: Callable[..., None], router: Any, args: tuple, kwargs: dict) -> None:
+    """Build ``router`` (a litellm 1.110+ Router) with ``original_init`` (see :func:`_sealed_arguments`,
+    :func:`_sealed_built`)."""
+    prefill, built_with = _sealed_arguments(kwargs)
+    original_init(router, *args, **built_with)
+    _sealed_built(router, prefill, kwargs.get("routing_strategy_args"))
+
+
+def _sealed_from_config_hook(original: Callable[..., Any]) -> Any:
+    """``litellm.Router.from_config`` (litellm 1.110+: how the proxy builds its Router, from a ``RouterConfig`` of
+    the config's ``router_settings``) with the prefill strategy, as :func:`_build_sealed` builds one."""
+    def from_config(cls: type, config: Any, *args: Any, **kwargs: Any) -> Any:
+        arguments: Mapping[str, Any] = getattr(config, "arguments", None) or {}
+        prefill, built_with = _sealed_arguments(arguments)
+        if prefill:
+            config = dataclasses.replace(config, arguments=types.MappingProxyType(built_with))
+        router = original(config, *args, **kwargs)
+        _sealed_built(router, prefill, arguments.get("routing_strategy_args"))
+        return router
+    return classmethod(functools.wraps(original)(from_config))
 
 
 class _BuildsRouters(type):
@@ -498,6 +526,8 @@ def install() -> None:
                 setattr(base, name, method)
         else:
             base.__init__ = _sealed_init_hook(base.__init__)  # type: ignore[method-assign]
+            if callable(getattr(base, "from_config", None)):
+                base.from_config = _sealed_from_config_hook(base.from_config)  # type: ignore[attr-defined]
             for name, endpoint in _sealed_endpoints(base).items():
                 setattr(base, name, endpoint)
         base._prefill_installed = True  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@
 # PREFILL_TEST_LITELLM_NO_DEPS=1 installs that litellm over what the package's pins resolve to, without its own
 # dependency pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package index lacks, so 1.109.1 (the newest
 # release the proxy extra allows) is tested that way; any other unmet requirement fails the run.
-# PREFILL_TEST_NO_PROXY=1 installs that litellm with its own dependencies and every extra but the proxy (1.110+).
+# PREFILL_TEST_PROXY_PARTS=1 installs that litellm with its own dependencies and the parts of its proxy our index has.
 # Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included;
 #        PREFILL_TEST_PYTHON_MINORS="12" looks for 3.12 only)
 set -euo pipefail
@@ -45,10 +45,25 @@ if [ "${PREFILL_TEST_LITELLM_NO_DEPS:-0}" = "1" ]; then
     echo "$unmet" >&2
     exit 1
   fi
-elif [ "${PREFILL_TEST_NO_PROXY:-0}" = "1" ]; then
-  # a litellm the proxy extra does not allow (1.110+, whose proxy extra needs a litellm-proxy package our index
-  # lacks), with its own dependencies and the package's other extras: every requirement must be met
+elif [ "${PREFILL_TEST_PROXY_PARTS:-0}" = "1" ]; then
+  # a litellm whose proxy extra our package index cannot satisfy (1.110+: a litellm-proxy package, and its own
+  # litellm-proxy-extras / litellm-enterprise releases): litellm with its own dependencies, the package's extras but
+  # the proxy, then every requirement of litellm's proxy extra the index has - litellm-proxy left out, those two at
+  # the release the index has. The proxy server itself ships in litellm's wheel. Every requirement must be met.
   "$VENV/bin/python" -m pip install -q -e ".[langchain,metrics,dev]" "litellm==$LITELLM_VERSION"
+  proxy_parts=$("$VENV/bin/python" - <<'PY'
+import importlib.metadata
+from packaging.requirements import Requirement
+for line in importlib.metadata.requires("litellm") or ():
+    req = Requirement(line)
+    if req.marker is None or not req.marker.evaluate({"extra": "proxy"}) or req.marker.evaluate({"extra": ""}):
+        continue
+    if req.name != "litellm-proxy":
+        print(req.name if req.name in ("litellm-proxy-extras", "litellm-enterprise") else f"{req.name}{req.specifier}")
+PY
+)
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" -m pip install -q $proxy_parts
   unmet=$("$VENV/bin/python" -m pip check 2>&1 || true)
   if [ "$unmet" != "No broken requirements found." ]; then
     echo "test_runtime_on: litellm $LITELLM_VERSION leaves requirements unmet here:" >&2

@@ -1,17 +1,16 @@
 """The Router integration across litellm releases. On the pinned releases the integration rewrites the Router's
 methods; litellm 1.110 serves its Router from a new core that refuses subclasses and has none of those methods:
-there the router-wide prefill strategy goes in through ``register_plugin``, the tier classifier and routing plugin
-work through litellm's own plugin points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), and what
-needs the old methods - routing groups with or beside the strategy, the proxy hook - is refused with a typed error
-naming the fix. CI runs this file (and the router's own tests) on litellm 1.110 too
-(scripts/test.sh); the tests of one kind of release skip on the other."""
+there the router-wide prefill strategy goes in through ``register_plugin`` (the proxy's Router through
+``Router.from_config``: tests/test_proxy.py), the tier classifier and routing plugin work through litellm's own plugin
+points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), and what needs the old methods - routing
+groups with or beside the strategy - is refused with a typed error naming the fix. CI runs this file (and the
+router's own tests) on litellm 1.110 too (scripts/test.sh); the tests of one kind of release skip on the other."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import logging
-import sys
 from pathlib import Path
 
 import litellm
@@ -33,11 +32,11 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def test_pyproject_pins_litellm_to_the_range_the_package_says_it_supports_and_the_proxy_below_the_new_core():
+def test_pyproject_pins_litellm_and_its_proxy_to_the_range_the_package_says_it_supports():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert [d for d in project["dependencies"] if d.startswith("litellm")] == [f"litellm{SUPPORTED_LITELLM}"]
-    assert project["optional-dependencies"]["proxy"] == [f"litellm[proxy]{BEFORE_NEW_CORE}"]
+    assert project["optional-dependencies"]["proxy"] == [f"litellm[proxy]{SUPPORTED_LITELLM}"]
 
 
 def test_unsupported_litellm_error_is_a_configuration_error_and_an_import_error():
@@ -91,29 +90,41 @@ def test_on_the_new_core_routing_groups_with_or_beside_the_prefill_strategy_are_
 
 
 @new_core
-def test_on_the_new_core_the_proxy_hook_is_refused_with_the_fix() -> None:
-    sys.modules.pop("litellm_prefill_router.proxy_hook", None)
-    with pytest.raises(UnsupportedLiteLLMError, match=rf"proxy's prefill strategy.*{FIX}"):
-        importlib.import_module("litellm_prefill_router.proxy_hook")
+def test_on_the_new_core_a_router_built_from_a_config_as_the_proxy_builds_it_routes_by_prefill(
+        bundle_dir: Path) -> None:
+    from litellm.router import router_arguments
+    from litellm.router_config import build_router_config
+
+    importlib.import_module("litellm_prefill_router.proxy_hook")  # what the proxy imports before building its Router
+    args = {"bundle": str(bundle_dir), "preset": "max-quality"}
+    router = litellm.Router.from_config(build_router_config(router_arguments(
+        model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args)))
+    assert prefill_strategies(router)["router"].args.preset == "max-quality"
+    group = {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}
+    with pytest.raises(UnsupportedLiteLLMError, match=rf"routing_groups entry 'g' with routing_strategy: prefill"
+                                                      rf".*{FIX}"):
+        litellm.Router.from_config(build_router_config(router_arguments(model_list=model_list(),
+                                                                         routing_groups=[group])))
 
 
 @new_core
-def test_on_the_new_core_check_refuses_a_proxy_config_that_loads_the_proxy_hook_as_the_proxy_would(
+def test_on_the_new_core_check_passes_a_proxy_config_with_the_router_wide_strategy_and_refuses_prefill_groups(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
     from litellm_prefill_router.cli import main
 
-    settings = {"routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir)}}
-    config = {"model_list": model_list(), "router_settings": settings}
-    (tmp_path / "sdk.yaml").write_text(yaml.safe_dump(config))
-    assert main(["check", "--config", str(tmp_path / "sdk.yaml")]) == 0  # the router-wide strategy is served here
-    config["litellm_settings"] = {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"}
+    args = {"bundle": str(bundle_dir)}
+    config = {"model_list": model_list(),
+              "router_settings": {"routing_strategy": "prefill", "routing_strategy_args": args},
+              "litellm_settings": {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"}}
     (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(config))
-    sys.modules.pop("litellm_prefill_router.proxy_hook", None)
-    assert main(["check", "--config", str(tmp_path / "proxy.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert "proxy's prefill strategy" in err and FIX in err and "cannot be imported" not in err
+    assert main(["check", "--config", str(tmp_path / "proxy.yaml")]) == 0
+    config["router_settings"]["routing_groups"] = [{"group_name": "g", "models": ["auto"],
+                                                    "routing_strategy": "prefill", "routing_strategy_args": args}]
+    (tmp_path / "groups.yaml").write_text(yaml.safe_dump(config))
+    assert main(["check", "--config", str(tmp_path / "groups.yaml")]) == 2
+    assert FIX in capsys.readouterr().err
 
 
 @new_core

@@ -29,6 +29,7 @@ from conftest import (
     cheap_group,
     complexity_router,
     model_list,
+    needs_litellm_hooks,
     rewrite_bundle,
     tier_router,
 )
@@ -160,15 +161,43 @@ def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterat
                     time.sleep(0.5)
             yield port
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)  # the proxy and its worker processes
+            with contextlib.suppress(ProcessLookupError):  # a proxy that failed to start has exited already
+                os.killpg(proc.pid, signal.SIGTERM)  # the proxy and its worker processes
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers_on_loopback(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """The example config as shipped - the router-wide strategy, no routing groups - with the test bundle's
+    deployments, on every supported litellm (1.110+ included: the proxy builds its Router with Router.from_config)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
+    cfg["model_list"] = model_list()
+    cfg["router_settings"]["routing_strategy_args"]["preset"] = "max-quality"
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # the test's keys (no database here)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with _proxy(tmp_path / "config.yaml", tmp_path, {"PREFILL_BUNDLE": str(bundle_dir)}) as port:
+        for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+            body, headers = _post(port, prompt)
+            assert body["choices"][0]["message"]["content"] == f"answer from {target}"
+            assert (headers["x-prefill-target"], headers["x-prefill-reason"]) == (target, "policy")
+            assert headers["x-prefill-policy"] == "preset=max-quality"
+            resp, resp_headers = _post(port, prompt, "/v1/responses")
+            assert resp["output"][0]["content"][0]["text"] == f"answer from {target}"
+            assert resp_headers["x-prefill-target"] == target
+            msg, msg_headers = _post(port, prompt, "/v1/messages")
+            assert msg["content"][0]["text"] == f"answer from {target}" and msg_headers["x-prefill-target"] == target
+            streamed, stream_headers = _post_stream(port, prompt)
+            assert streamed == f"answer from {target}" and stream_headers["x-prefill-target"] == target
+
+
 def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,
                                                                                   tmp_path: Path) -> None:
+    needs_litellm_hooks()  # routing groups with prefill
     bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)
