@@ -36,7 +36,7 @@ def serves_prometheus(litellm_settings: dict[str, Any]) -> bool:
 
 def import_own_callbacks(litellm_settings: dict[str, Any], config_dir: Path) -> None:
     """Import this package's callbacks the config names, as the proxy does at start-up: a misspelt one is a
-    :class:`~.errors.ConfigurationError`, and the proxy hook's own refusal (litellm 1.110+) is raised as it is."""
+    :class:`~.errors.ConfigurationError` naming it."""
     for key, name in _callbacks(litellm_settings):
         if name.startswith("litellm_prefill_router."):
             import_object(name, config_dir, f"litellm_settings.{key} entry {name}")

@@ -26,7 +26,7 @@ def import_object(path: str, config_dir: Path, where: str) -> Any:
     sys.path.insert(0, str(config_dir))
     try:
         return getattr(importlib.import_module(module), attribute)
-    except ConfigurationError:  # what the module itself refuses at import (the proxy hook on litellm 1.110+)
+    except ConfigurationError:  # what the module itself refuses at import: its own typed error, as the proxy sees it
         raise
     except (ImportError, AttributeError) as err:
         raise ConfigurationError(f"{where} cannot be imported ({type(err).__name__}: {err}); the proxy looks for "

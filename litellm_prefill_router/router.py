@@ -324,11 +324,10 @@ def _declared(base: type, name: str) -> Any:
 # register_plugin(), on a router built with litellm's simple-shuffle, and the request endpoints are wrapped so each
 # response carries its decision - the strategy's, or a tier classifier's or routing plugin's: install() (which each
 # of those hooks calls when built) wraps them on the class, for every router built before or after it, and a
-# PrefillRouter built before any install() wraps its own. The core
-# builds the proxy's Router with Router.from_config, which install() hooks the same way. The core
-# resolves routing groups and a key's or team's strategy override itself and runs no custom strategy for them:
-# routing groups with or beside the prefill strategy are refused, and an override is routed by the bundle with a
-# warning (composition.request_override).
+# PrefillRouter built before any install() wraps its own. The proxy builds its Router with Router.from_config, which
+# install() hooks the same way. The core resolves routing groups and a key's or team's strategy override itself and
+# runs no custom strategy for them: routing groups with or beside the prefill strategy are refused, and an override
+# is routed by the bundle with a warning (composition.request_override).
 
 # request endpoints of a litellm 1.110+ Router whose responses carry the decision, with the metadata key of each
 _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
