@@ -8,8 +8,8 @@
 # PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's arguments, the retry
 # breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
 # PREFILL_TEST_LITELLM_NO_DEPS=1 installs that litellm over what the package's pins resolve to, without its own
-# dependency pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package index lacks, so 1.109.1 (the newest
-# release the proxy extra allows) is tested that way; any other unmet requirement fails the run.
+# dependency pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package index lacks, so 1.109.1 (the last
+# release before litellm's new Router core) is tested that way; any other unmet requirement fails the run.
 # PREFILL_TEST_PROXY_PARTS=1 installs that litellm with its own dependencies and the parts of its proxy our index has.
 # Usage: bash scripts/test_runtime_on.sh [PYTHON >= 3.10]   (default: the newest 3.13 / 3.12 found, pyenv's included;
 #        PREFILL_TEST_PYTHON_MINORS="12" looks for 3.12 only)
@@ -90,7 +90,7 @@ DEFAULT_FILES="tests/test_router.py tests/test_proxy.py tests/test_langchain.py 
   tests/test_replay.py tests/test_limits.py tests/test_external_data.py tests/test_providers.py \
   tests/test_tune.py tests/test_autotune.py tests/test_drift.py tests/test_answer_lengths.py \
   tests/test_tier_classifier.py tests/test_routing_plugin.py tests/test_hook_settings.py \
-  tests/test_litellm_support.py tests/test_examples.py"
+  tests/test_litellm_support.py tests/test_examples.py tests/test_collect.py"
 # shellcheck disable=SC2086
 PREFILL_TEST_BUNDLE="$WORK/bundle" PREFILL_TEST_EXTERNAL_BUNDLE="$WORK/bundle-external" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
   ${PREFILL_TEST_FILES:-$DEFAULT_FILES}
