@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,8 @@ def test_predict_writes_one_line_per_prompt_with_p_and_cost_per_target(bundle_di
 
 
 def test_predict_scores_prompts_without_labels_or_splits_every_row(bundle_dir: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "prompts.jsonl"  # prompts to score, no labels and no splits: every row is predicted
     data.write_text("\n".join(json.dumps(r) for r in [
         {"id": "q1", "prompt": MATH_PROMPT}, {"id": "q2", "prompt": [{"role": "user", "content": HIST_PROMPT}]},
@@ -146,8 +148,11 @@ def test_predict_scores_prompts_without_labels_or_splits_every_row(bundle_dir: P
     table.write_text("id,prompt\nq1,\"" + MATH_PROMPT.replace('"', '""') + "\"\n")
     assert main(["predict", "--bundle", str(bundle_dir), "--data", str(table), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["p_correct"] == pytest.approx(rows[0]["p_correct"], abs=1e-6)
-    with pytest.raises(SystemExit, match="no rows with split 'val' .* names no splits.*--split all"):
-        main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--split", "val", "--out", str(out)])
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--split", "val", "--out", str(out)]) == 2
+    assert re.search(r"error: no rows with split 'val' .* names no splits.*--split all", capsys.readouterr().err)
+    monkeypatch.delenv("PREFILL_ROUTER_DATA", raising=False)  # no --data and no variable: said, exit 2
+    assert main(["predict", "--bundle", str(bundle_dir), "--out", str(out)]) == 2
+    assert "error: give --data PATH or set PREFILL_ROUTER_DATA" in capsys.readouterr().err
 
 
 def test_a_command_refuses_to_write_over_its_own_input(bundle_dir: Path, tmp_path: Path,
@@ -156,8 +161,9 @@ def test_a_command_refuses_to_write_over_its_own_input(bundle_dir: Path, tmp_pat
     data.write_text(json.dumps({"id": "q1", "prompt": MATH_PROMPT}) + "\n")
     assert main(["predict", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(data)]) == 2
     assert f"--out {data} is also --data, an input of this command" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="is the data file itself"):  # --data names the directory that holds it
-        main(["predict", "--bundle", str(bundle_dir), "--data", str(tmp_path), "--out", str(data)])
+    # --data names the directory that holds it: the same refusal, the same exit status
+    assert main(["predict", "--bundle", str(bundle_dir), "--data", str(tmp_path), "--out", str(data)]) == 2
+    assert f"--out {data} is also the data file of --data {tmp_path}, an input" in capsys.readouterr().err
     cfg = tmp_path / "proxy.yaml"
     cfg.write_text("model_list: []\n")
     assert main(["migrate", "--config", str(cfg), "--bundle", str(bundle_dir), "--out", str(cfg)]) == 2

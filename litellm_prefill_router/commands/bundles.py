@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import PrefillRouterError
 from .common import data_arg, table, write_text
 
 
@@ -104,15 +105,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     m = pred.bundle.manifest
     ds = load_dataset(data_arg(args.data), min_labels=0, require_scores=False)
     if Path(args.out).expanduser().resolve() == Path(ds.source).resolve():  # --data named its directory
-        raise SystemExit(f"error: --out {args.out} is the data file itself; write the predictions beside it")
+        raise PrefillRouterError(f"--out {args.out} is also the data file of --data {args.data}, an input of this "
+                                 "command; writing it would destroy what is read - name another file")
     # default: the data's test split; data that names no splits (prompts to score, say) is predicted whole
     split = args.split or ("all" if ds.splits_assigned else "test")
     rows = [r for r in ds.rows if split == "all" or r.split == split]
     if not rows:
         splits = sorted({r.split or "-" for r in ds.rows})
         named = "it names no splits" if ds.splits_assigned else f"its splits: {splits}"
-        raise SystemExit(f"error: no rows with split {split!r} in {ds.source} ({named}); pass --split all to "
-                         "predict every row")
+        raise PrefillRouterError(f"no rows with split {split!r} in {ds.source} ({named}); pass --split all to "
+                                 "predict every row")
     p, n_tokens = pred.predict_many([r.prompt for r in rows])
     prices = [(pr.input_cost_per_token, pr.output_cost_per_token) for pr in map(manifest_price, m.targets)]
     cost = cost_matrix(prices, n_tokens, [t.expected_output_tokens for t in m.targets])

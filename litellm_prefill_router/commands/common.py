@@ -26,7 +26,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def data_arg(value: str | None) -> str:
     data = value or os.environ.get(DATA_ENV)
     if not data:
-        raise SystemExit(f"error: give --data PATH or set {DATA_ENV}")
+        from ..errors import PrefillRouterError
+
+        raise PrefillRouterError(f"give --data PATH or set {DATA_ENV}")
     return data
 
 
