@@ -172,11 +172,12 @@ def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterat
 def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers_on_loopback(
         bundle_dir: Path, tmp_path: Path) -> None:
     """The example config as shipped - the router-wide strategy, no routing groups - with the test bundle's
-    deployments, on every supported litellm (1.110+ included: the proxy builds its Router with Router.from_config)."""
+    deployments and a complexity router whose classifier is the bundle, on every supported litellm (1.110+ included:
+    the proxy builds its Router with Router.from_config)."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
-    cfg["model_list"] = model_list()
+    cfg["model_list"] = [*model_list(), *tier_groups()]
     cfg["router_settings"]["routing_strategy_args"]["preset"] = "max-quality"
     cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # the test's keys (no database here)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -193,6 +194,14 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
             assert msg["content"][0]["text"] == f"answer from {target}" and msg_headers["x-prefill-target"] == target
             streamed, stream_headers = _post_stream(port, prompt)
             assert streamed == f"answer from {target}" and stream_headers["x-prefill-target"] == target
+        tier_body, tier_headers = _post(port, MATH_PROMPT, model="tiered")  # the bundle picks the tier
+        assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
+        assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
+        assert tier_headers["x-litellm-complexity-router-cause"] == "classifier_plugin"
+        for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+            pooled, pooled_headers = _post(port, prompt, model="pooled")  # the bundle as a tier pool's plugin
+            assert pooled["choices"][0]["message"]["content"] == f"answer from {target}"
+            assert pooled_headers["x-prefill-target"] == target
 
 
 def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,
