@@ -177,7 +177,7 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
     import yaml
 
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
-    cfg["model_list"] = [*model_list(), *tier_groups()]
+    cfg["model_list"] = [*model_list(), *tier_groups(), cheap_group()]
     cfg["router_settings"]["routing_strategy_args"]["preset"] = "max-quality"
     cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # the test's keys (no database here)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -198,6 +198,10 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
         assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
         assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")
         assert tier_headers["x-litellm-complexity-router-cause"] == "classifier_plugin"
+        # every tier failed: litellm's fallback answers from a group the bundle does not route - no decision headers
+        plain, plain_headers = _post(port, MATH_PROMPT, model="tiered-down", num_retries=0, fallbacks=["cheap"])
+        assert plain["choices"][0]["message"]["content"] == "answer from cheap"
+        assert not any(h.startswith("x-prefill-") for h in plain_headers), plain_headers
         for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
             pooled, pooled_headers = _post(port, prompt, model="pooled")  # the bundle as a tier pool's plugin
             assert pooled["choices"][0]["message"]["content"] == f"answer from {target}"
