@@ -23,7 +23,18 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from litellm_prefill_router.answer_lengths import AnswerLengths
 from litellm_prefill_router.autotune import Autotuner, AutotuneSettings
-from litellm_prefill_router.config import LAMBDA_DOC, TOLERANCE_DOC, VALUE_USD_DOC, RequestOverrides, parse_overrides
+from litellm_prefill_router.config import (
+    LAMBDA_DOC,
+    TOLERANCE_DOC,
+    VALUE_USD_DOC,
+    CacheSize,
+    DecisionTimeout,
+    NonNegative,
+    Positive,
+    RequestOverrides,
+    Share,
+    parse_overrides,
+)
 from litellm_prefill_router.costs import Price
 from litellm_prefill_router.decider import PrefillDecider, cap_in, lowest_cap
 from litellm_prefill_router.errors import ConfigurationError
@@ -62,12 +73,12 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
     preset: str | None = Field(default=None, description=(
         "policy: a preset of the bundle (none: its default); a tolerance, lambda or value_usd replaces it (e.g. one "
         "configurable per call)"))
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=TOLERANCE_DOC)
-    lambda_: float | None = Field(default=None, ge=0.0, alias="lambda", description=LAMBDA_DOC)
-    value_usd: float | None = Field(default=None, ge=0.0, description=VALUE_USD_DOC)
-    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+    tolerance: Share | None = Field(default=None, description=TOLERANCE_DOC)
+    lambda_: NonNegative | None = Field(default=None, alias="lambda", description=LAMBDA_DOC)
+    value_usd: NonNegative | None = Field(default=None, description=VALUE_USD_DOC)
+    max_cost_usd: Positive | None = Field(default=None, description=(
         "every call's cost ceiling (estimated USD); a call's metadata may lower it"))
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+    min_p_correct: Share | None = Field(default=None, description=(
         "every call's quality floor; a call's metadata may set its own"))
     autotune: AutotuneSettings | None = Field(default=None, description=(
         "tune the policy to a goal on the calls this router decides (e.g. {\"savings\": 0.5}); the policy above "
@@ -80,11 +91,11 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         "the target of calls with no prediction (no text, inference failed, timed out); none: the best prior one"))
     on_error: Literal["fallback", "raise"] = Field(default="fallback", description=(
         "a call whose prediction failed or timed out: sent to fallback_target, or failed with InferenceError"))
-    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0, description=(
+    decision_timeout_s: DecisionTimeout | None = Field(default=None, description=(
         "seconds a call waits for its prediction; later, it goes to the fallback target; none: wait"))
     allow_partial: bool = Field(default=False, description=(
         "serve only the bundle targets that have a runnable (else every target needs one)"))
-    reload_interval_s: float | None = Field(default=None, gt=0.0, description=(
+    reload_interval_s: Positive | None = Field(default=None, description=(
         "seconds between checks whether the bundle changed; a changed one is loaded in the background and swapped "
         "in; none: never reload"))
     decision_log: str | None = Field(default=None, description=(
@@ -104,10 +115,10 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         "decide and record every call but serve it with shadow_target's runnable (the model serving today)"))
     shadow_target: str | None = Field(default=None, description=(
         "the target that serves calls in shadow mode and a rollout's control arm"))
-    rollout: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+    rollout: Share = Field(default=1.0, description=(
         "canary: the share of calls served by the router's choice, by a hash of config metadata user_id (else at "
         "random); the rest as in shadow mode"))
-    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000, description=(
+    prediction_cache_size: CacheSize = Field(default=1024, description=(
         "predictions remembered per process for prompts seen again (exact token ids); 0: off"))
     execution_providers: list[str | tuple[str, dict[str, Any]]] | None = Field(default=None, min_length=1, description=(
         "onnxruntime execution providers of the encoder, as routing_strategy_args.execution_providers; none: the CPU"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,6 +16,16 @@ TOLERANCE_DOC = "policy: the cheapest target whose P(correct) is within this of 
 LAMBDA_DOC = "policy: the target with the most P(correct) - lambda x cost / the dearest candidate's cost"
 VALUE_USD_DOC = "policy: what a right answer is worth (USD) - the target with the most P(correct) x value_usd - cost"
 
+#: the bounds of the settings, wherever they are set (routing_strategy_args, a request's metadata["prefill"],
+#: PrefillRouterRunnable): a share of 0..1 (tolerance, min_p_correct, rollout), a weight or value >= 0 (lambda,
+#: value_usd), a cost ceiling or interval > 0 (max_cost_usd, reload_interval_s), a decision timeout of at most 10 min,
+#: a prediction cache of at most a million entries
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+DecisionTimeout = Annotated[float, Field(gt=0.0, le=600.0)]
+CacheSize = Annotated[int, Field(ge=0, le=1_000_000)]
+
 
 class PrefillStrategyArgs(Settings):
     """``routing_strategy_args`` of ``Router(routing_strategy="prefill", ...)``."""
@@ -27,13 +37,13 @@ class PrefillStrategyArgs(Settings):
     preset: str | None = Field(default=None, description=(
         "policy: a preset calibrated by training (max-quality, balanced, match-best-single, min-cost); none of the "
         "four policy settings: the bundle's default preset"))
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description=TOLERANCE_DOC)
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0, description=LAMBDA_DOC)
-    value_usd: float | None = Field(default=None, ge=0.0, description=VALUE_USD_DOC)
-    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+    tolerance: Share | None = Field(default=None, description=TOLERANCE_DOC)
+    lambda_: NonNegative | None = Field(default=None, alias="lambda", description=LAMBDA_DOC)
+    value_usd: NonNegative | None = Field(default=None, description=VALUE_USD_DOC)
+    max_cost_usd: Positive | None = Field(default=None, description=(
         "every request's cost ceiling (its estimated cost, USD): the policy picks among the targets within it, else "
         "the cheapest; a request's own can only lower it"))
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+    min_p_correct: Share | None = Field(default=None, description=(
         "every request's quality floor: the policy picks among the targets at least this likely to be right, else "
         "the most likely within budget; a request's own replaces it"))
     autotune: AutotuneSettings | None = Field(default=None, description=(
@@ -44,13 +54,13 @@ class PrefillStrategyArgs(Settings):
     fallback_target: str | None = Field(default=None, description=(
         "the target of requests with no prediction (no text, inference failed, timed out); none: the target with "
         "the best prior accuracy"))
-    decision_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0, description=(
+    decision_timeout_s: DecisionTimeout | None = Field(default=None, description=(
         "seconds a request waits for its prediction; later, it goes to the fallback target and a prediction still "
         "queued is dropped, so a burst beyond the encoder's throughput is served at once; none: wait"))
-    default_input_cost_per_token: float | None = Field(default=None, ge=0.0, description=(
+    default_input_cost_per_token: NonNegative | None = Field(default=None, description=(
         "USD per input token of a deployment with no price (model_info, litellm_params, litellm's cost map); none: "
         "such a deployment is an error (UnpricedDeploymentError)"))
-    default_output_cost_per_token: float | None = Field(default=None, ge=0.0, description=(
+    default_output_cost_per_token: NonNegative | None = Field(default=None, description=(
         "USD per output token of a deployment with no price, as above"))
     intra_op_threads: int | None = Field(default=None, ge=1, le=256, description=(
         "onnxruntime threads per inference; none: onnxruntime's default"))
@@ -62,7 +72,7 @@ class PrefillStrategyArgs(Settings):
     max_encoder_batch_size: int | None = Field(default=None, ge=1, le=1024, description=(
         "prompts per encoder call; none: 1 for an int8 encoder (its activation scales are per call, so grouping "
         "would make a route depend on the other requests in flight), max_batch_size for fp32"))
-    prediction_cache_size: int = Field(default=1024, ge=0, le=1_000_000, description=(
+    prediction_cache_size: CacheSize = Field(default=1024, description=(
         "predictions remembered per process for prompts seen again (by exact token ids): a retry, a fallback or a "
         "repeated question costs its tokenisation only; 0: off"))
     decision_log: str | None = Field(default=None, description=(
@@ -72,7 +82,7 @@ class PrefillStrategyArgs(Settings):
         "the request's messages go into the decision log (needed to retrain from it)"))
     decision_log_responses: bool = Field(default=False, description=(
         "the answer text goes into the decision log too, for `prefill-router judge` to score later"))
-    reload_interval_s: float | None = Field(default=None, gt=0.0, description=(
+    reload_interval_s: Positive | None = Field(default=None, description=(
         "seconds between checks whether the bundle changed (a retrained bundle written over it, a symlink pointed "
         "elsewhere, a new commit of an hf:// branch); a changed bundle is loaded off the request path and swapped "
         "in; none: never reload"))
@@ -81,7 +91,7 @@ class PrefillStrategyArgs(Settings):
         "shadow_target if set, else litellm's simple-shuffle"))
     shadow_target: str | None = Field(default=None, description=(
         "the target that serves requests in shadow mode and a rollout's control arm"))
-    rollout: float = Field(default=1.0, ge=0.0, le=1.0, description=(
+    rollout: Share = Field(default=1.0, description=(
         "canary: the share of requests served by the router's choice, by a hash of the end user (else of the "
         "request's litellm_trace_id); the rest are decided and served as in shadow mode"))
     reroute_retries: bool = Field(default=True, description=(
@@ -114,19 +124,19 @@ class RequestOverrides(Settings):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     preset: str | None = Field(default=None, description="this request's policy: a preset of the bundle")
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, description="this request's policy: a tolerance")
-    lambda_: float | None = Field(default=None, alias="lambda", ge=0.0,
-                                  description="this request's policy: a lambda")
-    value_usd: float | None = Field(default=None, ge=0.0, description="this request's policy: a value_usd")
+    tolerance: Share | None = Field(default=None, description="this request's policy: a tolerance")
+    lambda_: NonNegative | None = Field(default=None, alias="lambda",
+                                        description="this request's policy: a lambda")
+    value_usd: NonNegative | None = Field(default=None, description="this request's policy: a value_usd")
     pin_model: str | None = Field(default=None, description=(
         "the target that serves this request, with no encoder pass (if it is available)"))
     candidates: list[str] | None = Field(default=None, description="only these targets may serve this request")
     max_output_tokens: int | None = Field(default=None, ge=1, description=(
         "caps each target's expected answer length in the cost estimate; the LiteLLM strategy fills it from the "
         "request's max_tokens / max_completion_tokens / max_output_tokens"))
-    max_cost_usd: float | None = Field(default=None, gt=0.0, description=(
+    max_cost_usd: Positive | None = Field(default=None, description=(
         "this request's cost ceiling (estimated USD): none qualifies -> the cheapest target (reason over budget)"))
-    min_p_correct: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+    min_p_correct: Share | None = Field(default=None, description=(
         "this request's quality floor: none qualifies -> the most likely target within budget (reason below "
         "floor)"))
 

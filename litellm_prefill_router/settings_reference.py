@@ -9,7 +9,7 @@ import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import BaseModel
@@ -45,6 +45,8 @@ def settings_models() -> dict[str, type[BaseModel]]:
 
 def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin is Annotated:  # a bounded type shared by several models (config.Share, ...): its bounds come below
+        return _type_name(get_args(annotation)[0])
     if origin is Literal:
         return " \\| ".join(f"`{a}`" for a in get_args(annotation))
     if origin in (Union, types.UnionType):
@@ -61,11 +63,22 @@ def _type_name(annotation: Any) -> str:
     return {bool: "bool", int: "int", float: "number", str: "string"}.get(annotation, str(annotation))
 
 
+def _constraints(annotation: Any) -> list[Any]:
+    """The constraints a bounded type inside ``annotation`` carries (``Share | None``: ``Share``'s)."""
+    if get_origin(annotation) is Annotated:
+        _, *extras = get_args(annotation)
+        return [m for extra in extras for m in (extra.metadata if isinstance(extra, FieldInfo) else [extra])]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _constraints(arg)]
+    return []
+
+
 def _bounds(field: FieldInfo) -> str:
     marks = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le"), Lt: ("<", "lt")}
-    parts = [f"{marks[type(m)][0]} {_number(getattr(m, marks[type(m)][1]))}" for m in field.metadata
+    constraints = [*field.metadata, *_constraints(field.annotation)]
+    parts = [f"{marks[type(m)][0]} {_number(getattr(m, marks[type(m)][1]))}" for m in constraints
              if type(m) in marks]
-    parts += ["not empty" for m in field.metadata if isinstance(m, MinLen) and m.min_length == 1]
+    parts += ["not empty" for m in constraints if isinstance(m, MinLen) and m.min_length == 1]
     return ", ".join(parts)
 
 
