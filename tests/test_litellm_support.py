@@ -100,6 +100,9 @@ def test_on_the_new_core_a_router_built_from_a_config_as_the_proxy_builds_it_rou
     router = litellm.Router.from_config(build_router_config(router_arguments(
         model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args)))
     assert prefill_strategies(router)["router"].args.preset == "max-quality"
+    with pytest.raises(ConfigurationError, match="bundle"):  # what the proxy says at start-up: no bundle to route by
+        litellm.Router.from_config(build_router_config(router_arguments(model_list=model_list(),
+                                                                         routing_strategy="prefill")))
     group = {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}
     with pytest.raises(UnsupportedLiteLLMError, match=rf"routing_groups entry 'g' with routing_strategy: prefill"
                                                       rf".*{FIX}"):
