@@ -46,7 +46,7 @@ from .composition import (
     setting_of,
     use_strategy,
 )
-from .deployments import complexity_config, deployment_id, deployments_by_group, tier_groups
+from .deployments import complexity_config, deployment_id, tier_groups
 from .errors import UnsupportedLiteLLMError
 from .litellm_support import needs_older_litellm
 from .records import hidden_params
@@ -79,16 +79,16 @@ def _fell_back_from_tiers(router: Any, decision: Mapping, served_by: object) -> 
     endpoint that 1.110 leaves to wrap sees the first attempt's record only."""
     if "tier" not in decision or not served_by:
         return False
-    deployments = deployments_of(router)
-    by_group = deployments_by_group(deployments)
-    config = next((c for d in by_group.get(str(decision.get("model_group")), [])
-                   if (c := complexity_config(d)) is not None), None)
+    group, config, served_group = str(decision.get("model_group")), None, None
+    for d in deployments_of(router):  # one pass: the complexity router's config and the answering deployment's group
+        if config is None and str(d.get("model_name")) == group:
+            config = complexity_config(d)
+        if served_group is None and deployment_id(d) == str(served_by):
+            served_group = d.get("model_name")
     pools = (config or {}).get("tiers")
-    if not isinstance(pools, Mapping):
+    if not isinstance(pools, Mapping) or served_group is None:
         return False
-    tiers_groups = {name for pool in pools.values() for name in tier_groups(pool)}
-    served_group = next((d.get("model_name") for d in deployments if deployment_id(d) == str(served_by)), None)
-    return served_group is not None and served_group not in tiers_groups
+    return served_group not in {name for pool in pools.values() for name in tier_groups(pool)}
 
 
 def _attach_decision(response: Any, metadata: dict, trace_id: object = None, call_id: object = None,

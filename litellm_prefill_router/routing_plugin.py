@@ -161,7 +161,7 @@ class PrefillRoutingPlugin(RequestHook):
         to the policy's next pick that has one instead (:meth:`_rerouted`; its core raises "No deployments left after
         routing-plugin filtering" for an empty pool, and has no hook where :func:`widened_pool` widens it)."""
         narrowing = _NARROWED.get()
-        in_group = {deployment_model(d) for d in deployments_by_group(deployments_of(router)).get(group, [])}
+        in_group = {deployment_model(d) for d in deployments_of(router) if str(d.get("model_name")) == group}
         if narrowing is None or not in_group.intersection(narrowing.models):
             return  # a complexity router's tier pool (model groups, not deployments): litellm resolves those
         try:
