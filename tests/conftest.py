@@ -37,8 +37,7 @@ def needs_training_extra() -> None:
 def needs_litellm_hooks() -> None:
     """Skip a test of what litellm 1.110+ cannot carry - routing groups with or beside the prefill strategy, a key's
     or team's strategy override (its Router refuses subclasses and has none of the methods the integration
-    rewrites; tests/test_litellm_support.py checks what is refused there). On the releases the package pins nothing
-    skips."""
+    rewrites; tests/test_litellm_support.py checks what is refused there). Before litellm 1.110 nothing skips."""
     from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
 
     if not ROUTER_ACCEPTS_SUBCLASSES:
