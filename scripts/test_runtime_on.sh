@@ -5,8 +5,8 @@
 # (PREFILL_TEST_BUNDLE); tests that train or build a model skip there. Catches what differs between Pythons, e.g.
 # asyncio.wait_for running its coroutine inline from 3.12 on (session 11: flush_logging lost decision-log lines).
 # It also tests the older litellm API: .venv gets the newest litellm whose proxy extra our index can satisfy (1.108.7
-# here), this venv PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's arguments, the retry
-# breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
+# here), this venv PREFILL_TEST_LITELLM (default 1.102.4, the last release before 1.103 changed simple_shuffle's
+# arguments, the retry breadcrumbs, the routing-group check and made the proxy refuse to start without a master key).
 # PREFILL_TEST_LITELLM_NO_DEPS=1 installs that litellm over what the package's pins resolve to, without its own
 # dependency pins: 1.109.1's proxy extra needs a litellm-proxy-extras our package index lacks, so 1.109.1 (the last
 # release before litellm's new Router core) is tested that way; any other unmet requirement fails the run.
