@@ -21,8 +21,14 @@ from litellm.router_utils.fallback_event_handlers import record_pre_routing_sele
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 from litellm.types.router import RouterRateLimitError
 
+try:  # litellm 1.110+: the new core's pick by a litellm strategy's selector (the Router's own method before)
+    from litellm.router_rust.steps.selection import pick_async as core_pick_async
+except ImportError:  # litellm < 1.110
+    core_pick_async = None
+
 from .decider import PrefillDecider, cap_in, capacity_reason
 from .deployments import DeploymentTarget
+from .litellm_support import installed_litellm
 from .policy import RoutingDecision
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
 from .rollout import request_arm_of, user_key
@@ -275,29 +281,38 @@ def prefill_group_models(router: litellm.Router) -> set[str]:
 
 
 def routing_context(router: litellm.Router, model: str, request_kwargs: dict) -> tuple[str | None, Any]:
-    """litellm's routing strategy and selector for ``model``: its ``routing_groups`` entry, a per-request override
-    (the proxy forwards a key's or team's ``router_settings``), else the router's own (here: prefill, no selector)."""
+    """litellm's routing strategy and selector for ``model``: a per-request override (the proxy forwards a key's or
+    team's ``router_settings``), its ``routing_groups`` entry, else the router's own (here: prefill - on litellm
+    1.110+ simple-shuffle, the prefill strategy registered -, no selector). Asked of the Router's
+    ``_get_routing_context`` before litellm 1.110, of its core's ``_prefetch_strategy_and_selector`` (the same
+    lookup, the core's selectors) from 1.110."""
     context = getattr(router, "_get_routing_context", None)
+    if context is None:
+        context = getattr(router, "_prefetch_strategy_and_selector", None)
     if context is None:
         return None, None
     strategy, selector = context(model, request_kwargs)
     return (getattr(strategy, "value", strategy), selector)
 
 
-def request_override(router: litellm.Router, request_kwargs: dict) -> bool:
+def request_override(router: litellm.Router, request_kwargs: dict, strategy: str | None) -> bool:
     """Whether this request carries a litellm routing strategy of its own (a key's or team's ``router_settings``,
-    forwarded by the proxy; litellm ignores unknown names, with a warning). ``prefill`` there means: as configured."""
-    override = getattr(router, "_get_request_routing_strategy_override", None)
+    forwarded by the proxy; litellm ignores unknown names, with a warning) that litellm applies: ``strategy`` (what
+    :func:`routing_context` found for the request) is it. ``prefill`` there means: as configured."""
     asked = request_kwargs.get("routing_strategy")
-    if override is None:  # litellm 1.110+: the core gives the registered prefill strategy precedence over it
-        if asked is not None and not is_prefill(asked) and str(asked) not in _UNAPPLIED_OVERRIDES:
-            _UNAPPLIED_OVERRIDES.add(str(asked))
-            logger.warning("a request asks for routing_strategy %r (e.g. its proxy key's or team's router_settings), "
-                           "which this litellm release does not apply to a router routed by the prefill strategy: "
-                           "it gives a custom strategy precedence over per-request overrides. Routed by the bundle; "
-                           "litellm<1.110 applies the override.", asked)
+    if asked is None or is_prefill(asked):
         return False
-    return not is_prefill(asked) and override(request_kwargs) is not None
+    override = getattr(router, "_get_request_routing_strategy_override", None)
+    if override is not None:  # litellm < 1.110
+        return override(request_kwargs) is not None
+    if hasattr(router, "_prefetch_strategy_and_selector"):  # litellm 1.110+: the core's lookup put it first
+        return getattr(asked, "value", asked) == strategy
+    if str(asked) not in _UNAPPLIED_OVERRIDES:  # a litellm that offers neither lookup
+        _UNAPPLIED_OVERRIDES.add(str(asked))
+        logger.warning("a request asks for routing_strategy %r (e.g. its proxy key's or team's router_settings), "
+                       "which the prefill strategy cannot apply with litellm %s (it finds no way to ask litellm "
+                       "for that strategy's pick): routed by the bundle.", asked, installed_litellm())
+    return False
 
 
 _UNAPPLIED_OVERRIDES: set[str] = set()  # the override names already warned about (once each per process)
@@ -305,10 +320,16 @@ _UNAPPLIED_OVERRIDES: set[str] = set()  # the override names already warned abou
 
 async def override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict
                                    ) -> None:
-    """The rpm accounting a per-request override's selector does for the deployment served (litellm's own step)."""
+    """The rpm accounting a per-request override's selector does for the deployment served (litellm's own step: the
+    override's selector is in none of the callback lists whose pre-call checks litellm runs before the call)."""
     check = getattr(router, "_async_override_selector_pre_call_check", None)
-    if check is not None:
+    if check is not None:  # litellm < 1.110
         await check(strategy, selector, deployment, None)
+        return
+    selectors = getattr(router, "_selectors", None)  # litellm 1.110+: the core's
+    if selector is not None and strategy is not None and selectors is not None \
+            and selectors.is_override(strategy, selector):
+        await selector.async_pre_call_check(deployment, None)
 
 
 def request_arm(request_kwargs: dict, share: float) -> str | None:
@@ -373,12 +394,18 @@ def group_pick(router: litellm.Router, strategy: str | None, selector: Any, mode
     """How litellm itself picks among deployments of ``model``: the group's strategy (latency-, usage-, cost-based,
     least-busy: its selector, which also enforces rpm/tpm limits) or simple-shuffle."""
     select = getattr(router, "_select_deployment_async", None)
-    if selector is None or select is None or strategy in (None, "simple-shuffle", PREFILL):
+    no_pick = select is None and core_pick_async is None  # a litellm that offers neither
+    if selector is None or strategy in (None, "simple-shuffle", PREFILL) or no_pick:
         return shuffle_pick(router, model, request_kwargs)
 
     async def pick(deployments: list[dict]) -> dict:
-        deployment = await select(strategy=strategy, selector=selector, model=model, healthy_deployments=deployments,
-                                  messages=messages, input=input, request_kwargs=request_kwargs)
+        if select is not None:  # litellm < 1.110
+            deployment = await select(strategy=strategy, selector=selector, model=model,
+                                      healthy_deployments=deployments, messages=messages, input=input,
+                                      request_kwargs=request_kwargs)
+        else:  # litellm 1.110+ (least-busy holds its pick for the request's call, as the core's own pick does)
+            deployment = await core_pick_async(strategy, selector, model, deployments, messages, input,
+                                               request_kwargs, reserve=bool(request_kwargs))
         if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
             await raise_no_deployment(router, model)
         await override_pre_call_check(router, strategy, selector, deployment)

@@ -3,8 +3,9 @@
 litellm 1.110 serves ``litellm.Router`` from a new core that refuses subclasses and has none of the methods the
 integration rewrites on earlier releases (``router``). There, the router-wide prefill strategy goes in through the
 Router's ``register_plugin`` entry point (the proxy's Router through ``Router.from_config``), and the tier classifier
-and routing plugin through litellm's own plugin points; what needs the old methods - a prefill ``routing_groups``
-entry or routing groups beside the prefill strategy - is refused with :class:`~.errors.UnsupportedLiteLLMError` and
+and routing plugin through litellm's own plugin points; routing groups beside the prefill strategy and a key's or
+team's strategy override get their litellm strategy's pick from the core's selectors. What needs the old methods - a
+``routing_groups`` entry with the prefill strategy - is refused with :class:`~.errors.UnsupportedLiteLLMError` and
 this module's message."""
 
 from __future__ import annotations

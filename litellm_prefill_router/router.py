@@ -43,7 +43,6 @@ from .composition import (
     routing_groups_of,
     routing_strategy_of,
     run_sync,
-    setting_of,
     use_strategy,
 )
 from .deployments import complexity_config, deployment_id, tier_groups
@@ -325,9 +324,10 @@ def _declared(base: type, name: str) -> Any:
 # response carries its decision - the strategy's, or a tier classifier's or routing plugin's: install() (which each
 # of those hooks calls when built) wraps them on the class, for every router built before or after it, and a
 # PrefillRouter built before any install() wraps its own. The proxy builds its Router with Router.from_config, which
-# install() hooks the same way. The core resolves routing groups and a key's or team's strategy override itself and
-# runs no custom strategy for them: routing groups with or beside the prefill strategy are refused, and an override
-# is routed by the bundle with a warning (composition.request_override).
+# install() hooks the same way. The core hands the registered strategy every pick; for a key's or team's strategy
+# override and for routing groups beside it, the strategy asks the core which litellm strategy applies and has that
+# strategy's selector pick (composition.routing_context, group_pick). A routing_groups entry with the prefill
+# strategy is refused: the core takes one custom strategy per router, none per group.
 
 # request endpoints of a litellm 1.110+ Router whose responses carry the decision, with the metadata key of each
 _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
@@ -337,10 +337,11 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
 }
 
 
-def _refuse_routing_groups(routing_groups: Any, prefill_router: bool) -> None:
-    """On litellm 1.110+: a prefill ``routing_groups`` entry, or routing groups beside a router-wide prefill strategy,
-    is refused - the core resolves groups itself, with no custom strategy per group, and gives no way to run a
-    group's strategy among the deployments of the target the bundle chose."""
+def _refuse_prefill_groups(routing_groups: Any) -> None:
+    """On litellm 1.110+: a ``routing_groups`` entry with ``routing_strategy: prefill`` is refused - the core takes one
+    custom strategy for the whole router, none per routing group. Groups with litellm's strategies beside a
+    router-wide prefill strategy route: the strategy asks the core for the group's pick among the deployments of the
+    target the bundle chose."""
     for group in routing_groups or ():
         get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
         name, strategy = get("group_name", None), get("routing_strategy", None)
@@ -348,11 +349,6 @@ def _refuse_routing_groups(routing_groups: Any, prefill_router: bool) -> None:
             raise UnsupportedLiteLLMError(needs_older_litellm(
                 f"routing_groups entry {name!r} with routing_strategy: prefill",
                 "takes no custom strategy per routing group; make prefill the router's own routing_strategy"))
-        if prefill_router:
-            raise UnsupportedLiteLLMError(needs_older_litellm(
-                f"routing_groups entry {name!r} ({getattr(strategy, 'value', strategy)}) beside the router-wide "
-                f"prefill strategy", "cannot run a group's strategy among the deployments of the target the bundle "
-                "chose; drop routing_groups"))
 
 
 def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
@@ -405,8 +401,8 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
     settings = dict(getattr(changes, "settings", None) or {})
     to_prefill = is_prefill(settings.get("routing_strategy"))
     new_args = "routing_strategy_args" in settings and "routing_strategy" not in settings and _routes_by_prefill(router)
-    if to_prefill or ("routing_groups" in settings and _routes_by_prefill(router)):
-        _refuse_routing_groups(settings.get("routing_groups", setting_of(router, "routing_groups")), True)
+    if "routing_groups" in settings:
+        _refuse_prefill_groups(settings["routing_groups"])
     if to_prefill:
         changes = dataclasses.replace(changes, settings={**settings, "routing_strategy": "simple-shuffle"})
     result = original(changes, *args, **kwargs)
@@ -423,7 +419,7 @@ def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, dict[str, Any
     """(whether ``arguments`` - a litellm 1.110+ Router's - ask for the prefill strategy, the arguments litellm builds
     the Router with: simple-shuffle in its place). Routing groups with or beside it are refused."""
     prefill = is_prefill(arguments.get("routing_strategy"))
-    _refuse_routing_groups(arguments.get("routing_groups"), prefill)
+    _refuse_prefill_groups(arguments.get("routing_groups"))
     return prefill, {**arguments, "routing_strategy": "simple-shuffle"} if prefill else dict(arguments)
 
 

@@ -232,7 +232,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if not healthy:
             await raise_no_deployment(self.router, model)
         pick = group_pick(self.router, strategy, selector, model, messages, input, request_kwargs)
-        if request_override(self.router, request_kwargs):
+        if request_override(self.router, request_kwargs, strategy):
             # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
             # configured strategy, as litellm gives it precedence over its routing groups
             return await self.leave_to(pick, healthy, request_metadata(request_kwargs),

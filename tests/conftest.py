@@ -34,10 +34,10 @@ def needs_training_extra() -> None:
     pytest.importorskip("torch", reason="needs the train extra (torch), not installed on this interpreter")
 
 
-def needs_litellm_hooks() -> None:
-    """Skip a test of what litellm 1.110+ cannot carry - routing groups with or beside the prefill strategy, a key's
-    or team's strategy override (its Router refuses subclasses and has none of the methods the integration
-    rewrites; tests/test_litellm_support.py checks what is refused there). Before litellm 1.110 nothing skips."""
+def needs_prefill_routing_groups() -> None:
+    """Skip a test of a ``routing_groups`` entry with the prefill strategy, which litellm 1.110+ cannot carry (its
+    core takes one custom strategy per router, none per group; tests/test_litellm_support.py checks that it is
+    refused there). Before litellm 1.110 nothing skips."""
     from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
 
     if not ROUTER_ACCEPTS_SUBCLASSES:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fake_hub import FakeHub
 
-from conftest import model_list, needs_litellm_hooks
+from conftest import model_list
 from litellm_prefill_router.bundle import load_bundle
 from litellm_prefill_router.errors import BundleChecksumError, BundleLocationError
 from litellm_prefill_router.hub import HubBundleRef, parse_hub_reference
@@ -261,7 +261,6 @@ def test_train_continue_from_a_hub_bundle_keeps_its_encoder_and_names_the_commit
 
 def test_a_litellm_proxy_serves_a_bundle_named_by_an_hf_reference_in_its_config(bundle_dir: Path,
                                                                                  tmp_path: Path) -> None:
-    needs_litellm_hooks()
     import yaml
     from test_proxy import _post, _proxy
 

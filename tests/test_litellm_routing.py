@@ -22,10 +22,11 @@ from conftest import (
     cheap_group,
     complexity_router,
     model_list,
-    needs_litellm_hooks,
+    needs_prefill_routing_groups,
 )
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging, install
 from litellm_prefill_router.records import reason_kind
+from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
 
 TARGETS = {"math-model", "history-model", "generalist"}
 
@@ -90,7 +91,7 @@ async def test_a_complexity_router_tier_that_names_the_prefill_group_is_routed_b
 @pytest.mark.parametrize("make", ROUTER_CLASSES)
 async def test_a_routing_group_with_the_prefill_strategy_routes_beside_another_router_wide_strategy(
         bundle_dir: Path, make) -> None:
-    needs_litellm_hooks()
+    needs_prefill_routing_groups()
     others = [{"model_name": "other", "litellm_params": {"model": f"openai/other-{i}", "api_key": "sk-test",
                                                          "mock_response": f"other {i}"},
                "model_info": {"id": f"other-{i}", "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}}
@@ -111,7 +112,7 @@ async def test_a_routing_group_with_the_prefill_strategy_routes_beside_another_r
 
 
 async def test_each_prefill_routing_group_routes_its_own_models_with_its_own_policy(bundle_dir: Path) -> None:
-    needs_litellm_hooks()
+    needs_prefill_routing_groups()
     # the router-wide prefill strategy leaves the models of a prefill group to that group's strategy
     router = PrefillRouter(
         model_list=[*model_list(), *model_list(group="budget")], routing_strategy="prefill",
@@ -131,7 +132,6 @@ async def test_a_target_whose_deployments_are_all_at_their_rpm_limit_gives_way_t
     """The group's usage-based strategy finds the chosen target's only deployment at its rpm limit: the request goes
     to the policy's pick among the other targets (before: it failed with capacity left beside it, after litellm's
     retries), and its decision says why. A request that pins the full target gets litellm's own rate-limit error."""
-    needs_litellm_hooks()
     deployments = model_list()
     for dep in deployments:
         dep["litellm_params"]["rpm"] = 1
@@ -157,7 +157,6 @@ async def test_a_target_whose_deployments_are_all_at_their_rpm_limit_gives_way_t
 
 
 async def test_the_groups_own_litellm_strategy_picks_among_the_chosen_targets_deployments(bundle_dir: Path) -> None:
-    needs_litellm_hooks()
     # math-model is served by two deployments; litellm's cost-based routing (the group's strategy) picks the cheaper
     deployments = model_list(targets=("history-model", "generalist"))
     for dep_id, price in (("math-dear", 3e-6), ("math-cheap", 1e-6)):
@@ -180,7 +179,7 @@ async def test_the_groups_own_litellm_strategy_picks_among_the_chosen_targets_de
 
 
 def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_dir: Path) -> None:
-    needs_litellm_hooks()
+    needs_prefill_routing_groups()
     with pytest.raises(ConfigurationError, match="bundle"):
         PrefillRouter(model_list=model_list(), routing_strategy="simple-shuffle",
                       routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
@@ -206,7 +205,8 @@ def prefill_routed_router(bundle_dir: Path, how: str, **kwargs: object) -> litel
 @pytest.mark.parametrize("how", PREFILL_ROUTED)
 async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefill_strategy(
         bundle_dir: Path, how: str) -> None:
-    needs_litellm_hooks()
+    if how == "routing-group":
+        needs_prefill_routing_groups()
     # the proxy forwards a key's/team's router_settings.routing_strategy as this per-request kwarg; litellm gives it
     # precedence over routing groups, and so does the router-wide prefill strategy (before: it ignored it)
     router = prefill_routed_router(bundle_dir, how, model_list=model_list())
@@ -225,19 +225,21 @@ async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefil
 @pytest.mark.parametrize("how", PREFILL_ROUTED)
 async def test_a_keys_prefill_override_routes_as_configured_without_litellms_ignored_override_warning(
         bundle_dir: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
-    needs_litellm_hooks()
+    if how == "routing-group":
+        needs_prefill_routing_groups()
     router = prefill_routed_router(bundle_dir, how, model_list=model_list())
     with caplog.at_level("WARNING"):
         routed = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="prefill")
         assert routed._hidden_params["prefill_routing"]["target"] == "history-model"
         assert not [r for r in caplog.records if "Ignoring per-request" in r.getMessage()]
         await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="fastest")
-    assert [r for r in caplog.records if "Ignoring per-request" in r.getMessage()]  # the capture does see litellm's
+    if ROUTER_ACCEPTS_SUBCLASSES:  # the capture does see litellm's warning (1.110+ ignores unknown names silently)
+        assert [r for r in caplog.records if "Ignoring per-request" in r.getMessage()]
 
 
 async def test_a_keys_prefill_override_of_a_group_no_bundle_routes_is_said_once(
         bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    needs_litellm_hooks()
+    needs_prefill_routing_groups()
     router = prefill_routed_router(bundle_dir, "routing-group", model_list=[*model_list(), cheap_group()])
     with caplog.at_level("WARNING"):
         for _ in range(2):
@@ -280,7 +282,6 @@ async def test_the_healthy_deployment_lookup_gets_the_requests_span_and_argument
 async def test_a_retry_whose_next_pick_is_at_capacity_says_both_why_it_moved(bundle_dir: Path) -> None:
     """math-model fails the request; the retry's next pick, generalist, has used its one request this minute: the
     retry goes to history-model, and the reason keeps the retry's cause beside the capacity one."""
-    needs_litellm_hooks()
     deployments = model_list(**{"math-model": {"mock_response": "litellm.InternalServerError"},
                                 "generalist": {"rpm": 1}})
     for dep in deployments:  # litellm keeps rpm usage by deployment id: ids of their own, apart from other tests'

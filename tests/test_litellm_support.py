@@ -2,21 +2,22 @@
 methods; litellm 1.110 serves its Router from a new core that refuses subclasses and has none of those methods:
 there the router-wide prefill strategy goes in through ``register_plugin`` (the proxy's Router through
 ``Router.from_config``: tests/test_proxy.py), the tier classifier and routing plugin work through litellm's own plugin
-points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), and what needs the old methods - routing
-groups with or beside the strategy - is refused with a typed error naming the fix. CI runs this file (and the
-router's own tests) on litellm 1.110 too (scripts/test.sh); the tests of one kind of release skip on the other."""
+points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), routing groups beside the strategy and a key's
+strategy override get their litellm strategy's pick from the core (tests/test_litellm_routing.py), and what needs the
+old methods - a routing group with the prefill strategy - is refused with a typed error naming the fix. CI runs this
+file (and the router's own tests) on litellm 1.110 too (scripts/test.sh); the tests of one kind of release skip on
+the other."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import logging
 from pathlib import Path
 
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, model_list
+from conftest import HIST_PROMPT, MATH_PROMPT, change_settings, model_list
 from litellm_prefill_router import PrefillRouter, UnsupportedLiteLLMError, install
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.litellm_support import BEFORE_NEW_CORE, SUPPORTED_LITELLM
@@ -73,7 +74,7 @@ async def test_on_the_new_core_a_prefill_router_is_a_litellm_router_routed_by_th
 
 
 @new_core
-def test_on_the_new_core_routing_groups_with_or_beside_the_prefill_strategy_are_refused_with_the_fix(
+def test_on_the_new_core_a_prefill_routing_group_is_refused_with_the_fix_and_groups_beside_the_strategy_build(
         bundle_dir: Path) -> None:
     args = {"bundle": str(bundle_dir)}
     install()
@@ -82,11 +83,11 @@ def test_on_the_new_core_routing_groups_with_or_beside_the_prefill_strategy_are_
                                                       rf"needs litellm{BEFORE_NEW_CORE}.*{FIX}"):
         litellm.Router(model_list=model_list(), routing_groups=[group])
     beside = {"group_name": "g", "models": ["auto"], "routing_strategy": "usage-based-routing-v2"}
-    with pytest.raises(UnsupportedLiteLLMError, match=r"'g' \(usage-based-routing-v2\) beside the router-wide "
-                                                      r"prefill strategy.*drop routing_groups"):
-        PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args,
-                      routing_groups=[beside])
-    litellm.Router(model_list=model_list(), routing_groups=[beside])  # without prefill: litellm's business
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args,
+                           routing_groups=[beside])  # the group's strategy picks within the bundle's target
+    assert "router" in prefill_strategies(router)
+    with pytest.raises(UnsupportedLiteLLMError, match=r"routing_groups entry 'g' with routing_strategy: prefill"):
+        change_settings(router, routing_groups=[group])  # a prefill group added later, too
 
 
 @new_core
@@ -128,16 +129,3 @@ def test_on_the_new_core_check_passes_a_proxy_config_with_the_router_wide_strate
     (tmp_path / "groups.yaml").write_text(yaml.safe_dump(config))
     assert main(["check", "--config", str(tmp_path / "groups.yaml")]) == 2
     assert FIX in capsys.readouterr().err
-
-
-@new_core
-async def test_on_the_new_core_a_requests_strategy_override_is_routed_by_the_bundle_and_said_once(
-        bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
-                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
-    with caplog.at_level(logging.WARNING, logger="litellm_prefill_router"):
-        for _ in range(2):
-            resp = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="least-busy")
-            assert resp._hidden_params["prefill_routing"]["target"] == "history-model"
-    said = [r for r in caplog.records if "routing_strategy 'least-busy'" in r.getMessage()]
-    assert len(said) == 1 and "litellm<1.110 applies the override" in said[0].getMessage()

@@ -29,7 +29,7 @@ from conftest import (
     cheap_group,
     complexity_router,
     model_list,
-    needs_litellm_hooks,
+    needs_prefill_routing_groups,
     rewrite_bundle,
     tier_router,
 )
@@ -206,11 +206,18 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
             pooled, pooled_headers = _post(port, prompt, model="pooled")  # the bundle as a tier pool's plugin
             assert pooled["choices"][0]["message"]["content"] == f"answer from {target}"
             assert pooled_headers["x-prefill-target"] == target
+        # a virtual key's router_settings.routing_strategy takes precedence (litellm's per-key override, applied by
+        # the core's cost-based selector on 1.110+): the cheapest deployment, unrouted; "prefill" routes as configured
+        cost, cost_headers = _post(port, HIST_PROMPT, key="sk-cost-routed")
+        assert cost["choices"][0]["message"]["content"] == "answer from math-model"
+        assert not any(h.startswith("x-prefill-") for h in cost_headers), cost_headers
+        _, prefill_headers = _post(port, HIST_PROMPT, key="sk-prefill-routed")
+        assert prefill_headers["x-prefill-target"] == "history-model"
 
 
 def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,
                                                                                   tmp_path: Path) -> None:
-    needs_litellm_hooks()  # routing groups with prefill
+    needs_prefill_routing_groups()  # routing groups with prefill
     bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)
