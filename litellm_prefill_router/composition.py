@@ -274,25 +274,58 @@ def group_field(group: Any, name: str) -> Any:
     return group.get(name) if isinstance(group, dict) else getattr(group, name, None)
 
 
+PREFILL_GROUPS_ATTRIBUTE = "_prefill_group_strategies"
+
+
+def prefill_groups_of(router: litellm.Router) -> dict[str, Any]:
+    """litellm 1.110+: the router's ``routing_groups`` entries with the prefill strategy, by name, each with its
+    :class:`~.strategy.PrefillRoutingStrategy` (litellm knows them as simple-shuffle groups; empty before 1.110,
+    where litellm keeps them among its own group selectors)."""
+    return dict(getattr(router, PREFILL_GROUPS_ATTRIBUTE, None) or {})
+
+
+def prefill_group_of(router: litellm.Router, model: str) -> Any:
+    """The prefill strategy of the litellm 1.110+ prefill routing group that ``model`` (after the router's model group
+    aliases) is, or is a member of - litellm's own group lookup (None: none)."""
+    groups = prefill_groups_of(router)
+    if not groups:
+        return None
+    alias = getattr(router, "get_model_from_alias", None)
+    resolved = (alias(model=model) if callable(alias) else None) or model
+    if resolved in groups:
+        return groups[resolved]
+    return next((strategy for strategy in groups.values() if resolved in (strategy.models or ())), None)
+
+
 def prefill_group_models(router: litellm.Router) -> set[str]:
     """Model names that a ``routing_groups`` entry with ``routing_strategy: prefill`` routes with its own bundle."""
-    return {str(m) for g in configured_routing_groups(router) if is_prefill(group_field(g, "routing_strategy"))
-            for m in group_field(g, "models") or []}
+    configured = {str(m) for g in configured_routing_groups(router) if is_prefill(group_field(g, "routing_strategy"))
+                  for m in group_field(g, "models") or []}
+    return configured | {str(m) for strategy in prefill_groups_of(router).values() for m in strategy.models or ()}
 
 
 def routing_context(router: litellm.Router, model: str, request_kwargs: dict) -> tuple[str | None, Any]:
     """litellm's routing strategy and selector for ``model``: a per-request override (the proxy forwards a key's or
     team's ``router_settings``), its ``routing_groups`` entry, else the router's own (here: prefill - on litellm
-    1.110+ simple-shuffle, the prefill strategy registered -, no selector). Asked of the Router's
-    ``_get_routing_context`` before litellm 1.110, of its core's ``_prefetch_strategy_and_selector`` (the same
-    lookup, the core's selectors) from 1.110."""
+    1.110+ simple-shuffle, the prefill strategy registered -, no selector). A prefill routing group's selector is its
+    :class:`~.strategy.PrefillRoutingStrategy`. Asked of the Router's ``_get_routing_context`` before litellm 1.110
+    (hooked for prefill groups), of its core's ``_prefetch_strategy_and_selector`` (the same lookup, the core's
+    selectors) from 1.110, where litellm knows a prefill group as a simple-shuffle one."""
     context = getattr(router, "_get_routing_context", None)
-    if context is None:
-        context = getattr(router, "_prefetch_strategy_and_selector", None)
+    if context is not None:
+        strategy, selector = context(model, request_kwargs)
+        return (getattr(strategy, "value", strategy), selector)
+    context = getattr(router, "_prefetch_strategy_and_selector", None)
     if context is None:
         return None, None
     strategy, selector = context(model, request_kwargs)
-    return (getattr(strategy, "value", strategy), selector)
+    strategy = getattr(strategy, "value", strategy)
+    asked = request_kwargs.get("routing_strategy")
+    if asked is None or getattr(asked, "value", asked) != strategy:  # no per-request override litellm applies
+        group = prefill_group_of(router, model)
+        if group is not None:
+            return PREFILL, group
+    return strategy, selector
 
 
 def request_override(router: litellm.Router, request_kwargs: dict, strategy: str | None) -> bool:
@@ -316,6 +349,19 @@ def request_override(router: litellm.Router, request_kwargs: dict, strategy: str
 
 
 _UNAPPLIED_OVERRIDES: set[str] = set()  # the override names already warned about (once each per process)
+
+
+def say_prefill_asked_of_unrouted(router: litellm.Router, model: str, strategy: object) -> None:
+    """A key's or team's ``routing_strategy: prefill`` asked of a model group no prefill strategy routes: routed by
+    ``strategy`` (the group's or router's), which is said once per model group and router."""
+    said = vars(router).setdefault("_prefill_unrouted_models", set())
+    if model in said:
+        return
+    said.add(model)
+    logger.warning("a request asks for prefill routing (routing_strategy: prefill in its key's or team's "
+                   "router_settings) of model group %r, which no prefill strategy routes: routed by %s. Put %r in "
+                   "a routing_groups entry with routing_strategy: prefill, or make prefill the router's strategy.",
+                   model, getattr(strategy, "value", strategy), model)
 
 
 async def override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict

@@ -61,6 +61,7 @@ class PromptError(PrefillRouterError):
 
 
 class UnsupportedLiteLLMError(ConfigurationError, ImportError):
-    """The installed litellm cannot carry what was asked (litellm 1.110+, whose ``Router`` refuses subclasses and
-    serves its routing from a new core): routing groups with or beside the prefill strategy, when a Router is built
-    (the proxy's too). An ``ImportError`` too, as it was when the proxy hook refused litellm 1.110 at import."""
+    """The installed litellm cannot carry what was asked. No supported release raises it now: litellm 1.110 refused
+    prefill routing groups until the integration routed them through the new core's entry points. Kept so that code
+    catching it still imports. An ``ImportError`` too, as it was when the proxy hook refused litellm 1.110 at
+    import."""

@@ -3,8 +3,7 @@
 * :class:`PrefillRouter` - ``litellm.Router`` that accepts ``routing_strategy="prefill"``
   and copies each decision into the response's ``_hidden_params`` (chat and text completions, Responses API,
   Anthropic messages). On litellm 1.110+, whose Router refuses subclasses, it builds a ``litellm.Router`` with the
-  strategy registered through ``register_plugin`` (see "litellm 1.110+" below; what that release cannot carry is
-  refused with ``UnsupportedLiteLLMError``, ``litellm_support``).
+  strategy registered through ``register_plugin`` (see "litellm 1.110+" below).
 * :func:`install` - teach a plain ``litellm.Router`` (SDK or proxy) the ``prefill`` strategy.
 * :func:`router_from_config`, :func:`prefill_strategies` - a config's router as the proxy builds it, and its
   prefill strategies (``prefill-router check``).
@@ -34,24 +33,25 @@ import litellm
 
 from .composition import (
     PREFILL,
+    PREFILL_GROUPS_ATTRIBUTE,
     custom_strategy_of,
     deployments_of,
     is_prefill,
+    prefill_groups_of,
     prompt_of,
     public_router,
     request_metadata,
     routing_groups_of,
     routing_strategy_of,
     run_sync,
+    say_prefill_asked_of_unrouted,
     use_strategy,
 )
 from .deployments import complexity_config, deployment_id, tier_groups
-from .errors import UnsupportedLiteLLMError
-from .litellm_support import needs_older_litellm
 from .records import hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
-from .strategy import PrefillRoutingStrategy
+from .strategy import PrefillGroupsRouting, PrefillRoutingStrategy
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -241,12 +241,8 @@ def _context_hook(original: Callable[..., Any], self: Any, model: str, request_k
     if not is_prefill((request_kwargs or {}).get("routing_strategy")):
         return cast(tuple[str | None, Any], original(model, request_kwargs))
     strategy, selector = original(model, None)
-    if not is_prefill(strategy) and model not in self.__dict__.setdefault("_prefill_unrouted_models", set()):
-        self._prefill_unrouted_models.add(model)
-        logger.warning("a request asks for prefill routing (routing_strategy: prefill in its key's or team's "
-                       "router_settings) of model group %r, which no prefill strategy routes: routed by %s. Put %r in "
-                       "a routing_groups entry with routing_strategy: prefill, or make prefill the router's strategy.",
-                       model, getattr(strategy, "value", strategy), model)
+    if not is_prefill(strategy):
+        say_prefill_asked_of_unrouted(self, model, strategy)
     return strategy, selector
 
 
@@ -326,8 +322,11 @@ def _declared(base: type, name: str) -> Any:
 # PrefillRouter built before any install() wraps its own. The proxy builds its Router with Router.from_config, which
 # install() hooks the same way. The core hands the registered strategy every pick; for a key's or team's strategy
 # override and for routing groups beside it, the strategy asks the core which litellm strategy applies and has that
-# strategy's selector pick (composition.routing_context, group_pick). A routing_groups entry with the prefill
-# strategy is refused: the core takes one custom strategy per router, none per group.
+# strategy's selector pick (composition.routing_context, group_pick). The core takes one custom strategy per router,
+# none per routing group: a routing_groups entry with the prefill strategy is given to litellm as a simple-shuffle
+# group (its name stays callable, its models grouped) and keeps its PrefillRoutingStrategy on the router
+# (composition.prefill_groups_of); the router-wide prefill strategy, or else a PrefillGroupsRouting, is registered
+# and hands each request of such a group to that group's strategy (strategy.route_request).
 
 # request endpoints of a litellm 1.110+ Router whose responses carry the decision, with the metadata key of each
 _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
@@ -337,18 +336,41 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
 }
 
 
-def _refuse_prefill_groups(routing_groups: Any) -> None:
-    """On litellm 1.110+: a ``routing_groups`` entry with ``routing_strategy: prefill`` is refused - the core takes one
-    custom strategy for the whole router, none per routing group. Groups with litellm's strategies beside a
-    router-wide prefill strategy route: the strategy asks the core for the group's pick among the deployments of the
-    target the bundle chose."""
-    for group in routing_groups or ():
+def _split_prefill_groups(routing_groups: Any) -> tuple[dict[str, tuple[list[str], dict]], Any]:
+    """(the ``routing_groups`` entries with the prefill strategy, by name: their models and ``routing_strategy_args``;
+    the entries a litellm 1.110+ Router is built with: each prefill one as a simple-shuffle group of the same name
+    and models - its name stays callable, its models grouped - the others as given)."""
+    if not routing_groups:
+        return {}, routing_groups
+    prefill: dict[str, tuple[list[str], dict]] = {}
+    built: list[Any] = []
+    for group in routing_groups:
         get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
-        name, strategy = get("group_name", None), get("routing_strategy", None)
-        if is_prefill(strategy):
-            raise UnsupportedLiteLLMError(needs_older_litellm(
-                f"routing_groups entry {name!r} with routing_strategy: prefill",
-                "takes no custom strategy per routing group; make prefill the router's own routing_strategy"))
+        if not is_prefill(get("routing_strategy", None)):
+            built.append(group)
+            continue
+        name, models = get("group_name", None), list(get("models", None) or [])
+        prefill[str(name)] = (models, dict(get("routing_strategy_args", None) or {}))
+        built.append({"group_name": name, "models": models, "routing_strategy": "simple-shuffle"})
+    return prefill, built
+
+
+def _group_strategies(router: Any, groups: Mapping[str, tuple[list[str], dict]]
+                      ) -> dict[str, PrefillRoutingStrategy]:
+    """The prefill strategy of each prefill ``routing_groups`` entry of ``router`` (a litellm 1.110+ Router; a group
+    without ``bundle`` fails here, as on earlier releases), to be set as its :data:`PREFILL_GROUPS_ATTRIBUTE`."""
+    return {name: PrefillRoutingStrategy(router, args, models=models) for name, (models, args) in groups.items()}
+
+
+def _keep_custom_routing(router: Any) -> None:
+    """Register the custom routing ``router`` (a litellm 1.110+ Router) needs now, where litellm dropped it (it forgets
+    a custom strategy when the routing strategy changes): its router-wide prefill strategy registers itself; without
+    one, a :class:`~.strategy.PrefillGroupsRouting` while it has prefill routing groups (one left registered after
+    the groups are gone gives litellm's own picks, as without it)."""
+    if _routes_by_prefill(router) or not prefill_groups_of(router):
+        return
+    if not isinstance(custom_strategy_of(router), PrefillGroupsRouting):
+        use_strategy(router, PrefillGroupsRouting(router))
 
 
 def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
@@ -397,38 +419,59 @@ def _routes_by_prefill(router: Any) -> bool:
 def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args: Any, **kwargs: Any) -> Any:
     """``router.apply(ChangeSet(settings={"routing_strategy": "prefill", ...}))`` on litellm 1.110+: litellm's
     simple-shuffle, then the prefill strategy; new ``routing_strategy_args`` of a prefill router rebuild its
-    strategy (another strategy drops it: litellm forgets a custom strategy when the routing strategy changes)."""
+    strategy (another strategy drops it: litellm forgets a custom strategy when the routing strategy changes). New
+    ``routing_groups`` rebuild the prefill groups' strategies (see :func:`_split_prefill_groups`)."""
     settings = dict(getattr(changes, "settings", None) or {})
     to_prefill = is_prefill(settings.get("routing_strategy"))
     new_args = "routing_strategy_args" in settings and "routing_strategy" not in settings and _routes_by_prefill(router)
-    if "routing_groups" in settings:
-        _refuse_prefill_groups(settings["routing_groups"])
+    strategies: dict[str, PrefillRoutingStrategy] | None = None
+    if "routing_groups" in settings:  # built first: a group that cannot be built changes nothing
+        groups, settings["routing_groups"] = _split_prefill_groups(settings["routing_groups"])
+        strategies = _group_strategies(router, groups)
     if to_prefill:
-        changes = dataclasses.replace(changes, settings={**settings, "routing_strategy": "simple-shuffle"})
+        settings["routing_strategy"] = "simple-shuffle"
+    if to_prefill or strategies is not None:
+        changes = dataclasses.replace(changes, settings=settings)
     result = original(changes, *args, **kwargs)
     if "routing_strategy" in settings and not to_prefill and _routes_by_prefill(router):
         # litellm drops a custom strategy only when the strategy changes: simple-shuffle -> simple-shuffle keeps it
         router.routing_strategy_init(settings["routing_strategy"], settings.get("routing_strategy_args") or {})
+    if strategies is not None:
+        setattr(router, PREFILL_GROUPS_ATTRIBUTE, strategies)
     if to_prefill or new_args:
         _route_by_prefill(router, cast("dict | None", settings.get("routing_strategy_args"))
                           or getattr(router, "routing_strategy_args", None))
+    _keep_custom_routing(router)
     return result
 
 
-def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """(whether ``arguments`` - a litellm 1.110+ Router's - ask for the prefill strategy, the arguments litellm builds
-    the Router with: simple-shuffle in its place). Routing groups with or beside it are refused."""
+_PrefillGroups = dict[str, tuple[list[str], dict]]
+
+
+def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, _PrefillGroups, dict[str, Any]]:
+    """(whether ``arguments`` - a litellm 1.110+ Router's - ask for the prefill strategy, their prefill routing
+    groups, the arguments litellm builds the Router with: simple-shuffle in the prefill strategy's place, a
+    simple-shuffle group in each prefill group's - see :func:`_split_prefill_groups`)."""
     prefill = is_prefill(arguments.get("routing_strategy"))
-    _refuse_prefill_groups(arguments.get("routing_groups"))
-    return prefill, {**arguments, "routing_strategy": "simple-shuffle"} if prefill else dict(arguments)
+    built_with = dict(arguments)
+    groups, built_with["routing_groups"] = _split_prefill_groups(arguments.get("routing_groups"))
+    if "routing_groups" not in arguments:
+        del built_with["routing_groups"]
+    if prefill:
+        built_with["routing_strategy"] = "simple-shuffle"
+    return prefill, groups, built_with
 
 
-def _sealed_built(router: Any, prefill: bool, routing_strategy_args: dict | None) -> None:
-    """``router`` (a litellm 1.110+ Router, just built) with its responses carrying decisions, the prefill strategy
-    registered where it was asked for (:func:`_route_by_prefill`), and an ``apply`` that learns the strategy's name."""
+def _sealed_built(router: Any, prefill: bool, groups: _PrefillGroups, routing_strategy_args: dict | None) -> None:
+    """``router`` (a litellm 1.110+ Router, just built) with its responses carrying decisions, its prefill routing
+    groups' strategies, the prefill strategy registered where it was asked for (:func:`_route_by_prefill`), else the
+    groups' custom routing, and an ``apply`` that learns the strategy's name."""
     _carry_decisions(router)
+    # first: the router-wide strategy leaves their models to them
+    setattr(router, PREFILL_GROUPS_ATTRIBUTE, _group_strategies(router, groups))
     if prefill:
         _route_by_prefill(router, routing_strategy_args)
+    _keep_custom_routing(router)
     apply = getattr(router, "apply", None)
     if callable(apply):
         router.apply = functools.partial(_sealed_apply, apply, router)
@@ -437,9 +480,9 @@ def _sealed_built(router: Any, prefill: bool, routing_strategy_args: dict | None
 def _build_sealed(original_init: Callable[..., None], router: Any, args: tuple, kwargs: dict) -> None:
     """Build ``router`` (a litellm 1.110+ Router) with ``original_init`` (see :func:`_sealed_arguments`,
     :func:`_sealed_built`)."""
-    prefill, built_with = _sealed_arguments(kwargs)
+    prefill, groups, built_with = _sealed_arguments(kwargs)
     original_init(router, *args, **built_with)
-    _sealed_built(router, prefill, kwargs.get("routing_strategy_args"))
+    _sealed_built(router, prefill, groups, kwargs.get("routing_strategy_args"))
 
 
 def _sealed_from_config_hook(original: Callable[..., Any]) -> Any:
@@ -447,11 +490,11 @@ def _sealed_from_config_hook(original: Callable[..., Any]) -> Any:
     the config's ``router_settings``) with the prefill strategy, as :func:`_build_sealed` builds one."""
     def from_config(cls: type, config: Any, *args: Any, **kwargs: Any) -> Any:
         arguments: Mapping[str, Any] = getattr(config, "arguments", None) or {}
-        prefill, built_with = _sealed_arguments(arguments)
-        if prefill:
+        prefill, groups, built_with = _sealed_arguments(arguments)
+        if prefill or groups:
             config = dataclasses.replace(config, arguments=types.MappingProxyType(built_with))
         router = original(config, *args, **kwargs)
-        _sealed_built(router, prefill, arguments.get("routing_strategy_args"))
+        _sealed_built(router, prefill, groups, arguments.get("routing_strategy_args"))
         return router
     return classmethod(functools.wraps(original)(from_config))
 
@@ -553,4 +596,6 @@ def prefill_strategies(router: litellm.Router) -> dict[str, PrefillRoutingStrate
     for name, selectors in (getattr(router, "_group_selectors", None) or {}).items():
         if isinstance(strategy := selectors.get(PREFILL), PrefillRoutingStrategy):
             out[f"routing group {name}"] = strategy
+    for name, strategy in prefill_groups_of(router).items():  # litellm 1.110+
+        out[f"routing group {name}"] = strategy
     return out

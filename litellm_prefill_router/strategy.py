@@ -23,6 +23,7 @@ from .composition import (
     failed_earlier,
     group_pick,
     healthy_deployments,
+    is_prefill,
     output_token_cap,
     override_pre_call_check,
     pick_with_capacity,
@@ -37,6 +38,7 @@ from .composition import (
     response_deployment,
     routing_context,
     run_sync,
+    say_prefill_asked_of_unrouted,
     shuffle_pick,
     warm_litellm_imports,
 )
@@ -222,23 +224,7 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         strategies first (auto / complexity / quality routers may send the request on to another model group), then
         the group's healthy deployments, then :meth:`select`; a group litellm routes with its own strategy
         (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
-        request_kwargs = request_kwargs if request_kwargs is not None else {}
-        model, messages = await pre_route(self.router, model, messages, input, specific_deployment, request_kwargs)
-        strategy, selector = routing_context(self.router, model, request_kwargs)
-        healthy = await healthy_deployments(self.router, model, request_kwargs, messages, input, specific_deployment)
-        if isinstance(healthy, dict):  # one deployment asked for by id
-            await override_pre_call_check(self.router, strategy, selector, healthy)
-            return healthy
-        if not healthy:
-            await raise_no_deployment(self.router, model)
-        pick = group_pick(self.router, strategy, selector, model, messages, input, request_kwargs)
-        if request_override(self.router, request_kwargs, strategy):
-            # a key's or team's routing_strategy (the proxy forwards it per request) takes precedence over every
-            # configured strategy, as litellm gives it precedence over its routing groups
-            return await self.leave_to(pick, healthy, request_metadata(request_kwargs),
-                                       request_kwargs.get("litellm_trace_id"))
-        owner = selector if isinstance(selector, PrefillRoutingStrategy) else self  # a group with its own bundle
-        return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
+        return await route_request(self.router, self, model, messages, input, specific_deployment, request_kwargs)
 
     async def select(self, model: str, healthy: list[dict], prompt: object, request_kwargs: dict,
                      pick: Callable[[list[dict]], Awaitable[dict]] | None = None) -> dict:
@@ -393,3 +379,63 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         if pin is not None:  # the strategy's own pin (a continued response), over the request's
             overrides = overrides.model_copy(update={"pin_model": pin})
         return await (decider or self.decider).adecide(prompt, price, overrides, model_group)
+
+
+async def route_request(router: litellm.Router, own: PrefillRoutingStrategy | None, model: str,
+                        messages: list[dict[str, str]] | None, input: str | list | None,  # noqa: A002 - litellm's
+                        specific_deployment: bool | None, request_kwargs: dict | None) -> dict:
+    """The deployment for one request of ``router``, in place of litellm's own pick: litellm's pre-routing strategies
+    first (auto / complexity / quality routers may send the request on to another model group), then the group's
+    healthy deployments, then the prefill strategy of the group's ``routing_groups`` entry, else ``own`` (the
+    router's prefill strategy; None: litellm's own strategy picks, with no decision). litellm's strategy for the
+    request - a key's or team's override, else the group's - picks among the deployments of the chosen target; an
+    override takes precedence over every prefill strategy, as litellm gives it precedence over its routing groups."""
+    request_kwargs = request_kwargs if request_kwargs is not None else {}
+    model, messages = await pre_route(router, model, messages, input, specific_deployment, request_kwargs)
+    strategy, selector = routing_context(router, model, request_kwargs)
+    healthy = await healthy_deployments(router, model, request_kwargs, messages, input, specific_deployment)
+    if isinstance(healthy, dict):  # one deployment asked for by id
+        await override_pre_call_check(router, strategy, selector, healthy)
+        return healthy
+    if not healthy:
+        await raise_no_deployment(router, model)
+    pick = group_pick(router, strategy, selector, model, messages, input, request_kwargs)
+    owner = selector if isinstance(selector, PrefillRoutingStrategy) else own  # a group with its own bundle
+    if owner is None and is_prefill(request_kwargs.get("routing_strategy")):
+        say_prefill_asked_of_unrouted(router, model, strategy)
+    if owner is None or request_override(router, request_kwargs, strategy):
+        return await PrefillRoutingStrategy.leave_to(pick, healthy, request_metadata(request_kwargs),
+                                                     request_kwargs.get("litellm_trace_id"))
+    return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
+
+
+class PrefillGroupsRouting(CustomRoutingStrategyBase):
+    """litellm 1.110+: the custom routing of a Router whose own strategy is litellm's and whose ``routing_groups``
+    entries with the prefill strategy route their models by their bundles (the core takes one custom strategy per
+    router, none per group). Every other request gets its litellm strategy's pick - the group's or the router's, or
+    a key's override - among its healthy deployments, with no decision, as without the prefill groups."""
+
+    def __init__(self, router: litellm.Router) -> None:
+        self.router = router
+
+    async def async_get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002 - litellm's signature
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        return await route_request(self.router, None, model, messages, input, specific_deployment, request_kwargs)
+
+    def get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        return run_sync(self.async_get_available_deployment(
+            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
+            request_kwargs=request_kwargs))

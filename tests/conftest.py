@@ -34,16 +34,6 @@ def needs_training_extra() -> None:
     pytest.importorskip("torch", reason="needs the train extra (torch), not installed on this interpreter")
 
 
-def needs_prefill_routing_groups() -> None:
-    """Skip a test of a ``routing_groups`` entry with the prefill strategy, which litellm 1.110+ cannot carry (its
-    core takes one custom strategy per router, none per group; tests/test_litellm_support.py checks that it is
-    refused there). Before litellm 1.110 nothing skips."""
-    from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES
-
-    if not ROUTER_ACCEPTS_SUBCLASSES:
-        pytest.skip("needs litellm<1.110 (refused on litellm 1.110+: tests/test_litellm_support.py)")
-
-
 @pytest.fixture(scope="session")
 def tiny_encoder(workdir: Path) -> Path:
     needs_training_extra()

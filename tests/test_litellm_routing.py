@@ -22,7 +22,6 @@ from conftest import (
     cheap_group,
     complexity_router,
     model_list,
-    needs_prefill_routing_groups,
 )
 from litellm_prefill_router import ConfigurationError, PrefillRouter, flush_logging, install
 from litellm_prefill_router.records import reason_kind
@@ -91,7 +90,6 @@ async def test_a_complexity_router_tier_that_names_the_prefill_group_is_routed_b
 @pytest.mark.parametrize("make", ROUTER_CLASSES)
 async def test_a_routing_group_with_the_prefill_strategy_routes_beside_another_router_wide_strategy(
         bundle_dir: Path, make) -> None:
-    needs_prefill_routing_groups()
     others = [{"model_name": "other", "litellm_params": {"model": f"openai/other-{i}", "api_key": "sk-test",
                                                          "mock_response": f"other {i}"},
                "model_info": {"id": f"other-{i}", "input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}}
@@ -112,7 +110,6 @@ async def test_a_routing_group_with_the_prefill_strategy_routes_beside_another_r
 
 
 async def test_each_prefill_routing_group_routes_its_own_models_with_its_own_policy(bundle_dir: Path) -> None:
-    needs_prefill_routing_groups()
     # the router-wide prefill strategy leaves the models of a prefill group to that group's strategy
     router = PrefillRouter(
         model_list=[*model_list(), *model_list(group="budget")], routing_strategy="prefill",
@@ -179,7 +176,6 @@ async def test_the_groups_own_litellm_strategy_picks_among_the_chosen_targets_de
 
 
 def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_dir: Path) -> None:
-    needs_prefill_routing_groups()
     with pytest.raises(ConfigurationError, match="bundle"):
         PrefillRouter(model_list=model_list(), routing_strategy="simple-shuffle",
                       routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
@@ -205,8 +201,6 @@ def prefill_routed_router(bundle_dir: Path, how: str, **kwargs: object) -> litel
 @pytest.mark.parametrize("how", PREFILL_ROUTED)
 async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefill_strategy(
         bundle_dir: Path, how: str) -> None:
-    if how == "routing-group":
-        needs_prefill_routing_groups()
     # the proxy forwards a key's/team's router_settings.routing_strategy as this per-request kwarg; litellm gives it
     # precedence over routing groups, and so does the router-wide prefill strategy (before: it ignored it)
     router = prefill_routed_router(bundle_dir, how, model_list=model_list())
@@ -225,8 +219,6 @@ async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefil
 @pytest.mark.parametrize("how", PREFILL_ROUTED)
 async def test_a_keys_prefill_override_routes_as_configured_without_litellms_ignored_override_warning(
         bundle_dir: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
-    if how == "routing-group":
-        needs_prefill_routing_groups()
     router = prefill_routed_router(bundle_dir, how, model_list=model_list())
     with caplog.at_level("WARNING"):
         routed = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="prefill")
@@ -239,7 +231,6 @@ async def test_a_keys_prefill_override_routes_as_configured_without_litellms_ign
 
 async def test_a_keys_prefill_override_of_a_group_no_bundle_routes_is_said_once(
         bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    needs_prefill_routing_groups()
     router = prefill_routed_router(bundle_dir, "routing-group", model_list=[*model_list(), cheap_group()])
     with caplog.at_level("WARNING"):
         for _ in range(2):

@@ -3,10 +3,10 @@ methods; litellm 1.110 serves its Router from a new core that refuses subclasses
 there the router-wide prefill strategy goes in through ``register_plugin`` (the proxy's Router through
 ``Router.from_config``: tests/test_proxy.py), the tier classifier and routing plugin work through litellm's own plugin
 points (tests/test_tier_classifier.py, tests/test_routing_plugin.py), routing groups beside the strategy and a key's
-strategy override get their litellm strategy's pick from the core (tests/test_litellm_routing.py), and what needs the
-old methods - a routing group with the prefill strategy - is refused with a typed error naming the fix. CI runs this
-file (and the router's own tests) on litellm 1.110 too (scripts/test.sh); the tests of one kind of release skip on
-the other."""
+strategy override get their litellm strategy's pick from the core, and prefill routing groups are simple-shuffle
+groups to litellm, routed by a registered dispatcher (tests/test_litellm_routing.py runs on every release). CI runs
+this file (and the router's own tests) on litellm 1.110 too (scripts/test.sh); the tests of one kind of release skip
+on the other."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ import pytest
 from conftest import HIST_PROMPT, MATH_PROMPT, change_settings, model_list
 from litellm_prefill_router import PrefillRouter, UnsupportedLiteLLMError, install
 from litellm_prefill_router.errors import ConfigurationError
-from litellm_prefill_router.litellm_support import BEFORE_NEW_CORE, SUPPORTED_LITELLM
+from litellm_prefill_router.litellm_support import SUPPORTED_LITELLM
 from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES, prefill_strategies
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = f'pip install "litellm{BEFORE_NEW_CORE}"'
 new_core = pytest.mark.skipif(ROUTER_ACCEPTS_SUBCLASSES, reason="needs litellm 1.110+ (CI installs it in a runtime "
                                                                 "venv: scripts/test.sh)")
 
@@ -74,20 +73,37 @@ async def test_on_the_new_core_a_prefill_router_is_a_litellm_router_routed_by_th
 
 
 @new_core
-def test_on_the_new_core_a_prefill_routing_group_is_refused_with_the_fix_and_groups_beside_the_strategy_build(
+async def test_on_the_new_core_prefill_routing_groups_stay_routed_when_apply_changes_the_strategy_or_the_groups(
         bundle_dir: Path) -> None:
-    args = {"bundle": str(bundle_dir)}
+    """The core takes one custom strategy per router, which it forgets when the routing strategy changes: the prefill
+    groups' routing is registered again, follows new routing_groups, and a group apply cannot build changes nothing."""
     install()
-    group = {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}
-    with pytest.raises(UnsupportedLiteLLMError, match=r"routing_groups entry 'g' with routing_strategy: prefill "
-                                                      rf"needs litellm{BEFORE_NEW_CORE}.*{FIX}"):
-        litellm.Router(model_list=model_list(), routing_groups=[group])
-    beside = {"group_name": "g", "models": ["auto"], "routing_strategy": "usage-based-routing-v2"}
-    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill", routing_strategy_args=args,
-                           routing_groups=[beside])  # the group's strategy picks within the bundle's target
-    assert "router" in prefill_strategies(router)
-    with pytest.raises(UnsupportedLiteLLMError, match=r"routing_groups entry 'g' with routing_strategy: prefill"):
-        change_settings(router, routing_groups=[group])  # a prefill group added later, too
+    group = {"group_name": "routed", "models": ["budget"], "routing_strategy": "prefill",
+             "routing_strategy_args": {"bundle": str(bundle_dir), "preset": "max-quality"}}
+    router = litellm.Router(model_list=[*model_list(), *model_list(group="budget")],
+                            routing_strategy="latency-based-routing", routing_groups=[group])
+    assert set(prefill_strategies(router)) == {"routing group routed"}
+
+    async def decision(model: str = "budget") -> dict | None:
+        resp = await router.acompletion(model=model, messages=user(HIST_PROMPT))
+        assert resp.choices[0].message.content.startswith("answer from ")
+        return resp._hidden_params.get("prefill_routing")
+
+    assert (await decision())["target"] == "history-model" and await decision("auto") is None
+    change_settings(router, routing_strategy="usage-based-routing-v2")  # litellm drops the custom strategy
+    assert (await decision())["target"] == "history-model"
+    change_settings(router, routing_groups=[])
+    assert await decision() is None and prefill_strategies(router) == {}  # served by litellm's own pick
+    with pytest.raises(ConfigurationError, match="bundle"):
+        change_settings(router, routing_groups=[{**group, "routing_strategy_args": {}}])
+    assert await decision() is None
+    change_settings(router, routing_groups=[group])
+    assert (await decision())["target"] == "history-model"
+    change_settings(router, routing_strategy="prefill", routing_strategy_args={"bundle": str(bundle_dir),
+                                                                                "tolerance": 1.0})
+    assert set(prefill_strategies(router)) == {"router", "routing group routed"}
+    assert (await decision())["policy"]["preset"] == "max-quality"  # the group's own policy, not the router's
+    assert (await decision("auto"))["target"] == "math-model"  # the router's: tolerance 1, the cheapest
 
 
 @new_core
@@ -105,14 +121,13 @@ def test_on_the_new_core_a_router_built_from_a_config_as_the_proxy_builds_it_rou
         litellm.Router.from_config(build_router_config(router_arguments(model_list=model_list(),
                                                                          routing_strategy="prefill")))
     group = {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}
-    with pytest.raises(UnsupportedLiteLLMError, match=rf"routing_groups entry 'g' with routing_strategy: prefill"
-                                                      rf".*{FIX}"):
-        litellm.Router.from_config(build_router_config(router_arguments(model_list=model_list(),
-                                                                         routing_groups=[group])))
+    grouped = litellm.Router.from_config(build_router_config(router_arguments(model_list=model_list(),
+                                                                              routing_groups=[group])))
+    assert prefill_strategies(grouped)["routing group g"].args.preset == "max-quality"
 
 
 @new_core
-def test_on_the_new_core_check_passes_a_proxy_config_with_the_router_wide_strategy_and_refuses_prefill_groups(
+def test_on_the_new_core_check_passes_a_proxy_config_with_prefill_groups_and_fails_one_without_a_bundle(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
@@ -124,8 +139,11 @@ def test_on_the_new_core_check_passes_a_proxy_config_with_the_router_wide_strate
               "litellm_settings": {"callbacks": "litellm_prefill_router.proxy_hook.proxy_handler_instance"}}
     (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(config))
     assert main(["check", "--config", str(tmp_path / "proxy.yaml")]) == 0
-    config["router_settings"]["routing_groups"] = [{"group_name": "g", "models": ["auto"],
-                                                    "routing_strategy": "prefill", "routing_strategy_args": args}]
+    config["router_settings"] = {"routing_strategy": "latency-based-routing", "routing_groups": [
+        {"group_name": "g", "models": ["auto"], "routing_strategy": "prefill", "routing_strategy_args": args}]}
     (tmp_path / "groups.yaml").write_text(yaml.safe_dump(config))
-    assert main(["check", "--config", str(tmp_path / "groups.yaml")]) == 2
-    assert FIX in capsys.readouterr().err
+    assert main(["check", "--config", str(tmp_path / "groups.yaml")]) == 0
+    config["router_settings"]["routing_groups"][0]["routing_strategy_args"] = {}
+    (tmp_path / "no-bundle.yaml").write_text(yaml.safe_dump(config))
+    assert main(["check", "--config", str(tmp_path / "no-bundle.yaml")]) == 2
+    assert "bundle" in capsys.readouterr().err

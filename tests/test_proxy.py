@@ -29,7 +29,6 @@ from conftest import (
     cheap_group,
     complexity_router,
     model_list,
-    needs_prefill_routing_groups,
     rewrite_bundle,
     tier_router,
 )
@@ -217,7 +216,6 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
 
 def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,
                                                                                   tmp_path: Path) -> None:
-    needs_prefill_routing_groups()  # routing groups with prefill
     bundle_dir = bundle_copy  # a private copy: the test rewrites it to check that the running proxy reloads it
     cfg = tmp_path / "config.yaml"
     _write_config(cfg, bundle_dir)

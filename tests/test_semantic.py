@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import HIST_PROMPT, MATH_PROMPT, needs_prefill_routing_groups, strategy_name
+from conftest import HIST_PROMPT, MATH_PROMPT, strategy_name
 from litellm_prefill_router import ConfigurationError
 from litellm_prefill_router.cli import main
 from litellm_prefill_router.semantic import PrefillSemanticRouter, RouteChoice, migrate_auto_router_config
@@ -171,7 +171,6 @@ def test_migration_rewrites_an_auto_router_config_for_prefill(bundle_dir: Path, 
 
 
 def test_migrated_config_routes_through_a_litellm_router(bundle_dir: Path, tmp_path: Path) -> None:
-    needs_prefill_routing_groups()
     import litellm
 
     from litellm_prefill_router import install
