@@ -5,7 +5,7 @@ integration rewrites on earlier releases (``router``). There, the prefill strate
 ``register_plugin`` entry point (the proxy's Router through ``Router.from_config``) - the router-wide strategy, or a
 dispatcher for ``routing_groups`` entries with the prefill strategy, which litellm knows as simple-shuffle groups -
 the tier classifier and routing plugin through litellm's own plugin points, and litellm's strategies (a group's, a
-key's or team's override) pick through the core's selectors. Every feature works on every supported release."""
+key's or team's override) pick through the core's selectors, as on earlier releases."""
 
 from __future__ import annotations
 
