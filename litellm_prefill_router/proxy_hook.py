@@ -10,8 +10,8 @@ In ``config.yaml``::
 
 The proxy loads ``litellm_settings.callbacks`` before it builds its Router, so the
 import below teaches that Router the ``prefill`` strategy (litellm 1.110+: the proxy builds
-it with ``Router.from_config``, which ``install()`` hooks; a prefill ``routing_groups``
-entry needs litellm < 1.110 there). The callback also tells the
+it with ``Router.from_config``, which ``install()`` hooks, prefill ``routing_groups``
+entries included). The callback also tells the
 client where each request went, in response headers: ``x-prefill-target``,
 ``x-prefill-reason``, ``x-prefill-policy``, ``x-prefill-p-correct``, ``x-prefill-latency-ms``.
 """

@@ -336,13 +336,17 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
 }
 
 
-def _split_prefill_groups(routing_groups: Any) -> tuple[dict[str, tuple[list[str], dict]], Any]:
+# a Router's routing_groups entries with the prefill strategy: group name -> (models, routing_strategy_args)
+_PrefillGroups = dict[str, tuple[list[str], dict]]
+
+
+def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     """(the ``routing_groups`` entries with the prefill strategy, by name: their models and ``routing_strategy_args``;
     the entries a litellm 1.110+ Router is built with: each prefill one as a simple-shuffle group of the same name
     and models - its name stays callable, its models grouped - the others as given)."""
     if not routing_groups:
         return {}, routing_groups
-    prefill: dict[str, tuple[list[str], dict]] = {}
+    prefill: _PrefillGroups = {}
     built: list[Any] = []
     for group in routing_groups:
         get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
@@ -355,8 +359,7 @@ def _split_prefill_groups(routing_groups: Any) -> tuple[dict[str, tuple[list[str
     return prefill, built
 
 
-def _group_strategies(router: Any, groups: Mapping[str, tuple[list[str], dict]]
-                      ) -> dict[str, PrefillRoutingStrategy]:
+def _group_strategies(router: Any, groups: _PrefillGroups) -> dict[str, PrefillRoutingStrategy]:
     """The prefill strategy of each prefill ``routing_groups`` entry of ``router`` (a litellm 1.110+ Router; a group
     without ``bundle`` fails here, as on earlier releases), to be set as its :data:`PREFILL_GROUPS_ATTRIBUTE`."""
     return {name: PrefillRoutingStrategy(router, args, models=models) for name, (models, args) in groups.items()}
@@ -445,9 +448,6 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
     return result
 
 
-_PrefillGroups = dict[str, tuple[list[str], dict]]
-
-
 def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, _PrefillGroups, dict[str, Any]]:
     """(whether ``arguments`` - a litellm 1.110+ Router's - ask for the prefill strategy, their prefill routing
     groups, the arguments litellm builds the Router with: simple-shuffle in the prefill strategy's place, a
@@ -521,7 +521,7 @@ except TypeError:  # litellm 1.110+: "litellm.Router cannot be subclassed"
     class PrefillRouter(metaclass=_BuildsRouters):  # type: ignore[no-redef]
         """A ``litellm.Router`` with the ``prefill`` routing strategy (litellm 1.110+: the Router refuses subclasses,
         so this builds one): ``PrefillRouter(model_list=..., routing_strategy="prefill", routing_strategy_args=
-        {"bundle": DIR})``. A prefill ``routing_groups`` entry needs litellm < 1.110."""
+        {"bundle": DIR})``, or a prefill ``routing_groups`` entry beside another router-wide strategy."""
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
             router = litellm.Router.__new__(litellm.Router)
@@ -548,7 +548,7 @@ def _sealed_init_hook(original: Callable[..., None]) -> Callable[..., None]:
 
 def install() -> None:
     """Make a plain ``litellm.Router`` accept ``routing_strategy="prefill"`` (router-wide or in a
-    ``routing_groups`` entry; litellm 1.110+: router-wide) and carry decisions in its responses (idempotent).
+    ``routing_groups`` entry) and carry decisions in its responses (idempotent).
 
     Patches ``litellm.Router`` with the methods of :class:`PrefillRouter` (litellm 1.110+: its constructor and its
     request endpoints, for routers built before too); used by the proxy hook (``litellm_prefill_router.proxy_hook``)
