@@ -19,7 +19,7 @@ fi
 # index lacks) - then, on the same venv, with litellm 1.110.2, the newest release, and the parts of its proxy extra
 # our index has (it lacks the litellm-proxy package 1.110's proxy extra names; the proxy server ships in litellm's
 # wheel): its Router refuses subclasses, the strategy goes in through register_plugin and the proxy's Router through
-# Router.from_config; the tests of prefill routing groups skip there (tests/test_litellm_support.py: refused)
+# Router.from_config, and prefill routing groups are simple-shuffle groups to litellm, routed by a dispatcher
 if [ "$#" -eq 0 ]; then
   bash scripts/test_runtime_on.sh || rc=$((rc == 0 ? 1 : rc))
   PREFILL_TEST_LITELLM=1.109.1 PREFILL_TEST_LITELLM_NO_DEPS=1 PREFILL_TEST_ALSO="langchain-core==1.8.2" \
