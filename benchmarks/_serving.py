@@ -74,3 +74,39 @@ def accuracy_cost_plot(path: Path, title: str, points: dict[str, dict], singles:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def append_jsonl(path: str | None, row: dict) -> None:
+    """Append ``row`` to the JSONL file at ``path`` (``--out``; its parent made first); nothing when None."""
+    if not path:
+        return
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def per_release_plot(path: Path, draw: Callable[[Any, int, list[dict]], None], ylabel: str, title: str) -> None:
+    """A PNG beside the JSONL file at ``path`` with one column per litellm release of its runs: ``draw(ax, i, runs)``
+    draws release ``i``'s runs (rows with a ``litellm`` key) in column ``i``."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    releases = sorted({r["litellm"] for r in rows})
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for i, release in enumerate(releases):
+        draw(ax, i, [r for r in rows if r["litellm"] == release])
+    ax.set_xticks(range(len(releases)), [f"litellm {r}" for r in releases])
+    ax.set_xlim(-0.6, len(releases) - 0.4)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title.format(**rows[0]), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    print(f"wrote {path.with_suffix('.png')}")

@@ -23,12 +23,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import litellm  # noqa: E402
 import numpy as np  # noqa: E402
+from _serving import append_jsonl, per_release_plot  # noqa: E402
 from routing_latency import model_list  # noqa: E402
 
 from litellm_prefill_router import install  # noqa: E402
@@ -90,37 +92,18 @@ def main() -> None:
     print(f"{'with a prefill group':<28}{row['with_prefill_group_p50_ms']:>8}{row['with_prefill_group_p95_ms']:>8}")
     print(f"added p50 {row['added_p50_ms']} ms (ratio of p50s {row['ratio_p50']})")
     print(json.dumps(row))
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+    append_jsonl(a.out, row)
 
 
 def plot(path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    releases = sorted({r["litellm"] for r in rows})
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for i, release in enumerate(releases):
-        runs = [r for r in rows if r["litellm"] == release]
+    def draw(ax: Any, i: int, runs: list[dict]) -> None:
         for offset, key, label, color in ((-0.15, "plain_p50_ms", "plain Router", "C0"),
                                           (0.15, "with_prefill_group_p50_ms", "with a prefill group", "C1")):
             ys = [r[key] for r in runs]
             ax.scatter([i + offset] * len(ys), ys, color=color, label=label if i == 0 else None)
-    ax.set_xticks(range(len(releases)), [f"litellm {r}" for r in releases])
-    ax.set_xlim(-0.6, len(releases) - 0.4)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("p50 per mock request (ms)")
-    ax.set_title(f"a model group the bundle does not route ({rows[0]['strategy']})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
-    print(f"wrote {path.with_suffix('.png')}")
 
+    per_release_plot(path, draw, "p50 per mock request (ms)",
+                     "a model group the bundle does not route ({strategy})")
 
 if __name__ == "__main__":
     main()

@@ -19,12 +19,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import litellm  # noqa: E402
 import numpy as np  # noqa: E402
+from _serving import append_jsonl, per_release_plot  # noqa: E402
 from routing_latency import model_list, prompt_of_tokens  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
@@ -75,35 +77,17 @@ def main() -> None:
         return
     row = asyncio.run(measure(a.bundle, a.n, a.tokens))
     print(json.dumps(row))
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+    append_jsonl(a.out, row)
 
 
 def plot(path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    releases = sorted({r["litellm"] for r in rows})
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for i, release in enumerate(releases):
-        ys = [r["added_p50_ms"] for r in rows if r["litellm"] == release]
+    def draw(ax: Any, i: int, runs: list[dict]) -> None:
+        ys = [r["added_p50_ms"] for r in runs]
         ax.scatter([i] * len(ys), ys, color="C0")
         ax.hlines(statistics.median(ys), i - 0.2, i + 0.2, color="C1", label="median of runs" if i == 0 else None)
-    ax.set_xticks(range(len(releases)), [f"litellm {r}" for r in releases])
-    ax.set_xlim(-0.6, len(releases) - 0.4)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("added routing latency p50 (ms)")
-    ax.set_title(f"prefill vs simple-shuffle, {rows[0]['tokens']}-token prompts", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
-    print(f"wrote {path.with_suffix('.png')}")
 
+    per_release_plot(path, draw, "added routing latency p50 (ms)",
+                     "prefill vs simple-shuffle, {tokens}-token prompts")
 
 if __name__ == "__main__":
     main()

@@ -65,7 +65,42 @@ from .shared_metadata import decided_upstream, drop_records, store_decision
 logger = logging.getLogger("litellm_prefill_router")
 
 
-class PrefillRoutingStrategy(CustomRoutingStrategyBase):
+class RequestRouting(CustomRoutingStrategyBase):
+    """A litellm custom routing strategy that chooses each request's deployment with :func:`route_request`."""
+
+    router: litellm.Router
+
+    def own_strategy(self) -> PrefillRoutingStrategy | None:
+        """The router's own prefill strategy (None: litellm's strategy routes what no prefill group does)."""
+        return None
+
+    # litellm's CustomRoutingStrategyBase annotates both hooks as returning None; Router uses the deployment returned
+    async def async_get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002 - litellm's signature
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        """The router's deployment choice for one request (see :func:`route_request`)."""
+        return await route_request(self.router, self.own_strategy(), model, messages, input, specific_deployment,
+                                   request_kwargs)
+
+    def get_available_deployment(  # type: ignore[override]
+        self,
+        model: str,
+        messages: list[dict[str, str]] | None = None,
+        input: str | list | None = None,  # noqa: A002
+        specific_deployment: bool | None = False,
+        request_kwargs: dict | None = None,
+    ) -> dict:
+        return run_sync(self.async_get_available_deployment(
+            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
+            request_kwargs=request_kwargs))
+
+
+class PrefillRoutingStrategy(RequestRouting):
     """Route each request to the deployment the bundle predicts answers correctly at the lowest cost."""
 
     def __init__(self, router: litellm.Router, args: dict | PrefillStrategyArgs,
@@ -211,20 +246,12 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         return priced(dep, dep_id, lambda: deployment_model_info(self.router, dep_id, model), default)
 
     # -- routing --------------------------------------------------------------
-    # litellm's CustomRoutingStrategyBase annotates both hooks as returning None; Router uses the deployment returned
-    async def async_get_available_deployment(  # type: ignore[override]
-        self,
-        model: str,
-        messages: list[dict[str, str]] | None = None,
-        input: str | list | None = None,  # noqa: A002 - litellm's signature
-        specific_deployment: bool | None = False,
-        request_kwargs: dict | None = None,
-    ) -> dict:
-        """The router's deployment choice for one request (``routing_strategy="prefill"``): litellm's pre-routing
-        strategies first (auto / complexity / quality routers may send the request on to another model group), then
-        the group's healthy deployments, then :meth:`select`; a group litellm routes with its own strategy
-        (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
-        return await route_request(self.router, self, model, messages, input, specific_deployment, request_kwargs)
+    def own_strategy(self) -> PrefillRoutingStrategy:
+        """Itself: the router's deployment choice for each request (``routing_strategy="prefill"``) is litellm's
+        pre-routing strategies first (auto / complexity / quality routers may send the request on to another model
+        group), then the group's healthy deployments, then :meth:`select`; a group litellm routes with its own
+        strategy (``routing_groups``) keeps that strategy among the deployments of the chosen target."""
+        return self
 
     async def select(self, model: str, healthy: list[dict], prompt: object, request_kwargs: dict,
                      pick: Callable[[list[dict]], Awaitable[dict]] | None = None) -> dict:
@@ -340,18 +367,6 @@ class PrefillRoutingStrategy(CustomRoutingStrategyBase):
         self._record(md, trace_id, record, routing, pre_routing)
         return deployment
 
-    def get_available_deployment(  # type: ignore[override]
-        self,
-        model: str,
-        messages: list[dict[str, str]] | None = None,
-        input: str | list | None = None,  # noqa: A002
-        specific_deployment: bool | None = False,
-        request_kwargs: dict | None = None,
-    ) -> dict:
-        return run_sync(self.async_get_available_deployment(
-            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
-            request_kwargs=request_kwargs))
-
     def _continued(self, request_kwargs: dict, mapped: list[tuple[dict, DeploymentTarget]]
                    ) -> tuple[dict, DeploymentTarget] | None:
         """For a Responses API request continuing a response (``previous_response_id``), the deployment that answered
@@ -409,7 +424,7 @@ async def route_request(router: litellm.Router, own: PrefillRoutingStrategy | No
     return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
 
 
-class PrefillGroupsRouting(CustomRoutingStrategyBase):
+class PrefillGroupsRouting(RequestRouting):
     """litellm 1.110+: the custom routing of a Router whose own strategy is litellm's and whose ``routing_groups``
     entries with the prefill strategy route their models by their bundles (the core takes one custom strategy per
     router, none per group). Every other request gets its litellm strategy's pick - the group's or the router's, or
@@ -417,25 +432,3 @@ class PrefillGroupsRouting(CustomRoutingStrategyBase):
 
     def __init__(self, router: litellm.Router) -> None:
         self.router = router
-
-    async def async_get_available_deployment(  # type: ignore[override]
-        self,
-        model: str,
-        messages: list[dict[str, str]] | None = None,
-        input: str | list | None = None,  # noqa: A002 - litellm's signature
-        specific_deployment: bool | None = False,
-        request_kwargs: dict | None = None,
-    ) -> dict:
-        return await route_request(self.router, None, model, messages, input, specific_deployment, request_kwargs)
-
-    def get_available_deployment(  # type: ignore[override]
-        self,
-        model: str,
-        messages: list[dict[str, str]] | None = None,
-        input: str | list | None = None,  # noqa: A002
-        specific_deployment: bool | None = False,
-        request_kwargs: dict | None = None,
-    ) -> dict:
-        return run_sync(self.async_get_available_deployment(
-            model=model, messages=messages, input=input, specific_deployment=specific_deployment,
-            request_kwargs=request_kwargs))
