@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import litellm
+from litellm.types.router import RoutingGroup
 
 from .composition import (
     PREFILL,
@@ -353,9 +354,11 @@ def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
         if not is_prefill(get("routing_strategy", None)):
             built.append(group)
             continue
-        name, models = get("group_name", None), list(get("models", None) or [])
-        prefill[str(name)] = (models, dict(get("routing_strategy_args", None) or {}))
-        built.append({"group_name": name, "models": models, "routing_strategy": "simple-shuffle"})
+        # litellm's own check of an entry (a pydantic ValidationError naming the field), as earlier releases make it
+        entry = group if isinstance(group, RoutingGroup) else RoutingGroup.model_validate(group)
+        prefill[entry.group_name] = (list(entry.models), dict(entry.routing_strategy_args or {}))
+        built.append({"group_name": entry.group_name, "models": list(entry.models),
+                      "routing_strategy": "simple-shuffle"})
     return prefill, built
 
 

@@ -181,6 +181,22 @@ def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_d
                       routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
 
 
+@pytest.mark.parametrize(("field", "entry"), [
+    ("group_name", {"models": ["auto"]}),
+    ("models", {"group_name": "g", "models": "auto"}),  # a string, not a list of model names
+    ("routing_strategy_args", {"group_name": "g", "models": ["auto"], "routing_strategy_args": "bundles/x"}),
+])
+def test_a_malformed_prefill_routing_group_fails_at_construction_naming_its_field(
+        bundle_dir: Path, field: str, entry: dict) -> None:
+    """litellm's own check of a routing_groups entry, on every release (1.110+: the entry litellm is given for a
+    prefill group is rebuilt from it, so it is checked first - before, a string of models was split into letters)."""
+    from pydantic import ValidationError
+
+    group = {"routing_strategy": "prefill", "routing_strategy_args": {"bundle": str(bundle_dir)}, **entry}
+    with pytest.raises(ValidationError, match=field):
+        PrefillRouter(model_list=model_list(), routing_strategy="latency-based-routing", routing_groups=[group])
+
+
 PREFILL_ROUTED = {
     "router-wide": {"routing_strategy": "prefill"},
     "routing-group": {"routing_strategy": "latency-based-routing",
