@@ -21,10 +21,12 @@ from litellm.router_utils.fallback_event_handlers import record_pre_routing_sele
 from litellm.router_utils.handle_error import async_raise_no_deployment_exception
 from litellm.types.router import RouterRateLimitError
 
-try:  # litellm 1.110+: the new core's pick by a litellm strategy's selector (the Router's own method before)
+try:  # litellm 1.110+: the new core's pick by a litellm strategy's selector (the Router's own method before), and
+    # whether least-busy holds its pick for the request's call (the core's own pick asks the same)
     from litellm.router_rust.steps.selection import pick_async as core_pick_async
+    from litellm.router_strategy.least_busy import pick_reserves  # type: ignore[attr-defined]  # 1.110+ only
 except ImportError:  # litellm < 1.110
-    core_pick_async = None
+    core_pick_async = pick_reserves = None
 
 from .decider import PrefillDecider, cap_in, capacity_reason
 from .deployments import DeploymentTarget
@@ -449,9 +451,9 @@ def group_pick(router: litellm.Router, strategy: str | None, selector: Any, mode
             deployment = await select(strategy=strategy, selector=selector, model=model,
                                       healthy_deployments=deployments, messages=messages, input=input,
                                       request_kwargs=request_kwargs)
-        else:  # litellm 1.110+ (least-busy holds its pick for the request's call, as the core's own pick does)
+        else:  # litellm 1.110+
             deployment = await core_pick_async(strategy, selector, model, deployments, messages, input,
-                                               request_kwargs, reserve=bool(request_kwargs))
+                                               request_kwargs, reserve=pick_reserves(True) and bool(request_kwargs))
         if deployment is None:  # e.g. every deployment over its rpm/tpm limit: what litellm raises itself
             await raise_no_deployment(router, model)
         await override_pre_call_check(router, strategy, selector, deployment)

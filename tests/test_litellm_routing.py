@@ -227,6 +227,9 @@ async def test_a_keys_routing_strategy_override_takes_precedence_over_the_prefil
                                             routing_strategy="cost-based-routing")
         assert cheapest.choices[0].message.content == "answer from math-model"
         assert "prefill_routing" not in cheapest._hidden_params
+    # least-busy: litellm's pick (holding it for the request's call), no decision
+    busy = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="least-busy")
+    assert busy.choices[0].message.content.startswith("answer from ") and "prefill_routing" not in busy._hidden_params
     # a name litellm does not know is ignored by litellm (with its warning): the request is routed as configured
     bogus = await router.acompletion(model="auto", messages=user(HIST_PROMPT), routing_strategy="fastest")
     assert bogus._hidden_params["prefill_routing"]["target"] == "history-model"
