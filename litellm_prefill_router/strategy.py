@@ -121,8 +121,11 @@ class PrefillRoutingStrategy(RequestRouting):
                                         initial=self._load(predictor), on_reload=on_reload)
         mapped = {d.target for d in self._served.deployments.values() if d is not None}
         if not mapped:
+            where = "model_list" if self.models is None else \
+                f"the routing group's models {sorted(self.models)} ({len(self._claimed(deployments_of(router)))} " \
+                "deployments in model_list)"
             raise ConfigurationError(
-                f"no deployment in model_list maps to a target of bundle {self.args.bundle}. Targets: {self.targets}. "
+                f"no deployment of {where} maps to a target of bundle {self.args.bundle}. Targets: {self.targets}. "
                 "Set model_info.prefill_target on each deployment, or name the deployment after its target."
             )
         self.unmapped = [f"{d.get('model_name')} ({d.get('litellm_params', {}).get('model')})"

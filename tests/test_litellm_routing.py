@@ -181,6 +181,14 @@ def test_a_prefill_routing_group_without_a_bundle_fails_at_construction(bundle_d
                       routing_groups=[{"group_name": "g", "models": ["auto"], "routing_strategy": "prefill"}])
 
 
+def test_a_prefill_routing_group_naming_models_without_deployments_fails_naming_them(bundle_dir: Path) -> None:
+    group = {"group_name": "g", "models": ["auot"], "routing_strategy": "prefill",  # a misspelt model group
+             "routing_strategy_args": {"bundle": str(bundle_dir)}}
+    with pytest.raises(ConfigurationError, match=r"no deployment of the routing group's models \['auot'\] \(0 "
+                                                 r"deployments in model_list\) maps to a target"):
+        PrefillRouter(model_list=model_list(), routing_strategy="latency-based-routing", routing_groups=[group])
+
+
 @pytest.mark.parametrize(("field", "entry"), [
     ("group_name", {"models": ["auto"]}),
     ("models", {"group_name": "g", "models": "auto"}),  # a string, not a list of model names
