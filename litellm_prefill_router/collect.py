@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .costs import Price, highest_price, lowest_price
 from .errors import PrefillRouterError
-from .jsonl import read_log, write_atomic
+from .jsonl import numbered_lines, read_log, write_atomic
 from .judges import JUDGE_MAX_TOKENS, Judge, parse_judge
 from .progress import progress_bar
 from .proxy_config import read_router_config, resolve_env
@@ -86,19 +86,16 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
     if not p.is_file():
         raise CollectError(f"prompts file {p} does not exist")
     out, seen = [], set()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = PromptRecord.model_validate_json(line)
-            except ValidationError as err:
-                raise CollectError(f"{p}:{n}: not a valid prompt record ({err.errors()[0]['msg']} at "
-                                   f"{err.errors()[0]['loc']}); each line needs at least id and prompt") from err
-            if rec.id in seen:
-                raise CollectError(f"{p}:{n}: duplicate id {rec.id!r}; ids must be unique")
-            seen.add(rec.id)
-            out.append(rec)
+    for n, line in numbered_lines(p):
+        try:
+            rec = PromptRecord.model_validate_json(line)
+        except ValidationError as err:
+            raise CollectError(f"{p}:{n}: not a valid prompt record ({err.errors()[0]['msg']} at "
+                               f"{err.errors()[0]['loc']}); each line needs at least id and prompt") from err
+        if rec.id in seen:
+            raise CollectError(f"{p}:{n}: duplicate id {rec.id!r}; ids must be unique")
+        seen.add(rec.id)
+        out.append(rec)
     if not out:
         raise CollectError(f"{p}: no prompts")
     return out

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PrefillRouterError
-from .jsonl import read_log, read_logs
+from .jsonl import numbered_lines, read_log, read_logs
 from .judges import Completer, Judge
 from .progress import progress_bar
 from .records import answered_by, feedback_ids, logged_call_id
@@ -145,19 +145,16 @@ def not_feedback_rows(path: str | Path) -> str | None:
         return None
     if p.with_name(p.name + ".calls.jsonl").exists():
         return f"it is the output of collect ({p.name}.calls.jsonl beside it)"
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                return f"line {n} is not a JSON row"
-            scores = row.get("scores") if isinstance(row, dict) else None
-            if not (isinstance(scores, dict) and len(scores) == 1 and row.get("split") == "train"):
-                what = f"{len(scores)} targets' scores" if isinstance(scores, dict) else "no scores"
-                split = row.get("split") if isinstance(row, dict) else None
-                return f"line {n} is not a feedback row (split {split!r}, {what})"
+    for n, line in numbered_lines(p):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return f"line {n} is not a JSON row"
+        scores = row.get("scores") if isinstance(row, dict) else None
+        if not (isinstance(scores, dict) and len(scores) == 1 and row.get("split") == "train"):
+            what = f"{len(scores)} targets' scores" if isinstance(scores, dict) else "no scores"
+            split = row.get("split") if isinstance(row, dict) else None
+            return f"line {n} is not a feedback row (split {split!r}, {what})"
     return None
 
 

@@ -18,18 +18,23 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every line of the UTF-8 text file at ``path`` that is not blank."""
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield n, line
+
+
 def read_log(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) for every JSON line of an append-only log; blank lines are skipped and a line
     that is not JSON (a write cut short by a crash) is skipped with a warning."""
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((n, json.loads(line)))
-            except json.JSONDecodeError:
-                logger.warning("%s:%d: not JSON (an interrupted write?); skipped", path, n)
+    for n, line in numbered_lines(path):
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError:
+            logger.warning("%s:%d: not JSON (an interrupted write?); skipped", path, n)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PrefillRouterError
+from ..jsonl import numbered_lines
 from .evaluation import binarize
 
 VALID_SPLITS = ("train", "val", "test")
@@ -131,31 +132,28 @@ def load_models_json(path: Path) -> dict[str, tuple[float, float]]:
 def load_jsonl(path: Path, *, require_scores: bool = True) -> list[RoutingRow]:
     needed = ("id", "prompt", "scores") if require_scores else ("id", "prompt")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err})") from err
-            if not isinstance(d, dict):
-                raise DataError(f"{where}: a line must be a JSON object with {', '.join(needed)}; got "
-                                f"{type(d).__name__}")
-            missing = [k for k in needed if k not in d]
-            if missing:
-                raise DataError(f"{where}: missing field(s) {missing}; each line needs {', '.join(needed)}")
-            if not isinstance(d.get("scores", {}), dict):
-                raise DataError(f"{where}: 'scores' must be an object {{target: score}}")
-            scores = {str(k): s for k, v in d.get("scores", {}).items()
-                      if (s := _score(v, f"{where} [{k}]")) is not None}
-            rows.append(RoutingRow(
-                id=str(d["id"]), prompt=d["prompt"], benchmark=str(d.get("benchmark") or "default"),
-                split=_split(d.get("split"), where), scores=scores,
-                costs={str(k): float(v) for k, v in (d.get("costs") or {}).items()},
-                output_tokens={str(k): int(v) for k, v in (d.get("output_tokens") or {}).items()},
-            ))
+    for n, line in numbered_lines(path):
+        where = f"{path}:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: not valid JSON ({err})") from err
+        if not isinstance(d, dict):
+            raise DataError(f"{where}: a line must be a JSON object with {', '.join(needed)}; got "
+                            f"{type(d).__name__}")
+        missing = [k for k in needed if k not in d]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {missing}; each line needs {', '.join(needed)}")
+        if not isinstance(d.get("scores", {}), dict):
+            raise DataError(f"{where}: 'scores' must be an object {{target: score}}")
+        scores = {str(k): s for k, v in d.get("scores", {}).items()
+                  if (s := _score(v, f"{where} [{k}]")) is not None}
+        rows.append(RoutingRow(
+            id=str(d["id"]), prompt=d["prompt"], benchmark=str(d.get("benchmark") or "default"),
+            split=_split(d.get("split"), where), scores=scores,
+            costs={str(k): float(v) for k, v in (d.get("costs") or {}).items()},
+            output_tokens={str(k): int(v) for k, v in (d.get("output_tokens") or {}).items()},
+        ))
     return rows
 
 
