@@ -292,8 +292,9 @@ def prefill_group_of(router: litellm.Router, model: str) -> Any:
     groups = prefill_groups_of(router)
     if not groups:
         return None
-    alias = getattr(router, "get_model_from_alias", None)
-    resolved = (alias(model=model) if callable(alias) else None) or model
+    registry = _registry(router)
+    resolved = (registry.resolve(model, kind="alias") if registry is not None
+                else router.get_model_from_alias(model=model)) or model
     if resolved in groups:
         return groups[resolved]
     return next((strategy for strategy in groups.values() if resolved in (strategy.models or ())), None)

@@ -320,3 +320,29 @@ async def test_a_retry_whose_next_pick_is_at_capacity_says_both_why_it_moved(bun
     assert d["reason"] == ("retry: math-model failed this request; at capacity: generalist (every deployment at its "
                            "rpm/tpm limit)")
     assert reason_kind(d["reason"]) == "retry"
+
+
+async def test_routing_through_prefill_groups_group_strategies_and_key_overrides_uses_no_deprecated_router_member(
+        bundle_dir: Path) -> None:
+    """litellm 1.109+ counts each use of a deprecated Router member from outside litellm (and warns): the strategy
+    reads the router through its entry points only, also where it resolves a model group's alias for a prefill
+    group. Releases without the tally (<1.109) have nothing deprecated to use."""
+    deprecated = pytest.importorskip("litellm.router_deprecated", reason="litellm<1.109 deprecates no Router member")
+    tally = deprecated.DEPRECATED_ROUTER_MEMBER_USES
+    deployments = [*model_list(), *model_list(group="budget"), cheap_group()]
+    for dep in deployments:
+        dep["litellm_params"]["rpm"] = 1000
+    group = {"group_name": "routed", "models": ["budget"], "routing_strategy": "prefill",
+             "routing_strategy_args": {"bundle": str(bundle_dir)}}
+    router = PrefillRouter(model_list=deployments, routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir)},
+                           routing_groups=[group, {"group_name": "g", "models": ["auto"],
+                                                   "routing_strategy": "usage-based-routing-v2"}],
+                           model_group_alias={"cheapest": "budget"})
+    before = dict(tally)
+    for model, kwargs in (("auto", {}), ("budget", {}), ("cheapest", {}), ("routed", {}), ("cheap", {}),
+                          ("auto", {"routing_strategy": "cost-based-routing"}),
+                          ("budget", {"routing_strategy": "least-busy"}), ("auto", {"routing_strategy": "prefill"})):
+        resp = await router.acompletion(model=model, messages=user(HIST_PROMPT), **kwargs)
+        assert resp.choices[0].message.content.startswith("answer from ")
+    assert dict(tally) == before
