@@ -6,6 +6,7 @@ modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -98,6 +99,14 @@ def deployments_of(router: litellm.Router) -> list[dict]:
     """The router's deployments (its live ``model_list``, not a copy: read on every request)."""
     registry = _registry(router)
     return cast(list, (registry.all() if registry is not None else router.model_list) or [])
+
+
+def model_alias_of(router: litellm.Router, model: str) -> str | None:
+    """The model group ``model`` is an alias of in the router's ``model_group_alias`` (None: not an alias)."""
+    registry = _registry(router)
+    if registry is not None:  # litellm 1.109+: get_model_from_alias is deprecated
+        return cast("str | None", registry.resolve(model, kind="alias"))
+    return cast("str | None", router.get_model_from_alias(model=model))
 
 
 def setting_of(router: litellm.Router, name: str, default: object = None) -> object:
@@ -292,9 +301,7 @@ def prefill_group_of(router: litellm.Router, model: str) -> Any:
     groups = prefill_groups_of(router)
     if not groups:
         return None
-    registry = _registry(router)
-    resolved = (registry.resolve(model, kind="alias") if registry is not None
-                else router.get_model_from_alias(model=model)) or model
+    resolved = model_alias_of(router, model) or model
     if resolved in groups:
         return groups[resolved]
     return next((strategy for strategy in groups.values() if resolved in (strategy.models or ())), None)
@@ -414,7 +421,7 @@ def shuffle_pick(router: litellm.Router, model: str, request_kwargs: dict | None
     async def shuffle(deployments: list[dict]) -> dict:
         if _SHUFFLE_TAKES_ROUTER:  # litellm <= 1.102
             return cast(dict, _simple_shuffle(llm_router_instance=router, healthy_deployments=deployments, model=model))
-        return cast(dict, _simple_shuffle(resolve_model_alias=getattr(router, "get_model_from_alias"),
+        return cast(dict, _simple_shuffle(resolve_model_alias=functools.partial(model_alias_of, router),
                                           healthy_deployments=deployments, model=model, request_kwargs=request_kwargs))
     return shuffle
 
