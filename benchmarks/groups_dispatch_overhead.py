@@ -5,7 +5,7 @@ to litellm's own strategy's pick; before 1.110 the group's strategy is litellm's
 groups are untouched. Interleaved per request: a plain Router with ``--strategy`` vs the same Router plus a prefill
 group on another model group, both serving mock requests of a group the bundle does not route.
 
-    python benchmarks/groups_dispatch_overhead.py --bundle bundles/llmrouter [--n 300] [--out FILE]
+    python benchmarks/groups_dispatch_overhead.py --bundle bundles/llmrouter [--n 300] [--sync] [--out FILE]
     python benchmarks/groups_dispatch_overhead.py --plot FILE     # the runs in FILE per litellm release -> FILE.png
 
 Prints a table and one JSON line (litellm and Python versions, n, p50 / p95 of each, the added p50 and the ratio)
@@ -37,7 +37,7 @@ from litellm_prefill_router import install  # noqa: E402
 from litellm_prefill_router.bundle import load_bundle  # noqa: E402
 
 
-async def measure(bundle: str, n: int, strategy: str) -> dict:
+async def measure(bundle: str, n: int, strategy: str, sync: bool = False) -> dict:
     install()
     deployments = model_list(load_bundle(bundle).manifest, "other")  # "auto": the bundle's group; "other": not
     group = {"group_name": "routed", "models": ["auto"], "routing_strategy": "prefill",
@@ -47,8 +47,12 @@ async def measure(bundle: str, n: int, strategy: str) -> dict:
                              routing_groups=[group])
 
     async def call(router: litellm.Router, i: int) -> float:
+        messages = [{"role": "user", "content": f"question {i}"}]
         t0 = time.perf_counter()
-        await router.acompletion(model="other", messages=[{"role": "user", "content": f"question {i}"}])
+        if sync:  # litellm's sync path: called outside any event loop, as a sync application calls it
+            await asyncio.to_thread(router.completion, model="other", messages=messages)
+        else:
+            await router.acompletion(model="other", messages=messages)
         return (time.perf_counter() - t0) * 1000
 
     for i in range(5):  # warm-up
@@ -62,7 +66,7 @@ async def measure(bundle: str, n: int, strategy: str) -> dict:
         grouped_ms.append(b if first is plain else a)
     added = [g - p for g, p in zip(grouped_ms, plain_ms)]
     return {"litellm": importlib.metadata.version("litellm"), "python": sys.version.split()[0], "n": n,
-            "strategy": strategy,
+            "strategy": strategy, "path": "sync" if sync else "async",
             "plain_p50_ms": round(statistics.median(plain_ms), 2),
             "plain_p95_ms": round(float(np.percentile(plain_ms, 95)), 2),
             "with_prefill_group_p50_ms": round(statistics.median(grouped_ms), 2),
@@ -77,6 +81,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--strategy", default="latency-based-routing",
                     help="the Router's own routing strategy (default: %(default)s)")
+    ap.add_argument("--sync", action="store_true", help="time litellm's sync router.completion (default: acompletion)")
     ap.add_argument("--out", help="JSONL file to append the result to")
     ap.add_argument("--plot", help="plot the runs of this JSONL file (p50 with and without the prefill group, per "
                                    "litellm release) as a PNG beside it")
@@ -84,9 +89,9 @@ def main() -> None:
     if a.plot:
         plot(Path(a.plot))
         return
-    row = asyncio.run(measure(a.bundle, a.n, a.strategy))
-    print(f"litellm {row['litellm']}, {row['strategy']}, {row['n']} interleaved mock requests of a group the bundle "
-          "does not route")
+    row = asyncio.run(measure(a.bundle, a.n, a.strategy, a.sync))
+    print(f"litellm {row['litellm']}, {row['strategy']}, {row['n']} interleaved {row['path']} mock requests of a group "
+          "the bundle does not route")
     print(f"{'router':<28}{'p50 ms':>8}{'p95 ms':>8}")
     print(f"{'plain':<28}{row['plain_p50_ms']:>8}{row['plain_p95_ms']:>8}")
     print(f"{'with a prefill group':<28}{row['with_prefill_group_p50_ms']:>8}{row['with_prefill_group_p95_ms']:>8}")
@@ -97,10 +102,12 @@ def main() -> None:
 
 def plot(path: Path) -> None:
     def draw(ax: Any, i: int, runs: list[dict]) -> None:
-        for offset, key, label, color in ((-0.15, "plain_p50_ms", "plain Router", "C0"),
-                                          (0.15, "with_prefill_group_p50_ms", "with a prefill group", "C1")):
-            ys = [r[key] for r in runs]
-            ax.scatter([i + offset] * len(ys), ys, color=color, label=label if i == 0 else None)
+        for path, marker, shift in (("async", "o", 0.0), ("sync", "^", 0.06)):
+            for offset, key, label, color in ((-0.15, "plain_p50_ms", "plain Router", "C0"),
+                                              (0.15, "with_prefill_group_p50_ms", "with a prefill group", "C1")):
+                ys = [r[key] for r in runs if r.get("path", "async") == path]
+                ax.scatter([i + offset + shift] * len(ys), ys, color=color, marker=marker,
+                           label=f"{label} ({path})" if i == 0 and ys else None)
 
     per_release_plot(path, draw, "p50 per mock request (ms)",
                      "a model group the bundle does not route ({strategy})")
