@@ -330,12 +330,18 @@ def routing_context(router: litellm.Router, model: str, request_kwargs: dict) ->
         return None, None
     strategy, selector = context(model, request_kwargs)
     strategy = getattr(strategy, "value", strategy)
-    asked = request_kwargs.get("routing_strategy")
-    if asked is None or getattr(asked, "value", asked) != strategy:  # no per-request override litellm applies
+    if not _core_applies_override(request_kwargs, strategy):
         group = prefill_group_of(router, model)
         if group is not None:
             return PREFILL, group
     return strategy, selector
+
+
+def _core_applies_override(request_kwargs: dict, strategy: str | None) -> bool:
+    """litellm 1.110+: whether the core's lookup found ``strategy`` in the request's own ``routing_strategy`` (its
+    lookup puts an override it knows first, and ignores one it does not)."""
+    asked = request_kwargs.get("routing_strategy")
+    return asked is not None and getattr(asked, "value", asked) == strategy
 
 
 def request_override(router: litellm.Router, request_kwargs: dict, strategy: str | None) -> bool:
@@ -348,8 +354,8 @@ def request_override(router: litellm.Router, request_kwargs: dict, strategy: str
     override = getattr(router, "_get_request_routing_strategy_override", None)
     if override is not None:  # litellm < 1.110
         return override(request_kwargs) is not None
-    if hasattr(router, "_prefetch_strategy_and_selector"):  # litellm 1.110+: the core's lookup put it first
-        return getattr(asked, "value", asked) == strategy
+    if hasattr(router, "_prefetch_strategy_and_selector"):  # litellm 1.110+
+        return _core_applies_override(request_kwargs, strategy)
     if str(asked) not in _UNAPPLIED_OVERRIDES:  # a litellm that offers neither lookup
         _UNAPPLIED_OVERRIDES.add(str(asked))
         logger.warning("a request asks for routing_strategy %r (e.g. its proxy key's or team's router_settings), "

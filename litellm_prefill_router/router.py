@@ -457,9 +457,9 @@ def _sealed_arguments(arguments: Mapping[str, Any]) -> tuple[bool, _PrefillGroup
     simple-shuffle group in each prefill group's - see :func:`_split_prefill_groups`)."""
     prefill = is_prefill(arguments.get("routing_strategy"))
     built_with = dict(arguments)
-    groups, built_with["routing_groups"] = _split_prefill_groups(arguments.get("routing_groups"))
-    if "routing_groups" not in arguments:
-        del built_with["routing_groups"]
+    groups: _PrefillGroups = {}
+    if "routing_groups" in arguments:
+        groups, built_with["routing_groups"] = _split_prefill_groups(arguments["routing_groups"])
     if prefill:
         built_with["routing_strategy"] = "simple-shuffle"
     return prefill, groups, built_with
