@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import importlib.util
 import json
 import os
 import statistics
@@ -65,14 +66,21 @@ async def measure(bundle: str, n: int, strategy: str, sync: bool = False) -> dic
         plain_ms.append(a if first is plain else b)
         grouped_ms.append(b if first is plain else a)
     added = [g - p for g, p in zip(grouped_ms, plain_ms)]
+    bridge = {"sync_bridge": sync_bridge()} if sync else {}
     return {"litellm": importlib.metadata.version("litellm"), "python": sys.version.split()[0], "n": n,
-            "strategy": strategy, "path": "sync" if sync else "async",
+            "strategy": strategy, "path": "sync" if sync else "async", **bridge,
             "plain_p50_ms": round(statistics.median(plain_ms), 2),
             "plain_p95_ms": round(float(np.percentile(plain_ms, 95)), 2),
             "with_prefill_group_p50_ms": round(statistics.median(grouped_ms), 2),
             "with_prefill_group_p95_ms": round(float(np.percentile(grouped_ms, 95)), 2),
             "added_p50_ms": round(statistics.median(added), 2),
             "ratio_p50": round(statistics.median(grouped_ms) / statistics.median(plain_ms), 3)}
+
+
+def sync_bridge() -> str:
+    """How the code under test runs async routing for a sync call (rows before session 28 have no such key: they
+    ran each call in its own ``asyncio.run``)."""
+    return "process loop" if importlib.util.find_spec("litellm_prefill_router.sync_bridge") else "asyncio.run per call"
 
 
 def main() -> None:
@@ -90,8 +98,9 @@ def main() -> None:
         plot(Path(a.plot))
         return
     row = asyncio.run(measure(a.bundle, a.n, a.strategy, a.sync))
+    bridge = f" (sync bridge: {row['sync_bridge']})" if "sync_bridge" in row else ""
     print(f"litellm {row['litellm']}, {row['strategy']}, {row['n']} interleaved {row['path']} mock requests of a group "
-          "the bundle does not route")
+          f"the bundle does not route{bridge}")
     print(f"{'router':<28}{'p50 ms':>8}{'p95 ms':>8}")
     print(f"{'plain':<28}{row['plain_p50_ms']:>8}{row['plain_p95_ms']:>8}")
     print(f"{'with a prefill group':<28}{row['with_prefill_group_p50_ms']:>8}{row['with_prefill_group_p95_ms']:>8}")
@@ -102,12 +111,22 @@ def main() -> None:
 
 def plot(path: Path) -> None:
     def draw(ax: Any, i: int, runs: list[dict]) -> None:
-        for path, marker, shift in (("async", "o", 0.0), ("sync", "^", 0.06)):
+        for path, marker, shift in (("async", "o", 0.0), ("sync, asyncio.run per call", "^", 0.06),
+                                    ("sync, process loop", "v", 0.12)):
             for offset, key, label, color in ((-0.15, "plain_p50_ms", "plain Router", "C0"),
                                               (0.15, "with_prefill_group_p50_ms", "with a prefill group", "C1")):
-                ys = [r[key] for r in runs if r.get("path", "async") == path]
+                ys = [r[key] for r in runs if run_path(r) == path]
                 ax.scatter([i + offset + shift] * len(ys), ys, color=color, marker=marker,
-                           label=f"{label} ({path})" if i == 0 and ys else None)
+                           label=f"{label} ({path})" if ys and path not in labelled else None)
+            if any(run_path(r) == path for r in runs):
+                labelled.add(path)
+
+    def run_path(row: dict) -> str:
+        if row.get("path", "async") == "async":
+            return "async"
+        return f"sync, {row.get('sync_bridge', 'asyncio.run per call')}"
+
+    labelled: set[str] = set()
 
     per_release_plot(path, draw, "p50 per mock request (ms)",
                      "a model group the bundle does not route ({strategy})")

@@ -5,15 +5,13 @@ modules (see ``router``)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import litellm
 from litellm.responses.utils import ResponsesAPIRequestUtils
@@ -47,20 +45,10 @@ except ImportError:  # litellm <= 1.102: the same helper, private
     )
 
 PREFILL = "prefill"
-T = TypeVar("T")
+
 
 def is_prefill(strategy: object) -> bool:
     return getattr(strategy, "value", strategy) == PREFILL
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine from sync code, also when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-sync") as ex:
-        return ex.submit(asyncio.run, coro).result()
 
 
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat / chat (new) / Responses API

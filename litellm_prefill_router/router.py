@@ -44,7 +44,6 @@ from .composition import (
     request_metadata,
     routing_groups_of,
     routing_strategy_of,
-    run_sync,
     say_prefill_asked_of_unrouted,
     use_strategy,
 )
@@ -53,6 +52,7 @@ from .records import hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
 from .strategy import PrefillGroupsRouting, PrefillRoutingStrategy
+from .sync_bridge import run_sync
 
 logger = logging.getLogger("litellm_prefill_router")
 

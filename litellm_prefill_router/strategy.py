@@ -37,7 +37,6 @@ from .composition import (
     request_override,
     response_deployment,
     routing_context,
-    run_sync,
     say_prefill_asked_of_unrouted,
     shuffle_pick,
     warm_litellm_imports,
@@ -61,6 +60,7 @@ from .records import (
 )
 from .reloading import BundleReloader
 from .shared_metadata import decided_upstream, drop_records, store_decision
+from .sync_bridge import run_sync
 
 logger = logging.getLogger("litellm_prefill_router")
 

@@ -1,0 +1,89 @@
+"""Run the router's async code from litellm's sync entry points (``router.completion`` and friends).
+
+The strategy's routing is async (the encoder runs off the event loop; litellm's selectors are async). A sync call used
+to run it with ``asyncio.run`` - a fresh event loop and a fresh default executor per call, about 0.4 ms of set-up and
+tear-down on each routed sync request - or, called from inside a running loop, on a fresh thread with its own loop.
+Instead, one event loop per process runs on a daemon thread, started on the first sync call (nothing at import) and
+started again after a ``fork``; sync callers hand their coroutine to it and wait. The coroutine runs in a copy of the
+caller's context (context variables set by the caller are seen, as under ``asyncio.run``). Work it leaves behind
+(a task it started) goes on running on that loop instead of being cancelled when the call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_pid: int | None = None
+
+
+def _forget_loop() -> None:
+    """In a forked child the parent's loop thread does not exist: the next sync call starts one."""
+    global _loop, _thread, _pid
+    _loop = _thread = _pid = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loop)
+
+
+def _bridge_loop() -> asyncio.AbstractEventLoop:
+    """The process's bridge loop, started on first use."""
+    global _loop, _thread, _pid
+    loop = _loop
+    if loop is not None and _pid == os.getpid() and not loop.is_closed():
+        return loop
+    with _lock:
+        if _loop is None or _pid != os.getpid() or _loop.is_closed():
+            new_loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=new_loop.run_forever, name="prefill-router-sync-loop", daemon=True)
+            thread.start()
+            _loop, _thread, _pid = new_loop, thread, os.getpid()
+        return _loop
+
+
+def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    if done.done():  # the caller gave up (interrupted) and cancelled its side: mark the outcome seen, drop it
+        _ = task.cancelled() or task.exception()
+        return
+    if task.cancelled():
+        done.cancel()
+    elif (exc := task.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(task.result())
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from sync code - also from a thread whose event loop is running (that loop waits,
+    as it waits on any blocking call) - and return its result or raise its exception."""
+    if threading.current_thread() is _thread:  # a sync call made from code the bridge loop runs: it cannot wait on
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-sync") as ex:  # itself
+            return ex.submit(contextvars.copy_context().run, asyncio.run, coro).result()
+    loop = _bridge_loop()
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    started: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = loop.create_task(coro)  # runs in (a copy of) the context call_soon_threadsafe was given
+        started.append(task)
+        task.add_done_callback(lambda t: _settle(done, t))
+
+    loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+    try:
+        return done.result()
+    except BaseException:
+        if not done.done():  # the caller was interrupted (KeyboardInterrupt, ...): stop the work it no longer waits on
+            done.cancel()
+            loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
+        raise
