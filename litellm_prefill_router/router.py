@@ -371,12 +371,16 @@ def _group_strategies(router: Any, groups: _PrefillGroups) -> dict[str, PrefillR
 def _keep_custom_routing(router: Any) -> None:
     """Register the custom routing ``router`` (a litellm 1.110+ Router) needs now, where litellm dropped it (it forgets
     a custom strategy when the routing strategy changes): its router-wide prefill strategy registers itself; without
-    one, a :class:`~.strategy.PrefillGroupsRouting` while it has prefill routing groups (one left registered after
-    the groups are gone gives litellm's own picks, as without it)."""
-    if _routes_by_prefill(router) or not prefill_groups_of(router):
+    one, a :class:`~.strategy.PrefillGroupsRouting` while it has prefill routing groups. Once they are gone the
+    dispatcher is dropped, so litellm's own strategy picks again without it (it only handed every request on)."""
+    if _routes_by_prefill(router):
         return
-    if not isinstance(custom_strategy_of(router), PrefillGroupsRouting):
-        use_strategy(router, PrefillGroupsRouting(router))
+    custom = custom_strategy_of(router)
+    if prefill_groups_of(router):
+        if not isinstance(custom, PrefillGroupsRouting):
+            use_strategy(router, PrefillGroupsRouting(router))
+    elif isinstance(custom, PrefillGroupsRouting):  # litellm's way to drop a custom strategy: its strategy set again
+        router.routing_strategy_init(routing_strategy_of(router), getattr(router, "routing_strategy_args", None) or {})
 
 
 def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import HIST_PROMPT, MATH_PROMPT, change_settings, model_list
 from litellm_prefill_router import PrefillRouter, UnsupportedLiteLLMError, install
+from litellm_prefill_router.composition import custom_strategy_of, routing_strategy_of
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.litellm_support import SUPPORTED_LITELLM
 from litellm_prefill_router.router import ROUTER_ACCEPTS_SUBCLASSES, prefill_strategies
@@ -94,6 +95,8 @@ async def test_on_the_new_core_prefill_routing_groups_stay_routed_when_apply_cha
     assert (await decision())["target"] == "history-model"
     change_settings(router, routing_groups=[])
     assert await decision() is None and prefill_strategies(router) == {}  # served by litellm's own pick
+    assert custom_strategy_of(router) is None  # the dispatcher is gone with the groups: it would only hand them on
+    assert routing_strategy_of(router) == "usage-based-routing-v2"
     with pytest.raises(ConfigurationError, match="bundle"):
         change_settings(router, routing_groups=[{**group, "routing_strategy_args": {}}])
     assert await decision() is None
