@@ -334,8 +334,9 @@ def _core_applies_override(request_kwargs: dict, strategy: str | None) -> bool:
 
 def request_override(router: litellm.Router, request_kwargs: dict, strategy: str | None) -> bool:
     """Whether this request carries a litellm routing strategy of its own (a key's or team's ``router_settings``,
-    forwarded by the proxy; litellm ignores unknown names, with a warning) that litellm applies: ``strategy`` (what
-    :func:`routing_context` found for the request) is it. ``prefill`` there means: as configured."""
+    forwarded by the proxy; litellm ignores unknown names - with a warning before 1.110, which the strategy gives on
+    1.110+) that litellm applies: ``strategy`` (what :func:`routing_context` found for the request) is it.
+    ``prefill`` there means: as configured."""
     asked = request_kwargs.get("routing_strategy")
     if asked is None or is_prefill(asked):
         return False
@@ -343,7 +344,15 @@ def request_override(router: litellm.Router, request_kwargs: dict, strategy: str
     if override is not None:  # litellm < 1.110
         return override(request_kwargs) is not None
     if hasattr(router, "_prefetch_strategy_and_selector"):  # litellm 1.110+
-        return _core_applies_override(request_kwargs, strategy)
+        if _core_applies_override(request_kwargs, strategy):
+            return True
+        if str(asked) not in _UNAPPLIED_OVERRIDES:  # the core ignores a name it does not know, without a word
+            _UNAPPLIED_OVERRIDES.add(str(asked))
+            logger.warning("Ignoring per-request routing_strategy override %r (e.g. its proxy key's or team's "
+                           "router_settings): litellm %s does not know it (supported overrides: %s, and prefill: "
+                           "as configured). Routed as configured; said once per name.", asked, installed_litellm(),
+                           sorted(overridable_strategies()))
+        return False
     if str(asked) not in _UNAPPLIED_OVERRIDES:  # a litellm that offers neither lookup
         _UNAPPLIED_OVERRIDES.add(str(asked))
         logger.warning("a request asks for routing_strategy %r (e.g. its proxy key's or team's router_settings), "
@@ -353,6 +362,16 @@ def request_override(router: litellm.Router, request_kwargs: dict, strategy: str
 
 
 _UNAPPLIED_OVERRIDES: set[str] = set()  # the override names already warned about (once each per process)
+
+
+def overridable_strategies() -> frozenset[str]:
+    """The routing strategies litellm 1.110+ applies as a per-request override (its core's lookup: simple-shuffle and
+    every strategy with a selector)."""
+    try:
+        from litellm.router_rust.steps.selection import SELECTOR_ATTRIBUTES
+    except ImportError:  # pragma: no cover - a 1.110+ that moved it: name none rather than fail the request
+        return frozenset({"simple-shuffle"})
+    return frozenset({"simple-shuffle", *SELECTOR_ATTRIBUTES})
 
 
 def say_prefill_asked_of_unrouted(router: litellm.Router, model: str, strategy: object) -> None:
