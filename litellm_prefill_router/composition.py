@@ -452,9 +452,24 @@ def response_deployment(request_kwargs: Mapping[str, Any]) -> str | None:
     return str(model_id) if model_id else None
 
 
-def prompt_of(messages: Any, input: Any) -> object:  # noqa: A002 - litellm's name
-    """What a request routes on: its messages, else its ``input`` (Responses API, text completions)."""
-    return messages if messages is not None else input
+def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | None = None  # noqa: A002 - litellm's
+              ) -> object:
+    """What a request routes on: its messages, else its ``input`` (Responses API, text completions), else - litellm
+    hands the strategy neither for Google GenAI's ``generate_content`` - its ``contents`` after its system
+    instruction."""
+    if messages is not None:
+        return messages
+    if input is not None or not request_kwargs or request_kwargs.get("contents") is None:
+        return input
+    contents = request_kwargs["contents"]
+    turns = list(contents) if isinstance(contents, (list, tuple)) else [contents]
+    system = request_kwargs.get("systemInstruction", request_kwargs.get("system_instruction"))
+    if system is None and isinstance(config := request_kwargs.get("config"), Mapping):
+        system = config.get("systemInstruction", config.get("system_instruction"))
+    if system is None:
+        return turns
+    parts = system.get("parts") if isinstance(system, Mapping) else system
+    return [{"role": "system", "parts": parts}, *turns]
 
 
 def group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,

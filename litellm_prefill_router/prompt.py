@@ -32,6 +32,7 @@ _ROLE_MAP = {
     "ai": "assistant",
     "tool": "user",
     "function": "user",
+    "model": "assistant",  # Google GenAI
 }
 
 #: characters kept per allowed token before tokenising, so a 200k-character
@@ -92,6 +93,42 @@ def _tool_calls_text(message: Message) -> str:
     return "\n".join(out)
 
 
+def parts_text(parts: object) -> str:
+    """Text of a Google GenAI ``Content``'s ``parts`` (``generate_content``): text parts, function calls and
+    responses as tool calls and results, executable code and its result; inline and file data dropped. Both the
+    API's camelCase keys and the SDK's snake_case ones."""
+    if isinstance(parts, (str, bytes)):
+        return clean_text(parts)
+    out: list[str] = []
+    for part in parts if isinstance(parts, Sequence) else [parts]:
+        if isinstance(part, (str, bytes)):
+            out.append(clean_text(part))
+        elif isinstance(part, Mapping):
+            out.append(_part_text(part))
+    return "\n".join(p for p in out if p)
+
+
+def _part_text(part: Mapping[str, Any]) -> str:
+    def get(camel: str, snake: str) -> Any:
+        return part.get(camel, part.get(snake))
+
+    call, response = get("functionCall", "function_call"), get("functionResponse", "function_response")
+    code, result = get("executableCode", "executable_code"), get("codeExecutionResult", "code_execution_result")
+    if part.get("text") is not None:
+        return clean_text(part.get("text"))
+    if isinstance(call, Mapping):
+        return _call_text(call.get("name"), call.get("args"))
+    if isinstance(response, Mapping):
+        value = response.get("response")
+        return _result_text(value if isinstance(value, str) else
+                            "" if value is None else json.dumps(value, ensure_ascii=False, default=str))
+    if isinstance(code, Mapping):
+        return clean_text(code.get("code"))
+    if isinstance(result, Mapping):
+        return _result_text(clean_text(result.get("output")))
+    return ""  # inline or file data, or a part this version does not know
+
+
 def _item_message(item: Message) -> dict[str, str] | None:
     """A Responses API input item that is not a message (``function_call``, ``function_call_output``) as a
     message; None for the items that carry no prompt text (``reasoning``, references)."""
@@ -109,7 +146,8 @@ def normalise_messages(messages: object) -> list[dict[str, str]]:
     Accepted: a string; a list of OpenAI chat messages (also Anthropic messages: text, ``tool_use`` and
     ``tool_result`` blocks); a Responses API ``input`` (a string or a list of items: messages,
     ``function_call``, ``function_call_output``); a list of strings (a text-completion or embedding ``input``:
-    each string is a user message).
+    each string is a user message); Google GenAI ``contents`` (``{role, parts}`` items, role ``model`` for the
+    assistant - see :func:`parts_text`).
     """
     if isinstance(messages, (str, bytes)):
         return [{"role": "user", "content": clean_text(messages)}]
@@ -132,11 +170,18 @@ def normalise_messages(messages: object) -> list[dict[str, str]]:
             if item["content"]:
                 out.append(item)
             continue
+        if not {"role", "content", "parts", "type"} & m.keys():  # a Google GenAI part given as a user turn
+            if text := _part_text(m):
+                out.append({"role": "user", "content": text})
+            continue
         raw_role = clean_text(m.get("role") or "user").lower()
         role = _ROLE_MAP.get(raw_role, "user")
-        text = content_text(m.get("content"))
-        if raw_role in ("tool", "function") and text:
-            text = f"[tool result] {text}"
+        if "parts" in m and "content" not in m:  # Google GenAI: function responses are tagged in their parts
+            text = parts_text(m.get("parts"))
+        else:
+            text = content_text(m.get("content"))
+            if raw_role in ("tool", "function") and text:
+                text = f"[tool result] {text}"
         calls = _tool_calls_text(m)
         if calls:
             text = f"{text}\n{calls}" if text else calls

@@ -207,10 +207,10 @@ def with_served_candidate(record: dict, md: Mapping) -> dict:
 def hidden_params(response: object, create: bool = False) -> Any:
     """litellm's hidden params of ``response`` (None if it has none): a dict (chat, Responses API, a stream),
     ``HiddenParams`` (text completions: a pydantic model with ``get`` and item assignment), or the ``_hidden_params``
-    key of an Anthropic Messages response (a dict; ``create``: added where missing - litellm adds its headers to it
-    later)."""
+    key of an Anthropic Messages or Google GenAI ``generate_content`` response (a dict; ``create``: added where
+    missing - litellm adds its headers to it later)."""
     if isinstance(response, dict):
-        if response.get("type") != "message":
+        if response.get("type") != "message" and "candidates" not in response:
             return None
         return response.setdefault("_hidden_params", {}) if create else response.get("_hidden_params")
     return getattr(response, "_hidden_params", None)

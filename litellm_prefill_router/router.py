@@ -220,7 +220,8 @@ def _group_select(strategy: str | None, selector: Any, kwargs: dict) -> Coroutin
     if not (is_prefill(strategy) and isinstance(selector, PrefillRoutingStrategy)):
         return None
     return selector.select(kwargs["model"], kwargs["healthy_deployments"],
-                           prompt_of(kwargs.get("messages"), kwargs.get("input")), kwargs.get("request_kwargs") or {})
+                           prompt_of(kwargs.get("messages"), kwargs.get("input"), kwargs.get("request_kwargs")),
+                           kwargs.get("request_kwargs") or {})
 
 
 async def _select_async_hook(original: Callable[..., Any], self: Any, *, strategy: str | None, selector: Any,
@@ -334,6 +335,7 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
     "acompletion": "metadata", "completion": "metadata", "atext_completion": "metadata",
     "aresponses": "litellm_metadata", "responses": "litellm_metadata",
     "aanthropic_messages": "litellm_metadata", "anthropic_messages": "litellm_metadata",
+    "agenerate_content": "litellm_metadata", "generate_content": "litellm_metadata",
 }
 
 

@@ -424,7 +424,8 @@ async def route_request(router: litellm.Router, own: PrefillRoutingStrategy | No
     if owner is None or request_override(router, request_kwargs, strategy):
         return await PrefillRoutingStrategy.leave_to(pick, healthy, request_metadata(request_kwargs),
                                                      request_kwargs.get("litellm_trace_id"))
-    return await owner.select(model, healthy, prompt_of(messages, input), request_kwargs, pick=pick)
+    return await owner.select(model, healthy, prompt_of(messages, input, request_kwargs), request_kwargs,
+                              pick=pick)
 
 
 class PrefillGroupsRouting(RequestRouting):

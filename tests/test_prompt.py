@@ -96,6 +96,28 @@ def test_responses_api_input_items_become_text() -> None:
                     {"role": "user", "content": "[tool result] 42"}]
 
 
+def test_google_genai_contents_become_text_with_the_model_as_assistant() -> None:
+    msgs = normalise_messages([
+        {"role": "system", "parts": [{"text": "be brief"}]},
+        {"role": "user", "parts": [{"text": "what is 6 x 7"},
+                                   {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "calc", "args": {"expr": "6*7"}}}]},
+        {"role": "user", "parts": [{"function_response": {"name": "calc", "response": {"value": 42}}}]},
+        {"role": "model", "parts": [{"executableCode": {"language": "PYTHON", "code": "print(6*7)"}},
+                                    {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "42"}}]},
+        {"role": "function", "parts": [{"functionResponse": {"name": "calc", "response": "42"}}]},
+        {"text": "a bare part is a user turn"},
+        {"role": "user", "parts": [{"fileData": {"fileUri": "gs://x"}}]},  # no text: dropped
+    ])
+    assert msgs == [{"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "what is 6 x 7"},
+                    {"role": "assistant", "content": "[tool call] calc({\"expr\": \"6*7\"})"},
+                    {"role": "user", "content": "[tool result] {\"value\": 42}"},
+                    {"role": "assistant", "content": "print(6*7)\n[tool result] 42"},
+                    {"role": "user", "content": "[tool result] 42"},
+                    {"role": "user", "content": "a bare part is a user turn"}]
+
+
 def test_anthropic_tool_use_and_tool_result_blocks_become_text() -> None:
     msgs = normalise_messages([
         {"role": "user", "content": [{"type": "text", "text": "what is 6 x 7"}]},

@@ -95,6 +95,8 @@ def _post(port: int, prompt: str, path: str = "/chat/completions", model: str = 
         payload = {"model": "auto", "input": prompt, **params}
     elif path == "/v1/messages":  # Anthropic format (Claude Code and other Anthropic clients)
         payload["max_tokens"] = 64
+    elif path.endswith(":generateContent"):  # Google GenAI format (Gemini CLI and other google-genai clients)
+        payload = {"contents": [{"role": "user", "parts": [{"text": prompt}]}], **params}
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -191,6 +193,8 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
             assert resp_headers["x-prefill-target"] == target
             msg, msg_headers = _post(port, prompt, "/v1/messages")
             assert msg["content"][0]["text"] == f"answer from {target}" and msg_headers["x-prefill-target"] == target
+            gen, gen_headers = _post(port, prompt, "/v1beta/models/auto:generateContent")
+            assert gen["text"] == f"answer from {target}" and gen_headers["x-prefill-target"] == target
             streamed, stream_headers = _post_stream(port, prompt)
             assert streamed == f"answer from {target}" and stream_headers["x-prefill-target"] == target
         tier_body, tier_headers = _post(port, MATH_PROMPT, model="tiered")  # the bundle picks the tier

@@ -198,6 +198,33 @@ async def test_anthropic_messages_route_on_their_content_blocks_and_carry_the_de
     assert _decision(resp)["target"] == "math-model"
 
 
+async def test_google_genai_generate_content_routes_on_its_contents_and_carries_the_decision(
+        any_router: litellm.Router) -> None:
+    math = await any_router.agenerate_content(model="auto",
+                                              contents=[{"role": "user", "parts": [{"text": MATH_PROMPT}]}])
+    assert math["text"] == "answer from math-model"
+    assert _decision(math)["target"] == "math-model" and _decision(math)["reason"] == "policy"
+    hist = any_router.generate_content(model="auto", contents=HIST_PROMPT)  # sync, contents a string
+    assert hist["text"] == "answer from history-model" and _decision(hist)["target"] == "history-model"
+    # a conversation: the model's turn and a function call are text too; the system instruction is read first
+    turns = [{"role": "user", "parts": [{"text": "Tell me about the past."}]},
+             {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"q": "history"}}}]},
+             {"role": "user", "parts": [{"functionResponse": {"name": "lookup", "response": {"r": "the king"}}},
+                                        {"text": HIST_PROMPT}]}]
+    convo = await any_router.agenerate_content(model="auto", contents=turns,
+                                               systemInstruction={"parts": [{"text": "You are a historian."}]})
+    assert _decision(convo)["target"] == "history-model"
+    configured = await any_router.agenerate_content(  # the system instruction in the request's config
+        model="auto", contents={"role": "user", "parts": [{"text": HIST_PROMPT}]},
+        config={"system_instruction": "You are a historian."})
+    assert _decision(configured)["target"] == "history-model"
+    assert _decision(configured)["input_tokens"] > _decision(hist)["input_tokens"]  # the same turn, no instruction
+    assert _decision(convo)["input_tokens"] > _decision(configured)["input_tokens"]
+    image_only = await any_router.agenerate_content(
+        model="auto", contents=[{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBO"}}]}])
+    assert _decision(image_only)["reason"] == "fallback: the request has no text to route on"
+
+
 async def test_an_embedding_group_beside_the_routed_group_is_served_as_usual(bundle_dir: Path,
                                                                             caplog: pytest.LogCaptureFixture) -> None:
     embed = {"model_name": "embed", "litellm_params": {"model": "openai/text-embedding-3-small", "api_key": "sk-test",
