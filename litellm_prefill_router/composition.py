@@ -9,7 +9,7 @@ import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -454,22 +454,34 @@ def response_deployment(request_kwargs: Mapping[str, Any]) -> str | None:
 
 def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | None = None  # noqa: A002 - litellm's
               ) -> object:
-    """What a request routes on: its messages, else its ``input`` (Responses API, text completions), else - litellm
-    hands the strategy neither for Google GenAI's ``generate_content`` - its ``contents`` after its system
-    instruction."""
+    """What a request routes on - what its API gives the model, system prompt first, so one conversation routes
+    alike through every API: its messages (after the Anthropic API's ``system``), else its ``input`` (Responses API,
+    after its ``instructions``; text completions), else - litellm hands the strategy neither for Google GenAI's
+    ``generate_content`` - its ``contents`` (after its system instruction, top-level or in ``config``)."""
+    kwargs = request_kwargs or {}
     if messages is not None:
-        return messages
-    if input is not None or not request_kwargs or request_kwargs.get("contents") is None:
-        return input
-    contents = request_kwargs["contents"]
-    turns = list(contents) if isinstance(contents, (list, tuple)) else [contents]
-    system = request_kwargs.get("systemInstruction", request_kwargs.get("system_instruction"))
-    if system is None and isinstance(config := request_kwargs.get("config"), Mapping):
+        return _after_system(kwargs.get("system"), messages)
+    if input is not None:
+        return _after_system(kwargs.get("instructions"), input)
+    contents = kwargs.get("contents")
+    if contents is None:
+        return None
+    system = kwargs.get("systemInstruction", kwargs.get("system_instruction"))
+    if system is None and isinstance(config := kwargs.get("config"), Mapping):
         system = config.get("systemInstruction", config.get("system_instruction"))
-    if system is None:
+    if isinstance(system, Mapping):  # a Content: its parts
+        system = {"role": "system", "parts": system.get("parts")}
+    return _after_system(system, contents)
+
+
+def _after_system(system: object, turns: object) -> object:
+    """``turns`` (a prompt: a string, one item or a list) after a system prompt (a string, a list of text blocks or
+    a message), if there is one."""
+    if system is None or system == "" or system == []:
         return turns
-    parts = system.get("parts") if isinstance(system, Mapping) else system
-    return [{"role": "system", "parts": parts}, *turns]
+    first = system if isinstance(system, Mapping) else {"role": "system", "content": system}
+    rest = list(turns) if isinstance(turns, Sequence) and not isinstance(turns, (str, bytes)) else [turns]
+    return [first, *rest]
 
 
 def group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,

@@ -198,6 +198,26 @@ async def test_anthropic_messages_route_on_their_content_blocks_and_carry_the_de
     assert _decision(resp)["target"] == "math-model"
 
 
+async def test_one_conversation_with_a_system_prompt_routes_alike_through_every_api(bundle_dir: Path) -> None:
+    """Each API carries the system prompt its own way (a chat message, Anthropic's ``system``, the Responses API's
+    ``instructions``, Google GenAI's ``systemInstruction``); the bundle reads the same text through all of them."""
+    router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                  "prediction_cache_size": 0})
+    system = "You are a patient tutor who answers about the integral of x squared."
+    chat = await router.acompletion(model="auto", messages=[{"role": "system", "content": system},
+                                                            *user(HIST_PROMPT)])
+    anthropic = await router.aanthropic_messages(model="auto", max_tokens=16, messages=user(HIST_PROMPT),
+                                                 system=[{"type": "text", "text": system}])
+    responses = await router.aresponses(model="auto", input=HIST_PROMPT, instructions=system)
+    google = await router.agenerate_content(model="auto", contents=HIST_PROMPT,
+                                            systemInstruction={"parts": [{"text": system}]})
+    without = await router.acompletion(model="auto", messages=user(HIST_PROMPT))
+    seen = [(_decision(r)["input_tokens"], _decision(r)["p_correct"]) for r in (chat, anthropic, responses, google)]
+    assert all(s == seen[0] for s in seen), seen
+    assert seen[0][0] > _decision(without)["input_tokens"]
+
+
 async def test_google_genai_generate_content_routes_on_its_contents_and_carries_the_decision(
         any_router: litellm.Router) -> None:
     math = await any_router.agenerate_content(model="auto",
