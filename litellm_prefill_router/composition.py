@@ -452,6 +452,11 @@ def response_deployment(request_kwargs: Mapping[str, Any]) -> str | None:
     return str(model_id) if model_id else None
 
 
+#: request kwargs that carry prompt text outside ``messages`` / ``input`` (read by :func:`prompt_of`): the Anthropic
+#: API's system prompt, the Responses API's, Google GenAI's turns and its system instruction (top-level or in config)
+API_PROMPT_KWARGS = ("system", "instructions", "contents")
+
+
 def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | None = None  # noqa: A002 - litellm's
               ) -> object:
     """What a request routes on - what its API gives the model, system prompt first, so one conversation routes

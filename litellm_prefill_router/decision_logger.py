@@ -23,6 +23,38 @@ from .shared_metadata import decision_for
 logger = logging.getLogger("litellm_prefill_router")
 
 
+class RoutedMessages:
+    """The text the bundle read (as chat messages) for calls whose messages litellm logs without part of it - the
+    Anthropic API's ``system``, the Responses API's ``instructions``, Google GenAI's contents -, by decision record,
+    until the decision logger writes the call. Kept here, not in the request's metadata, which litellm hands to its
+    logging integrations past their message redaction. Bounded: a call never logged is forgotten after ``size``
+    newer ones."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[dict, list[dict[str, str]]]] = OrderedDict()
+
+    def keep(self, record: dict, messages: list[dict[str, str]]) -> None:
+        with self._lock:
+            self._items[id(record)] = (record, messages)
+            self._items.move_to_end(id(record))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def take(self, record: object) -> list[dict[str, str]] | None:
+        """``record``'s messages, forgotten here (None if none were kept)."""
+        with self._lock:
+            entry = self._items.get(id(record))
+            if entry is None or entry[0] is not record:  # another record that once had this id
+                return None
+            del self._items[id(record)]
+            return entry[1]
+
+
+ROUTED_MESSAGES = RoutedMessages()
+
+
 # -- decision / outcome log ------------------------------------------------------
 class DecisionLogger(CustomLogger):
     """Appends one JSON line per routed call: the decision, its outcome and (by default) the messages; counts the
@@ -68,8 +100,9 @@ class DecisionLogger(CustomLogger):
         slo = kwargs.get("standard_logging_object") or {}
         path = target.get("path")
         extra: dict[str, object] = {}
-        if path and target.get("messages", True):
-            extra["messages"] = kwargs.get("messages")
+        routed = ROUTED_MESSAGES.take(decision)
+        if path and target.get("messages", True):  # what the bundle read, where litellm logs less of it
+            extra["messages"] = routed if routed is not None else kwargs.get("messages")
         if path and ok and target.get("responses", False):
             try:
                 extra["response"] = response_obj.choices[0].message.content

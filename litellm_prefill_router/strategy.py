@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
+from typing import Any
 
 import litellm
 from litellm.router import CustomRoutingStrategyBase
@@ -17,6 +18,7 @@ from .answer_lengths import AnswerLengths
 from .autotune import Autotuner
 from .bundle import BundleManifest
 from .composition import (
+    API_PROMPT_KWARGS,
     LITELLM_CLEARS_ROUTING_RECORD,
     deployment_model_info,
     deployments_of,
@@ -44,12 +46,13 @@ from .composition import (
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, retry_reason
-from .decision_logger import log_target
+from .decision_logger import ROUTED_MESSAGES, log_target
 from .deployments import DeploymentTarget, ServedBundle, deployment_id, deployment_model, priced
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PromptError
 from .metrics import reload_observer
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
+from .prompt import normalise_messages
 from .records import (
     DECISION_KEY,
     DECISION_LOG_KEY,
@@ -302,12 +305,27 @@ class PrefillRoutingStrategy(RequestRouting):
                   "baseline": baseline_record(baseline[1].target, baseline[1].deployment_id, baseline[1].price)
                   if baseline else None}
         self._annotate(record, model, mapped, served, arm)
+        self._keep_routed_messages(record, prompt, request_kwargs)
         if failed:
             record["failed_attempts"] = [{"deployment_id": dep, "target": target, "error": error}
                                          for dep, (target, error) in failed.items()]
         self._record(md, trace, record,
                      standard_routing_decision(decision, model, baseline[0] if baseline else None), pre_routing)
         return deployment
+
+    def _keep_routed_messages(self, record: dict, prompt: object, request_kwargs: Mapping[str, Any]) -> None:
+        """The text the bundle read (as chat messages) of a call whose messages litellm logs without part of it (see
+        :class:`~.decision_logger.RoutedMessages`), while the decision log keeps messages: the log writes it instead,
+        so replay and feedback read what was routed on. Other calls' logs keep litellm's messages as sent."""
+        target = self._log_target
+        if target is None or not target.get("path") or not target.get("messages"):
+            return
+        if not any(request_kwargs.get(k) not in (None, "", []) for k in API_PROMPT_KWARGS):
+            return
+        try:
+            ROUTED_MESSAGES.keep(record, normalise_messages(prompt))
+        except PromptError:  # routed by the fallback: the log keeps litellm's messages
+            pass
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:

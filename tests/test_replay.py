@@ -66,6 +66,35 @@ async def test_replaying_a_log_with_the_bundle_that_wrote_it_keeps_every_route(b
     assert cheapest["policy"] == "value_usd=0" and cheapest["routes"]["math-model"]["after"] == 5  # the cheapest
 
 
+async def test_the_log_keeps_the_system_prompt_every_api_routed_on_so_replay_predicts_what_was_served(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """litellm logs the Anthropic API's messages without their ``system`` and the Responses API's without their
+    ``instructions``; the log writes what the bundle read instead. A chat call's log keeps its messages as sent."""
+    log = tmp_path / "decisions.jsonl"
+    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                             "decision_log": str(log)})
+    system = "You are a patient tutor who answers about the integral of x squared."
+    chat_messages = [{"role": "system", "content": system},
+                     {"role": "user", "content": [{"type": "text", "text": HIST_PROMPT}]}]
+    chat = await r.acompletion(model="auto", messages=chat_messages)
+    md: dict = {}  # the request's metadata, which litellm hands to its logging integrations
+    await r.aanthropic_messages(model="auto", max_tokens=16, system=system, litellm_metadata=md,
+                                messages=[{"role": "user", "content": HIST_PROMPT + " at sea"}])
+    await r.aresponses(model="auto", input=HIST_PROMPT + " in 1450", instructions=system)
+    await flush_logging()
+    assert md["prefill_decision"]["target"] and system not in json.dumps(md, default=str)  # kept off it
+    logged = records(log)
+    assert len(logged) == 3 and chat._hidden_params["prefill_routing"]["target"] == logged[0]["decision"]["target"]
+    assert logged[0]["messages"] == chat_messages  # as sent: content parts kept
+    assert [rec["messages"][0] for rec in logged[1:]] == [{"role": "system", "content": system}] * 2
+    predictor = PrefillPredictor(bundle_dir)
+    for rec in logged:  # the logged text is what was routed on: the same prediction
+        p = predictor.predict_one(rec["messages"]).p_correct
+        assert dict(zip(predictor.targets, p.tolist())) == pytest.approx(rec["decision"]["p_correct"], abs=1e-5)
+    assert replay(logged, predictor)["kept"] == 3
+
+
 async def test_replaying_with_a_retrained_bundle_moves_the_calls_it_routes_differently_priced_and_scored(
         bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "decisions.jsonl"
@@ -110,3 +139,15 @@ async def test_a_log_without_messages_cannot_be_replayed_and_the_error_says_how_
     assert main(["replay", "--log", str(log), "--bundle", str(bundle_dir), "--quiet"]) == 2
     assert "no call of the decision log can be replayed" in capsys.readouterr().err
     assert main(["replay", "--log", str(tmp_path / "missing.jsonl"), "--bundle", str(bundle_dir)]) == 2
+
+
+def test_the_routed_messages_of_calls_never_logged_are_forgotten_after_newer_ones() -> None:
+    from litellm_prefill_router.decision_logger import RoutedMessages
+
+    kept = RoutedMessages(size=2)
+    records_ = [{"target": t} for t in ("a", "b", "c")]
+    for i, rec in enumerate(records_):
+        kept.keep(rec, [{"role": "user", "content": str(i)}])
+    assert kept.take(records_[0]) is None  # the oldest, forgotten
+    assert kept.take({"target": "b"}) is None  # an equal record is not the same call's
+    assert kept.take(records_[1]) == [{"role": "user", "content": "1"}] and kept.take(records_[1]) is None
