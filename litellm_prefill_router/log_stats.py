@@ -228,15 +228,21 @@ def summarize_log(path: str | Path | Sequence[str | Path],
     """:func:`summarize` over one decision log or several (the daily files of a ``{date}`` log, each proxy worker's
     ``{pid}`` file); ``log`` names them. ``feedback``: feedback / judge score files joined by call id. ``since`` /
     ``until``: only the calls logged in that window."""
-    try:
-        records = read_logs(path, "decision log", since=since, until=until)
-    except FileNotFoundError as err:
-        raise LogStatsError(f"{err}; set routing_strategy_args.decision_log to write one") from err
-    except EmptyWindowError as err:
-        raise LogStatsError(str(err)) from err
+    records = decision_log_records(path, LogStatsError, since=since, until=until)
     scores: dict[str, float] = {}
     for f in [feedback] if isinstance(feedback, (str, Path)) else feedback or []:
         scores.update(load_feedback(f))
     files = [str(path)] if isinstance(path, (str, Path)) else [str(x) for x in path]
-    return {"log": files[0] if len(files) == 1 else files,
-            **summarize((rec for _, _, rec in records), scores)}
+    return {"log": files[0] if len(files) == 1 else files, **summarize(records, scores)}
+
+
+def decision_log_records(path: str | Path | Sequence[str | Path], error: type[Exception], *,
+                         since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    """Every record of one decision log or several, within ``since`` / ``until``; a missing file, or a window with no
+    call, is ``error`` saying so (and how to get a log)."""
+    try:
+        return [rec for _, _, rec in read_logs(path, "decision log", since=since, until=until)]
+    except FileNotFoundError as err:
+        raise error(f"{err}; set routing_strategy_args.decision_log to write one") from err
+    except EmptyWindowError as err:
+        raise error(str(err)) from err

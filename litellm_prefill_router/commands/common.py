@@ -46,15 +46,9 @@ def decision_records(paths: Sequence[str], error: type[Exception],
                      args: argparse.Namespace | None = None) -> list[dict]:
     """Every record of the decision logs at ``paths`` (within ``args.since`` / ``args.until`` when given); a missing
     file is ``error`` saying how to get one."""
-    from ..jsonl import EmptyWindowError, read_logs
+    from ..log_stats import decision_log_records
 
-    window = {"since": getattr(args, "since", None), "until": getattr(args, "until", None)}
-    try:
-        return [rec for _, _, rec in read_logs(paths, "decision log", **window)]
-    except FileNotFoundError as err:
-        raise error(f"{err}; set routing_strategy_args.decision_log to write one") from err
-    except EmptyWindowError as err:
-        raise error(str(err)) from err
+    return decision_log_records(paths, error, since=getattr(args, "since", None), until=getattr(args, "until", None))
 
 
 def feedback_scores(files: Sequence[str] | None, records: Sequence[Mapping[str, Any]] = ()) -> dict[str, float] | None:
