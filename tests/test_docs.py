@@ -99,6 +99,17 @@ def test_every_setting_is_described_and_its_row_shows_type_bounds_and_default() 
     assert len(table.splitlines()) == 2 + len(SETTINGS["routing_strategy_args"].model_fields)
 
 
+def test_the_settings_command_offers_every_settings_table() -> None:
+    import argparse
+
+    from litellm_prefill_router.cli import build_parser
+    from litellm_prefill_router.settings_reference import RUNNABLE, SETTINGS
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    name = next(a for a in commands.choices["settings"]._actions if a.dest == "name")
+    assert list(name.choices) == [*SETTINGS, RUNNABLE]  # hand-kept: importing the models adds ~30 ms to each CLI start
+
+
 def test_settings_command_prints_a_table_and_rewrites_stale_ones_between_markers(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from litellm_prefill_router.cli import main
