@@ -479,6 +479,17 @@ def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | Non
     return _after_system(system, contents)
 
 
+def plugin_prompt(context: Any, request: Any) -> object:
+    """What a tier classifier or routing plugin routes on: the messages of litellm's ``RoutingContext``, after the
+    system prompt the request (``shared_metadata.current_request()``) carries outside them - the Anthropic API's
+    ``system``, which litellm leaves out there -, as :func:`prompt_of` routes the strategy's requests."""
+    messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
+    system = getattr(request, "system", None)
+    if any(isinstance(m, Mapping) and m.get("role") in ("system", "developer") for m in messages):
+        return messages
+    return _after_system(system, messages)
+
+
 def _after_system(system: object, turns: object) -> object:
     """``turns`` (a prompt: a string, one item or a list) after a system prompt (a string, a list of text blocks or
     a message), if there is one."""

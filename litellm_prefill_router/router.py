@@ -134,13 +134,14 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     into it (awaited first when ``original`` is a coroutine function)."""
     md, trace = request_metadata(kwargs, metadata_key), kwargs.get("litellm_trace_id")
     user = user_key(kwargs.get("user"))  # the OpenAI user field: a tier classifier's rollout keeps users in one arm
-    with routing_request(md, trace, user, self):  # the request a classifier / plugin decides for (see shared_metadata)
+    system = kwargs.get("system")  # the Anthropic API's system prompt: litellm leaves it out of a plugin's messages
+    with routing_request(md, trace, user, self, system):  # the request a classifier / plugin decides for
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
         return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"), self)
 
     async def attach() -> Any:
-        with routing_request(md, trace, user, self):
+        with routing_request(md, trace, user, self, system):
             return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"), self)
     return attach()
 

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from typing_extensions import Unpack
 
-from .composition import deployments_of, healthy_deployments
+from .composition import deployments_of, healthy_deployments, plugin_prompt
 from .config import parse_overrides
 from .costs import Price
 from .deployments import deployment_model, deployments_by_group
@@ -127,7 +127,7 @@ class PrefillRoutingPlugin(RequestHook):
             return context
         group = str(md.get("model_group") or MODEL_GROUP)
         routes = self.route_prices(request.router if request is not None else None, group, pools, prices)
-        messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
+        messages = plugin_prompt(context, request)
         decision = await decider.adecide(messages, routes, parse_overrides(md), group)
         arm = request_arm_of(self.rollout, request.user if request is not None else None, trace)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the plugin

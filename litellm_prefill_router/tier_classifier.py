@@ -50,7 +50,7 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from .composition import deployments_of
+from .composition import deployments_of, plugin_prompt
 from .config import RequestOverrides, parse_overrides
 from .costs import Price
 from .deployments import complexity_config, deployments_by_group, tier_groups
@@ -143,7 +143,7 @@ class PrefillTierClassifier(RequestHook):
         md = request.metadata if request is not None else dict(getattr(context, "metadata", None) or {})
         group = str(md.get("model_group") or MODEL_GROUP)
         prices = self.tier_prices(request.router if request is not None else None, group, prices)
-        messages = getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or []
+        messages = plugin_prompt(context, request)
         # a rollout's arm: by the request's user (each user stays in one arm), else its trace id (kept by retries)
         arm = request_arm_of(self.rollout, request.user if request else None, request.trace_id if request else None)
         as_before = self.shadow or arm == "control"  # decided and recorded, served as without the classifier
@@ -162,7 +162,7 @@ class PrefillTierClassifier(RequestHook):
             declined(RequestOverrides(), f"fallback: {err}")
             raise
         try:
-            decision = await decider.adecide(list(messages), prices, overrides, group)
+            decision = await decider.adecide(messages, prices, overrides, group)
         except asyncio.CancelledError:  # litellm's classifier_plugin_timeout_ms passed
             declined(overrides, f"fallback: routing cancelled by litellm (no prediction within "
                                 f"{time.perf_counter() - started:.2f} s: its classifier_plugin_timeout_ms)")

@@ -61,6 +61,22 @@ async def test_the_complexity_router_sends_each_prompt_to_the_tier_whose_model_t
     assert resp._hidden_params["prefill_routing"]["tier"] == "MEDIUM"
 
 
+async def test_the_system_prompt_is_classified_whichever_api_carries_it(bundle_dir: Path) -> None:
+    """litellm hands the classifier a chat request's system message and the Responses API's instructions, but not the
+    Anthropic API's ``system``: the classifier reads it from the request, so the three classify the same text."""
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", prediction_cache_size=0))
+    system = "You are a patient tutor who answers about the integral of x squared."
+    chat = await r.acompletion(model="smart", messages=[{"role": "system", "content": system}, *user(HIST_PROMPT)])
+    anthropic = await r.aanthropic_messages(model="smart", max_tokens=16, system=system, messages=user(HIST_PROMPT))
+    responses = await r.aresponses(model="smart", input=HIST_PROMPT, instructions=system)
+    plain = await r.acompletion(model="smart", messages=user(HIST_PROMPT))
+    seen = [(d["input_tokens"], d["p_correct"]) for d in (chat._hidden_params["prefill_routing"],
+                                                           anthropic["_hidden_params"]["prefill_routing"],
+                                                           responses._hidden_params["prefill_routing"])]
+    assert all(x == seen[0] for x in seen), seen
+    assert seen[0][0] > plain._hidden_params["prefill_routing"]["input_tokens"]
+
+
 async def test_a_tier_is_priced_by_the_deployments_of_the_model_groups_it_is_sent_to_unless_prices_are_given(
         bundle_dir: Path) -> None:
     """The tiers' targets stand for their models' quality; the cost is what the tier's groups will bill: a tier
