@@ -38,30 +38,39 @@ if hasattr(os, "register_at_fork"):
 
 
 def _bridge_loop() -> asyncio.AbstractEventLoop:
-    """The process's bridge loop, started on first use."""
+    """The process's bridge loop, started on first use (and again if its thread is gone)."""
     global _loop, _thread, _pid
-    loop = _loop
-    if loop is not None and _pid == os.getpid() and not loop.is_closed():
+    loop = _live_loop()
+    if loop is not None:
         return loop
     with _lock:
-        if _loop is None or _pid != os.getpid() or _loop.is_closed():
-            new_loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=new_loop.run_forever, name="prefill-router-sync-loop", daemon=True)
+        loop = _live_loop()
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="prefill-router-sync-loop", daemon=True)
             thread.start()
-            _loop, _thread, _pid = new_loop, thread, os.getpid()
-        return _loop
+            _loop, _thread, _pid = loop, thread, os.getpid()
+        return loop
 
 
-def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
-    if done.done():  # the caller gave up (interrupted) and cancelled its side: mark the outcome seen, drop it
-        _ = task.cancelled() or task.exception()
+def _live_loop() -> asyncio.AbstractEventLoop | None:
+    """The bridge loop if this process started it and its thread runs it, else None."""
+    if _loop is None or _thread is None or _pid != os.getpid() or _loop.is_closed() or not _thread.is_alive():
+        return None
+    return _loop
+
+
+async def _handed_over(coro: Coroutine[Any, Any, T], done: concurrent.futures.Future[T]) -> None:
+    """``coro``'s outcome handed to the waiting caller - every exception, ``SystemExit`` and ``KeyboardInterrupt``
+    included, which would otherwise stop the loop every sync call shares."""
+    try:
+        result = await coro
+    except BaseException as exc:  # noqa: BLE001 - all of it is the caller's to raise
+        if not done.done():  # done: the caller gave up (interrupted) and cancelled its side
+            done.set_exception(exc)
         return
-    if task.cancelled():
-        done.cancel()
-    elif (exc := task.exception()) is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result(task.result())
+    if not done.done():
+        done.set_result(result)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -72,12 +81,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             return ex.submit(contextvars.copy_context().run, asyncio.run, coro).result()
     loop = _bridge_loop()
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
-    started: list[asyncio.Task[T]] = []
+    started: list[asyncio.Task[None]] = []
 
-    def start() -> None:
-        task = loop.create_task(coro)  # runs in (a copy of) the context call_soon_threadsafe was given
-        started.append(task)
-        task.add_done_callback(lambda t: _settle(done, t))
+    def start() -> None:  # runs in (a copy of) the context call_soon_threadsafe was given, as the task it creates
+        started.append(loop.create_task(_handed_over(coro, done)))
 
     loop.call_soon_threadsafe(start, context=contextvars.copy_context())
     try:

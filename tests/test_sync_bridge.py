@@ -32,6 +32,16 @@ def test_a_sync_call_returns_the_coroutines_result_and_raises_its_exception() ->
         run_sync(fails())
 
 
+def test_a_coroutine_raising_system_exit_raises_it_in_its_caller_and_the_shared_loop_keeps_serving() -> None:
+    async def exits() -> None:
+        await asyncio.sleep(0)
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        run_sync(exits())
+    assert run_sync(loop_thread_name()) == "prefill-router-sync-loop" and sync_bridge._thread.is_alive()
+
+
 def test_sync_calls_share_one_event_loop_instead_of_starting_one_each() -> None:
     async def running_loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
