@@ -365,6 +365,22 @@ def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     return prefill, built
 
 
+def _say_prefill_groups_given_back_as_shuffle(router: Any, routing_groups: Any) -> None:
+    """Warn where new ``routing_groups`` give a prefill group of ``router`` (litellm 1.110+) back as the simple-shuffle
+    group litellm's ``settings()`` report it as (a read-modify-write of the settings): it stops being routed by its
+    bundle, which is right only if that was meant."""
+    now = prefill_groups_of(router)
+    for group in routing_groups or ():
+        get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
+        name, strategy = get("group_name", None), get("routing_strategy", None)
+        if name in now and getattr(strategy, "value", strategy) in (None, "simple-shuffle"):
+            logger.warning(
+                "routing group %r was routed by its bundle (routing_strategy: prefill) and is now a simple-shuffle "
+                "group: litellm's settings() report a prefill group as simple-shuffle, so settings written back from "
+                "them drop its prefill routing. To keep it, give it routing_strategy: prefill and its "
+                "routing_strategy_args again.", name)
+
+
 def _group_strategies(router: Any, groups: _PrefillGroups) -> dict[str, PrefillRoutingStrategy]:
     """The prefill strategy of each prefill ``routing_groups`` entry of ``router`` (a litellm 1.110+ Router; a group
     without ``bundle`` fails here, as on earlier releases), to be set as its :data:`PREFILL_GROUPS_ATTRIBUTE`."""
@@ -439,10 +455,16 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
     new_args = "routing_strategy_args" in settings and "routing_strategy" not in settings and _routes_by_prefill(router)
     strategies: dict[str, PrefillRoutingStrategy] | None = None
     if "routing_groups" in settings:  # built first: a group that cannot be built changes nothing
+        _say_prefill_groups_given_back_as_shuffle(router, settings["routing_groups"])
         groups, settings["routing_groups"] = _split_prefill_groups(settings["routing_groups"])
         strategies = _group_strategies(router, groups)
     if to_prefill:
         settings["routing_strategy"] = "simple-shuffle"
+    elif getattr(asked := settings.get("routing_strategy"), "value", asked) == "simple-shuffle" \
+            and _routes_by_prefill(router):
+        logger.warning("the router was routed by its bundle (routing_strategy: prefill) and now routes by "
+                       "simple-shuffle: litellm's settings() report the prefill strategy as simple-shuffle, so "
+                       "settings written back from them drop it. To keep it, give routing_strategy: prefill.")
     if to_prefill or strategies is not None:
         changes = dataclasses.replace(changes, settings=settings)
     result = original(changes, *args, **kwargs)
