@@ -8,6 +8,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from .answer_lengths import AnswerLengths, learner
+from .errors import PromptError
 from .jsonl import append_log_record
 from .metrics import observe_call
+from .prompt import normalise_messages
 from .records import DECISION_LOG_KEY, answered_by, decision_log_row
 from .shared_metadata import decision_for
 
@@ -53,6 +56,18 @@ class RoutedMessages:
 
 
 ROUTED_MESSAGES = RoutedMessages()
+
+
+def keep_routed_messages(log: Mapping[str, Any] | None, record: dict, prompt: object) -> None:
+    """Keep ``prompt`` (what the bundle read, normalised to chat messages) as ``record``'s logged messages, if the
+    decision log ``log`` (a :func:`log_target`) writes messages; a prompt that cannot be read as messages (the
+    decision was a fallback) leaves litellm's."""
+    if log is None or not log.get("path") or not log.get("messages"):
+        return
+    try:
+        ROUTED_MESSAGES.keep(record, normalise_messages(prompt))
+    except PromptError:
+        pass
 
 
 # -- decision / outcome log ------------------------------------------------------

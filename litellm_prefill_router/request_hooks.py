@@ -27,7 +27,7 @@ from .records import DECISION_LOG_KEY
 from .reloading import BundleReloader
 from .rollout import checked_serving
 from .semantic import ServedRoutes, priced_routes
-from .shared_metadata import store_decision
+from .shared_metadata import current_request, store_decision
 
 #: a prediction not ready by then is declined: below litellm's default ``classifier_plugin_timeout_ms`` (3000), past
 #: which litellm cancels a complexity router's classifier
@@ -132,8 +132,15 @@ class RequestHook(ServedRoutes):
         self._prices_seen[key] = price
         return price
 
-    def _store(self, md: dict, trace_id: object, record: dict) -> None:
-        """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging)."""
+    def _store(self, md: dict, trace_id: object, record: dict, routed: object = None) -> None:
+        """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging). ``routed``:
+        the text the hook decided on, logged as the call's messages where litellm logs less of it (the Anthropic
+        API's ``system``, see ``composition.plugin_prompt``)."""
         store_decision(md, record, trace_id)
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
+            request = current_request()
+            if routed is not None and request is not None and request.system not in (None, "", []):
+                from .decision_logger import keep_routed_messages  # litellm-facing: imported with the hook only
+
+                keep_routed_messages(self._log_target, record, routed)

@@ -150,7 +150,7 @@ class PrefillRoutingPlugin(RequestHook):
             record["arm"] = arm
         context.signals["prefill"] = {"target": decision.target, "reason": decision.reason,
                                       "p_correct": dict(decision.p_correct), "narrowed": narrowed}
-        self._store(md, trace, record)
+        self._store(md, trace, record, messages)
         _NARROWED.set(_Narrowing(self, decision, record, list(context.candidate_models)) if narrowed else None)
         if narrowed and self._check_pick_health and request is not None:
             await self._healthy_pick(context, request.router, group, md)

@@ -46,13 +46,12 @@ from .composition import (
 from .config import PrefillStrategyArgs, parse_overrides, parse_strategy_args
 from .costs import Price, lowest_price
 from .decider import PrefillDecider, retry_reason
-from .decision_logger import ROUTED_MESSAGES, log_target
+from .decision_logger import keep_routed_messages, log_target
 from .deployments import DeploymentTarget, ServedBundle, deployment_id, deployment_model, priced
-from .errors import ConfigurationError, PromptError
+from .errors import ConfigurationError
 from .metrics import reload_observer
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
-from .prompt import normalise_messages
 from .records import (
     DECISION_KEY,
     DECISION_LOG_KEY,
@@ -314,18 +313,11 @@ class PrefillRoutingStrategy(RequestRouting):
         return deployment
 
     def _keep_routed_messages(self, record: dict, prompt: object, request_kwargs: Mapping[str, Any]) -> None:
-        """The text the bundle read (as chat messages) of a call whose messages litellm logs without part of it (see
-        :class:`~.decision_logger.RoutedMessages`), while the decision log keeps messages: the log writes it instead,
-        so replay and feedback read what was routed on. Other calls' logs keep litellm's messages as sent."""
-        target = self._log_target
-        if target is None or not target.get("path") or not target.get("messages"):
-            return
-        if not any(request_kwargs.get(k) not in (None, "", []) for k in API_PROMPT_KWARGS):
-            return
-        try:
-            ROUTED_MESSAGES.keep(record, normalise_messages(prompt))
-        except PromptError:  # routed by the fallback: the log keeps litellm's messages
-            pass
+        """The text the bundle read, as the decision log's messages of a call whose messages litellm logs without part
+        of it (see :class:`~.decision_logger.RoutedMessages`): replay and feedback read what was routed on. Other
+        calls' logs keep litellm's messages as sent."""
+        if any(request_kwargs.get(k) not in (None, "", []) for k in API_PROMPT_KWARGS):
+            keep_routed_messages(self._log_target, record, prompt)
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
                   arm: str | None) -> None:

@@ -169,7 +169,7 @@ class PrefillTierClassifier(RequestHook):
             raise
         tier = self.tier_for(decision)
         if request is not None:
-            self._record(md, request.trace_id, decision, tier, prices, as_before, arm)
+            self._record(md, request.trace_id, decision, tier, prices, as_before, arm, messages)
         return self.shadow_tier if as_before else tier
 
     def tier_prices(self, router: Any, group: str, prices: Mapping[str, Price] | None = None) -> dict[str, Price]:
@@ -194,7 +194,7 @@ class PrefillTierClassifier(RequestHook):
         return None if decision.reason.startswith("fallback") else self._tier_of[decision.target]
 
     def _record(self, md: dict, trace_id: object, decision: RoutingDecision, tier: str | None,
-                prices: Mapping[str, Price], shadow: bool, arm: str | None) -> None:
+                prices: Mapping[str, Price], shadow: bool, arm: str | None, routed: object = None) -> None:
         """Leave the decision in the request's metadata, where the decision log, the response's hidden params and
         the proxy's headers read it (with the tier litellm served, see ``records.with_served_tier``); savings are
         measured against the dearest candidate tier."""
@@ -205,4 +205,4 @@ class PrefillTierClassifier(RequestHook):
             record["shadow"] = True
         if arm is not None:
             record["arm"] = arm
-        self._store(md, trace_id, record)
+        self._store(md, trace_id, record, routed)

@@ -77,6 +77,19 @@ async def test_the_system_prompt_is_classified_whichever_api_carries_it(bundle_d
     assert seen[0][0] > plain._hidden_params["prefill_routing"]["input_tokens"]
 
 
+async def test_the_decision_log_keeps_the_anthropic_system_prompt_the_classifier_read(bundle_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    r = router(PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log)))
+    system = "You are a patient tutor who answers about the integral of x squared."
+    await r.aanthropic_messages(model="smart", max_tokens=16, system=system, messages=user(HIST_PROMPT))
+    await r.acompletion(model="smart", messages=user(MATH_PROMPT))
+    await flush_logging()
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [rec["messages"] for rec in logged] == [[{"role": "system", "content": system}, *user(HIST_PROMPT)],
+                                                   user(MATH_PROMPT)]  # the chat call's as sent
+
+
 async def test_a_tier_is_priced_by_the_deployments_of_the_model_groups_it_is_sent_to_unless_prices_are_given(
         bundle_dir: Path) -> None:
     """The tiers' targets stand for their models' quality; the cost is what the tier's groups will bill: a tier
