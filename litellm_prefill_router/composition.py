@@ -47,8 +47,14 @@ except ImportError:  # litellm <= 1.102: the same helper, private
 PREFILL = "prefill"
 
 
+def strategy_name(strategy: object) -> Any:
+    """A routing strategy's name as litellm compares it: its value for litellm's ``RoutingStrategy`` enum, else as
+    given (a string, or None)."""
+    return getattr(strategy, "value", strategy)
+
+
 def is_prefill(strategy: object) -> bool:
-    return getattr(strategy, "value", strategy) == PREFILL
+    return strategy_name(strategy) == PREFILL
 
 
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")  # chat / chat (new) / Responses API
@@ -312,12 +318,12 @@ def routing_context(router: litellm.Router, model: str, request_kwargs: dict) ->
     context = getattr(router, "_get_routing_context", None)
     if context is not None:
         strategy, selector = context(model, request_kwargs)
-        return (getattr(strategy, "value", strategy), selector)
+        return (strategy_name(strategy), selector)
     context = getattr(router, "_prefetch_strategy_and_selector", None)
     if context is None:
         return None, None
     strategy, selector = context(model, request_kwargs)
-    strategy = getattr(strategy, "value", strategy)
+    strategy = strategy_name(strategy)
     if not _core_applies_override(request_kwargs, strategy):
         group = prefill_group_of(router, model)
         if group is not None:
@@ -329,7 +335,7 @@ def _core_applies_override(request_kwargs: dict, strategy: str | None) -> bool:
     """litellm 1.110+: whether the core's lookup found ``strategy`` in the request's own ``routing_strategy`` (its
     lookup puts an override it knows first, and ignores one it does not)."""
     asked = request_kwargs.get("routing_strategy")
-    return asked is not None and getattr(asked, "value", asked) == strategy
+    return asked is not None and strategy_name(asked) == strategy
 
 
 def request_override(router: litellm.Router, request_kwargs: dict, strategy: str | None) -> bool:
@@ -384,7 +390,7 @@ def say_prefill_asked_of_unrouted(router: litellm.Router, model: str, strategy: 
     logger.warning("a request asks for prefill routing (routing_strategy: prefill in its key's or team's "
                    "router_settings) of model group %r, which no prefill strategy routes: routed by %s. Put %r in "
                    "a routing_groups entry with routing_strategy: prefill, or make prefill the router's strategy.",
-                   model, getattr(strategy, "value", strategy), model)
+                   model, strategy_name(strategy), model)
 
 
 async def override_pre_call_check(router: litellm.Router, strategy: str | None, selector: Any, deployment: dict

@@ -45,6 +45,7 @@ from .composition import (
     routing_groups_of,
     routing_strategy_of,
     say_prefill_asked_of_unrouted,
+    strategy_name,
     use_strategy,
 )
 from .deployments import complexity_config, deployment_id, tier_groups
@@ -344,6 +345,11 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
 _PrefillGroups = dict[str, tuple[list[str], dict]]
 
 
+def _entry_field(group: Any, name: str) -> Any:
+    """A field of a ``routing_groups`` entry: a mapping, or litellm's ``RoutingGroup`` (None where it has none)."""
+    return group.get(name) if isinstance(group, Mapping) else getattr(group, name, None)
+
+
 def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     """(the ``routing_groups`` entries with the prefill strategy, by name: their models and ``routing_strategy_args``;
     the entries a litellm 1.110+ Router is built with: each prefill one as a simple-shuffle group of the same name
@@ -353,8 +359,7 @@ def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     prefill: _PrefillGroups = {}
     built: list[Any] = []
     for group in routing_groups:
-        get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
-        if not is_prefill(get("routing_strategy", None)):
+        if not is_prefill(_entry_field(group, "routing_strategy")):
             built.append(group)
             continue
         # litellm's own check of an entry (a pydantic ValidationError naming the field), as earlier releases make it
@@ -371,9 +376,8 @@ def _say_prefill_groups_given_back_as_shuffle(router: Any, routing_groups: Any) 
     bundle, which is right only if that was meant."""
     now = prefill_groups_of(router)
     for group in routing_groups or ():
-        get = group.get if isinstance(group, Mapping) else functools.partial(getattr, group)
-        name, strategy = get("group_name", None), get("routing_strategy", None)
-        if name in now and getattr(strategy, "value", strategy) in (None, "simple-shuffle"):
+        name = _entry_field(group, "group_name")
+        if name in now and strategy_name(_entry_field(group, "routing_strategy")) in (None, "simple-shuffle"):
             logger.warning(
                 "routing group %r was routed by its bundle (routing_strategy: prefill) and is now a simple-shuffle "
                 "group: litellm's settings() report a prefill group as simple-shuffle, so settings written back from "
@@ -460,8 +464,7 @@ def _sealed_apply(original: Callable[..., Any], router: Any, changes: Any, *args
         strategies = _group_strategies(router, groups)
     if to_prefill:
         settings["routing_strategy"] = "simple-shuffle"
-    elif getattr(asked := settings.get("routing_strategy"), "value", asked) == "simple-shuffle" \
-            and _routes_by_prefill(router):
+    elif strategy_name(settings.get("routing_strategy")) == "simple-shuffle" and _routes_by_prefill(router):
         logger.warning("the router was routed by its bundle (routing_strategy: prefill) and now routes by "
                        "simple-shuffle: litellm's settings() report the prefill strategy as simple-shuffle, so "
                        "settings written back from them drop it. To keep it, give routing_strategy: prefill.")
