@@ -9,7 +9,7 @@ import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from .decider import PrefillDecider, cap_in, capacity_reason
 from .deployments import DeploymentTarget
 from .litellm_support import installed_litellm
 from .policy import RoutingDecision
+from .prompt import after_system
 from .records import DECISION_KEY, LITELLM_DECISION_KEY
 from .rollout import request_arm_of, user_key
 from .shared_metadata import attempts_of, owns
@@ -471,9 +472,9 @@ def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | Non
     ``generate_content`` - its ``contents`` (after its system instruction, top-level or in ``config``)."""
     kwargs = request_kwargs or {}
     if messages is not None:
-        return _after_system(kwargs.get("system"), messages)
+        return after_system(kwargs.get("system"), messages)
     if input is not None:
-        return _after_system(kwargs.get("instructions"), input)
+        return after_system(kwargs.get("instructions"), input)
     contents = kwargs.get("contents")
     if contents is None:
         return None
@@ -482,7 +483,7 @@ def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | Non
         system = config.get("systemInstruction", config.get("system_instruction"))
     if isinstance(system, Mapping):  # a Content: its parts
         system = {"role": "system", "parts": system.get("parts")}
-    return _after_system(system, contents)
+    return after_system(system, contents)
 
 
 def plugin_prompt(context: Any, request: Any) -> object:
@@ -493,17 +494,7 @@ def plugin_prompt(context: Any, request: Any) -> object:
     system = getattr(request, "system", None)
     if any(isinstance(m, Mapping) and m.get("role") in ("system", "developer") for m in messages):
         return messages
-    return _after_system(system, messages)
-
-
-def _after_system(system: object, turns: object) -> object:
-    """``turns`` (a prompt: a string, one item or a list) after a system prompt (a string, a list of text blocks or
-    a message), if there is one."""
-    if system is None or system == "" or system == []:
-        return turns
-    first = system if isinstance(system, Mapping) else {"role": "system", "content": system}
-    rest = list(turns) if isinstance(turns, Sequence) and not isinstance(turns, (str, bytes)) else [turns]
-    return [first, *rest]
+    return after_system(system, messages)
 
 
 def group_pick(router: litellm.Router, strategy: str | None, selector: Any, model: str,
