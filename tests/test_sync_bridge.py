@@ -53,6 +53,21 @@ def test_sync_calls_share_one_event_loop_instead_of_starting_one_each() -> None:
     assert len(loops) == 1 and not next(iter(loops)).is_closed()
 
 
+def test_sync_calls_from_many_threads_wait_on_the_shared_loop_together_not_one_after_another() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def waits() -> str:  # as a routed call waits on its prediction, which threads settle
+        await asyncio.sleep(0.25)
+        return threading.current_thread().name
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        names = list(pool.map(lambda _: run_sync(waits()), range(16)))
+    took = time.perf_counter() - t0
+    assert names == ["prefill-router-sync-loop"] * 16
+    assert took < 4 * 0.25, f"16 callers took {took:.2f} s: the shared loop ran their waits one after another"
+
+
 def test_the_coroutine_sees_the_callers_context_variables_and_cannot_change_them() -> None:
     async def read_and_set() -> str:
         seen = CALLER.get()
