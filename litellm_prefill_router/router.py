@@ -55,6 +55,21 @@ from .shared_metadata import answered, decision_for, routing_request
 from .strategy import PrefillGroupsRouting, PrefillRoutingStrategy
 from .sync_bridge import run_sync
 
+# litellm's holder for a bare async stream (a Google GenAI generate_content stream: an async generator of SSE bytes),
+# which litellm puts around such a stream after its endpoint returns, so the stream can carry hidden params: 1.110+
+# moved it (the proxy unwraps it by its class, so the holder must be litellm's own)
+try:
+    from litellm.litellm_core_utils.add_retry_fallback_headers import (
+        prepare_response_for_header_attachment as _stream_holder,
+    )
+except ImportError:  # litellm < 1.110
+    try:
+        from litellm.router_utils.add_retry_fallback_headers import (  # type: ignore[no-redef]
+            prepare_response_for_header_attachment as _stream_holder,
+        )
+    except ImportError:  # a litellm without it: such a stream carries no decision (its headers still do)
+        _stream_holder = None
+
 logger = logging.getLogger("litellm_prefill_router")
 
 
@@ -96,11 +111,15 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
                      router: Any = None) -> Any:
     """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
     litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
-    messages), or of a stream (litellm's stream wrapper: known before the first chunk); and keep it (or that there is
-    none) as the answer's decision of request ``call_id``, for the proxy's headers."""
+    messages), or of a stream (litellm's stream wrapper: known before the first chunk; a bare async stream - Google
+    GenAI's ``generate_content_stream`` - is put in litellm's holder first); and keep it (or that there is none) as
+    the answer's decision of request ``call_id``, for the proxy's headers."""
     if response is None:
         return response
     hidden = hidden_params(response, create=True)
+    if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
+        response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
+        hidden = hidden_params(response)
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
@@ -338,6 +357,7 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
     "aresponses": "litellm_metadata", "responses": "litellm_metadata",
     "aanthropic_messages": "litellm_metadata", "anthropic_messages": "litellm_metadata",
     "agenerate_content": "litellm_metadata", "generate_content": "litellm_metadata",
+    "agenerate_content_stream": "litellm_metadata", "generate_content_stream": "litellm_metadata",
 }
 
 

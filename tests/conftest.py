@@ -107,6 +107,15 @@ def model_list(targets=("math-model", "history-model", "generalist"), group: str
     return out
 
 
+def live_model_list(api_base: str, group: str = "auto") -> list[dict]:
+    """:func:`model_list`'s targets answered by the chat endpoint at ``api_base`` (``fake_openai.FakeOpenAI``) instead
+    of litellm's mock responses."""
+    out = model_list(group=group, **{t: {"api_base": api_base} for t in ("math-model", "history-model", "generalist")})
+    for dep in out:
+        del dep["litellm_params"]["mock_response"]
+    return out
+
+
 MATH_PROMPT = "please explain the integral and the derivative of the equation"
 HIST_PROMPT = "tell me why the empire and the king went to war with the dynasty"
 

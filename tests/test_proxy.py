@@ -28,6 +28,7 @@ from conftest import (
     always_cheapest,
     cheap_group,
     complexity_router,
+    live_model_list,
     model_list,
     rewrite_bundle,
     tier_router,
@@ -115,6 +116,16 @@ def _post_stream(port: int, prompt: str) -> tuple[str, dict[str, str]]:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")), headers
 
 
+def _post_sse(port: int, prompt: str, path: str) -> tuple[list[dict], dict[str, str]]:
+    """(the events, lower-cased response headers) of one streamed Google GenAI request."""
+    payload = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer sk-anything"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        events = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: {")]
+        return events, {k.lower(): v for k, v in r.headers.items()}
+
+
 def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
     import litellm
 
@@ -176,13 +187,16 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
     deployments and a complexity router whose classifier is the bundle, on every supported litellm (1.110+ included:
     the proxy builds its Router with Router.from_config)."""
     import yaml
+    from fake_openai import FakeOpenAI
 
+    fake = FakeOpenAI()  # "live": the same targets answered by a local chat endpoint (litellm mocks no Google stream)
+    live = live_model_list(fake.url, group="live")
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
-    cfg["model_list"] = [*model_list(), *tier_groups(), cheap_group()]
+    cfg["model_list"] = [*model_list(), *live, *tier_groups(), cheap_group()]
     cfg["router_settings"]["routing_strategy_args"]["preset"] = "max-quality"
     cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"  # the test's keys (no database here)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    with _proxy(tmp_path / "config.yaml", tmp_path, {"PREFILL_BUNDLE": str(bundle_dir)}) as port:
+    with fake, _proxy(tmp_path / "config.yaml", tmp_path, {"PREFILL_BUNDLE": str(bundle_dir)}) as port:
         for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
             body, headers = _post(port, prompt)
             assert body["choices"][0]["message"]["content"] == f"answer from {target}"
@@ -197,6 +211,9 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
             assert gen["text"] == f"answer from {target}" and gen_headers["x-prefill-target"] == target
             streamed, stream_headers = _post_stream(port, prompt)
             assert streamed == f"answer from {target}" and stream_headers["x-prefill-target"] == target
+            google, google_headers = _post_sse(port, prompt, "/v1beta/models/live:streamGenerateContent?alt=sse")
+            text = "".join(p["text"] for c in google for p in c["candidates"][0]["content"]["parts"])
+            assert text == f"answer from {target}" and google_headers["x-prefill-target"] == target
         tier_body, tier_headers = _post(port, MATH_PROMPT, model="tiered")  # the bundle picks the tier
         assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
         assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")

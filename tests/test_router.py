@@ -11,12 +11,14 @@ from pathlib import Path
 import litellm
 import numpy as np
 import pytest
+from packaging.version import Version
 
 from conftest import (
     HIST_PROMPT,
     MATH_PROMPT,
     always_cheapest,
     change_settings,
+    live_model_list,
     model_list,
     rewrite_bundle,
     strategy_name,
@@ -243,6 +245,47 @@ async def test_google_genai_generate_content_routes_on_its_contents_and_carries_
     image_only = await any_router.agenerate_content(
         model="auto", contents=[{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBO"}}]}])
     assert _decision(image_only)["reason"] == "fallback: the request has no text to route on"
+
+
+@pytest.mark.parametrize("cls", ["PrefillRouter", "litellm.Router after install()"])
+async def test_a_streamed_google_genai_generate_content_is_routed_and_the_stream_carries_the_decision(
+        cls: str, bundle_dir: Path, tmp_path: Path) -> None:
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging, install
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    install()
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:  # litellm mocks no streamed generate_content: a local chat endpoint answers instead
+        router = (PrefillRouter if cls == "PrefillRouter" else litellm.Router)(
+            model_list=live_model_list(fake.url), routing_strategy="prefill",
+            routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log),
+                                   "decision_log_responses": True})
+        for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+            stream = await router.agenerate_content_stream(
+                model="auto", contents=[{"role": "user", "parts": [{"text": prompt}]}])
+            d = stream._hidden_params["prefill_routing"]  # known before the first chunk, as for a chat stream
+            assert d["target"] == target and d["reason"] == "policy"
+            chunks = [json.loads(c.decode().removeprefix("data: ")) async for c in stream]
+            text = "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"])
+            assert text == f"answer from {target}"
+        whole = await router.agenerate_content(
+            model="auto", contents=[{"role": "user", "parts": [{"text": "Why did the king go to war?"}]}],
+            systemInstruction={"parts": [{"text": "You are a historian."}]})
+        whole_target = _decision(whole)["target"]
+        assert whole["candidates"][0]["content"]["parts"][0]["text"] == f"answer from {whole_target}"
+        await flush_logging()
+    assert [(r["model"], r.get("stream", False)) for r in fake.requests] == [
+        ("math-model", True), ("history-model", True), (whole_target, False)]
+    if Version(installed_litellm()) < Version("1.108"):
+        pytest.skip("litellm 1.102's success logging of generate_content fails (\"httpx_response is None\"): no "
+                    "decision-log line to check")
+    rows = {r["messages"][0]["content"]: r for r in map(json.loads, log.read_text().splitlines())}
+    assert {first: (r["decision"]["target"], r["outcome"]["success"], r["response"]) for first, r in rows.items()} \
+        == {MATH_PROMPT: ("math-model", True, "answer from math-model"),
+            HIST_PROMPT: ("history-model", True, "answer from history-model"),
+            "You are a historian.": (whole_target, True, f"answer from {whole_target}")}  # routed text, system first
 
 
 async def test_an_embedding_group_beside_the_routed_group_is_served_as_usual(bundle_dir: Path,
