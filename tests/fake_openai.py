@@ -1,13 +1,15 @@
-"""An OpenAI-compatible chat-completions endpoint on 127.0.0.1 for the tests, for the calls litellm's
-``mock_response`` cannot stand in for (a streamed Google GenAI ``generate_content``, which litellm serves through its
-chat-completions adapter but does not mock). Each answer is ``answer from <model>``, streamed as server-sent events
-word by word when the request asks for a stream. Point a deployment at it with ``api_base=fake.url``."""
+"""An OpenAI-compatible endpoint on 127.0.0.1 for the tests - chat completions (``/chat/completions``) and the
+Responses API (``/responses``) -, for the calls litellm's ``mock_response`` cannot stand in for: streams of the
+Google GenAI, Anthropic messages and Responses APIs, which litellm serves through a provider's chat or Responses
+endpoint but does not mock. Each answer is ``answer from <model>``, streamed as server-sent events word by word when
+the request asks for a stream. Point a deployment at it with ``api_base=fake.url``."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -25,7 +27,10 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 fake.requests.append(body)
-                fake._answer(self, body)
+                if self.path.rstrip("/").endswith("/responses"):
+                    fake._respond(self, body)
+                else:
+                    fake._answer(self, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -41,27 +46,15 @@ class FakeOpenAI:
 
     @staticmethod
     def _answer(h: BaseHTTPRequestHandler, body: dict) -> None:
+        """A chat completion, or its stream of chunks."""
         text = f"answer from {body.get('model')}"
         head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
         if not body.get("stream"):
-            payload = json.dumps({**head, "object": "chat.completion", "choices": [
+            _send_json(h, {**head, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}).encode()
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
             return
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-
-        def event(data: str) -> None:
-            chunk = f"data: {data}\n\n".encode()
-            h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-
+        event = _start_events(h)
         for i, word in enumerate(text.split(" ")):
             delta = {"role": "assistant", "content": (" " if i else "") + word}
             event(json.dumps({**head, "object": "chat.completion.chunk",
@@ -70,3 +63,50 @@ class FakeOpenAI:
                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         event("[DONE]")
         h.wfile.write(b"0\r\n\r\n")
+
+    @staticmethod
+    def _respond(h: BaseHTTPRequestHandler, body: dict) -> None:
+        """A Responses API response, or its stream of events (created, output text deltas, completed)."""
+        text = f"answer from {body.get('model')}"
+        message = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        done = {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": body.get("model"), "output": [message], "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": [], "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}}
+        if not body.get("stream"):
+            _send_json(h, done)
+            return
+        event = _start_events(h)
+        seq = iter(range(1000))
+        event(json.dumps({"type": "response.created", "sequence_number": next(seq),
+                          "response": {**done, "status": "in_progress", "output": [], "usage": None}}),
+              "response.created")
+        for i, word in enumerate(text.split(" ")):
+            event(json.dumps({"type": "response.output_text.delta", "sequence_number": next(seq), "item_id": "msg_fake",
+                              "output_index": 0, "content_index": 0, "delta": (" " if i else "") + word}),
+                  "response.output_text.delta")
+        event(json.dumps({"type": "response.completed", "sequence_number": next(seq), "response": done}),
+              "response.completed")
+        h.wfile.write(b"0\r\n\r\n")
+
+
+def _send_json(h: BaseHTTPRequestHandler, obj: dict) -> None:
+    payload = json.dumps(obj).encode()
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(payload)))
+    h.end_headers()
+    h.wfile.write(payload)
+
+
+def _start_events(h: BaseHTTPRequestHandler) -> Callable[..., None]:
+    """Start a chunked ``text/event-stream`` answer; returns ``event(data, name=None)``, which sends one event."""
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+
+    def event(data: str, name: str | None = None) -> None:
+        chunk = ((f"event: {name}\n" if name else "") + f"data: {data}\n\n").encode()
+        h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    return event

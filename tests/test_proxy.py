@@ -116,14 +116,25 @@ def _post_stream(port: int, prompt: str) -> tuple[str, dict[str, str]]:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")), headers
 
 
-def _post_sse(port: int, prompt: str, path: str) -> tuple[list[dict], dict[str, str]]:
-    """(the events, lower-cased response headers) of one streamed Google GenAI request."""
-    payload = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+def _post_sse(port: int, prompt: str, path: str) -> tuple[str, dict[str, str]]:
+    """(the streamed answer text, lower-cased response headers) of one streamed request of the model group "live" to
+    the Anthropic messages, Responses or Google GenAI (``:streamGenerateContent``) endpoint ``path``."""
+    payload: dict = {"model": "live", "stream": True, "max_tokens": 32,
+                     "messages": [{"role": "user", "content": prompt}]}
+    if path == "/v1/responses":
+        payload = {"model": "live", "stream": True, "input": prompt}
+    elif "GenerateContent" in path:
+        payload = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json", "Authorization": "Bearer sk-anything"})
     with urllib.request.urlopen(req, timeout=30) as r:
         events = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: {")]
-        return events, {k.lower(): v for k, v in r.headers.items()}
+        headers = {k.lower(): v for k, v in r.headers.items()}
+    if path == "/v1/responses":
+        return "".join(e["delta"] for e in events if e.get("type") == "response.output_text.delta"), headers
+    if path == "/v1/messages":
+        return "".join(e["delta"].get("text", "") for e in events if e.get("type") == "content_block_delta"), headers
+    return "".join(p["text"] for e in events for p in e["candidates"][0]["content"]["parts"]), headers
 
 
 def test_proxy_hook_module_installs_the_strategy_on_import() -> None:
@@ -189,7 +200,7 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
     import yaml
     from fake_openai import FakeOpenAI
 
-    fake = FakeOpenAI()  # "live": the same targets answered by a local chat endpoint (litellm mocks no Google stream)
+    fake = FakeOpenAI()  # "live": the same targets answered by a local endpoint (litellm mocks none of these streams)
     live = live_model_list(fake.url, group="live")
     cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
     cfg["model_list"] = [*model_list(), *live, *tier_groups(), cheap_group()]
@@ -211,9 +222,9 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
             assert gen["text"] == f"answer from {target}" and gen_headers["x-prefill-target"] == target
             streamed, stream_headers = _post_stream(port, prompt)
             assert streamed == f"answer from {target}" and stream_headers["x-prefill-target"] == target
-            google, google_headers = _post_sse(port, prompt, "/v1beta/models/live:streamGenerateContent?alt=sse")
-            text = "".join(p["text"] for c in google for p in c["candidates"][0]["content"]["parts"])
-            assert text == f"answer from {target}" and google_headers["x-prefill-target"] == target
+            for path in ("/v1/messages", "/v1/responses", "/v1beta/models/live:streamGenerateContent?alt=sse"):
+                text, sse_headers = _post_sse(port, prompt, path)  # streams of the other APIs, as Claude Code sends
+                assert (text, sse_headers["x-prefill-target"]) == (f"answer from {target}", target), path
         tier_body, tier_headers = _post(port, MATH_PROMPT, model="tiered")  # the bundle picks the tier
         assert tier_body["choices"][0]["message"]["content"] == "answer from math-model"
         assert (tier_headers["x-prefill-tier"], tier_headers["x-prefill-target"]) == ("MEDIUM", "math-model")

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import litellm
 import numpy as np
@@ -247,9 +248,37 @@ async def test_google_genai_generate_content_routes_on_its_contents_and_carries_
     assert _decision(image_only)["reason"] == "fallback: the request has no text to route on"
 
 
-@pytest.mark.parametrize("cls", ["PrefillRouter", "litellm.Router after install()"])
-async def test_a_streamed_google_genai_generate_content_is_routed_and_the_stream_carries_the_decision(
-        cls: str, bundle_dir: Path, tmp_path: Path) -> None:
+async def _stream_of(router: litellm.Router, api: str, prompt: str) -> Any:
+    """A streamed request of ``api`` to ``router``'s "auto" group."""
+    if api == "chat":
+        return await router.acompletion(model="auto", messages=user(prompt), stream=True)
+    if api == "responses":
+        return await router.aresponses(model="auto", input=prompt, stream=True)
+    if api == "anthropic":
+        return await router.aanthropic_messages(model="auto", messages=user(prompt), max_tokens=32, stream=True)
+    return await router.agenerate_content_stream(model="auto", contents=[{"role": "user", "parts": [{"text": prompt}]}])
+
+
+def _streamed_text(api: str, chunks: list) -> str:
+    """The answer text in the chunks of an ``api`` stream."""
+    if api == "chat":
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    if api == "responses":
+        return "".join(c.delta for c in chunks if getattr(c, "type", None) == "response.output_text.delta")
+    events = [json.loads(line[6:]) for c in chunks for line in c.decode().splitlines() if line.startswith("data: {")]
+    if api == "anthropic":
+        return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    return "".join(p["text"] for e in events for p in e["candidates"][0]["content"]["parts"])
+
+
+@pytest.mark.parametrize(("api", "cls"), [("chat", "PrefillRouter"), ("responses", "PrefillRouter"),
+                                          ("anthropic", "PrefillRouter"), ("google", "PrefillRouter"),
+                                          ("google", "litellm.Router after install()")])
+async def test_a_stream_of_every_api_is_routed_carries_its_decision_and_is_logged(
+        api: str, cls: str, bundle_dir: Path, tmp_path: Path) -> None:
+    """Against a local OpenAI-compatible endpoint (litellm mocks none of these streams but chat's): the stream object
+    carries the decision before its first chunk - a Google GenAI stream too, which litellm returns as a bare async
+    generator of server-sent events - and each call leaves its decision-log line."""
     from fake_openai import FakeOpenAI
 
     from litellm_prefill_router import flush_logging, install
@@ -257,35 +286,51 @@ async def test_a_streamed_google_genai_generate_content_is_routed_and_the_stream
 
     install()
     log = tmp_path / "decisions.jsonl"
-    with FakeOpenAI() as fake:  # litellm mocks no streamed generate_content: a local chat endpoint answers instead
+    with FakeOpenAI() as fake:
         router = (PrefillRouter if cls == "PrefillRouter" else litellm.Router)(
             model_list=live_model_list(fake.url), routing_strategy="prefill",
             routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log),
                                    "decision_log_responses": True})
         for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
-            stream = await router.agenerate_content_stream(
-                model="auto", contents=[{"role": "user", "parts": [{"text": prompt}]}])
-            d = stream._hidden_params["prefill_routing"]  # known before the first chunk, as for a chat stream
+            stream = await _stream_of(router, api, prompt)
+            d = stream._hidden_params["prefill_routing"]  # known before the first chunk
             assert d["target"] == target and d["reason"] == "policy"
-            chunks = [json.loads(c.decode().removeprefix("data: ")) async for c in stream]
-            text = "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"])
-            assert text == f"answer from {target}"
+            assert _streamed_text(api, [c async for c in stream]) == f"answer from {target}"
+        await flush_logging()
+    assert [(r["model"], r["stream"]) for r in fake.requests] == [("math-model", True), ("history-model", True)]
+    if api == "google" and Version(installed_litellm()) < Version("1.108"):
+        pytest.skip("litellm 1.102's success logging of generate_content fails (\"httpx_response is None\"): no "
+                    "decision-log line to check")
+    rows = {r["messages"][-1]["content"]: r for r in map(json.loads, log.read_text().splitlines())}
+    assert {prompt: (r["decision"]["target"], r["outcome"]["success"]) for prompt, r in rows.items()} == {
+        MATH_PROMPT: ("math-model", True), HIST_PROMPT: ("history-model", True)}
+
+
+async def test_a_whole_google_genai_answer_from_a_provider_is_routed_after_its_system_instruction_and_logged(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:
+        router = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                               routing_strategy_args={"bundle": str(bundle_dir), "decision_log": str(log),
+                                                      "decision_log_responses": True})
         whole = await router.agenerate_content(
             model="auto", contents=[{"role": "user", "parts": [{"text": "Why did the king go to war?"}]}],
             systemInstruction={"parts": [{"text": "You are a historian."}]})
-        whole_target = _decision(whole)["target"]
-        assert whole["candidates"][0]["content"]["parts"][0]["text"] == f"answer from {whole_target}"
+        target = _decision(whole)["target"]
+        assert whole["candidates"][0]["content"]["parts"][0]["text"] == f"answer from {target}"
         await flush_logging()
-    assert [(r["model"], r.get("stream", False)) for r in fake.requests] == [
-        ("math-model", True), ("history-model", True), (whole_target, False)]
+    assert fake.requests[0]["messages"][0] == {"role": "system", "content": "You are a historian."}
     if Version(installed_litellm()) < Version("1.108"):
         pytest.skip("litellm 1.102's success logging of generate_content fails (\"httpx_response is None\"): no "
                     "decision-log line to check")
-    rows = {r["messages"][0]["content"]: r for r in map(json.loads, log.read_text().splitlines())}
-    assert {first: (r["decision"]["target"], r["outcome"]["success"], r["response"]) for first, r in rows.items()} \
-        == {MATH_PROMPT: ("math-model", True, "answer from math-model"),
-            HIST_PROMPT: ("history-model", True, "answer from history-model"),
-            "You are a historian.": (whole_target, True, f"answer from {whole_target}")}  # routed text, system first
+    (row,) = map(json.loads, log.read_text().splitlines())
+    assert [m["content"] for m in row["messages"]] == ["You are a historian.", "Why did the king go to war?"]
+    assert (row["decision"]["target"], row["response"]) == (target, f"answer from {target}")
 
 
 async def test_an_embedding_group_beside_the_routed_group_is_served_as_usual(bundle_dir: Path,
