@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, broken_streams: tuple[str, ...] = ()) -> None:
         self.requests: list[dict] = []  # the JSON body of every request, in order
+        self.broken_streams = broken_streams  # models whose chat stream fails with an error event before any text
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,7 +31,7 @@ class FakeOpenAI:
                 if self.path.rstrip("/").endswith("/responses"):
                     fake._respond(self, body)
                 else:
-                    fake._answer(self, body)
+                    fake._answer(self, body, fake.broken_streams)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -45,8 +46,8 @@ class FakeOpenAI:
         self.server.server_close()
 
     @staticmethod
-    def _answer(h: BaseHTTPRequestHandler, body: dict) -> None:
-        """A chat completion, or its stream of chunks."""
+    def _answer(h: BaseHTTPRequestHandler, body: dict, broken: tuple[str, ...] = ()) -> None:
+        """A chat completion, or its stream of chunks (an error event for a ``broken`` model)."""
         text = f"answer from {body.get('model')}"
         head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
         if not body.get("stream"):
@@ -55,6 +56,10 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
             return
         event = _start_events(h)
+        if body.get("model") in broken:
+            event(json.dumps({"error": {"message": "the model is overloaded", "type": "server_error", "code": 529}}))
+            h.wfile.write(b"0\r\n\r\n")
+            return
         for i, word in enumerate(text.split(" ")):
             delta = {"role": "assistant", "content": (" " if i else "") + word}
             event(json.dumps({**head, "object": "chat.completion.chunk",

@@ -1,4 +1,5 @@
-"""The prefill strategy inside a real litellm.Router with mock_response deployments."""
+"""The prefill strategy inside a real litellm.Router with mock_response deployments (and, for what litellm does not
+mock, a local OpenAI-compatible endpoint: tests/fake_openai.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from conftest import (
     MATH_PROMPT,
     always_cheapest,
     change_settings,
+    cheap_group,
     live_model_list,
     model_list,
     rewrite_bundle,
@@ -745,6 +747,35 @@ async def test_a_retry_is_rerouted_for_the_responses_and_anthropic_apis_too(bund
     for d in (resp._hidden_params["prefill_routing"], anthropic["_hidden_params"]["prefill_routing"]):
         assert d["reason"] == "retry: math-model failed this request" and d["target"] != "math-model"
         assert [f["target"] for f in d["failed_attempts"]] == ["math-model"]
+
+
+async def test_a_stream_that_fails_before_its_first_chunk_is_answered_elsewhere_and_says_by_whom(
+        bundle_dir: Path) -> None:
+    """math-model's provider opens the stream and sends an error event (an overloaded provider). litellm 1.108+
+    reads a stream's first chunk before returning it, so this is a failed attempt like any other: the retry goes to
+    the next-best target and the stream carries that decision. litellm 1.102 returns the stream first and answers
+    from the group's ``fallbacks`` once the error arrives: the stream then carries no decision of the bundle (which
+    does not route that group), not the failed route's."""
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    with FakeOpenAI(broken_streams=("math-model",)) as fake:
+        cheap = cheap_group()
+        cheap["litellm_params"] = {"model": "openai/cheap", "api_key": "sk-test", "api_base": fake.url}
+        r = PrefillRouter(model_list=[*live_model_list(fake.url), cheap], routing_strategy="prefill", num_retries=1,
+                          retry_after=0, fallbacks=[{"auto": ["cheap"]}],
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+        stream = await r.acompletion(model="auto", messages=user(MATH_PROMPT), stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    d = stream._hidden_params.get("prefill_routing")
+    if Version(installed_litellm()) >= Version("1.108"):
+        assert d is not None and d["reason"] == "retry: math-model failed this request"
+        assert [m["model"] for m in fake.requests] == ["math-model", d["target"]]
+        assert text == f"answer from {d['target']}"
+    else:
+        assert [m["model"] for m in fake.requests] == ["math-model", "cheap"]
+        assert text == "answer from cheap" and d is None
 
 
 async def test_a_retry_stays_on_the_chosen_target_when_it_has_another_deployment(bundle_dir: Path) -> None:
