@@ -48,6 +48,7 @@ from .composition import (
     strategy_name,
     use_strategy,
 )
+from .config import parse_strategy_args
 from .deployments import complexity_config, deployment_id, tier_groups
 from .records import hidden_params
 from .rollout import user_key
@@ -79,13 +80,26 @@ _INSTALL_LOCK = threading.Lock()
 # -- Router integration --------------------------------------------------------
 def apply_prefill_routing_strategy(router: litellm.Router,
                                    routing_strategy_args: dict | None) -> PrefillRoutingStrategy:
-    """Attach a prefill strategy to ``router`` (what ``routing_strategy="prefill"`` does)."""
+    """Attach a prefill strategy to ``router`` (what ``routing_strategy="prefill"`` does): the one it has where the
+    arguments are the same (see :func:`_kept_or_built`)."""
     args = routing_strategy_args or getattr(router, "routing_strategy_args", None)
-    strategy = PrefillRoutingStrategy(router, args or {})
+    strategy = _kept_or_built(getattr(router, "prefill_strategy", None), router, args)
     router.routing_strategy = PREFILL
     use_strategy(router, strategy)
     router.prefill_strategy = strategy  # type: ignore[attr-defined]
     return strategy
+
+
+def _kept_or_built(current: object, router: Any, args: Any, models: Any = None) -> PrefillRoutingStrategy:
+    """The prefill strategy for ``router`` with these ``routing_strategy_args`` (and routing group ``models``):
+    ``current`` - the one built for them before - where they are the same, else a new one. A litellm proxy with a
+    database applies its config's router settings again every 30 s: a new strategy each time would forget what the
+    serving one learned (session pins, autotune windows, answer lengths) and read its decision log again."""
+    if (isinstance(current, PrefillRoutingStrategy) and current.router is router
+            and current.models == (frozenset(models) if models is not None else None)
+            and current.args == parse_strategy_args(args or {})):
+        return current
+    return PrefillRoutingStrategy(router, args or {}, models=models)
 
 
 def _fell_back_from_tiers(router: Any, decision: Mapping, served_by: object) -> bool:
@@ -225,6 +239,8 @@ def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any
     ``routing_strategy_args`` name the bundle) that routes their models, whatever the router's own strategy is."""
     with _INSTALL_LOCK:
         _let_groups_validator_accept_prefill()
+    selectors = getattr(self, "_group_selectors", None) or {}
+    serving = {name: by_strategy.get(PREFILL) for name, by_strategy in selectors.items()}  # before litellm resets them
     token = _BUILDING_PREFILL_GROUPS.set(True)
     try:
         original(groups_input)
@@ -232,8 +248,8 @@ def _init_groups_hook(original: Callable[..., Any], self: Any, groups_input: Any
         _BUILDING_PREFILL_GROUPS.reset(token)
     for name, group in routing_groups_of(self).items():
         if is_prefill(group.routing_strategy):
-            self._group_selectors[name] = {PREFILL: PrefillRoutingStrategy(
-                self, group.routing_strategy_args or {}, models=group.models)}
+            self._group_selectors[name] = {PREFILL: _kept_or_built(
+                serving.get(name), self, group.routing_strategy_args, models=group.models)}
 
 
 def _group_select(strategy: str | None, selector: Any, kwargs: dict) -> Coroutine[Any, Any, dict] | None:
@@ -408,7 +424,9 @@ def _say_prefill_groups_given_back_as_shuffle(router: Any, routing_groups: Any) 
 def _group_strategies(router: Any, groups: _PrefillGroups) -> dict[str, PrefillRoutingStrategy]:
     """The prefill strategy of each prefill ``routing_groups`` entry of ``router`` (a litellm 1.110+ Router; a group
     without ``bundle`` fails here, as on earlier releases), to be set as its :data:`PREFILL_GROUPS_ATTRIBUTE`."""
-    return {name: PrefillRoutingStrategy(router, args, models=models) for name, (models, args) in groups.items()}
+    serving = prefill_groups_of(router)
+    return {name: _kept_or_built(serving.get(name), router, args, models=models)
+            for name, (models, args) in groups.items()}
 
 
 def _keep_custom_routing(router: Any) -> None:
@@ -429,7 +447,7 @@ def _keep_custom_routing(router: Any) -> None:
 def _route_by_prefill(router: Any, routing_strategy_args: dict | None) -> None:
     """Make the prefill strategy choose ``router``'s deployments (a litellm 1.110+ Router, its own strategy
     simple-shuffle): registered as its custom routing, its request endpoints carrying each decision."""
-    strategy = PrefillRoutingStrategy(router, routing_strategy_args or {})
+    strategy = _kept_or_built(getattr(router, "prefill_strategy", None), router, routing_strategy_args)
     use_strategy(router, strategy)
     router.prefill_strategy = strategy
 

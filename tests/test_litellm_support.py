@@ -174,3 +174,31 @@ def test_on_the_new_core_check_passes_a_proxy_config_with_prefill_groups_and_fai
     (tmp_path / "no-bundle.yaml").write_text(yaml.safe_dump(config))
     assert main(["check", "--config", str(tmp_path / "no-bundle.yaml")]) == 2
     assert "bundle" in capsys.readouterr().err
+
+
+async def test_the_same_router_settings_applied_again_keep_the_prefill_strategies_and_what_they_learned(
+        bundle_dir: Path) -> None:
+    """A litellm proxy with a database applies its config's router_settings again every 30 s (the config file's
+    values merged with the database's). Each time the same prefill settings arrive, the strategies serving them stay:
+    a new one would forget what the old one learned (session pins, autotune windows, answer lengths) and read the
+    decision log again to seed itself. Changed settings still build new ones."""
+    install()
+    args = {"bundle": str(bundle_dir), "preset": "max-quality"}
+    group = {"group_name": "routed", "models": ["budget"], "routing_strategy": "prefill", "routing_strategy_args": args}
+    router = litellm.Router(model_list=[*model_list(), *model_list(group="budget")], routing_strategy="prefill",
+                            routing_strategy_args=dict(args), routing_groups=[dict(group)])
+    before = prefill_strategies(router)
+    assert set(before) == {"router", "routing group routed"}
+    for _ in range(2):  # as the proxy applies them: every setting but the groups, then the groups
+        change_settings(router, routing_strategy="prefill", routing_strategy_args=dict(args), num_retries=2)
+        change_settings(router, routing_groups=[{**group, "routing_strategy_args": dict(args)}])
+    after = prefill_strategies(router)
+    assert {k: id(v) for k, v in after.items()} == {k: id(v) for k, v in before.items()}
+    for model, target in (("auto", "history-model"), ("budget", "history-model")):
+        resp = await router.acompletion(model=model, messages=user(HIST_PROMPT))
+        assert resp._hidden_params["prefill_routing"]["target"] == target
+    change_settings(router, routing_strategy="prefill", routing_strategy_args={**args, "preset": "min-cost"})
+    change_settings(router, routing_groups=[{**group, "routing_strategy_args": {**args, "preset": "min-cost"}}])
+    changed = prefill_strategies(router)
+    assert all(changed[k] is not before[k] for k in before)
+    assert {s.args.preset for s in changed.values()} == {"min-cost"}
