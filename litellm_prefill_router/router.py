@@ -94,7 +94,8 @@ def _kept_or_built(current: object, router: Any, args: Any, models: Any = None) 
     """The prefill strategy for ``router`` with these ``routing_strategy_args`` (and routing group ``models``):
     ``current`` - the one built for them before - where they are the same, else a new one. A litellm proxy with a
     database applies its config's router settings again every 30 s: a new strategy each time would forget what the
-    serving one learned (session pins, autotune windows, answer lengths) and read its decision log again."""
+    serving one learned (autotune windows, answer lengths), warn again about its deployments and read its decision
+    log again."""
     if (isinstance(current, PrefillRoutingStrategy) and current.router is router
             and current.models == (frozenset(models) if models is not None else None)
             and current.args == parse_strategy_args(args or {})):

@@ -180,7 +180,7 @@ async def test_the_same_router_settings_applied_again_keep_the_prefill_strategie
         bundle_dir: Path) -> None:
     """A litellm proxy with a database applies its config's router_settings again every 30 s (the config file's
     values merged with the database's). Each time the same prefill settings arrive, the strategies serving them stay:
-    a new one would forget what the old one learned (session pins, autotune windows, answer lengths) and read the
+    a new one would forget what the old one learned (autotune windows, answer lengths) and read the
     decision log again to seed itself. Changed settings still build new ones."""
     install()
     args = {"bundle": str(bundle_dir), "preset": "max-quality"}
