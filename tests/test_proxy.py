@@ -487,6 +487,33 @@ def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and
     assert summarize(logged())["calls"] == len(answers)
 
 
+def test_a_proxy_with_a_database_applying_its_router_settings_again_keeps_its_prefill_strategies(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """Every 30 s a proxy with a database applies its config's router_settings again (litellm's own ProxyConfig code,
+    run with a stand-in database): the prefill strategies the config built keep serving - before, litellm 1.102 and
+    1.110 built the router-wide one anew each time and 1.102-1.110 every prefill routing group's, forgetting what they
+    had learned."""
+    pytest.importorskip("litellm.proxy.proxy_server")
+    import yaml
+
+    args = {"bundle": "os.environ/PREFILL_BUNDLE", "preset": "max-quality"}
+    cfg = {"model_list": [*model_list(), *model_list(group="budget")],
+           "router_settings": {"routing_strategy": "prefill", "routing_strategy_args": args,
+                               "routing_groups": [{"group_name": "routed", "models": ["budget"],
+                                                   "routing_strategy": "prefill", "routing_strategy_args": args}]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PREFILL_BUNDLE": str(bundle_dir), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("DATABASE_URL", None)
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "proxy_db_reapply.py"),
+                          str(tmp_path / "config.yaml")], capture_output=True, text=True, env=env, timeout=180,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    strategies = json.loads(out.stdout.strip().splitlines()[-1])
+    assert strategies == {name: {"kept": True, "bundle": str(bundle_dir)}
+                          for name in ("router", "routing group routed")}
+
+
 def test_decision_headers_are_single_line_ascii_and_absent_for_requests_the_strategy_did_not_route() -> None:
     from litellm_prefill_router.records import DECISION_KEY, decision_headers
 
