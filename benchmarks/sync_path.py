@@ -107,46 +107,30 @@ def main() -> None:
 
 
 def plot(path: Path) -> None:
-    """Single requests (concurrency 1): the p50 prefill adds per path and sync bridge. Rounds of concurrent requests:
-    requests per second per router and path."""
+    """Per sync bridge and path: the p50 prefill adds (runs of single requests), or the prefill router's requests per
+    second (runs of concurrent requests, ``--concurrency``)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if any(r.get("concurrency", 1) > 1 for r in rows):
-        plot_throughput(path)
-        return
-    bridges = {"asyncio.run per call": ("^", 0.0), "process loop": ("v", 0.12)}
-
-    def draw(ax: Any, i: int, runs: list[dict]) -> None:
-        for bridge, (marker, shift) in bridges.items():
-            for offset, key, color in ((-0.15, "added_async_p50_ms", "C0"), (0.15, "added_sync_p50_ms", "C1")):
-                ys = [r[key] for r in runs if r["sync_bridge"] == bridge]
-                label = f"{key.split('_')[1]} (sync bridge: {bridge})"
-                ax.scatter([i + offset + shift] * len(ys), ys, color=color, marker=marker,
-                           label=label if ys and label not in labelled else None)
-                if ys:
-                    labelled.add(label)
-
+    concurrent = any(r.get("concurrency", 1) > 1 for r in rows)
+    if concurrent:
+        key, ylabel = "prefill_{}_rps", "prefill router: requests / s (p50 round)"
+        title = "{concurrency} mock requests at once: async tasks vs sync callers on threads"
+    else:
+        key, ylabel = "added_{}_p50_ms", "p50 prefill routing adds (ms)"
+        title = "routed mock requests, sync vs async path"
     labelled: set[str] = set()
-    per_release_plot(path, draw, "p50 prefill routing adds (ms)", "routed mock requests, sync vs async path")
-
-
-def plot_throughput(path: Path) -> None:
-    """The prefill router's requests per second, async tasks vs sync callers on threads, per sync bridge."""
-    bridges = {"asyncio.run per call": ("^", -0.2), "process loop": ("v", 0.05)}
 
     def draw(ax: Any, i: int, runs: list[dict]) -> None:
-        for bridge, (marker, shift) in bridges.items():
-            for offset, path_, color in ((0.0, "async", "C0"), (0.15, "sync", "C1")):
-                ys = [r[f"prefill_{path_}_rps"] for r in runs
-                      if r.get("concurrency", 1) > 1 and r["sync_bridge"] == bridge]
+        for k, (bridge, marker) in enumerate({"asyncio.run per call": "^", "process loop": "v"}.items()):
+            for j, (path_, color) in enumerate(zip(PATHS, ("C0", "C1"))):
+                ys = [r[key.format(path_)] for r in runs
+                      if r["sync_bridge"] == bridge and (r.get("concurrency", 1) > 1) == concurrent]
                 label = f"{path_} (sync bridge: {bridge})"
-                ax.scatter([i + shift + offset] * len(ys), ys, color=color, marker=marker,
+                ax.scatter([i - 0.2 + 0.25 * j + 0.1 * k] * len(ys), ys, color=color, marker=marker,
                            label=label if ys and label not in labelled else None)
                 if ys:
                     labelled.add(label)
 
-    labelled: set[str] = set()
-    per_release_plot(path, draw, "prefill router: requests / s (p50 round)",
-                     "{concurrency} mock requests at once: async tasks vs sync callers on threads")
+    per_release_plot(path, draw, ylabel, title)
 
 
 if __name__ == "__main__":
