@@ -116,6 +116,30 @@ def live_model_list(api_base: str, group: str = "auto") -> list[dict]:
     return out
 
 
+async def stream_of(router, api: str, prompt: str, model: str = "auto"):  # type: ignore[no-untyped-def]
+    """A streamed request of ``api`` (chat, responses, anthropic, google) to ``router``'s group ``model``."""
+    messages = [{"role": "user", "content": prompt}]
+    if api == "chat":
+        return await router.acompletion(model=model, messages=messages, stream=True)
+    if api == "responses":
+        return await router.aresponses(model=model, input=prompt, stream=True)
+    if api == "anthropic":
+        return await router.aanthropic_messages(model=model, messages=messages, max_tokens=32, stream=True)
+    return await router.agenerate_content_stream(model=model, contents=[{"role": "user", "parts": [{"text": prompt}]}])
+
+
+def streamed_text(api: str, chunks: list) -> str:
+    """The answer text in the chunks of an ``api`` stream (see :func:`stream_of`)."""
+    if api == "chat":
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    if api == "responses":
+        return "".join(c.delta for c in chunks if getattr(c, "type", None) == "response.output_text.delta")
+    events = [json.loads(line[6:]) for c in chunks for line in c.decode().splitlines() if line.startswith("data: {")]
+    if api == "anthropic":
+        return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    return "".join(p["text"] for e in events for p in e["candidates"][0]["content"]["parts"])
+
+
 MATH_PROMPT = "please explain the integral and the derivative of the equation"
 HIST_PROMPT = "tell me why the empire and the king went to war with the dynasty"
 

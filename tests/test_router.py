@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import litellm
 import numpy as np
@@ -25,6 +24,8 @@ from conftest import (
     model_list,
     rewrite_bundle,
     strategy_name,
+    stream_of,
+    streamed_text,
     upsert,
 )
 from litellm_prefill_router import ConfigurationError, PrefillRouter, RequestSettingsError, UnpricedDeploymentError
@@ -250,29 +251,6 @@ async def test_google_genai_generate_content_routes_on_its_contents_and_carries_
     assert _decision(image_only)["reason"] == "fallback: the request has no text to route on"
 
 
-async def _stream_of(router: litellm.Router, api: str, prompt: str) -> Any:
-    """A streamed request of ``api`` to ``router``'s "auto" group."""
-    if api == "chat":
-        return await router.acompletion(model="auto", messages=user(prompt), stream=True)
-    if api == "responses":
-        return await router.aresponses(model="auto", input=prompt, stream=True)
-    if api == "anthropic":
-        return await router.aanthropic_messages(model="auto", messages=user(prompt), max_tokens=32, stream=True)
-    return await router.agenerate_content_stream(model="auto", contents=[{"role": "user", "parts": [{"text": prompt}]}])
-
-
-def _streamed_text(api: str, chunks: list) -> str:
-    """The answer text in the chunks of an ``api`` stream."""
-    if api == "chat":
-        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    if api == "responses":
-        return "".join(c.delta for c in chunks if getattr(c, "type", None) == "response.output_text.delta")
-    events = [json.loads(line[6:]) for c in chunks for line in c.decode().splitlines() if line.startswith("data: {")]
-    if api == "anthropic":
-        return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
-    return "".join(p["text"] for e in events for p in e["candidates"][0]["content"]["parts"])
-
-
 @pytest.mark.parametrize(("api", "cls"), [("chat", "PrefillRouter"), ("responses", "PrefillRouter"),
                                           ("anthropic", "PrefillRouter"), ("google", "PrefillRouter"),
                                           ("google", "litellm.Router after install()")])
@@ -294,10 +272,10 @@ async def test_a_stream_of_every_api_is_routed_carries_its_decision_and_is_logge
             routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "decision_log": str(log),
                                    "decision_log_responses": True})
         for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
-            stream = await _stream_of(router, api, prompt)
+            stream = await stream_of(router, api, prompt)
             d = stream._hidden_params["prefill_routing"]  # known before the first chunk
             assert d["target"] == target and d["reason"] == "policy"
-            assert _streamed_text(api, [c async for c in stream]) == f"answer from {target}"
+            assert streamed_text(api, [c async for c in stream]) == f"answer from {target}"
         await flush_logging()
     assert [(r["model"], r["stream"]) for r in fake.requests] == [("math-model", True), ("history-model", True)]
     if api == "google" and Version(installed_litellm()) < Version("1.108"):

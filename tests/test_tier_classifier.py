@@ -13,7 +13,7 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, tier_router
+from conftest import HIST_PROMPT, MATH_PROMPT, stream_of, streamed_text, tier_router
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.log_stats import summarize
@@ -450,3 +450,23 @@ def test_shadow_and_rollout_settings_that_cannot_apply_are_configuration_errors(
                 {"shadow_tier": "COMPLEX"}, {"shadow": True, "shadow_tier": ""}):
         with pytest.raises(ConfigurationError):
             PrefillTierClassifier(str(bundle_dir), TIERS, **bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+async def test_a_stream_the_classifier_sent_to_its_tier_carries_the_classifiers_decision(
+        api: str, bundle_dir: Path) -> None:
+    """Against a local OpenAI-compatible endpoint (litellm mocks the Responses and Anthropic streams not); litellm's
+    complexity router serves no Google GenAI request (it goes to the fallbacks)."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        deployments = [{"model_name": g, "litellm_params": {"model": f"openai/{SERVED_BY[g]}", "api_key": "sk-test",
+                                                            "api_base": fake.url}} for g in ("hist", "maths", "gen")]
+        r = litellm.Router(model_list=[*deployments, tier_router(
+            "smart", PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality"), GROUPS)])
+        for prompt, tier in ((MATH_PROMPT, "MEDIUM"), (HIST_PROMPT, "SIMPLE")):
+            stream = await stream_of(r, api, prompt, model="smart")
+            d = stream._hidden_params["prefill_routing"]  # before the first chunk
+            assert (d["tier"], d["target"], d["model_group"]) == (tier, TIERS[tier], "smart")
+            assert streamed_text(api, [c async for c in stream]) == f"answer from {TIERS[tier]}"
+    assert [m["model"] for m in fake.requests] == ["math-model", "history-model"]
