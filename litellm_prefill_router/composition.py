@@ -489,8 +489,11 @@ def prompt_of(messages: Any, input: Any, request_kwargs: Mapping[str, Any] | Non
 def plugin_prompt(context: Any, request: Any) -> object:
     """What a tier classifier or routing plugin routes on: the messages of litellm's ``RoutingContext``, after the
     system prompt the request (``shared_metadata.current_request()``) carries outside them - the Anthropic API's
-    ``system``, which litellm leaves out there -, as :func:`prompt_of` routes the strategy's requests."""
+    ``system``, which litellm leaves out there -, or the prompt of a request litellm gives it no messages for (Google
+    GenAI's ``contents``), as :func:`prompt_of` routes the strategy's requests."""
     messages = list(getattr(context, "structured_messages", None) or getattr(context, "raw_messages", None) or [])
+    if not messages and getattr(request, "prompt", None) is not None:
+        return request.prompt
     system = getattr(request, "system", None)
     if any(isinstance(m, Mapping) and m.get("role") in ("system", "developer") for m in messages):
         return messages

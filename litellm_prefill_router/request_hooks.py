@@ -136,12 +136,13 @@ class RequestHook(ServedRoutes):
     def _store(self, md: dict, trace_id: object, record: dict, routed: object = None) -> None:
         """Leave ``record`` in the request's metadata ``md`` (and the decision log's file, if logging). ``routed``:
         the text the hook decided on, logged as the call's messages where litellm logs less of it (the Anthropic
-        API's ``system``, see ``composition.plugin_prompt``)."""
+        API's ``system``, a Google GenAI request's contents: see ``composition.plugin_prompt``)."""
         store_decision(md, record, trace_id)
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
             request = current_request()
-            if routed is not None and request is not None and has_system(request.system):
+            if routed is not None and request is not None and (has_system(request.system) or
+                                                                request.prompt is not None):
                 from .decision_logger import keep_routed_messages  # litellm-facing: imported with the hook only
 
                 keep_routed_messages(self._log_target, record, routed)

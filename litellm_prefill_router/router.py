@@ -170,13 +170,15 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     md, trace = request_metadata(kwargs, metadata_key), kwargs.get("litellm_trace_id")
     user = user_key(kwargs.get("user"))  # the OpenAI user field: a tier classifier's rollout keeps users in one arm
     system = kwargs.get("system")  # the Anthropic API's system prompt: litellm leaves it out of a plugin's messages
-    with routing_request(md, trace, user, self, system):  # the request a classifier / plugin decides for
+    # a Google GenAI request's prompt (its contents, after its system instruction): litellm hands a plugin no messages
+    prompt = prompt_of(None, None, kwargs) if "contents" in kwargs else None
+    with routing_request(md, trace, user, self, system, prompt):  # the request a classifier / plugin decides for
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
         return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"), self)
 
     async def attach() -> Any:
-        with routing_request(md, trace, user, self, system):
+        with routing_request(md, trace, user, self, system, prompt):
             return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"), self)
     return attach()
 

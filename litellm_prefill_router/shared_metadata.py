@@ -93,14 +93,17 @@ def attempts_of(trace_id: object) -> list[dict]:
 
 class RoutedRequest(NamedTuple):
     """A request a Router method is serving: its metadata dict, trace id, OpenAI ``user`` (None: not named), the
-    Router serving it (a routing plugin prices its candidates by the Router's deployments) and the system prompt it
-    carries outside its messages (the Anthropic API's ``system``, which litellm leaves out of a plugin's messages)."""
+    Router serving it (a routing plugin prices its candidates by the Router's deployments), the system prompt it
+    carries outside its messages (the Anthropic API's ``system``, which litellm leaves out of a plugin's messages)
+    and the prompt of a request that has no messages (Google GenAI's ``contents`` after its system instruction,
+    which litellm hands a plugin no messages for)."""
 
     metadata: dict
     trace_id: object
     user: str | None = None
     router: object = None
     system: object = None
+    prompt: object = None
 
 
 #: the request a Router method is serving now (set by ``router``'s request hooks). litellm hands a pre-routing
@@ -112,9 +115,9 @@ _ROUTED_REQUEST: ContextVar[RoutedRequest | None] = ContextVar("prefill_routed_r
 
 @contextmanager
 def routing_request(md: dict, trace_id: object, user: str | None = None, router: object = None,
-                    system: object = None) -> Iterator[None]:
+                    system: object = None, prompt: object = None) -> Iterator[None]:
     """While the block runs (one request's routing and call), :func:`current_request` is this request."""
-    token = _ROUTED_REQUEST.set(RoutedRequest(md, trace_id, user, router, system))
+    token = _ROUTED_REQUEST.set(RoutedRequest(md, trace_id, user, router, system, prompt))
     try:
         yield
     finally:

@@ -10,7 +10,17 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, PRICES, cheap_group, model_list, tier_router
+from conftest import (
+    HIST_PROMPT,
+    MATH_PROMPT,
+    PRICES,
+    cheap_group,
+    live_model_list,
+    model_list,
+    stream_of,
+    streamed_text,
+    tier_router,
+)
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.log_stats import summarize
@@ -282,3 +292,46 @@ def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_err
     plugin = PrefillRoutingPlugin(str(bundle_dir))
     assert (plugin.target_of("openai/math-model"), plugin.target_of("math-model"), plugin.target_of("gpt-4o")) == \
         ("math-model", "math-model", None)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
+async def test_a_stream_of_every_api_the_plugin_narrowed_carries_its_decision(api: str, bundle_dir: Path) -> None:
+    """Against a local OpenAI-compatible endpoint (litellm mocks none of these streams but chat's)."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        r = litellm.Router(model_list=live_model_list(fake.url), routing_strategy="latency-based-routing",
+                           plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
+        for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
+            stream = await stream_of(r, api, prompt)
+            d = stream._hidden_params["prefill_routing"]  # before the first chunk
+            assert (d["target"], d["reason"]) == (target, "policy")
+            assert streamed_text(api, [c async for c in stream]) == f"answer from {target}"
+    assert [m["model"] for m in fake.requests] == ["math-model", "history-model"]
+
+
+async def test_a_google_genai_request_is_narrowed_on_its_contents_after_its_system_instruction_and_logged_so(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """litellm hands a routing plugin no messages for a generate_content request: the plugin reads the request's
+    contents (before: no text, so every one was declined - the whole pool, reason "fallback")."""
+    from fake_openai import FakeOpenAI
+    from packaging.version import Version
+
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    log = tmp_path / "plugin.jsonl"
+    with FakeOpenAI() as fake:
+        r = litellm.Router(model_list=live_model_list(fake.url), plugins=[
+            PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", decision_log=str(log))])
+        resp = await r.agenerate_content(model="auto", contents=[{"role": "user", "parts": [{"text": HIST_PROMPT}]}],
+                                         systemInstruction={"parts": [{"text": "You are a historian."}]})
+        await flush_logging()
+    d = resp["_hidden_params"]["prefill_routing"]
+    assert (d["target"], d["reason"]) == ("history-model", "policy")
+    assert fake.requests[0]["model"] == "history-model"
+    if Version(installed_litellm()) < Version("1.108"):
+        pytest.skip("litellm 1.102's success logging of generate_content fails (\"httpx_response is None\"): no "
+                    "decision-log line to check")
+    (row,) = (json.loads(line) for line in log.read_text().splitlines())
+    assert [m["content"] for m in row["messages"]] == ["You are a historian.", HIST_PROMPT]
+    assert (row["decision"]["target"], row["outcome"]["success"]) == ("history-model", True)
