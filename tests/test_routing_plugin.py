@@ -335,3 +335,23 @@ async def test_a_google_genai_request_is_narrowed_on_its_contents_after_its_syst
     (row,) = (json.loads(line) for line in log.read_text().splitlines())
     assert [m["content"] for m in row["messages"]] == ["You are a historian.", HIST_PROMPT]
     assert (row["decision"]["target"], row["outcome"]["success"]) == ("history-model", True)
+
+
+async def test_one_conversation_with_a_system_prompt_is_read_alike_through_every_api(bundle_dir: Path) -> None:
+    """Each API carries the system prompt its own way (a chat message, the Responses API's ``instructions``,
+    Anthropic's ``system``, Google GenAI's ``systemInstruction``): the plugin reads the same text through all."""
+    system = "You are a patient tutor who answers about the integral of x squared."
+    r = litellm.Router(model_list=model_list(), plugins=[
+        PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", prediction_cache_size=0)])
+    calls = [r.acompletion(model="auto", messages=[{"role": "system", "content": system}, *user(HIST_PROMPT)]),
+             r.aresponses(model="auto", input=HIST_PROMPT, instructions=system),
+             r.aanthropic_messages(model="auto", messages=user(HIST_PROMPT), system=system, max_tokens=16),
+             r.agenerate_content(model="auto", contents=HIST_PROMPT, systemInstruction={"parts": [{"text": system}]})]
+    seen = []
+    for call in calls:
+        resp = await call
+        d = (resp["_hidden_params"] if isinstance(resp, dict) else resp._hidden_params)["prefill_routing"]
+        seen.append((d["input_tokens"], d["p_correct"]))
+    alone = (await r.acompletion(model="auto", messages=user(HIST_PROMPT)))._hidden_params["prefill_routing"]
+    assert all(s == seen[0] for s in seen), seen
+    assert seen[0][0] > alone["input_tokens"]
