@@ -132,9 +132,6 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     if response is None:
         return response
     hidden = hidden_params(response, create=True)
-    if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
-        response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
-        hidden = hidden_params(response)
     served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
@@ -143,6 +140,9 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     answered(call_id, decision)  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
     if decision is None:
         return response
+    if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
+        response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
+        hidden = hidden_params(response)
     if hidden is not None and callable(getattr(hidden, "__setitem__", None)):
         try:
             hidden["prefill_routing"] = decision
