@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, broken_streams: tuple[str, ...] = ()) -> None:
+    def __init__(self, broken_streams: tuple[str, ...] = (), slow: dict[str, float] | None = None) -> None:
         self.requests: list[dict] = []  # the JSON body of every request, in order
         self.broken_streams = broken_streams  # models whose chat stream fails with an error event before any text
+        self.slow = dict(slow or {})  # model -> seconds it waits before answering
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,12 +29,14 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 fake.requests.append(body)
+                time.sleep(fake.slow.get(str(body.get("model")), 0.0))
                 if self.path.rstrip("/").endswith("/responses"):
                     fake._respond(self, body)
                 else:
                     fake._answer(self, body, fake.broken_streams)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads, self.server.block_on_close = True, False  # a slow answer does not hold the exit
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

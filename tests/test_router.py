@@ -727,6 +727,28 @@ async def test_a_retry_is_rerouted_for_the_responses_and_anthropic_apis_too(bund
         assert [f["target"] for f in d["failed_attempts"]] == ["math-model"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_deployment_that_times_out_is_retried_on_the_next_best_target(stream: bool, bundle_dir: Path) -> None:
+    """math-model's provider takes 3 s; its deployment's timeout is 0.5 s (a local OpenAI-compatible endpoint)."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI(slow={"math-model": 3.0}) as fake:
+        ml = live_model_list(fake.url)
+        for dep in ml:
+            dep["litellm_params"]["timeout"] = 0.5
+        r = PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0,
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+        started = time.perf_counter()
+        resp = await r.acompletion(model="auto", messages=user(MATH_PROMPT), stream=stream)
+        text = "".join([c.choices[0].delta.content or "" async for c in resp if c.choices]) if stream \
+            else resp.choices[0].message.content
+        took = time.perf_counter() - started
+    d = resp._hidden_params["prefill_routing"]
+    assert d["reason"] == "retry: math-model failed this request" and d["target"] != "math-model"
+    assert [m["model"] for m in fake.requests] == ["math-model", d["target"]]
+    assert text == f"answer from {d['target']}" and took < 2.5  # not the slow provider's 3 s
+
+
 async def test_a_stream_that_fails_before_its_first_chunk_is_answered_elsewhere_and_says_by_whom(
         bundle_dir: Path) -> None:
     """math-model's provider opens the stream and sends an error event (an overloaded provider). litellm 1.108+
