@@ -176,6 +176,25 @@ async def test_a_responses_api_request_continuing_a_response_goes_to_the_deploym
     assert _decision(off)["target"] == "history-model"
 
 
+async def test_a_streamed_responses_turn_continued_by_its_id_stays_on_the_deployment_that_holds_it(
+        bundle_dir: Path) -> None:
+    """Codex-style: each turn streamed, the next one naming the last response's id (from its response.completed
+    event) - against a local OpenAI-compatible Responses endpoint, which gets the provider's own id back."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+        first = await r.aresponses(model="auto", input=MATH_PROMPT, stream=True)
+        ids = [e.response.id async for e in first if getattr(e, "type", None) == "response.completed"]
+        follow = await r.aresponses(model="auto", input=HIST_PROMPT, previous_response_id=ids[0], stream=True)
+        assert streamed_text("responses", [e async for e in follow]) == "answer from math-model"
+    assert _decision(first)["target"] == "math-model"
+    assert _decision(follow)["reason"] == "pinned: continues a response of math-model (previous_response_id)"
+    assert [(m["model"], m.get("previous_response_id")) for m in fake.requests] == [
+        ("math-model", None), ("math-model", "resp_fake")]
+
+
 async def test_litellms_session_affinity_keeps_a_chat_session_on_the_deployment_of_its_first_request(
         bundle_dir: Path) -> None:
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
