@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+_USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
 
 class FakeOpenAI:
     def __init__(self, broken_streams: tuple[str, ...] = (), slow: dict[str, float] | None = None) -> None:
@@ -56,7 +58,7 @@ class FakeOpenAI:
         if not body.get("stream"):
             _send_json(h, {**head, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+                "usage": _USAGE})
             return
         event = _start_events(h)
         if body.get("model") in broken:
@@ -69,6 +71,8 @@ class FakeOpenAI:
                               "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
         event(json.dumps({**head, "object": "chat.completion.chunk",
                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        if (body.get("stream_options") or {}).get("include_usage"):  # as OpenAI sends it: a last chunk, no choices
+            event(json.dumps({**head, "object": "chat.completion.chunk", "choices": [], "usage": _USAGE}))
         event("[DONE]")
         h.wfile.write(b"0\r\n\r\n")
 
