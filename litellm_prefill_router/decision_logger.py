@@ -20,7 +20,7 @@ from .errors import PromptError
 from .jsonl import append_log_record
 from .metrics import observe_call
 from .prompt import normalise_messages
-from .records import DECISION_LOG_KEY, answered_by, decision_log_row
+from .records import DECISION_LOG_KEY, answer_text, answered_by, decision_log_row
 from .shared_metadata import decision_for
 
 logger = logging.getLogger("litellm_prefill_router")
@@ -119,10 +119,7 @@ class DecisionLogger(CustomLogger):
         if path and target.get("messages", True):  # what the bundle read, where litellm logs less of it
             extra["messages"] = routed if routed is not None else kwargs.get("messages")
         if path and ok and target.get("responses", False):
-            try:
-                extra["response"] = response_obj.choices[0].message.content
-            except (AttributeError, IndexError, TypeError):
-                extra["response"] = None
+            extra["response"] = answer_text(response_obj)
         row = decision_log_row(
             call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
             response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),

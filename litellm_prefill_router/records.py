@@ -71,6 +71,45 @@ def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens
             - float(cost))
 
 
+def _field(obj: object, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _texts(items: object, kind: str) -> list[str]:
+    """The ``text`` of each item of ``items`` (objects or dicts) whose ``type`` is ``kind``."""
+    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+        return []
+    return [t for item in items if _field(item, "type") == kind and isinstance(t := _field(item, "text"), str)]
+
+
+def answer_text(response: object) -> str | None:
+    """The answer text of a finished call's response, as litellm hands it to its loggers (a stream's assembled
+    response): a chat completion's message, a text completion's text, a Responses API response's output text, an
+    Anthropic message's text blocks, a Google GenAI response's text parts. None where it has none (a tool call, an
+    unknown shape)."""
+    choices = _field(response, "choices")
+    if isinstance(choices, Sequence) and choices:
+        first = choices[0]
+        text = _field(first, "text")
+        if isinstance(text, str):  # a text completion
+            return text
+        content = _field(_field(first, "message"), "content")
+        return content if isinstance(content, str) else None
+    output = _field(response, "output")  # the Responses API: message items holding output_text parts
+    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)):
+        parts = [t for item in output if _field(item, "type") == "message"
+                 for t in _texts(_field(item, "content"), "output_text")]
+        return "".join(parts) if parts else None
+    if _field(response, "type") == "message":  # an Anthropic message
+        return "".join(blocks) if (blocks := _texts(_field(response, "content"), "text")) else None
+    candidates = _field(response, "candidates")  # Google GenAI
+    if isinstance(candidates, Sequence) and candidates:
+        parts = _field(_field(candidates[0], "content"), "parts") or []
+        texts = [t for part in parts if isinstance(t := _field(part, "text"), str)]
+        return "".join(texts) if texts else None
+    return None
+
+
 def decision_log_row(*, call_id: tuple[str, object], response_id: object, decision: dict[str, Any], ok: bool,
                      model: object, cost: object, prompt_tokens: object, completion_tokens: object,
                      latency_s: float | None, error: object, extra: Mapping[str, object]) -> dict[str, Any]:

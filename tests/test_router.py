@@ -305,6 +305,35 @@ async def test_a_stream_of_every_api_is_routed_carries_its_decision_and_is_logge
         MATH_PROMPT: ("math-model", True), HIST_PROMPT: ("history-model", True)}
 
 
+async def test_the_decision_log_keeps_the_answer_of_every_apis_call_streamed_or_not(bundle_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    """``decision_log_responses: true`` (what ``prefill-router judge`` scores): before, only chat completions' answers
+    were kept - a Responses API or text completion call logged ``response: null``."""
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(log), "decision_log_responses": True})
+        apis = ["chat", "responses", "anthropic"] + (["google"] if Version(installed_litellm()) >= Version("1.108")
+                                                     else [])  # 1.102 logs no generate_content call
+        for api in apis:
+            stream = await stream_of(r, api, HIST_PROMPT)
+            assert streamed_text(api, [c async for c in stream]) == "answer from history-model"
+        await r.acompletion(model="auto", messages=user(HIST_PROMPT))
+        await r.aresponses(model="auto", input=HIST_PROMPT)
+        await r.aanthropic_messages(model="auto", messages=user(HIST_PROMPT), max_tokens=32)
+        await r.atext_completion(model="auto", prompt=HIST_PROMPT)
+        await flush_logging()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == len(apis) + 4
+    assert [row["response"] for row in rows] == ["answer from history-model"] * len(rows)
+
+
 async def test_a_whole_google_genai_answer_from_a_provider_is_routed_after_its_system_instruction_and_logged(
         bundle_dir: Path, tmp_path: Path) -> None:
     from fake_openai import FakeOpenAI

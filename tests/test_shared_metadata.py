@@ -106,3 +106,23 @@ def test_answers_are_kept_only_in_a_process_that_serves_the_proxys_headers(monke
     sm.keep_answers()  # the proxy hook's import
     sm.answered("call-1", None)
     assert sm.answered_with("call-1") == (True, None)
+
+
+def test_the_answer_text_of_each_apis_response_shape_is_read_and_a_tool_call_has_none() -> None:
+    from types import SimpleNamespace as Obj
+
+    from litellm_prefill_router.records import answer_text
+
+    chat = Obj(choices=[Obj(message=Obj(content="from chat"))])
+    tool_call = Obj(choices=[Obj(message=Obj(content=None, tool_calls=[{"id": "t1"}]))])
+    text = Obj(choices=[Obj(text="from text", message={"role": "assistant"})])
+    responses = Obj(output=[Obj(type="reasoning", content=None),
+                            Obj(type="message", content=[Obj(type="output_text", text="from "),
+                                                         Obj(type="refusal", text="no"),
+                                                         Obj(type="output_text", text="responses")])])
+    anthropic = {"type": "message",
+                 "content": [{"type": "tool_use", "id": "t"}, {"type": "text", "text": "from claude"}]}
+    google = {"candidates": [{"content": {"role": "model", "parts": [{"text": "from "}, {"text": "gemini"}]}}]}
+    assert [answer_text(r) for r in (chat, tool_call, text, responses, anthropic, google)] == [
+        "from chat", None, "from text", "from responses", "from claude", "from gemini"]
+    assert [answer_text(r) for r in (None, {}, Obj(output=[]), {"type": "message", "content": "x"}, 42)] == [None] * 5
