@@ -98,6 +98,8 @@ def test_answers_of_a_target_fill_its_window_and_lengths_are_per_model_group() -
     for i in range(40):
         lengths.observe("g", "a", 50 if i < 10 else 10)  # the window keeps the latest 30: all 10s
     lengths.observe("g", "a", "many")  # not a token count: ignored
+    for _ in range(30):
+        lengths.observe("g", "a", 0)  # usage not reported (a stream without include_usage on litellm 1.108): ignored
     assert lengths.lengths_for("g", bundle) == {"a": 10.0, "b": pytest.approx(20.0)}  # b: 200 x 10 / 100
     assert lengths.lengths_for("other", bundle) == bundle
     few = AnswerLengths(min_answers=20)
