@@ -130,7 +130,7 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
                 version["failures"] += 1
             continue
         c, s = outcome.get("response_cost"), outcome.get("savings_usd")
-        if isinstance(tokens := outcome.get("completion_tokens"), int):
+        if isinstance(tokens := outcome.get("completion_tokens"), int) and tokens > 0:  # 0: usage not reported
             t["answer_tokens"].append(tokens)
         # the decision's cost estimate for the target that answered, against what the call cost
         est = (decision.get("cost_usd") or {}).get(answered_by(decision) or target)

@@ -132,3 +132,16 @@ def test_a_langchain_runnable_learns_from_its_answers_usage(bundle_dir: Path) ->
         router.invoke(text)
     d = router.decide(MATH_PROMPT)
     assert d.cost_usd["math-model"] == pytest.approx(expected_cost("math-model", d.input_tokens, 40))
+
+
+def test_stats_leave_answers_with_unreported_usage_out_of_the_mean_answer_length() -> None:
+    """litellm 1.108 reports a streamed chat call that did not ask for include_usage with 0 tokens and cost 0."""
+    def row(tokens: int, cost: float) -> dict:
+        return {"litellm_call_id": f"c{tokens}", "decision": {"target": "math-model", "reason": "policy",
+                                                              "cost_usd": {"math-model": 1e-5}},
+                "outcome": {"success": True, "response_cost": cost, "prompt_tokens": tokens,
+                            "completion_tokens": tokens, "savings_usd": 0.0}}
+
+    stats = summarize([row(40, 2e-5), row(0, 0.0), row(20, 1e-5)])
+    assert stats["targets"]["math-model"]["mean_answer_tokens"] == 30
+    assert stats["estimate_to_actual_cost"] == pytest.approx(2e-5 / 3e-5)  # the 0-cost call is left out here too
