@@ -797,6 +797,27 @@ async def test_a_deployment_that_times_out_is_retried_on_the_next_best_target(st
     assert text == f"answer from {d['target']}" and took < 2.5  # not the slow provider's 3 s
 
 
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
+async def test_a_stream_of_every_api_whose_first_choice_is_unreachable_is_retried_on_the_next_best_target(
+        api: str, bundle_dir: Path) -> None:
+    import socket
+
+    from fake_openai import FakeOpenAI
+
+    with socket.socket() as s:  # a local port nothing listens on: math-model's calls are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with FakeOpenAI() as fake:
+        ml = live_model_list(fake.url)
+        ml[0]["litellm_params"].update(api_base=f"http://127.0.0.1:{port}/v1", max_retries=0)  # math-model's
+        r = PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+        stream = await stream_of(r, api, MATH_PROMPT)
+        d = stream._hidden_params["prefill_routing"]
+        assert d["reason"] == "retry: math-model failed this request" and d["target"] != "math-model"
+        assert streamed_text(api, [c async for c in stream]) == f"answer from {d['target']}"
+
+
 async def test_a_stream_that_fails_before_its_first_chunk_is_answered_elsewhere_and_says_by_whom(
         bundle_dir: Path) -> None:
     """math-model's provider opens the stream and sends an error event (an overloaded provider). litellm 1.108+
