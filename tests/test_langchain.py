@@ -164,6 +164,30 @@ def test_targets_given_as_model_strings_are_the_chat_models_init_chat_model_buil
                                                                              TARGETS[1:]}}, bundle=str(bundle_dir))
 
 
+async def test_chat_litellm_targets_answer_from_a_provider_and_the_log_keeps_their_usage_and_answers(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """Each target a ChatLiteLLM on a local OpenAI-compatible endpoint: invoke and stream are routed, and the decision
+    log has the provider's usage, the call's cost and the answer."""
+    litellm_chat = pytest.importorskip("langchain_litellm")
+    from fake_openai import FakeOpenAI
+
+    log = tmp_path / "lc.jsonl"
+    with FakeOpenAI() as fake:
+        router = PrefillRouterRunnable(
+            runnables={t: litellm_chat.ChatLiteLLM(model=f"openai/{t}", api_base=fake.url, api_key="sk-test")
+                       for t in TARGETS},
+            bundle=str(bundle_dir), preset="max-quality", decision_log=str(log), decision_log_responses=True)
+        answer = await router.ainvoke(MATH_PROMPT)
+        streamed = "".join([str(c.content) async for c in router.astream(HIST_PROMPT)])
+    assert (answer.content, streamed) == ("answer from math-model", "answer from history-model")
+    assert [m["model"] for m in fake.requests] == ["math-model", "history-model"]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["decision"]["target"], r["response"], r["outcome"]["prompt_tokens"], r["outcome"]["completion_tokens"])
+            for r in rows] == [("math-model", "answer from math-model", 5, 3),
+                               ("history-model", "answer from history-model", 5, 3)]
+    assert all(r["outcome"]["response_cost"] > 0 and r["outcome"]["savings_usd"] > 0 for r in rows)
+
+
 def test_chat_litellm_router_over_a_prefill_router(bundle_dir: Path) -> None:
     if sys.version_info < (3, 11):
         pytest.skip("langchain-litellm 0.9+ needs Python 3.11 (the langchain extra leaves it out on 3.10)")
