@@ -305,6 +305,24 @@ async def test_a_stream_of_every_api_is_routed_carries_its_decision_and_is_logge
         MATH_PROMPT: ("math-model", True), HIST_PROMPT: ("history-model", True)}
 
 
+async def test_concurrent_streams_of_every_api_each_carry_the_decision_of_the_target_that_answers_them(
+        bundle_dir: Path) -> None:
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
+
+        async def one(i: int) -> tuple[str, str]:
+            api = ("chat", "responses", "anthropic", "google")[i % 4]
+            stream = await stream_of(r, api, f"{(MATH_PROMPT, HIST_PROMPT)[(i // 4) % 2]} ({i})")
+            return stream._hidden_params["prefill_routing"]["target"], streamed_text(api, [c async for c in stream])
+
+        answers = await asyncio.gather(*(one(i) for i in range(32)))
+    assert [text for _, text in answers] == [f"answer from {target}" for target, _ in answers]
+    assert {target for target, _ in answers} == {"math-model", "history-model"}
+
+
 async def test_the_decision_log_keeps_the_answer_of_every_apis_call_streamed_or_not(bundle_dir: Path,
                                                                                     tmp_path: Path) -> None:
     """``decision_log_responses: true`` (what ``prefill-router judge`` scores): before, only chat completions' answers
