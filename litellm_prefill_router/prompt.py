@@ -140,16 +140,16 @@ def _item_message(item: Message) -> dict[str, str] | None:
     return None
 
 
-def has_system(system: object) -> bool:
-    """Whether a system prompt given beside the conversation (the Anthropic API's ``system``, the Responses API's
-    ``instructions``, Google's system instruction) says anything: not absent, ``""`` or ``[]``."""
-    return not (system is None or system == "" or system == [])
+def is_given(part: object) -> bool:
+    """Whether a prompt part given beside the conversation (the Anthropic API's ``system``, the Responses API's
+    ``instructions``, Google GenAI's system instruction or ``contents``) says anything: not absent, ``""`` or ``[]``."""
+    return not (part is None or part == "" or part == [])
 
 
 def after_system(system: object, turns: object) -> object:
     """``turns`` (a prompt: a string, one item or a list) after a system prompt (a string, a list of text blocks or
     a message), if there is one."""
-    if not has_system(system):
+    if not is_given(system):
         return turns
     first = system if isinstance(system, Mapping) else {"role": "system", "content": system}
     rest = list(turns) if isinstance(turns, Sequence) and not isinstance(turns, (str, bytes)) else [turns]

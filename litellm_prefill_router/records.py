@@ -71,7 +71,9 @@ def call_savings(baseline: dict | None, prompt_tokens: object, completion_tokens
             - float(cost))
 
 
-def _field(obj: object, name: str) -> Any:
+def field_of(obj: object, name: str) -> Any:
+    """Field ``name`` of a mapping or an object (a litellm response, a ``routing_groups`` entry); None where it has
+    none."""
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
@@ -79,7 +81,7 @@ def _texts(items: object, kind: str) -> list[str]:
     """The ``text`` of each item of ``items`` (objects or dicts) whose ``type`` is ``kind``."""
     if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
         return []
-    return [t for item in items if _field(item, "type") == kind and isinstance(t := _field(item, "text"), str)]
+    return [t for item in items if field_of(item, "type") == kind and isinstance(t := field_of(item, "text"), str)]
 
 
 def answer_text(response: object) -> str | None:
@@ -87,25 +89,25 @@ def answer_text(response: object) -> str | None:
     response): a chat completion's message, a text completion's text, a Responses API response's output text, an
     Anthropic message's text blocks, a Google GenAI response's text parts. None where it has none (a tool call, an
     unknown shape)."""
-    choices = _field(response, "choices")
+    choices = field_of(response, "choices")
     if isinstance(choices, Sequence) and choices:
         first = choices[0]
-        text = _field(first, "text")
+        text = field_of(first, "text")
         if isinstance(text, str):  # a text completion
             return text
-        content = _field(_field(first, "message"), "content")
+        content = field_of(field_of(first, "message"), "content")
         return content if isinstance(content, str) else None
-    output = _field(response, "output")  # the Responses API: message items holding output_text parts
+    output = field_of(response, "output")  # the Responses API: message items holding output_text parts
     if isinstance(output, Sequence) and not isinstance(output, (str, bytes)):
-        parts = [t for item in output if _field(item, "type") == "message"
-                 for t in _texts(_field(item, "content"), "output_text")]
+        parts = [t for item in output if field_of(item, "type") == "message"
+                 for t in _texts(field_of(item, "content"), "output_text")]
         return "".join(parts) if parts else None
-    if _field(response, "type") == "message":  # an Anthropic message
-        return "".join(blocks) if (blocks := _texts(_field(response, "content"), "text")) else None
-    candidates = _field(response, "candidates")  # Google GenAI
+    if field_of(response, "type") == "message":  # an Anthropic message
+        return "".join(blocks) if (blocks := _texts(field_of(response, "content"), "text")) else None
+    candidates = field_of(response, "candidates")  # Google GenAI
     if isinstance(candidates, Sequence) and candidates:
-        parts = _field(_field(candidates[0], "content"), "parts") or []
-        texts = [t for part in parts if isinstance(t := _field(part, "text"), str)]
+        parts = field_of(field_of(candidates[0], "content"), "parts") or []
+        texts = [t for part in parts if isinstance(t := field_of(part, "text"), str)]
         return "".join(texts) if texts else None
     return None
 

@@ -23,7 +23,7 @@ from .hook_settings import HOOK_SETTINGS, HookSettings, validated_settings
 from .jsonl import checked_log_template
 from .metrics import reload_observer
 from .predictor import shared_predictor
-from .prompt import has_system
+from .prompt import is_given
 from .records import DECISION_LOG_KEY
 from .reloading import BundleReloader
 from .rollout import checked_serving
@@ -141,7 +141,7 @@ class RequestHook(ServedRoutes):
         if self._log_target is not None:
             md[DECISION_LOG_KEY] = self._log_target
             request = current_request()
-            if routed is not None and request is not None and (has_system(request.system) or
+            if routed is not None and request is not None and (is_given(request.system) or
                                                                 request.prompt is not None):
                 from .decision_logger import keep_routed_messages  # litellm-facing: imported with the hook only
 

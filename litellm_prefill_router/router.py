@@ -50,7 +50,7 @@ from .composition import (
 )
 from .config import parse_strategy_args
 from .deployments import complexity_config, deployment_id, tier_groups
-from .records import hidden_params
+from .records import field_of, hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
 from .strategy import PrefillGroupsRouting, PrefillRoutingStrategy
@@ -132,7 +132,7 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     if response is None:
         return response
     hidden = hidden_params(response, create=True)
-    served_by = hidden.get("model_id") if isinstance(hidden, Mapping) else getattr(hidden, "model_id", None)
+    served_by = field_of(hidden, "model_id")
     # the request's own record: other requests may share its metadata dict (see shared_metadata)
     decision = decision_for(metadata, trace_id, served_by)
     if decision is not None and not ROUTER_ACCEPTS_SUBCLASSES and _fell_back_from_tiers(router, decision, served_by):
@@ -384,11 +384,6 @@ _SEALED_DECISION_ENDPOINTS: dict[str, str] = {
 _PrefillGroups = dict[str, tuple[list[str], dict]]
 
 
-def _entry_field(group: Any, name: str) -> Any:
-    """A field of a ``routing_groups`` entry: a mapping, or litellm's ``RoutingGroup`` (None where it has none)."""
-    return group.get(name) if isinstance(group, Mapping) else getattr(group, name, None)
-
-
 def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     """(the ``routing_groups`` entries with the prefill strategy, by name: their models and ``routing_strategy_args``;
     the entries a litellm 1.110+ Router is built with: each prefill one as a simple-shuffle group of the same name
@@ -398,7 +393,7 @@ def _split_prefill_groups(routing_groups: Any) -> tuple[_PrefillGroups, Any]:
     prefill: _PrefillGroups = {}
     built: list[Any] = []
     for group in routing_groups:
-        if not is_prefill(_entry_field(group, "routing_strategy")):
+        if not is_prefill(field_of(group, "routing_strategy")):
             built.append(group)
             continue
         # litellm's own check of an entry (a pydantic ValidationError naming the field), as earlier releases make it
@@ -415,8 +410,8 @@ def _say_prefill_groups_given_back_as_shuffle(router: Any, routing_groups: Any) 
     bundle, which is right only if that was meant."""
     now = prefill_groups_of(router)
     for group in routing_groups or ():
-        name = _entry_field(group, "group_name")
-        if name in now and strategy_name(_entry_field(group, "routing_strategy")) in (None, "simple-shuffle"):
+        name = field_of(group, "group_name")
+        if name in now and strategy_name(field_of(group, "routing_strategy")) in (None, "simple-shuffle"):
             logger.warning(
                 "routing group %r was routed by its bundle (routing_strategy: prefill) and is now a simple-shuffle "
                 "group: litellm's settings() report a prefill group as simple-shuffle, so settings written back from "

@@ -52,6 +52,7 @@ from .errors import ConfigurationError
 from .metrics import reload_observer
 from .policy import RoutingDecision
 from .predictor import PrefillPredictor, shared_predictor
+from .prompt import is_given
 from .records import (
     DECISION_KEY,
     DECISION_LOG_KEY,
@@ -316,7 +317,7 @@ class PrefillRoutingStrategy(RequestRouting):
         """The text the bundle read, as the decision log's messages of a call whose messages litellm logs without part
         of it (see :class:`~.decision_logger.RoutedMessages`): replay and feedback read what was routed on. Other
         calls' logs keep litellm's messages as sent."""
-        if any(request_kwargs.get(k) not in (None, "", []) for k in API_PROMPT_KWARGS):
+        if any(is_given(request_kwargs.get(k)) for k in API_PROMPT_KWARGS):
             keep_routed_messages(self._log_target, record, prompt)
 
     def _annotate(self, record: dict, model: str, mapped: list[tuple[dict, DeploymentTarget]], served: ServedBundle,
