@@ -30,10 +30,11 @@ class Route:
 
 def call_row(route: Route, run_id: str, prices: Mapping[str, Price], started: float, out: Any = None,
              error: BaseException | None = None, messages: list[dict[str, Any]] | None = None,
-             response: bool = False) -> dict[str, Any]:
+             response: bool = False, abandoned: str | None = None) -> dict[str, Any]:
     """The decision-log row of a call served by ``route`` (its LangChain run ``run_id``): cost from the answer's
     usage metadata at the served target's price, savings against the dearest candidate (none in shadow mode: nothing
-    was routed), the prompt's ``messages`` and (``response``) the answer's text if asked for."""
+    was routed), the prompt's ``messages`` and (``response``) the answer's text if asked for. ``abandoned``: why the
+    answer ``out`` is partial (its stream was dropped by the reader; see ``records.decision_log_row``)."""
     usage = getattr(out, "usage_metadata", None) or {}
     n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
     price = prices[route.served]
@@ -45,10 +46,10 @@ def call_row(route: Route, run_id: str, prices: Mapping[str, Price], started: fl
     extra: dict[str, object] = {}
     if messages is not None:
         extra["messages"] = messages
-    if response and error is None:
+    if response and error is None and abandoned is None:
         extra["response"] = text_of(out)
     return decision_log_row(
         call_id=("run_id", run_id), response_id=getattr(out, "id", None),
         decision={**route.record(), "baseline": baseline}, ok=error is None,
         model=route.served, cost=cost, prompt_tokens=n_in, completion_tokens=n_out,
-        latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra)
+        latency_s=round(time.perf_counter() - started, 6), error=error, extra=extra, abandoned=abandoned)

@@ -6,6 +6,7 @@ holds the decision, and the chosen runnable's run as its child tagged ``route:<t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from litellm_prefill_router.jsonl import append_log_record, checked_log_template
 from litellm_prefill_router.metrics import observe_call, reload_observer
 from litellm_prefill_router.policy import RoutingDecision
 from litellm_prefill_router.predictor import shared_predictor
+from litellm_prefill_router.records import abandoned_reason
 from litellm_prefill_router.reloading import BundleReloader
 from litellm_prefill_router.rollout import checked_serving, rollout_arm
 from litellm_prefill_router.validation_messages import no_bool_for_a_number
@@ -305,11 +307,12 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
 
     # -- decision log ---------------------------------------------------------
     def _log(self, route: Route, run: Any, input: Any, started: float, out: Any = None,
-             error: BaseException | None = None) -> None:
+             error: BaseException | None = None, abandoned: str | None = None) -> None:
         """Append the call's line to ``decision_log`` (if set) and count it in the metrics (if on). A log that cannot
-        be written is reported, never allowed to fail the call."""
+        be written is reported, never allowed to fail the call. ``abandoned``: the caller stopped reading the stream
+        (``records.abandoned_reason``), ``out`` the part it read."""
         lengths = self._reloader.current.answer_lengths
-        if lengths is not None and error is None:
+        if lengths is not None and error is None and abandoned is None:
             lengths.observe(self.get_name(), route.served, (getattr(out, "usage_metadata", None) or {}).get(
                 "output_tokens"))
         if self.decision_log is None and not self.metrics:
@@ -318,7 +321,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
             row = call_row(route, str(run.run_id), self._prices(self._reloader.current), started, out, error,
                            messages=as_messages(prompt_from_input(input))
                            if self.decision_log is not None and self.decision_log_messages else None,
-                           response=self.decision_log is not None and self.decision_log_responses)
+                           response=self.decision_log is not None and self.decision_log_responses,
+                           abandoned=abandoned)
         except Exception as err:  # noqa: BLE001 - the answer is the caller's; the log line is not worth losing it
             logger.error("prefill router: could not record the call (decision log %s, metrics %s): %s",
                          self.decision_log, self.metrics, err)
@@ -399,14 +403,18 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         final, ok = None, True
         failed: list[str] = []
         while True:
-            streamed = False
+            streamed = 0
             try:
                 for chunk in self.runnables[route.served].stream(self._input_for(route, input),
                                                                  self._child(config, run, route), **kwargs):
-                    streamed = True
+                    streamed += 1
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)
                 break
+            except GeneratorExit as e:  # the caller stopped reading: an abandoned call, not a failure
+                self._log(route, run, input, started, final, abandoned=abandoned_reason(streamed))
+                run.on_chain_error(e)
+                raise
             except BaseException as e:
                 self._log(route, run, input, started, error=e)
                 if streamed or (nxt := self._reroute(route, failed, e)) is None:
@@ -424,14 +432,18 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
         final, ok = None, True
         failed: list[str] = []
         while True:
-            streamed = False
+            streamed = 0
             try:
                 async for chunk in self.runnables[route.served].astream(self._input_for(route, input),
                                                                         self._child(config, run, route), **kwargs):
-                    streamed = True
+                    streamed += 1
                     yield chunk
                     final, ok = accumulate(final, chunk, ok)
                 break
+            except (GeneratorExit, asyncio.CancelledError) as e:  # the caller stopped reading (or was cancelled)
+                self._log(route, run, input, started, final, abandoned=abandoned_reason(streamed))
+                await run.on_chain_error(e)
+                raise
             except BaseException as e:
                 self._log(route, run, input, started, error=e)
                 if streamed or (nxt := self._reroute(route, failed, e)) is None:

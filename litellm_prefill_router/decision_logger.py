@@ -5,6 +5,7 @@ litellm-facing modules (see ``router``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -20,8 +21,10 @@ from .errors import PromptError
 from .jsonl import append_log_record
 from .metrics import observe_call
 from .prompt import normalise_messages
-from .records import DECISION_LOG_KEY, answer_text, answered_by, decision_log_row
+from .records import DECISION_LOG_KEY, abandoned_reason, answer_text, answered_by, decision_log_row
 from .shared_metadata import decision_for
+from .stream_watch import StreamWatch, settle, watch
+from .stream_watch import flush as flush_dropped_streams
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -106,35 +109,33 @@ class DecisionLogger(CustomLogger):
         # this call's own record: its metadata dict may be shared with other requests (see shared_metadata)
         decision = decision_for(md, kwargs.get("litellm_trace_id"), (params.get("model_info") or {}).get("id"))
         target = md.get(DECISION_LOG_KEY)
-        if not decision or not target or self._seen(kwargs.get("litellm_call_id"), ok):
-            return
+        if not decision or not target or self._seen(kwargs.get("litellm_call_id"), ok) or settle(decision):
+            return  # settled: a stream of this call was reported abandoned (see stream_watch)
         try:
             latency = (end - start).total_seconds()
         except Exception:  # noqa: BLE001
             latency = None
         slo = kwargs.get("standard_logging_object") or {}
-        path = target.get("path")
+        # litellm's proxy (1.108+) reports a stream its client left as a success: the answer is partial
+        abandoned = DISCONNECTED if ok and md.get("client_disconnected") else None
         extra: dict[str, object] = {}
         routed = ROUTED_MESSAGES.take(decision)
-        if path and target.get("messages", True):  # what the bundle read, where litellm logs less of it
+        if target.get("path") and target.get("messages", True):  # what the bundle read, where litellm logs less
             extra["messages"] = routed if routed is not None else kwargs.get("messages")
-        if path and ok and target.get("responses", False):
+        if target.get("path") and ok and target.get("responses", False):
             extra["response"] = answer_text(response_obj)
         row = decision_log_row(
             call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
             response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),
             decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
             prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
-            error=kwargs.get("exception"), extra=extra)
-        if target.get("metrics"):
-            observe_call(row)
+            error=kwargs.get("exception"), extra=extra, abandoned=abandoned)
         # the answer's length is learned for the target that answered it (none known: a declined decision's call,
         # answered by litellm's own classifier's pick, or a deployment no target maps)
         lengths = learner(target.get("answer_lengths"))
-        if ok and (answered := answered_by(decision)) and lengths is not None:
+        if ok and not abandoned and (answered := answered_by(decision)) and lengths is not None:
             lengths.observe(decision.get("model_group"), str(answered), slo.get("completion_tokens"))
-        if path:  # a line that cannot be written is logged, never raised into litellm's logging
-            append_log_record(path, row)
+        _emit(target, row)
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, True, response_obj, start_time, end_time)
@@ -147,6 +148,52 @@ class DecisionLogger(CustomLogger):
 
     async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, False, response_obj, start_time, end_time)
+
+
+def _emit(target: Mapping[str, Any], row: dict[str, Any]) -> None:
+    """Count a call's row in the metrics and append it to the decision log, as ``target`` (a :func:`log_target`)
+    says; a line that cannot be written is logged, never raised into litellm's logging."""
+    if target.get("metrics"):
+        observe_call(row)
+    if path := target.get("path"):
+        append_log_record(path, row)
+
+
+#: the outcome error of a stream its reader dropped (litellm's proxy: its client disconnected)
+DISCONNECTED = "the client disconnected before the stream's end"
+
+
+def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: object, prompt: object) -> Any:
+    """``stream``, a routed call's response, watched for a drop before its end (see :mod:`.stream_watch`): such a
+    call gets its line in the decision log and its count in the metrics, as abandoned. ``md`` is the request's
+    metadata (its decision-log target: unwatched without one), ``prompt`` what it routed on (the line's messages,
+    where the log keeps them and litellm did not hand them over); ``call_id`` the call's litellm call id where
+    litellm gives one (the proxy does; the SDK's Anthropic and Google GenAI streams carry none)."""
+    target = md.get(DECISION_LOG_KEY)
+    if not isinstance(target, Mapping) or not (target.get("path") or target.get("metrics")):
+        return stream
+    model = getattr(stream, "model", None)
+    call_id = call_id or getattr(getattr(stream, "logging_obj", None), "litellm_call_id", None)
+    return watch(stream, decision, functools.partial(_abandoned, target, call_id, model if isinstance(model, str)
+                                                     else None, prompt))
+
+
+def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, prompt: object, w: StreamWatch) -> None:
+    """The decision-log line of a call whose stream was dropped after ``w.chunks`` chunks."""
+    extra: dict[str, object] = {}
+    if target.get("path") and target.get("messages", True):
+        routed = ROUTED_MESSAGES.take(w.record)
+        if routed is None:
+            try:
+                routed = normalise_messages(prompt)
+            except PromptError:
+                routed = None
+        extra["messages"] = routed
+    row = decision_log_row(
+        call_id=("litellm_call_id", call_id), response_id=None, decision=w.record, ok=False, model=model, cost=None,
+        prompt_tokens=None, completion_tokens=None, latency_s=round(w.held_s, 3), error=None, extra=extra,
+        abandoned=abandoned_reason(w.chunks))
+    _emit(target, row)
 
 
 _DECISION_LOGGER: DecisionLogger | None = None
@@ -210,8 +257,9 @@ def _hold_place(callback: CustomLogger) -> None:
 
 async def flush_logging(timeout: float = 10.0) -> None:
     """Wait until litellm's background logging (success callbacks, the decision log) has run, then stop its
-    worker. Call it before the event loop ends (e.g. at the end of ``asyncio.run``): litellm queues callbacks on
-    a worker bound to the running loop, and what is still queued when the loop closes is run late or lost."""
+    worker, and write the lines of the routed streams dropped so far (see :mod:`.stream_watch`). Call it before the
+    event loop ends (e.g. at the end of ``asyncio.run``): litellm queues callbacks on a worker bound to the running
+    loop, and what is still queued when the loop closes is run late or lost."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     loop = asyncio.get_running_loop()
@@ -228,6 +276,7 @@ async def flush_logging(timeout: float = 10.0) -> None:
     except asyncio.TimeoutError:
         logger.warning("litellm logging did not finish within %.0fs", timeout)
     await GLOBAL_LOGGING_WORKER.stop()
+    flush_dropped_streams()  # after litellm's reports: a stream's report from litellm comes first
 
 
 def _is_logging_helper(task: asyncio.Task[Any]) -> bool:

@@ -1,7 +1,8 @@
 """``prefill-router stats``: what a router did in production, from its decision log.
 
 Reads the JSONL that ``routing_strategy_args.decision_log`` writes (one line per call: the decision and its outcome)
-and sums it up: calls and failures, where they went and why, routing latency, what they cost and what they saved
+and sums it up: calls, failures and streams abandoned by their reader (cost counted, not failures), where they went
+and why, routing latency, what they cost and what they saved
 against each decision's baseline (the dearest candidate target, priced at the call's own token usage). In shadow
 mode ``targets`` counts the routes the router would have taken, ``shadow.served`` who answered, and the costs
 compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
@@ -38,8 +39,9 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     """Totals over decision-log records (see the module docstring); costs and savings in USD. ``scores``: feedback
     or judge scores (0..1) by call id (see :func:`~.feedback.load_feedback`): their mean per served target and per
     rollout arm."""
-    calls = failures = 0
-    per_target: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "cost_usd": 0.0,
+    calls = failures = abandoned = 0
+    per_target: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failures": 0, "abandoned": 0,
+                                                                 "cost_usd": 0.0,
                                                                  "p_chosen": [], "answer_tokens": [],
                                                                  "estimated_usd": 0.0, "actual_usd": 0.0})
     reasons: Counter[str] = Counter()
@@ -121,6 +123,13 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
         if "outcome" in rec and rec["outcome"] is None:  # decided only (the semantic-router drop-in's lines)
             decided_only += 1
             continue
+        if outcome.get("abandoned"):  # a stream its reader left: not a failure; what it cost so far is spent
+            abandoned += 1
+            t["abandoned"] += 1
+            if isinstance(c := outcome.get("response_cost"), (int, float)):
+                cost += float(c)
+                t["cost_usd"] += float(c)
+            continue
         if not outcome.get("success"):
             failures += 1
             t["failures"] += 1
@@ -154,14 +163,15 @@ def summarize(records: Iterable[Mapping[str, Any]], scores: Mapping[str, float] 
     if not calls:
         raise LogStatsError("no routed calls in the log: is it a decision_log written by the prefill router?")
     targets = {name: {"calls": v["calls"], "share": v["calls"] / calls, "failures": v["failures"],
-                      "cost_usd": v["cost_usd"],
+                      "abandoned": v["abandoned"], "cost_usd": v["cost_usd"],
                       "mean_p_correct": float(np.mean(v["p_chosen"])) if v["p_chosen"] else None,
                       "mean_answer_tokens": float(np.mean(v["answer_tokens"])) if v["answer_tokens"] else None,
                       "estimate_to_actual_cost": v["estimated_usd"] / v["actual_usd"] if v["actual_usd"] > 0 else None}
                for name, v in sorted(per_target.items(), key=lambda kv: -kv[1]["calls"])}
     estimated, actual = (sum(v[k] for v in per_target.values()) for k in ("estimated_usd", "actual_usd"))
     baseline = cost + saved
-    return {"calls": calls, "failures": failures, "decided_only": decided_only, "targets": targets,
+    return {"calls": calls, "failures": failures, "abandoned": abandoned, "decided_only": decided_only,
+            "targets": targets,
             "reasons": dict(reasons.most_common()), "policies": dict(presets.most_common()),
             "limits": {"calls": limited, "excluded_a_target": narrowed},
             "autotune": autotuned or None,

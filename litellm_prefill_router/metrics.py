@@ -9,10 +9,11 @@ metric here is multiprocess-safe. They are fed from the decision-log row of each
 
 Labels (bounded by the bundle's targets and the configured groups): ``model_group`` (the litellm model group, or the
 runnable's name), ``target``, ``reason`` (``policy``, ``pinned``, ``retry``, ``at capacity``, ``fallback: ...``
-without particulars) and ``outcome`` (``success`` / ``failure``); in a canary rollout (``rollout`` below 1) ``arm``
-(``router`` / ``control``) on the two ``prefill_router_rollout_*`` counters; ``bundle_version`` (one per bundle a
-process has served: a reload adds one) on ``prefill_router_bundle_decisions``; ``policy`` (a preset's name, or a
-tolerance / lambda / value_usd value from tune's grids or a request's own) on ``prefill_router_policy_decisions``.
+without particulars) and ``outcome`` (``success`` / ``failure`` / ``abandoned``: a stream its reader dropped); in a
+canary rollout (``rollout`` below 1) ``arm`` (``router`` / ``control``) on the two ``prefill_router_rollout_*``
+counters; ``bundle_version`` (one per bundle a process has served: a reload adds one) on
+``prefill_router_bundle_decisions``; ``policy`` (a preset's name, or a tolerance / lambda / value_usd value from
+tune's grids or a request's own) on ``prefill_router_policy_decisions``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ logger = logging.getLogger("litellm_prefill_router")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 P_CORRECT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ANSWER_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def outcome_label(outcome: Mapping[str, Any]) -> str:
+    """A call's ``outcome`` label: ``success``, ``failure`` or ``abandoned`` (its stream dropped by the reader)."""
+    return "abandoned" if outcome.get("abandoned") else "success" if outcome.get("success") else "failure"
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class RouterMetrics:
         if policy := decision.get("policy"):  # which setting routes now: a preset, a key's own, autotune's latest
             self.policies.labels(group, policy_label(policy)).inc()
         served = str(answered_by(decision) or outcome.get("model") or target)
-        self.calls.labels(group, served, "success" if outcome.get("success") else "failure").inc()
+        self.calls.labels(group, served, outcome_label(outcome)).inc()
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
             self.cost.labels(group, served).inc(cost)
             # the decision's own estimate for the target that answered, beside what it cost: their ratio on a
@@ -91,7 +97,7 @@ class RouterMetrics:
         if version := decision.get("bundle_version"):  # which bundle each worker decides with (after a push, a reload)
             self.bundle_decisions.labels(group, str(version)).inc()
         if arm := decision.get("arm"):  # a canary rollout: the arms side by side, live
-            self.rollout_calls.labels(group, str(arm), "success" if outcome.get("success") else "failure").inc()
+            self.rollout_calls.labels(group, str(arm), outcome_label(outcome)).inc()
             if isinstance(cost, (int, float)) and cost >= 0:
                 self.rollout_cost.labels(group, str(arm)).inc(cost)
 

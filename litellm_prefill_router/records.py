@@ -112,26 +112,32 @@ def answer_text(response: object) -> str | None:
     return None
 
 
+def abandoned_reason(chunks: int) -> str:
+    """The outcome error of a call whose stream its reader dropped after ``chunks`` chunks (see
+    :func:`decision_log_row`'s ``abandoned``)."""
+    return f"the stream was dropped before its end ({chunks} chunk{'s' * (chunks != 1)} read from it)"
+
+
 def decision_log_row(*, call_id: tuple[str, object], response_id: object, decision: dict[str, Any], ok: bool,
                      model: object, cost: object, prompt_tokens: object, completion_tokens: object,
-                     latency_s: float | None, error: object, extra: Mapping[str, object]) -> dict[str, Any]:
+                     latency_s: float | None, error: object, extra: Mapping[str, object],
+                     abandoned: str | None = None) -> dict[str, Any]:
     """One line of a decision log (the LiteLLM router's and the LangChain runnable's): ``call_id`` is (its key,
     its value) - ``litellm_call_id`` for LiteLLM calls, ``run_id`` for LangChain runs; ``extra``: what the log is
     set to keep besides (``messages``, ``response``). ``outcome.savings_usd``: see :func:`call_savings` against
-    ``decision["baseline"]``."""
-    row: dict[str, Any] = {
-        "ts": datetime.now(timezone.utc).isoformat(),
-        call_id[0]: call_id[1],
-        "response_id": response_id if ok else None,
-        "decision": decision,
-        "outcome": {"success": ok, "model": model, "response_cost": cost, "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "savings_usd": call_savings(decision.get("baseline"), prompt_tokens, completion_tokens, cost)
-                    if ok else None,
-                    "latency_s": latency_s, "error": None if ok else repr(error)},
-        **extra,
-    }
-    return row
+    ``decision["baseline"]``. ``abandoned``: why the answer is partial - its stream was dropped before the end -
+    making the outcome no success, with ``abandoned: true`` and that reason as its error (tokens and cost as far as
+    they were counted)."""
+    ok = ok and abandoned is None
+    outcome: dict[str, Any] = {
+        "success": ok, "model": model, "response_cost": cost, "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "savings_usd": call_savings(decision.get("baseline"), prompt_tokens, completion_tokens, cost) if ok else None,
+        "latency_s": latency_s, "error": abandoned or (None if ok else repr(error))}
+    if abandoned is not None:
+        outcome["abandoned"] = True
+    return {"ts": datetime.now(timezone.utc).isoformat(), call_id[0]: call_id[1],
+            "response_id": response_id if ok else None, "decision": decision, "outcome": outcome, **extra}
 
 
 def logged_call_id(rec: Mapping[str, Any]) -> str | None:

@@ -49,6 +49,7 @@ from .composition import (
     use_strategy,
 )
 from .config import parse_strategy_args
+from .decision_logger import watch_stream
 from .deployments import complexity_config, deployment_id, tier_groups
 from .records import field_of, hidden_params
 from .rollout import user_key
@@ -123,12 +124,13 @@ def _fell_back_from_tiers(router: Any, decision: Mapping, served_by: object) -> 
 
 
 def _attach_decision(response: Any, metadata: dict, trace_id: object = None, call_id: object = None,
-                     router: Any = None) -> Any:
+                     router: Any = None, request: Mapping[str, Any] | None = None) -> Any:
     """Copy request ``trace_id``'s decision into the response's hidden params: a dict (chat, Responses API),
     litellm's ``HiddenParams`` (text completions) or the ``_hidden_params`` key of a dict response (Anthropic
     messages), or of a stream (litellm's stream wrapper: known before the first chunk; a bare async stream - Google
     GenAI's ``generate_content_stream`` - is put in litellm's holder first); and keep it (or that there is none) as
-    the answer's decision of request ``call_id``, for the proxy's headers."""
+    the answer's decision of request ``call_id``, for the proxy's headers. A stream is watched for a reader that
+    drops it before its end (see :func:`~.decision_logger.watch_stream`; ``request``: the request's arguments)."""
     if response is None:
         return response
     hidden = hidden_params(response, create=True)
@@ -140,6 +142,10 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     answered(call_id, decision)  # what the proxy's headers say for this request (see shared_metadata.ANSWERED)
     if decision is None:
         return response
+    if hasattr(response, "__anext__") or hasattr(response, "__next__"):
+        kwargs = request or {}
+        response = watch_stream(response, decision, metadata, call_id or field_of(hidden, "litellm_call_id"),
+                                prompt_of(kwargs.get("messages"), kwargs.get("input"), kwargs))
     if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
         response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
         hidden = hidden_params(response)
@@ -175,11 +181,11 @@ def _decision_hook(metadata_key: str, original: Callable[..., Any], self: Any, *
     with routing_request(md, trace, user, self, system, prompt):  # the request a classifier / plugin decides for
         result = original(*args, **kwargs)  # a synchronous method routes and calls here
     if not asyncio.iscoroutine(result):
-        return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"), self)
+        return _attach_decision(result, md, trace, kwargs.get("litellm_call_id"), self, kwargs)
 
     async def attach() -> Any:
         with routing_request(md, trace, user, self, system, prompt):
-            return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"), self)
+            return _attach_decision(await result, md, trace, kwargs.get("litellm_call_id"), self, kwargs)
     return attach()
 
 

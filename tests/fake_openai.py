@@ -16,10 +16,12 @@ _USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
 class FakeOpenAI:
-    def __init__(self, broken_streams: tuple[str, ...] = (), slow: dict[str, float] | None = None) -> None:
+    def __init__(self, broken_streams: tuple[str, ...] = (), slow: dict[str, float] | None = None,
+                 drip: dict[str, float] | None = None) -> None:
         self.requests: list[dict] = []  # the JSON body of every request, in order
         self.broken_streams = broken_streams  # models whose chat stream fails with an error event before any text
         self.slow = dict(slow or {})  # model -> seconds it waits before answering
+        self.drip = dict(drip or {})  # model -> seconds between the events of its streams
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,8 +39,15 @@ class FakeOpenAI:
                 else:
                     fake._answer(self, body, fake.broken_streams)
 
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):  # the caller stopped reading: so does the answer
+                    pass
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads, self.server.block_on_close = True, False  # a slow answer does not hold the exit
+        self.server.fake = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -60,7 +69,7 @@ class FakeOpenAI:
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": _USAGE})
             return
-        event = _start_events(h)
+        event = _start_events(h, fake_of(h).drip.get(str(body.get("model")), 0.0))
         if body.get("model") in broken:
             event(json.dumps({"error": {"message": "the model is overloaded", "type": "server_error", "code": 529}}))
             h.wfile.write(b"0\r\n\r\n")
@@ -88,7 +97,7 @@ class FakeOpenAI:
         if not body.get("stream"):
             _send_json(h, done)
             return
-        event = _start_events(h)
+        event = _start_events(h, fake_of(h).drip.get(str(body.get("model")), 0.0))
         seq = iter(range(1000))
         event(json.dumps({"type": "response.created", "sequence_number": next(seq),
                           "response": {**done, "status": "in_progress", "output": [], "usage": None}}),
@@ -111,14 +120,24 @@ def _send_json(h: BaseHTTPRequestHandler, obj: dict) -> None:
     h.wfile.write(payload)
 
 
-def _start_events(h: BaseHTTPRequestHandler) -> Callable[..., None]:
-    """Start a chunked ``text/event-stream`` answer; returns ``event(data, name=None)``, which sends one event."""
+def fake_of(h: BaseHTTPRequestHandler) -> FakeOpenAI:
+    return h.server.fake  # type: ignore[attr-defined, no-any-return]
+
+
+def _start_events(h: BaseHTTPRequestHandler, gap: float = 0.0) -> Callable[..., None]:
+    """Start a chunked ``text/event-stream`` answer; returns ``event(data, name=None)``, which sends one event
+    (``gap`` seconds after the one before)."""
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream")
     h.send_header("Transfer-Encoding", "chunked")
     h.end_headers()
+    sent = [0]
 
     def event(data: str, name: str | None = None) -> None:
+        if gap and sent[0]:
+            time.sleep(gap)
+        sent[0] += 1
         chunk = ((f"event: {name}\n" if name else "") + f"data: {data}\n\n").encode()
         h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        h.wfile.flush()
     return event

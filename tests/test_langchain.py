@@ -73,6 +73,29 @@ async def test_async_batch_and_streaming_twins(runnable: PrefillRouterRunnable) 
     assert "".join([c.content async for c in runnable.astream(HIST_PROMPT)]) == "answer from history-model"
 
 
+async def test_a_stream_its_caller_stops_reading_is_logged_as_abandoned_not_as_a_failure(bundle_dir: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Before, the GeneratorExit of a closed stream was logged as the call's failure."""
+    models = {t: FakeListChatModel(responses=[f"answer from {t}"] * 100) for t in TARGETS}  # streamed by character
+    log = tmp_path / "lc.jsonl"
+    router = PrefillRouterRunnable(runnables=models, bundle=str(bundle_dir), preset="max-quality",
+                                   decision_log=str(log), decision_log_responses=True)
+    sync = router.stream(MATH_PROMPT)
+    assert next(sync).content == "a"
+    sync.close()
+    agen = router.astream(HIST_PROMPT)
+    assert [(await agen.__anext__()).content, (await agen.__anext__()).content] == ["a", "n"]
+    await agen.aclose()
+    assert "".join([c.content async for c in router.astream(HIST_PROMPT)]) == "answer from history-model"
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(r["decision"]["target"], r["outcome"]["success"], r["outcome"].get("abandoned"), r["outcome"]["error"])
+            for r in rows] == [
+        ("math-model", False, True, "the stream was dropped before its end (1 chunk read from it)"),
+        ("history-model", False, True, "the stream was dropped before its end (2 chunks read from it)"),
+        ("history-model", True, None, None)]
+    assert "response" not in rows[0] and rows[2]["response"] == "answer from history-model"
+
+
 def test_tracing_has_one_router_run_with_the_decision_and_a_tagged_child(runnable: PrefillRouterRunnable) -> None:
     with collect_runs() as cb:
         runnable.invoke(MATH_PROMPT)

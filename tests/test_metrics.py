@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,20 @@ def metered_router(bundle_dir: Path, group: str, **args: object) -> PrefillRoute
     return PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality", "metrics": True,
                                                 **args})
+
+
+async def test_a_stream_its_reader_drops_is_counted_as_abandoned_not_as_a_success_or_a_failure(
+        bundle_dir: Path) -> None:
+    g = {"model_group": "left", "target": "math-model"}
+    grew = counting(*(("prefill_router_calls_total", {**g, "outcome": o}) for o in ("abandoned", "success", "failure")))
+    r = metered_router(bundle_dir, "left")
+    stream = await r.acompletion(model="left", messages=user(MATH_PROMPT), stream=True, mock_response="one two three")
+    async for _ in stream:
+        break
+    del stream
+    gc.collect()
+    await flush_logging()
+    assert grew() == [1, 0, 0]
 
 
 async def test_routed_calls_are_counted_by_target_reason_and_outcome_with_latency_p_correct_cost_and_savings(

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from conftest import (
     COMPLEX_PROMPT,
@@ -244,6 +245,63 @@ def test_the_shipped_proxy_config_routes_by_the_bundle_and_says_where_in_headers
         assert not any(h.startswith("x-prefill-") for h in cost_headers), cost_headers
         _, prefill_headers = _post(port, HIST_PROMPT, key="sk-prefill-routed")
         assert prefill_headers["x-prefill-target"] == "history-model"
+
+
+def _read_a_little(port: int, path: str, payload: dict) -> str | None:
+    """Send a streamed request, read its first bytes, and hang up (a chat UI's stop button); the decision header."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", path, json.dumps(payload), {"Content-Type": "application/json",
+                                                     "Authorization": "Bearer sk-anything"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.fp.readline()
+    target = response.getheader("x-prefill-target")
+    assert conn.sock is not None
+    conn.sock.close()
+    conn.close()
+    return target
+
+
+def test_a_proxy_stream_whose_client_hangs_up_is_logged_once_as_abandoned_for_every_api(bundle_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Before, litellm's proxy (1.108+) logged a chat or Responses stream its client left as a success with its
+    partial answer, and an Anthropic or Google GenAI one not at all (1.102: none of them)."""
+    import yaml
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    fake = FakeOpenAI(drip={"math-model": 0.5})  # the math target writes slowly: the client leaves mid-answer
+    cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
+    cfg["model_list"] = live_model_list(fake.url, group="live")
+    log = tmp_path / "decisions.jsonl"
+    cfg["router_settings"]["routing_strategy_args"].update(preset="max-quality", decision_log=str(log))
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    messages = [{"role": "user", "content": MATH_PROMPT}]
+    requests = {"/chat/completions": {"model": "live", "stream": True, "messages": messages},
+                "/v1/responses": {"model": "live", "stream": True, "input": MATH_PROMPT},
+                "/v1/messages": {"model": "live", "stream": True, "max_tokens": 32, "messages": messages}}
+    if Version(installed_litellm()) >= Version("1.108"):  # 1.102 logs no generate_content call
+        requests["/v1beta/models/live:streamGenerateContent?alt=sse"] = {
+            "contents": [{"role": "user", "parts": [{"text": MATH_PROMPT}]}]}
+    with fake, _proxy(tmp_path / "config.yaml", tmp_path, {"PREFILL_BUNDLE": str(bundle_dir)}) as port:
+        for path, payload in requests.items():
+            assert _read_a_little(port, path, payload) == "math-model", path
+        text, headers = _post_sse(port, HIST_PROMPT, "/v1/messages")  # read to its end
+        deadline = time.time() + 30
+        while time.time() < deadline and len(log.read_text().splitlines() if log.exists() else []) < len(requests) + 1:
+            time.sleep(0.2)
+        time.sleep(3)  # past the grace: no second line for any call
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert text == "answer from history-model" and headers["x-prefill-target"] == "history-model"
+    whole = [r for r in rows if r["decision"]["target"] == "history-model"]
+    assert [r["outcome"]["success"] for r in whole] == [True] and "abandoned" not in whole[0]["outcome"]
+    left = [r for r in rows if r["decision"]["target"] == "math-model"]
+    assert len(left) == len(requests) and len({r["litellm_call_id"] for r in left}) == len(requests)
+    assert all(r["outcome"]["abandoned"] is True and r["outcome"]["success"] is False and r["litellm_call_id"]
+               for r in left), left
 
 
 def test_the_example_proxy_config_routes_with_routing_strategy_prefill_on_loopback(bundle_copy: Path,

@@ -4,6 +4,7 @@ mock, a local OpenAI-compatible endpoint: tests/fake_openai.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -350,6 +351,70 @@ async def test_the_decision_log_keeps_the_answer_of_every_apis_call_streamed_or_
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rows) == len(apis) + 4
     assert [row["response"] for row in rows] == ["answer from history-model"] * len(rows)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
+async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandoned(api: str, bundle_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A chat UI's stop button, a ``break`` out of the loop: litellm reports no outcome for such a stream, so its
+    call had no decision-log line (and no count in the metrics). A stream read to its end keeps its one line."""
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(log)})
+        left = await stream_of(r, api, MATH_PROMPT)
+        assert left._hidden_params["prefill_routing"]["target"] == "math-model"
+        async for _ in left:
+            break
+        del left
+        gc.collect()
+        whole = await stream_of(r, api, HIST_PROMPT)
+        assert streamed_text(api, [c async for c in whole]) == "answer from history-model"
+        del whole
+        gc.collect()
+        await flush_logging()
+        await flush_logging()  # nothing new: each call has its one line
+    rows = {row["messages"][-1]["content"]: row for row in map(json.loads, log.read_text().splitlines())}
+    if api == "google" and Version(installed_litellm()) < Version("1.108"):
+        del rows[MATH_PROMPT]["messages"]  # 1.102 logs no generate_content call: only the dropped one has a line
+        assert set(rows) == {MATH_PROMPT}
+    else:
+        assert set(rows) == {MATH_PROMPT, HIST_PROMPT}
+        assert rows[HIST_PROMPT]["outcome"]["success"] is True and "abandoned" not in rows[HIST_PROMPT]["outcome"]
+    dropped = rows[MATH_PROMPT]
+    assert dropped["decision"]["target"] == "math-model"
+    assert {k: dropped["outcome"][k] for k in ("success", "abandoned", "savings_usd")} == {
+        "success": False, "abandoned": True, "savings_usd": None}
+    assert dropped["outcome"]["error"].startswith("the stream was dropped before its end (")
+    assert dropped["response_id"] is None and dropped["outcome"]["latency_s"] >= 0
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_sync_stream_its_reader_drops_is_logged_as_abandoned(api: str, bundle_dir: Path, tmp_path: Path) -> None:
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import stream_watch
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(log)})
+        stream = r.completion(model="auto", messages=user(MATH_PROMPT), stream=True) if api == "chat" else \
+            r.responses(model="auto", input=MATH_PROMPT, stream=True)
+        next(iter(stream))
+        del stream
+        gc.collect()
+        stream_watch.flush()
+    (row,) = map(json.loads, log.read_text().splitlines())
+    assert row["litellm_call_id"] and row["decision"]["target"] == "math-model"
+    assert row["outcome"]["abandoned"] is True and row["messages"] == user(MATH_PROMPT)
 
 
 async def test_a_whole_google_genai_answer_from_a_provider_is_routed_after_its_system_instruction_and_logged(
@@ -1335,14 +1400,22 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     await r.acompletion(model="auto", messages=[])  # no text: fallback
     with pytest.raises(Exception, match="provider down"):
         await r.acompletion(model="auto", messages=user(HIST_PROMPT), mock_response=Exception("provider down"))
+    left = await r.acompletion(model="auto", messages=user(MATH_PROMPT + " in words"), stream=True,
+                               mock_response="one two three four")
+    async for _ in left:  # the reader stops: an abandoned call, not a failure
+        break
+    del left
+    gc.collect()
     await flush_logging()
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     assert main(["stats", "--log", str(log), "--json", str(tmp_path / "stats.json")]) == 0
     out = capsys.readouterr().out
     st = json.loads((tmp_path / "stats.json").read_text())
-    assert st["calls"] == 5 and st["failures"] == 1 and "5 routed calls, 1 failed" in out
-    assert st["targets"]["math-model"]["calls"] == 2 and st["targets"]["history-model"]["failures"] == 1
-    assert st["reasons"]["policy"] == 4 and st["reasons"]["fallback: the request has no text to route on"] == 1
+    assert (st["calls"], st["failures"], st["abandoned"]) == (6, 1, 1)
+    assert "6 routed calls, 1 failed, 1 abandoned (streams dropped before their end)" in out
+    assert st["targets"]["math-model"]["abandoned"] == 1
+    assert st["targets"]["math-model"]["calls"] == 3 and st["targets"]["history-model"]["failures"] == 1
+    assert st["reasons"]["policy"] == 5 and st["reasons"]["fallback: the request has no text to route on"] == 1
     ok = [x for x in rows if x["outcome"]["success"]]
     assert st["cost_usd"] == pytest.approx(sum(x["outcome"]["response_cost"] for x in ok))
     assert st["savings_usd"] == pytest.approx(sum(x["outcome"]["savings_usd"] for x in ok))

@@ -20,7 +20,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     lat = st["routing_latency_ms"]
     only = f" ({st['decided_only']} decided only: served by the caller, no outcome logged)" \
         if st["decided_only"] else ""
-    print(f"{st['calls']} routed calls{only}, {st['failures']} failed; routing latency "
+    left = f", {st['abandoned']} abandoned (streams dropped before their end)" if st["abandoned"] else ""
+    print(f"{st['calls']} routed calls{only}, {st['failures']} failed{left}; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
     print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)", "answer tokens (mean)",
                  "estimated / actual cost"],
