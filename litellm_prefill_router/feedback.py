@@ -56,6 +56,7 @@ class FeedbackStats:
     rows: int = 0
     without_feedback: int = 0
     failed_calls: int = 0
+    abandoned_calls: int = 0  # streams their reader dropped: a partial answer, not learned from
     without_messages: int = 0
     unmapped_answers: int = 0  # shadow-mode calls served by a deployment that maps to no bundle target
     unknown_feedback_ids: list[str] = field(default_factory=list)
@@ -111,6 +112,9 @@ def feedback_rows(decision_log: Logs, feedback: str | Path | dict[str, float],
             stats.without_feedback += 1
             continue
         decided_only = "outcome" in rec and rec["outcome"] is None  # the semantic-router drop-in: the caller served
+        if not decided_only and (rec.get("outcome") or {}).get("abandoned"):
+            stats.abandoned_calls += 1  # a partial answer: the score may be about where it stopped
+            continue
         if not decided_only and not (rec.get("outcome") or {}).get("success", False):
             stats.failed_calls += 1  # no answer was produced: feedback cannot be about it
             continue

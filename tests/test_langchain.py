@@ -94,6 +94,12 @@ async def test_a_stream_its_caller_stops_reading_is_logged_as_abandoned_not_as_a
         ("history-model", False, True, "the stream was dropped before its end (2 chunks read from it)"),
         ("history-model", True, None, None)]
     assert "response" not in rows[0] and rows[2]["response"] == "answer from history-model"
+    # feedback on a partial answer is not learned from, and says so
+    from litellm_prefill_router.feedback import feedback_rows
+
+    learned, stats = feedback_rows(log, {r["run_id"]: 1.0 for r in rows})
+    assert [row["id"] for row in learned] == [rows[2]["run_id"]]
+    assert (stats.abandoned_calls, stats.failed_calls) == (2, 0)
 
 
 def test_tracing_has_one_router_run_with_the_decision_and_a_tagged_child(runnable: PrefillRouterRunnable) -> None:

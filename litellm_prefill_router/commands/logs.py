@@ -158,7 +158,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                             "the training rows there would replace it. Name a new file, or remove it first.")
     rows, st = feedback_rows(args.log, args.feedback, benchmark=args.benchmark)
     print(f"{st.decisions} logged decisions: {st.rows} rows, {st.without_feedback} without feedback, "
-          f"{st.failed_calls} failed calls, {st.without_messages} without messages, {st.unmapped_answers} answered by "
+          f"{st.failed_calls} failed calls, {st.abandoned_calls} abandoned streams (a partial answer), "
+          f"{st.without_messages} without messages, {st.unmapped_answers} answered by "
           f"a deployment no target maps; "
           f"{len(st.unknown_feedback_ids)} feedback ids not in the log")
     if not rows:  # an empty --add file and a retrain command would only hide why
