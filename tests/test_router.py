@@ -395,6 +395,40 @@ async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandone
     assert dropped["response_id"] is None and dropped["outcome"]["latency_s"] >= 0
 
 
+async def test_concurrent_streams_half_of_them_dropped_each_leave_one_line_with_their_own_outcome(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    def prompt(i: int) -> str:
+        return f"{(MATH_PROMPT, HIST_PROMPT)[(i // 4) % 2]} ({i})"
+
+    def dropped(i: int) -> bool:  # each API and prompt, read whole and dropped
+        return (i // 8) % 2 == 1
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI(drip={"math-model": 0.05, "history-model": 0.05}) as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(log)})
+
+        async def one(i: int) -> None:
+            stream = await stream_of(r, ("chat", "responses", "anthropic", "google")[i % 4], prompt(i))
+            async for _ in stream:
+                if dropped(i):
+                    break
+
+        await asyncio.gather(*(one(i) for i in range(32)))
+        gc.collect()
+        await flush_logging()
+    rows = {row["messages"][-1]["content"]: row["outcome"] for row in map(json.loads, log.read_text().splitlines())}
+    logged = [i for i in range(32) if i % 4 != 3 or dropped(i) or Version(installed_litellm()) >= Version("1.108")]
+    assert sorted(rows) == sorted(map(prompt, logged))  # 1.102 logs no whole generate_content stream
+    assert {i: rows[prompt(i)].get("abandoned", False) for i in logged} == {i: dropped(i) for i in logged}
+
+
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_a_sync_stream_its_reader_drops_is_logged_as_abandoned(api: str, bundle_dir: Path, tmp_path: Path) -> None:
     from fake_openai import FakeOpenAI
