@@ -295,19 +295,37 @@ def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_err
 
 
 @pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
-async def test_a_stream_of_every_api_the_plugin_narrowed_carries_its_decision(api: str, bundle_dir: Path) -> None:
+async def test_a_stream_of_every_api_the_plugin_narrowed_carries_its_decision_and_one_dropped_is_logged_abandoned(
+        api: str, bundle_dir: Path, tmp_path: Path) -> None:
     """Against a local OpenAI-compatible endpoint (litellm mocks none of these streams but chat's)."""
-    from fake_openai import FakeOpenAI
+    import gc
 
+    from fake_openai import FakeOpenAI
+    from packaging.version import Version
+
+    from litellm_prefill_router.litellm_support import installed_litellm
+
+    log = tmp_path / "plugin.jsonl"
     with FakeOpenAI() as fake:
         r = litellm.Router(model_list=live_model_list(fake.url), routing_strategy="latency-based-routing",
-                           plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality")])
+                           plugins=[PrefillRoutingPlugin(str(bundle_dir), preset="max-quality", decision_log=str(log))])
         for prompt, target in ((MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")):
             stream = await stream_of(r, api, prompt)
             d = stream._hidden_params["prefill_routing"]  # before the first chunk
             assert (d["target"], d["reason"]) == (target, "policy")
             assert streamed_text(api, [c async for c in stream]) == f"answer from {target}"
-    assert [m["model"] for m in fake.requests] == ["math-model", "history-model"]
+        dropped = await stream_of(r, api, f"{MATH_PROMPT} (dropped)")
+        async for _ in dropped:
+            break
+        del dropped
+        gc.collect()
+        await flush_logging()
+    assert [m["model"] for m in fake.requests] == ["math-model", "history-model", "math-model"]
+    rows = {row["messages"][-1]["content"]: row["outcome"] for row in map(json.loads, log.read_text().splitlines())}
+    assert rows[f"{MATH_PROMPT} (dropped)"]["abandoned"] is True
+    whole = [HIST_PROMPT, MATH_PROMPT] if api != "google" or Version(installed_litellm()) >= Version("1.108") else []
+    assert sorted(rows) == sorted([*whole, f"{MATH_PROMPT} (dropped)"])  # 1.102 logs no whole generate_content
+    assert all(rows[p]["success"] and "abandoned" not in rows[p] for p in whole)
 
 
 async def test_a_google_genai_request_is_narrowed_on_its_contents_after_its_system_instruction_and_logged_so(

@@ -454,19 +454,33 @@ def test_shadow_and_rollout_settings_that_cannot_apply_are_configuration_errors(
 
 @pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
 async def test_a_stream_the_classifier_sent_to_its_tier_carries_the_classifiers_decision(
-        api: str, bundle_dir: Path) -> None:
+        api: str, bundle_dir: Path, tmp_path: Path) -> None:
     """Against a local OpenAI-compatible endpoint (litellm mocks the Responses and Anthropic streams not); litellm's
-    complexity router serves no Google GenAI request (it goes to the fallbacks)."""
+    complexity router serves no Google GenAI request (it goes to the fallbacks). A stream dropped before its end is
+    logged as abandoned."""
+    import gc
+
     from fake_openai import FakeOpenAI
 
+    log = tmp_path / "tiers.jsonl"
     with FakeOpenAI() as fake:
         deployments = [{"model_name": g, "litellm_params": {"model": f"openai/{SERVED_BY[g]}", "api_key": "sk-test",
                                                             "api_base": fake.url}} for g in ("hist", "maths", "gen")]
         r = litellm.Router(model_list=[*deployments, tier_router(
-            "smart", PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality"), GROUPS)])
+            "smart", PrefillTierClassifier(str(bundle_dir), TIERS, preset="max-quality", decision_log=str(log)),
+            GROUPS)])
         for prompt, tier in ((MATH_PROMPT, "MEDIUM"), (HIST_PROMPT, "SIMPLE")):
             stream = await stream_of(r, api, prompt, model="smart")
             d = stream._hidden_params["prefill_routing"]  # before the first chunk
             assert (d["tier"], d["target"], d["model_group"]) == (tier, TIERS[tier], "smart")
             assert streamed_text(api, [c async for c in stream]) == f"answer from {TIERS[tier]}"
-    assert [m["model"] for m in fake.requests] == ["math-model", "history-model"]
+        dropped = await stream_of(r, api, f"{MATH_PROMPT} (dropped)", model="smart")
+        async for _ in dropped:
+            break
+        del dropped
+        gc.collect()
+        await flush_logging()
+    assert [m["model"] for m in fake.requests] == ["math-model", "history-model", "math-model"]
+    rows = {row["messages"][-1]["content"]: row["outcome"] for row in map(json.loads, log.read_text().splitlines())}
+    assert {p: o.get("abandoned", False) for p, o in rows.items()} == {
+        MATH_PROMPT: False, HIST_PROMPT: False, f"{MATH_PROMPT} (dropped)": True}
