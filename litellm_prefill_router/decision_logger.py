@@ -9,7 +9,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +163,13 @@ def _emit(target: Mapping[str, Any], row: dict[str, Any]) -> None:
 DISCONNECTED = "the client disconnected before the stream's end"
 
 
-def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: object, prompt: object) -> Any:
-    """``stream``, a routed call's response, watched for a drop before its end (see :mod:`.stream_watch`): such a
-    call gets its line in the decision log and its count in the metrics, as abandoned. ``md`` is the request's
-    metadata (its decision-log target: unwatched without one), ``prompt`` what it routed on (the line's messages,
-    where the log keeps them and litellm did not hand them over); ``call_id`` the call's litellm call id where
-    litellm gives one (the proxy does; the SDK's Anthropic and Google GenAI streams carry none)."""
+def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: object,
+                 prompt: Callable[[], object]) -> Any:
+    """``stream``, a routed call's response, watched for a drop before its end (see :mod:`.stream_watch`): such a call
+    gets its line in the decision log and its count in the metrics, as abandoned. ``md`` is the request's metadata
+    (its decision-log target: unwatched without one), ``prompt`` gives what it routed on (the line's messages, where
+    the log keeps them and litellm did not hand them over: read only for such a line); ``call_id`` the call's litellm
+    call id where litellm gives one (the proxy does; the SDK's Anthropic and Google GenAI streams carry none)."""
     target = md.get(DECISION_LOG_KEY)
     if not isinstance(target, Mapping) or not (target.get("path") or target.get("metrics")):
         return stream
@@ -178,14 +179,15 @@ def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: ob
                                                      else None, prompt))
 
 
-def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, prompt: object, w: StreamWatch) -> None:
+def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, prompt: Callable[[], object],
+               w: StreamWatch) -> None:
     """The decision-log line of a call whose stream was dropped after ``w.chunks`` chunks."""
     extra: dict[str, object] = {}
     if target.get("path") and target.get("messages", True):
         routed = ROUTED_MESSAGES.take(w.record)
         if routed is None:
             try:
-                routed = normalise_messages(prompt)
+                routed = normalise_messages(prompt())
             except PromptError:
                 routed = None
         extra["messages"] = routed

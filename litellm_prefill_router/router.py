@@ -145,7 +145,7 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
     if hasattr(response, "__anext__") or hasattr(response, "__next__"):
         kwargs = request or {}
         response = watch_stream(response, decision, metadata, call_id or field_of(hidden, "litellm_call_id"),
-                                prompt_of(kwargs.get("messages"), kwargs.get("input"), kwargs))
+                                functools.partial(prompt_of, kwargs.get("messages"), kwargs.get("input"), kwargs))
     if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
         response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
         hidden = hidden_params(response)
