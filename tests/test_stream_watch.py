@@ -91,6 +91,36 @@ async def test_a_stream_read_to_its_end_or_failing_is_not_reported() -> None:
     assert reports.calls == []
 
 
+async def test_a_stream_whose_reading_task_is_cancelled_is_reported_not_taken_for_a_failure() -> None:
+    """A web framework cancels the task serving a client that went away (litellm logs nothing for it)."""
+    import asyncio
+
+    class Slow(Chunks):
+        async def __anext__(self) -> int:
+            if self.read:
+                await asyncio.sleep(60)
+            return await super().__anext__()
+
+    record, reports = {"target": "t"}, Reports()
+    stream = watch(Slow(5), record, reports)
+
+    async def read() -> None:
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del stream, task
+    for _ in range(3):  # the loop lets go of the cancellation's traceback, whose frames hold the stream
+        await asyncio.sleep(0)
+    collected()
+    stream_watch.flush()
+    assert reports.calls == [(record, 1)]
+
+
 def test_a_sync_stream_dropped_unread_is_reported() -> None:
     record, reports = {"target": "c"}, Reports()
     stream = watch(SyncChunks(4), record, reports)
