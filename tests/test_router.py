@@ -1448,6 +1448,8 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     assert (st["calls"], st["failures"], st["abandoned"]) == (6, 1, 1)
     assert "6 routed calls, 1 failed, 1 abandoned (streams dropped before their end)" in out
     assert st["targets"]["math-model"]["abandoned"] == 1
+    header, *_ = [line for line in out.splitlines() if line.lstrip().startswith("target")]
+    assert header.split()[:6] == ["target", "calls", "share", "failed", "abandoned", "cost"]
     assert st["targets"]["math-model"]["calls"] == 3 and st["targets"]["history-model"]["failures"] == 1
     assert st["reasons"]["policy"] == 5 and st["reasons"]["fallback: the request has no text to route on"] == 1
     ok = [x for x in rows if x["outcome"]["success"]]

@@ -104,11 +104,11 @@ async def test_a_stream_whose_reading_task_is_cancelled_is_reported_not_taken_fo
     record, reports = {"target": "t"}, Reports()
     stream = watch(Slow(5), record, reports)
 
-    async def read() -> None:
-        async for _ in stream:
+    async def read(s: Slow) -> None:
+        async for _ in s:
             pass
 
-    task = asyncio.create_task(read())
+    task = asyncio.create_task(read(stream))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

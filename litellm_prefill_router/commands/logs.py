@@ -23,9 +23,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     left = f", {st['abandoned']} abandoned (streams dropped before their end)" if st["abandoned"] else ""
     print(f"{st['calls']} routed calls{only}, {st['failures']} failed{left}; routing latency "
           + (f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else "not recorded"))
-    print(table(["target", "calls", "share", "failed", "cost (USD)", "mean P(correct)", "answer tokens (mean)",
-                 "estimated / actual cost"],
-                [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["cost_usd"], or_dash(v["mean_p_correct"]),
+    print(table(["target", "calls", "share", "failed", "abandoned", "cost (USD)", "mean P(correct)",
+                 "answer tokens (mean)", "estimated / actual cost"],
+                [[t, v["calls"], f"{v['share']:.1%}", v["failures"], v["abandoned"], v["cost_usd"],
+                  or_dash(v["mean_p_correct"]),
                   or_dash(v["mean_answer_tokens"], "{:.0f}"), or_dash(v["estimate_to_actual_cost"], "{:.2f}")]
                  for t, v in st["targets"].items()]))
     ratio = st["estimate_to_actual_cost"]
