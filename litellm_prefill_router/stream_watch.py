@@ -45,6 +45,18 @@ class StreamWatch:
     failed: bool = False
     dropped: float | None = None
 
+    def __enter__(self) -> StreamWatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> None:
+        """One read of the stream: a chunk, its end, or its failure (not a cancellation: the reader left)."""
+        if kind is None:
+            self.chunks += 1
+        elif issubclass(kind, (StopIteration, StopAsyncIteration)):
+            self.ended = True
+        elif issubclass(kind, Exception):
+            self.failed = True
+
     @property
     def held_s(self) -> float:
         """Seconds from the stream's return to its drop (to now while it is read)."""
@@ -115,14 +127,12 @@ def _is_generator(stream: object) -> bool:
 
 async def _watched_events(stream: Any, w: StreamWatch) -> AsyncIterator[Any]:
     try:
-        async for item in stream:
-            w.chunks += 1
+        while True:
+            with w:
+                item = await stream.__anext__()
             yield item
-    except Exception:
-        w.failed = True
-        raise
-    else:
-        w.ended = True
+    except StopAsyncIteration:
+        return
     finally:
         if not w.ended and callable(close := getattr(stream, "aclose", None)):
             await close()
@@ -139,37 +149,13 @@ def _watching_class(cls: type) -> type:
         ns: dict[str, Any] = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
         if hasattr(cls, "__anext__"):
             async def __anext__(self: Any) -> Any:  # noqa: N807 - the iterator protocol
-                w = self.__dict__.get("_prefill_stream_watch")
-                try:
-                    item = await cls.__anext__(self)  # type: ignore[attr-defined]
-                except StopAsyncIteration:
-                    if w is not None:
-                        w.ended = True
-                    raise
-                except Exception:
-                    if w is not None:
-                        w.failed = True
-                    raise
-                if w is not None:
-                    w.chunks += 1
-                return item
+                with self.__dict__["_prefill_stream_watch"]:
+                    return await cls.__anext__(self)  # type: ignore[attr-defined]
             ns["__anext__"] = __anext__
         if hasattr(cls, "__next__"):
             def __next__(self: Any) -> Any:  # noqa: N807 - the iterator protocol
-                w = self.__dict__.get("_prefill_stream_watch")
-                try:
-                    item = cls.__next__(self)  # type: ignore[attr-defined]
-                except StopIteration:
-                    if w is not None:
-                        w.ended = True
-                    raise
-                except Exception:
-                    if w is not None:
-                        w.failed = True
-                    raise
-                if w is not None:
-                    w.chunks += 1
-                return item
+                with self.__dict__["_prefill_stream_watch"]:
+                    return cls.__next__(self)  # type: ignore[attr-defined]
             ns["__next__"] = __next__
         sub = type(cls.__name__, (cls,), ns)
         if kept:

@@ -10,10 +10,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import gc
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +128,17 @@ async def stream_of(router, api: str, prompt: str, model: str = "auto"):  # type
     if api == "anthropic":
         return await router.aanthropic_messages(model=model, messages=messages, max_tokens=32, stream=True)
     return await router.agenerate_content_stream(model=model, contents=[{"role": "user", "parts": [{"text": prompt}]}])
+
+
+async def read_a_chunk_and_drop(stream: Any) -> dict:
+    """Read the first chunk of ``stream`` and drop it before its end (a chat UI's stop button), as its only holder
+    (pass it straight from the call); its prefill decision."""
+    decision = stream._hidden_params["prefill_routing"]
+    async for _ in stream:
+        break
+    del stream
+    gc.collect()
+    return dict(decision)
 
 
 def streamed_text(api: str, chunks: list) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from conftest import (
     PRICES,
     always_cheapest,
     model_list,
+    read_a_chunk_and_drop,
     rewrite_bundle,
     tier_router,
 )
@@ -51,11 +51,8 @@ async def test_a_stream_its_reader_drops_is_counted_as_abandoned_not_as_a_succes
     g = {"model_group": "left", "target": "math-model"}
     grew = counting(*(("prefill_router_calls_total", {**g, "outcome": o}) for o in ("abandoned", "success", "failure")))
     r = metered_router(bundle_dir, "left")
-    stream = await r.acompletion(model="left", messages=user(MATH_PROMPT), stream=True, mock_response="one two three")
-    async for _ in stream:
-        break
-    del stream
-    gc.collect()
+    await read_a_chunk_and_drop(await r.acompletion(model="left", messages=user(MATH_PROMPT), stream=True,
+                                                    mock_response="one two three"))
     await flush_logging()
     assert grew() == [1, 0, 0]
 

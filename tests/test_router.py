@@ -23,6 +23,7 @@ from conftest import (
     cheap_group,
     live_model_list,
     model_list,
+    read_a_chunk_and_drop,
     rewrite_bundle,
     strategy_name,
     stream_of,
@@ -368,12 +369,7 @@ async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandone
         r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
                                                  "decision_log": str(log)})
-        left = await stream_of(r, api, MATH_PROMPT)
-        assert left._hidden_params["prefill_routing"]["target"] == "math-model"
-        async for _ in left:
-            break
-        del left
-        gc.collect()
+        assert (await read_a_chunk_and_drop(await stream_of(r, api, MATH_PROMPT)))["target"] == "math-model"
         whole = await stream_of(r, api, HIST_PROMPT)
         assert streamed_text(api, [c async for c in whole]) == "answer from history-model"
         del whole
@@ -1434,12 +1430,8 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     await r.acompletion(model="auto", messages=[])  # no text: fallback
     with pytest.raises(Exception, match="provider down"):
         await r.acompletion(model="auto", messages=user(HIST_PROMPT), mock_response=Exception("provider down"))
-    left = await r.acompletion(model="auto", messages=user(MATH_PROMPT + " in words"), stream=True,
-                               mock_response="one two three four")
-    async for _ in left:  # the reader stops: an abandoned call, not a failure
-        break
-    del left
-    gc.collect()
+    await read_a_chunk_and_drop(await r.acompletion(  # the reader stops: an abandoned call, not a failure
+        model="auto", messages=user(MATH_PROMPT + " in words"), stream=True, mock_response="one two three four"))
     await flush_logging()
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     assert main(["stats", "--log", str(log), "--json", str(tmp_path / "stats.json")]) == 0

@@ -17,6 +17,7 @@ from conftest import (
     cheap_group,
     live_model_list,
     model_list,
+    read_a_chunk_and_drop,
     stream_of,
     streamed_text,
     tier_router,
@@ -298,8 +299,6 @@ def test_targets_that_are_not_the_bundles_and_bad_settings_are_configuration_err
 async def test_a_stream_of_every_api_the_plugin_narrowed_carries_its_decision_and_one_dropped_is_logged_abandoned(
         api: str, bundle_dir: Path, tmp_path: Path) -> None:
     """Against a local OpenAI-compatible endpoint (litellm mocks none of these streams but chat's)."""
-    import gc
-
     from fake_openai import FakeOpenAI
     from packaging.version import Version
 
@@ -314,11 +313,7 @@ async def test_a_stream_of_every_api_the_plugin_narrowed_carries_its_decision_an
             d = stream._hidden_params["prefill_routing"]  # before the first chunk
             assert (d["target"], d["reason"]) == (target, "policy")
             assert streamed_text(api, [c async for c in stream]) == f"answer from {target}"
-        dropped = await stream_of(r, api, f"{MATH_PROMPT} (dropped)")
-        async for _ in dropped:
-            break
-        del dropped
-        gc.collect()
+        await read_a_chunk_and_drop(await stream_of(r, api, f"{MATH_PROMPT} (dropped)"))
         await flush_logging()
     assert [m["model"] for m in fake.requests] == ["math-model", "history-model", "math-model"]
     rows = {row["messages"][-1]["content"]: row["outcome"] for row in map(json.loads, log.read_text().splitlines())}

@@ -13,7 +13,7 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import HIST_PROMPT, MATH_PROMPT, stream_of, streamed_text, tier_router
+from conftest import HIST_PROMPT, MATH_PROMPT, read_a_chunk_and_drop, stream_of, streamed_text, tier_router
 from litellm_prefill_router import flush_logging
 from litellm_prefill_router.errors import ConfigurationError
 from litellm_prefill_router.log_stats import summarize
@@ -458,8 +458,6 @@ async def test_a_stream_the_classifier_sent_to_its_tier_carries_the_classifiers_
     """Against a local OpenAI-compatible endpoint (litellm mocks the Responses and Anthropic streams not); litellm's
     complexity router serves no Google GenAI request (it goes to the fallbacks). A stream dropped before its end is
     logged as abandoned."""
-    import gc
-
     from fake_openai import FakeOpenAI
 
     log = tmp_path / "tiers.jsonl"
@@ -474,11 +472,7 @@ async def test_a_stream_the_classifier_sent_to_its_tier_carries_the_classifiers_
             d = stream._hidden_params["prefill_routing"]  # before the first chunk
             assert (d["tier"], d["target"], d["model_group"]) == (tier, TIERS[tier], "smart")
             assert streamed_text(api, [c async for c in stream]) == f"answer from {TIERS[tier]}"
-        dropped = await stream_of(r, api, f"{MATH_PROMPT} (dropped)", model="smart")
-        async for _ in dropped:
-            break
-        del dropped
-        gc.collect()
+        await read_a_chunk_and_drop(await stream_of(r, api, f"{MATH_PROMPT} (dropped)", model="smart"))
         await flush_logging()
     assert [m["model"] for m in fake.requests] == ["math-model", "history-model", "math-model"]
     rows = {row["messages"][-1]["content"]: row["outcome"] for row in map(json.loads, log.read_text().splitlines())}
