@@ -277,6 +277,9 @@ async def flush_logging(timeout: float = 10.0) -> None:
         await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), max(0.0, deadline - loop.time()))
     except asyncio.TimeoutError:
         logger.warning("litellm logging did not finish within %.0fs", timeout)
+    except RuntimeError as err:  # litellm 1.102 joins a queue an earlier, ended loop made: none of this loop's is on it
+        logger.debug("litellm's logging queue belongs to another event loop (%s): nothing of this loop's to wait for",
+                     err)
     await GLOBAL_LOGGING_WORKER.stop()
     flush_dropped_streams()  # after litellm's reports: a stream's report from litellm comes first
 
