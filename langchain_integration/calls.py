@@ -46,7 +46,7 @@ def call_row(route: Route, run_id: str, prices: Mapping[str, Price], started: fl
     extra: dict[str, object] = {}
     if messages is not None:
         extra["messages"] = messages
-    if response and error is None and abandoned is None:
+    if response and error is None:  # an abandoned stream's: the part that was read
         extra["response"] = text_of(out)
     return decision_log_row(
         call_id=("run_id", run_id), response_id=getattr(out, "id", None),

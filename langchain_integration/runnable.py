@@ -408,8 +408,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 for chunk in self.runnables[route.served].stream(self._input_for(route, input),
                                                                  self._child(config, run, route), **kwargs):
                     streamed += 1
+                    final, ok = accumulate(final, chunk, ok)  # before the yield: a reader that stops there read it
                     yield chunk
-                    final, ok = accumulate(final, chunk, ok)
                 break
             except GeneratorExit as e:  # the caller stopped reading: an abandoned call, not a failure
                 self._log(route, run, input, started, final, abandoned=abandoned_reason(streamed))
@@ -437,8 +437,8 @@ class PrefillRouterRunnable(RunnableSerializable[Any, Any]):
                 async for chunk in self.runnables[route.served].astream(self._input_for(route, input),
                                                                         self._child(config, run, route), **kwargs):
                     streamed += 1
+                    final, ok = accumulate(final, chunk, ok)  # before the yield: a reader that stops there read it
                     yield chunk
-                    final, ok = accumulate(final, chunk, ok)
                 break
             except (GeneratorExit, asyncio.CancelledError) as e:  # the caller stopped reading (or was cancelled)
                 self._log(route, run, input, started, final, abandoned=abandoned_reason(streamed))

@@ -2,16 +2,15 @@
 
 Reads the JSONL that ``routing_strategy_args.decision_log`` writes (one line per call: the decision and its outcome)
 and sums it up: calls, failures and streams abandoned by their reader (cost counted, not failures), where they went
-and why, routing latency, what they cost and what they saved
-against each decision's baseline (the dearest candidate target, priced at the call's own token usage). In shadow
-mode ``targets`` counts the routes the router would have taken, ``shadow.served`` who answered, and the costs
-compare the decisions' own estimates for both. In a canary rollout (``rollout`` below 1) ``arms`` compares the
-requests served by the router's choice ("router") with those served as before ("control"): calls, failure rate,
-actual cost per call. With feedback or judge scores (``--feedback``, joined by call id) ``feedback`` gives the mean
-score per target that answered, and ``arms`` per arm. Lines of the semantic-router drop-in have no outcome (the
-caller calls the model): ``decided_only`` counts them, and a call it declined counts under ``(declined)``.
-``bundles`` splits the calls by the bundle version that decided them (a reload, a retrained bundle, a new commit on
-the Hub: each version's routes, savings and scores).
+and why, routing latency, what they cost and what they saved against each decision's baseline (the dearest candidate
+target, priced at the call's own token usage). In shadow mode ``targets`` counts the routes the router would have
+taken, ``shadow.served`` who answered, and the costs compare the decisions' own estimates for both. In a canary
+rollout (``rollout`` below 1) ``arms`` compares the requests served by the router's choice ("router") with those
+served as before ("control"): calls, failure rate, actual cost per call. With feedback or judge scores
+(``--feedback``, joined by call id) ``feedback`` gives the mean score per target that answered, and ``arms`` per
+arm. Lines of the semantic-router drop-in have no outcome (the caller calls the model): ``decided_only`` counts
+them, and a call it declined counts under ``(declined)``. ``bundles`` splits the calls by the bundle version that
+decided them (a reload, a retrained bundle, a new commit on the Hub: each version's routes, savings and scores).
 """
 
 from __future__ import annotations
