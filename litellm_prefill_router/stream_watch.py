@@ -75,7 +75,7 @@ def watch(stream: Any, record: dict, report: Callable[[StreamWatch], None]) -> A
     """``stream`` (a routed call's response), watched as it is read: the same object - its class swapped for a
     subclass that counts what ``__anext__`` / ``__next__`` return, so ``isinstance`` checks still hold - or, for a
     bare async generator (which cannot take a subclass), a generator that reads it. A stream that cannot be watched
-    (no ``__dict__``, no weak references) is returned as it is, unwatched."""
+    (no ``__dict__``, no weak references, a class that refuses a subclass) is returned as it is, unwatched."""
     w = StreamWatch(record, report)
     if _is_generator(stream):
         stream = _watched_events(stream, w)
@@ -86,7 +86,12 @@ def watch(stream: Any, record: dict, report: Callable[[StreamWatch], None]) -> A
         except TypeError as err:  # no weak references or no __dict__: unwatched
             logger.debug("prefill router: cannot watch a %s for a dropped read: %s", type(stream).__name__, err)
             return stream
-        stream.__class__ = _watching_class(type(stream))
+        try:
+            stream.__class__ = _watching_class(type(stream))
+        except Exception as err:  # noqa: BLE001 - a class that refuses a subclass or the swap: unwatched, as it was
+            del vars(stream)["_prefill_stream_watch"]
+            logger.debug("prefill router: cannot watch a %s for a dropped read: %s", type(stream).__name__, err)
+            return stream
     weakref.finalize(stream, _dropped, w).atexit = False  # at exit: see _at_exit
     with _LOCK:
         _PENDING[id(record)] = w

@@ -190,6 +190,16 @@ def test_a_stream_that_cannot_be_watched_is_returned_as_it_is_and_never_reported
     assert reports.calls == []
 
 
+def test_a_stream_whose_class_refuses_a_subclass_is_returned_as_it_was() -> None:
+    class Final(SyncChunks):
+        def __init_subclass__(cls, **kwargs: object) -> None:
+            raise TypeError("Final may not be subclassed")
+
+    stream = Final(2)
+    assert watch(stream, {"target": "f"}, Reports()) is stream
+    assert type(stream) is Final and "_prefill_stream_watch" not in vars(stream) and list(stream) == [1, 2]
+
+
 def test_stream_classes_made_in_each_call_are_not_kept_and_module_level_ones_are_made_once() -> None:
     def made_per_call() -> type:
         class PerCall(SyncChunks):
