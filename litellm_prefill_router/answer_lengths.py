@@ -41,7 +41,8 @@ _LEARNERS: weakref.WeakValueDictionary[str, AnswerLengths] = weakref.WeakValueDi
 def _token_count(value: object) -> int | None:
     """A completion-token count as usage reports it (an int > 0); None for anything else - 0 included: an answer has
     tokens, so 0 is usage that was not reported (litellm 1.108 reports a streamed chat call that did not ask for
-    ``stream_options.include_usage`` as 0 tokens), which would teach the target's answers cost nothing to write."""
+    ``stream_options.include_usage`` as 0 tokens; the decision logger counts those itself), which would teach the
+    target's answers cost nothing to write."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

@@ -122,19 +122,26 @@ class DecisionLogger(CustomLogger):
         routed = ROUTED_MESSAGES.take(decision)
         if target.get("path") and target.get("messages", True):  # what the bundle read, where litellm logs less
             extra["messages"] = routed if routed is not None else kwargs.get("messages")
+        answer = answer_text(response_obj) if ok else None
         if target.get("path") and ok and target.get("responses", False):
-            extra["response"] = answer_text(response_obj)
+            extra["response"] = answer
+        tokens, cost = (slo.get("prompt_tokens"), slo.get("completion_tokens")), kwargs.get("response_cost")
+        counted = _counted_usage(kwargs, slo, answer) if ok and kwargs.get("stream") and tokens == (0, 0) else None
+        if counted is not None:
+            tokens, cost = counted
         row = decision_log_row(
             call_id=("litellm_call_id", kwargs.get("litellm_call_id")),
             response_id=response_obj.get("id") if isinstance(response_obj, dict) else getattr(response_obj, "id", None),
-            decision=decision, ok=ok, model=kwargs.get("model"), cost=kwargs.get("response_cost"),
-            prompt_tokens=slo.get("prompt_tokens"), completion_tokens=slo.get("completion_tokens"), latency_s=latency,
-            error=kwargs.get("exception"), extra=extra, abandoned=abandoned)
+            decision=decision, ok=ok, model=kwargs.get("model"), cost=cost, prompt_tokens=tokens[0],
+            completion_tokens=tokens[1], latency_s=latency, error=kwargs.get("exception"), extra=extra,
+            abandoned=abandoned)
+        if counted is not None:
+            row["outcome"]["usage_counted"] = True
         # the answer's length is learned for the target that answered it (none known: a declined decision's call,
         # answered by litellm's own classifier's pick, or a deployment no target maps)
         lengths = learner(target.get("answer_lengths"))
         if ok and not abandoned and (answered := answered_by(decision)) and lengths is not None:
-            lengths.observe(decision.get("model_group"), str(answered), slo.get("completion_tokens"))
+            lengths.observe(decision.get("model_group"), str(answered), tokens[1])
         _emit(target, row)
 
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
@@ -148,6 +155,29 @@ class DecisionLogger(CustomLogger):
 
     async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, False, response_obj, start_time, end_time)
+
+
+def _counted_usage(kwargs: Mapping[str, Any], slo: Mapping[str, Any],
+                   answer: str | None) -> tuple[tuple[int, int], float | None] | None:
+    """((prompt, answer) tokens, cost) of a streamed call litellm reported with no usage - litellm 1.108 reports a
+    streamed chat call that did not ask for ``stream_options.include_usage`` as 0 tokens and cost 0, which made its
+    savings 0 -, counted as litellm 1.102 and 1.110 count them (``litellm.token_counter``) and priced at the
+    deployment's cost-map entry; None where there is no answer text or the count fails."""
+    if not answer:
+        return None
+    mmi = slo.get("model_map_information") or {}
+    model = str(mmi.get("model_map_key") or kwargs.get("model") or "")
+    try:
+        prompt = litellm.token_counter(model=model, messages=kwargs.get("messages") or [])
+        completion = litellm.token_counter(model=model, text=answer, count_response_tokens=True)
+    except Exception as err:  # noqa: BLE001 - a count is not worth a lost log line: litellm's zeros stand
+        logger.debug("prefill router: could not count the tokens of a streamed call: %s", err)
+        return None
+    prices = mmi.get("model_map_value") or {}
+    rate_in, rate_out = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
+    if not (isinstance(rate_in, (int, float)) and isinstance(rate_out, (int, float))):
+        return (prompt, completion), None
+    return (prompt, completion), rate_in * prompt + rate_out * completion
 
 
 def _emit(target: Mapping[str, Any], row: dict[str, Any]) -> None:

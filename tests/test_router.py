@@ -18,6 +18,7 @@ from packaging.version import Version
 from conftest import (
     HIST_PROMPT,
     MATH_PROMPT,
+    PRICES,
     always_cheapest,
     change_settings,
     cheap_group,
@@ -445,6 +446,29 @@ def test_a_sync_stream_its_reader_drops_is_logged_as_abandoned(api: str, bundle_
     (row,) = map(json.loads, log.read_text().splitlines())
     assert row["litellm_call_id"] and row["decision"]["target"] == "math-model"
     assert row["outcome"]["abandoned"] is True and row["messages"] == user(MATH_PROMPT)
+
+
+async def test_a_streamed_chat_call_without_a_usage_chunk_is_logged_with_its_tokens_cost_and_savings(
+        bundle_dir: Path, tmp_path: Path) -> None:
+    """litellm 1.108 reports such a call with 0 tokens and cost 0 (1.102 and 1.110 count its tokens): its savings
+    were 0 and learn_output_tokens skipped it. The router counts them as 1.102 / 1.110 do."""
+    from fake_openai import FakeOpenAI
+
+    from litellm_prefill_router import flush_logging
+
+    log = tmp_path / "decisions.jsonl"
+    with FakeOpenAI() as fake:
+        r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
+                                                 "decision_log": str(log)})
+        stream = await r.acompletion(model="auto", messages=user(MATH_PROMPT), stream=True)
+        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "answer from math-model"
+        await flush_logging()
+    (row,) = map(json.loads, log.read_text().splitlines())
+    o = row["outcome"]
+    assert (o["prompt_tokens"], o["completion_tokens"]) == (17, 4)  # litellm 1.102's and 1.110's own count
+    assert o["response_cost"] == pytest.approx(PRICES["math-model"][0] * 17 + PRICES["math-model"][1] * 4)
+    assert o["savings_usd"] > 0
 
 
 async def test_a_whole_google_genai_answer_from_a_provider_is_routed_after_its_system_instruction_and_logged(
@@ -1538,8 +1562,6 @@ async def test_a_decision_log_that_stops_being_writable_is_reported_once_and_no_
 
 
 async def test_the_cost_estimate_never_assumes_a_longer_answer_than_the_request_allows(router: PrefillRouter) -> None:
-    from conftest import PRICES
-
     manifest = router.prefill_strategy.manifest
     plain = (await router.acompletion(model="auto", messages=user(MATH_PROMPT)))._hidden_params["prefill_routing"]
     capped = (await router.acompletion(model="auto", messages=user(MATH_PROMPT), max_tokens=3)
