@@ -90,6 +90,8 @@ class DecisionLogger(CustomLogger):
         super().__init__()
         self._lock = threading.Lock()
         self._recent: OrderedDict[tuple[str, bool], None] = OrderedDict()
+        self._idle = threading.Condition()
+        self._writing = 0  # reports being written from litellm's threads (see wait_written)
 
     def _seen(self, call_id: object, ok: bool) -> bool:
         if not call_id:
@@ -144,11 +146,29 @@ class DecisionLogger(CustomLogger):
             lengths.observe(decision.get("model_group"), str(answered), tokens[1])
         _emit(target, row)
 
+    def _write_in_thread(self, kwargs: dict, ok: bool, response_obj: Any, start: Any, end: Any) -> None:
+        """A report from one of litellm's threads (its sync handlers run in an executor), counted while it is
+        written: litellm 1.102 reports a Responses API call twice, here and on its async worker, and the line is
+        the first report's - which :func:`flush_logging` must then wait for."""
+        with self._idle:
+            self._writing += 1
+        try:
+            self._write(kwargs, ok, response_obj, start, end)
+        finally:
+            with self._idle:
+                self._writing -= 1
+                self._idle.notify_all()
+
+    def wait_written(self, timeout: float) -> bool:
+        """Wait until no report is being written from litellm's threads (False: still one after ``timeout`` s)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._writing == 0, timeout)
+
     def log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self._write(kwargs, True, response_obj, start_time, end_time)
+        self._write_in_thread(kwargs, True, response_obj, start_time, end_time)
 
     def log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self._write(kwargs, False, response_obj, start_time, end_time)
+        self._write_in_thread(kwargs, False, response_obj, start_time, end_time)
 
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._write(kwargs, True, response_obj, start_time, end_time)
@@ -288,10 +308,11 @@ def _hold_place(callback: CustomLogger) -> None:
 
 
 async def flush_logging(timeout: float = 10.0) -> None:
-    """Wait until litellm's background logging (success callbacks, the decision log) has run, then stop its
-    worker, and write the lines of the routed streams dropped so far (see :mod:`.stream_watch`). Call it before the
-    event loop ends (e.g. at the end of ``asyncio.run``): litellm queues callbacks on a worker bound to the running
-    loop, and what is still queued when the loop closes is run late or lost."""
+    """Wait until litellm's background logging (success callbacks, the decision log; those it runs in its threads too)
+    has run, then stop its worker, and write the lines of the routed streams dropped so far (see
+    :mod:`.stream_watch`). Call it before the event loop ends (e.g. at the end of ``asyncio.run``): litellm queues
+    callbacks on a worker bound to the running loop, and what is still queued when the loop closes is run late or
+    lost."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     loop = asyncio.get_running_loop()
@@ -311,6 +332,9 @@ async def flush_logging(timeout: float = 10.0) -> None:
         logger.debug("litellm's logging queue belongs to another event loop (%s): nothing of this loop's to wait for",
                      err)
     await GLOBAL_LOGGING_WORKER.stop()
+    if _DECISION_LOGGER is not None and not await asyncio.to_thread(_DECISION_LOGGER.wait_written,
+                                                                    max(1.0, deadline - loop.time())):
+        logger.warning("litellm logging did not finish within %.0fs", timeout)
     flush_dropped_streams()  # after litellm's reports: a stream's report from litellm comes first
 
 

@@ -1097,6 +1097,33 @@ def test_flush_logging_at_the_end_of_each_asyncio_run_has_written_that_runs_deci
     assert max(waited for _, waited in runs) < 5
 
 
+async def test_flush_logging_waits_for_a_report_litellm_writes_from_one_of_its_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """litellm 1.102 reports a Responses API call twice - from its executor's threads and on its async worker - and
+    the first report writes the line: flush_logging returned while a thread was still writing it (the Responses
+    call's line was missing from the log in ~1 of 3 runs)."""
+    import threading
+
+    from litellm_prefill_router import flush_logging
+    from litellm_prefill_router.decision_logger import DecisionLogger, register_decision_log
+
+    written: list[str] = []
+
+    def slow_write(self: DecisionLogger, kwargs: dict, ok: bool, *args: object) -> None:
+        time.sleep(0.5)
+        written.append(kwargs["litellm_call_id"])
+
+    monkeypatch.setattr(DecisionLogger, "_write", slow_write)
+    logger = register_decision_log()
+    thread = threading.Thread(target=logger.log_success_event, args=({"litellm_call_id": "c1"}, None, None, None))
+    thread.start()
+    time.sleep(0.1)  # the thread is writing
+    assert logger.wait_written(0.01) is False
+    await flush_logging()
+    assert written == ["c1"]
+    thread.join()
+
+
 async def test_decision_log_appends_decision_and_outcome(bundle_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "decisions.jsonl"
     r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
