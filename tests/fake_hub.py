@@ -10,8 +10,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from loopback import LoopbackServer
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Repo:
         return revision if revision in self.commits else self.refs.get(revision)
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[str] = []  # "METHOD path" of every request, in order
@@ -44,17 +46,7 @@ class FakeHub:
             def do_POST(self) -> None:
                 hub._serve(self, "POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     # -- the endpoints ---------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:

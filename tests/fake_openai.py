@@ -7,15 +7,16 @@ the request asks for a stream. Point a deployment at it with ``api_base=fake.url
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 _USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     def __init__(self, broken_streams: tuple[str, ...] = (), slow: dict[str, float] | None = None,
                  drip: dict[str, float] | None = None) -> None:
         self.requests: list[dict] = []  # the JSON body of every request, in order
@@ -45,19 +46,9 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):  # the caller stopped reading: so does the answer
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(Handler, "/v1")
         self.server.daemon_threads, self.server.block_on_close = True, False  # a slow answer does not hold the exit
         self.server.fake = self  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     @staticmethod
     def _answer(h: BaseHTTPRequestHandler, body: dict, broken: tuple[str, ...] = ()) -> None:
