@@ -124,11 +124,13 @@ class DecisionLogger(CustomLogger):
         routed = ROUTED_MESSAGES.take(decision)
         if target.get("path") and target.get("messages", True):  # what the bundle read, where litellm logs less
             extra["messages"] = routed if routed is not None else kwargs.get("messages")
-        answer = answer_text(response_obj) if ok else None
-        if target.get("path") and ok and target.get("responses", False):
-            extra["response"] = answer
         tokens, cost = (slo.get("prompt_tokens"), slo.get("completion_tokens")), kwargs.get("response_cost")
-        counted = _counted_usage(kwargs, slo, answer) if ok and kwargs.get("stream") and tokens == (0, 0) else None
+        logs_answer = bool(ok and target.get("path") and target.get("responses", False))
+        unreported = ok and kwargs.get("stream") and tokens == (0, 0)  # usage to count (see _counted_usage)
+        answer = answer_text(response_obj) if logs_answer or unreported else None  # only where it is needed
+        if logs_answer:
+            extra["response"] = answer
+        counted = _counted_usage(kwargs, slo, answer) if unreported else None
         if counted is not None:
             tokens, cost = counted
         row = decision_log_row(
