@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigurationError
+from .forking import reset_after_fork
 from .jsonl import logs_of, records_from_end
 from .policy import Constraints, RoutingDecision, RoutingPolicy, constrained_choice
 from .tuning import TuneError, frontier, pick_setting, sweep
@@ -122,6 +123,14 @@ class Autotuner:
         self._groups: dict[str | None, _Group] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        reset_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see :mod:`.forking`): the parent's tunes never finish here; the next due call tunes."""
+        self._lock = threading.Lock()
+        self._threads = []
+        for group in self._groups.values():
+            group.tuning = False
 
     def policy(self, model_group: str | None) -> RoutingPolicy | None:
         """The setting tuned for ``model_group``; None before its first tune."""

@@ -18,6 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from .answer_lengths import AnswerLengths, learner
 from .errors import PromptError
+from .forking import reset_after_fork
 from .jsonl import append_log_record
 from .metrics import observe_call
 from .prompt import normalise_messages
@@ -92,6 +93,11 @@ class DecisionLogger(CustomLogger):
         self._recent: OrderedDict[tuple[str, bool], None] = OrderedDict()
         self._idle = threading.Condition()
         self._writing = 0  # reports being written from litellm's threads (see wait_written)
+        reset_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see :mod:`.forking`): reports the parent's threads were writing are not written here."""
+        self._lock, self._idle, self._writing = threading.Lock(), threading.Condition(), 0
 
     def _seen(self, call_id: object, ok: bool) -> bool:
         if not call_id:

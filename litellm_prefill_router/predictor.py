@@ -39,8 +39,9 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .errors import InferenceError
+from .forking import reset_after_fork
 from .novelty import NoveltyScorer, serving_scorer
-from .prompt import EncodedPrompt, PromptEncoder
+from .prompt import EncodedPrompt, PromptEncoder, check_batch
 from .sessions import MAX_BATCH_TOKENS, EncoderSession, ProviderSpec, TrunkSession, encode_grouped
 from .worker_exit import finish_at_exit
 
@@ -108,14 +109,14 @@ class PrefillPredictor:
             special_tokens=m.encoder.template_vars,
             pad_token_id=m.encoder.pad_token_id,
         )
-        self.encoder = EncoderSession(self.bundle.path("encoder.onnx"), m.encoder.feature_dim,
-                                      intra_op_threads=intra_op_threads, providers=execution_providers)
+        self._session_settings = (intra_op_threads, execution_providers)
+        self.encoder, self.trunk = self._open_sessions()
+        self._inherited: list[tuple[EncoderSession, TrunkSession]] = []  # see _after_fork_in_child
+        self._forked = False
         if m.encoder.quantized and self.providers[0] != "CPUExecutionProvider":
             logger.warning("prefill router: bundle %s has a dynamic-int8 encoder, whose quantised MatMuls %s mostly "
                            "cannot run (they fall back to the CPU); train with --no-quantize for GPU serving",
                            self.bundle.source, self.providers[0])
-        self.trunk = TrunkSession(self.bundle.path("trunk.onnx"), len(m.targets), m.encoder.feature_dim,
-                                  intra_op_threads=intra_op_threads)
         self.targets = m.target_names
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -128,6 +129,32 @@ class PrefillPredictor:
         self._queue: queue.Queue[tuple[list[int], Future[np.ndarray]] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def _open_sessions(self) -> tuple[EncoderSession, TrunkSession]:
+        m, (threads, providers) = self.bundle.manifest, self._session_settings
+        encoder = EncoderSession(self.bundle.path("encoder.onnx"), m.encoder.feature_dim, intra_op_threads=threads,
+                                 providers=providers)
+        trunk = TrunkSession(self.bundle.path("trunk.onnx"), len(m.targets), m.encoder.feature_dim,
+                             intra_op_threads=threads)
+        return encoder, trunk
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see :mod:`.forking`): the parent's worker is not here and what it queued is the
+        parent's; onnxruntime's thread pools are not here either, so the sessions are opened anew on next use. The
+        inherited ones are kept, never destroyed here: their thread handles are the parent's (onnxruntime#31961)."""
+        self._lock = threading.Lock()
+        self._queue = queue.Queue()
+        self._worker = None
+        self._forked = True
+
+    def _reopen_if_forked(self) -> None:
+        if self._forked:
+            with self._lock:
+                if self._forked:
+                    self._inherited.append((self.encoder, self.trunk))
+                    self.encoder, self.trunk = self._open_sessions()
+                    self._forked = False
 
     @functools.cached_property
     def novelty(self) -> NoveltyScorer | None:
@@ -151,6 +178,7 @@ class PrefillPredictor:
     def features_for_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(n, F) pooled features, each independent of the other prompts in ``ids``: encoder calls of at most
         ``max_encoder_batch_size`` prompts and ``max_batch_tokens`` padded tokens, grouped by length."""
+        self._reopen_if_forked()
         e = self.bundle.manifest.encoder
         return encode_grouped(self.encoder, ids, e.pad_token_id, e.feature_dim,
                               max_prompts=self.max_encoder_batch_size, max_tokens=self.max_batch_tokens)
@@ -159,7 +187,8 @@ class PrefillPredictor:
         """(n, K) probabilities: the features of :meth:`features_for_ids`, one trunk call."""
         if not ids:
             return np.zeros((0, len(self.targets)), dtype=np.float32)
-        return self.trunk(self.features_for_ids(ids))
+        features = self.features_for_ids(ids)
+        return self.trunk(features)
 
     # -- public API -------------------------------------------------------
     def encode(self, prompts: Sequence[object]) -> list[EncodedPrompt]:
@@ -175,6 +204,7 @@ class PrefillPredictor:
         """(n, K) P(correct) and (n,) prompt token counts for a dataset, ``chunk`` prompts at a time (bounded
         memory, progress logged, and ``progress(k)`` called with each chunk's size - e.g. a bar's ``update``); the
         same numbers as the runtime gives each prompt alone."""
+        check_batch(prompts)
         p = np.zeros((len(prompts), len(self.targets)), dtype=np.float32)
         n_tokens = np.zeros(len(prompts), dtype=np.int64)
         for start in range(0, len(prompts), chunk):

@@ -222,6 +222,13 @@ def compile_chat_template(source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
+def check_batch(batch: object) -> None:
+    """Refuse one prompt given where a list of prompts belongs: a string is a sequence too (of characters)."""
+    if isinstance(batch, (str, bytes, Mapping)):
+        raise PromptError(f"a batch of prompts must be a list with one item per prompt, got a "
+                          f"{type(batch).__name__}; wrap one prompt in a list ([prompt]), or use predict_one()")
+
+
 @dataclass(frozen=True)
 class EncodedPrompt:
     ids: list[int]
@@ -278,6 +285,8 @@ class PromptEncoder:
         return self.encode_batch([messages])[0]
 
     def encode_batch(self, batch: Sequence[object]) -> list[EncodedPrompt]:
+        """One :class:`EncodedPrompt` per item of ``batch`` (a list of prompts: strings or message lists)."""
+        check_batch(batch)
         rendered = [self.render(m) for m in batch]
         encs = self.tokenizer.encode_batch([r[0] for r in rendered], add_special_tokens=self.add_special_tokens)
         out = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Generic, TypeVar
 
 from .bundle import MANIFEST_NAME
 from .errors import BundleError, ConfigurationError
+from .forking import reset_after_fork
 from .hub import resolve_bundle
 from .predictor import PrefillPredictor, release_predictor
 
@@ -32,6 +34,16 @@ Fingerprint = tuple[str, str]
 
 # reloads load and warm a bundle (seconds): one at a time, off the event loop and off the request path
 _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
+
+
+def _new_reloader() -> None:
+    """In a forked child the parent's reload thread is gone, but its executor would count it and start none."""
+    global _RELOADER
+    _RELOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-reload")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_reloader)
 
 
 def bundle_fingerprint(bundle: str | Path) -> Fingerprint | None:
@@ -81,6 +93,12 @@ class BundleReloader(Generic[T]):
         self._failed: Fingerprint | None = None
         self._next_check = time.monotonic() + (interval_s or 0.0)
         self._pending: Future[bool] | None = None
+        self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (see :mod:`.forking`): a check the parent had running never ends here."""
+        self._pending = None
         self._lock = threading.Lock()
 
     def maybe_reload(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import time
@@ -201,7 +202,21 @@ def _start_writer() -> None:
         if _WRITER is None:
             _WRITER = threading.Thread(target=_write_drops, name="prefill-stream-watch", daemon=True)
             _WRITER.start()
+            atexit.unregister(_at_exit)  # registered once (again after a fork)
             atexit.register(_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (see :mod:`.forking`) has no writer thread, and the streams watched so far are the parent's
+    (its report, not the child's): start again."""
+    global _LOCK, _DROPS, _WRITER
+    _LOCK, _DROPS, _WRITER = threading.Lock(), queue.SimpleQueue(), None
+    _PENDING.clear()
+    _REPORTED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _at_exit() -> None:

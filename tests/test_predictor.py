@@ -23,6 +23,18 @@ def test_predictions_change_with_the_prompt(predictor: PrefillPredictor) -> None
     assert p[1, t.index("history-model")] > p[1, t.index("math-model")]
 
 
+def test_a_bare_string_or_one_message_given_as_a_batch_is_refused_not_read_as_one_prompt_per_item(
+        predictor: PrefillPredictor) -> None:
+    from litellm_prefill_router import PromptError
+
+    for batch in (HIST_PROMPT, HIST_PROMPT.encode(), {"role": "user", "content": HIST_PROMPT}):
+        with pytest.raises(PromptError, match=r"wrap one prompt in a list \(\[prompt\]\), or use predict_one"):
+            predictor.predict(batch)  # type: ignore[arg-type]
+        with pytest.raises(PromptError, match="a batch of prompts must be a list"):
+            predictor.predict_many(batch)  # type: ignore[arg-type]
+    assert predictor.predict([HIST_PROMPT]).shape == (1, 3)
+
+
 def test_batched_and_single_predictions_agree(predictor: PrefillPredictor) -> None:
     prompts = [MATH_PROMPT, HIST_PROMPT, "why", "the sum " * 40]
     batch = predictor.predict(prompts)
