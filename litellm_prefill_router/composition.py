@@ -27,8 +27,9 @@ try:  # litellm 1.110+: the new core's pick by a litellm strategy's selector (th
 except ImportError:  # litellm < 1.110
     core_pick_async = pick_reserves = None
 
+from .costs import Price
 from .decider import PrefillDecider, cap_in, capacity_reason
-from .deployments import DeploymentTarget
+from .deployments import DeploymentTarget, deployment_id, deployment_model, deployment_price
 from .litellm_support import installed_litellm
 from .policy import RoutingDecision
 from .prompt import after_system
@@ -166,6 +167,16 @@ def deployment_model_info(router: litellm.Router, deployment_id: str, model_name
     if registry is not None:
         return registry.deployment_model_info(deployment_id, model_name)
     return router.get_deployment_model_info(model_id=deployment_id, model_name=model_name)
+
+
+def served_price(router: litellm.Router, served_by: str) -> Price | None:
+    """The price of ``router``'s deployment with id ``served_by`` (None: no such deployment, or unpriced), read as
+    the prefill strategy prices deployments (see :func:`~.deployments.deployment_price`)."""
+    for dep in deployments_of(router):
+        if deployment_id(dep) == served_by:
+            return deployment_price(dep, functools.partial(deployment_model_info, router, served_by,
+                                                           deployment_model(dep)))
+    return None
 
 
 def _routing_context_object(router: litellm.Router) -> Any:

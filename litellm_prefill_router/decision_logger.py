@@ -9,7 +9,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from .answer_lengths import AnswerLengths, learner
+from .costs import Price
 from .errors import PromptError
 from .forking import reset_after_fork
 from .jsonl import append_log_record
 from .metrics import observe_call
 from .prompt import normalise_messages
-from .records import DECISION_LOG_KEY, abandoned_reason, answer_text, answered_by, decision_log_row
+from .records import DECISION_LOG_KEY, abandoned_reason, answer_text, answered_by, decision_log_row, delta_text
 from .shared_metadata import decision_for
 from .stream_watch import StreamWatch, settle, watch
 from .stream_watch import flush as flush_dropped_streams
@@ -194,18 +195,48 @@ def _counted_usage(kwargs: Mapping[str, Any], slo: Mapping[str, Any],
     if not answer:
         return None
     mmi = slo.get("model_map_information") or {}
-    model = str(mmi.get("model_map_key") or kwargs.get("model") or "")
-    try:
-        prompt = litellm.token_counter(model=model, messages=kwargs.get("messages") or [])
-        completion = litellm.token_counter(model=model, text=answer, count_response_tokens=True)
-    except Exception as err:  # noqa: BLE001 - a count is not worth a lost log line: litellm's zeros stand
-        logger.debug("prefill router: could not count the tokens of a streamed call: %s", err)
+    tokens = _token_count(str(mmi.get("model_map_key") or kwargs.get("model") or ""), kwargs.get("messages"), answer)
+    if tokens is None:
         return None
     prices = mmi.get("model_map_value") or {}
     rate_in, rate_out = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
     if not (isinstance(rate_in, (int, float)) and isinstance(rate_out, (int, float))):
-        return (prompt, completion), None
-    return (prompt, completion), rate_in * prompt + rate_out * completion
+        return tokens, None
+    return tokens, rate_in * tokens[0] + rate_out * tokens[1]
+
+
+def _token_count(model: str, messages: Sequence[Any] | None, answer: str) -> tuple[int, int] | None:
+    """(prompt, answer) tokens as litellm counts them (``litellm.token_counter``); None where the count fails."""
+    try:
+        return (litellm.token_counter(model=model, messages=messages or []),
+                litellm.token_counter(model=model, text=answer, count_response_tokens=True))
+    except Exception as err:  # noqa: BLE001 - a count is not worth a lost log line
+        logger.debug("prefill router: could not count the tokens of a streamed call: %s", err)
+        return None
+
+
+def _read_usage(model: str | None, messages: Sequence[Any] | None, answer: str,
+                price: Callable[[], Price | None] | None) -> tuple[tuple[int, int], float | None] | None:
+    """((prompt, answer) tokens, cost) of a dropped stream as far as it was read (``answer``: the text of the chunks
+    read), counted as :func:`_counted_usage` counts, priced at ``price()`` (the deployment's); None where no text was
+    read or the count fails. A lower bound: the provider may have generated more than was read."""
+    if not answer or messages is None:
+        return None
+    tokens = _token_count(model or "", messages, answer)
+    if tokens is None:
+        return None
+    try:
+        rate = price() if price is not None else None
+    except Exception as err:  # noqa: BLE001 - the tokens stand without a price
+        logger.debug("prefill router: could not price a dropped stream's deployment: %s", err)
+        rate = None
+    cost = None if rate is None else rate.input_cost_per_token * tokens[0] + rate.output_cost_per_token * tokens[1]
+    return tokens, cost
+
+
+def _keep_text(texts: list[str], chunk: object) -> None:
+    if (text := delta_text(chunk)) is not None:
+        texts.append(text)
 
 
 def _emit(target: Mapping[str, Any], row: dict[str, Any]) -> None:
@@ -222,7 +253,7 @@ DISCONNECTED = "the client disconnected before the stream's end"
 
 
 def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: object,
-                 prompt: Callable[[], object]) -> Any:
+                 prompt: Callable[[], object], price: Callable[[], Price | None] | None = None) -> Any:
     """``stream``, a routed call's response, watched for a drop before its end (see :mod:`.stream_watch`): such a call
     gets its line in the decision log and its count in the metrics, as abandoned. ``md`` is the request's metadata
     (its decision-log target: unwatched without one), ``prompt`` gives what it routed on (the line's messages, where
@@ -233,26 +264,34 @@ def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: ob
         return stream
     model = getattr(stream, "model", None)
     call_id = call_id or getattr(getattr(stream, "logging_obj", None), "litellm_call_id", None)
-    return watch(stream, decision, functools.partial(_abandoned, target, call_id, model if isinstance(model, str)
-                                                     else None, prompt))
+    texts: list[str] = []  # the answer text read
+    return watch(stream, decision, functools.partial(
+        _abandoned, target, call_id, model if isinstance(model, str) else None, prompt, texts, price),
+        functools.partial(_keep_text, texts))
 
 
 def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, prompt: Callable[[], object],
-               w: StreamWatch) -> None:
-    """The decision-log line of a call whose stream was dropped after ``w.chunks`` chunks."""
+               texts: list[str], price: Callable[[], Price | None] | None, w: StreamWatch) -> None:
+    """The decision-log line of a call whose stream was dropped after ``w.chunks`` chunks, with the tokens and cost of
+    the answer text read (see :func:`_read_usage`)."""
     extra: dict[str, object] = {}
-    if target.get("path") and target.get("messages", True):
-        routed = ROUTED_MESSAGES.take(w.record)
-        if routed is None:
-            try:
-                routed = normalise_messages(prompt())
-            except PromptError:
-                routed = None
+    routed = ROUTED_MESSAGES.take(w.record)
+    logs_messages = bool(target.get("path") and target.get("messages", True))
+    if routed is None and (logs_messages or texts):
+        try:
+            routed = normalise_messages(prompt())
+        except PromptError:
+            routed = None
+    if logs_messages:
         extra["messages"] = routed
+    counted = _read_usage(model, routed, "".join(texts), price)
+    (tokens, cost) = counted if counted is not None else ((None, None), None)
     row = decision_log_row(
-        call_id=("litellm_call_id", call_id), response_id=None, decision=w.record, ok=False, model=model, cost=None,
-        prompt_tokens=None, completion_tokens=None, latency_s=round(w.held_s, 3), error=None, extra=extra,
+        call_id=("litellm_call_id", call_id), response_id=None, decision=w.record, ok=False, model=model, cost=cost,
+        prompt_tokens=tokens[0], completion_tokens=tokens[1], latency_s=round(w.held_s, 3), error=None, extra=extra,
         abandoned=abandoned_reason(w.chunks))
+    if counted is not None:
+        row["outcome"]["usage_counted"] = True
     _emit(target, row)
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +111,41 @@ def answer_text(response: object) -> str | None:
         texts = [t for part in parts if isinstance(t := field_of(part, "text"), str)]
         return "".join(texts) if texts else None
     return None
+
+
+def delta_text(chunk: object) -> str | None:
+    """The answer text one chunk of a stream adds: a chat chunk's delta, a text completion chunk's text, a Responses
+    API ``response.output_text.delta`` event's delta, an Anthropic ``content_block_delta`` event's text, a Google
+    GenAI chunk's text parts - also where the chunk is server-sent events (``data: {...}`` lines, as litellm streams
+    the Anthropic and Google GenAI APIs). None for other chunks."""
+    if isinstance(chunk, (bytes, str)):
+        texts = [t for event in _sse_events(chunk) if (t := delta_text(event)) is not None]
+        return "".join(texts) if texts else None
+    choices = field_of(chunk, "choices")  # the commonest first: a missing attribute costs ~2 us on litellm's types
+    if isinstance(choices, Sequence) and choices:
+        first = choices[0]
+        delta = field_of(first, "delta")
+        content = field_of(delta, "content") if delta is not None else field_of(first, "text")
+        return content if isinstance(content, str) else None
+    kind = field_of(chunk, "type")
+    if kind == "response.output_text.delta":
+        return delta if isinstance(delta := field_of(chunk, "delta"), str) else None
+    if kind == "content_block_delta":
+        return text if isinstance(text := field_of(field_of(chunk, "delta"), "text"), str) else None
+    return answer_text(chunk) if field_of(chunk, "candidates") is not None else None
+
+
+def _sse_events(chunk: bytes | str) -> list[object]:
+    """The JSON ``data:`` payloads of server-sent events (what is not JSON is skipped)."""
+    lines = (chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk).splitlines()
+    events = []
+    for line in lines:
+        if line.startswith("data:"):
+            try:
+                events.append(json.loads(line[5:]))
+            except ValueError:
+                continue
+    return events
 
 
 def abandoned_reason(chunks: int) -> str:

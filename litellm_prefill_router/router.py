@@ -45,6 +45,7 @@ from .composition import (
     routing_groups_of,
     routing_strategy_of,
     say_prefill_asked_of_unrouted,
+    served_price,
     strategy_name,
     use_strategy,
 )
@@ -144,8 +145,11 @@ def _attach_decision(response: Any, metadata: dict, trace_id: object = None, cal
         return response
     if hasattr(response, "__anext__") or hasattr(response, "__next__"):
         kwargs = request or {}
+        dep_id = served_by or decision.get("deployment_id")  # a bare stream (Anthropic, Google GenAI) names none
         response = watch_stream(response, decision, metadata, call_id or field_of(hidden, "litellm_call_id"),
-                                functools.partial(prompt_of, kwargs.get("messages"), kwargs.get("input"), kwargs))
+                                functools.partial(prompt_of, kwargs.get("messages"), kwargs.get("input"), kwargs),
+                                functools.partial(served_price, router, str(dep_id))
+                                if router is not None and dep_id else None)
     if hidden is None and hasattr(response, "__anext__") and _stream_holder is not None:
         response = _stream_holder(response)  # a bare async stream, held now instead of after this hook
         hidden = hidden_params(response)

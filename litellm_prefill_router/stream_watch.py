@@ -40,6 +40,8 @@ class StreamWatch:
 
     record: dict
     report: Callable[[StreamWatch], None]
+    #: called with each chunk read (e.g. to keep its text); one that raises is not called again
+    on_chunk: Callable[[Any], None] | None = None
     started: float = field(default_factory=time.monotonic)
     chunks: int = 0
     ended: bool = False
@@ -58,6 +60,16 @@ class StreamWatch:
         elif issubclass(kind, Exception):
             self.failed = True
 
+    def read(self, chunk: Any) -> Any:
+        """``chunk``, read from the stream: handed to :attr:`on_chunk`, returned."""
+        if self.on_chunk is not None:
+            try:
+                self.on_chunk(chunk)
+            except Exception as err:  # noqa: BLE001 - the stream is the caller's: never broken by a watcher
+                self.on_chunk = None
+                logger.debug("prefill router: stopped reading a watched stream's chunks: %s", err)
+        return chunk
+
     @property
     def held_s(self) -> float:
         """Seconds from the stream's return to its drop (to now while it is read)."""
@@ -72,12 +84,13 @@ _WRITER: threading.Thread | None = None
 _WATCHING_CLASSES: dict[type, type] = {}
 
 
-def watch(stream: Any, record: dict, report: Callable[[StreamWatch], None]) -> Any:
+def watch(stream: Any, record: dict, report: Callable[[StreamWatch], None],
+          on_chunk: Callable[[Any], None] | None = None) -> Any:
     """``stream`` (a routed call's response), watched as it is read: the same object - its class swapped for a
     subclass that counts what ``__anext__`` / ``__next__`` return, so ``isinstance`` checks still hold - or, for a
     bare async generator (which cannot take a subclass), a generator that reads it. A stream that cannot be watched
     (no ``__dict__``, no weak references, a class that refuses a subclass) is returned as it is, unwatched."""
-    w = StreamWatch(record, report)
+    w = StreamWatch(record, report, on_chunk)
     if _is_generator(stream):
         stream = _watched_events(stream, w)
     else:
@@ -136,7 +149,7 @@ async def _watched_events(stream: Any, w: StreamWatch) -> AsyncIterator[Any]:
         while True:
             with w:
                 item = await stream.__anext__()
-            yield item
+            yield w.read(item)
     except StopAsyncIteration:
         return
     finally:
@@ -155,13 +168,15 @@ def _watching_class(cls: type) -> type:
         ns: dict[str, Any] = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
         if hasattr(cls, "__anext__"):
             async def __anext__(self: Any) -> Any:  # noqa: N807 - the iterator protocol
-                with self.__dict__["_prefill_stream_watch"]:
-                    return await cls.__anext__(self)  # type: ignore[attr-defined]
+                with (w := self.__dict__["_prefill_stream_watch"]):
+                    chunk = await cls.__anext__(self)  # type: ignore[attr-defined]
+                return w.read(chunk)
             ns["__anext__"] = __anext__
         if hasattr(cls, "__next__"):
             def __next__(self: Any) -> Any:  # noqa: N807 - the iterator protocol
-                with self.__dict__["_prefill_stream_watch"]:
-                    return cls.__next__(self)  # type: ignore[attr-defined]
+                with (w := self.__dict__["_prefill_stream_watch"]):
+                    chunk = cls.__next__(self)  # type: ignore[attr-defined]
+                return w.read(chunk)
             ns["__next__"] = __next__
         sub = type(cls.__name__, (cls,), ns)
         if kept:

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import litellm
 import numpy as np
@@ -355,6 +356,20 @@ async def test_the_decision_log_keeps_the_answer_of_every_apis_call_streamed_or_
     assert [row["response"] for row in rows] == ["answer from history-model"] * len(rows)
 
 
+async def read_some_text_and_drop(stream: Any, api: str) -> list:
+    """Read ``stream`` (the only reference: pass it straight from the call) up to its first answer text, then drop
+    it; the chunks read."""
+    assert stream._hidden_params["prefill_routing"]["target"] == "math-model"
+    read: list = []
+    async for chunk in stream:
+        read.append(chunk)
+        if streamed_text(api, read):
+            break
+    del stream
+    gc.collect()
+    return read
+
+
 @pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
 async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandoned(api: str, bundle_dir: Path,
                                                                                   tmp_path: Path) -> None:
@@ -370,7 +385,7 @@ async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandone
         r = PrefillRouter(model_list=live_model_list(fake.url), routing_strategy="prefill",
                           routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality",
                                                  "decision_log": str(log)})
-        assert (await read_a_chunk_and_drop(await stream_of(r, api, MATH_PROMPT)))["target"] == "math-model"
+        read = await read_some_text_and_drop(await stream_of(r, api, MATH_PROMPT), api)
         whole = await stream_of(r, api, HIST_PROMPT)
         assert streamed_text(api, [c async for c in whole]) == "answer from history-model"
         del whole
@@ -390,6 +405,15 @@ async def test_a_stream_of_every_api_its_reader_drops_is_logged_once_as_abandone
         "success": False, "abandoned": True, "savings_usd": None}
     assert dropped["outcome"]["error"].startswith("the stream was dropped before its end (")
     assert dropped["response_id"] is None and dropped["outcome"]["latency_s"] >= 0
+    # what was read is counted, priced at the deployment's price (litellm counts nothing of it): a lower bound
+    counted = {k: dropped["outcome"][k] for k in ("prompt_tokens", "completion_tokens", "usage_counted")}
+    assert counted["usage_counted"] is True
+    assert counted["prompt_tokens"] == litellm.token_counter(model="math-model", messages=user(MATH_PROMPT))
+    assert counted["completion_tokens"] >= litellm.token_counter(  # and what litellm read ahead of the reader
+        model="math-model", text=streamed_text(api, read), count_response_tokens=True) > 0
+    price_in, price_out = PRICES["math-model"]
+    assert dropped["outcome"]["response_cost"] == pytest.approx(
+        price_in * counted["prompt_tokens"] + price_out * counted["completion_tokens"])
 
 
 async def test_concurrent_streams_half_of_them_dropped_each_leave_one_line_with_their_own_outcome(
@@ -446,6 +470,9 @@ def test_a_sync_stream_its_reader_drops_is_logged_as_abandoned(api: str, bundle_
     (row,) = map(json.loads, log.read_text().splitlines())
     assert row["litellm_call_id"] and row["decision"]["target"] == "math-model"
     assert row["outcome"]["abandoned"] is True and row["messages"] == user(MATH_PROMPT)
+    assert row["outcome"].get("usage_counted", False) is (api == "chat")  # the chat stream's read part is counted
+    assert (row["outcome"]["completion_tokens"] or 0) > 0 and row["outcome"]["response_cost"] > 0 if api == "chat" \
+        else row["outcome"]["response_cost"] is None
 
 
 async def test_a_streamed_chat_call_without_a_usage_chunk_is_logged_with_its_tokens_cost_and_savings(
@@ -1496,7 +1523,9 @@ async def test_stats_sums_up_a_decision_log_routes_failures_cost_and_savings(
     assert st["targets"]["math-model"]["calls"] == 3 and st["targets"]["history-model"]["failures"] == 1
     assert st["reasons"]["policy"] == 5 and st["reasons"]["fallback: the request has no text to route on"] == 1
     ok = [x for x in rows if x["outcome"]["success"]]
-    assert st["cost_usd"] == pytest.approx(sum(x["outcome"]["response_cost"] for x in ok))
+    (dropped,) = [x for x in rows if x["outcome"].get("abandoned")]
+    assert dropped["outcome"]["response_cost"] > 0  # what its reader read (counted): in the cost, not the savings
+    assert st["cost_usd"] == pytest.approx(sum(x["outcome"]["response_cost"] for x in [*ok, dropped]))
     assert st["savings_usd"] == pytest.approx(sum(x["outcome"]["savings_usd"] for x in ok))
     assert 0 < st["savings_fraction"] < 1 and "saved" in out
     assert main(["stats", "--log", str(tmp_path / "missing.jsonl")]) == 2

@@ -257,3 +257,19 @@ def test_a_report_that_fails_is_logged_and_the_next_still_reported(caplog: pytes
     stream_watch.flush()
     assert reports.calls == [({"target": "second"}, 1)]
     assert "could not report an abandoned stream: OSError: disk full" in caplog.text
+
+
+async def test_each_chunk_read_is_handed_to_on_chunk_and_one_that_raises_never_breaks_the_stream() -> None:
+    seen: list[int] = []
+
+    def keep_until_two(chunk: int) -> None:
+        if chunk == 2:
+            raise ValueError("cannot read this chunk")
+        seen.append(chunk)
+
+    stream = watch(Chunks(4), {"target": "a"}, Reports(), keep_until_two)
+    assert [c async for c in stream] == [1, 2, 3, 4]  # the stream reads on
+    assert seen == [1]  # not called again after it raised
+    sync_seen: list[int] = []
+    assert list(watch(SyncChunks(3), {"target": "b"}, Reports(), sync_seen.append)) == [1, 2, 3]
+    assert sync_seen == [1, 2, 3]
