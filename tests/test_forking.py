@@ -8,6 +8,8 @@ import json
 import os
 import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -19,8 +21,8 @@ import pytest
 from test_autotune import decision
 from test_stream_watch import Reports, SyncChunks
 
-from conftest import HIST_PROMPT, always_cheapest, model_list, rewrite_bundle
-from litellm_prefill_router import PrefillRouter, stream_watch
+from conftest import HIST_PROMPT, always_cheapest, rewrite_bundle
+from litellm_prefill_router import stream_watch
 from litellm_prefill_router.autotune import Autotuner
 from litellm_prefill_router.predictor import PrefillPredictor
 from litellm_prefill_router.reloading import BundleReloader
@@ -102,21 +104,30 @@ def test_a_forked_child_predicts_though_a_parent_thread_held_the_predictors_lock
 
 
 def test_a_router_built_and_warmed_before_a_fork_routes_in_the_child(bundle_dir: Path) -> None:
-    """gunicorn --preload: the master builds the router and warms it, the workers route. (The master must not route a
-    completion itself: from litellm 1.110 on, litellm's own router refuses to run in a child forked after it did.)"""
-    r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
-                      routing_strategy_args={"bundle": str(bundle_dir), "preset": "max-quality"})
-    pred = r.prefill_strategy.predictor
-    pred.predict_one("warm-up through the worker")  # the parent's predictor worker runs
-    session = id(pred.encoder.session)
-    msgs = [{"role": "user", "content": HIST_PROMPT + " (asked in a forked worker)"}]  # in no prediction cache yet
-
-    def child() -> list:
-        resp = r.completion(model="auto", messages=msgs)
-        return [resp.choices[0].message.content, id(r.prefill_strategy.predictor.encoder.session) != session]
-
-    got = in_child(child)
-    assert got == [r.completion(model="auto", messages=msgs).choices[0].message.content, True]
+    """gunicorn --preload: the master builds the router and warms it, the workers route. In a fresh process, as a
+    master is: from litellm 1.110 on, litellm's own router refuses to run in a child forked after any litellm router
+    of the process routed a call (its Rust extension's threads do not survive fork)."""
+    code = f"""
+import json, os, sys
+from conftest import HIST_PROMPT, model_list
+from litellm_prefill_router import PrefillRouter
+from test_forking import in_child
+r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                  routing_strategy_args={{"bundle": {str(bundle_dir)!r}, "preset": "max-quality"}})
+pred = r.prefill_strategy.predictor
+pred.predict_one("warm-up through the worker")  # the parent's predictor worker runs
+session = id(pred.encoder.session)
+msgs = [{{"role": "user", "content": HIST_PROMPT}}]
+def child():
+    resp = r.completion(model="auto", messages=msgs)
+    return [resp.choices[0].message.content, id(r.prefill_strategy.predictor.encoder.session) != session]
+print(json.dumps([in_child(child), [r.completion(model="auto", messages=msgs).choices[0].message.content, True]]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    in_the_child, in_the_parent = json.loads(run.stdout.strip().splitlines()[-1])
+    assert in_the_child == in_the_parent == ["answer from history-model", True]
 
 
 def test_a_forked_child_reloads_a_bundle_changed_after_the_parent_checked_it(bundle_copy: Path) -> None:
