@@ -87,8 +87,10 @@ class RouterMetrics:
         if isinstance(cost := outcome.get("response_cost"), (int, float)) and cost >= 0:
             self.cost.labels(group, served).inc(cost)
             # the decision's own estimate for the target that answered, beside what it cost: their ratio on a
-            # dashboard says how far to trust cost estimates (learn_output_tokens closes most of a gap)
-            if isinstance(est := (decision.get("cost_usd") or {}).get(served), (int, float)):
+            # dashboard says how far to trust cost estimates (learn_output_tokens closes most of a gap) - a whole
+            # answer's estimate, so not for a stream dropped before its end (its cost is a part's), as in `stats`
+            if not outcome.get("abandoned") and isinstance(est := (decision.get("cost_usd") or {}).get(served),
+                                                           (int, float)):
                 self.estimated_cost.labels(group, served).inc(est)
         if outcome.get("success") and isinstance(tokens := outcome.get("completion_tokens"), int):
             self.answer_tokens.labels(group, served).observe(tokens)

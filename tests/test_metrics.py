@@ -49,12 +49,16 @@ def metered_router(bundle_dir: Path, group: str, **args: object) -> PrefillRoute
 async def test_a_stream_its_reader_drops_is_counted_as_abandoned_not_as_a_success_or_a_failure(
         bundle_dir: Path) -> None:
     g = {"model_group": "left", "target": "math-model"}
-    grew = counting(*(("prefill_router_calls_total", {**g, "outcome": o}) for o in ("abandoned", "success", "failure")))
+    grew = counting(*(("prefill_router_calls_total", {**g, "outcome": o}) for o in ("abandoned", "success", "failure")),
+                    ("prefill_router_cost_usd_total", g), ("prefill_router_estimated_cost_usd_total", g))
     r = metered_router(bundle_dir, "left")
     await read_a_chunk_and_drop(await r.acompletion(model="left", messages=user(MATH_PROMPT), stream=True,
                                                     mock_response="one two three"))
     await flush_logging()
-    assert grew() == [1, 0, 0]
+    *calls, cost, estimated = grew()
+    assert calls == [1, 0, 0]
+    # what was read is spent; the decision's estimate is a whole answer's, so it is not set beside a part's cost
+    assert cost > 0 and estimated == 0
 
 
 async def test_routed_calls_are_counted_by_target_reason_and_outcome_with_latency_p_correct_cost_and_savings(
