@@ -74,6 +74,7 @@ class PrefillPredictor:
         max_encoder_batch_size: int | None = None,
         cache_size: int = 1024,
         execution_providers: Sequence[ProviderSpec] | None = None,
+        intra_op_spinning: bool = False,
     ) -> None:
         """``max_batch_size``: requests grouped per worker step (and per trunk call); ``max_batch_tokens``:
         padded tokens per encoder call; ``max_encoder_batch_size``: prompts per encoder call, default
@@ -81,7 +82,9 @@ class PrefillPredictor:
         larger values trade batch-invariant routes for throughput); ``cache_size``: predictions remembered for
         prompts seen again (0: none); ``execution_providers``: onnxruntime providers for the encoder, in priority order
         (default CPU; e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` with onnxruntime-gpu, see
-        :func:`~.sessions.resolve_providers`) - the trunk, a small MLP, always runs on the CPU."""
+        :func:`~.sessions.resolve_providers`) - the trunk, a small MLP, always runs on the CPU; ``intra_op_spinning``:
+        let onnxruntime's intra-op threads spin-wait for work after each run (its default; off here: see
+        :func:`~.sessions.make_session`)."""
         if max_batch_size < 1 or max_batch_tokens < 1 or (max_encoder_batch_size is not None
                                                           and max_encoder_batch_size < 1):
             raise ValueError(f"max_batch_size, max_batch_tokens and max_encoder_batch_size must be >= 1, got "
@@ -109,7 +112,7 @@ class PrefillPredictor:
             special_tokens=m.encoder.template_vars,
             pad_token_id=m.encoder.pad_token_id,
         )
-        self._session_settings = (intra_op_threads, execution_providers)
+        self._session_settings = (intra_op_threads, execution_providers, intra_op_spinning)
         self.encoder, self.trunk = self._open_sessions()
         self._inherited: list[tuple[EncoderSession, TrunkSession]] = []  # see _after_fork_in_child
         self._forked = False
@@ -132,11 +135,11 @@ class PrefillPredictor:
         reset_after_fork(self)
 
     def _open_sessions(self) -> tuple[EncoderSession, TrunkSession]:
-        m, (threads, providers) = self.bundle.manifest, self._session_settings
+        m, (threads, providers, spinning) = self.bundle.manifest, self._session_settings
         encoder = EncoderSession(self.bundle.path("encoder.onnx"), m.encoder.feature_dim, intra_op_threads=threads,
-                                 providers=providers)
+                                 providers=providers, spinning=spinning)
         trunk = TrunkSession(self.bundle.path("trunk.onnx"), len(m.targets), m.encoder.feature_dim,
-                             intra_op_threads=threads)
+                             intra_op_threads=threads, spinning=spinning)
         return encoder, trunk
 
     def _after_fork_in_child(self) -> None:
@@ -384,27 +387,27 @@ class PrefillPredictor:
                 f.set_result(row)
 
 
-_CACHE: dict[tuple[str, str, int | None, int, int | None, int, str], PrefillPredictor] = {}
+_CACHE: dict[tuple[str, str, int | None, int, int | None, int, str, bool], PrefillPredictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def shared_predictor(
     bundle_dir: str | os.PathLike[str], *, intra_op_threads: int | None = None, max_batch_size: int = 16,
     max_encoder_batch_size: int | None = None, cache_size: int = 1024,
-    execution_providers: Sequence[ProviderSpec] | None = None,
+    execution_providers: Sequence[ProviderSpec] | None = None, intra_op_spinning: bool = False,
 ) -> PrefillPredictor:
     """One predictor (one pair of ORT sessions) per bundle and settings per process, verified on first load."""
     bundle = load_bundle(bundle_dir)
     # its version is the manifest's sha256 (the manifest pins every file's sha256, and holds the presets and prices):
     # a bundle rewritten in place with new presets is a new predictor too
     key = (str(bundle.directory.resolve()), bundle.version, intra_op_threads, max_batch_size, max_encoder_batch_size,
-           cache_size, json.dumps(list(execution_providers or []), sort_keys=True, default=dict))
+           cache_size, json.dumps(list(execution_providers or []), sort_keys=True, default=dict), intra_op_spinning)
     with _CACHE_LOCK:
         pred = _CACHE.get(key)
         if pred is None:
             pred = PrefillPredictor(bundle, intra_op_threads=intra_op_threads, max_batch_size=max_batch_size,
                                     max_encoder_batch_size=max_encoder_batch_size, cache_size=cache_size,
-                                    execution_providers=execution_providers)
+                                    execution_providers=execution_providers, intra_op_spinning=intra_op_spinning)
             pred.predict(["warm-up"])  # onnxruntime plans and allocates on its first run; do that at start-up
             _CACHE[key] = pred
         return pred

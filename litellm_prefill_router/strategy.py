@@ -189,7 +189,8 @@ class PrefillRoutingStrategy(RequestRouting):
                                                   max_batch_size=a.max_batch_size,
                                                   max_encoder_batch_size=a.max_encoder_batch_size,
                                                   cache_size=a.prediction_cache_size,
-                                                  execution_providers=a.execution_providers)
+                                                  execution_providers=a.execution_providers,
+                                                  intra_op_spinning=a.intra_op_spinning)
         decider = PrefillDecider(predictor, preset=a.preset, tolerance=a.tolerance, lambda_=a.lambda_,
                                  value_usd=a.value_usd,
                                  fallback_target=a.fallback_target, on_error=a.on_error,

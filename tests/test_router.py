@@ -1391,6 +1391,16 @@ def importable_lazy_modules() -> list[str]:
     return found
 
 
+def test_intra_op_spinning_from_routing_strategy_args_reaches_the_onnxruntime_sessions(bundle_dir: Path) -> None:
+    from test_predictor import spin_waits
+
+    for args, spins in (({}, False), ({"intra_op_spinning": True}, True)):
+        r = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
+                          routing_strategy_args={"bundle": str(bundle_dir), **args})
+        pred = r.prefill_strategy.predictor
+        assert (spin_waits(pred.encoder.session), spin_waits(pred.trunk.session)) == (spins, spins)
+
+
 def test_max_encoder_batch_size_from_routing_strategy_args_reaches_the_predictor(bundle_dir: Path) -> None:
     default = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
                             routing_strategy_args={"bundle": str(bundle_dir)})
