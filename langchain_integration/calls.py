@@ -38,8 +38,7 @@ def call_row(route: Route, run_id: str, prices: Mapping[str, Price], started: fl
     usage = getattr(out, "usage_metadata", None) or {}
     n_in, n_out = usage.get("input_tokens"), usage.get("output_tokens")
     price = prices[route.served]
-    cost = (price.input_cost_per_token * n_in + price.output_cost_per_token * n_out
-            if isinstance(n_in, int) and isinstance(n_out, int) else None)
+    cost = price.cost(n_in, n_out) if isinstance(n_in, int) and isinstance(n_out, int) else None
     base = None if route.extra.get("shadow") else \
         savings_baseline(route.decision, list(prices), lambda t: (t, prices[t]))
     baseline = baseline_record(base, None, prices[base]) if base is not None else None

@@ -366,7 +366,7 @@ class Collector:
         price = self.prices.get(group)
         if price is None:
             return None
-        return price.input_cost_per_token * res.input_tokens + price.output_cost_per_token * res.output_tokens
+        return price.cost(res.input_tokens, res.output_tokens)
 
     def _rows(self, done: dict[tuple[str, str], dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for r in self.prompts:

@@ -25,6 +25,10 @@ class Price:
             if not (v >= 0.0) or v == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r} (price source: {self.source})")
 
+    def cost(self, input_tokens: float, output_tokens: float) -> float:
+        """USD for a call's actual token usage."""
+        return self.input_cost_per_token * input_tokens + self.output_cost_per_token * output_tokens
+
 
 def given_prices(prices: Mapping[str, Sequence[float]] | None, source: str) -> dict[str, Price]:
     """Prices as a caller gives them, ``{target: (input, output)}`` in USD per token, checked."""

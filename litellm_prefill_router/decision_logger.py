@@ -192,46 +192,37 @@ def _counted_usage(kwargs: Mapping[str, Any], slo: Mapping[str, Any],
     streamed chat call that did not ask for ``stream_options.include_usage`` as 0 tokens and cost 0, which made its
     savings 0 -, counted as litellm 1.102 and 1.110 count them (``litellm.token_counter``) and priced at the
     deployment's cost-map entry; None where there is no answer text or the count fails."""
+    mmi = slo.get("model_map_information") or {}
+    return _usage(str(mmi.get("model_map_key") or kwargs.get("model") or ""), kwargs.get("messages"), answer,
+                  functools.partial(_cost_map_price, mmi.get("model_map_value") or {}))
+
+
+def _cost_map_price(entry: Mapping[str, Any]) -> Price | None:
+    """The price of a litellm cost-map entry (None: it has none)."""
+    rate_in, rate_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if not (isinstance(rate_in, (int, float)) and isinstance(rate_out, (int, float))):
+        return None
+    return Price(float(rate_in), float(rate_out), "litellm")
+
+
+def _usage(model: str, messages: Sequence[Any] | None, answer: str | None,
+           price: Callable[[], Price | None] | None) -> tuple[tuple[int, int], float | None] | None:
+    """((prompt, answer) tokens, cost) of a call whose usage litellm did not count: the tokens as litellm counts them
+    (``litellm.token_counter``), priced at ``price()``; None where there is no answer text or the count fails."""
     if not answer:
         return None
-    mmi = slo.get("model_map_information") or {}
-    tokens = _token_count(str(mmi.get("model_map_key") or kwargs.get("model") or ""), kwargs.get("messages"), answer)
-    if tokens is None:
-        return None
-    prices = mmi.get("model_map_value") or {}
-    rate_in, rate_out = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
-    if not (isinstance(rate_in, (int, float)) and isinstance(rate_out, (int, float))):
-        return tokens, None
-    return tokens, rate_in * tokens[0] + rate_out * tokens[1]
-
-
-def _token_count(model: str, messages: Sequence[Any] | None, answer: str) -> tuple[int, int] | None:
-    """(prompt, answer) tokens as litellm counts them (``litellm.token_counter``); None where the count fails."""
     try:
-        return (litellm.token_counter(model=model, messages=messages or []),
-                litellm.token_counter(model=model, text=answer, count_response_tokens=True))
+        tokens = (litellm.token_counter(model=model, messages=messages or []),
+                  litellm.token_counter(model=model, text=answer, count_response_tokens=True))
     except Exception as err:  # noqa: BLE001 - a count is not worth a lost log line
         logger.debug("prefill router: could not count the tokens of a streamed call: %s", err)
-        return None
-
-
-def _read_usage(model: str | None, messages: Sequence[Any] | None, answer: str,
-                price: Callable[[], Price | None] | None) -> tuple[tuple[int, int], float | None] | None:
-    """((prompt, answer) tokens, cost) of a dropped stream as far as it was read (``answer``: the text of the chunks
-    read), counted as :func:`_counted_usage` counts, priced at ``price()`` (the deployment's); None where no text was
-    read or the count fails. A lower bound: the provider may have generated more than was read."""
-    if not answer or messages is None:
-        return None
-    tokens = _token_count(model or "", messages, answer)
-    if tokens is None:
         return None
     try:
         rate = price() if price is not None else None
     except Exception as err:  # noqa: BLE001 - the tokens stand without a price
-        logger.debug("prefill router: could not price a dropped stream's deployment: %s", err)
+        logger.debug("prefill router: could not price a streamed call's deployment: %s", err)
         rate = None
-    cost = None if rate is None else rate.input_cost_per_token * tokens[0] + rate.output_cost_per_token * tokens[1]
-    return tokens, cost
+    return tokens, None if rate is None else rate.cost(*tokens)
 
 
 def _keep_text(texts: list[str], chunk: object) -> None:
@@ -273,7 +264,7 @@ def watch_stream(stream: Any, decision: dict, md: Mapping[str, Any], call_id: ob
 def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, prompt: Callable[[], object],
                texts: list[str], price: Callable[[], Price | None] | None, w: StreamWatch) -> None:
     """The decision-log line of a call whose stream was dropped after ``w.chunks`` chunks, with the tokens and cost of
-    the answer text read (see :func:`_read_usage`)."""
+    the answer text read (see :func:`_usage`: a lower bound, as the provider may have generated more than was read)."""
     extra: dict[str, object] = {}
     routed = ROUTED_MESSAGES.take(w.record)
     logs_messages = bool(target.get("path") and target.get("messages", True))
@@ -284,7 +275,7 @@ def _abandoned(target: Mapping[str, Any], call_id: object, model: str | None, pr
             routed = None
     if logs_messages:
         extra["messages"] = routed
-    counted = _read_usage(model, routed, "".join(texts), price)
+    counted = _usage(model or "", routed, "".join(texts), price) if routed is not None else None
     (tokens, cost) = counted if counted is not None else ((None, None), None)
     row = decision_log_row(
         call_id=("litellm_call_id", call_id), response_id=None, decision=w.record, ok=False, model=model, cost=cost,

@@ -190,7 +190,7 @@ class PrefillPredictor:
         """(n, K) probabilities: the features of :meth:`features_for_ids`, one trunk call."""
         if not ids:
             return np.zeros((0, len(self.targets)), dtype=np.float32)
-        features = self.features_for_ids(ids)
+        features = self.features_for_ids(ids)  # first: in a forked child it opens the sessions self.trunk names
         return self.trunk(features)
 
     # -- public API -------------------------------------------------------
