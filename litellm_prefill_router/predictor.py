@@ -114,7 +114,6 @@ class PrefillPredictor:
         )
         self._session_settings = (intra_op_threads, execution_providers, intra_op_spinning)
         self.encoder, self.trunk = self._open_sessions()
-        self._inherited: list[tuple[EncoderSession, TrunkSession]] = []  # see _after_fork_in_child
         self._forked = False
         if m.encoder.quantized and self.providers[0] != "CPUExecutionProvider":
             logger.warning("prefill router: bundle %s has a dynamic-int8 encoder, whose quantised MatMuls %s mostly "
@@ -144,8 +143,8 @@ class PrefillPredictor:
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (see :mod:`.forking`): the parent's worker is not here and what it queued is the
-        parent's; onnxruntime's thread pools are not here either, so the sessions are opened anew on next use. The
-        inherited ones are kept, never destroyed here: their thread handles are the parent's (onnxruntime#31961)."""
+        parent's; onnxruntime's thread pools are not here either, so the sessions are opened anew on next use (the
+        inherited ones are never freed here: see ``sessions._keep_inherited_sessions``)."""
         self._lock = threading.Lock()
         self._queue = queue.Queue()
         self._worker = None
@@ -155,7 +154,6 @@ class PrefillPredictor:
         if self._forked:
             with self._lock:
                 if self._forked:
-                    self._inherited.append((self.encoder, self.trunk))
                     self.encoder, self.trunk = self._open_sessions()
                     self._forked = False
 

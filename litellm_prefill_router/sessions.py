@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -64,6 +66,24 @@ def resolve_providers(requested: Sequence[ProviderSpec] | None) -> list[Provider
     return usable
 
 
+# every session this process opened: a forked child must never free one (see _keep_inherited_sessions)
+_OPENED: weakref.WeakSet[ort.InferenceSession] = weakref.WeakSet()
+
+
+def _keep_inherited_sessions() -> None:
+    """In a forked child: the sessions opened before the fork are never freed here. Their intra-op thread pools stayed
+    in the parent, and freeing one joins threads the child does not have - the child hung (intra-op spinning off) or
+    crashed with SIGSEGV at its exit (spinning on; onnxruntime#31961), whether a released predictor was collected or
+    the interpreter exited. One reference each is leaked on purpose (their memory is the parent's, shared)."""
+    for session in list(_OPENED):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
+    _OPENED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited_sessions)
+
+
 def make_session(path: Path, *, intra_op_threads: int | None = None, providers: Sequence[ProviderSpec] | None = None,
                  spinning: bool = False) -> ort.InferenceSession:
     opts = ort.SessionOptions()
@@ -99,6 +119,7 @@ def make_session(path: Path, *, intra_op_threads: int | None = None, providers: 
                 f"why, e.g. missing CUDA/cuDNN libraries); fix that, or list {CPU!r} last to fall back to the CPU")
         logger.warning("prefill router: onnxruntime did not start %s for %s; it runs on %s", first, path,
                        sess.get_providers())
+    _OPENED.add(sess)
     return sess
 
 

@@ -81,6 +81,21 @@ def test_a_forked_child_opens_its_own_onnx_sessions_and_predicts_what_the_parent
     assert id(pred.encoder.session) == parent_session
 
 
+def test_a_forked_child_that_lets_go_of_an_inherited_predictor_goes_on(bundle_dir: Path) -> None:
+    """A released predictor (a reload) or garbage from the parent, collected in the child: freeing a session whose
+    thread pool stayed in the parent hung the child (onnxruntime#31961); those sessions are never freed there."""
+    held = [PrefillPredictor(bundle_dir, intra_op_threads=2, cache_size=0)]
+    held[0].predict([HIST_PROMPT])
+
+    def child() -> bool:
+        held[0].predict(["asked in the child"])  # opens the child's own sessions
+        held.clear()
+        gc.collect()
+        return PrefillPredictor(bundle_dir, intra_op_threads=2).predict([HIST_PROMPT]).shape == (1, 3)
+
+    assert in_child(child, timeout_s=60) is True
+
+
 def test_a_forked_child_predicts_though_a_parent_thread_held_the_predictors_lock_at_the_fork(
         bundle_dir: Path) -> None:
     pred = PrefillPredictor(bundle_dir, cache_size=8)
