@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-import onnxruntime as ort
 
 from .errors import BundleSchemaError, ConfigurationError, InferenceError
+from .onnxruntime_import import ort
 
 logger = logging.getLogger("litellm_prefill_router")
 
