@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from litellm_prefill_router.decider import PrefillDecider
+from litellm_prefill_router.forking import unheld_in_child
 from litellm_prefill_router.hub import is_hub_reference
 from litellm_prefill_router.reloading import BundleReloader, bundle_fingerprint
 
@@ -17,7 +18,7 @@ from litellm_prefill_router.reloading import BundleReloader, bundle_fingerprint
 # decider share one reloader (its bundle, its reload checks); a bundle directory rewritten since is loaded afresh.
 # The least recently used go first.
 _RELOADERS: OrderedDict[tuple[Any, ...], BundleReloader[PrefillDecider]] = OrderedDict()
-_RELOADERS_LOCK = threading.Lock()
+_RELOADERS_LOCK = unheld_in_child(threading.Lock())
 _RELOADERS_KEPT = 64
 
 

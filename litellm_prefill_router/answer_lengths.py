@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from .forking import unheld_in_child
 from .jsonl import logs_of, records_from_end
 from .records import answered_by
 
@@ -58,7 +59,7 @@ class AnswerLengths:
         self.window, self.min_answers = window, min_answers
         self.key = uuid.uuid4().hex  # how a finished call's decision-log row finds this learner
         _LEARNERS[self.key] = self
-        self._lock = threading.Lock()
+        self._lock = unheld_in_child(threading.Lock())
         self._answers: dict[tuple[str | None, str], deque[int]] = {}
         self._sums: dict[tuple[str | None, str], int] = {}
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .forking import unheld_in_child
+
 logger = logging.getLogger(__name__)
 
 
@@ -138,7 +140,7 @@ def append_line(path: Path, line: str) -> None:
         f.write((line + "\n").encode("utf-8"))
 
 
-_APPEND_LOCK = threading.Lock()
+_APPEND_LOCK = unheld_in_child(threading.Lock())
 _FAILING: dict[str, str] = {}  # log template -> the error its last write failed with (under _APPEND_LOCK)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
+from .forking import unheld_in_child
 from .novelty import NOVEL_ABOVE
 from .records import answered_by, policy_label, reason_kind
 
@@ -109,7 +110,7 @@ class RouterMetrics:
 
 
 _METRICS: RouterMetrics | None = None
-_LOCK = threading.Lock()
+_LOCK = unheld_in_child(threading.Lock())
 
 
 def router_metrics() -> RouterMetrics:

@@ -39,7 +39,7 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .errors import InferenceError
-from .forking import reset_after_fork
+from .forking import reset_after_fork, unheld_in_child
 from .novelty import NoveltyScorer, serving_scorer
 from .prompt import EncodedPrompt, PromptEncoder, check_batch
 from .sessions import MAX_BATCH_TOKENS, EncoderSession, ProviderSpec, TrunkSession, encode_grouped
@@ -386,7 +386,7 @@ class PrefillPredictor:
 
 
 _CACHE: dict[tuple[str, str, int | None, int, int | None, int, str, bool], PrefillPredictor] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = unheld_in_child(threading.Lock())
 
 
 def shared_predictor(

@@ -52,6 +52,7 @@ from .composition import (
 from .config import parse_strategy_args
 from .decision_logger import watch_stream
 from .deployments import complexity_config, deployment_id, tier_groups
+from .forking import unheld_in_child
 from .records import field_of, hidden_params
 from .rollout import user_key
 from .shared_metadata import answered, decision_for, routing_request
@@ -76,7 +77,7 @@ except ImportError:  # litellm < 1.110
 logger = logging.getLogger("litellm_prefill_router")
 
 
-_INSTALL_LOCK = threading.Lock()
+_INSTALL_LOCK = unheld_in_child(threading.Lock())
 
 
 # -- Router integration --------------------------------------------------------

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import NamedTuple
 
+from .forking import unheld_in_child
 from .records import DECISION_KEY, LITELLM_DECISION_KEY, with_served_candidate, with_served_tier
 
 TRACE_FIELD = "trace_id"  # the decision record's field naming its request
@@ -34,7 +35,8 @@ class RecordsByTrace:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self.lock = threading.RLock()  # also held by store_decision across its read of the dict and its writes
+        # also held by store_decision across its read of the dict and its writes
+        self.lock = unheld_in_child(threading.RLock())
         self._by_trace: OrderedDict[str, list[dict]] = OrderedDict()
 
     def keep(self, trace_id: str, record: dict) -> None:
@@ -64,7 +66,7 @@ ATTEMPTS = RecordsByTrace()
 # to another model group on a copy - and an Anthropic message response carries no hidden params to say it. Kept only
 # in a process that serves those headers (the proxy hook calls keep_answers()): nobody else reads them.
 ANSWERED = RecordsByTrace()
-_KEEP_ANSWERS = threading.Event()
+_KEEP_ANSWERS = unheld_in_child(threading.Event())
 
 
 def keep_answers() -> None:

@@ -19,9 +19,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .forking import unheld_in_child
+
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = unheld_in_child(threading.Lock())
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _pid: int | None = None

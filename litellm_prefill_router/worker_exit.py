@@ -15,6 +15,8 @@ import time
 import weakref
 from typing import Protocol
 
+from .forking import unheld_in_child
+
 
 class Finishing(Protocol):
     """A predictor whose worker can be told to answer what is queued, then exit (waiting up to ``timeout_s``)."""
@@ -24,7 +26,7 @@ class Finishing(Protocol):
 
 # predictors whose worker thread ran
 _STARTED: weakref.WeakSet[Finishing] = weakref.WeakSet()
-_AT_EXIT_LOCK = threading.Lock()
+_AT_EXIT_LOCK = unheld_in_child(threading.Lock())
 #: seconds the interpreter's exit waits, in all, for predictions still running
 EXIT_WAIT_S = 10.0
 

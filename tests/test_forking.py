@@ -217,3 +217,56 @@ def test_a_forked_child_tunes_though_a_parent_tune_was_running_at_the_fork(monke
     finally:
         release.set()
         tuner.wait()
+
+
+def held_by_a_parent_thread(lock: Any) -> tuple[threading.Event, threading.Thread]:
+    """A parent thread that holds ``lock`` until the returned event is set (the writer mid-append at the fork)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(10)
+    return release, thread
+
+
+def module_and_instance_locks() -> dict[str, Callable[[], Any]]:
+    from langchain_integration import reloaders
+    from litellm_prefill_router import jsonl, metrics, predictor, router, shared_metadata, sync_bridge, worker_exit
+    from litellm_prefill_router.answer_lengths import AnswerLengths
+
+    return {"decision-log append": lambda: jsonl._APPEND_LOCK, "metrics registration": lambda: metrics._LOCK,
+            "strategy install": lambda: router._INSTALL_LOCK, "sync bridge start": lambda: sync_bridge._lock,
+            "shared predictor cache": lambda: predictor._CACHE_LOCK, "exit hooks": lambda: worker_exit._AT_EXIT_LOCK,
+            "langchain reloaders": lambda: reloaders._RELOADERS_LOCK,
+            "records by trace": lambda: shared_metadata.RecordsByTrace().lock,
+            "answer lengths": lambda: AnswerLengths()._lock}
+
+
+@pytest.mark.parametrize("name", sorted(module_and_instance_locks()))
+def test_a_lock_a_parent_thread_holds_at_the_fork_is_free_in_the_child(name: str) -> None:
+    lock = module_and_instance_locks()[name]()
+    release, thread = held_by_a_parent_thread(lock)
+    try:
+        got = in_child(lambda: lock.acquire(timeout=2))
+    finally:
+        release.set()
+        thread.join()
+    assert got is True, f"the {name} lock a parent thread held at the fork stays held in the child"
+
+
+def test_a_forked_child_writes_its_decision_log_though_the_parents_writer_was_mid_append(tmp_path: Path) -> None:
+    from litellm_prefill_router import jsonl
+
+    log = tmp_path / "decisions.jsonl"
+    release, thread = held_by_a_parent_thread(jsonl._APPEND_LOCK)
+    try:
+        in_child(lambda: jsonl.append_log_record(str(log), {"call": "in the child"}), timeout_s=10)
+    finally:
+        release.set()
+        thread.join()
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"call": "in the child"}]
