@@ -91,7 +91,8 @@ DEFAULT_FILES="tests/test_router.py tests/test_proxy.py tests/test_langchain.py 
   tests/test_tune.py tests/test_autotune.py tests/test_drift.py tests/test_answer_lengths.py \
   tests/test_tier_classifier.py tests/test_routing_plugin.py tests/test_hook_settings.py \
   tests/test_litellm_support.py tests/test_examples.py tests/test_collect.py tests/test_sync_bridge.py \
-  tests/test_stream_watch.py tests/test_forking.py tests/test_onnxruntime_import.py"
+  tests/test_stream_watch.py tests/test_forking.py tests/test_onnxruntime_import.py \
+  tests/test_gunicorn.py"
 # shellcheck disable=SC2086
 PREFILL_TEST_BUNDLE="$WORK/bundle" PREFILL_TEST_EXTERNAL_BUNDLE="$WORK/bundle-external" "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs \
   ${PREFILL_TEST_FILES:-$DEFAULT_FILES}

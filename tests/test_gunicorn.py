@@ -1,0 +1,97 @@
+"""gunicorn with ``--preload``: the master builds and warms the router, its forked workers route, and a worker that
+gunicorn recycles (``--max-requests``) or stops exits at once - with onnxruntime 1.29+'s telemetry thread running, a
+forked worker hung at its exit (``onnxruntime_import``). Real gunicorn, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import HIST_PROMPT
+
+pytest.importorskip("gunicorn")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its workers")
+TESTS = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def exited(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie has exited: its parent has not reaped it yet
+
+
+def wait_for(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
+def test_gunicorn_preload_workers_route_and_recycled_or_stopped_workers_exit_at_once(bundle_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # the package's own default, not
+    env.update(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),  # the one this test
+               LITELLM_LOCAL_MODEL_COST_MAP="True")  # process inherited from it
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--max-requests", "2",
+         "--graceful-timeout", "30", "--bind", f"127.0.0.1:{port}", "gunicorn_app:app"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: server.poll() is not None or _listening(port), 120), "gunicorn did not start"
+        assert server.poll() is None, server.communicate()[0][-3000:]
+        served = []
+        for i in range(8):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=HIST_PROMPT.encode())
+            try:
+                with urllib.request.urlopen(request, timeout=20) as resp:
+                    served.append(json.loads(resp.read()))
+            except OSError as err:
+                pytest.fail(f"request {i + 1} got no answer ({err}) after {served}: gunicorn starts a recycled "
+                            "worker's replacement only once it has exited")
+        assert {s["answer"] for s in served} == {"answer from history-model"}
+        by_worker = Counter(s["pid"] for s in served)
+        assert server.pid not in by_worker and len(by_worker) >= 3, by_worker  # workers were recycled
+        recycled = [pid for pid, n in by_worker.items() if n == 2]
+        assert wait_for(lambda: all(exited(pid) for pid in recycled), 10), \
+            f"recycled workers {[p for p in recycled if not exited(p)]} still running 10 s after their last request"
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=25) == 0
+        assert time.monotonic() - started < 10, "the workers did not exit on SIGTERM (gunicorn waited to kill them)"
+    finally:
+        try:  # the master and any worker left behind (they hold the log pipe open)
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log = server.communicate(timeout=30)[0]
+    assert "Booting worker" in log and "Traceback" not in log, log[-3000:]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
