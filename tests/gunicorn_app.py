@@ -12,7 +12,8 @@ from conftest import model_list
 from litellm_prefill_router import PrefillRouter
 
 router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
-                       routing_strategy_args={"bundle": os.environ["PREFILL_APP_BUNDLE"], "preset": "max-quality"})
+                       routing_strategy_args={"bundle": os.environ["PREFILL_APP_BUNDLE"], "preset": "max-quality",
+                                              "decision_log": os.environ["PREFILL_APP_LOG"]})
 router.prefill_strategy.predictor.predict_one("warm-up in the master")  # not a completion: see docs/litellm.md
 
 

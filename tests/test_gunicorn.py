@@ -1,6 +1,7 @@
-"""gunicorn with ``--preload``: the master builds and warms the router, its forked workers route, and a worker that
-gunicorn recycles (``--max-requests``) or stops exits at once - with onnxruntime 1.29+'s telemetry thread running, a
-forked worker hung at its exit (``onnxruntime_import``). Real gunicorn, real HTTP on 127.0.0.1."""
+"""gunicorn with ``--preload``: the master builds and warms the router, its forked workers route and log every call
+(a decision log per worker), and a worker that gunicorn recycles (``--max-requests``) or stops exits at once - with
+onnxruntime 1.29+'s telemetry thread running, a forked worker hung at its exit (``onnxruntime_import``). Real
+gunicorn, real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -48,12 +49,12 @@ def wait_for(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
-def test_gunicorn_preload_workers_route_and_recycled_or_stopped_workers_exit_at_once(bundle_dir: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(bundle_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # the package's own default, not
     env.update(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),  # the one this test
-               LITELLM_LOCAL_MODEL_COST_MAP="True")  # process inherited from it
+               PREFILL_APP_LOG=str(tmp_path / "decisions-{pid}.jsonl"),  # process inherited from it
+               LITELLM_LOCAL_MODEL_COST_MAP="True")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--max-requests", "2",
          "--graceful-timeout", "30", "--bind", f"127.0.0.1:{port}", "gunicorn_app:app"],
@@ -87,6 +88,9 @@ def test_gunicorn_preload_workers_route_and_recycled_or_stopped_workers_exit_at_
             pass
         log = server.communicate(timeout=30)[0]
     assert "Booting worker" in log and "Traceback" not in log, log[-3000:]
+    logged = [json.loads(line) for f in tmp_path.glob("decisions-*.jsonl") for line in f.read_text().splitlines()]
+    assert sorted(int(f.stem.split("-")[1]) for f in tmp_path.glob("decisions-*.jsonl")) == sorted(by_worker)
+    assert len(logged) == 8 and {row["decision"]["target"] for row in logged} == {"history-model"}, logged
 
 
 def _listening(port: int) -> bool:
