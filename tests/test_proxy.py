@@ -545,6 +545,36 @@ def test_a_multi_worker_proxy_routes_in_every_worker_logs_a_file_per_process_and
     assert summarize(logged())["calls"] == len(answers)
 
 
+
+def test_a_proxy_run_with_gunicorn_routes_through_workers_it_recycles(bundle_dir: Path, tmp_path: Path) -> None:
+    """``litellm --run_gunicorn`` (its master preloads the app and forks the workers) with
+    ``--max_requests_before_restart``, as litellm suggests against memory growth: every request is routed by the
+    bundle, also by the workers started in place of recycled ones, and logged once by the worker that served it."""
+    pytest.importorskip("gunicorn")
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "examples" / "litellm_proxy" / "config.yaml").read_text())
+    cfg["model_list"] = model_list()
+    cfg["router_settings"]["routing_strategy_args"] = {"bundle": str(bundle_dir), "preset": "max-quality",
+                                                       "decision_log": str(tmp_path / "logs" / "d-{pid}.jsonl")}
+    cfg["general_settings"]["custom_auth"] = "proxy_spy.key_auth"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # litellm 1.110 waits GRACEFUL_SHUTDOWN_TIMEOUT (20 s) at the end for requests in flight; there are none
+    with _proxy(tmp_path / "config.yaml", tmp_path, {"GRACEFUL_SHUTDOWN_TIMEOUT": "2"}, "--run_gunicorn",
+                "--num_workers", "2", "--max_requests_before_restart", "3") as port:
+        for prompt, target in [(MATH_PROMPT, "math-model"), (HIST_PROMPT, "history-model")] * 5:
+            body, headers = _post(port, prompt)
+            assert (headers["x-prefill-target"], body["choices"][0]["message"]["content"]) == (
+                target, f"answer from {target}")
+            if prompt == HIST_PROMPT:
+                time.sleep(1.1)  # a uvicorn worker checks its request count once a second
+        deadline = time.time() + 30
+        while time.time() < deadline and sum(
+                len(f.read_text().splitlines()) for f in (tmp_path / "logs").glob("d-*.jsonl")) < 10:
+            time.sleep(0.2)
+    by_pid = {int(f.stem[2:]): len(f.read_text().splitlines()) for f in (tmp_path / "logs").glob("d-*.jsonl")}
+    assert sum(by_pid.values()) == 10 and len(by_pid) >= 3, by_pid  # workers were recycled and replaced
+
 def test_a_proxy_with_a_database_applying_its_router_settings_again_keeps_its_prefill_strategies(
         bundle_dir: Path, tmp_path: Path) -> None:
     """Every 30 s a proxy with a database applies its config's router_settings again (litellm's own ProxyConfig code,
