@@ -1,5 +1,6 @@
-"""A WSGI app for tests/test_gunicorn.py: each request's body is a prompt, routed by a router that gunicorn's
-master builds and warms once (``--preload``) and its forked workers serve."""
+"""WSGI and ASGI apps for tests/test_gunicorn.py: each request's body is a prompt, routed by a router that
+gunicorn's master builds and warms once (``--preload``) and its forked workers serve (sync workers call ``app``,
+uvicorn's workers ``asgi_app``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,28 @@ router = PrefillRouter(model_list=model_list(), routing_strategy="prefill",
 router.prefill_strategy.predictor.predict_one("warm-up in the master")  # not a completion: see docs/litellm.md
 
 
+def _answer(resp: Any) -> bytes:
+    return json.dumps({"pid": os.getpid(), "answer": resp.choices[0].message.content}).encode()
+
+
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     prompt = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)).decode()
-    resp = router.completion(model="auto", messages=[{"role": "user", "content": prompt}])
-    body = json.dumps({"pid": os.getpid(), "answer": resp.choices[0].message.content}).encode()
+    body = _answer(router.completion(model="auto", messages=[{"role": "user", "content": prompt}]))
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    prompt, more = b"", True
+    while more:
+        message = await receive()
+        prompt, more = prompt + message.get("body", b""), message.get("more_body", False)
+    body = _answer(await router.acompletion(model="auto", messages=[{"role": "user", "content": prompt.decode()}]))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -48,8 +48,17 @@ def wait_for(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
     return True
 
 
+WORKERS = {"sync": ("sync", "gunicorn_app:app"),  # WSGI: router.completion
+           "uvicorn": ("uvicorn.workers.UvicornWorker", "gunicorn_app:asgi_app")}  # ASGI (FastAPI's): acompletion
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
-def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(bundle_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(worker: str, bundle_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    worker_class, app = WORKERS[worker]
+    if worker == "uvicorn":
+        pytest.importorskip("uvicorn.workers")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # the package's own default, not
     env.update(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),  # the one this test
@@ -57,7 +66,7 @@ def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(bundle_d
                LITELLM_LOCAL_MODEL_COST_MAP="True")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--max-requests", "2",
-         "--graceful-timeout", "30", "--bind", f"127.0.0.1:{port}", "gunicorn_app:app"],
+         "--worker-class", worker_class, "--graceful-timeout", "30", "--bind", f"127.0.0.1:{port}", app],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         assert wait_for(lambda: server.poll() is not None or _listening(port), 120), "gunicorn did not start"
@@ -71,6 +80,8 @@ def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(bundle_d
             except OSError as err:
                 pytest.fail(f"request {i + 1} got no answer ({err}) after {served}: gunicorn starts a recycled "
                             "worker's replacement only once it has exited")
+            if worker == "uvicorn" and i % 2:
+                time.sleep(1.1)  # a uvicorn worker checks its request count once a second
         assert {s["answer"] for s in served} == {"answer from history-model"}
         by_worker = Counter(s["pid"] for s in served)
         assert server.pid not in by_worker and len(by_worker) >= 3, by_worker  # workers were recycled
