@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gc
 import json
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,10 @@ def strategy_name(router) -> object:  # type: ignore[no-untyped-def]
         return "prefill"
     strategy = routing_strategy_of(router)
     return getattr(strategy, "value", strategy)
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -18,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT
+from conftest import HIST_PROMPT, free_port
 
 pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its workers")
 TESTS = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def exited(pid: int) -> bool:

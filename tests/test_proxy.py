@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,18 +28,12 @@ from conftest import (
     always_cheapest,
     cheap_group,
     complexity_router,
+    free_port,
     live_model_list,
     model_list,
     rewrite_bundle,
     tier_router,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +156,7 @@ def _litellm_exe() -> str:
 @contextlib.contextmanager
 def _proxy(cfg: Path, tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[int]:
     """A litellm proxy serving ``cfg`` on a free 127.0.0.1 port (yielded) until the block ends; its workers too."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "true",
            "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": f"sk-{secrets.token_hex(32)}", **env,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}

@@ -23,6 +23,7 @@ from conftest import (
     always_cheapest,
     change_settings,
     cheap_group,
+    free_port,
     live_model_list,
     model_list,
     read_a_chunk_and_drop,
@@ -923,11 +924,7 @@ def test_a_retry_of_a_sync_completion_is_rerouted_too(bundle_dir: Path) -> None:
 
 
 async def test_a_retry_is_rerouted_for_the_responses_and_anthropic_apis_too(bundle_dir: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a local port nothing listens on: math-model's calls are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it: math-model's calls are refused
     ml = model_list(**{"math-model": {"api_base": f"http://127.0.0.1:{port}/v1", "max_retries": 0}})
     del ml[0]["litellm_params"]["mock_response"]
     r = PrefillRouter(model_list=ml, routing_strategy="prefill", num_retries=1, retry_after=0, allowed_fails=5,
@@ -964,13 +961,9 @@ async def test_a_deployment_that_times_out_is_retried_on_the_next_best_target(st
 @pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "google"])
 async def test_a_stream_of_every_api_whose_first_choice_is_unreachable_is_retried_on_the_next_best_target(
         api: str, bundle_dir: Path) -> None:
-    import socket
-
     from fake_openai import FakeOpenAI
 
-    with socket.socket() as s:  # a local port nothing listens on: math-model's calls are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it: math-model's calls are refused
     with FakeOpenAI() as fake:
         ml = live_model_list(fake.url)
         ml[0]["litellm_params"].update(api_base=f"http://127.0.0.1:{port}/v1", max_retries=0)  # math-model's
