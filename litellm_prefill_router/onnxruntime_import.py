@@ -4,8 +4,9 @@ From 1.29 on, onnxruntime's Linux wheels start a telemetry thread when the exten
 database under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` (each session created, the interpreter's path, the
 OS, a device id) for upload, and any process forked afterwards - a gunicorn ``--preload`` or Celery prefork worker -
 hangs at its normal exit, destroying a condition variable the parent's thread was waiting on (checked with 1.29.0,
-1.31.1 and 1.32.0). ``ORT_DISABLE_TELEMETRY`` set before the import turns it off; the user's own value, either way,
-is kept.
+1.31.1 and 1.32.0; onnxruntime keeps it off by itself where ``CI``, ``GITHUB_ACTIONS`` or another CI system's
+variable is set). ``ORT_DISABLE_TELEMETRY`` set before the import turns it off; the user's own value, either way, is
+kept.
 
 Where onnxruntime was imported with its telemetry on before this module (or the user set it on), the first fork warns.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIST_PROMPT, free_port
+from conftest import HIST_PROMPT, free_port, users_machine_env
 
 pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its workers")
@@ -54,10 +54,9 @@ def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(worker: 
     if worker == "uvicorn":
         pytest.importorskip("uvicorn.workers")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # the package's own default, not
-    env.update(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),  # the one this test
-               PREFILL_APP_LOG=str(tmp_path / "decisions-{pid}.jsonl"),  # process inherited from it
-               LITELLM_LOCAL_MODEL_COST_MAP="True")
+    env = users_machine_env(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),
+                            PREFILL_APP_LOG=str(tmp_path / "decisions-{pid}.jsonl"),
+                            LITELLM_LOCAL_MODEL_COST_MAP="True")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--max-requests", "2",
          "--worker-class", worker_class, "--graceful-timeout", "30", "--bind", f"127.0.0.1:{port}", app],

@@ -4,7 +4,6 @@ Each test runs a fresh interpreter, because the switch is read once, when onnxru
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 import onnxruntime
 import pytest
 
-from conftest import HIST_PROMPT
+from conftest import HIST_PROMPT, users_machine_env
 
 TELEMETRY_SHIPPED = sys.platform.startswith("linux") and tuple(
     int(part) for part in onnxruntime.__version__.split(".")[:2]) >= (1, 29)
@@ -36,11 +35,10 @@ FORK_THEN_EXIT = textwrap.dedent("""
 def run_fresh(code: str, home: Path, **env: str) -> subprocess.CompletedProcess:
     """``code`` (indented as in the test) in a new interpreter whose home, where onnxruntime keeps its telemetry, is
     ``home``."""
-    clean = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-    clean.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env)
     prelude = "import logging, os, sys, time\nlogging.basicConfig()\n"
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          env=clean, timeout=120, cwd=Path(__file__).parent)
+                          env=users_machine_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env),
+                          timeout=120, cwd=Path(__file__).parent)
 
 
 def telemetry_written(home: Path) -> bool:
