@@ -43,7 +43,8 @@ def wait_for(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 WORKERS = {"sync": ("sync", "gunicorn_app:app"),  # WSGI: router.completion
-           "uvicorn": ("uvicorn.workers.UvicornWorker", "gunicorn_app:asgi_app")}  # ASGI (FastAPI's): acompletion
+           "uvicorn": ("uvicorn.workers.UvicornWorker", "gunicorn_app:asgi_app"),  # ASGI (FastAPI's): acompletion
+           "langchain": ("sync", "gunicorn_app:langchain_app")}  # WSGI: PrefillRouterRunnable.invoke
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
@@ -51,8 +52,7 @@ WORKERS = {"sync": ("sync", "gunicorn_app:app"),  # WSGI: router.completion
 def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(worker: str, bundle_dir: Path,
                                                                          tmp_path: Path) -> None:
     worker_class, app = WORKERS[worker]
-    if worker == "uvicorn":
-        pytest.importorskip("uvicorn.workers")
+    pytest.importorskip({"uvicorn": "uvicorn.workers", "langchain": "langchain_core"}.get(worker, "gunicorn"))
     port = free_port()
     env = users_machine_env(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),
                             PREFILL_APP_LOG=str(tmp_path / "decisions-{pid}.jsonl"),
@@ -92,8 +92,11 @@ def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(worker: 
             pass
         log = server.communicate(timeout=30)[0]
     assert "Booting worker" in log and "Traceback" not in log, log[-3000:]
-    logged = [json.loads(line) for f in tmp_path.glob("decisions-*.jsonl") for line in f.read_text().splitlines()]
-    assert sorted(int(f.stem.split("-")[1]) for f in tmp_path.glob("decisions-*.jsonl")) == sorted(by_worker)
+    logs = {int(f.stem.split("-")[1]): [json.loads(line) for line in f.read_text().splitlines()]
+            for f in tmp_path.glob("decisions-*.jsonl")}
+    assert len(logs.pop(server.pid)) == 1  # the LangChain runnable's warm-up call, in the master
+    assert sorted(logs) == sorted(by_worker)
+    logged = [row for rows in logs.values() for row in rows]
     assert len(logged) == 8 and {row["decision"]["target"] for row in logged} == {"history-model"}, logged
 
 
