@@ -19,6 +19,9 @@ import sys
 
 VARIABLE = "ORT_DISABLE_TELEMETRY"
 _OFF = frozenset({"1", "true", "yes", "on"})  # what onnxruntime reads as "disabled"; any other value leaves it on
+#: where one of these is set (CI=true, ...), onnxruntime 1.29+ keeps its telemetry off by itself: CI never shows it
+CI_VARIABLES = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
+                "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER")
 
 logger = logging.getLogger("litellm_prefill_router")
 
@@ -59,4 +62,4 @@ _warned = False
 if hasattr(os, "register_at_fork") and telemetry_thread_may_run():
     os.register_at_fork(before=_warn_before_fork)
 
-__all__ = ["VARIABLE", "ort", "telemetry_thread_may_run"]
+__all__ = ["CI_VARIABLES", "VARIABLE", "ort", "telemetry_thread_may_run"]

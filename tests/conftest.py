@@ -246,14 +246,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# onnxruntime 1.29+ keeps its telemetry off by itself where one of these says it runs in CI: a test of what happens on
-# a user's machine (tests/test_onnxruntime_import.py, tests/test_gunicorn.py) unsets them
-CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
-              "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER")
-
-
 def users_machine_env(**extra: str) -> dict[str, str]:
-    """This process's environment as on a user's machine, for a subprocess: without ORT_DISABLE_TELEMETRY (the package
-    set it here when imported) and :data:`CI_MARKERS`; with ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in CI_MARKERS and k != "ORT_DISABLE_TELEMETRY"}
+    """This process's environment as on a user's machine, for a subprocess (tests/test_onnxruntime_import.py,
+    tests/test_gunicorn.py): without ORT_DISABLE_TELEMETRY (the package set it here when imported) and the CI
+    systems' variables that keep onnxruntime's telemetry off by itself; with ``extra``."""
+    from litellm_prefill_router.onnxruntime_import import CI_VARIABLES, VARIABLE
+
+    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES and k != VARIABLE}
     return {**env, **extra}
