@@ -40,9 +40,14 @@ def _release() -> tuple[int, ...]:
         return (99, 0)
 
 
+def ships_telemetry() -> bool:
+    """Whether this onnxruntime starts its telemetry thread on import unless told not to (1.29+ on Linux)."""
+    return sys.platform.startswith("linux") and _release() >= (1, 29)
+
+
 def telemetry_thread_may_run() -> bool:
     """Whether onnxruntime's telemetry thread may be running in this process (and a forked child hang at exit)."""
-    return sys.platform.startswith("linux") and _release() >= (1, 29) and not _telemetry_off
+    return ships_telemetry() and not _telemetry_off
 
 
 def _warn_before_fork() -> None:
@@ -62,4 +67,4 @@ _warned = False
 if hasattr(os, "register_at_fork") and telemetry_thread_may_run():
     os.register_at_fork(before=_warn_before_fork)
 
-__all__ = ["CI_VARIABLES", "VARIABLE", "ort", "telemetry_thread_may_run"]
+__all__ = ["CI_VARIABLES", "VARIABLE", "ort", "ships_telemetry", "telemetry_thread_may_run"]

@@ -21,6 +21,7 @@ import pytest
 from conftest import HIST_PROMPT, free_port, users_machine_env
 
 pytest.importorskip("gunicorn")
+pytest.importorskip("langchain_core")  # gunicorn_app builds a LangChain runnable beside the LiteLLM router
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its workers")
 TESTS = Path(__file__).parent
 
@@ -52,7 +53,8 @@ WORKERS = {"sync": ("sync", "gunicorn_app:app"),  # WSGI: router.completion
 def test_gunicorn_preload_workers_route_log_every_call_and_exit_at_once(worker: str, bundle_dir: Path,
                                                                          tmp_path: Path) -> None:
     worker_class, app = WORKERS[worker]
-    pytest.importorskip({"uvicorn": "uvicorn.workers", "langchain": "langchain_core"}.get(worker, "gunicorn"))
+    if worker == "uvicorn":
+        pytest.importorskip("uvicorn.workers")
     port = free_port()
     env = users_machine_env(PYTHONPATH=str(TESTS), PREFILL_APP_BUNDLE=str(bundle_dir), HOME=str(tmp_path),
                             PREFILL_APP_LOG=str(tmp_path / "decisions-{pid}.jsonl"),

@@ -13,9 +13,9 @@ import onnxruntime
 import pytest
 
 from conftest import HIST_PROMPT, users_machine_env
+from litellm_prefill_router.onnxruntime_import import ships_telemetry
 
-TELEMETRY_SHIPPED = sys.platform.startswith("linux") and tuple(
-    int(part) for part in onnxruntime.__version__.split(".")[:2]) >= (1, 29)
+TELEMETRY_SHIPPED = ships_telemetry()
 FORK_THEN_EXIT = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
